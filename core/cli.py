@@ -1,0 +1,248 @@
+"""``finetune-studio``: the command line for what engineers script.
+
+Every command acts as a named user (``--user NAME``, default the first admin) and goes through the same
+core functions and role checks as the pages. Plain text for people, ``--json`` for scripts. Exit code 0 on
+success; non-zero with a one-line reason on failure.
+
+Subcommands of later capabilities live beside their domain (core/cli_data.py, core/cli_train.py,
+core/cli_eval.py); each exposes ``register(subparsers)`` and handlers ``fn(args, session, user) -> object``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict, is_dataclass
+from datetime import datetime
+from pathlib import Path
+
+from core.errors import StudioError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _emit(args, result) -> None:
+    """Print ``result`` as JSON (``--json``) or as text for people."""
+    if result is None:
+        return
+    if getattr(args, "json", False):
+        print(json.dumps(_jsonable(result), indent=2, default=str))
+        return
+    if isinstance(result, str):
+        print(result)
+    elif isinstance(result, list):
+        for row in result:
+            print(_text_row(row))
+    elif isinstance(result, dict):
+        for key, value in result.items():
+            print(f"{key}: {value}")
+    else:
+        print(result)
+
+
+def _text_row(row) -> str:
+    row = _jsonable(row)
+    if isinstance(row, dict):
+        return "  ".join(f"{k}={v}" for k, v in row.items())
+    return str(row)
+
+
+def _jsonable(value):
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if hasattr(value, "model_dump"):
+        return value.model_dump()
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _user_row(user) -> dict:
+    return {"username": user.username, "role": user.role, "active": user.active}
+
+
+# ---------------------------------------------------------------- foundation commands
+
+
+def cmd_init(args, session, user):
+    from core.setup import init_workspace
+
+    res = init_workspace(with_demo=not args.no_demo)
+    out = {"workspace": res.workspace}
+    if res.admin_password:
+        out["admin"] = res.admin_username
+        out["one-time password"] = res.admin_password
+    if res.demo_project_id:
+        out["demo project id"] = res.demo_project_id
+    return out
+
+
+def cmd_serve(args, session, user):
+    from core.setup import init_workspace
+
+    res = init_workspace()
+    if res.admin_password:
+        # Shown once, like a notebook server's token; never stored in clear.
+        print(f"First start: log in as '{res.admin_username}' with the one-time password: {res.admin_password}",
+              flush=True)
+        print("Change it on the Account page; create more users with `finetune-studio users add`.", flush=True)
+    app = Path(__file__).resolve().parent.parent / "app.py"
+    argv = [sys.executable, "-m", "streamlit", "run", str(app),
+            "--server.address", args.host, "--server.port", str(args.port),
+            "--server.headless", "true" if args.headless else "false",
+            "--browser.gatherUsageStats", "false"]
+    print(f"finetune-studio on http://{args.host}:{args.port}  (workspace {res.workspace})", flush=True)
+    try:  # jobs whose process died while the server was down become failed now
+        from core.jobs import reconcile_on_start
+    except ModuleNotFoundError:
+        pass
+    else:
+        reconcile_on_start()
+    return subprocess.call(argv, env=os.environ.copy()) or None
+
+
+def cmd_users_add(args, session, user):
+    from core.accounts import create_user, generate_password
+
+    password = args.password or os.environ.get("FINETUNE_STUDIO_NEW_PASSWORD") or generate_password()
+    new = create_user(session, user, args.username, password, args.role)
+    out = _user_row(new)
+    if not args.password:
+        out["password"] = password
+    return out
+
+
+def cmd_users_list(args, session, user):
+    from core.accounts import list_users, require
+
+    require(user, "manage_users")
+    return [_user_row(u) for u in list_users(session)]
+
+
+def cmd_users_set_role(args, session, user):
+    from core.accounts import set_role
+
+    return _user_row(set_role(session, user, args.username, args.role))
+
+
+def cmd_users_set_password(args, session, user):
+    from core.accounts import set_password
+
+    password = args.password or os.environ.get("FINETUNE_STUDIO_NEW_PASSWORD")
+    if not password:
+        raise StudioError("Give the new password with --password or FINETUNE_STUDIO_NEW_PASSWORD.")
+    set_password(session, user, args.username, password)
+    return {"username": args.username, "password": "changed"}
+
+
+def cmd_projects(args, session, user):
+    from core.projects import create_project, list_projects
+
+    if args.create:
+        p = create_project(session, user, args.create, args.description or "")
+        return {"id": p.id, "name": p.name}
+    return [{"id": p.id, "name": p.name} for p in list_projects(session)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--workspace", help="workspace folder (default $FINETUNE_STUDIO_HOME or ./workspace)")
+    common.add_argument("--user", help="act as this user (default: the first admin)")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+
+    parser = argparse.ArgumentParser(prog="finetune-studio", description=__doc__.splitlines()[0], parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", parents=[common], help="start the web app")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--headless", action="store_true", help="do not open a browser")
+    p.set_defaults(fn=cmd_serve, needs_db=False)
+
+    p = sub.add_parser("init", parents=[common], help="create the workspace, first admin and demo project")
+    p.add_argument("--no-demo", action="store_true")
+    p.set_defaults(fn=cmd_init, needs_db=False)
+
+    users = sub.add_parser("users", parents=[common], help="manage accounts").add_subparsers(dest="users_cmd",
+                                                                                             required=True)
+    p = users.add_parser("add", parents=[common], help="create a user (prints a generated password)")
+    p.add_argument("username")
+    p.add_argument("--role", default="annotator", choices=["annotator", "reviewer", "engineer", "admin"])
+    p.add_argument("--password", help="default: generated and printed once")
+    p.set_defaults(fn=cmd_users_add)
+    p = users.add_parser("list", parents=[common], help="list users")
+    p.set_defaults(fn=cmd_users_list)
+    p = users.add_parser("set-role", parents=[common], help="change a user's role")
+    p.add_argument("username")
+    p.add_argument("role", choices=["annotator", "reviewer", "engineer", "admin"])
+    p.set_defaults(fn=cmd_users_set_role)
+    p = users.add_parser("set-password", parents=[common], help="reset a user's password")
+    p.add_argument("username")
+    p.add_argument("--password")
+    p.set_defaults(fn=cmd_users_set_password)
+
+    p = sub.add_parser("projects", parents=[common], help="list or create projects")
+    p.add_argument("--create", metavar="NAME")
+    p.add_argument("--description")
+    p.set_defaults(fn=cmd_projects)
+
+    for module in ("core.cli_data", "core.cli_train", "core.cli_eval"):
+        try:
+            mod = __import__(module, fromlist=["register"])
+        except ModuleNotFoundError as err:
+            if err.name != module:
+                raise
+            continue
+        mod.register(sub, common)
+    return parser
+
+
+def _acting_user(session, name: str | None):
+    from core.accounts import first_admin, get_user
+
+    if name:
+        return get_user(session, name)
+    user = first_admin(session)
+    if user is None:
+        raise StudioError("No users yet: run `finetune-studio init` first.")
+    return user
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from core.workspace import offline_env, set_workspace
+
+    if args.workspace:
+        set_workspace(args.workspace)
+    offline_env()
+    try:
+        if getattr(args, "needs_db", True):
+            from sqlmodel import Session
+
+            from storage.db import get_engine, init_db
+
+            init_db()
+            with Session(get_engine(), expire_on_commit=False) as session:
+                user = _acting_user(session, args.user)
+                result = args.fn(args, session, user)
+        else:
+            result = args.fn(args, None, None)
+        _emit(args, result)
+        return 0
+    except StudioError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Where a workspace lives: the one folder that holds the database, run folders, models and uploads.
+
+Resolution order, the same for the app and every CLI command:
+``--workspace DIR`` (sets FINETUNE_STUDIO_HOME) > ``FINETUNE_STUDIO_HOME`` > ``./workspace``.
+``DATABASE_URL`` selects another SQLAlchemy database (e.g. PostgreSQL); otherwise SQLite in the workspace.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_HOME = "FINETUNE_STUDIO_HOME"
+ENV_DB = "DATABASE_URL"
+
+
+def workspace_dir() -> Path:
+    """The workspace folder (not created here)."""
+    return Path(os.environ.get(ENV_HOME) or "workspace").expanduser().resolve()
+
+
+def set_workspace(path: str | os.PathLike) -> Path:
+    """Point this process (and the subprocesses it starts) at ``path``."""
+    resolved = Path(path).expanduser().resolve()
+    os.environ[ENV_HOME] = str(resolved)
+    return resolved
+
+
+def database_url() -> str:
+    """SQLAlchemy URL of the workspace database."""
+    return os.environ.get(ENV_DB) or f"sqlite:///{workspace_dir() / 'studio.db'}"
+
+
+def runs_dir() -> Path:
+    return workspace_dir() / "runs"
+
+
+def models_dir() -> Path:
+    return workspace_dir() / "models"
+
+
+def uploads_dir() -> Path:
+    return workspace_dir() / "uploads"
+
+
+def exports_dir() -> Path:
+    return workspace_dir() / "exports"
+
+
+def offline_env() -> None:
+    """No code path may need the network: keep Hugging Face libraries offline unless the user opts out."""
+    if os.environ.get("FINETUNE_STUDIO_ONLINE") != "1":
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

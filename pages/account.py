@@ -1,0 +1,21 @@
+"""Your account: change your password."""
+import streamlit as st
+
+from core.accounts import authenticate, set_password
+from core.webui import db, require_page, run_action
+
+user = require_page(None)
+st.title("Account")
+st.write(f"**{user.username}** · role **{user.role}**")
+with st.form("password", clear_on_submit=True):
+    old = st.text_input("Current password", type="password")
+    new = st.text_input("New password", type="password")
+    again = st.text_input("New password again", type="password")
+    if st.form_submit_button("Change password"):
+        if new != again:
+            st.error("The two new passwords differ.")
+        else:
+            with db() as s:
+                if run_action(authenticate, s, user.username, old) is not None:
+                    if run_action(set_password, s, user, user.username, new) is not None:
+                        st.success("Password changed.")

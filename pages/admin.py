@@ -1,0 +1,77 @@
+"""Admin: users and roles; projects, guidelines and rubric."""
+import pandas as pd
+import streamlit as st
+
+from core.accounts import ROLE_ORDER, create_user, generate_password, list_users, set_active, set_role
+from core.projects import create_project, update_project
+from core.webui import current_project, db, require_page, run_action
+
+user = require_page("manage_users")
+st.title("Admin")
+users_tab, project_tab, new_tab = st.tabs(["Users", "Project settings", "New project"])
+
+with users_tab:
+    with db() as s:
+        users = list_users(s)
+    st.dataframe(
+        pd.DataFrame([{"username": u.username, "role": u.role, "active": u.active,
+                       "last login": u.last_login_at} for u in users]),
+        hide_index=True, width="stretch",
+    )
+    with st.form("add_user", clear_on_submit=True):
+        st.subheader("Add a user")
+        c1, c2 = st.columns(2)
+        name = c1.text_input("Username")
+        role = c2.selectbox("Role", ROLE_ORDER)
+        if st.form_submit_button("Create user"):
+            password = generate_password()
+            with db() as s:
+                if run_action(create_user, s, user, name, password, role) is not None:
+                    st.success(f"Created {name}. One-time password (shown once): `{password}`")
+    st.subheader("Change a user")
+    c1, c2, c3 = st.columns(3)
+    target = c1.selectbox("User", [u.username for u in users])
+    new_role = c2.selectbox("New role", ROLE_ORDER, key="new_role")
+    if c2.button("Set role"):
+        with db() as s:
+            if run_action(set_role, s, user, target, new_role, success="Role changed.") is not None:
+                st.rerun()
+    enabled = next((u.active for u in users if u.username == target), True)
+    if c3.button("Disable" if enabled else "Enable"):
+        with db() as s:
+            if run_action(set_active, s, user, target, not enabled) is not None:
+                st.rerun()
+
+with project_tab:
+    project = current_project()
+    if project is None:
+        st.info("No project yet.")
+    else:
+        st.subheader(project.name)
+        with st.form("project_settings"):
+            guidelines = st.text_area("Guidelines (markdown, shown beside the editor)", project.guidelines,
+                                      height=220)
+            c1, c2 = st.columns(2)
+            max_length = c1.number_input("Max length (tokens)", 16, 131072, project.max_length)
+            per_example = c2.number_input("Annotators per example", 1, 10, project.annotators_per_example,
+                                          help="More than 1 turns on multi-annotator mode and agreement figures.")
+            st.caption("Rubric used on the Compare page")
+            rubric = st.data_editor(pd.DataFrame(project.rubric, columns=["name", "description", "min", "max"]),
+                                    num_rows="dynamic", hide_index=True, width="stretch")
+            if st.form_submit_button("Save project settings", type="primary"):
+                rows = [r for r in rubric.to_dict("records") if str(r.get("name") or "").strip()]
+                with db() as s:
+                    run_action(update_project, s, user, project, guidelines=guidelines, rubric=rows,
+                               max_length=int(max_length), annotators_per_example=int(per_example),
+                               success="Saved.")
+
+with new_tab:
+    with st.form("new_project", clear_on_submit=True):
+        name = st.text_input("Name")
+        description = st.text_area("Description")
+        if st.form_submit_button("Create project"):
+            with db() as s:
+                created = run_action(create_project, s, user, name, description)
+            if created is not None:
+                st.session_state["project_id"] = created.id
+                st.success(f"Created {created.name}.")

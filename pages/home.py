@@ -1,0 +1,31 @@
+"""Home: where the current project stands and what to do next."""
+import streamlit as st
+
+from core.projects import project_summary
+from core.webui import current_project, db, require_page
+
+user = require_page(None)
+st.title("finetune-studio")
+st.caption(f"Welcome, {user.username}.")
+project = current_project()
+if project is None:
+    st.info("No project yet. An admin can create one on the Admin page.")
+    st.stop()
+st.header(project.name)
+if project.description:
+    st.text(project.description)
+with db() as s:
+    summary = project_summary(s, project)
+cols = st.columns(5)
+cols[0].metric("Examples", summary["examples"])
+cols[1].metric("Approved", summary["by_status"].get("approved", 0))
+cols[2].metric("Dataset versions", summary["versions"])
+cols[3].metric("Training runs", summary["runs"])
+cols[4].metric("Eval sets", summary["eval_sets"])
+st.subheader("The loop")
+st.markdown(
+    "1. **Curate** — import examples, edit them on *Annotate*, approve them on *Review data*.\n"
+    "2. **Freeze** a dataset version on *Datasets*; export it in any format.\n"
+    "3. **Train** the base model on a version from *Train*; watch and compare runs on *Runs*.\n"
+    "4. **Evaluate** — generate outputs on *Generate*, score them blind on *Compare*, read *Results*."
+)

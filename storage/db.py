@@ -1,0 +1,151 @@
+"""Engine, connection pragmas, sessions and migrations.
+
+SQLite by default (one file in the workspace); any SQLAlchemy URL through ``DATABASE_URL``.
+Every SQLite connection gets WAL, synchronous=NORMAL, a busy timeout and foreign keys.
+Schema changes are Alembic migrations under storage/migrations (batch mode on SQLite);
+``init_db`` upgrades an older database to the newest revision.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import event, inspect
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlmodel import Session, create_engine
+
+from core.errors import WorkspaceError
+from core.workspace import database_url
+
+BUSY_TIMEOUT_MS = 10_000
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def _set_sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """A new engine for ``url`` with the project's connection settings."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000})
+        event.listen(engine, "connect", _set_sqlite_pragmas)
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    return engine
+
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def get_engine() -> Engine:
+    """The (cached, per URL) engine of the current workspace database."""
+    url = database_url()
+    if url not in _ENGINES:
+        _ENGINES[url] = make_engine(url)
+    return _ENGINES[url]
+
+
+def reset_engines() -> None:
+    """Dispose cached engines (tests switch workspaces)."""
+    for engine in _ENGINES.values():
+        engine.dispose()
+    _ENGINES.clear()
+
+
+@contextmanager
+def session_scope() -> Iterator[Session]:
+    """A session that commits on success and rolls back on error."""
+    with Session(get_engine(), expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except Exception:
+            session.rollback()
+            raise
+
+
+def _alembic_config(url: str):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.set_main_option("file_template", "%%(rev)s")
+    return cfg
+
+
+def _check_sqlite_file(url: str) -> None:
+    """Refuse a file that is not an SQLite database, or a workspace we cannot write, with a clear message."""
+    path = url.removeprefix("sqlite:///")
+    if path in ("", ":memory:") or url.startswith("sqlite://") and not url.startswith("sqlite:///"):
+        return
+    db = Path(path)
+    folder = db.parent
+    if db.exists():
+        with open(db, "rb") as fh:
+            head = fh.read(16)
+        if head and head != b"SQLite format 3\x00":
+            raise WorkspaceError(f"{db} is not an SQLite database; move it away or choose another workspace.")
+        if not os.access(db, os.W_OK) or not os.access(folder, os.W_OK):
+            raise WorkspaceError(f"The workspace {folder} is read-only; choose a writable folder with --workspace.")
+    else:
+        if not folder.exists():
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise WorkspaceError(f"Cannot create the workspace {folder}: {err.strerror}.") from None
+        if not os.access(folder, os.W_OK):
+            raise WorkspaceError(f"The workspace {folder} is read-only; choose a writable folder with --workspace.")
+
+
+def upgrade(url: str | None = None, revision: str = "head") -> None:
+    """Run Alembic migrations up to ``revision`` on ``url`` (default: the workspace database)."""
+    from alembic import command
+
+    url = url or database_url()
+    if url.startswith("sqlite"):
+        _check_sqlite_file(url)
+    cfg = _alembic_config(url)
+    try:
+        command.upgrade(cfg, revision)
+    except (DatabaseError, sqlite3.DatabaseError) as err:
+        raise WorkspaceError(f"Cannot open the database: {_short(err)}") from None
+
+
+def current_revision(url: str | None = None) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    engine = make_engine(url or database_url())
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def init_db() -> Engine:
+    """Make sure the workspace database exists and is at the newest schema; return its engine."""
+    url = database_url()
+    upgrade(url)
+    engine = get_engine()
+    try:
+        with engine.connect() as conn:
+            inspect(conn).get_table_names()
+    except OperationalError as err:
+        raise WorkspaceError(f"Cannot open the database: {_short(err)}") from None
+    return engine
+
+
+def _short(err: Exception) -> str:
+    text = str(getattr(err, "orig", None) or err)
+    return text.splitlines()[0][:200]

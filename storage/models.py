@@ -1,0 +1,270 @@
+"""Database tables (SQLModel). One section per capability; functions that query them live in core/.
+
+JSON columns hold small structured values (chat turns, tags, configs); big artifacts (weights, logs)
+live in run folders under the workspace and are referenced by path.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# ---------------------------------------------------------------- accounts and projects
+
+
+class Role(str, Enum):
+    """Workspace-wide roles; each includes the rights of the ones before it."""
+
+    annotator = "annotator"
+    reviewer = "reviewer"
+    engineer = "engineer"
+    admin = "admin"
+
+
+class User(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    username: str = Field(index=True, unique=True, max_length=64)
+    password_hash: str
+    role: str = Field(default=Role.annotator.value, max_length=16)
+    active: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+    last_login_at: Optional[datetime] = None
+
+
+class Project(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=200)
+    description: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    guidelines: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    # [{"name": "accuracy", "description": "...", "min": 1, "max": 5}, ...]
+    rubric: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
+    max_length: int = Field(default=1024, sa_column_kwargs={"server_default": "1024"})
+    annotators_per_example: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: Optional[int] = Field(default=None, foreign_key="user.id")
+
+
+# ---------------------------------------------------------------- curation
+
+
+class ExampleStatus(str, Enum):
+    draft = "draft"
+    submitted = "submitted"
+    approved = "approved"
+    rejected = "rejected"
+
+
+class ImportRecord(SQLModel, table=True):
+    """One import: who, when, which file, and what happened to each record."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    user_id: Optional[int] = Field(default=None, foreign_key="user.id")
+    filename: str = ""
+    format: str = ""
+    strict: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+    n_read: int = 0
+    n_imported: int = 0
+    n_rejected: int = 0
+    n_duplicates: int = 0
+    n_near_duplicates: int = 0
+    ended_early: bool = False
+    report: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class Example(SQLModel, table=True):
+    """One instruction/response example or a whole multi-turn conversation.
+
+    ``turns`` is the list of ``{"role": "user"|"assistant", "content": str}`` after the system prompt.
+    A single-turn pair is ``[user, assistant]``: instruction = user content, response = assistant content.
+    ``input`` is Alpaca's optional input, kept apart so Alpaca round-trips without loss.
+    """
+
+    __table_args__ = (
+        Index("ix_example_project_status_id", "project_id", "status", "id"),
+        Index("ix_example_project_hash", "project_id", "content_hash"),
+        Index("ix_example_project_assignee", "project_id", "assigned_to", "status"),
+    )
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id")
+    system: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    turns: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    input: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    tags: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    note: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    status: str = Field(default=ExampleStatus.draft.value, max_length=16)
+    reject_reason: str = ""
+    content_hash: str = Field(default="", max_length=64)
+    search_text: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    near_duplicate_of: Optional[int] = Field(default=None)
+    token_count: int = 0
+    source: str = Field(default="manual", max_length=32)
+    import_id: Optional[int] = Field(default=None, foreign_key="importrecord.id")
+    assigned_to: Optional[int] = Field(default=None, foreign_key="user.id")
+    created_by: Optional[int] = Field(default=None, foreign_key="user.id")
+    updated_by: Optional[int] = Field(default=None, foreign_key="user.id")
+    reviewed_by: Optional[int] = Field(default=None, foreign_key="user.id")
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    # Optimistic locking: a save carries the version it started from; a stale save is refused.
+    version: int = 1
+
+
+class ExampleRating(SQLModel, table=True):
+    """Multi-annotator mode: one quality label per annotator per example (used for agreement)."""
+
+    __table_args__ = (UniqueConstraint("example_id", "user_id"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    example_id: int = Field(foreign_key="example.id", index=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    rating: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DatasetVersion(SQLModel, table=True):
+    """An immutable snapshot of the approved examples; training runs point here."""
+
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    name: str = Field(max_length=200)
+    content_hash: str = Field(max_length=64)
+    seed: int = 0
+    split_fractions: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    n_train: int = 0
+    n_validation: int = 0
+    n_test: int = 0
+    created_by: Optional[int] = Field(default=None, foreign_key="user.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class DatasetVersionItem(SQLModel, table=True):
+    """A frozen copy of one example inside a version (never changes after freezing)."""
+
+    __table_args__ = (Index("ix_dvi_version_split", "version_id", "split"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    version_id: int = Field(foreign_key="datasetversion.id")
+    example_id: int = Field(index=True)
+    split: str = Field(max_length=16)
+    system: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    turns: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    input: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    tags: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+
+
+# ---------------------------------------------------------------- jobs (training and generation)
+
+
+class JobStatus(str, Enum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    canceled = "canceled"
+
+
+class Job(SQLModel, table=True):
+    """A background process (training run or generation job). Its truth lives here, not in memory."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    kind: str = Field(default="train", max_length=16)  # "train" | "generate"
+    name: str = Field(default="", max_length=200)
+    status: str = Field(default=JobStatus.queued.value, max_length=16, index=True)
+    run_dir: str = ""
+    pid: Optional[int] = None
+    heartbeat_at: Optional[datetime] = None
+    created_by: Optional[int] = Field(default=None, foreign_key="user.id")
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+    dataset_version_id: Optional[int] = Field(default=None, foreign_key="datasetversion.id")
+    eval_set_id: Optional[int] = Field(default=None)
+    resumed_from: Optional[int] = Field(default=None)
+    config: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    result: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    error: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    estimated_peak_mb: Optional[float] = None
+    measured_peak_mb: Optional[float] = None
+    cancel_requested: bool = False
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+class EvalSet(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    name: str = Field(max_length=200)
+    source: str = Field(default="upload", max_length=32)  # "version" | "upload"
+    dataset_version_id: Optional[int] = Field(default=None, foreign_key="datasetversion.id")
+    created_by: Optional[int] = Field(default=None, foreign_key="user.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class EvalPrompt(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    eval_set_id: int = Field(foreign_key="evalset.id", index=True)
+    position: int = 0
+    # Messages before the answer (system + user/assistant turns), as the model will see them.
+    messages: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    reference: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    example_id: Optional[int] = None
+
+
+class Output(SQLModel, table=True):
+    """One generated answer of one system (``base`` or ``run:<job id>``) for one prompt."""
+
+    __table_args__ = (UniqueConstraint("prompt_id", "system", "job_id"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    prompt_id: int = Field(foreign_key="evalprompt.id", index=True)
+    system: str = Field(max_length=64, index=True)
+    job_id: Optional[int] = Field(default=None, foreign_key="job.id")
+    text: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    decoding: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    n_new_tokens: int = 0
+    seconds: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Score(SQLModel, table=True):
+    """One reviewer's blind judgement of one prompt for one pair of systems.
+
+    ``system_a`` is the system that was shown as A to this reviewer (randomised per item and reviewer).
+    ``scores`` maps criterion -> {"A": int, "B": int}; ``preference`` is "A" | "B" | "tie" | "both_bad".
+    """
+
+    __table_args__ = (UniqueConstraint("prompt_id", "pair", "reviewer_id"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    prompt_id: int = Field(foreign_key="evalprompt.id", index=True)
+    pair: str = Field(max_length=140)  # "<system>|<system>" in sorted order
+    reviewer_id: int = Field(foreign_key="user.id", index=True)
+    system_a: str = Field(max_length=64)
+    system_b: str = Field(max_length=64)
+    scores: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    preference: str = Field(default="tie", max_length=16)
+    comment: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps(default=...)`` for rows that hold datetimes."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(type(value).__name__)
