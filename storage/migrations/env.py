@@ -14,6 +14,10 @@ def run_migrations_online() -> None:
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
+            # Alembic's own table holds 32 characters; our revision ids are descriptive, so give it room.
+            connection.exec_driver_sql(
+                "CREATE TABLE IF NOT EXISTS alembic_version (version_num VARCHAR(64) NOT NULL PRIMARY KEY)")
+            connection.commit()
             context.configure(
                 connection=connection,
                 target_metadata=target_metadata,

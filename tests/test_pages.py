@@ -1,0 +1,82 @@
+"""Every page renders under AppTest for every role, with no exception, and shows only what that role may use."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.accounts import can
+from core.webui import PAGES, visible_pages
+from tests.conftest import PASSWORD
+
+ROLES = ["admin", "engineer", "reviewer", "annotator"]
+DENIED = "Your role cannot use this page."
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def demo(workspace, session, users):
+    """The demo project, as a first start makes it."""
+    from core.demo import seed_demo
+
+    return seed_demo(session, users["admin"])
+
+
+def _texts(at: AppTest) -> str:
+    parts = []
+    for kind in ("markdown", "title", "header", "subheader", "caption", "error", "warning", "info", "success", "text"):
+        parts += [str(getattr(el, "value", "")) for el in getattr(at, kind)]
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("spec", PAGES, ids=[p.title for p in PAGES])
+def test_page_renders_for_each_role(demo, users, role, spec):
+    at = AppTest.from_file(str(ROOT / spec.path), default_timeout=60)
+    at.session_state["user_id"] = users[role].id
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    allowed = spec.action is None or can(users[role], spec.action)
+    if allowed:
+        assert DENIED not in _texts(at)
+    else:
+        assert [e.value for e in at.error] == [DENIED]
+        assert not at.button and not at.text_input and not at.text_area
+
+
+def test_pages_require_a_login(demo):
+    for spec in PAGES:
+        at = AppTest.from_file(str(ROOT / spec.path), default_timeout=60)
+        at.run()
+        assert not at.exception
+        assert "Please log in." in [w.value for w in at.warning]
+
+
+@pytest.mark.parametrize("role,expected", [
+    ("annotator", {"Home", "Import", "Annotate", "Datasets", "Account"}),
+    ("reviewer", {"Home", "Import", "Annotate", "Review data", "Datasets", "Compare", "Account"}),
+    ("engineer", {"Home", "Import", "Annotate", "Review data", "Datasets", "Train", "Runs", "Generate", "Compare",
+                  "Results", "Account"}),
+    ("admin", {p.title for p in PAGES}),
+])
+def test_navigation_lists_only_what_the_role_may_use(users, role, expected):
+    assert {p.title for p in visible_pages(users[role])} == expected
+
+
+def test_app_shows_login_then_home(demo, users):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception
+    username, password = at.text_input[0], at.text_input[1]
+    username.input("engineer1")
+    password.input("wrong-password")
+    at.button[0].click().run()
+    assert "Wrong username or password." in [e.value for e in at.error]
+    assert "user_id" not in at.session_state
+    at.text_input[0].input("engineer1")
+    at.text_input[1].input(PASSWORD)
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.session_state["user_id"] == users["engineer"].id
+    assert any("Utility support assistant" in h.value for h in at.header)

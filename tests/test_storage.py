@@ -1,0 +1,167 @@
+"""Storage: connection pragmas, migrations from an older database, bad workspaces, PostgreSQL."""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect, text
+from sqlmodel import Session, select
+
+from core.errors import WorkspaceError
+from core.setup import init_workspace
+from storage.db import current_revision, get_engine, make_engine, reset_engines, upgrade
+from storage.models import Project, User
+
+
+def test_fresh_connection_has_the_pragmas(workspace):
+    with get_engine().connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 5000
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_database_made_by_the_first_migration_is_upgraded_on_start(tmp_path, monkeypatch):
+    ws = tmp_path / "old"
+    ws.mkdir()
+    url = f"sqlite:///{ws / 'studio.db'}"
+    upgrade(url, "0001_accounts_projects")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO user (username, password_hash, role, active, created_at) "
+                          "VALUES ('olduser', 'x', 'admin', 1, '2026-01-01 00:00:00')"))
+        conn.execute(text("INSERT INTO project (name, description, guidelines, created_at) "
+                          "VALUES ('Old project', '', 'keep me', '2026-01-01 00:00:00')"))
+    engine.dispose()
+    assert current_revision(url) == "0001_accounts_projects"
+
+    monkeypatch.setenv("FINETUNE_STUDIO_HOME", str(ws))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    reset_engines()
+    result = init_workspace()
+    assert result.admin_password is None  # users existed: no new admin
+    assert current_revision(url) != "0001_accounts_projects"
+    with Session(get_engine()) as s:
+        project = s.exec(select(Project)).one()
+        assert project.guidelines == "keep me" and project.max_length == 1024 and project.rubric == []
+        assert s.exec(select(User)).one().username == "olduser"
+        assert "example" in inspect(s.connection()).get_table_names()
+    reset_engines()
+
+
+def test_a_file_that_is_not_sqlite_is_refused_and_left_alone(tmp_path, monkeypatch):
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    db = ws / "studio.db"
+    db.write_bytes(b"these are my notes, not a database\n")
+    monkeypatch.setenv("FINETUNE_STUDIO_HOME", str(ws))
+    reset_engines()
+    with pytest.raises(WorkspaceError, match="not an SQLite database"):
+        init_workspace()
+    assert db.read_bytes() == b"these are my notes, not a database\n"
+
+
+def test_read_only_workspace_is_refused(tmp_path, monkeypatch):
+    """Nothing is written and the message names the problem. Root ignores permissions, so as root the
+    check runs as the unprivileged user ``nobody``, the way a user without write access meets it."""
+    if os.geteuid() != 0:
+        _read_only_case(tmp_path, monkeypatch)
+        return
+    ws = tmp_path / "ro"
+    ws.mkdir()
+    for parent in (tmp_path, *tmp_path.parents):
+        if parent == Path("/"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o005)
+    ws.chmod(0o555)
+    code = ("import sys; from core.setup import init_workspace; from core.errors import WorkspaceError\n"
+            "try:\n init_workspace()\nexcept WorkspaceError as e:\n print(e); sys.exit(3)\n")
+    env = dict(os.environ, FINETUNE_STUDIO_HOME=str(ws), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    env.pop("DATABASE_URL", None)
+    proc = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", code],
+                          env=env, capture_output=True, text=True, cwd="/")
+    assert proc.returncode == 3, proc.stderr
+    assert "read-only" in proc.stdout
+    assert list(ws.iterdir()) == []
+
+
+def _read_only_case(tmp_path, monkeypatch):
+    ws = tmp_path / "ro"
+    ws.mkdir()
+    ws.chmod(0o555)
+    monkeypatch.setenv("FINETUNE_STUDIO_HOME", str(ws))
+    reset_engines()
+    try:
+        with pytest.raises(WorkspaceError, match="read-only"):
+            init_workspace()
+        assert list(ws.iterdir()) == []
+    finally:
+        ws.chmod(0o755)
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
+    return Path(found[-1]).parent if found else None
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL cluster (or $FINETUNE_STUDIO_TEST_PG_URL); skipped when neither is available."""
+    if os.environ.get("FINETUNE_STUDIO_TEST_PG_URL"):
+        yield os.environ["FINETUNE_STUDIO_TEST_PG_URL"]
+        return
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (make test installs it)")
+    tmp = Path(tempfile.mkdtemp(prefix="fs-pg-"))
+    tmp.chmod(0o777)
+    data = tmp / "data"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    subprocess.run(as_pg + [str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "studio"],
+                   check=True, capture_output=True)
+    subprocess.run(as_pg + [str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(tmp / "log"), "-o",
+                            f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1", "start"],
+                   check=True, capture_output=True)
+    try:
+        subprocess.run(as_pg + [str(bindir.parent / "bin" / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U",
+                                "studio", "studio"], check=True, capture_output=True)
+        yield f"postgresql+psycopg://studio@127.0.0.1:{port}/studio"
+    finally:
+        subprocess.run(as_pg + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_postgresql_works_for_teams(postgres_url, tmp_path, monkeypatch):
+    """The same migrations, first admin and core actions on PostgreSQL through DATABASE_URL."""
+    from core.accounts import authenticate, create_user, first_admin, set_password
+
+    monkeypatch.setenv("FINETUNE_STUDIO_HOME", str(tmp_path / "ws"))
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
+    reset_engines()
+    try:
+        res = init_workspace()
+        assert res.admin_password
+        with Session(get_engine(), expire_on_commit=False) as s:
+            admin = first_admin(s)
+            set_password(s, admin, admin.username, "pg-password-1")
+            create_user(s, admin, "pgreviewer", "pg-password-2", "reviewer")
+            assert authenticate(s, "pgreviewer", "pg-password-2").role == "reviewer"
+            assert s.get_bind().dialect.name == "postgresql"
+        assert not (tmp_path / "ws" / "studio.db").exists()
+    finally:
+        reset_engines()
+        time.sleep(0.1)
