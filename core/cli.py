@@ -153,9 +153,11 @@ def cmd_projects(args, session, user):
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--workspace", help="workspace folder (default $FINETUNE_STUDIO_HOME or ./workspace)")
-    common.add_argument("--user", help="act as this user (default: the first admin)")
-    common.add_argument("--json", action="store_true", help="machine-readable output")
+    # SUPPRESS: an option given before the subcommand is not reset by the subcommand's own default.
+    common.add_argument("--workspace", default=argparse.SUPPRESS,
+                        help="workspace folder (default $FINETUNE_STUDIO_HOME or ./workspace)")
+    common.add_argument("--user", default=argparse.SUPPRESS, help="act as this user (default: the first admin)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
 
     parser = argparse.ArgumentParser(prog="finetune-studio", description=__doc__.splitlines()[0], parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -220,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from core.workspace import offline_env, set_workspace
 
-    if args.workspace:
+    if getattr(args, "workspace", None):
         set_workspace(args.workspace)
     offline_env()
     try:
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
 
             init_db()
             with Session(get_engine(), expire_on_commit=False) as session:
-                user = _acting_user(session, args.user)
+                user = _acting_user(session, getattr(args, "user", None))
                 result = args.fn(args, session, user)
         else:
             result = args.fn(args, None, None)
