@@ -1,16 +1,20 @@
-"""The demo project: customer-support examples for a fictional gas & electric utility."""
+"""The demo project: customer-support examples for a fictional gas & electric utility.
+
+Seeded through the same path a user takes: import the file, submit and approve every example, freeze
+version "demo-v1".
+"""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from core.projects import create_project
 from storage.models import Example, Project, User
 
 DEMO_FILE = Path(__file__).parent / "data" / "demo_utility.jsonl"
 DEMO_NAME = "Utility support assistant"
+DEMO_VERSION = "demo-v1"
 DEMO_GUIDELINES = """\
 ### What a good answer looks like
 - Start with one empathetic sentence, then give concrete, numbered next steps.
@@ -21,16 +25,16 @@ DEMO_GUIDELINES = """\
 
 
 def seed_demo(session: Session, admin: User) -> Project:
+    """Create the demo project with its approved examples and the frozen version ``demo-v1``."""
+    from core.curation import review_example, submit_example
+    from core.datasets import freeze_version
+    from core.importing import import_file
+
     project = create_project(session, admin, DEMO_NAME, "Demo: a support assistant for Brightwater Gas & Electric.",
                              DEMO_GUIDELINES)
-    for line in DEMO_FILE.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        rec = json.loads(line)
-        msgs = rec["messages"]
-        system = msgs[0]["content"] if msgs[0]["role"] == "system" else ""
-        turns = [m for m in msgs if m["role"] != "system"]
-        session.add(Example(project_id=project.id, system=system, turns=turns, tags=rec.get("tags", []),
-                            status="approved", source="demo", created_by=admin.id))
-    session.commit()
+    import_file(session, admin, project, DEMO_FILE, "chat", strict=True, near_duplicates=False)
+    for ex in session.exec(select(Example).where(Example.project_id == project.id).order_by(Example.id)).all():
+        submit_example(session, admin, ex.id, ex.version)
+        review_example(session, admin, ex.id, "approve")
+    freeze_version(session, admin, project, DEMO_VERSION)
     return project

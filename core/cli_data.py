@@ -1,0 +1,121 @@
+"""``finetune-studio import | export | versions | freeze``: the data commands, through the same core functions."""
+from __future__ import annotations
+
+import sys
+
+from core.errors import InvalidInput
+
+
+def _project(session, args):
+    from core.projects import get_project, list_projects
+
+    if args.project:
+        return get_project(session, args.project)
+    projects = list_projects(session)
+    if not projects:
+        raise InvalidInput("No project yet: create one with `finetune-studio projects --create NAME`.")
+    return projects[0]
+
+
+def _mapping(text: str | None) -> dict | None:
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        field, sep, col = part.partition("=")
+        if not sep or not field.strip() or not col.strip():
+            raise InvalidInput(f"Bad mapping {part!r}: write field=column, e.g. instruction=question,output=answer.")
+        out[field.strip()] = col.strip()
+    return out
+
+
+def cmd_import(args, session, user):
+    from core.importing import check_format, import_file
+
+    project = _project(session, args)
+
+    def progress(fraction: float, message: str) -> None:
+        print(f"\r{fraction:5.0%}  {message}", end="" if fraction < 1 else "\n", file=sys.stderr, flush=True)
+
+    report = import_file(session, user, project, args.file, check_format(args.format), strict=args.strict,
+                         mapping=_mapping(args.mapping), progress=progress)
+    out = {"import": report.import_id, "project": project.name, "format": report.format,
+           "encoding": report.encoding, "read": report.n_read, "imported": report.n_imported,
+           "rejected": report.n_rejected, "duplicates": report.n_duplicates,
+           "near_duplicates": report.n_near_duplicates, "message": report.message}
+    if report.ended_early:
+        out["ended_early"] = report.ended_early
+    if getattr(args, "json", False):
+        out["rejected_records"] = report.rejected
+    else:
+        for rej in report.rejected[:50]:
+            where = f"line {rej['line']}" if "line" in rej else f"byte {rej.get('byte')}"
+            print(f"rejected {where}: {rej['reason']}", file=sys.stderr)
+    return out
+
+
+def cmd_export(args, session, user):
+    from core.datasets import export, get_version
+
+    project = _project(session, args)
+    if bool(args.version) == bool(args.status):
+        raise InvalidInput("Give either --version NAME|ID or --status STATUS.")
+    version_id = get_version(session, args.version, project).id if args.version else None
+    path = export(session, user, project, args.format, args.out, version_id=version_id, status=args.status)
+    return {"written": str(path), "format": args.format}
+
+
+def cmd_versions(args, session, user):
+    from core.datasets import list_versions
+
+    project = _project(session, args)
+    return [{"id": v.id, "name": v.name, "train": v.n_train, "validation": v.n_validation, "test": v.n_test,
+             "seed": v.seed, "hash": v.content_hash[:12], "created": v.created_at.isoformat(timespec="seconds")}
+            for v in list_versions(session, project)]
+
+
+def cmd_freeze(args, session, user):
+    from core.datasets import freeze_version
+
+    project = _project(session, args)
+    fractions = None
+    if args.split:
+        parts = [float(x) for x in args.split.split("/")]
+        if len(parts) != 3:
+            raise InvalidInput("--split needs three numbers: train/validation/test, e.g. 0.8/0.1/0.1.")
+        fractions = dict(zip(("train", "validation", "test"), parts))
+    v = freeze_version(session, user, project, args.name, fractions=fractions, seed=args.seed)
+    return {"id": v.id, "name": v.name, "train": v.n_train, "validation": v.n_validation, "test": v.n_test,
+            "hash": v.content_hash}
+
+
+def register(sub, common) -> None:
+    """Add the data subcommands to the main parser."""
+    from core.formats import EXPORT_FORMATS, FILE_FORMATS
+
+    p = sub.add_parser("import", parents=[common], help="import a dataset file into a project")
+    p.add_argument("file")
+    p.add_argument("--project", help="project name or id (default: the first)")
+    p.add_argument("--format", choices=FILE_FORMATS, help="default: detected")
+    p.add_argument("--strict", action="store_true", help="import nothing unless every record is valid")
+    p.add_argument("--mapping", help="CSV columns: instruction=col,input=col,output=col,system=col,tags=col")
+    p.set_defaults(fn=cmd_import)
+
+    p = sub.add_parser("export", parents=[common], help="export a dataset version or a selection")
+    p.add_argument("--project")
+    p.add_argument("--version", help="version name or id")
+    p.add_argument("--status", choices=["draft", "submitted", "approved", "rejected"])
+    p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    p.add_argument("--out", required=True, help="file (or folder for hf_disk) to write")
+    p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser("versions", parents=[common], help="list dataset versions")
+    p.add_argument("--project")
+    p.set_defaults(fn=cmd_versions)
+
+    p = sub.add_parser("freeze", parents=[common], help="freeze the approved examples into a dataset version")
+    p.add_argument("name")
+    p.add_argument("--project")
+    p.add_argument("--split", help="train/validation/test fractions, default 0.8/0.1/0.1")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_freeze)

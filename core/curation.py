@@ -1,0 +1,378 @@
+"""Curation: the annotator queue, editing with optimistic locking, review, ratings and agreement, hints.
+
+Statuses: draft -> submitted -> approved | rejected (with a reason). A rejected example goes back to the
+annotator queue with its reason; resubmitting it clears the reason. Editing an approved example sends it
+back to draft, so nothing changes in the training data without a second look.
+
+Every save carries the ``version`` it started from; a save against a newer version is refused with
+``Conflict`` carrying both versions (the page shows them side by side and keeps the user's edit).
+Queues page by keyset (``id > last``) on the (project_id, status, id) index: a page costs the same at
+row 100,000 as at row 1.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from sqlalchemy import String, cast, func, or_, update
+from sqlmodel import Session, select
+
+from core.accounts import require
+from core.dedup import NearDuplicateIndex, near_text, record_hash, record_text, search_text
+from core.errors import Conflict, InvalidInput, NotFound
+from core.formats import BadRecord, make_record, validate_turns
+from storage.models import Example, ExampleRating, ExampleStatus, Project, User, utcnow
+
+PAGE_SIZE = 50
+SHORT_RESPONSE_WORDS = 3
+NEAR_DUP_SCAN_LIMIT = 20_000  # newest examples compared when a single example is created by hand
+STATUSES = [s.value for s in ExampleStatus]
+
+
+# ---------------------------------------------------------------- tokens and hints
+
+
+def estimate_tokens(text: str) -> int:
+    """A tokenizer-free estimate: about 4/3 tokens per whitespace-separated word."""
+    return math.ceil(len(text.split()) * 4 / 3)
+
+
+def token_counter(tokenizer: Any) -> Callable[[str], int]:
+    """A ``count_tokens(text)`` for a Hugging Face tokenizer or a ``tokenizers.Tokenizer``."""
+    if callable(tokenizer):  # transformers tokenizers are callable; a raw tokenizers.Tokenizer is not
+        return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+def default_token_counter() -> tuple[Callable[[str], int], str]:
+    """(count_tokens, label): the base model's tokenizer when core.basemodel provides one, else the estimate."""
+    try:
+        from core.basemodel import load_tokenizer
+
+        tok = load_tokenizer()
+    except Exception:  # no base model yet, or it cannot be loaded offline: fall back, and say so
+        return estimate_tokens, "estimated from word count (base model tokenizer unavailable)"
+    return token_counter(tok), "base model tokenizer"
+
+
+@dataclass
+class Hint:
+    level: str  # "error" | "warning" | "info"
+    text: str
+
+
+def quality_hints(record: dict, max_length: int, count_tokens: Callable[[str], int] = estimate_tokens,
+                  near_duplicate_of: int | None = None, exact_duplicate_of: int | None = None
+                  ) -> tuple[int, list[Hint]]:
+    """(token count, hints) for a record being edited: length vs max length, empty/short answers, duplicates."""
+    tokens = count_tokens(record_text(record))
+    hints: list[Hint] = []
+    if tokens > max_length:
+        hints.append(Hint("error", f"{tokens} tokens: longer than the project's max length of {max_length}; "
+                                   "training will cut it."))
+    elif tokens > 0.9 * max_length:
+        hints.append(Hint("warning", f"{tokens} tokens: close to the max length of {max_length}."))
+    answers = [t["content"] for t in record.get("turns", []) if t["role"] == "assistant"]
+    if not answers or any(not a.strip() for a in answers):
+        hints.append(Hint("error", "A response is empty."))
+    elif any(len(a.split()) < SHORT_RESPONSE_WORDS for a in answers):
+        hints.append(Hint("warning", f"A response is very short (under {SHORT_RESPONSE_WORDS} words)."))
+    if exact_duplicate_of:
+        hints.append(Hint("error", f"Same text as example #{exact_duplicate_of}."))
+    if near_duplicate_of:
+        hints.append(Hint("warning", f"Near duplicate of example #{near_duplicate_of}; keep only one if they "
+                                     "say the same thing."))
+    return tokens, hints
+
+
+def example_hints(session: Session, project: Project, example: Example | None, record: dict,
+                  count_tokens: Callable[[str], int] = estimate_tokens) -> tuple[int, list[Hint]]:
+    """Hints for the editor: checks the edited text for an exact duplicate and reports the stored near-dup flag."""
+    digest = record_hash(record)
+    other = session.exec(select(Example.id).where(Example.project_id == project.id, Example.content_hash == digest,
+                                                  Example.id != (example.id if example else -1))).first()
+    return quality_hints(record, project.max_length, count_tokens,
+                         example.near_duplicate_of if example else None, other)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def record_of(example: Example) -> dict:
+    """The normalised record (system, turns, input, tags, note) of an example."""
+    return make_record(example.system, [dict(t) for t in example.turns], example.input, example.tags, example.note)
+
+
+def get_example(session: Session, example_id: int, project: Project | None = None) -> Example:
+    ex = session.get(Example, example_id)
+    if ex is None or (project is not None and ex.project_id != project.id):
+        raise NotFound(f"No example #{example_id}.")
+    return ex
+
+
+def list_tags(session: Session, project: Project) -> list[str]:
+    """All tags used in the project (scans tags only)."""
+    tags: set[str] = set()
+    for row in session.exec(select(Example.tags).where(Example.project_id == project.id)):
+        tags.update(row or [])
+    return sorted(tags)
+
+
+def queue_query(project: Project, *, status: str | Iterable[str] | None = None, tag: str | None = None,
+                annotator: int | None = None, search: str | None = None, after_id: int | None = None,
+                before_id: int | None = None, limit: int = PAGE_SIZE):
+    """The SELECT for one queue page (exposed so tests can check the plan uses the index)."""
+    q = select(Example).where(Example.project_id == project.id)
+    if status:
+        statuses = [status] if isinstance(status, str) else list(status)
+        q = q.where(Example.status.in_(statuses)) if len(statuses) > 1 else q.where(Example.status == statuses[0])
+    if tag:
+        # Tags are a JSON list; matching its text form with quotes works on SQLite and PostgreSQL alike.
+        q = q.where(cast(Example.tags, String).like(f'%"{_escape_like(tag)}"%', escape="\\"))
+    if annotator:
+        q = q.where(or_(Example.assigned_to == annotator, Example.created_by == annotator,
+                        Example.updated_by == annotator))
+    if search:
+        q = q.where(Example.search_text.like(f"%{_escape_like(search.lower().strip())}%", escape="\\"))
+    if before_id is not None:
+        return q.where(Example.id < before_id).order_by(Example.id.desc()).limit(limit)
+    if after_id is not None:
+        q = q.where(Example.id > after_id)
+    return q.order_by(Example.id).limit(limit)
+
+
+def queue_page(session: Session, project: Project, *, status=None, tag=None, annotator=None, search=None,
+               after_id: int | None = None, before_id: int | None = None, limit: int = PAGE_SIZE) -> list[Example]:
+    """One page of examples in id order: the page after ``after_id`` or the one before ``before_id``."""
+    rows = list(session.exec(queue_query(project, status=status, tag=tag, annotator=annotator, search=search,
+                                         after_id=after_id, before_id=before_id, limit=limit)))
+    return sorted(rows, key=lambda e: e.id) if before_id is not None else rows
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def next_for(session: Session, project: Project, user: User, after_id: int | None = None) -> Example | None:
+    """The next example ``user`` should work on after ``after_id``.
+
+    First their rejected examples (with the reviewer's reason), then drafts assigned to them or to
+    nobody. In multi-annotator mode, submitted examples that still need ratings and that the user has
+    not rated come after those.
+    """
+    after = after_id or 0
+    mine = or_(Example.created_by == user.id, Example.updated_by == user.id, Example.assigned_to == user.id)
+    rejected = session.exec(select(Example).where(Example.project_id == project.id,
+                                                  Example.status == ExampleStatus.rejected.value, mine,
+                                                  Example.id > after).order_by(Example.id).limit(1)).first()
+    if rejected:
+        return rejected
+    draft = session.exec(select(Example).where(
+        Example.project_id == project.id, Example.status == ExampleStatus.draft.value,
+        or_(Example.assigned_to == user.id, Example.assigned_to.is_(None)), Example.id > after,
+    ).order_by(Example.id).limit(1)).first()
+    if draft or project.annotators_per_example <= 1:
+        return draft
+    rated = select(ExampleRating.example_id).where(ExampleRating.user_id == user.id)
+    n_ratings = (select(func.count()).select_from(ExampleRating)
+                 .where(ExampleRating.example_id == Example.id).scalar_subquery())
+    return session.exec(select(Example).where(
+        Example.project_id == project.id, Example.status == ExampleStatus.submitted.value,
+        Example.id > after, Example.id.not_in(rated), n_ratings < project.annotators_per_example,
+    ).order_by(Example.id).limit(1)).first()
+
+
+def status_counts(session: Session, project: Project) -> dict[str, int]:
+    rows = session.exec(select(Example.status, func.count()).where(Example.project_id == project.id)
+                        .group_by(Example.status)).all()
+    return {s: 0 for s in STATUSES} | dict(rows)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _clean(system: str, turns: list, input: str, tags: Iterable[str] | None, note: str) -> dict:
+    turns = [{"role": t.get("role"), "content": t.get("content") if isinstance(t.get("content"), str) else ""}
+             for t in turns]
+    try:
+        validate_turns(turns)
+    except BadRecord as err:
+        raise InvalidInput(f"Cannot save: {err}.") from None
+    clean_tags = sorted({str(t).strip() for t in (tags or []) if str(t).strip()})
+    return make_record(system or "", turns, input or "", clean_tags, note or "")
+
+
+def _derived(record: dict, count_tokens: Callable[[str], int]) -> dict:
+    return {"content_hash": record_hash(record), "search_text": search_text(record),
+            "token_count": count_tokens(record_text(record))}
+
+
+def create_example(session: Session, user: User, project: Project, *, system: str = "", turns: list,
+                   input: str = "", tags: Iterable[str] | None = None, note: str = "", submit: bool = False,
+                   count_tokens: Callable[[str], int] = estimate_tokens) -> Example:
+    """A new example written by hand. Exact duplicates are refused; near duplicates are flagged."""
+    require(user, "curate")
+    record = _clean(system, turns, input, tags, note)
+    derived = _derived(record, count_tokens)
+    dup = session.exec(select(Example.id).where(Example.project_id == project.id,
+                                                Example.content_hash == derived["content_hash"])).first()
+    if dup:
+        raise InvalidInput(f"Example #{dup} already has the same text.")
+    ex = Example(project_id=project.id, system=record["system"], turns=record["turns"], input=record["input"],
+                 tags=record["tags"], note=record["note"], source="manual", created_by=user.id,
+                 updated_by=user.id, assigned_to=None,
+                 status=(ExampleStatus.submitted if submit else ExampleStatus.draft).value,
+                 near_duplicate_of=find_near_duplicate(session, project, record), **derived)
+    session.add(ex)
+    session.commit()
+    session.refresh(ex)
+    return ex
+
+
+def find_near_duplicate(session: Session, project: Project, record: dict, exclude_id: int | None = None
+                        ) -> int | None:
+    """The id of a near duplicate of ``record`` among the project's newest examples, or None."""
+    rows = session.exec(select(Example.id, Example.turns, Example.input).where(Example.project_id == project.id)
+                        .order_by(Example.id.desc()).limit(NEAR_DUP_SCAN_LIMIT)).all()
+    rows = [r for r in rows if r[0] != exclude_id]
+    if not rows:
+        return None
+    index = NearDuplicateIndex()
+    for start in range(0, len(rows), 2000):
+        part = rows[start:start + 2000]
+        for row, sig in zip(part, index.signatures([near_text({"turns": r[1], "input": r[2]}) for r in part])):
+            index.add(row[0], sig)
+    matches = index.query(index.signatures([near_text(record)])[0])
+    return min(matches) if matches else None
+
+
+def save_example(session: Session, user: User, example_id: int, *, expected_version: int, system: str,
+                 turns: list, input: str = "", tags: Iterable[str] | None = None, note: str = "",
+                 submit: bool = False, count_tokens: Callable[[str], int] = estimate_tokens) -> Example:
+    """Save an edit made from ``expected_version``; refuse it with Conflict if someone saved in between.
+
+    ``submit`` also moves it to submitted (clearing a reject reason). Without it, an approved example
+    whose text changed goes back to draft.
+    """
+    require(user, "curate")
+    ex = get_example(session, example_id)
+    record = _clean(system, turns, input, tags, note)
+    derived = _derived(record, count_tokens)
+    content_changed = derived["content_hash"] != ex.content_hash
+    status, reason = ex.status, ex.reject_reason
+    if submit:
+        status, reason = ExampleStatus.submitted.value, ""
+    elif content_changed and status == ExampleStatus.approved.value:
+        status = ExampleStatus.draft.value
+    values = dict(system=record["system"], turns=record["turns"], input=record["input"], tags=record["tags"],
+                  note=record["note"], status=status, reject_reason=reason, updated_by=user.id,
+                  updated_at=utcnow(), version=expected_version + 1, **derived)
+    _update_versioned(session, ex, expected_version, values, attempted=record)
+    return ex
+
+
+def _update_versioned(session: Session, ex: Example, expected_version: int, values: dict,
+                      attempted: dict | None) -> None:
+    """UPDATE ... WHERE version = expected: atomic, so two concurrent saves cannot both win."""
+    result = session.exec(update(Example).where(Example.id == ex.id, Example.version == expected_version)
+                          .values(**values).execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        session.rollback()
+        session.refresh(ex)
+        raise Conflict(
+            f"Example #{ex.id} was changed by someone else (now version {ex.version}, you edited version "
+            f"{expected_version}). Both versions are shown; copy what you need and save again.",
+            current=record_of(ex) | {"version": ex.version, "status": ex.status},
+            attempted=attempted,
+        )
+    session.commit()
+    session.refresh(ex)
+
+
+def submit_example(session: Session, user: User, example_id: int, expected_version: int) -> Example:
+    """draft or rejected -> submitted."""
+    require(user, "curate")
+    ex = get_example(session, example_id)
+    if ex.status not in (ExampleStatus.draft.value, ExampleStatus.rejected.value):
+        raise InvalidInput(f"Example #{ex.id} is {ex.status}; only drafts and rejected examples can be submitted.")
+    _update_versioned(session, ex, expected_version,
+                      dict(status=ExampleStatus.submitted.value, reject_reason="", updated_by=user.id,
+                           updated_at=utcnow(), version=expected_version + 1), attempted=None)
+    return ex
+
+
+def review_example(session: Session, user: User, example_id: int, decision: str, reason: str = "",
+                   expected_version: int | None = None) -> Example:
+    """A reviewer approves or rejects (with a reason) a submitted example."""
+    require(user, "review_data")
+    ex = get_example(session, example_id)
+    if decision not in ("approve", "reject"):
+        raise InvalidInput("Decide 'approve' or 'reject'.")
+    if ex.status != ExampleStatus.submitted.value:
+        raise InvalidInput(f"Example #{ex.id} is {ex.status}; only submitted examples can be reviewed.")
+    reason = (reason or "").strip()
+    if decision == "reject" and not reason:
+        raise InvalidInput("Say why you reject it: the annotator sees the reason.")
+    version = ex.version if expected_version is None else expected_version
+    status = ExampleStatus.approved.value if decision == "approve" else ExampleStatus.rejected.value
+    _update_versioned(session, ex, version,
+                      dict(status=status, reject_reason=reason if decision == "reject" else "",
+                           reviewed_by=user.id, updated_at=utcnow(), version=version + 1), attempted=None)
+    return ex
+
+
+# ---------------------------------------------------------------- multi-annotator ratings and agreement
+
+
+RATING_LABELS = {1: "unusable", 2: "poor", 3: "acceptable", 4: "good", 5: "excellent"}
+
+
+def rate_example(session: Session, user: User, example_id: int, rating: int) -> ExampleRating:
+    """One annotator's 1-5 quality rating of an example (replaces their earlier rating)."""
+    require(user, "curate")
+    if rating not in RATING_LABELS:
+        raise InvalidInput("Ratings go from 1 (unusable) to 5 (excellent).")
+    get_example(session, example_id)
+    row = session.exec(select(ExampleRating).where(ExampleRating.example_id == example_id,
+                                                   ExampleRating.user_id == user.id)).first()
+    if row is None:
+        row = ExampleRating(example_id=example_id, user_id=user.id, rating=rating)
+    row.rating = rating
+    session.add(row)
+    session.commit()
+    session.refresh(row)
+    return row
+
+
+def agreement(session: Session, project: Project) -> dict:
+    """Krippendorff's alpha (ordinal) over the project's ratings, with how many items and annotators it used.
+
+    ``alpha`` is None when there is not enough to compute it (fewer than two ratings on any item).
+    """
+    import krippendorff
+    import numpy as np
+
+    rows = session.exec(select(ExampleRating.user_id, ExampleRating.example_id, ExampleRating.rating)
+                        .join(Example, Example.id == ExampleRating.example_id)
+                        .where(Example.project_id == project.id)).all()
+    per_item: dict[int, int] = {}
+    for _, ex_id, _ in rows:
+        per_item[ex_id] = per_item.get(ex_id, 0) + 1
+    items = sorted(i for i, n in per_item.items() if n >= 2)
+    annotators = sorted({u for u, ex_id, _ in rows if ex_id in set(items)})
+    out = {"alpha": None, "n_items": len(items), "n_annotators": len(annotators), "n_ratings": len(rows)}
+    if not items or len(annotators) < 2:
+        return out
+    col = {ex: j for j, ex in enumerate(items)}
+    rowi = {u: i for i, u in enumerate(annotators)}
+    data = np.full((len(annotators), len(items)), np.nan)
+    for u, ex_id, rating in rows:
+        if ex_id in col:
+            data[rowi[u], col[ex_id]] = rating
+    values = set(data[~np.isnan(data)].tolist())
+    if len(values) < 2:
+        out["alpha"] = 1.0  # everyone gave the same rating everywhere: perfect agreement, alpha undefined
+        return out
+    out["alpha"] = float(krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal"))
+    return out

@@ -1,0 +1,262 @@
+"""Dataset versions: immutable snapshots of approved examples, deterministic splits, stats and export.
+
+A version copies each approved example into a DatasetVersionItem, so later edits never change what a
+training run used. The split of an example depends only on (example id, seed): adding examples to a
+later version never moves an old example to another split. The version's content hash covers every
+item's text and split, so two versions with the same hash hold the same data.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from sqlalchemy import func, insert
+from sqlmodel import Session, select
+
+from core.accounts import require
+from core.dedup import record_hash
+from core.errors import InvalidInput, NotFound
+from core.formats import EXPORT_FORMATS, chat_messages, export_suffix, make_record, write_records
+from storage.models import (DatasetVersion, DatasetVersionItem, Example, ExampleStatus, ImportRecord, Project, User,
+                            utcnow)
+
+SPLITS = ("train", "validation", "test")
+DEFAULT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
+BATCH = 2000
+
+
+def check_fractions(fractions: dict | None) -> dict:
+    """Validate split fractions (non-negative, train > 0, summing to 1)."""
+    fr = dict(DEFAULT_FRACTIONS if fractions is None else fractions)
+    fr = {s: float(fr.get(s, 0.0)) for s in SPLITS}
+    if any(v < 0 for v in fr.values()) or fr["train"] <= 0:
+        raise InvalidInput("Split fractions must be non-negative and train must be above 0.")
+    if abs(sum(fr.values()) - 1.0) > 1e-6:
+        raise InvalidInput(f"Split fractions must add up to 1 (they add up to {sum(fr.values()):.3f}).")
+    return fr
+
+
+def split_of(example_id: int, seed: int, fractions: dict) -> str:
+    """The split of an example: a uniform number from sha256(id, seed) placed on the cumulative fractions."""
+    digest = hashlib.sha256(f"{seed}:{example_id}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2**64
+    edge = 0.0
+    for name in SPLITS:
+        edge += fractions[name]
+        if u < edge:
+            return name
+    return "train"
+
+
+def freeze_version(session: Session, user: User, project: Project, name: str, *, fractions: dict | None = None,
+                   seed: int = 0) -> DatasetVersion:
+    """Freeze the project's approved examples into a new named version."""
+    require(user, "freeze")
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput("A dataset version needs a name.")
+    if session.exec(select(DatasetVersion.id).where(DatasetVersion.project_id == project.id,
+                                                    DatasetVersion.name == name)).first():
+        raise InvalidInput(f"A version named {name!r} already exists in this project.")
+    fr = check_fractions(fractions)
+    n_approved = session.exec(select(func.count()).select_from(Example).where(
+        Example.project_id == project.id, Example.status == ExampleStatus.approved.value)).one()
+    if not n_approved:
+        raise InvalidInput("No approved examples to freeze: approve some on the Review data page first.")
+    version = DatasetVersion(project_id=project.id, name=name, content_hash="", seed=int(seed), split_fractions=fr,
+                             created_by=user.id, created_at=utcnow())
+    try:
+        session.add(version)
+        session.flush()
+        counts = Counter()
+        h = hashlib.sha256()
+        last = 0
+        while True:
+            rows = session.exec(select(Example).where(
+                Example.project_id == project.id, Example.status == ExampleStatus.approved.value, Example.id > last,
+            ).order_by(Example.id).limit(BATCH)).all()
+            if not rows:
+                break
+            items = []
+            for ex in rows:
+                split = split_of(ex.id, version.seed, fr)
+                counts[split] += 1
+                h.update(f"{ex.id}:{split}:{record_hash(_record(ex))}\n".encode())
+                items.append({"version_id": version.id, "example_id": ex.id, "split": split, "system": ex.system,
+                              "turns": ex.turns, "input": ex.input, "tags": ex.tags})
+            session.execute(insert(DatasetVersionItem.__table__), items)
+            last = rows[-1].id
+        version.content_hash = h.hexdigest()
+        version.n_train, version.n_validation, version.n_test = (counts[s] for s in SPLITS)
+        session.add(version)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    session.refresh(version)
+    return version
+
+
+def _record(row) -> dict:
+    return make_record(row.system, row.turns, row.input, row.tags, getattr(row, "note", ""))
+
+
+def list_versions(session: Session, project: Project) -> list[DatasetVersion]:
+    return list(session.exec(select(DatasetVersion).where(DatasetVersion.project_id == project.id)
+                             .order_by(DatasetVersion.id.desc())))
+
+
+def get_version(session: Session, version: int | str, project: Project | None = None) -> DatasetVersion:
+    """A version by id, or by name within ``project``."""
+    if isinstance(version, int) or str(version).isdigit():
+        found = session.get(DatasetVersion, int(version))
+        if found is not None and (project is None or found.project_id == project.id):
+            return found
+    if project is not None:
+        found = session.exec(select(DatasetVersion).where(DatasetVersion.project_id == project.id,
+                                                          DatasetVersion.name == str(version))).first()
+        if found is not None:
+            return found
+    raise NotFound(f"No dataset version {version!r}.")
+
+
+def iter_version(session: Session, version_id: int, split: str | None = None) -> Iterator[tuple[str, dict]]:
+    """(split, record) for every item of a version, in example order; keyset-paged so memory stays flat."""
+    last = 0
+    while True:
+        q = select(DatasetVersionItem).where(DatasetVersionItem.version_id == version_id,
+                                             DatasetVersionItem.id > last)
+        if split:
+            q = q.where(DatasetVersionItem.split == split)
+        rows = session.exec(q.order_by(DatasetVersionItem.id).limit(BATCH)).all()
+        if not rows:
+            return
+        for row in rows:
+            yield row.split, _record(row)
+        last = rows[-1].id
+
+
+def version_records(session: Session, version_id: int, split: str) -> list[dict]:
+    """TRL conversational prompt/completion records of one split of a version.
+
+    ``{"prompt": [system?, user, assistant, ..., user], "completion": [final assistant message]}``; the
+    Alpaca input is merged into its user message. Training and evaluation read versions through this.
+    """
+    if split not in SPLITS:
+        raise InvalidInput(f"Unknown split {split!r}; choose one of: {', '.join(SPLITS)}.")
+    out = []
+    for _, record in iter_version(session, version_id, split):
+        msgs = chat_messages(record)
+        out.append({"prompt": msgs[:-1], "completion": msgs[-1:]})
+    return out
+
+
+# ---------------------------------------------------------------- stats
+
+
+def stats(session: Session, project: Project, version_id: int | None = None) -> dict:
+    """Counts by status, tag and annotator, token lengths, duplicates found, and examples per split."""
+    from storage.models import User as U
+
+    by_status = dict(session.exec(select(Example.status, func.count()).where(Example.project_id == project.id)
+                                  .group_by(Example.status)).all())
+    names = dict(session.exec(select(U.id, U.username)).all())
+    by_annotator = Counter()
+    for uid, n in session.exec(select(Example.updated_by, func.count()).where(Example.project_id == project.id)
+                               .group_by(Example.updated_by)).all():
+        by_annotator[names.get(uid, "unknown")] += n
+    by_tag: Counter = Counter()
+    token_lengths: list[int] = []
+    last = 0
+    while True:
+        rows = session.exec(select(Example.id, Example.tags, Example.token_count).where(
+            Example.project_id == project.id, Example.id > last).order_by(Example.id).limit(10_000)).all()
+        if not rows:
+            break
+        for _, tags, n in rows:
+            by_tag.update(tags or [])
+            token_lengths.append(n)
+        last = rows[-1][0]
+    exact = session.exec(select(func.coalesce(func.sum(ImportRecord.n_duplicates), 0))
+                         .where(ImportRecord.project_id == project.id)).one()
+    near = session.exec(select(func.count()).select_from(Example).where(
+        Example.project_id == project.id, Example.near_duplicate_of.is_not(None))).one()
+    out = {"by_status": by_status, "by_tag": dict(by_tag.most_common()), "by_annotator": dict(by_annotator),
+           "token_lengths": token_lengths, "exact_duplicates_skipped": int(exact),
+           "near_duplicates_flagged": int(near), "per_split": {}}
+    if version_id is not None:
+        out["per_split"] = dict(session.exec(select(DatasetVersionItem.split, func.count())
+                                             .where(DatasetVersionItem.version_id == version_id)
+                                             .group_by(DatasetVersionItem.split)).all())
+        lengths = session.exec(select(Example.token_count).join(
+            DatasetVersionItem, DatasetVersionItem.example_id == Example.id).where(
+            DatasetVersionItem.version_id == version_id)).all()
+        out["version_token_lengths"] = list(lengths)
+    return out
+
+
+# ---------------------------------------------------------------- export
+
+
+def _selection(session: Session, project: Project, status: str | None, ids: Iterable[int] | None
+               ) -> Iterator[tuple[str, dict]]:
+    wanted = set(ids) if ids is not None else None
+    last = 0
+    while True:
+        q = select(Example).where(Example.project_id == project.id, Example.id > last)
+        if status:
+            q = q.where(Example.status == status)
+        rows = session.exec(q.order_by(Example.id).limit(BATCH)).all()
+        if not rows:
+            return
+        for ex in rows:
+            if wanted is None or ex.id in wanted:
+                yield split_of(ex.id, 0, DEFAULT_FRACTIONS), _record(ex)
+        last = rows[-1].id
+
+
+def export(session: Session, user: User, project: Project, fmt: str, out: str | Path, *,
+           version_id: int | None = None, status: str | None = None, ids: Iterable[int] | None = None) -> Path:
+    """Write a version (or a selection of the project's examples by status / ids) in ``fmt`` to ``out``.
+
+    Formats: alpaca_json, alpaca_jsonl, sharegpt, chat_jsonl, csv, hf_disk (a DatasetDict folder with
+    train/validation/test; a selection uses the default 80/10/10 split with seed 0).
+    """
+    require(user, "curate")
+    if fmt not in EXPORT_FORMATS:
+        raise InvalidInput(f"Unknown export format {fmt!r}; choose one of: {', '.join(EXPORT_FORMATS)}.")
+    if status and status not in {s.value for s in ExampleStatus}:
+        raise InvalidInput(f"Unknown status {status!r}.")
+    if version_id is not None:
+        get_version(session, version_id, project)
+        pairs = list(iter_version(session, version_id)) if fmt == "hf_disk" else iter_version(session, version_id)
+    else:
+        pairs = list(_selection(session, project, status, ids)) if fmt == "hf_disk" else \
+            _selection(session, project, status, ids)
+    if fmt == "hf_disk":
+        return write_records((r for _, r in pairs), fmt, out, splits=[s for s, _ in pairs])
+    return write_records((r for _, r in pairs), fmt, out)
+
+
+def export_name(project: Project, fmt: str, version: DatasetVersion | None = None) -> str:
+    stem = f"{project.name}-{version.name if version else 'selection'}".replace(" ", "_").replace("/", "_")
+    return stem + export_suffix(fmt)
+
+
+def export_file(session: Session, user: User, project: Project, fmt: str, *, version_id: int | None = None,
+                status: str | None = None) -> Path:
+    """Export into the workspace's exports folder; a DatasetDict folder is zipped so it downloads as one file."""
+    import shutil
+    import uuid
+
+    from core.workspace import exports_dir
+
+    version = get_version(session, version_id, project) if version_id is not None else None
+    folder = exports_dir() / uuid.uuid4().hex[:12]
+    out = export(session, user, project, fmt, folder / export_name(project, fmt, version), version_id=version_id,
+                 status=status)
+    if fmt == "hf_disk":
+        return Path(shutil.make_archive(str(out), "zip", root_dir=out))
+    return out

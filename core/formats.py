@@ -1,0 +1,770 @@
+"""Dataset file formats: detect, stream-parse and write Alpaca, ShareGPT, chat, TRL prompt/completion, CSV,
+Parquet and Hugging Face ``save_to_disk`` folders.
+
+Every format is read into one normalised record::
+
+    {"system": str, "turns": [{"role": "user"|"assistant", "content": str}, ...], "input": str,
+     "tags": [str], "note": str}
+
+``turns`` alternate user/assistant, start with user and end with assistant. ``input`` is Alpaca's input,
+kept apart so an Alpaca file round-trips; every other view merges it into the first user message
+(instruction + blank line + input).
+
+Reading streams: JSON Lines line by line, JSON arrays element by element with ``json.JSONDecoder.raw_decode``
+on a sliding buffer (exact line numbers, and it can resynchronise after a malformed element, which a
+streaming event parser cannot), CSV row by row, Parquet by record batches. Memory stays bounded by the
+largest single record. ``read_file`` yields ``Parsed`` (a good record) or ``Rejected`` (line and reason);
+the caller decides what to do with them.
+"""
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from core.errors import InvalidInput
+
+RECORD_FORMATS = ["alpaca", "sharegpt", "chat", "prompt_completion"]
+FILE_FORMATS = RECORD_FORMATS + ["csv", "parquet", "hf_disk"]
+EXPORT_FORMATS = ["alpaca_json", "alpaca_jsonl", "sharegpt", "chat_jsonl", "csv", "hf_disk"]
+FORMAT_LABELS = {
+    "alpaca": "Alpaca (instruction / input / output)",
+    "sharegpt": "ShareGPT (conversations of from / value)",
+    "chat": "Chat JSONL (messages of role / content)",
+    "prompt_completion": "TRL prompt / completion",
+    "csv": "CSV with a column mapping",
+    "parquet": "Parquet",
+    "hf_disk": "Hugging Face save_to_disk folder",
+    "alpaca_json": "Alpaca JSON array",
+    "alpaca_jsonl": "Alpaca JSON Lines",
+    "chat_jsonl": "Chat JSONL (TRL messages)",
+}
+
+# ShareGPT files in the wild name the two sides in many ways; anything else is refused, not guessed.
+SHAREGPT_ROLES = {
+    "human": "user", "user": "user",
+    "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant", "bing": "assistant",
+    "bard": "assistant", "model": "assistant",
+    "system": "system",
+}
+CHAT_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+# CSV columns recognised without a mapping (first match wins).
+CSV_DEFAULTS = {
+    "instruction": ["instruction", "prompt", "question", "query"],
+    "input": ["input", "context"],
+    "output": ["output", "response", "answer", "completion"],
+    "system": ["system", "system_prompt"],
+    "tags": ["tags"],
+    "note": ["note"],
+    "conversation": ["conversation", "messages"],
+}
+CSV_FIELDS = list(CSV_DEFAULTS)
+
+CHUNK = 1 << 20  # bytes read at a time
+MAX_RECORD_CHARS = 16 << 20  # a JSON array element larger than this is treated as malformed
+
+
+class BadRecord(ValueError):
+    """A record that cannot be imported; the message is the reason shown in the report."""
+
+
+@dataclass
+class Parsed:
+    record: dict
+    line: int | None = None  # 1-based line where the record starts
+    byte: int | None = None  # byte offset where it starts (JSON arrays)
+
+
+@dataclass
+class Rejected:
+    reason: str
+    line: int | None = None
+    byte: int | None = None
+
+    def as_dict(self) -> dict:
+        out: dict[str, Any] = {}
+        if self.line is not None:
+            out["line"] = self.line
+        if self.byte is not None:
+            out["byte"] = self.byte
+        out["reason"] = self.reason
+        return out
+
+
+@dataclass
+class ReadInfo:
+    """What the reader learnt about the file while reading it (filled in as it goes)."""
+
+    format: str = ""
+    container: str = ""  # "jsonl" | "json_array" | "csv" | "parquet" | "hf_disk"
+    encoding: str = ""
+    ended_early: str = ""  # "file ended early at line N / byte X" when the last record was cut off
+    empty: bool = False
+    total_bytes: int = 0
+    bytes_read: int = 0
+
+
+# ---------------------------------------------------------------- normalised records
+
+
+def make_record(system: str = "", turns: list | None = None, input: str = "", tags: Iterable | None = None,
+                note: str = "") -> dict:
+    """Build a normalised record (no validation)."""
+    return {"system": system or "", "turns": list(turns or []), "input": input or "",
+            "tags": [str(t) for t in (tags or [])], "note": note or ""}
+
+
+def validate_turns(turns: list) -> list:
+    """Check alternation user/assistant starting with user and ending with assistant; return the turns."""
+    if not turns:
+        raise BadRecord("no user/assistant messages")
+    for i, turn in enumerate(turns, 1):
+        expected = "user" if i % 2 else "assistant"
+        if turn["role"] != expected:
+            raise BadRecord(f"turns do not alternate user/assistant: message {i} is {turn['role']}, "
+                            f"expected {expected}")
+        if not turn["content"].strip():
+            raise BadRecord(f"empty {turn['role']} message (message {i})")
+    if turns[-1]["role"] != "assistant":
+        raise BadRecord("the conversation does not end with an assistant reply")
+    return turns
+
+
+def _text(value: Any, name: str, required: bool) -> str:
+    if value is None:
+        if required:
+            raise BadRecord(f"missing field '{name}'")
+        return ""
+    if isinstance(value, list):  # OpenAI content parts: [{"type": "text", "text": ...}]
+        parts = [p.get("text", "") if isinstance(p, dict) else p for p in value]
+        if all(isinstance(p, str) for p in parts):
+            value = "".join(parts)
+    if not isinstance(value, str):
+        raise BadRecord(f"field '{name}' must be text, got {type(value).__name__}")
+    if required and not value.strip():
+        raise BadRecord(f"empty field '{name}'")
+    return value
+
+
+def _tags(value: Any) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        if value.startswith("["):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+        if isinstance(value, str):
+            return [t.strip() for t in value.split(";") if t.strip()]
+    if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
+        return [str(t) for t in (value.tolist() if hasattr(value, "tolist") else value)]
+    raise BadRecord("field 'tags' must be a list of text")
+
+
+def _messages(messages: Any, field_name: str, role_key: str, content_key: str, roles: dict) -> tuple[str, list]:
+    """(system, turns) from a list of role/content messages; unknown roles are refused."""
+    if messages is None:
+        raise BadRecord(f"missing field '{field_name}'")
+    if hasattr(messages, "tolist"):
+        messages = messages.tolist()
+    if not isinstance(messages, list):
+        raise BadRecord(f"field '{field_name}' must be a list of messages")
+    if not messages:
+        raise BadRecord(f"empty field '{field_name}'")
+    system_parts, turns = [], []
+    for i, msg in enumerate(messages, 1):
+        if not isinstance(msg, dict):
+            raise BadRecord(f"message {i} is not an object")
+        raw_role = msg.get(role_key)
+        if raw_role is None:
+            raise BadRecord(f"message {i} has no '{role_key}'")
+        role = roles.get(str(raw_role).strip().lower())
+        if role is None:
+            raise BadRecord(f"unknown role {str(raw_role)!r} in message {i}")
+        content = _text(msg.get(content_key), f"{field_name}[{i}].{content_key}", required=role != "system")
+        if role == "system":
+            if turns:
+                raise BadRecord(f"system message {i} comes after the conversation started")
+            system_parts.append(content)
+        else:
+            turns.append({"role": role, "content": content})
+    return "\n\n".join(system_parts), validate_turns(turns)
+
+
+def _from_alpaca(raw: dict) -> dict:
+    instruction = _text(raw.get("instruction"), "instruction", True)
+    output = _text(raw.get("output"), "output", True)
+    turns = []
+    for i, pair in enumerate(raw.get("history") or [], 1):  # LLaMA-Factory's earlier turns
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise BadRecord(f"history item {i} is not a [user, assistant] pair")
+        turns += [{"role": "user", "content": _text(pair[0], f"history[{i}][0]", True)},
+                  {"role": "assistant", "content": _text(pair[1], f"history[{i}][1]", True)}]
+    turns += [{"role": "user", "content": instruction}, {"role": "assistant", "content": output}]
+    return make_record(_text(raw.get("system"), "system", False), turns, _text(raw.get("input"), "input", False),
+                       _tags(raw.get("tags")), _text(raw.get("note"), "note", False))
+
+
+def _from_sharegpt(raw: dict) -> dict:
+    system, turns = _messages(raw.get("conversations"), "conversations", "from", "value", SHAREGPT_ROLES)
+    top = _text(raw.get("system"), "system", False)
+    system = "\n\n".join(p for p in (top, system) if p)
+    return make_record(system, turns, "", _tags(raw.get("tags")), _text(raw.get("note"), "note", False))
+
+
+def _from_chat(raw: dict) -> dict:
+    system, turns = _messages(raw.get("messages"), "messages", "role", "content", CHAT_ROLES)
+    return make_record(system, turns, "", _tags(raw.get("tags")), _text(raw.get("note"), "note", False))
+
+
+def _from_prompt_completion(raw: dict) -> dict:
+    prompt, completion = raw.get("prompt"), raw.get("completion")
+    if hasattr(prompt, "tolist"):
+        prompt = prompt.tolist()
+    if hasattr(completion, "tolist"):
+        completion = completion.tolist()
+    if isinstance(prompt, list) or isinstance(completion, list):  # conversational form
+        if not isinstance(prompt, list) or not isinstance(completion, list):
+            raise BadRecord("'prompt' and 'completion' must both be message lists or both text")
+        system, turns = _messages(prompt + completion, "prompt", "role", "content", CHAT_ROLES)
+    else:
+        system = ""
+        turns = [{"role": "user", "content": _text(prompt, "prompt", True)},
+                 {"role": "assistant", "content": _text(completion, "completion", True)}]
+    return make_record(system, turns, "", _tags(raw.get("tags")), _text(raw.get("note"), "note", False))
+
+
+PARSERS: dict[str, Callable[[dict], dict]] = {
+    "alpaca": _from_alpaca,
+    "sharegpt": _from_sharegpt,
+    "chat": _from_chat,
+    "prompt_completion": _from_prompt_completion,
+}
+
+
+def detect_record_format(raw: Any) -> str | None:
+    """The record format a dict's keys point to, or None."""
+    if not isinstance(raw, dict):
+        return None
+    keys = set(raw)
+    if "messages" in keys:
+        return "chat"
+    if "conversations" in keys:
+        return "sharegpt"
+    if "instruction" in keys or {"output", "input"} <= keys:
+        return "alpaca"
+    if "prompt" in keys and "completion" in keys:
+        return "prompt_completion"
+    return None
+
+
+def parse_record(raw: Any, fmt: str) -> dict:
+    """Normalise one raw record of format ``fmt``; raise BadRecord with the reason."""
+    if not isinstance(raw, dict):
+        raise BadRecord(f"record is a JSON {type(raw).__name__}, not an object")
+    return PARSERS[fmt](raw)
+
+
+# ---------------------------------------------------------------- encodings and containers
+
+
+def detect_encoding(path: Path) -> str:
+    """UTF-8 (with or without BOM) or UTF-16 with a BOM; else Latin-1. Scans the file in chunks."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+        if head.startswith(codecs.BOM_UTF8):
+            return "utf-8-sig"
+        if head.startswith(codecs.BOM_UTF16_LE) or head.startswith(codecs.BOM_UTF16_BE):
+            return "utf-16"
+        fh.seek(0)
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        try:
+            while chunk := fh.read(CHUNK):
+                decoder.decode(chunk)
+        except UnicodeDecodeError:
+            return "latin-1"
+    # A multi-byte character cut by the end of a truncated file is not an encoding error.
+    return "utf-8"
+
+
+def _first_char(path: Path, encoding: str) -> str:
+    with open(path, encoding=encoding, errors="replace") as fh:
+        while chunk := fh.read(4096):
+            stripped = chunk.lstrip()
+            if stripped:
+                return stripped[0]
+    return ""
+
+
+def _peek_first_record(path: Path, encoding: str) -> Any:
+    """The first JSON record of a JSON Lines or JSON array file (None if unreadable)."""
+    with open(path, encoding=encoding, errors="replace") as fh:
+        first = _first_char(path, encoding)
+        if first == "[":
+            text = fh.read(1 << 20)
+            start = text.index("[") + 1
+            try:
+                value, _ = json.JSONDecoder().raw_decode(text, _skip_ws(text, start))
+                return value
+            except (ValueError, IndexError):
+                return None
+        for line in fh:
+            if line.strip():
+                try:
+                    return json.loads(line)
+                except ValueError:
+                    continue
+    return None
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    n = len(text)
+    while pos < n and text[pos] in " \t\r\n":
+        pos += 1
+    return pos
+
+
+def detect_format(path: str | Path) -> str:
+    """The file format of ``path``: by folder contents, extension, then the keys of its first record."""
+    path = Path(path)
+    if path.is_dir():
+        if any((path / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json")):
+            return "hf_disk"
+        raise InvalidInput(f"{path.name} is a folder but not a Hugging Face dataset saved with save_to_disk.")
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return "csv"
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    if not path.exists():
+        raise InvalidInput(f"No file {path}.")
+    if path.stat().st_size == 0:
+        raise InvalidInput(f"{path.name} is empty: there is nothing to import.")
+    encoding = detect_encoding(path)
+    fmt = detect_record_format(_peek_first_record(path, encoding))
+    if fmt is None:
+        raise InvalidInput(
+            f"Could not tell the format of {path.name} from its first record; choose it by hand "
+            "(Alpaca needs instruction/output, ShareGPT conversations, chat messages, TRL prompt/completion).")
+    return fmt
+
+
+# ---------------------------------------------------------------- readers
+
+
+def read_file(path: str | Path, fmt: str | None = None, mapping: dict | None = None,
+              info: ReadInfo | None = None) -> Iterator[Parsed | Rejected]:
+    """Stream the records of ``path``. ``fmt`` None detects it; ``mapping`` maps CSV fields to columns."""
+    path = Path(path)
+    info = info if info is not None else ReadInfo()
+    fmt = fmt or detect_format(path)
+    if fmt not in FILE_FORMATS:
+        raise InvalidInput(f"Unknown format {fmt!r}; choose one of: {', '.join(FILE_FORMATS)}.")
+    info.format = fmt
+    if fmt == "hf_disk":
+        return _read_hf_disk(path, info)
+    if not path.exists():
+        raise InvalidInput(f"No file {path}.")
+    info.total_bytes = path.stat().st_size
+    if fmt == "parquet":
+        return _read_parquet(path, info)
+    if info.total_bytes == 0:
+        info.empty = True
+        return iter(())
+    info.encoding = detect_encoding(path)
+    if fmt == "csv":
+        return _read_csv(path, mapping, info)
+    if _first_char(path, info.encoding) == "[":
+        info.container = "json_array"
+        return _read_json_array(path, fmt, info)
+    info.container = "jsonl"
+    return _read_jsonl(path, fmt, info)
+
+
+def _parse(raw: Any, fmt: str, line: int | None, byte: int | None) -> Parsed | Rejected:
+    try:
+        return Parsed(parse_record(raw, fmt), line, byte)
+    except BadRecord as err:
+        return Rejected(str(err), line, byte)
+
+
+def _read_jsonl(path: Path, fmt: str, info: ReadInfo) -> Iterator[Parsed | Rejected]:
+    if info.encoding == "utf-16":
+        # UTF-16 cannot be split on b"\n"; let the text layer find lines (offsets are then in characters).
+        raw_lines: Iterable = ((ln, None) for ln in open(path, encoding="utf-16", newline=""))
+    else:
+        raw_lines = _byte_lines(path, info)
+    any_line = False
+    lineno = 0
+    for text, offset in raw_lines:
+        lineno += 1
+        if info.encoding == "utf-16":
+            info.bytes_read += len(text) * 2
+        elif isinstance(text, bytes):
+            text = text.decode(info.encoding, errors="replace")
+        if lineno == 1:
+            text = text.lstrip("\ufeff")
+        if not text.strip():
+            continue
+        any_line = True
+        complete = text.endswith("\n")
+        try:
+            raw = json.loads(text)
+        except ValueError as err:
+            if not complete:
+                info.ended_early = f"file ended early at line {lineno}" + (f" / byte {offset}" if offset else "")
+                yield Rejected(f"record cut off: {info.ended_early}", lineno, offset)
+            else:
+                yield Rejected(f"malformed JSON: {err.msg} (column {err.colno})", lineno)
+            continue
+        yield _parse(raw, fmt, lineno, None)
+    info.empty = not any_line
+
+
+def _byte_lines(path: Path, info: ReadInfo) -> Iterator[tuple[bytes, int]]:
+    offset = 0
+    with open(path, "rb", buffering=CHUNK) as fh:
+        for line in fh:
+            yield line, offset
+            offset += len(line)
+            info.bytes_read = offset
+
+
+_STRUCT = re.compile(r'["{}\[\]]')
+_STRING_REST = re.compile(r'(?:[^"\\]|\\.)*"', re.S)
+
+
+def _element_end(buf: str, start: int) -> int | None:
+    """End of the bracket-balanced element starting at ``start`` (ignoring brackets in strings), or None.
+
+    Used only after ``raw_decode`` failed, to step over a malformed element to the next one.
+    """
+    depth, pos = 0, start
+    while True:
+        m = _STRUCT.search(buf, pos)
+        if m is None:
+            return None
+        ch = m.group()
+        if ch == '"':
+            s = _STRING_REST.match(buf, m.end())
+            if s is None:
+                return None
+            pos = s.end()
+            continue
+        depth += 1 if ch in "{[" else -1
+        pos = m.end()
+        if depth <= 0:
+            return pos
+
+
+def _read_json_array(path: Path, fmt: str, info: ReadInfo) -> Iterator[Parsed | Rejected]:
+    """Elements of a top-level JSON array, decoded one at a time from a sliding text buffer."""
+    decoder = json.JSONDecoder()
+    enc = "utf-16" if info.encoding == "utf-16" else info.encoding
+    width = 2 if enc == "utf-16" else 1
+    index = 0
+    with open(path, encoding=enc, errors="replace", newline="") as fh:
+        buf = fh.read(CHUNK).lstrip("\ufeff")
+        eof = len(buf) == 0
+        pos = _skip_ws(buf, 0)
+        if pos >= len(buf) or buf[pos] != "[":
+            yield Rejected("the file does not start with a JSON array", 1)
+            return
+        pos += 1
+        line = 1 + buf.count("\n", 0, pos)  # line number at ``pos``
+        consumed = 0  # characters dropped from the front of ``buf``
+        while True:
+            start = _skip_ws(buf, pos)
+            if start < len(buf) and buf[start] == ",":
+                start = _skip_ws(buf, start + 1)
+            if start < len(buf) and buf[start] == "]":
+                info.bytes_read = info.total_bytes
+                info.empty = index == 0
+                return
+            need_more = start >= len(buf)
+            if not need_more:
+                rec_line = line + buf.count("\n", pos, start)
+                here = (start + consumed) * width
+                try:
+                    value, end = decoder.raw_decode(buf, start)
+                except ValueError as err:
+                    end = _element_end(buf, start)
+                    if end is not None:  # a complete element that is not valid JSON: skip just it
+                        yield Rejected(f"malformed JSON: {err.msg}", line + buf.count("\n", pos, err.pos), here)
+                        index += 1
+                        line, pos = rec_line + buf.count("\n", start, end), end
+                        continue
+                    if eof or len(buf) - start > MAX_RECORD_CHARS:
+                        info.ended_early = f"file ended early at line {rec_line} / byte {here}"
+                        yield Rejected(f"record cut off: {info.ended_early}", rec_line, here)
+                        return
+                    need_more = True
+                else:
+                    index += 1
+                    yield _parse(value, fmt, rec_line, here)
+                    line, pos = rec_line + buf.count("\n", start, end), end
+                    info.bytes_read = min(info.total_bytes, (consumed + end) * width)
+                    continue
+            if eof:
+                if index == 0:
+                    info.empty = True
+                info.ended_early = f"file ended early at line {line + buf.count(chr(10), pos)} (the array is not closed)"
+                if index:
+                    yield Rejected(f"record cut off: {info.ended_early}", line + buf.count("\n", pos))
+                return
+            # Keep only the unread part, then read on: the buffer holds one chunk plus one element at most.
+            line += buf.count("\n", pos, start)
+            consumed += start
+            more = fh.read(CHUNK)
+            eof = not more
+            buf, pos = buf[start:] + more, 0
+
+
+def csv_mapping(columns: list[str], mapping: dict | None = None) -> dict:
+    """Field -> column for a CSV: the given ``mapping`` first, then well-known column names."""
+    lower = {c.strip().lower(): c for c in columns}
+    out = {}
+    for name in CSV_FIELDS:
+        if mapping and mapping.get(name):
+            if mapping[name] not in columns:
+                raise InvalidInput(f"The CSV has no column {mapping[name]!r} (columns: {', '.join(columns)}).")
+            out[name] = mapping[name]
+            continue
+        for candidate in CSV_DEFAULTS[name]:
+            if candidate in lower:
+                out[name] = lower[candidate]
+                break
+    if "conversation" not in out and ("instruction" not in out or "output" not in out):
+        raise InvalidInput("Map the CSV columns: instruction and output are needed "
+                           f"(columns: {', '.join(columns)}).")
+    return out
+
+
+def csv_columns(path: str | Path) -> list[str]:
+    """The header of a CSV file (for the mapping form)."""
+    path = Path(path)
+    with open(path, encoding=detect_encoding(path), newline="") as fh:
+        return next(csv.reader(fh), [])
+
+
+def _read_csv(path: Path, mapping: dict | None, info: ReadInfo) -> Iterator[Parsed | Rejected]:
+    info.container = "csv"
+    csv.field_size_limit(MAX_RECORD_CHARS)
+    with open(path, encoding=info.encoding, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if not header:
+            info.empty = True
+            return
+        cols = csv_mapping(header, mapping)
+        index = {c: i for i, c in enumerate(header)}
+        any_row = False
+        for row in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            any_row = True
+            if len(row) < len(header):
+                cut = fh.read(1) == ""
+                if cut:
+                    info.ended_early = f"file ended early at line {line}"
+                    yield Rejected(f"record cut off: {info.ended_early}", line)
+                else:
+                    yield Rejected(f"row has {len(row)} columns, the header has {len(header)}", line)
+                continue
+            raw = {name: row[index[col]] for name, col in cols.items()}
+            try:
+                yield Parsed(_from_csv_row(raw), line)
+            except BadRecord as err:
+                yield Rejected(str(err), line)
+            info.bytes_read = min(info.total_bytes, info.bytes_read + sum(map(len, row)) + len(row))
+        info.empty = not any_row
+
+
+def _from_csv_row(raw: dict) -> dict:
+    conv = (raw.get("conversation") or "").strip()
+    if conv:
+        try:
+            turns = json.loads(conv)
+        except ValueError:
+            raise BadRecord("column 'conversation' is not JSON") from None
+        system, turns = _messages(turns, "conversation", "role", "content", CHAT_ROLES)
+        system = raw.get("system") or system
+        return make_record(system, turns, "", _tags(raw.get("tags")), raw.get("note") or "")
+    return _from_alpaca({k: v for k, v in raw.items() if k != "conversation"})
+
+
+def _rows_to_records(rows: Iterable[dict], info: ReadInfo, fmt: str | None) -> Iterator[Parsed | Rejected]:
+    n = 0
+    for n, raw in enumerate(rows, 1):
+        rfmt = fmt or detect_record_format(raw)
+        if rfmt is None:
+            raise InvalidInput("The dataset's columns match no known format "
+                               f"(columns: {', '.join(raw)}); expected instruction/output, messages, "
+                               "conversations or prompt/completion.")
+        fmt = rfmt
+        yield _parse(raw, rfmt, n, None)
+    info.empty = n == 0
+
+
+def _read_parquet(path: Path, info: ReadInfo) -> Iterator[Parsed | Rejected]:
+    import pyarrow.parquet as pq
+
+    info.container = "parquet"
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        raise InvalidInput(f"{path.name} is not a readable Parquet file: {err}") from None
+
+    def rows():
+        for batch in pf.iter_batches(batch_size=2048):
+            yield from batch.to_pylist()
+
+    return _rows_to_records(rows(), info, None)
+
+
+def _read_hf_disk(path: Path, info: ReadInfo) -> Iterator[Parsed | Rejected]:
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    info.container = "hf_disk"
+    try:
+        ds = load_from_disk(str(path))
+    except Exception as err:  # datasets raises FileNotFoundError or its own errors
+        raise InvalidInput(f"{path.name} is not a dataset saved with save_to_disk: {err}") from None
+    splits = list(ds.values()) if isinstance(ds, DatasetDict) else [ds]
+
+    def rows():
+        for split in splits:
+            assert isinstance(split, Dataset)
+            yield from split
+
+    return _rows_to_records(rows(), info, None)
+
+
+# ---------------------------------------------------------------- writers
+
+
+def chat_messages(record: dict) -> list[dict]:
+    """The record as chat messages: system (if any) then the turns, Alpaca input merged into the first user turn."""
+    msgs = [{"role": "system", "content": record["system"]}] if record.get("system") else []
+    turns = [dict(t) for t in record["turns"]]
+    if record.get("input") and turns:
+        turns[-2 if len(turns) >= 2 else 0]["content"] += "\n\n" + record["input"]
+    return msgs + [{"role": t["role"], "content": t["content"]} for t in turns]
+
+
+def _with_meta(out: dict, record: dict) -> dict:
+    if record.get("tags"):
+        out["tags"] = list(record["tags"])
+    if record.get("note"):
+        out["note"] = record["note"]
+    return out
+
+
+def to_alpaca(record: dict) -> dict:
+    turns = record["turns"]
+    out = {"instruction": turns[-2]["content"], "input": record.get("input", ""), "output": turns[-1]["content"]}
+    if record.get("system"):
+        out["system"] = record["system"]
+    if len(turns) > 2:
+        out["history"] = [[turns[i]["content"], turns[i + 1]["content"]] for i in range(0, len(turns) - 2, 2)]
+    return _with_meta(out, record)
+
+
+def to_sharegpt(record: dict) -> dict:
+    names = {"system": "system", "user": "human", "assistant": "gpt"}
+    return _with_meta({"conversations": [{"from": names[m["role"]], "value": m["content"]}
+                                         for m in chat_messages(record)]}, record)
+
+
+def to_chat(record: dict) -> dict:
+    return _with_meta({"messages": chat_messages(record)}, record)
+
+
+def to_csv_row(record: dict) -> dict:
+    turns = record["turns"]
+    multi = len(turns) > 2
+    return {
+        "system": record.get("system", ""),
+        "instruction": "" if multi else turns[0]["content"],
+        "input": "" if multi else record.get("input", ""),
+        "output": "" if multi else turns[1]["content"],
+        "conversation": json.dumps(chat_messages(record)[1 if record.get("system") else 0:], ensure_ascii=False)
+        if multi else "",
+        "tags": json.dumps(record.get("tags") or [], ensure_ascii=False),
+        "note": record.get("note", ""),
+    }
+
+
+def to_prompt_completion(record: dict) -> dict:
+    """TRL conversational prompt/completion: everything before the final assistant message, and that message."""
+    msgs = chat_messages(record)
+    return {"prompt": msgs[:-1], "completion": msgs[-1:]}
+
+
+def write_records(records: Iterable[dict], fmt: str, out: str | Path, splits: Iterable[str] | None = None) -> Path:
+    """Write normalised ``records`` to ``out`` in export format ``fmt``; return the path written.
+
+    ``hf_disk`` needs ``splits`` (one split name per record) and writes a DatasetDict folder.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "hf_disk":
+        return _write_hf_disk(records, splits, out)
+    if fmt == "csv":
+        with open(out, "w", encoding="utf-8", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["system", "instruction", "input", "output", "conversation",
+                                                    "tags", "note"])
+            writer.writeheader()
+            for rec in records:
+                writer.writerow(to_csv_row(rec))
+        return out
+    convert = {"alpaca_json": to_alpaca, "alpaca_jsonl": to_alpaca, "sharegpt": to_sharegpt,
+               "chat_jsonl": to_chat, "chat": to_chat, "alpaca": to_alpaca,
+               "prompt_completion": to_prompt_completion}.get(fmt)
+    if convert is None:
+        raise InvalidInput(f"Unknown export format {fmt!r}; choose one of: {', '.join(EXPORT_FORMATS)}.")
+    with open(out, "w", encoding="utf-8") as fh:
+        if fmt in ("alpaca_json", "sharegpt"):
+            # A JSON array written element by element: bounded memory however big the version.
+            fh.write("[")
+            for i, rec in enumerate(records):
+                fh.write(",\n" if i else "\n")
+                fh.write(json.dumps(convert(rec), ensure_ascii=False))
+            fh.write("\n]\n")
+        else:
+            for rec in records:
+                fh.write(json.dumps(convert(rec), ensure_ascii=False) + "\n")
+    return out
+
+
+def _write_hf_disk(records: Iterable[dict], splits: Iterable[str] | None, out: Path) -> Path:
+    from datasets import Dataset, DatasetDict, Features, List, Value
+
+    features = Features({
+        "messages": List({"role": Value("string"), "content": Value("string")}),
+        "tags": List(Value("string")),
+        "note": Value("string"),
+    })
+    by_split: dict[str, list] = {"train": [], "validation": [], "test": []}
+    split_iter = iter(splits) if splits is not None else None
+    for rec in records:
+        split = next(split_iter) if split_iter is not None else "train"
+        by_split.setdefault(split, []).append({"messages": chat_messages(rec), "tags": rec.get("tags") or [],
+                                               "note": rec.get("note") or ""})
+    # from_dict (not from_list) so an empty split still has its columns.
+    dd = DatasetDict({name: Dataset.from_dict({k: [r[k] for r in rows] for k in features}, features=features)
+                      for name, rows in by_split.items()})
+    # One shard per split: datasets writes zero shards for an empty split and then cannot load it back.
+    dd.save_to_disk(str(out), num_shards={name: 1 for name in dd})
+    return out
+
+
+def export_suffix(fmt: str) -> str:
+    return {"alpaca_json": ".json", "sharegpt": ".json", "csv": ".csv", "hf_disk": ""}.get(fmt, ".jsonl")

@@ -1,0 +1,241 @@
+"""Import a dataset file into a project: one transaction, a report of every rejected record, an ImportRecord.
+
+Pipeline: read (core.formats streams records) -> skip exact duplicates (content hash, against the file
+and the project) -> insert in batches -> flag near duplicates (core.dedup MinHash LSH) -> record the
+import. Good records are never lost because of bad ones (unless ``strict``: then nothing is imported
+when anything is rejected). An error half-way rolls the whole import back.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from sqlalchemy import insert, select, update
+from sqlmodel import Session
+
+from core.accounts import require
+from core.curation import estimate_tokens
+from core.dedup import NearDuplicateIndex, near_text, record_hash, record_text, search_text
+from core.errors import InvalidInput
+from core.formats import Parsed, ReadInfo, read_file
+from storage.models import Example, ExampleStatus, ImportRecord, Project, User, utcnow
+
+BATCH = 2000
+MAX_REPORTED = 1000  # rejected records listed in the stored report (all are counted)
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class ImportReport:
+    """What happened to a file: counts, the rejected records with line and reason, the encoding used."""
+
+    import_id: int | None
+    filename: str
+    format: str
+    encoding: str
+    strict: bool
+    n_read: int = 0
+    n_imported: int = 0
+    n_rejected: int = 0
+    n_duplicates: int = 0
+    n_near_duplicates: int = 0
+    ended_early: str = ""
+    empty: bool = False
+    rejected: list[dict] = field(default_factory=list)
+    message: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def import_file(
+    session: Session,
+    user: User,
+    project: Project,
+    path: str | Path,
+    fmt: str | None = None,
+    *,
+    strict: bool = False,
+    mapping: dict | None = None,
+    filename: str | None = None,
+    progress: Progress | None = None,
+    count_tokens: Callable[[str], int] | None = None,
+    near_duplicates: bool = True,
+) -> ImportReport:
+    """Import ``path`` into ``project`` as ``user``; return the report (also stored on an ImportRecord).
+
+    ``fmt`` None detects the format; ``mapping`` maps CSV fields (instruction, input, output, system,
+    tags, note, conversation) to column names; ``progress(fraction, message)`` is called per batch;
+    ``count_tokens`` gives the token counts stored for hints and stats (default: a word-based estimate).
+    """
+    require(user, "curate")
+    path = Path(path)
+    filename = filename or path.name
+    count_tokens = count_tokens or estimate_tokens
+    info = ReadInfo()
+    records = read_file(path, fmt, mapping, info)  # raises InvalidInput for an unknown or unreadable format
+    report = ImportReport(None, filename, info.format, info.encoding, strict)
+
+    rec = ImportRecord(project_id=project.id, user_id=user.id, filename=filename, format=info.format,
+                       strict=strict, report={})
+    try:
+        session.add(rec)
+        session.flush()
+        seen = set(session.execute(select(Example.content_hash).where(Example.project_id == project.id)).scalars())
+        index = _project_index(session, project) if near_duplicates else None
+        batch: list[dict] = []
+        for item in records:
+            report.n_read += 1
+            if not isinstance(item, Parsed):
+                report.n_rejected += 1
+                if len(report.rejected) < MAX_REPORTED:
+                    report.rejected.append(item.as_dict())
+                continue
+            r = item.record
+            digest = record_hash(r)
+            if digest in seen:
+                report.n_duplicates += 1
+                continue
+            seen.add(digest)
+            batch.append(_row(project, user, rec.id, r, digest, count_tokens))
+            if len(batch) >= BATCH:
+                _flush(session, batch, index, report)
+                batch = []
+                if progress:
+                    progress(_fraction(info), f"{report.n_read:,} records read, {report.n_imported:,} imported")
+        _flush(session, batch, index, report)
+        report.encoding = info.encoding
+        report.format = info.format
+        report.ended_early = info.ended_early
+        report.empty = info.empty or report.n_read == 0
+        if strict and report.n_rejected:
+            session.rollback()
+            report.n_imported = 0
+            report.n_near_duplicates = 0
+            report.message = (f"Strict mode: nothing imported because {report.n_rejected} record(s) were "
+                              "rejected. Fix them or import without strict mode.")
+            rec = ImportRecord(project_id=project.id, user_id=user.id, filename=filename, format=info.format,
+                               strict=strict, report={})
+            session.add(rec)
+        else:
+            report.message = _summary(report)
+        _fill_record(rec, report)
+        session.add(rec)
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    report.import_id = rec.id
+    if progress:
+        progress(1.0, report.message)
+    return report
+
+
+def _fraction(info: ReadInfo) -> float:
+    return min(1.0, info.bytes_read / info.total_bytes) if info.total_bytes else 0.0
+
+
+def _summary(r: ImportReport) -> str:
+    if r.empty:
+        return f"{r.filename} is empty: nothing to import."
+    parts = [f"Imported {r.n_imported:,} of {r.n_read:,} records"]
+    if r.n_duplicates:
+        parts.append(f"{r.n_duplicates:,} exact duplicates skipped")
+    if r.n_near_duplicates:
+        parts.append(f"{r.n_near_duplicates:,} near duplicates flagged for review")
+    if r.n_rejected:
+        parts.append(f"{r.n_rejected:,} rejected")
+    msg = "; ".join(parts) + "."
+    if r.ended_early:
+        msg += f" The {r.ended_early}: every complete record before it was kept."
+    return msg
+
+
+def _fill_record(rec: ImportRecord, report: ImportReport) -> None:
+    rec.n_read = report.n_read
+    rec.n_imported = report.n_imported
+    rec.n_rejected = report.n_rejected
+    rec.n_duplicates = report.n_duplicates
+    rec.n_near_duplicates = report.n_near_duplicates
+    rec.ended_early = bool(report.ended_early)
+    rec.format = report.format
+    rec.report = {"encoding": report.encoding, "ended_early": report.ended_early, "empty": report.empty,
+                  "rejected": report.rejected, "message": report.message}
+
+
+def _row(project: Project, user: User, import_id: int, r: dict, digest: str, count_tokens) -> dict:
+    now = utcnow()
+    return {
+        "project_id": project.id, "system": r["system"], "turns": r["turns"], "input": r["input"],
+        "tags": r["tags"], "note": r["note"], "status": ExampleStatus.draft.value, "reject_reason": "",
+        "content_hash": digest, "search_text": search_text(r), "near_duplicate_of": None,
+        "token_count": count_tokens(record_text(r)), "source": "import", "import_id": import_id,
+        "assigned_to": None, "created_by": user.id, "updated_by": user.id, "reviewed_by": None,
+        "created_at": now, "updated_at": now, "version": 1,
+    }
+
+
+def _flush(session: Session, batch: list[dict], index: NearDuplicateIndex | None, report: ImportReport) -> None:
+    """Insert a batch (one multi-row INSERT ... RETURNING id), then flag its near duplicates."""
+    if not batch:
+        return
+    table = Example.__table__
+    ids = list(session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), batch).scalars())
+    report.n_imported += len(ids)
+    if index is None:
+        return
+    found = index.check_and_add(ids, [near_text(row) for row in batch])
+    flagged = [{"b_id": i, "b_dup": dup} for i, dup in zip(ids, found) if dup is not None]
+    if flagged:
+        from sqlalchemy import bindparam
+
+        session.execute(update(table).where(table.c.id == bindparam("b_id"))
+                        .values(near_duplicate_of=bindparam("b_dup")), flagged,
+                        execution_options={"synchronize_session": False})
+        report.n_near_duplicates += len(flagged)
+
+
+def _project_index(session: Session, project: Project) -> NearDuplicateIndex:
+    """An LSH index of the project's existing examples, built in keyset-paged batches."""
+    index = NearDuplicateIndex()
+    last = 0
+    while True:
+        rows = session.execute(
+            select(Example.id, Example.turns, Example.input).where(Example.project_id == project.id, Example.id > last)
+            .order_by(Example.id).limit(BATCH)).all()
+        if not rows:
+            return index
+        sigs = index.signatures([near_text({"turns": r[1], "input": r[2]}) for r in rows])
+        for row, sig in zip(rows, sigs):
+            index.add(row[0], sig)
+        last = rows[-1][0]
+
+
+def import_history(session: Session, project: Project, limit: int = 50) -> list[ImportRecord]:
+    """The project's latest imports, newest first."""
+    return list(session.execute(select(ImportRecord).where(ImportRecord.project_id == project.id)
+                                .order_by(ImportRecord.id.desc()).limit(limit)).scalars())
+
+
+def check_format(fmt: str | None) -> str | None:
+    from core.formats import FILE_FORMATS
+
+    if fmt and fmt not in FILE_FORMATS:
+        raise InvalidInput(f"Unknown format {fmt!r}; choose one of: {', '.join(FILE_FORMATS)}.")
+    return fmt or None
+
+
+def save_upload(name: str, data: bytes) -> Path:
+    """Store an uploaded file under the workspace's uploads folder (a fresh name, never overwriting)."""
+    import uuid
+
+    from core.workspace import uploads_dir
+
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(name).name) or "upload"
+    folder = uploads_dir() / uuid.uuid4().hex[:12]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / safe
+    path.write_bytes(data)
+    return path

@@ -1,0 +1,208 @@
+"""Annotate: a queue of examples, an editor for each, live quality hints, and a form for new examples.
+
+All example text is shown with text widgets (text_area, st.text, st.code), never as markdown.
+"""
+import pandas as pd
+import streamlit as st
+
+from core import curation as cur
+from core.accounts import list_users
+from core.errors import Conflict, StudioError
+from core.webui import db, require_page, require_project, run_action
+
+user = require_page("curate")
+project = require_project()
+
+
+@st.cache_resource(show_spinner="Loading the base model's tokenizer...")
+def _token_counter():
+    return cur.default_token_counter()
+
+
+count_tokens, counter_label = _token_counter()
+st.title("Annotate")
+
+with st.expander("Guidelines", expanded=False):
+    # Written by an admin on the Admin page, so markdown is intended here (never user example text).
+    st.markdown(project.guidelines or "_No guidelines yet._")
+
+with db() as s:
+    tags = cur.list_tags(s, project)
+    people = {u.id: u.username for u in list_users(s)}
+f1, f2, f3, f4 = st.columns([2, 1, 1, 2])
+statuses = f1.multiselect("Status", cur.STATUSES, default=["draft", "rejected"], key="q_status")
+tag = f2.selectbox("Tag", ["(any)"] + tags, key="q_tag")
+annotator = f3.selectbox("Annotator", [None] + list(people), format_func=lambda i: "(anyone)" if i is None
+                         else people[i], key="q_annotator")
+search = f4.text_input("Search text", key="q_search")
+filters = dict(status=statuses or None, tag=None if tag == "(any)" else tag, annotator=annotator,
+               search=search or None)
+filter_key = repr(sorted((k, str(v)) for k, v in filters.items()))
+if st.session_state.get("q_filter_key") != filter_key:  # new filters: back to the first page
+    st.session_state.update(q_filter_key=filter_key, q_cursor=[], q_current=None)
+
+cursor = st.session_state.setdefault("q_cursor", [])  # the after-id of each page shown so far (keyset paging)
+with db() as s:
+    page = cur.queue_page(s, project, after_id=cursor[-1] if cursor else None, **filters)
+    counts = cur.status_counts(s, project)
+st.caption(" · ".join(f"{k}: {v:,}" for k, v in counts.items()) + f" · tokens: {counter_label}")
+
+queue_tab, new_tab = st.tabs(["Queue", "New example"])
+with queue_tab:
+    if not page:
+        st.info("Nothing in this queue. Change the filters, import data, or write a new example.")
+    else:
+        ids = [e.id for e in page]
+        current = st.session_state.get("q_current")
+        if current not in ids:
+            current = ids[0]
+        left, right = st.columns([1, 3])
+        with left:
+            picked = st.radio("Examples", ids, index=ids.index(current), key=f"q_pick_{ids[0]}",
+                              format_func=lambda i: f"#{i} · {next(e.status for e in page if e.id == i)}")
+            st.session_state["q_current"] = current = picked
+            p1, p2 = st.columns(2)
+            if p1.button("Previous page", disabled=not cursor, width="stretch"):
+                cursor.pop()
+                st.session_state["q_current"] = None
+                st.rerun()
+            if p2.button("Next page", disabled=len(page) < cur.PAGE_SIZE, width="stretch"):
+                cursor.append(ids[-1])
+                st.session_state["q_current"] = None
+                st.rerun()
+        with right:
+            with db() as s:
+                ex = cur.get_example(s, current, project)
+            st.subheader(f"Example #{ex.id} · {ex.status}")
+            if ex.status == "rejected" and ex.reject_reason:
+                st.error("Rejected by the reviewer:")
+                st.text(ex.reject_reason)
+            conflict = st.session_state.get("q_conflict")
+            if conflict and conflict["id"] != ex.id:
+                conflict = None
+            # The version this user started editing from: a save by someone else in between must not
+            # silently replace the form (widget keys stay), and our save is then refused as stale.
+            bases = st.session_state.setdefault("q_base", {})
+            base = bases.setdefault(ex.id, ex.version)
+            draft = conflict["attempted"] if conflict else cur.record_of(ex)
+            wkey = f"{ex.id}_{base}"
+            system = st.text_area("System prompt", draft["system"], key=f"sys_{wkey}", height=68)
+            turns = []
+            if len(draft["turns"]) == 2:
+                instruction = st.text_area("Instruction", draft["turns"][0]["content"], key=f"ins_{wkey}")
+                input_text = st.text_area("Input (optional)", draft["input"], key=f"inp_{wkey}", height=68)
+                response = st.text_area("Response", draft["turns"][1]["content"], key=f"res_{wkey}", height=180)
+                turns = [{"role": "user", "content": instruction}, {"role": "assistant", "content": response}]
+            else:
+                input_text = draft["input"]
+                for i, t in enumerate(draft["turns"]):
+                    label = f"Turn {i + 1}: {'user' if t['role'] == 'user' else 'assistant'}"
+                    turns.append({"role": t["role"],
+                                  "content": st.text_area(label, t["content"], key=f"turn{i}_{wkey}")})
+            c1, c2 = st.columns(2)
+            tag_text = c1.text_input("Tags (comma separated)", ", ".join(draft["tags"]), key=f"tags_{wkey}")
+            note = c2.text_input("Note", draft["note"], key=f"note_{wkey}")
+            record = {"system": system, "turns": turns, "input": input_text,
+                      "tags": [t.strip() for t in tag_text.split(",") if t.strip()], "note": note}
+
+            with db() as s:
+                tokens, hints = cur.example_hints(s, project, ex, record, count_tokens)
+            st.caption(f"{tokens} tokens of max {project.max_length} ({counter_label})")
+            for h in hints:
+                getattr(st, h.level)(h.text)
+
+            if conflict:
+                st.error(conflict["message"])
+                a, b = st.columns(2)
+                a.caption("Saved by someone else (now in the database)")
+                a.code("\n\n".join([f"[system] {conflict['current']['system']}"] + [
+                    f"[{t['role']}] {t['content']}" for t in conflict["current"]["turns"]]), language=None,
+                    wrap_lines=True)
+                b.caption("Your edit (still in the form above)")
+                b.code("\n\n".join([f"[system] {conflict['attempted']['system']}"] + [
+                    f"[{t['role']}] {t['content']}" for t in conflict["attempted"]["turns"]]), language=None,
+                    wrap_lines=True)
+
+            def _save(submit: bool) -> bool:
+                with db() as s:
+                    try:
+                        saved = cur.save_example(s, user, ex.id, expected_version=base, system=record["system"],
+                                                 turns=record["turns"], input=record["input"], tags=record["tags"],
+                                                 note=record["note"], submit=submit, count_tokens=count_tokens)
+                    except Conflict as err:
+                        # Show both; the form now starts from the current version, pre-filled with the edit.
+                        st.session_state["q_conflict"] = {"id": ex.id, "message": str(err),
+                                                          "current": err.current, "attempted": err.attempted}
+                        bases[ex.id] = err.current["version"]
+                        return False
+                    except StudioError as err:
+                        st.error(str(err))
+                        return False
+                st.session_state.pop("q_conflict", None)
+                bases[ex.id] = saved.version
+                return True
+
+            def _go(step: int) -> None:
+                pos = ids.index(ex.id) + step
+                if 0 <= pos < len(ids):
+                    st.session_state["q_current"] = ids[pos]
+                    bases.pop(ids[pos], None)  # open the next one fresh from the database
+                elif pos >= len(ids) and len(page) == cur.PAGE_SIZE:
+                    cursor.append(ids[-1])
+                    st.session_state["q_current"] = None
+
+            b1, b2, b3, b4 = st.columns(4)
+            if b1.button("Save & next", type="primary", shortcut="Ctrl+Enter", width="stretch"):
+                if _save(False):
+                    _go(1)
+                st.rerun()
+            if b2.button("Submit", shortcut="Ctrl+Shift+Enter", width="stretch"):
+                if _save(True):
+                    st.toast(f"Submitted #{ex.id} for review.")
+                    _go(1)
+                st.rerun()
+            if b3.button("Skip", shortcut="Alt+Right", width="stretch"):
+                st.session_state.pop("q_conflict", None)
+                _go(1)
+                st.rerun()
+            if b4.button("Previous", shortcut="Alt+Left", width="stretch"):
+                st.session_state.pop("q_conflict", None)
+                _go(-1)
+                st.rerun()
+            st.caption("Shortcuts: Ctrl+Enter save & next · Ctrl+Shift+Enter submit · Alt+→ skip · Alt+← previous")
+
+            if project.annotators_per_example > 1:
+                st.divider()
+                st.caption(f"Multi-annotator mode: {project.annotators_per_example} annotators rate each example.")
+                rating = st.radio("Your quality rating", list(cur.RATING_LABELS), horizontal=True,
+                                  format_func=lambda r: f"{r} {cur.RATING_LABELS[r]}", key=f"rate_{ex.id}")
+                if st.button("Save rating"):
+                    with db() as s:
+                        run_action(cur.rate_example, s, user, ex.id, rating, success="Rating saved.")
+
+with new_tab:
+    with st.form("new_example", clear_on_submit=True):
+        n_system = st.text_area("System prompt (optional)", height=68)
+        n_instruction = st.text_area("Instruction")
+        n_input = st.text_area("Input (optional)", height=68)
+        n_response = st.text_area("Response", height=160)
+        n_tags = st.text_input("Tags (comma separated)")
+        n_note = st.text_input("Note")
+        submit_now = st.checkbox("Submit for review now")
+        if st.form_submit_button("Create example", type="primary"):
+            with db() as s:
+                created = run_action(
+                    cur.create_example, s, user, project, system=n_system, input=n_input,
+                    turns=[{"role": "user", "content": n_instruction}, {"role": "assistant", "content": n_response}],
+                    tags=[t for t in n_tags.split(",")], note=n_note, submit=submit_now, count_tokens=count_tokens)
+            if created is not None:
+                st.success(f"Created example #{created.id}.")
+                if created.near_duplicate_of:
+                    st.warning(f"It is a near duplicate of example #{created.near_duplicate_of}.")
+
+if not page:
+    st.stop()
+with st.expander("This page as a table"):
+    st.dataframe(pd.DataFrame([{"id": e.id, "status": e.status, "tags": ", ".join(e.tags),
+                                "tokens": e.token_count, "near duplicate of": e.near_duplicate_of,
+                                "text": e.search_text[:120]} for e in page]), hide_index=True, width="stretch")

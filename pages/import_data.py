@@ -1,0 +1,98 @@
+"""Import: upload a file (or name one on the server), check the detected format, import, read the report."""
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core.errors import StudioError
+from core.formats import CSV_FIELDS, FILE_FORMATS, FORMAT_LABELS, csv_columns, detect_format
+from core.importing import import_file, import_history, save_upload
+from core.webui import db, require_page, require_project, run_action
+
+user = require_page("curate")
+project = require_project()
+st.title("Import")
+st.caption(f"Into project **{project.name}**. Alpaca, ShareGPT, chat JSONL, TRL prompt/completion (JSON Lines or "
+           "JSON arrays), CSV, Parquet, or a folder saved with datasets' save_to_disk.")
+
+source = st.radio("Source", ["Upload a file", "A path on the server (big files, dataset folders)"],
+                  horizontal=True)
+path = None
+if source == "Upload a file":
+    upload = st.file_uploader("File", type=["jsonl", "json", "csv", "parquet", "txt"])
+    if upload is not None:
+        key = f"{upload.name}:{upload.size}"
+        if st.session_state.get("import_upload_key") != key:
+            st.session_state["import_upload_key"] = key
+            st.session_state["import_upload_path"] = str(save_upload(upload.name, upload.getvalue()))
+        path = Path(st.session_state["import_upload_path"])
+else:
+    typed = st.text_input("Path", placeholder="/data/conversations.jsonl")
+    if typed.strip():
+        path = Path(typed.strip()).expanduser()
+        if not path.exists():
+            st.error(f"No file or folder at {path}.")
+            path = None
+
+if path is None:
+    st.stop()
+
+try:
+    detected = detect_format(path)
+except StudioError as err:
+    detected = None
+    st.warning(str(err))
+options = ["auto"] + FILE_FORMATS
+chosen = st.selectbox("Format", options, format_func=lambda f: f"Detected: {FORMAT_LABELS[detected]}"
+                      if f == "auto" and detected else ("Detect" if f == "auto" else FORMAT_LABELS[f]))
+fmt = detected if chosen == "auto" else chosen
+mapping = None
+if fmt == "csv":
+    columns = run_action(csv_columns, path) or []
+    st.caption("Map the CSV columns (instruction and output are needed unless a conversation column holds "
+               "whole conversations as JSON).")
+    cols = st.columns(4)
+    mapping = {}
+    for i, field in enumerate(CSV_FIELDS):
+        guess = next((c for c in columns if c.strip().lower() == field), None)
+        picked = cols[i % 4].selectbox(field, ["(none)"] + columns,
+                                       index=(columns.index(guess) + 1) if guess else 0, key=f"map_{field}")
+        if picked != "(none)":
+            mapping[field] = picked
+strict = st.checkbox("Strict: import nothing unless every record is valid")
+
+if st.button("Import", type="primary", disabled=fmt is None):
+    bar = st.progress(0.0, text="Reading...")
+    with db() as s:
+        report = run_action(import_file, s, user, project, path, fmt, strict=strict, mapping=mapping,
+                            filename=path.name,
+                            progress=lambda fraction, message: bar.progress(min(1.0, fraction), text=message))
+    if report is not None:
+        st.session_state["import_report"] = report.as_dict()
+
+report = st.session_state.get("import_report")
+if report:
+    st.subheader("Report")
+    (st.error if report["n_rejected"] and report["strict"] else st.success)(report["message"])
+    c = st.columns(5)
+    c[0].metric("Read", report["n_read"])
+    c[1].metric("Imported", report["n_imported"])
+    c[2].metric("Rejected", report["n_rejected"])
+    c[3].metric("Exact duplicates skipped", report["n_duplicates"])
+    c[4].metric("Near duplicates flagged", report["n_near_duplicates"])
+    st.caption(f"Format: {report['format']} · encoding: {report['encoding'] or 'n/a'}")
+    if report["ended_early"]:
+        st.warning(f"The {report['ended_early']}: the last record was cut off; every complete record before it "
+                   "was kept.")
+    if report["rejected"]:
+        st.dataframe(pd.DataFrame(report["rejected"]), hide_index=True, width="stretch")
+        if report["n_rejected"] > len(report["rejected"]):
+            st.caption(f"First {len(report['rejected'])} of {report['n_rejected']} rejected records shown.")
+
+with st.expander("Earlier imports"):
+    with db() as s:
+        history = import_history(s, project)
+    st.dataframe(pd.DataFrame([{"when": r.created_at, "file": r.filename, "format": r.format, "read": r.n_read,
+                                "imported": r.n_imported, "rejected": r.n_rejected, "duplicates": r.n_duplicates,
+                                "near duplicates": r.n_near_duplicates, "ended early": r.ended_early,
+                                "strict": r.strict} for r in history]), hide_index=True, width="stretch")
