@@ -118,12 +118,13 @@ def shot(page, name: str) -> Path:
     return path
 
 
-def wait_idle(page, timeout: float = 60_000) -> None:
-    """Wait until Streamlit finished the current script run."""
+def wait_idle(page, timeout: float = 90_000) -> None:
+    """Wait until Streamlit finished the current script run and the page drew its title."""
     page.wait_for_timeout(300)
     page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
-    page.wait_for_timeout(200)
+        """() => !document.querySelector('[data-testid="stStatusWidget"]')
+                 && document.querySelector('[data-testid="stMain"] h1')""", timeout=timeout)
+    page.wait_for_timeout(300)
 
 
 def login(page, url: str, username: str, password: str) -> None:
