@@ -11,12 +11,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlmodel import Session
 
 from core.accounts import require
 from core.curation import estimate_tokens
-from core.dedup import NearDuplicateIndex, near_text, record_hash, record_text, search_text
+from core.dedup import NearDuplicateIndex, near_text, record_keys, record_text
 from core.errors import InvalidInput
 from core.formats import Parsed, ReadInfo, read_file
 from storage.models import Example, ExampleStatus, ImportRecord, Project, User, utcnow
@@ -85,7 +85,13 @@ def import_file(
         session.flush()
         seen = set(session.execute(select(Example.content_hash).where(Example.project_id == project.id)).scalars())
         index = _project_index(session, project) if near_duplicates else None
+        # The columns every imported row shares (read once: ORM attribute access costs per row).
+        fixed = {"project_id": project.id, "status": ExampleStatus.draft.value,
+                 "reject_reason": "", "near_duplicate_of": None, "source": "import", "import_id": rec.id,
+                 "assigned_to": None, "created_by": user.id, "updated_by": user.id, "reviewed_by": None,
+                 "version": 1}
         batch: list[dict] = []
+        near: list[str] = []  # the normalised near-duplicate text of each row of the batch
         for item in records:
             report.n_read += 1
             if not isinstance(item, Parsed):
@@ -94,18 +100,19 @@ def import_file(
                     report.rejected.append(item.as_dict())
                 continue
             r = item.record
-            digest = record_hash(r)
+            digest, search, near_norm = record_keys(r)
             if digest in seen:
                 report.n_duplicates += 1
                 continue
             seen.add(digest)
-            batch.append(_row(project, user, rec.id, r, digest, count_tokens))
+            batch.append(_row(fixed, r, digest, search, count_tokens))
+            near.append(near_norm)
             if len(batch) >= BATCH:
-                _flush(session, batch, index, report)
-                batch = []
+                _flush(session, batch, near, index, report)
+                batch, near = [], []
                 if progress:
                     progress(_fraction(info), f"{report.n_read:,} records read, {report.n_imported:,} imported")
-        _flush(session, batch, index, report)
+        _flush(session, batch, near, index, report)
         report.encoding = info.encoding
         report.format = info.format
         report.ended_early = info.ended_early
@@ -165,32 +172,37 @@ def _fill_record(rec: ImportRecord, report: ImportReport) -> None:
                   "rejected": report.rejected, "message": report.message}
 
 
-def _row(project: Project, user: User, import_id: int, r: dict, digest: str, count_tokens) -> dict:
-    now = utcnow()
-    return {
-        "project_id": project.id, "system": r["system"], "turns": r["turns"], "input": r["input"],
-        "tags": r["tags"], "note": r["note"], "status": ExampleStatus.draft.value, "reject_reason": "",
-        "content_hash": digest, "search_text": search_text(r), "near_duplicate_of": None,
-        "token_count": count_tokens(record_text(r)), "source": "import", "import_id": import_id,
-        "assigned_to": None, "created_by": user.id, "updated_by": user.id, "reviewed_by": None,
-        "created_at": now, "updated_at": now, "version": 1,
-    }
+def _row(fixed: dict, r: dict, digest: str, search: str, count_tokens) -> dict:
+    row = fixed.copy()
+    row.update(system=r["system"], turns=r["turns"], input=r["input"], tags=r["tags"], note=r["note"],
+               content_hash=digest, search_text=search,
+               # The default estimate counts words, and the search text has exactly the record's words.
+               token_count=estimate_tokens(search) if count_tokens is estimate_tokens
+               else count_tokens(record_text(r)))
+    return row
 
 
-def _flush(session: Session, batch: list[dict], index: NearDuplicateIndex | None, report: ImportReport) -> None:
-    """Insert a batch (one multi-row INSERT ... RETURNING id), then flag its near duplicates."""
+def _flush(session: Session, batch: list[dict], near: list[str], index: NearDuplicateIndex | None,
+           report: ImportReport) -> None:
+    """Insert a batch (multi-row INSERT ... RETURNING id), then flag its near duplicates."""
     if not batch:
         return
+    now = utcnow()  # one timestamp per batch: the rows are created together
+    for row in batch:
+        row["created_at"] = row["updated_at"] = now
     table = Example.__table__
-    ids = list(session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), batch).scalars())
+    # RETURNING (id, content_hash) without sort_by_parameter_order: SQLAlchemy sends the batch as a few
+    # multi-row INSERTs instead of falling back to one statement per row, and the content hash (unique
+    # within an import, duplicates were skipped) says which id each row got, whatever order they come in.
+    returned = dict((h, i) for i, h in session.execute(insert(table).returning(table.c.id, table.c.content_hash),
+                                                        batch))
+    ids = [returned[row["content_hash"]] for row in batch]
     report.n_imported += len(ids)
     if index is None:
         return
-    found = index.check_and_add(ids, [near_text(row) for row in batch])
+    found = index.check_and_add(ids, near, normalised=True)
     flagged = [{"b_id": i, "b_dup": dup} for i, dup in zip(ids, found) if dup is not None]
     if flagged:
-        from sqlalchemy import bindparam
-
         session.execute(update(table).where(table.c.id == bindparam("b_id"))
                         .values(near_duplicate_of=bindparam("b_dup")), flagged,
                         execution_options={"synchronize_session": False})
@@ -207,9 +219,8 @@ def _project_index(session: Session, project: Project) -> NearDuplicateIndex:
             .order_by(Example.id).limit(BATCH)).all()
         if not rows:
             return index
-        sigs = index.signatures([near_text({"turns": r[1], "input": r[2]}) for r in rows])
-        for row, sig in zip(rows, sigs):
-            index.add(row[0], sig)
+        texts = [near_text({"turns": r[1], "input": r[2]}) for r in rows]
+        index.add_many([r[0] for r in rows], index.signatures(texts))
         last = rows[-1][0]
 
 

@@ -84,8 +84,11 @@ def test_multi_turn_and_input_are_kept(session, project, users):
 
 
 def test_created_example_flags_near_duplicate(session, project, users):
+    # One word changed in a long answer: word 3-gram Jaccard ~0.9, well above the 0.8 threshold.
     text = ("Open the app, choose readings, type the digits from left to right and press save; you will get a "
-            "confirmation email within a few minutes of sending it.")
+            "confirmation email within a few minutes of sending it. If the reading looks far higher than usual, "
+            "check that you read the right register, that the meter serial number matches the one on your bill, "
+            "and that you did not include the red digits after the decimal point before you contact us again.")
     first = new(session, users["annotator"], project, a=text)
     second = new(session, users["annotator"], project, a=text.replace("a few", "five"))
     assert second.near_duplicate_of == first.id
