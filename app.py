@@ -32,7 +32,8 @@ else:
     sections: dict[str, list] = {}
     for spec in visible_pages(user):
         sections.setdefault(spec.section, []).append(
-            st.Page(spec.path, title=spec.title, icon=spec.icon, default=spec.path == "pages/home.py"))
+            st.Page(spec.path, title=spec.title, icon=spec.icon, url_path=spec.url_path,
+                    default=spec.path == "pages/home.py"))
     page = st.navigation(sections)
     with st.sidebar:
         from core.projects import list_projects

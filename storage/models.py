@@ -182,10 +182,14 @@ class Job(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     project_id: int = Field(foreign_key="project.id", index=True)
     kind: str = Field(default="train", max_length=16)  # "train" | "generate"
+    # Python module the worker runs as `python -m <module> --run-dir DIR` (kept so a queued job starts later).
+    module: str = Field(default="", max_length=100)
     name: str = Field(default="", max_length=200)
     status: str = Field(default=JobStatus.queued.value, max_length=16, index=True)
     run_dir: str = ""
     pid: Optional[int] = None
+    # psutil create_time of the process: tells our process apart from a later one that reused the pid.
+    pid_create_time: Optional[float] = None
     heartbeat_at: Optional[datetime] = None
     created_by: Optional[int] = Field(default=None, foreign_key="user.id")
     created_at: datetime = Field(default_factory=utcnow)
@@ -213,6 +217,10 @@ class EvalSet(SQLModel, table=True):
     dataset_version_id: Optional[int] = Field(default=None, foreign_key="datasetversion.id")
     created_by: Optional[int] = Field(default=None, foreign_key="user.id")
     created_at: datetime = Field(default_factory=utcnow)
+    # Blind review: each (prompt, pair) item gets this many reviewers before any gets one more.
+    reviewers_per_item: int = Field(default=2, sa_column_kwargs={"server_default": "2"})
+    # Seeds which output is shown as A for each item and reviewer (stable across reloads).
+    seed: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class EvalPrompt(SQLModel, table=True):

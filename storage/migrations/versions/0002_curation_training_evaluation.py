@@ -2,7 +2,7 @@
 
 Revision ID: 0002_curation_training_evaluation
 Revises: 0001_accounts_projects
-Create Date: 2026-11-28 15:25:18.307100
+Create Date: 2026-11-28 15:32:06.973383
 """
 from alembic import op
 import sqlalchemy as sa
@@ -83,6 +83,8 @@ def upgrade() -> None:
     sa.Column('dataset_version_id', sa.Integer(), nullable=True),
     sa.Column('created_by', sa.Integer(), nullable=True),
     sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('reviewers_per_item', sa.Integer(), server_default='2', nullable=False),
+    sa.Column('seed', sa.Integer(), server_default='0', nullable=False),
     sa.ForeignKeyConstraint(['created_by'], ['user.id'], ),
     sa.ForeignKeyConstraint(['dataset_version_id'], ['datasetversion.id'], ),
     sa.ForeignKeyConstraint(['project_id'], ['project.id'], ),
@@ -131,10 +133,12 @@ def upgrade() -> None:
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('project_id', sa.Integer(), nullable=False),
     sa.Column('kind', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
+    sa.Column('module', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=False),
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
     sa.Column('status', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('run_dir', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('pid', sa.Integer(), nullable=True),
+    sa.Column('pid_create_time', sa.Float(), nullable=True),
     sa.Column('heartbeat_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.Column('created_by', sa.Integer(), nullable=True),
     sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),

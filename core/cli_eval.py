@@ -1,0 +1,155 @@
+"""``finetune-studio evalsets | generate | results | export-dpo``: evaluation from the command line.
+
+The same core functions and role checks as the Generate and Results pages.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from core.errors import InvalidInput, StudioError
+
+
+def _project(session, args):
+    from core.projects import get_project, list_projects
+
+    if getattr(args, "project", None):
+        return get_project(session, args.project)
+    projects = list_projects(session)
+    if not projects:
+        raise InvalidInput("No project yet: create one with `finetune-studio projects --create NAME`.")
+    return projects[0]
+
+
+def _eval_set(session, args):
+    from core.evaluation import get_eval_set
+
+    project_id = _project(session, args).id if getattr(args, "project", None) else None
+    return get_eval_set(session, args.eval_set, project_id)
+
+
+def cmd_evalsets(args, session, user):
+    from core.evaluation import create_eval_set_from_file, create_eval_set_from_version, list_eval_sets
+
+    project = _project(session, args)
+    if args.create:
+        if bool(args.from_version) == bool(args.from_file):
+            raise InvalidInput("Give either --from-version NAME|ID or --from-file FILE.")
+        if args.from_version:
+            from core.datasets import get_version
+
+            version = get_version(session, args.from_version, project)
+            es = create_eval_set_from_version(session, user, project.id, version.id, args.create, split=args.split,
+                                              reviewers_per_item=args.reviewers_per_item, seed=args.seed)
+        else:
+            path = Path(args.from_file)
+            if not path.is_file():
+                raise InvalidInput(f"No file {path}.")
+            es = create_eval_set_from_file(session, user, project.id, args.create, path.read_bytes(), path.name,
+                                           reviewers_per_item=args.reviewers_per_item, seed=args.seed)
+        rows = [r for r in list_eval_sets(session, project.id) if r["id"] == es.id]
+        return _row(rows[0])
+    return [_row(r) for r in list_eval_sets(session, project.id)]
+
+
+def _row(r: dict) -> dict:
+    return {"id": r["id"], "name": r["name"], "source": r["source"], "prompts": r["prompts"],
+            "references": r["references"], "systems": ",".join(r["systems"]), "scores": r["scores"],
+            "reviewers_per_item": r["reviewers_per_item"]}
+
+
+def cmd_generate(args, session, user):
+    from core.evaluation import generation_progress, launch_generation
+
+    es = _eval_set(session, args)
+    decoding = {"max_new_tokens": args.max_new_tokens, "seed": args.seed}
+    if args.temperature is not None or args.top_p is not None:
+        decoding.update(do_sample=True, temperature=args.temperature if args.temperature is not None else 0.7,
+                        top_p=args.top_p if args.top_p is not None else 1.0)
+    job = launch_generation(session, user, es.id, args.systems, decoding=decoding, base_model=args.base_model,
+                            batch_size=args.batch_size, perplexity=not args.no_perplexity)
+    if args.wait:
+        from core.jobs import reconcile
+
+        last = None
+        while True:
+            session.expire_all()
+            reconcile(session)
+            session.refresh(job)
+            progress = generation_progress(job)
+            line = f"{job.status} {progress.get('done', 0)}/{progress.get('total', '?')}"
+            if line != last:
+                print(line, file=sys.stderr, flush=True)
+                last = line
+            if job.status not in ("queued", "running"):
+                break
+            time.sleep(1.0)  # CLI polling only; the pages use st.fragment(run_every=...)
+        if job.status != "succeeded":
+            raise StudioError(f"Generation job {job.id} {job.status}: {job.error.splitlines()[0] if job.error else ''}")
+    out = {"job": job.id, "status": job.status, "eval_set": es.id, "systems": ",".join(job.config["systems"]),
+           "run_dir": job.run_dir}
+    if job.status == "succeeded":
+        out.update({k: job.result.get(k) for k in ("done", "new_tokens", "seconds", "perplexity")})
+    return out
+
+
+def cmd_results(args, session, user):
+    from core.evaluation import report_markdown, results
+
+    es = _eval_set(session, args)
+    res = results(session, user, es.id, bootstrap_rounds=args.bootstrap_rounds)
+    if getattr(args, "json", False):
+        return res
+    return report_markdown(res)
+
+
+def cmd_export_dpo(args, session, user):
+    from core.evaluation import export_dpo, scores_csv
+
+    es = _eval_set(session, args)
+    out = export_dpo(session, user, es.id, args.out)
+    if args.scores_csv:
+        Path(args.scores_csv).write_text(scores_csv(session, user, es.id), encoding="utf-8")
+        out["scores_csv"] = args.scores_csv
+    return out
+
+
+def register(sub, common) -> None:
+    """Add the evaluation subcommands to the main parser."""
+    p = sub.add_parser("evalsets", parents=[common], help="list eval sets, or create one from a version or a file")
+    p.add_argument("--project", help="project name or id (default: the first)")
+    p.add_argument("--create", metavar="NAME", help="create an eval set with this name")
+    p.add_argument("--from-version", metavar="VERSION", help="dataset version name or id (its test split)")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    p.add_argument("--from-file", metavar="FILE", help="JSONL or CSV with 'prompt' and optional 'reference'")
+    p.add_argument("--reviewers-per-item", type=int, default=2, help="K: reviewers per item (default 2)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the blind A/B order")
+    p.set_defaults(fn=cmd_evalsets)
+
+    p = sub.add_parser("generate", parents=[common], help="generate outputs of systems for an eval set (a job)")
+    p.add_argument("--project")
+    p.add_argument("--eval-set", required=True, help="eval set id or name")
+    p.add_argument("--systems", required=True, help="comma-separated: base,run:12,run:14")
+    p.add_argument("--base-model", help="model behind 'base' (default: the runs' base model, else the embedded one)")
+    p.add_argument("--temperature", type=float, help="sample with this temperature (default: greedy)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling threshold (implies sampling)")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--no-perplexity", action="store_true", help="skip perplexity on the reference answers")
+    p.add_argument("--wait", action="store_true", help="wait for the job, printing progress to stderr")
+    p.set_defaults(fn=cmd_generate)
+
+    p = sub.add_parser("results", parents=[common], help="leaderboard, mean scores, agreement and metrics")
+    p.add_argument("--project")
+    p.add_argument("--eval-set", required=True)
+    p.add_argument("--bootstrap-rounds", type=int, default=200)
+    p.set_defaults(fn=cmd_results)
+
+    p = sub.add_parser("export-dpo", parents=[common], help="write DPO pairs (JSONL + datasets folder)")
+    p.add_argument("--project")
+    p.add_argument("--eval-set", required=True)
+    p.add_argument("--out", required=True, help="folder to write dpo.jsonl and dpo_dataset/ into")
+    p.add_argument("--scores-csv", help="also write all scores to this CSV file")
+    p.set_defaults(fn=cmd_export_dpo)

@@ -1,0 +1,174 @@
+"""What this machine can train on, and how much memory a run will need before it starts.
+
+The estimate uses only the model's config (parameter counts from its dimensions), so it works before any
+weights are loaded. It is deliberately simple and a little generous; every run records the estimate beside
+the measured peak so the numbers can be checked against reality.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from dataclasses import asdict, dataclass, field
+
+MB = 1024 * 1024
+
+
+@dataclass
+class Hardware:
+    """A snapshot of the training devices."""
+
+    kind: str  # "cuda" | "cpu"
+    gpus: list[dict] = field(default_factory=list)  # [{"index", "name", "total_mb", "free_mb", "bf16"}]
+    cpu_cores: int = 1
+    ram_total_mb: float = 0.0
+    ram_available_mb: float = 0.0
+
+    @property
+    def gpu_count(self) -> int:
+        return len(self.gpus)
+
+    @property
+    def bf16(self) -> bool:
+        return bool(self.gpus) and all(g.get("bf16") for g in self.gpus)
+
+    @property
+    def free_mb(self) -> float:
+        """Memory a run can use on one device: the smallest GPU's free memory, or available RAM."""
+        if self.gpus:
+            return min(g["free_mb"] for g in self.gpus)
+        return self.ram_available_mb
+
+    def describe(self) -> str:
+        if self.gpus:
+            return ", ".join(f"GPU {g['index']}: {g['name']} ({g['free_mb'] / 1024:.1f} of "
+                             f"{g['total_mb'] / 1024:.1f} GiB free)" for g in self.gpus)
+        return (f"CPU only: {self.cpu_cores} cores, {self.ram_available_mb / 1024:.1f} of "
+                f"{self.ram_total_mb / 1024:.1f} GiB RAM available")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def detect() -> Hardware:
+    """GPUs with their free memory (torch.cuda.mem_get_info), else CPU cores and available RAM (psutil)."""
+    import psutil
+
+    vm = psutil.virtual_memory()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    hw = Hardware(kind="cpu", cpu_cores=cores, ram_total_mb=vm.total / MB, ram_available_mb=vm.available / MB)
+    if not Path("/proc/driver/nvidia/gpus").is_dir() and not os.environ.get("FINETUNE_STUDIO_PROBE_CUDA"):
+        return hw  # no NVIDIA driver: skip importing torch, so pages that show this stay fast
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return hw
+    if torch.cuda.is_available():
+        hw.kind = "cuda"
+        for i in range(torch.cuda.device_count()):
+            free, total = torch.cuda.mem_get_info(i)
+            hw.gpus.append({"index": i, "name": torch.cuda.get_device_name(i), "total_mb": total / MB,
+                            "free_mb": free / MB, "bf16": bool(torch.cuda.is_bf16_supported())})
+    return hw
+
+
+def resolve_precision(precision: str, hw: Hardware | None = None) -> str:
+    """"auto" -> bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU. Half precision on a CPU is
+    refused by the caller (it is slower there and TRL's bf16 default must never leak onto a CPU)."""
+    hw = hw or detect()
+    if precision != "auto":
+        return precision
+    if hw.kind == "cuda":
+        return "bf16" if hw.bf16 else "fp16"
+    return "fp32"
+
+
+def param_counts(config) -> dict:
+    """Parameter counts from a decoder config's dimensions (no weights needed).
+
+    Returns total, the embedding share, per-layer linear weights and the LoRA parameters per rank unit for
+    "all-linear" targets (each linear d_in x d_out gets r * (d_in + d_out)).
+    """
+    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    h = cfg.hidden_size
+    layers = cfg.num_hidden_layers
+    heads = cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(cfg, "head_dim", None) or h // heads
+    inter = getattr(cfg, "intermediate_size", None) or 4 * h
+    vocab = cfg.vocab_size
+    q_out, kv_out = heads * head_dim, kv_heads * head_dim
+    linears = [(h, q_out), (h, kv_out), (h, kv_out), (q_out, h), (h, inter), (h, inter), (inter, h)]
+    per_layer = sum(a * b for a, b in linears) + 2 * h
+    embed = vocab * h
+    tied = bool(getattr(cfg, "tie_word_embeddings", False) or getattr(config, "tie_word_embeddings", False))
+    total = layers * per_layer + embed + (0 if tied else embed) + h
+    lora_per_rank = layers * sum(a + b for a, b in linears)
+    return {"total": total, "embedding": embed, "layers": layers, "hidden": h, "intermediate": inter,
+            "vocab": vocab, "lora_per_rank": lora_per_rank, "heads": heads}
+
+
+def estimate_peak_memory(model_config_or_name, method: str, batch: int, max_length: int,
+                         gradient_checkpointing: bool = False, precision: str = "fp32", lora_r: int = 16,
+                         device: str | None = None) -> dict:
+    """Peak training memory in MB: weights + gradients + AdamW states of trainable parameters + activations.
+
+    ``model_config_or_name`` is a transformers config or a model name for core.basemodel.load_config.
+    QLoRA weights count ~0.5 byte per parameter; LoRA trains only the adapter parameters. ``device`` ("cuda" or
+    "cpu") defaults to a GPU for half precision or QLoRA, else a CPU.
+    """
+    config = model_config_or_name
+    if isinstance(config, str):
+        from core.basemodel import load_config
+
+        config = load_config(config)
+    counts = param_counts(config)
+    total = counts["total"]
+    half = precision in ("bf16", "fp16")
+    weight_bytes = 0.5 if method == "qlora" else (2 if half else 4)
+    weights = total * weight_bytes
+    trainable = total if method == "full" else counts["lora_per_rank"] * lora_r
+    # Trainable parameters: fp32 master weights (for adapters) or grads, plus AdamW's two fp32 moments.
+    grads = trainable * 4
+    optimizer = trainable * 8
+    if method != "full":
+        weights += trainable * 4
+    act_bytes = 2 if half else 4
+    tokens = batch * max_length
+    h, inter, layers = counts["hidden"], counts["intermediate"], counts["layers"]
+    # Per token and layer, a decoder keeps roughly 16*h + 3*inter values for the backward pass
+    # (inputs of each linear, norms, attention output, MLP gates); checkpointing keeps only the layer input.
+    per_layer = (2 * h) if gradient_checkpointing else (16 * h + 3 * inter)
+    activations = tokens * layers * per_layer * act_bytes
+    if gradient_checkpointing:
+        activations += tokens * (16 * h + 3 * inter) * act_bytes  # one layer recomputed at a time
+    # Logits in fp32 (forward + their gradient) dominate for small models with big vocabularies.
+    logits = tokens * counts["vocab"] * 4 * 2
+    # Framework and allocator slack: on a GPU the CUDA context and caching allocator; on a CPU the whole
+    # process's RSS (torch, transformers, TRL, datasets and the allocator's free lists). The CPU figure is
+    # calibrated on the quick preset with the embedded model: 4.7 GB measured peak RSS.
+    on_gpu = device == "cuda" if device else (half or method == "qlora")
+    overhead = (600 if method == "qlora" else 300) * MB if on_gpu else 2000 * MB
+    peak = weights + grads + optimizer + activations + logits + overhead
+    return {
+        "peak_mb": round(peak / MB, 1),
+        "weights_mb": round(weights / MB, 1),
+        "gradients_mb": round(grads / MB, 1),
+        "optimizer_mb": round(optimizer / MB, 1),
+        "activations_mb": round((activations + logits) / MB, 1),
+        "params": total,
+        "trainable_params": trainable,
+    }
+
+
+def measured_peak_mb() -> float:
+    """This process's peak memory so far: torch.cuda.max_memory_allocated on a GPU, else peak RSS."""
+    try:
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            return round(torch.cuda.max_memory_allocated() / MB, 1)
+    except ImportError:  # pragma: no cover
+        pass
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB

@@ -1,0 +1,271 @@
+"""The one training configuration: filled by the Train form and the CLI, read by the trainer from config.json.
+
+Every field is documented where it is declared; ``__post_init__`` refuses values that cannot work with a
+clear message (core.errors.InvalidInput), so a bad value is caught before a run folder is created.
+Fields left as ``None`` / ``"auto"`` are decided from the data and the hardware by ``resolve_*`` helpers.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from core.errors import InvalidInput
+
+METHODS = ("lora", "qlora", "full")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
+LAUNCHERS = ("auto", "python", "accelerate")
+DEFAULT_LR = {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5}
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one fine-tuning run (see each field's comment)."""
+
+    # -- what to train on
+    dataset_version_id: int = 0
+    """Frozen dataset version whose train split is learned and whose validation split is evaluated."""
+    base_model: str = "embedded:SmolLM2-135M-Instruct"
+    """The embedded model id, a local Hugging Face model folder, or a hub id (only when online)."""
+
+    # -- method
+    method: str = "lora"
+    """"lora" (PEFT adapters), "qlora" (LoRA on a 4-bit NF4 base, NVIDIA GPU only) or "full" (all weights)."""
+    lora_r: int = 16
+    """LoRA rank: size of the low-rank update; higher learns more and costs more memory."""
+    lora_alpha: int | None = None
+    """LoRA scaling numerator; None means 2 * lora_r (the common rule of thumb)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA branch, a light regulariser for small datasets."""
+    target_modules: str = "all-linear"
+    """Which layers get adapters: "all-linear" or a comma-separated list of module names (e.g. "q_proj,v_proj")."""
+
+    # -- optimisation
+    learning_rate: float | None = None
+    """Peak learning rate; None means 2e-4 for LoRA/QLoRA and 2e-5 for full fine-tuning."""
+    num_epochs: float = 3.0
+    """Passes over the train split (ignored when max_steps > 0)."""
+    max_steps: int = -1
+    """Stop after this many optimizer steps; -1 trains for num_epochs."""
+    per_device_batch_size: int = 4
+    """Examples per forward pass on each device."""
+    grad_accum: int = 1
+    """Forward passes accumulated per optimizer step (effective batch = batch * grad_accum * devices)."""
+    max_length: int | None = None
+    """Longest tokenised example; None picks the 95th percentile of the data, rounded up to 64, capped by the
+    project's max length. Longer examples are truncated."""
+    warmup_ratio: float = 0.05
+    """Fraction of the steps spent ramping the learning rate up from 0."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    lr_scheduler: str = "cosine"
+    """Learning-rate schedule after warm-up: linear, cosine, constant or constant_with_warmup."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping threshold."""
+    seed: int = 42
+    """Random seed for initialisation and data order (same seed + data -> same run)."""
+
+    # -- evaluation, logging, checkpoints
+    eval_steps: int = 0
+    """Evaluate on the validation split every N steps; 0 evaluates once per epoch."""
+    logging_steps: int = 1
+    """Write a metrics line every N steps."""
+    save_steps: int = 0
+    """Write a resumable checkpoint every N steps; 0 saves once per epoch. Only the last 2 are kept."""
+
+    # -- memory and speed
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: much less memory, about 30% slower."""
+    packing: str = "auto"
+    """"auto", "on" or "off": pack whole examples into padding-free rows, so no compute goes to padding.
+    "auto" packs only with FlashAttention (cheap and exact there); elsewhere batches are padded and grouped by
+    length. "on" also works with SDPA/eager (exact, but slower on a CPU)."""
+    precision: str = "auto"
+    """"auto" (bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU), "fp32", "bf16" or "fp16"."""
+    num_gpus: int = 0
+    """GPUs to use; 0 means all visible GPUs (none on a CPU machine)."""
+    launcher: str = "auto"
+    """"auto" uses `accelerate launch` when more than one GPU is used, plain python otherwise."""
+
+    # -- set by the launcher, not the form
+    resume_from: str = ""
+    """Checkpoint folder to continue from (set by Resume; empty for a fresh run)."""
+    preset: str = "custom"
+    """Name of the preset this config started from (informational)."""
+
+    def __post_init__(self) -> None:
+        problems = list(self._problems())
+        if problems:
+            raise InvalidInput("Invalid training settings: " + "; ".join(problems) + ".")
+
+    def _problems(self):
+        if self.method not in METHODS:
+            yield f"method must be one of {', '.join(METHODS)} (got {self.method!r})"
+        if not isinstance(self.dataset_version_id, int) or self.dataset_version_id < 0:
+            yield "dataset_version_id must be a dataset version id"
+        if not str(self.base_model or "").strip():
+            yield "base_model is empty"
+        if self.lora_r < 1 or self.lora_r > 1024:
+            yield f"lora_r must be between 1 and 1024 (got {self.lora_r})"
+        if self.lora_alpha is not None and self.lora_alpha <= 0:
+            yield "lora_alpha must be positive"
+        if not 0 <= self.lora_dropout < 1:
+            yield "lora_dropout must be in [0, 1)"
+        if not str(self.target_modules).strip():
+            yield "target_modules is empty"
+        if self.learning_rate is not None and not (0 < self.learning_rate < 1):
+            yield f"learning_rate must be between 0 and 1 (got {self.learning_rate})"
+        if self.max_steps <= 0 and self.max_steps != -1:
+            yield "max_steps must be -1 (use epochs) or a positive number"
+        if self.max_steps == -1 and not (0 < self.num_epochs <= 1000):
+            yield "num_epochs must be between 0 and 1000"
+        if self.per_device_batch_size < 1 or self.per_device_batch_size > 4096:
+            yield "per_device_batch_size must be at least 1"
+        if self.grad_accum < 1:
+            yield "grad_accum must be at least 1"
+        if self.max_length is not None and not (16 <= self.max_length <= 131072):
+            yield f"max_length must be between 16 and 131072 tokens (got {self.max_length})"
+        if not 0 <= self.warmup_ratio < 1:
+            yield "warmup_ratio must be in [0, 1)"
+        if self.weight_decay < 0:
+            yield "weight_decay cannot be negative"
+        if self.lr_scheduler not in SCHEDULERS:
+            yield f"lr_scheduler must be one of {', '.join(SCHEDULERS)}"
+        if self.max_grad_norm <= 0:
+            yield "max_grad_norm must be positive"
+        for name in ("eval_steps", "save_steps"):
+            if getattr(self, name) < 0:
+                yield f"{name} cannot be negative"
+        if self.logging_steps < 1:
+            yield "logging_steps must be at least 1"
+        if self.packing not in ("auto", "on", "off"):
+            yield "packing must be auto, on or off"
+        if self.precision not in PRECISIONS:
+            yield f"precision must be one of {', '.join(PRECISIONS)}"
+        if self.num_gpus < 0:
+            yield "num_gpus cannot be negative"
+        if self.launcher not in LAUNCHERS:
+            yield f"launcher must be one of {', '.join(LAUNCHERS)}"
+
+    # -- derived values
+    @property
+    def effective_lr(self) -> float:
+        return self.learning_rate if self.learning_rate is not None else DEFAULT_LR[self.method]
+
+    @property
+    def effective_alpha(self) -> int:
+        return self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_r
+
+    def target_modules_value(self) -> str | list[str]:
+        """What peft's LoraConfig takes: the string "all-linear" or a list of names."""
+        text = str(self.target_modules).strip()
+        if text == "all-linear":
+            return text
+        return [t.strip() for t in text.split(",") if t.strip()]
+
+    # -- (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InvalidInput(f"Unknown training setting(s): {', '.join(unknown)}.")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        return cls.from_dict(json.loads(text))
+
+    def with_overrides(self, **changes) -> "TrainConfig":
+        """A copy with ``changes`` applied (validated again)."""
+        return replace(self, **changes)
+
+
+def field_docs() -> dict[str, str]:
+    """Field name -> its documentation (the string under each field), for form help texts and the CLI."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(TrainConfig))
+    body = tree.body[0].body
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+            docs[node.target.id] = " ".join(str(nxt.value.value).split())
+    return docs
+
+
+# Presets: "quick" is the default and must finish the embedded model on the demo data (about 48 train
+# examples) in a few minutes on 2 CPU cores with validation loss going down.
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": dict(method="lora", lora_r=16, num_epochs=3, learning_rate=3e-4, per_device_batch_size=4,
+                  grad_accum=1, max_length=256, warmup_ratio=0.05, lr_scheduler="cosine"),
+    "balanced": dict(method="lora", lora_r=16, num_epochs=3, learning_rate=2e-4, per_device_batch_size=8,
+                     grad_accum=2, max_length=None, warmup_ratio=0.05, lr_scheduler="cosine"),
+    "thorough": dict(method="lora", lora_r=32, num_epochs=5, learning_rate=1e-4, per_device_batch_size=8,
+                     grad_accum=4, max_length=None, warmup_ratio=0.1, lr_scheduler="cosine", weight_decay=0.01,
+                     gradient_checkpointing=True),
+}
+PRESET_HELP = {
+    "quick": "A few minutes on a laptop CPU with the embedded model: 3 epochs, LoRA r=16, length 256.",
+    "balanced": "Length from the data, larger effective batch (16); a good first GPU run.",
+    "thorough": "LoRA r=32, 5 epochs, lower learning rate, gradient checkpointing: for bigger data on a GPU.",
+}
+
+
+def preset_config(name: str = "quick", **overrides) -> TrainConfig:
+    """A TrainConfig from preset ``name`` with ``overrides`` applied."""
+    if name not in PRESETS:
+        raise InvalidInput(f"Unknown preset {name!r}; choose one of: {', '.join(PRESETS)}.")
+    values = {**PRESETS[name], "preset": name, **overrides}
+    return TrainConfig.from_dict(values)
+
+
+def parse_set(pairs: list[str]) -> dict[str, Any]:
+    """``["lora_r=8", "packing=off"]`` -> typed overrides, using the field types (for the CLI's --set)."""
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise InvalidInput(f"--set needs key=value (got {pair!r}).")
+        key, raw = (p.strip() for p in pair.split("=", 1))
+        if key not in types:
+            raise InvalidInput(f"Unknown training setting {key!r}.")
+        kind = str(types[key])
+        if raw.lower() in ("none", "null", "auto") and "None" in kind:
+            out[key] = None
+        elif kind.startswith("bool"):
+            if raw.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise InvalidInput(f"{key} must be true or false (got {raw!r}).")
+            out[key] = raw.lower() in ("true", "1", "yes", "on")
+        elif kind.startswith("int"):
+            out[key] = _num(key, raw, int)
+        elif kind.startswith("float"):
+            out[key] = _num(key, raw, float)
+        else:
+            out[key] = raw
+    return out
+
+
+def _num(key: str, raw: str, kind):
+    try:
+        return kind(float(raw)) if kind is int and float(raw).is_integer() else kind(raw)
+    except ValueError:
+        raise InvalidInput(f"{key} must be a number (got {raw!r}).") from None
+
+
+def auto_max_length(token_lengths: list[int], cap: int) -> int:
+    """95th percentile of the examples' token lengths, rounded up to a multiple of 64, within [64, cap]."""
+    if not token_lengths:
+        return min(512, cap)
+    ordered = sorted(token_lengths)
+    p95 = ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
+    return max(64, min(cap, int(math.ceil(p95 / 64.0) * 64)))

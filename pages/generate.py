@@ -1,0 +1,142 @@
+"""Generate: eval sets and generation jobs (engineers and up).
+
+Create an eval set from a dataset version's test split or an uploaded prompt file, then generate one answer
+per prompt for the base model and any finished runs. Jobs run in the background; progress updates live.
+"""
+import pandas as pd
+import streamlit as st
+
+from core.datasets import list_versions
+from core.evaluation import (available_systems, create_eval_set_from_file, create_eval_set_from_version,
+                             generation_progress, launch_generation, list_eval_sets)
+from core.jobs import cancel, list_jobs, reconcile, resume
+from core.webui import db, require_page, require_project, run_action
+
+user = require_page("evaluate")
+project = require_project()
+st.title("Generate")
+
+with db() as s:
+    sets = list_eval_sets(s, project.id)
+    systems = available_systems(s, project.id)
+    versions = list_versions(s, project)
+
+# ---------------------------------------------------------------- eval sets
+st.subheader("Eval sets")
+if sets:
+    st.dataframe(pd.DataFrame([{"id": r["id"], "name": r["name"], "source": r["source"], "prompts": r["prompts"],
+                                "with reference": r["references"], "systems with outputs": ", ".join(r["systems"]),
+                                "scores": r["scores"], "reviewers per item": r["reviewers_per_item"]}
+                               for r in sets]), hide_index=True, width="stretch")
+else:
+    st.info("No eval set yet: freeze one from a dataset version's test split or upload prompts below.")
+
+with st.expander("New eval set", expanded=not sets):
+    from_version, from_file = st.tabs(["From a dataset version", "Upload prompts"])
+    with from_version:
+        if not versions:
+            st.caption("No dataset version yet: freeze one on the Datasets page.")
+        else:
+            with st.form("evalset_version", clear_on_submit=True):
+                vnames = {v.id: f"{v.name} ({v.n_test} test, {v.n_validation} validation)" for v in versions}
+                vid = st.selectbox("Dataset version", list(vnames), format_func=vnames.get)
+                split = st.selectbox("Split", ["test", "validation"],
+                                     help="The test split was never trained on; use it for a fair comparison.")
+                c1, c2 = st.columns(2)
+                name = c1.text_input("Eval set name")
+                k = c2.number_input("Reviewers per item", 1, 20, 2,
+                                    help="Every item gets this many reviewers before any gets one more.")
+                if st.form_submit_button("Create eval set", type="primary"):
+                    with db() as s:
+                        if run_action(create_eval_set_from_version, s, user, project.id, vid, name, split=split,
+                                      reviewers_per_item=int(k), success="Eval set created.") is not None:
+                            st.rerun()
+    with from_file:
+        with st.form("evalset_file", clear_on_submit=True):
+            upload = st.file_uploader("Prompts (.jsonl or .csv)", type=["jsonl", "csv", "json"],
+                                      help="A 'prompt' field (text, or chat messages in JSONL) and an optional "
+                                           "'reference' answer; an optional 'system' prompt.")
+            c1, c2 = st.columns(2)
+            name = c1.text_input("Eval set name", key="file_set_name")
+            k = c2.number_input("Reviewers per item", 1, 20, 2, key="file_set_k")
+            if st.form_submit_button("Create eval set", type="primary"):
+                if upload is None:
+                    st.error("Choose a file first.")
+                else:
+                    with db() as s:
+                        if run_action(create_eval_set_from_file, s, user, project.id, name, upload.getvalue(),
+                                      upload.name, reviewers_per_item=int(k), success="Eval set created.") is not None:
+                            st.rerun()
+
+# ---------------------------------------------------------------- launch
+st.subheader("Generate outputs")
+if not sets:
+    st.caption("Create an eval set first.")
+else:
+    with st.form("launch"):
+        names = {r["id"]: f"{r['name']} ({r['prompts']} prompts)" for r in sets}
+        es_id = st.selectbox("Eval set", list(names), format_func=names.get)
+        labels = {row["system"]: row["label"] + (f" — base: {row['base_model']}" if row["base_model"] else "")
+                  for row in systems}
+        chosen = st.multiselect("Systems", list(labels), default=list(labels)[:3], format_func=labels.get,
+                                help="The base model and finished training runs; each run's adapter is switched "
+                                     "on one loaded copy of its base model.")
+        mode = st.radio("Decoding", ["Greedy", "Sampling"], horizontal=True,
+                        help="Greedy is deterministic and best for comparing systems.")
+        c1, c2, c3, c4 = st.columns(4)
+        temperature = c1.slider("Temperature (sampling)", 0.05, 2.0, 0.7, 0.05)
+        top_p = c2.slider("Top-p (sampling)", 0.05, 1.0, 0.9, 0.05)
+        max_new = c3.number_input("Max new tokens", 1, 8192, 256)
+        seed = c4.number_input("Seed", 0, 2**31 - 1, 0)
+        c1, c2, c3 = st.columns(3)
+        batch = c1.number_input("Batch size", 1, 256, 8, help="Larger is faster until memory runs out.")
+        base_model = c2.text_input("Base model (optional)", placeholder="the runs' base model, else the embedded one")
+        ppl = c3.checkbox("Perplexity on references", value=True)
+        if st.form_submit_button("Start generation", type="primary"):
+            decoding = {"do_sample": mode == "Sampling", "temperature": temperature, "top_p": top_p,
+                        "max_new_tokens": int(max_new), "seed": int(seed)}
+            with db() as s:
+                job = run_action(launch_generation, s, user, es_id, chosen, decoding=decoding,
+                                 base_model=base_model.strip() or None, batch_size=int(batch), perplexity=ppl)
+            if job is not None:
+                st.success(f"Generation job {job.id} is {job.status}.")
+
+
+# ---------------------------------------------------------------- jobs, live
+@st.fragment(run_every="2s")
+def jobs_panel() -> None:
+    with db() as s:
+        reconcile(s)
+        jobs = list_jobs(s, project.id, kind="generate")[:20]
+    if not jobs:
+        st.caption("No generation jobs yet.")
+        return
+    for job in jobs:
+        progress = generation_progress(job) if job.status == "running" else {}
+        with st.container(border=True):
+            c1, c2 = st.columns([4, 1])
+            c1.markdown(f"**Job {job.id}** · {job.name} · `{job.status}`")
+            if job.status == "running":
+                done, total = progress.get("done", 0), progress.get("total") or 1
+                speed = progress.get("tokens_per_s")
+                c1.progress(min(1.0, done / total), text=f"{done}/{total} outputs"
+                            + (f" · {progress.get('system')} · {speed} tokens/s" if speed else ""))
+            elif job.status == "succeeded":
+                res = job.result or {}
+                c1.caption(f"{res.get('done', 0)} outputs · {res.get('new_tokens', 0)} new tokens in "
+                           f"{res.get('seconds', 0)} s · decoding {res.get('decoding', {})}")
+            elif job.error:
+                c1.caption(job.error.splitlines()[0])
+            if job.status in ("queued", "running"):
+                if c2.button("Cancel", key=f"gen_cancel_{job.id}"):
+                    with db() as s:
+                        run_action(cancel, s, user, job.id, success="Cancel requested.")
+            elif job.status in ("failed", "canceled"):
+                if c2.button("Resume", key=f"gen_resume_{job.id}",
+                             help="A new job that skips the outputs already written."):
+                    with db() as s:
+                        run_action(resume, s, user, job.id, success="Resumed.")
+
+
+st.subheader("Generation jobs")
+jobs_panel()

@@ -1,0 +1,134 @@
+"""Results: what the blind reviews say (engineers and up). The only page where systems are named.
+
+Leaderboard (Bradley-Terry on an Elo scale with bootstrap intervals), mean scores per criterion with bootstrap
+95% intervals, win/tie/loss per pair, agreement between reviewers, automatic metrics, and exports.
+"""
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from core.evaluation import export_dpo, list_eval_sets, report_markdown, results, score_table, scores_csv
+from core.webui import db, require_page, require_project, run_action
+
+user = require_page("evaluate")
+project = require_project()
+st.title("Results")
+
+with db() as s:
+    sets = list_eval_sets(s, project.id)
+if not sets:
+    st.info("No eval set yet: create one and generate outputs on the Generate page.")
+    st.stop()
+names = {r["id"]: r["name"] for r in sets}
+es_id = st.selectbox("Eval set", list(names), format_func=names.get, key="results_eval_set")
+
+with db() as s:
+    res = run_action(results, s, user, es_id)
+    table = score_table(s, es_id) if res else []
+if res is None:
+    st.stop()
+labels = {row["system"]: row["label"] for row in res["systems"]}
+progress = res["progress"]
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Prompts", res["eval_set"]["prompts"])
+c2.metric("Systems", len(res["systems"]))
+c3.metric("Scores", res["n_scores"])
+c4.metric(f"Items with ≥{progress['reviewers_per_item']} reviewers", f"{progress['complete']} / {progress['items']}")
+
+# ---------------------------------------------------------------- leaderboard
+st.subheader("Leaderboard")
+if res["leaderboard"]:
+    board = pd.DataFrame(res["leaderboard"])
+    st.dataframe(board[["label", "rating", "lo", "hi", "n_votes"]].rename(columns={
+        "label": "system", "lo": "95% low", "hi": "95% high", "n_votes": "votes"}).round(0), hide_index=True,
+        width="stretch")
+    base = alt.Chart(board).encode(y=alt.Y("label:N", sort="-x", title=None))
+    st.altair_chart(base.mark_rule().encode(x=alt.X("lo:Q", title="Rating (Elo scale)", scale=alt.Scale(zero=False)),
+                                            x2="hi:Q")
+                    + base.mark_point(filled=True, size=80).encode(x="rating:Q"), width="stretch")
+    st.caption("Bradley-Terry ratings fitted like Chatbot Arena (logistic regression, ties count half a win each "
+               "way, 400 points = 10x odds, centred on 1000); the interval is the 2.5-97.5 percentile of "
+               "bootstrap refits on resampled votes.")
+else:
+    st.caption("No scores yet: reviewers score items on the Compare page.")
+
+# ---------------------------------------------------------------- mean scores
+if res["means"]:
+    st.subheader("Mean score per criterion (95% bootstrap interval)")
+    means = pd.DataFrame(res["means"])
+    st.dataframe(means[["label", "criterion", "mean", "lo", "hi", "n"]].rename(columns={"label": "system"})
+                 .round(2), hide_index=True, width="stretch")
+    enc = alt.Chart(means).encode(x=alt.X("label:N", title=None), color=alt.Color("label:N", title="system"))
+    chart = (enc.mark_bar(opacity=0.7).encode(y=alt.Y("mean:Q", title="mean score"))
+             + enc.mark_errorbar().encode(y="lo:Q", y2="hi:Q")).facet(column=alt.Column("criterion:N", title=None))
+    st.altair_chart(chart)
+
+# ---------------------------------------------------------------- win / tie / loss
+if res["win_tie_loss"]:
+    st.subheader("Win / tie / loss per pair")
+    rows = []
+    for r in res["win_tie_loss"]:
+        pair = f"{r['label_a']} vs {r['label_b']}"
+        rows += [{"pair": pair, "outcome": f"{r['label_a']} wins", "share": r["a_win_rate"], "n": r["n"]},
+                 {"pair": pair, "outcome": "tie", "share": r["tie_rate"] - r["both_bad_rate"], "n": r["n"]},
+                 {"pair": pair, "outcome": "both bad", "share": r["both_bad_rate"], "n": r["n"]},
+                 {"pair": pair, "outcome": f"{r['label_b']} wins", "share": r["b_win_rate"], "n": r["n"]}]
+    wtl = pd.DataFrame(rows)
+    st.altair_chart(alt.Chart(wtl).mark_bar().encode(
+        x=alt.X("share:Q", stack="normalize", axis=alt.Axis(format="%"), title=None),
+        y=alt.Y("pair:N", title=None), color=alt.Color("outcome:N"), tooltip=["outcome", alt.Tooltip("share:Q",
+                                                                                                  format=".0%"), "n"]),
+        width="stretch")
+
+# ---------------------------------------------------------------- distributions
+if table:
+    st.subheader("Score distributions")
+    long = []
+    for row in table:
+        for key, value in row.items():
+            if value is None:
+                continue
+            for side in ("a", "b"):
+                if key.endswith(f"_{side}") and key[:-2] not in ("system",):
+                    long.append({"system": labels.get(row[f"system_{side}"], row[f"system_{side}"]),
+                                 "criterion": key[:-2], "score": value})
+    if long:
+        dist = pd.DataFrame(long)
+        st.altair_chart(alt.Chart(dist).mark_bar().encode(
+            x=alt.X("score:O"), y=alt.Y("count():Q", title="scores"), color="system:N", xOffset="system:N",
+        ).facet(column=alt.Column("criterion:N", title=None)))
+
+# ---------------------------------------------------------------- agreement and metrics
+st.subheader("Agreement between reviewers")
+st.dataframe(pd.DataFrame(res["agreement"]).round(3), hide_index=True, width="stretch")
+st.caption("Krippendorff's alpha: 1 is perfect agreement, 0 is chance level. Rubric scores are ordinal; the "
+           "preference (which system, tie or both bad) is nominal. Empty when no item has two reviewers yet.")
+
+st.subheader("Automatic metrics against references")
+metrics = pd.DataFrame(res["metrics"])
+if not metrics.empty:
+    st.dataframe(metrics[["label", "outputs", "references", "rouge_l", "bleu", "exact_match", "perplexity",
+                          "validation_perplexity", "mean_new_tokens"]].rename(columns={"label": "system", "rouge_l": "ROUGE-L",
+                                                              "bleu": "BLEU", "exact_match": "exact match"}).round(3),
+                 hide_index=True, width="stretch")
+    st.caption("ROUGE-L (rouge-score) and BLEU (sacrebleu) compare each output with its reference answer; "
+               "perplexity is the system's perplexity on the reference answers, and validation perplexity on the "
+               "validation split of the dataset version the eval set came from (computed by the generation job).")
+
+# ---------------------------------------------------------------- exports
+st.subheader("Export")
+c1, c2, c3 = st.columns(3)
+with db() as s:
+    csv_text = run_action(scores_csv, s, user, es_id) or ""
+c1.download_button("Scores (CSV)", csv_text, file_name=f"scores-evalset-{es_id}.csv", mime="text/csv")
+c2.download_button("Comparison report (Markdown)", report_markdown(res), file_name=f"report-evalset-{es_id}.md",
+                   mime="text/markdown")
+if c3.button("Export DPO pairs", help="Preference pairs (prompt, chosen, rejected) in TRL format, as JSONL and a "
+                                      "datasets folder in the workspace's exports."):
+    with db() as s:
+        out = run_action(export_dpo, s, user, es_id)
+    if out:
+        st.success(f"{out['pairs']} pairs written to `{out['jsonl']}` and `{out['dataset']}`.")
+        with open(out["jsonl"], encoding="utf-8") as fh:
+            st.download_button("Download dpo.jsonl", fh.read(), file_name=f"dpo-evalset-{es_id}.jsonl",
+                               mime="application/jsonl")

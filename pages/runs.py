@@ -1,0 +1,77 @@
+"""Runs: every training run of the project; compare runs; merge and export; logs."""
+import pandas as pd
+import streamlit as st
+
+from core.jobs import job_snapshot
+from core.train import compare_runs, merge_and_export, runs_table
+from core.webui import db, require_page, require_project, run_action
+from core.workspace import exports_dir
+
+user = require_page("train")
+project = require_project()
+st.title("Runs")
+
+
+@st.fragment(run_every="5s")
+def table() -> None:
+    with db() as s:
+        rows = runs_table(s, project.id)
+    if not rows:
+        st.info("No training runs yet: start one on the Train page.")
+        return
+    st.dataframe(pd.DataFrame(rows).drop(columns=["run_dir"]), hide_index=True, width="stretch",
+                 column_config={"started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
+
+
+table()
+with db() as s:
+    rows = runs_table(s, project.id)
+if not rows:
+    st.stop()
+labels = {r["id"]: f"#{r['id']} {r['name']} ({r['status']})" for r in rows}
+
+st.subheader("Compare runs")
+picked = st.multiselect("Runs to compare (2 or more)", list(labels), format_func=labels.get, key="compare_ids")
+if len(picked) >= 2:
+    with db() as s:
+        cmp = run_action(compare_runs, s, picked)
+    if cmp:
+        st.markdown("**Settings that differ**")
+        if cmp["config_diff"]:
+            st.dataframe(pd.DataFrame(cmp["config_diff"]).astype(str), hide_index=True, width="stretch")
+        else:
+            st.caption("Same settings.")
+        st.markdown("**Final metrics**")
+        st.dataframe(pd.DataFrame(cmp["metrics"]), hide_index=True, width="stretch")
+        if cmp["curves"]:
+            st.markdown("**Loss curves**")
+            st.line_chart(pd.DataFrame(cmp["curves"]), x="step", y="value", color="series", height=320)
+elif picked:
+    st.caption("Pick at least one more run.")
+
+st.subheader("One run")
+run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="detail_id")
+row = next(r for r in rows if r["id"] == run_id)
+st.caption(f"Run folder: `{row['run_dir']}`")
+with db() as s:
+    snap = run_action(job_snapshot, s, run_id)
+if snap:
+    job = snap["job"]
+    if job.error:
+        (st.info if job.status == "canceled" else st.error)(job.error.split("\n")[0])
+    c1, c2 = st.columns(2)
+    c1.metric("Estimated peak memory", f"{job.estimated_peak_mb or 0:.0f} MB")
+    c2.metric("Measured peak memory", f"{job.measured_peak_mb or 0:.0f} MB" if job.measured_peak_mb else "-")
+    if job.status in ("succeeded", "canceled"):
+        with st.form("merge"):
+            out = st.text_input("Export folder (new, empty)", str(exports_dir() / f"run-{run_id}-merged"))
+            if st.form_submit_button("Merge and export", help="Adapter merged into the base weights: a standalone "
+                                                              "model folder any transformers code can load."):
+                with st.spinner("Merging..."), db() as s:
+                    done = run_action(merge_and_export, s, user, run_id, out)
+                if done is not None:
+                    st.success(f"Exported to `{done}`.")
+    with st.expander("Config"):
+        st.json(job.config)
+    st.markdown("**Log (last lines)**")
+    st.code(snap["log_tail"] or "(empty)", language=None)

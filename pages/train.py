@@ -1,0 +1,225 @@
+"""Train: pick a frozen dataset version and a base model, set hyperparameters, press Train; watch it live."""
+import pandas as pd
+import streamlit as st
+
+from core.basemodel import EMBEDDED
+from core.datasets import list_versions
+from core.hardware import detect
+from core.jobs import cancel, job_snapshot, list_jobs, resume
+from core.train import check_launch, launch
+from core.train_config import PRESET_HELP, PRESETS, TrainConfig, field_docs, preset_config
+from core.webui import db, require_page, require_project, run_action
+
+user = require_page("train")
+project = require_project()
+st.title("Train")
+DOCS = field_docs()
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _hardware():
+    return detect()
+
+
+@st.cache_data(ttl=600, show_spinner="Estimating memory...")
+def _estimate(cfg_json: str):
+    try:
+        return check_launch(TrainConfig.from_json(cfg_json), _hardware()), None
+    except Exception as err:  # StudioError: shown as the reason; anything else: the model could not be read
+        return None, str(err)
+
+
+hw = _hardware()
+with db() as s:
+    versions = list_versions(s, project)
+
+left, right = st.columns([3, 2])
+with right:
+    st.subheader("Hardware")
+    st.caption(hw.describe())
+
+if not versions:
+    left.info("No frozen dataset version yet. On the **Datasets** page, freeze the approved examples into a "
+              "version (with train / validation / test splits); it appears here to train on.")
+else:
+    with left:
+        st.subheader("New run")
+        names = list(PRESETS)
+        preset = st.segmented_control("Preset", names, default="quick", key="preset",
+                                      help="\n".join(f"**{n}**: {PRESET_HELP[n]}" for n in names)) or "quick"
+        st.caption(PRESET_HELP[preset])
+        base = preset_config(preset)
+        k = f"{preset}-"  # widget keys per preset, so choosing a preset refills the form with its values
+
+        version = st.selectbox("Dataset version", versions, key="version",
+                               format_func=lambda v: f"{v.name} (#{v.id}: {v.n_train} train / "
+                                                     f"{v.n_validation} validation)")
+        source = st.radio("Base model", ["Embedded SmolLM2-135M-Instruct", "Local model folder",
+                                         "Hugging Face hub id (online only)"], horizontal=True, key="source")
+        if source.startswith("Embedded"):
+            base_model = EMBEDDED
+        else:
+            base_model = st.text_input("Folder path" if source.startswith("Local") else "Hub id", key="model_path",
+                                       placeholder="/models/Llama-3.2-1B-Instruct" if source.startswith("Local")
+                                       else "HuggingFaceTB/SmolLM2-360M-Instruct").strip()
+        methods = ["lora", "qlora", "full"]
+        method = st.radio("Method", methods, index=methods.index(base.method), horizontal=True, key=k + "method",
+                          format_func={"lora": "LoRA", "qlora": "QLoRA (4-bit)", "full": "Full fine-tuning"}.get,
+                          help=DOCS["method"])
+        if hw.kind != "cuda":
+            st.caption("QLoRA is unavailable here: its 4-bit NF4 base weights (bitsandbytes) need an NVIDIA GPU, "
+                       "and this machine has none. LoRA trains the same kind of adapter on a CPU.")
+
+        c1, c2, c3 = st.columns(3)
+        lr_default = base.learning_rate or (2e-5 if method == "full" else 2e-4)
+        learning_rate = c1.number_input("Learning rate", 1e-7, 0.5, float(lr_default), step=1e-5, format="%.1e",
+                                        key=k + "lr" + method, help=DOCS["learning_rate"])
+        num_epochs = c2.number_input("Epochs", 0.1, 100.0, float(base.num_epochs), step=1.0, key=k + "epochs",
+                                     help=DOCS["num_epochs"])
+        batch = c3.number_input("Batch size", 1, 512, base.per_device_batch_size, key=k + "batch",
+                                help=DOCS["per_device_batch_size"])
+        c1, c2, c3 = st.columns(3)
+        auto_len = c1.checkbox("Max length from the data", base.max_length is None, key=k + "autolen",
+                               help=DOCS["max_length"])
+        max_length = None if auto_len else int(c1.number_input("Max length (tokens)", 16, 131072,
+                                                               base.max_length or 512, step=64, key=k + "len"))
+        lora_r = c2.number_input("LoRA rank r", 1, 1024, base.lora_r, key=k + "r", help=DOCS["lora_r"],
+                                 disabled=method == "full")
+        grad_accum = c3.number_input("Gradient accumulation", 1, 1024, base.grad_accum, key=k + "accum",
+                                     help=DOCS["grad_accum"])
+        with st.expander("More settings"):
+            c1, c2, c3 = st.columns(3)
+            lora_alpha = c1.number_input("LoRA alpha (0 = 2r)", 0, 4096, base.lora_alpha or 0, key=k + "alpha",
+                                         help=DOCS["lora_alpha"])
+            lora_dropout = c2.number_input("LoRA dropout", 0.0, 0.9, base.lora_dropout, key=k + "dropout",
+                                           help=DOCS["lora_dropout"])
+            target_modules = c3.text_input("Target modules", base.target_modules, key=k + "targets",
+                                           help=DOCS["target_modules"])
+            c1, c2, c3 = st.columns(3)
+            warmup = c1.number_input("Warm-up ratio", 0.0, 0.9, base.warmup_ratio, key=k + "warmup",
+                                     help=DOCS["warmup_ratio"])
+            weight_decay = c2.number_input("Weight decay", 0.0, 1.0, base.weight_decay, key=k + "wd",
+                                           help=DOCS["weight_decay"])
+            scheduler = c3.selectbox("LR schedule", ["cosine", "linear", "constant", "constant_with_warmup"],
+                                     key=k + "sched", help=DOCS["lr_scheduler"])
+            c1, c2, c3 = st.columns(3)
+            max_steps = c1.number_input("Max steps (-1 = epochs)", -1, 10_000_000, base.max_steps, key=k + "steps",
+                                        help=DOCS["max_steps"])
+            eval_steps = c2.number_input("Evaluate every N steps (0 = each epoch)", 0, 1_000_000, base.eval_steps,
+                                         key=k + "evalsteps", help=DOCS["eval_steps"])
+            save_steps = c3.number_input("Checkpoint every N steps (0 = each epoch)", 0, 1_000_000, base.save_steps,
+                                         key=k + "savesteps", help=DOCS["save_steps"])
+            c1, c2, c3 = st.columns(3)
+            precision = c1.selectbox("Precision", ["auto", "fp32", "bf16", "fp16"], key=k + "precision",
+                                     help=DOCS["precision"])
+            packing = c2.selectbox("Packing", ["auto", "off", "on"], key=k + "packing", help=DOCS["packing"])
+            seed = c3.number_input("Seed", 0, 2**31 - 1, base.seed, key=k + "seed", help=DOCS["seed"])
+            grad_ckpt = st.checkbox("Gradient checkpointing", base.gradient_checkpointing, key=k + "gc",
+                                    help=DOCS["gradient_checkpointing"])
+            num_gpus = 0
+            if hw.gpu_count > 1:
+                num_gpus = st.number_input("GPUs (0 = all, via accelerate launch)", 0, hw.gpu_count, 0,
+                                           key=k + "gpus", help=DOCS["num_gpus"])
+        name = st.text_input("Run name (optional)", key="run_name")
+
+        values = dict(dataset_version_id=version.id, base_model=base_model or EMBEDDED, method=method,
+                      lora_r=int(lora_r), lora_alpha=int(lora_alpha) or None, lora_dropout=float(lora_dropout),
+                      target_modules=target_modules, learning_rate=float(learning_rate), num_epochs=float(num_epochs),
+                      max_steps=int(max_steps), per_device_batch_size=int(batch), grad_accum=int(grad_accum),
+                      max_length=max_length, warmup_ratio=float(warmup), weight_decay=float(weight_decay),
+                      lr_scheduler=scheduler, eval_steps=int(eval_steps), save_steps=int(save_steps),
+                      gradient_checkpointing=bool(grad_ckpt), packing=packing, precision=precision,
+                      seed=int(seed), num_gpus=int(num_gpus), preset=preset)
+        cfg = run_action(TrainConfig, **values)
+
+    with right:
+        st.subheader("Memory estimate")
+        est, reason = _estimate(cfg.to_json()) if cfg is not None else (None, None)
+        if est:
+            st.metric("Estimated peak", f"{est['peak_mb'] / 1024:.2f} GiB",
+                      help="weights + gradients + optimizer states of trained weights + activations")
+            st.caption(f"weights {est['weights_mb']:.0f} MB · gradients {est['gradients_mb']:.0f} MB · optimizer "
+                       f"{est['optimizer_mb']:.0f} MB · activations {est['activations_mb']:.0f} MB "
+                       f"(length {est['max_length']}); {est['available_mb'] / 1024:.1f} GiB free")
+        elif reason:
+            st.warning(reason)
+
+    with left:
+        if st.button("Train", type="primary", disabled=cfg is None or bool(reason), shortcut="ctrl+enter",
+                     help="Starts a background run; it keeps going if you close this tab."):
+            with db() as s:
+                job = run_action(launch, s, user, project.id, cfg, name)
+            if job is not None:
+                st.session_state["watch_job"] = job.id
+                st.toast(f"Run {job.id} {'started' if job.status == 'running' else 'queued'}.")
+
+st.divider()
+st.subheader("Live run")
+with db() as s:
+    recent = list_jobs(s, project_id=project.id, kind="train")[:30]
+if not recent:
+    st.caption("No runs yet.")
+else:
+    ids = [j.id for j in recent]
+    watched = st.session_state.get("watch_job")
+    if watched not in ids:
+        active = [j.id for j in recent if j.status in ("running", "queued")]
+        watched = active[0] if active else ids[0]
+    labels = {j.id: f"#{j.id} {j.name} ({j.status})" for j in recent}
+    chosen = st.selectbox("Run", ids, index=ids.index(watched), format_func=labels.get, key="watch_select")
+    st.session_state["watch_job"] = chosen
+
+    @st.fragment(run_every="2s")
+    def live(job_id: int) -> None:
+        with db() as s:
+            snap = run_action(job_snapshot, s, job_id)
+        if snap is None:
+            return
+        job, rows = snap["job"], snap["metrics"]
+        train = [r for r in rows if r.get("loss") is not None]
+        evals = [r for r in rows if r.get("eval_loss") is not None]
+        last = train[-1] if train else (rows[-1] if rows else {})
+        status = job.status + (f" — position {snap['queue_position']} in the queue" if snap["queue_position"] else "")
+        st.markdown(f"**Status:** {status}")
+        total = last.get("total_steps") or 0
+        step = last.get("step") or 0
+        st.progress(min(1.0, step / total) if total else 0.0, text=f"step {step} / {total or '?'}")
+        c = st.columns(6)
+        c[0].metric("Epoch", f"{last.get('epoch', 0):.2f}" if last else "-")
+        c[1].metric("Train loss", f"{train[-1]['loss']:.4f}" if train else "-")
+        c[2].metric("Validation loss", f"{evals[-1]['eval_loss']:.4f}" if evals else "-",
+                    delta=f"{evals[-1]['eval_loss'] - evals[0]['eval_loss']:+.4f}" if len(evals) > 1 else None,
+                    delta_color="inverse")
+        c[3].metric("Tokens/s", f"{train[-1]['tokens_per_s']:.0f}" if train and train[-1].get("tokens_per_s") else "-")
+        eta = last.get("eta_s")
+        c[4].metric("ETA", f"{int(eta // 60)}m {int(eta % 60)}s" if eta is not None and job.status == "running"
+                    else "-")
+        mem = last.get("gpu_mem_mb") or job.measured_peak_mb
+        c[5].metric("Memory", f"{mem / 1024:.2f} GiB" if mem else "-",
+                    help=f"estimated {job.estimated_peak_mb or 0:.0f} MB before launch")
+        if rows:
+            long = pd.DataFrame([{"step": r["step"], "loss": r[key], "curve": name}
+                                 for r in rows for key, name in (("loss", "train"), ("eval_loss", "validation"))
+                                 if r.get(key) is not None])
+            if not long.empty:
+                st.line_chart(long, x="step", y="loss", color="curve", height=260)
+            lrs = pd.DataFrame([{"step": r["step"], "learning rate": r["learning_rate"]} for r in train
+                                if r.get("learning_rate") is not None])
+            if not lrs.empty:
+                st.line_chart(lrs, x="step", y="learning rate", height=160)
+        if job.error:
+            (st.info if job.status == "canceled" else st.error)(job.error.split("\n")[0])
+        b1, b2, _ = st.columns([1, 1, 4])
+        if job.status in ("queued", "running") and b1.button("Cancel", key=f"cancel{job.id}"):
+            with db() as s:
+                run_action(cancel, s, user, job.id, success="Cancel requested; the run stops at its next step.")
+        if job.status in ("failed", "canceled") and b2.button("Resume", key=f"resume{job.id}"):
+            with db() as s:
+                new = run_action(resume, s, user, job.id, success="Resumed from the last complete checkpoint.")
+            if new is not None:
+                st.session_state["watch_job"] = new.id
+                st.rerun(scope="app")
+        with st.expander("Log (last lines)"):
+            st.code(snap["log_tail"] or "(empty)", language=None)
+
+    live(chosen)

@@ -1,0 +1,72 @@
+"""Small real models and data for tests: a tiny random Llama with the embedded tokenizer, dataset versions.
+
+Load as a pytest plugin (``pytest_plugins = ["tests.fixtures_models"]`` in tests/conftest.py) to get the
+session-scoped fixture ``tiny_model`` (path of the model folder), or call ``tiny_model_dir(tmp_path_factory)``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+_CACHE: dict[str, Path] = {}
+
+
+def build_tiny_model(out: Path, seed: int = 0) -> Path:
+    """A randomly initialised 2-layer Llama (hidden 64) with the real embedded tokenizer and chat template."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from core.basemodel import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    config = LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         intermediate_size=128, vocab_size=len(tokenizer), max_position_embeddings=1024,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The tiny model folder, built once per test session."""
+    if "tiny" not in _CACHE:
+        _CACHE["tiny"] = build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+    return _CACHE["tiny"]
+
+
+@pytest.fixture(scope="session", name="tiny_model")
+def tiny_model_fixture(tmp_path_factory) -> Path:
+    """Path of a tiny random Llama folder with the embedded tokenizer (built once per session)."""
+    return tiny_model_dir(tmp_path_factory)
+
+
+DEMO_FILE = Path(__file__).resolve().parents[1] / "core" / "data" / "demo_utility.jsonl"
+
+
+def make_dataset_version(session, project, user, n_train: int = 8, n_validation: int = 2, name: str = "v1"):
+    """A frozen dataset version made directly in the database from the demo conversations (tests only)."""
+    from storage.models import DatasetVersion, DatasetVersionItem, Example
+
+    lines = [json.loads(ln) for ln in DEMO_FILE.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    version = DatasetVersion(project_id=project.id, name=name, content_hash=f"test-{name}", n_train=n_train,
+                             n_validation=n_validation, created_by=user.id)
+    session.add(version)
+    session.commit()
+    session.refresh(version)
+    for i in range(n_train + n_validation):
+        msgs = lines[i % len(lines)]["messages"]
+        system = msgs[0]["content"] if msgs[0]["role"] == "system" else ""
+        turns = [m for m in msgs if m["role"] != "system"]
+        example = Example(project_id=project.id, system=system, turns=turns, status="approved", created_by=user.id)
+        session.add(example)
+        session.commit()
+        session.add(DatasetVersionItem(version_id=version.id, example_id=example.id,
+                                       split="train" if i < n_train else "validation", system=system, turns=turns))
+    session.commit()
+    return version

@@ -1,0 +1,171 @@
+"""Training: what an engineer sees in a run folder, and that the saved adapter is the model that was trained."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from core.train_config import TrainConfig
+from tests.fixtures_models import DEMO_FILE, make_dataset_version, tiny_model_fixture  # noqa: F401 (the tiny_model fixture)
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def _records(n: int) -> list[dict]:
+    lines = [json.loads(ln) for ln in DEMO_FILE.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    out = []
+    for rec in lines[:n]:
+        msgs = rec["messages"]
+        out.append({"prompt": msgs[:-1], "completion": msgs[-1:]})
+    return out
+
+
+def wait_for(session, job_id, statuses=("succeeded", "failed", "canceled"), timeout=300):
+    from core.jobs import get_job, reconcile
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        reconcile(session)  # as the Runs page does on every poll
+        session.expire_all()
+        job = get_job(session, job_id)
+        if job.status in statuses:
+            return job
+        time.sleep(0.3)
+    log = Path(job.run_dir, "train.log").read_text()
+    raise AssertionError(f"job {job_id} still {job.status} after {timeout} s:\n{log}")
+
+
+def test_lora_trains_adapter_only_and_saved_adapter_gives_same_logits(tiny_model, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from core.train import fit, save, setup
+
+    cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=1, max_steps=4, max_length=96,
+                      per_device_batch_size=2, learning_rate=1e-2, save_steps=100)
+    ctx = setup(tmp_path, cfg, {"train": _records(8), "validation": _records(2)})
+    before = {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
+    trainer = fit(ctx)
+    after = dict(trainer.model.named_parameters())
+    lora = [n for n in after if "lora_" in n]
+    assert lora, "no LoRA parameters were created"
+    assert any(not torch.equal(p.detach(), torch.zeros_like(p)) for n, p in after.items() if "lora_B" in n)
+    for name, old in before.items():  # every base weight is exactly what it was before training
+        peft_name = next(n for n in after if n.endswith(name.replace(".weight", ".base_layer.weight"))
+                         or n.endswith(name))
+        assert torch.equal(after[peft_name].detach().cpu(), old.cpu()), name
+
+    save(ctx, trainer)
+    ids = ctx.tokenizer.apply_chat_template(_records(1)[0]["prompt"], return_tensors="pt", return_dict=True)
+    trainer.model.eval()
+    with torch.no_grad():
+        expected = trainer.model(**ids).logits
+        base = AutoModelForCausalLM.from_pretrained(tiny_model)
+        reloaded = PeftModel.from_pretrained(base, tmp_path).eval()
+        got = reloaded(**ids).logits
+    torch.testing.assert_close(got, expected)
+    assert ctx.tokenizer.chat_template and (tmp_path / "chat_template.jinja").exists()
+
+
+def test_precision_on_cpu_is_fp32(tiny_model, tmp_path):
+    from core.train import setup
+
+    cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=1, max_steps=1, max_length=64)
+    ctx = setup(tmp_path, cfg, {"train": _records(2), "validation": []})
+    assert ctx.precision == "fp32"
+    assert ctx.sft_args.bf16 is False and ctx.sft_args.fp16 is False
+    assert {p.dtype for p in ctx.model.parameters()} == {__import__("torch").float32}
+
+
+def test_max_length_comes_from_the_data(tiny_model, tmp_path):
+    from core.train import setup
+
+    cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=1, max_steps=1, max_length=None)
+    ctx = setup(tmp_path, cfg, {"train": _records(10), "validation": []}, project_max_length=4096)
+    assert ctx.max_length % 64 == 0 and ctx.max_length >= 64
+    assert ctx.dataset["n_truncated"] <= 1  # the 95th percentile: at most the longest example is cut
+    capped = setup(tmp_path, cfg, {"train": _records(10), "validation": []}, project_max_length=64)
+    assert capped.max_length == 64
+
+
+def test_run_folder_holds_exactly_the_documented_files(workspace, session, users, project, tiny_model):
+    from core.train import launch
+
+    version = make_dataset_version(session, project, users["engineer"], n_train=6, n_validation=2)
+    cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=version.id, max_steps=4, max_length=96,
+                      per_device_batch_size=2, save_steps=2)
+    job = launch(session, users["engineer"], project.id, cfg)
+    job = wait_for(session, job.id)
+    assert job.status == "succeeded", job.error
+    run = Path(job.run_dir)
+    assert sorted(p.name for p in run.iterdir()) == sorted([
+        "config.json", "result.json", "train.log", "metrics.jsonl", "tb", "checkpoints",
+        "adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "tokenizer_config.json",
+        "chat_template.jinja"])
+    assert list((run / "tb").glob("events.out.tfevents.*"))
+    assert TrainConfig.from_json((run / "config.json").read_text()) == cfg
+    ckpts = sorted((run / "checkpoints").glob("checkpoint-*"))
+    assert [c.name for c in ckpts] == ["checkpoint-2", "checkpoint-4"]
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "succeeded"
+    assert result["metrics"]["eval_loss_first"] is not None and result["metrics"]["eval_loss_last"] is not None
+    assert result["dataset"]["content_hash"] == version.content_hash
+    assert result["versions"]["trl"] and result["memory"]["measured_peak_mb"] > 0
+    assert job.estimated_peak_mb and job.measured_peak_mb
+    rows = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if r["loss"] is not None]
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4]
+    assert all(r["total_steps"] == 4 and r["learning_rate"] is not None for r in train_rows)
+    assert rows[0]["eval_loss"] is not None and rows[0]["step"] == 0  # the base model's validation loss
+
+
+def test_incomplete_checkpoint_is_skipped(tmp_path):
+    from core.train import COMPLETE_MARKER, last_complete_checkpoint
+
+    for step, complete in ((5, True), (10, True), (15, False)):
+        ckpt = tmp_path / "checkpoints" / f"checkpoint-{step}"
+        ckpt.mkdir(parents=True)
+        (ckpt / "adapter_model.safetensors").write_bytes(b"x")
+        if complete:
+            (ckpt / "trainer_state.json").write_text("{}")
+            (ckpt / COMPLETE_MARKER).write_text(str(step))
+    (tmp_path / "checkpoints" / "checkpoint-20").mkdir()  # killed before anything was written
+    assert last_complete_checkpoint(tmp_path).name == "checkpoint-10"
+    assert last_complete_checkpoint(tmp_path / "nothing-here") is None
+
+
+def test_out_of_memory_is_named_with_advice():
+    import torch
+
+    from core.train import is_oom, oom_advice
+
+    assert is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert is_oom(RuntimeError("CUDA out of memory"))
+    assert not is_oom(ValueError("bad value"))
+    advice = oom_advice(TrainConfig(per_device_batch_size=8), 1024)
+    assert "Out of memory" in advice and "batch" in advice and "1024" in advice
+    assert "gradient_checkpointing" in advice and "QLoRA" in advice
+
+
+def test_packing_auto_pads_with_sdpa_and_packing_on_is_exact(tiny_model):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from core.train import _use_padding_free
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    assert model.config._attn_implementation == "sdpa"
+    assert _use_padding_free(TrainConfig(packing="off"), model) is False
+    assert _use_padding_free(TrainConfig(packing="auto"), model) is False  # padded is faster with SDPA on a CPU
+    assert _use_padding_free(TrainConfig(packing="on"), model) is True
+    # What packing="on" relies on with SDPA: two examples in one padding-free row give the same logits as apart.
+    a, b = torch.randint(0, 1000, (1, 7)), torch.randint(0, 1000, (1, 5))
+    with torch.no_grad():
+        apart = torch.cat([model(input_ids=a).logits, model(input_ids=b).logits], dim=1)
+        row = torch.cat([a, b], dim=1)
+        positions = torch.cat([torch.arange(7), torch.arange(5)]).unsqueeze(0)
+        packed = model(input_ids=row, position_ids=positions, use_cache=False).logits
+    torch.testing.assert_close(packed, apart, atol=1e-5, rtol=1e-4)

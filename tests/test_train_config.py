@@ -1,0 +1,93 @@
+"""The one TrainConfig: every shipped preset validates, bad values are refused clearly, JSON round-trips."""
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+
+from core.errors import InvalidInput
+from core.train_config import PRESETS, TrainConfig, auto_max_length, field_docs, parse_set, preset_config
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_validates(name):
+    cfg = preset_config(name, dataset_version_id=1)
+    assert cfg.preset == name
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_quick_is_the_first_preset_and_fits_a_laptop():
+    assert list(PRESETS)[0] == "quick"
+    quick = preset_config("quick")
+    assert quick.method == "lora" and quick.max_length == 256 and quick.num_epochs <= 3
+    assert quick.precision == "auto"  # fp32 on a CPU, never TRL's bf16 default
+
+
+def test_defaults_follow_the_usual_rules():
+    lora, full = TrainConfig(), TrainConfig(method="full")
+    assert (lora.lora_r, lora.effective_alpha, lora.lora_dropout, lora.target_modules) == (16, 32, 0.05, "all-linear")
+    assert lora.effective_lr == 2e-4 and full.effective_lr == 2e-5 and lora.num_epochs == 3
+    assert TrainConfig(lora_r=8).effective_alpha == 16
+    assert TrainConfig(target_modules="q_proj, v_proj").target_modules_value() == ["q_proj", "v_proj"]
+
+
+def test_every_field_is_documented():
+    docs = field_docs()
+    assert set(docs) == {f.name for f in fields(TrainConfig)}
+    assert all(len(text) > 10 for text in docs.values())
+
+
+@pytest.mark.parametrize("bad, words", [
+    ({"method": "dpo"}, "method must be one of"),
+    ({"lora_r": 0}, "lora_r"),
+    ({"learning_rate": 5.0}, "learning_rate"),
+    ({"per_device_batch_size": 0}, "per_device_batch_size"),
+    ({"max_length": 8}, "max_length"),
+    ({"precision": "int8"}, "precision"),
+    ({"max_steps": 0}, "max_steps"),
+    ({"lora_dropout": 1.0}, "lora_dropout"),
+])
+def test_bad_values_are_refused_with_the_field_named(bad, words):
+    with pytest.raises(InvalidInput, match=words):
+        TrainConfig(**bad)
+
+
+def test_unknown_settings_are_refused():
+    with pytest.raises(InvalidInput, match="Unknown training setting"):
+        TrainConfig.from_dict({"lora_rank": 8})
+    with pytest.raises(InvalidInput, match="Unknown preset"):
+        preset_config("fastest")
+
+
+def test_cli_set_values_are_typed():
+    assert parse_set(["lora_r=8", "learning_rate=1e-4", "gradient_checkpointing=on", "max_length=auto",
+                      "packing=off"]) == {"lora_r": 8, "learning_rate": 1e-4, "gradient_checkpointing": True,
+                                         "max_length": None, "packing": "off"}
+    with pytest.raises(InvalidInput, match="lora_r must be a number"):
+        parse_set(["lora_r=big"])
+    with pytest.raises(InvalidInput, match="key=value"):
+        parse_set(["lora_r"])
+
+
+def test_auto_max_length_uses_the_95th_percentile():
+    lengths = list(range(100, 200)) + [5000]
+    assert auto_max_length(lengths, cap=4096) == 256  # p95 = 195 -> next multiple of 64; the outlier is cut
+    assert auto_max_length(lengths, cap=128) == 128
+    assert auto_max_length([], cap=1024) == 512
+
+
+def test_memory_estimate_orders_methods_and_counts_parameters_from_the_config():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from core.hardware import estimate_peak_memory, param_counts
+
+    config = LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         intermediate_size=128, vocab_size=1000, tie_word_embeddings=True)
+    assert param_counts(config)["total"] == sum(p.numel() for p in LlamaForCausalLM(config).parameters())
+    big = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                      num_key_value_heads=8, vocab_size=128256)
+    peak = {m: estimate_peak_memory(big, m, 1, 1024, True, "bf16")["peak_mb"] for m in ("qlora", "lora", "full")}
+    assert peak["qlora"] < peak["lora"] < peak["full"]
+    assert 4_000 < peak["qlora"] < 16_000 and peak["full"] > 100_000  # an 8B model: ~5 GB in 4 bit, >100 GB full
+    no_ckpt = estimate_peak_memory(big, "lora", 1, 1024, False, "bf16")
+    assert no_ckpt["activations_mb"] > estimate_peak_memory(big, "lora", 1, 1024, True, "bf16")["activations_mb"]
