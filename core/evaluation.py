@@ -73,7 +73,12 @@ def parse_systems(text: str | Iterable[str]) -> list[str]:
 
 
 def run_base_model(job: Job) -> str | None:
-    """The base model a training run was fine-tuned from (its run folder's config.json, else its job config)."""
+    """The model a run's outputs come from: for LoRA/QLoRA the base it was fine-tuned from (its run folder's
+    config.json, else its job config), on which generation attaches the adapter; for full fine-tuning the
+    run's own saved model folder."""
+    full_model = Path(job.run_dir or "") / "model"
+    if job.run_dir and (full_model / "config.json").exists():
+        return str(full_model)
     cfg_file = Path(job.run_dir or "") / "config.json"
     if job.run_dir and cfg_file.exists():
         try:

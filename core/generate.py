@@ -368,12 +368,16 @@ def _run_group(job_id: int, run_dir: Path, cfg: GenerateConfig, base: str, syste
     print(f"loading base model {base} for {', '.join(systems)}", flush=True)
     model, tokenizer = _load(base)
     peft_model = None
+    plain = {BASE}  # systems that are the loaded model itself: the base, or a full fine-tuned run's own model
     for system in systems:
         if system == BASE:
             continue
         _, run_id = parse_system(system)
         with session_scope() as s:
             adapter_dir = s.get(Job, run_id).run_dir
+        if not (Path(adapter_dir) / "adapter_config.json").exists():
+            plain.add(system)
+            continue
         if peft_model is None:
             from peft import PeftModel
 
@@ -389,7 +393,7 @@ def _run_group(job_id: int, run_dir: Path, cfg: GenerateConfig, base: str, syste
         if _Stop.requested:
             return
         todo = [p for p in prompts if (p.id, system) not in done]
-        if system == BASE:
+        if system in plain:
             active = peft_model or model
             context = peft_model.disable_adapter() if peft_model is not None else nullcontext()
         else:

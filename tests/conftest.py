@@ -10,6 +10,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+pytest_plugins = ["tests.fixtures_models"]  # tiny_model: a small random Llama with the embedded tokenizer
+
 PASSWORD = "correct-horse-battery"
 
 

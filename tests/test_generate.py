@@ -215,3 +215,40 @@ def test_validation_perplexity_for_an_eval_set_frozen_from_a_version(session, pr
     job = _gen_job(session, project, eng, es, ["base"], tiny_model, {}, max_new=3, run_dir=tmp_path / "gen")
     result = run_job(job.id)
     assert result["validation_perplexity"]["base"] > 1 and result["perplexity"]["base"] > 1
+
+
+def test_full_fine_tuned_run_generates_from_its_own_model(session, project, users, tiny_model, tmp_path):
+    """A full fine-tuning run has no adapter: its outputs come from the model saved in its run folder."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from core.evaluation import latest_outputs, run_base_model
+    from core.generate import run_job
+
+    eng = users["engineer"]
+    folder = tmp_path / "full-run"
+    torch.manual_seed(3)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    model.save_pretrained(folder / "model")
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(folder / "model")
+    (folder / "config.json").write_text(json.dumps({"base_model": tiny_model, "method": "full"}))
+    run = Job(project_id=project.id, kind="train", name="full", status=JobStatus.succeeded.value,
+              run_dir=str(folder), created_by=eng.id, config={"base_model": tiny_model, "method": "full"})
+    session.add(run)
+    session.commit()
+    session.refresh(run)
+    assert run_base_model(run) == str(folder / "model")
+
+    es = _eval_set(session, project, eng, n=3)
+    system = f"run:{run.id}"
+    job = _gen_job(session, project, eng, es, ["base", system], tiny_model, {system: run_base_model(run)},
+                   run_dir=tmp_path / "gen-full")
+    run_job(job.id)
+    session.expire_all()
+    assert session.get(Job, job.id).status == JobStatus.succeeded.value, session.get(Job, job.id).error
+    outs = latest_outputs(session, es.id)
+    prompts = [p for p in {k[0] for k in outs}]
+    assert [outs[(p, "base")].text for p in prompts] != [outs[(p, system)].text for p in prompts]
