@@ -79,4 +79,7 @@ def test_app_shows_login_then_home(demo, users):
     at.button[0].click().run()
     assert not at.exception
     assert at.session_state["user_id"] == users["engineer"].id
+    # AppTest keeps the page it was on; the browser test checks the redirect itself.
+    at.switch_page(str(ROOT / "pages" / "home.py")).run()
+    assert not at.exception
     assert any("Utility support assistant" in h.value for h in at.header)
