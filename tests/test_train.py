@@ -169,3 +169,34 @@ def test_packing_auto_pads_with_sdpa_and_packing_on_is_exact(tiny_model):
         positions = torch.cat([torch.arange(7), torch.arange(5)]).unsqueeze(0)
         packed = model(input_ids=row, position_ids=positions, use_cache=False).logits
     torch.testing.assert_close(packed, apart, atol=1e-5, rtol=1e-4)
+
+
+def test_lean_cpu_loss_equals_trl_loss_and_gradients(tiny_model, tmp_path):
+    """The trainer's CPU loss (answer positions only) is TRL's loss: same value, same LoRA gradients."""
+    import torch
+    from trl import SFTTrainer
+
+    from core.train import build_trainer, setup
+
+    cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=1, max_steps=1, max_length=96,
+                      per_device_batch_size=4, lora_dropout=0.0, save_steps=100)
+    ctx = setup(tmp_path, cfg, {"train": _records(8), "validation": _records(2)})
+    trainer = build_trainer(ctx)
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    model = trainer.model
+    model.train()
+    assert trainer._lean_loss_applies(model, batch, False)
+    assert (batch["labels"] == -100).any() and (batch["labels"] != -100).any()  # prompt masked, answer kept
+
+    def loss_and_grads(compute):
+        model.zero_grad()
+        loss = compute(model, dict(batch))
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    lean, lean_grads = loss_and_grads(trainer.compute_loss)
+    trl, trl_grads = loss_and_grads(lambda m, b: SFTTrainer.compute_loss(trainer, m, b))
+    torch.testing.assert_close(lean, trl, rtol=1e-5, atol=1e-6)
+    assert lean_grads.keys() == trl_grads.keys() and lean_grads
+    for name in lean_grads:
+        torch.testing.assert_close(lean_grads[name], trl_grads[name], rtol=1e-4, atol=1e-7)
