@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -35,7 +36,7 @@ def train_in_browser(server: Server) -> tuple[float, int]:
         login(page, server.url, username, password)
         page.get_by_role("link", name="Train", exact=True).click()
         wait_idle(page)
-        page.get_by_role("button", name="Train", exact=True).click()
+        page.get_by_role("button", name=re.compile(r"^Train")).click()  # the label carries its shortcut
         started = time.time()
         page.get_by_text("Status:").wait_for()
         last_print = 0.0
@@ -68,6 +69,7 @@ def compare_answers(workspace: Path, n_prompts: int) -> None:
     from core.datasets import get_version
     from core.evaluation import create_eval_set_from_version, eval_prompts, latest_outputs, launch_generation
     from core.jobs import get_job, list_jobs
+    from core.projects import get_project
     from storage.db import get_engine
 
     with Session(get_engine(), expire_on_commit=False) as s:
@@ -76,10 +78,10 @@ def compare_answers(workspace: Path, n_prompts: int) -> None:
         metrics = [json.loads(line) for line in (Path(run.run_dir) / "metrics.jsonl").read_text().splitlines()]
         evals = [round(m["eval_loss"], 3) for m in metrics if m.get("eval_loss") is not None]
         print(f"validation loss per evaluation: {' -> '.join(map(str, evals))}")
-        version = get_version(s, "demo-v1")
-        es = create_eval_set_from_version(s, admin, run.project_id, version.id, "quick-preset check")
+        version = get_version(s, "demo-v1", get_project(s, run.project_id))
+        es = create_eval_set_from_version(s, admin, run.project_id, version.id, f"quick-preset check {time.time():.0f}")
         job = launch_generation(s, admin, es.id, ["base", f"run:{run.id}"], decoding={"max_new_tokens": 80})
-        job_id = job.id
+        job_id, es_id, run_id = job.id, es.id, run.id
     started = time.time()
     while True:
         with Session(get_engine()) as s:
@@ -89,11 +91,11 @@ def compare_answers(workspace: Path, n_prompts: int) -> None:
         time.sleep(3)
     print(f"generation job {job.status} in {time.time() - started:.0f} s")
     with Session(get_engine()) as s:
-        outs = latest_outputs(s, es.id)
-        prompts = eval_prompts(s, es.id)[:n_prompts]
+        outs = latest_outputs(s, es_id)
+        prompts = eval_prompts(s, es_id)[:n_prompts]
         differ = 0
         for p in prompts:
-            base, tuned = outs[(p.id, "base")].text, outs[(p.id, f"run:{run.id}")].text
+            base, tuned = outs[(p.id, "base")].text, outs[(p.id, f"run:{run_id}")].text
             differ += base.strip() != tuned.strip()
             print("\nPROMPT:    " + p.messages[-1]["content"][:200])
             print("BASE:      " + base[:300].replace("\n", " "))
@@ -105,8 +107,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workspace", type=Path, default=None)
     ap.add_argument("--prompts", type=int, default=6)
+    ap.add_argument("--compare-only", action="store_true", help="skip training: compare on --workspace's last run")
     args = ap.parse_args()
     workspace = args.workspace or Path(tempfile.mkdtemp(prefix="fs-quick-")) / "ws"
+    print(f"workspace: {workspace}")
+    if args.compare_only:
+        compare_answers(workspace, args.prompts)
+        return
     server = Server(workspace)
     try:
         server.wait_ready()
