@@ -2,14 +2,15 @@
 import streamlit as st
 
 from core.errors import StudioError
+from core.workspace import database_url, workspace_dir
 from core.webui import current_project, current_user, db, logout, visible_pages
 
 st.set_page_config(page_title="finetune-studio", page_icon=":material/tune:", layout="wide")
 
 
 @st.cache_resource(show_spinner="Preparing the workspace...")
-def _workspace():
-    """Once per server process: folders, migrations, first admin (password printed once), demo project."""
+def _workspace(folder: str, url: str):
+    """Once per workspace and database: folders, migrations, first admin (password printed once), demo project."""
     from core.setup import init_workspace
 
     res = init_workspace()
@@ -20,7 +21,7 @@ def _workspace():
 
 
 try:
-    workspace = _workspace()
+    workspace = _workspace(str(workspace_dir()), database_url())
 except StudioError as err:
     st.error(str(err))
     st.stop()

@@ -83,3 +83,22 @@ def test_app_shows_login_then_home(demo, users):
     at.switch_page(str(ROOT / "pages" / "home.py")).run()
     assert not at.exception
     assert any("Utility support assistant" in h.value for h in at.header)
+
+
+def test_a_database_that_is_not_sqlite_is_a_message_not_a_traceback(tmp_path, monkeypatch):
+    from storage.db import reset_engines
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    (ws / "studio.db").write_text("my shopping list")
+    monkeypatch.setenv("FINETUNE_STUDIO_HOME", str(ws))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    reset_engines()
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert [e.value for e in at.error] == [f"{ws / 'studio.db'} is not an SQLite database; move it away or "
+                                           "choose another workspace."]
+    assert not at.text_input  # no log-in form on a broken workspace
+    assert (ws / "studio.db").read_text() == "my shopping list"
+    reset_engines()
