@@ -77,24 +77,29 @@ st.progress(min(1.0, item.done_by_me / max(1, item.total_items)),
 if item.existing:
     st.info("You scored this item before: your answers are filled in, and submitting again updates them.")
 
-# ---- the prompt, the reference, the two answers
+# ---- the prompt, the reference, the two answers: all shown as plain text, never as markdown or HTML, so
+# nothing in a prompt or a model's answer (an image link, say) is rendered or fetched.
 with st.container(border=True):
     for msg in item.messages:
         if msg["role"] == "system":
-            st.caption(f"System prompt: {msg['content']}")
+            st.caption("System prompt")
+            st.text(msg["content"])
         else:
             with st.chat_message(msg["role"]):
-                st.markdown(msg["content"])
+                st.text(msg["content"])
     if item.reference:
         with st.expander("Reference answer"):
-            st.markdown(item.reference)
+            st.text(item.reference)
 
 col_a, col_b = st.columns(2)
 for col, label, text in ((col_a, "A", item.text_a), (col_b, "B", item.text_b)):
     with col:
         st.subheader(f"Answer {label}")
         with st.container(border=True, height=320):
-            st.markdown(text if text.strip() else "*(empty answer)*")
+            if text.strip():
+                st.text(text)
+            else:
+                st.caption("(empty answer)")
 
 # ---- rubric: one row of score buttons per criterion and answer; digits score the highlighted row
 st.subheader("Scores")

@@ -115,7 +115,8 @@ def jobs_panel() -> None:
         progress = generation_progress(job) if job.status == "running" else {}
         with st.container(border=True):
             c1, c2 = st.columns([4, 1])
-            c1.markdown(f"**Job {job.id}** · {job.name} · `{job.status}`")
+            c1.markdown(f"**Job {job.id}** · `{job.status}`")
+            c1.text(job.name)
             if job.status == "running":
                 done, total = progress.get("done", 0), progress.get("total") or 1
                 speed = progress.get("tokens_per_s")

@@ -190,3 +190,21 @@ def test_results_page_reveals_identities_and_exports(session, project, users, re
     at = page("results.py", users["reviewer"])
     at.run()
     assert [e.value for e in at.error] == [DENIED]
+
+
+def test_compare_page_shows_answers_as_text_never_markdown(session, project, users, scored_setup):
+    """A model's answer with a markdown image or HTML is shown verbatim: nothing is rendered or fetched."""
+    from sqlmodel import select
+
+    from storage.models import Output
+
+    evil = "Sure! ![pixel](http://tracker.invalid/p.png) <img src=x onerror=alert(1)> **bold**"
+    for out in session.exec(select(Output)).all():
+        out.text = evil
+        session.add(out)
+    session.commit()
+    at = page("compare.py", users["reviewer"])
+    at.run()
+    assert not at.exception
+    assert [t.value for t in at.text].count(evil) == 2  # answer A and answer B, as plain text
+    assert not any("tracker.invalid" in m.value for m in at.markdown)
