@@ -96,7 +96,8 @@ def cmd_serve(args, session, user):
     app = Path(__file__).resolve().parent.parent / "app.py"
     argv = [sys.executable, "-m", "streamlit", "run", str(app),
             "--server.address", args.host, "--server.port", str(args.port),
-            "--server.headless", "true" if args.headless else "false",
+            # Headless: Streamlit's first-run e-mail prompt would otherwise wait on the terminal before serving.
+            "--server.headless", "true",
             "--browser.gatherUsageStats", "false"]
     print(f"finetune-studio on http://{args.host}:{args.port}  (workspace {res.workspace})", flush=True)
     try:  # jobs whose process died while the server was down become failed now
@@ -165,7 +166,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", parents=[common], help="start the web app")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8501)
-    p.add_argument("--headless", action="store_true", help="do not open a browser")
     p.set_defaults(fn=cmd_serve, needs_db=False)
 
     p = sub.add_parser("init", parents=[common], help="create the workspace, first admin and demo project")

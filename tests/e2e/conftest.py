@@ -40,8 +40,9 @@ class Server:
         env = dict(os.environ, FINETUNE_STUDIO_HOME=str(workspace))
         env.pop("DATABASE_URL", None)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "core.cli", "serve", "--headless", "--port", str(self.port)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True,
+            [sys.executable, "-m", "core.cli", "serve", "--port", str(self.port)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            start_new_session=True,
             cwd=Path(__file__).resolve().parents[2],
         )
         threading.Thread(target=self._drain, daemon=True).start()
