@@ -3,7 +3,7 @@ import streamlit as st
 
 from core.errors import StudioError
 from core.workspace import database_url, workspace_dir
-from core.webui import current_project, current_user, db, logout, visible_pages
+from core.webui import current_project, current_user, db, logout, show_flash, visible_pages
 
 st.set_page_config(page_title="finetune-studio", page_icon=":material/tune:", layout="wide")
 
@@ -53,3 +53,4 @@ else:
             logout()
             st.rerun()
 page.run()
+show_flash()  # after the page, so a confirmation made before its st.rerun() is shown once

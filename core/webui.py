@@ -116,8 +116,19 @@ def run_action(fn: Callable, *args, success: str | None = None, **kwargs):
         st.error(str(err))
         return None
     if success:
-        st.toast(success)
+        flash(success)
     return result
+
+
+def flash(message: str) -> None:
+    """A confirmation that survives an ``st.rerun()`` (a plain st.toast right before a rerun can be lost);
+    app.py shows it at the end of the run that follows."""
+    st.session_state.setdefault("_flash", []).append(message)
+
+
+def show_flash() -> None:
+    for message in st.session_state.pop("_flash", []):
+        st.toast(message)
 
 
 def login(user: User) -> None:

@@ -8,7 +8,7 @@ import streamlit as st
 from core import curation as cur
 from core.accounts import list_users
 from core.errors import Conflict, StudioError
-from core.webui import db, require_page, require_project, run_action
+from core.webui import db, flash, require_page, require_project, run_action
 
 user = require_page("curate")
 project = require_project()
@@ -151,14 +151,16 @@ with queue_tab:
                     cursor.append(ids[-1])
                     st.session_state["q_current"] = None
 
-            b1, b2, b3, b4 = st.columns(4)
+            # Two per row: each label carries its shortcut, and four in a row cut the labels short.
+            b1, b2 = st.columns(2)
+            b3, b4 = st.columns(2)
             if b1.button("Save & next", type="primary", shortcut="Ctrl+Enter", width="stretch"):
                 if _save(False):
                     _go(1)
                 st.rerun()
             if b2.button("Submit", shortcut="Ctrl+Shift+Enter", width="stretch"):
                 if _save(True):
-                    st.toast(f"Submitted #{ex.id} for review.")
+                    flash(f"Submitted #{ex.id} for review.")
                     _go(1)
                 st.rerun()
             if b3.button("Skip", shortcut="Alt+Right", width="stretch"):

@@ -8,7 +8,7 @@ from core.hardware import detect
 from core.jobs import cancel, job_snapshot, list_jobs, resume
 from core.train import check_launch, launch
 from core.train_config import PRESET_HELP, PRESETS, TrainConfig, field_docs, preset_config
-from core.webui import db, require_page, require_project, run_action
+from core.webui import db, flash, require_page, require_project, run_action
 
 user = require_page("train")
 project = require_project()
@@ -151,7 +151,7 @@ else:
                 job = run_action(launch, s, user, project.id, cfg, name)
             if job is not None:
                 st.session_state["watch_job"] = job.id
-                st.toast(f"Run {job.id} {'started' if job.status == 'running' else 'queued'}.")
+                flash(f"Run {job.id} {'started' if job.status == 'running' else 'queued'}.")
 
 st.divider()
 st.subheader("Live run")
