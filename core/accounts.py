@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -182,7 +183,7 @@ def authenticate(session: Session, username: str, password: str) -> User:
     if user is None or not password:
         # Spend the same time as a real check so the answer does not reveal which users exist.
         try:
-            _hasher.verify(_DUMMY_HASH, password or "x")
+            _hasher.verify(_dummy_hash(), password or "x")
         except (VerificationError, InvalidHashError):
             pass
         raise failure
@@ -201,4 +202,7 @@ def authenticate(session: Session, username: str, password: str) -> User:
     return user
 
 
-_DUMMY_HASH = _hasher.hash("not-a-real-password")
+@lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    # Made on first use, not at import: hashing costs ~0.1 s and every page imports this module.
+    return _hasher.hash("not-a-real-password")
