@@ -5,7 +5,7 @@
 Same model (the embedded SmolLM2-135M-Instruct by default; ``--random`` gives random weights of the same
 shape, which never stops early), same prompts (the first user turns of the demo data, with their system
 prompt, through the chat template), greedy, same max_new_tokens, in one run. Both count only real new tokens,
-before the first end-of-sequence token. The project figure is ``core.generate.generate_outputs``, the function
+before the first end-of-sequence token. The project figure is ``core.evaluate.generate.generate_outputs``, the function
 the generation job uses (left padding, length-sorted batches). Target: >= 2x new tokens/s on CPU.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 def demo_prompts(n: int) -> list[list[dict]]:
     """Prompts from the demo conversations: messages up to the first user turn (system prompt included)."""
-    rows = [json.loads(line) for line in (ROOT / "core" / "data" / "demo_utility.jsonl").read_text(
+    rows = [json.loads(line) for line in (ROOT / "core" / "curate" / "data" / "demo_utility.jsonl").read_text(
         encoding="utf-8").splitlines() if line.strip()]
     convs = []
     for rec in rows:
@@ -52,7 +52,7 @@ def naive(model, tokenizer, convs, max_new_tokens: int) -> tuple[int, float, lis
     """The baseline: one prompt at a time, no padding."""
     import torch
 
-    from core.generate import count_new_tokens, prompt_texts, stop_token_ids
+    from core.evaluate.generate import count_new_tokens, prompt_texts, stop_token_ids
 
     stops = stop_token_ids(model, tokenizer)
     tokens, texts = 0, []
@@ -71,8 +71,9 @@ def naive(model, tokenizer, convs, max_new_tokens: int) -> tuple[int, float, lis
 
 
 def batched(model, tokenizer, convs, max_new_tokens: int, batch_size: int) -> tuple[int, float, list[str]]:
-    """The project: core.generate.generate_outputs, as the generation job calls it."""
-    from core.generate import Decoding, generate_outputs
+    """The project: core.evaluate.generate.generate_outputs, as the generation job calls it."""
+    from core.evaluate.generate_config import Decoding
+    from core.evaluate.generate import generate_outputs
 
     t0 = time.perf_counter()
     res = generate_outputs(model, tokenizer, convs, Decoding(max_new_tokens=max_new_tokens), batch_size=batch_size)

@@ -71,7 +71,7 @@ def run_project(path: Path, tmp: Path) -> dict:
     from sqlmodel import Session
 
     from core.accounts import first_admin
-    from core.importing import import_file
+    from core.curate.importing import import_file
     from core.projects import create_project
     from core.setup import init_workspace
     from storage.db import get_engine
@@ -119,7 +119,7 @@ def main() -> None:
         # CPU seconds beside wall seconds: on a shared machine the wall clock also counts other processes.
         print(f"{'':10} {'records/s':>10} {'seconds':>8} {'cpu s':>6} {'records/cpu-s':>14} {'peak RSS MB':>12}")
         for name, r, what in (("baseline", b, "json.loads + sqlite3 executemany of raw lines"),
-                              ("project", p, "core.importing.import_file")):
+                              ("project", p, "core.curate.importing.import_file")):
             print(f"{name:10} {r['records_per_s']:>10,.0f} {r['seconds']:>8.1f} {r['cpu_s']:>6.1f} "
                   f"{r['records'] / r['cpu_s']:>14,.0f} {r['peak_rss_mb']:>12.0f}   {what}")
         print(f"project: {p['imported']:,} imported, {p['near_duplicates']} near duplicates flagged")

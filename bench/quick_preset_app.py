@@ -66,9 +66,9 @@ def compare_answers(workspace: Path, n_prompts: int) -> None:
     from sqlmodel import Session
 
     from core.accounts import first_admin
-    from core.datasets import get_version
-    from core.evaluation import create_eval_set_from_version, eval_prompts, latest_outputs, launch_generation
-    from core.jobs import get_job, list_jobs
+    from core.curate.datasets import get_version
+    from core.evaluate.evalsets import create_eval_set_from_version, eval_prompts, latest_outputs, launch_generation
+    from core.jobs.queue import get_job, list_jobs
     from core.projects import get_project
     from storage.db import get_engine
 

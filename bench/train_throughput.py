@@ -31,7 +31,7 @@ PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, 
 
 
 def demo_records(n: int) -> list[dict]:
-    lines = [json.loads(ln) for ln in (ROOT / "core" / "data" / "demo_utility.jsonl").read_text().splitlines()
+    lines = [json.loads(ln) for ln in (ROOT / "core" / "curate" / "data" / "demo_utility.jsonl").read_text().splitlines()
              if ln.strip()]
     out = []
     for i in range(n):
@@ -77,8 +77,8 @@ def bench_project(args, tokenizer, records, model) -> dict:
     """The project's trainer, built exactly as `python -m core.train` builds it."""
     from transformers import TrainerCallback
 
-    from core.train import build_trainer, setup
-    from core.train_config import TrainConfig
+    from core.train.worker import build_trainer, setup
+    from core.train.config import TrainConfig
 
     cfg = TrainConfig(dataset_version_id=1, base_model=args.model, method="lora", max_steps=args.steps + 1,
                       per_device_batch_size=args.batch, max_length=args.max_length, learning_rate=2e-4,

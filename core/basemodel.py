@@ -8,16 +8,14 @@ under a file lock, so two processes asking at the same time convert once and nev
 """
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from core.errors import InvalidInput, NotFound
+from core.locks import file_lock
 from core.workspace import models_dir
 
 EMBEDDED = "embedded:SmolLM2-135M-Instruct"
@@ -52,23 +50,12 @@ def _is_complete(folder: Path) -> bool:
     return (folder / COMPLETE_MARKER).exists() and (folder / "config.json").exists()
 
 
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_embedded(root: Path | None = None) -> Path:
     """The converted embedded model folder; converts the GGUF on first use (once, even when called concurrently)."""
     target = embedded_cache_dir(root)
     if _is_complete(target):
         return target
-    with _file_lock(target.parent / f".{EMBEDDED_NAME}.lock"):
+    with file_lock(target.parent / f".{EMBEDDED_NAME}.lock"):
         if _is_complete(target):  # another process converted it while we waited for the lock
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_NAME}-", dir=target.parent))

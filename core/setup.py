@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from sqlmodel import Session
 
 from core.accounts import bootstrap_admin, first_admin
+from core.curate.demo import seed_demo
 from core.errors import WorkspaceError
 from core.projects import list_projects
 from core.workspace import exports_dir, models_dir, offline_env, runs_dir, uploads_dir, workspace_dir
@@ -40,7 +41,5 @@ def init_workspace(with_demo: bool = True) -> InitResult:
             username = user.username
         admin = first_admin(session)
         if with_demo and admin is not None and not list_projects(session):
-            from core.demo import seed_demo
-
             demo_id = seed_demo(session, admin).id
     return InitResult(str(ws), username, password, demo_id)

@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from core.errors import WorkspaceError
+from storage import db as _db
+
 ENV_HOME = "FINETUNE_STUDIO_HOME"
 ENV_DB = "DATABASE_URL"
 
@@ -46,11 +49,20 @@ def exports_dir() -> Path:
     return workspace_dir() / "exports"
 
 
-def offline_env() -> None:
-    """No code path may need the network: keep Hugging Face libraries offline unless the user opts out."""
+def offline_vars() -> dict[str, str]:
+    """The environment that keeps Hugging Face libraries off the network (unless the user opted in with
+    FINETUNE_STUDIO_ONLINE=1) and quiet; for this process and every job process it starts."""
+    out = {"HF_HUB_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false"}
     if os.environ.get("FINETUNE_STUDIO_ONLINE") != "1":
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        out.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    return out
+
+
+def offline_env() -> None:
+    """No code path may need the network: apply ``offline_vars`` to this process (values already set win)."""
+    for key, value in offline_vars().items():
+        os.environ.setdefault(key, value)
+
+
+# The app's database is the workspace's (or DATABASE_URL); storage raises our WorkspaceError when it cannot be used.
+_db.configure(url=database_url, error=WorkspaceError)

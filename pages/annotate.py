@@ -5,7 +5,7 @@ All example text is shown with text widgets (text_area, st.text, st.code), never
 import pandas as pd
 import streamlit as st
 
-from core import curation as cur
+from core.curate import curation as cur
 from core.accounts import list_users
 from core.errors import Conflict, StudioError
 from core.webui import db, flash, require_page, require_project, run_action

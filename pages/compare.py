@@ -5,8 +5,9 @@ nothing on this page names a model, run or system. Everything is operable from t
 """
 import streamlit as st
 
-from core.evaluation import (PREFERENCE_WORDS, PREFERENCES, get_item, list_eval_sets, my_scored_items, next_item,
-                             send_back_to_annotation, submit_score)
+from core.evaluate.evalsets import list_eval_sets
+from core.evaluate.review import (PREFERENCE_WORDS, PREFERENCES, get_item, my_scored_items, next_item,
+                                  send_back_to_annotation, submit_score)
 from core.webui import db, require_page, require_project, run_action
 
 PREF_KEYS = {"A": "A", "B": "B", "tie": "T", "both_bad": "X"}

@@ -6,11 +6,13 @@ per prompt for the base model and any finished runs. Jobs run in the background;
 import pandas as pd
 import streamlit as st
 
-from core.datasets import list_versions
-from core.evaluation import (available_systems, create_eval_set_from_file, create_eval_set_from_version,
-                             generation_progress, launch_generation, list_eval_sets)
-from core.jobs import cancel, list_jobs, reconcile, resume
+from core.curate.datasets import list_versions
+from core.evaluate.evalsets import (create_eval_set_from_file, create_eval_set_from_version, generation_progress,
+                                   launch_generation, list_eval_sets, resume_generation)
+from core.evaluate.systems import available_systems
+from core.jobs.queue import LIVE, cancel, list_jobs, reconcile
 from core.webui import db, require_page, require_project, run_action
+from storage.models import JobStatus
 
 user = require_page("evaluate")
 project = require_project()
@@ -112,31 +114,31 @@ def jobs_panel() -> None:
         st.caption("No generation jobs yet.")
         return
     for job in jobs:
-        progress = generation_progress(job) if job.status == "running" else {}
+        progress = generation_progress(job) if job.status == JobStatus.running.value else {}
         with st.container(border=True):
             c1, c2 = st.columns([4, 1])
             c1.markdown(f"**Job {job.id}** · `{job.status}`")
             c1.text(job.name)
-            if job.status == "running":
+            if job.status == JobStatus.running.value:
                 done, total = progress.get("done", 0), progress.get("total") or 1
                 speed = progress.get("tokens_per_s")
                 c1.progress(min(1.0, done / total), text=f"{done}/{total} outputs"
                             + (f" · {progress.get('system')} · {speed} tokens/s" if speed else ""))
-            elif job.status == "succeeded":
+            elif job.status == JobStatus.succeeded.value:
                 res = job.result or {}
                 c1.caption(f"{res.get('done', 0)} outputs · {res.get('new_tokens', 0)} new tokens in "
                            f"{res.get('seconds', 0)} s · decoding {res.get('decoding', {})}")
             elif job.error:
                 c1.caption(job.error.splitlines()[0])
-            if job.status in ("queued", "running"):
+            if job.status in LIVE:
                 if c2.button("Cancel", key=f"gen_cancel_{job.id}"):
                     with db() as s:
                         run_action(cancel, s, user, job.id, success="Cancel requested.")
-            elif job.status in ("failed", "canceled"):
+            elif job.status in (JobStatus.failed.value, JobStatus.canceled.value):
                 if c2.button("Resume", key=f"gen_resume_{job.id}",
                              help="A new job that skips the outputs already written."):
                     with db() as s:
-                        run_action(resume, s, user, job.id, success="Resumed.")
+                        run_action(resume_generation, s, user, job.id, success="Resumed.")
 
 
 st.subheader("Generation jobs")

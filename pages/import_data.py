@@ -4,9 +4,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core.curate.formats import CSV_FIELDS, FILE_FORMATS, FORMAT_LABELS, csv_columns, detect_format, guess_csv_mapping
+from core.curate.importing import import_file, import_history, save_upload
 from core.errors import StudioError
-from core.formats import CSV_FIELDS, FILE_FORMATS, FORMAT_LABELS, csv_columns, detect_format
-from core.importing import import_file, import_history, save_upload
 from core.webui import db, require_page, require_project, run_action
 
 user = require_page("curate")
@@ -53,8 +53,9 @@ if fmt == "csv":
                "whole conversations as JSON).")
     cols = st.columns(4)
     mapping = {}
+    guessed = guess_csv_mapping(columns)
     for i, field in enumerate(CSV_FIELDS):
-        guess = next((c for c in columns if c.strip().lower() == field), None)
+        guess = guessed.get(field)
         picked = cols[i % 4].selectbox(field, ["(none)"] + columns,
                                        index=(columns.index(guess) + 1) if guess else 0, key=f"map_{field}")
         if picked != "(none)":

@@ -7,7 +7,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from core.evaluation import export_dpo, list_eval_sets, report_markdown, results, score_table, scores_csv
+from core.evaluate.evalsets import list_eval_sets
+from core.evaluate.results import export_dpo, report_markdown, results, score_table, scores_csv
 from core.webui import db, require_page, require_project, run_action
 
 user = require_page("evaluate")

@@ -1,7 +1,7 @@
 """Review data: approve or reject submitted examples (a rejection needs a reason the annotator will see)."""
 import streamlit as st
 
-from core import curation as cur
+from core.curate import curation as cur
 from core.webui import db, require_page, require_project, run_action
 
 user = require_page("review_data")

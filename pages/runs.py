@@ -2,10 +2,12 @@
 import pandas as pd
 import streamlit as st
 
-from core.jobs import job_snapshot
-from core.train import compare_runs, merge_and_export, runs_table
-from core.webui import db, require_page, require_project, run_action
+from core.jobs.queue import LIVE, job_snapshot
+from core.train.export import exports_of, launch_export
+from core.train.runs import compare_runs, runs_table
+from core.webui import db, flash, require_page, require_project, run_action
 from core.workspace import exports_dir
+from storage.models import JobStatus
 
 user = require_page("train")
 project = require_project()
@@ -49,6 +51,23 @@ if len(picked) >= 2:
 elif picked:
     st.caption("Pick at least one more run.")
 
+@st.fragment(run_every="2s")
+def exports_panel(run_id: int) -> None:
+    """This run's exports, live: a background job each (load, merge, save)."""
+    with db() as s:
+        exports = exports_of(s, run_id)
+    for e in exports:
+        job, progress = e["job"], e["progress"]
+        if job.status in LIVE:
+            done, total = progress.get("done", 0), progress.get("total", 3)
+            st.progress(done / total, text=f"Export {job.id} to {e['out_dir']}: {job.status}"
+                                            f"{' - ' + progress['step'] if progress.get('step') else ''}")
+        elif job.status == JobStatus.succeeded.value:
+            st.success(f"Export {job.id}: written to {e['out_dir']}")
+        else:
+            st.error(f"Export {job.id} {job.status}: {(job.error or '').splitlines()[0] if job.error else ''}")
+
+
 st.subheader("One run")
 run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="detail_id")
 row = next(r for r in rows if r["id"] == run_id)
@@ -58,19 +77,21 @@ with db() as s:
 if snap:
     job = snap["job"]
     if job.error:
-        (st.info if job.status == "canceled" else st.error)(job.error.split("\n")[0])
+        (st.info if job.status == JobStatus.canceled.value else st.error)(job.error.split("\n")[0])
     c1, c2 = st.columns(2)
     c1.metric("Estimated peak memory", f"{job.estimated_peak_mb or 0:.0f} MB")
     c2.metric("Measured peak memory", f"{job.measured_peak_mb or 0:.0f} MB" if job.measured_peak_mb else "-")
-    if job.status in ("succeeded", "canceled"):
+    if job.status in (JobStatus.succeeded.value, JobStatus.canceled.value):
         with st.form("merge"):
             out = st.text_input("Export folder (new, empty)", str(exports_dir() / f"run-{run_id}-merged"))
             if st.form_submit_button("Merge and export", help="Adapter merged into the base weights: a standalone "
                                                               "model folder any transformers code can load."):
-                with st.spinner("Merging..."), db() as s:
-                    done = run_action(merge_and_export, s, user, run_id, out)
-                if done is not None:
-                    st.success(f"Exported to `{done}`.")
+                with db() as s:
+                    started = run_action(launch_export, s, user, run_id, out)
+                if started is not None:
+                    flash(f"Export job {started.id} queued: it writes `{out}`.")
+                    st.rerun()
+        exports_panel(run_id)
     with st.expander("Config"):
         st.json(job.config)
     st.markdown("**Log (last lines)**")

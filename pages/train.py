@@ -3,12 +3,13 @@ import pandas as pd
 import streamlit as st
 
 from core.basemodel import EMBEDDED
-from core.datasets import list_versions
+from core.curate.datasets import list_versions
 from core.hardware import detect
-from core.jobs import cancel, job_snapshot, list_jobs, resume
-from core.train import check_launch, launch
-from core.train_config import PRESET_HELP, PRESETS, TrainConfig, field_docs, preset_config
+from core.jobs.queue import LIVE, cancel, job_snapshot, list_jobs
+from core.train.runs import check_launch, launch, resume_run
+from core.train.config import PRESET_HELP, PRESETS, TrainConfig, field_docs, preset_config
 from core.webui import db, flash, require_page, require_project, run_action
+from storage.models import JobStatus
 
 user = require_page("train")
 project = require_project()
@@ -151,7 +152,7 @@ else:
                 job = run_action(launch, s, user, project.id, cfg, name)
             if job is not None:
                 st.session_state["watch_job"] = job.id
-                flash(f"Run {job.id} {'started' if job.status == 'running' else 'queued'}.")
+                flash(f"Run {job.id} {'started' if job.status == JobStatus.running.value else 'queued'}.")
 
 st.divider()
 st.subheader("Live run")
@@ -163,7 +164,7 @@ else:
     ids = [j.id for j in recent]
     watched = st.session_state.get("watch_job")
     if watched not in ids:
-        active = [j.id for j in recent if j.status in ("running", "queued")]
+        active = [j.id for j in recent if j.status in LIVE]
         watched = active[0] if active else ids[0]
     labels = {j.id: f"#{j.id} {j.name} ({j.status})" for j in recent}
     chosen = st.selectbox("Run", ids, index=ids.index(watched), format_func=labels.get, key="watch_select")
@@ -192,7 +193,7 @@ else:
                     delta_color="inverse")
         c[3].metric("Tokens/s", f"{train[-1]['tokens_per_s']:.0f}" if train and train[-1].get("tokens_per_s") else "-")
         eta = last.get("eta_s")
-        c[4].metric("ETA", f"{int(eta // 60)}m {int(eta % 60)}s" if eta is not None and job.status == "running"
+        c[4].metric("ETA", f"{int(eta // 60)}m {int(eta % 60)}s" if eta is not None and job.status == JobStatus.running.value
                     else "-")
         mem = last.get("gpu_mem_mb") or job.measured_peak_mb
         c[5].metric("Memory", f"{mem / 1024:.2f} GiB" if mem else "-",
@@ -208,14 +209,14 @@ else:
             if not lrs.empty:
                 st.line_chart(lrs, x="step", y="learning rate", height=160)
         if job.error:
-            (st.info if job.status == "canceled" else st.error)(job.error.split("\n")[0])
+            (st.info if job.status == JobStatus.canceled.value else st.error)(job.error.split("\n")[0])
         b1, b2, _ = st.columns([1, 1, 4])
-        if job.status in ("queued", "running") and b1.button("Cancel", key=f"cancel{job.id}"):
+        if job.status in LIVE and b1.button("Cancel", key=f"cancel{job.id}"):
             with db() as s:
                 run_action(cancel, s, user, job.id, success="Cancel requested; the run stops at its next step.")
-        if job.status in ("failed", "canceled") and b2.button("Resume", key=f"resume{job.id}"):
+        if job.status in (JobStatus.failed.value, JobStatus.canceled.value) and b2.button("Resume", key=f"resume{job.id}"):
             with db() as s:
-                new = run_action(resume, s, user, job.id, success="Resumed from the last complete checkpoint.")
+                new = run_action(resume_run, s, user, job.id, success="Resumed from the last complete checkpoint.")
             if new is not None:
                 st.session_state["watch_job"] = new.id
                 st.rerun(scope="app")

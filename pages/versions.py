@@ -4,8 +4,8 @@ import pandas as pd
 import streamlit as st
 
 from core.accounts import can
-from core.datasets import export_file, freeze_version, list_versions, stats
-from core.formats import EXPORT_FORMATS, FORMAT_LABELS
+from core.curate.datasets import export_file, freeze_version, list_versions, stats
+from core.curate.formats import EXPORT_FORMATS, FORMAT_LABELS
 from core.webui import db, require_page, require_project, run_action
 
 user = require_page("curate")

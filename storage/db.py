@@ -4,6 +4,9 @@ SQLite by default (one file in the workspace); any SQLAlchemy URL through ``DATA
 Every SQLite connection gets WAL, synchronous=NORMAL, a busy timeout and foreign keys.
 Schema changes are Alembic migrations under storage/migrations (batch mode on SQLite);
 ``init_db`` upgrades an older database to the newest revision.
+
+storage imports nothing from core: the caller says where the database is and which error to raise when it
+cannot be used (``configure``; core.workspace does it for the whole app, on import).
 """
 from __future__ import annotations
 
@@ -11,18 +14,46 @@ import os
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from sqlalchemy import event, inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlmodel import Session, create_engine
 
-from core.errors import WorkspaceError
-from core.workspace import database_url
-
 BUSY_TIMEOUT_MS = 10_000
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be used (not SQLite, read-only, unreachable); raised unless ``configure`` names
+    another class."""
+
+
+def _url_from_env() -> str:
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        raise DatabaseUnavailable("No database configured: set DATABASE_URL or call storage.db.configure().")
+    return url
+
+
+_resolve_url: Callable[[], str] = _url_from_env
+_error_class: type[Exception] = DatabaseUnavailable
+
+
+def configure(url: Callable[[], str] | None = None, error: type[Exception] | None = None) -> None:
+    """Where the database is (a function, read on every use, so switching workspaces works) and the exception
+    class raised when it cannot be used (it is built from one message string)."""
+    global _resolve_url, _error_class
+    if url is not None:
+        _resolve_url = url
+    if error is not None:
+        _error_class = error
+
+
+def database_url() -> str:
+    """The configured database URL."""
+    return _resolve_url()
 
 
 def _set_sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -95,17 +126,17 @@ def _check_sqlite_file(url: str) -> None:
         with open(db, "rb") as fh:
             head = fh.read(16)
         if head and head != b"SQLite format 3\x00":
-            raise WorkspaceError(f"{db} is not an SQLite database; move it away or choose another workspace.")
+            raise _error_class(f"{db} is not an SQLite database; move it away or choose another workspace.")
         if not os.access(db, os.W_OK) or not os.access(folder, os.W_OK):
-            raise WorkspaceError(f"The workspace {folder} is read-only; choose a writable folder with --workspace.")
+            raise _error_class(f"The workspace {folder} is read-only; choose a writable folder with --workspace.")
     else:
         if not folder.exists():
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as err:
-                raise WorkspaceError(f"Cannot create the workspace {folder}: {err.strerror}.") from None
+                raise _error_class(f"Cannot create the workspace {folder}: {err.strerror}.") from None
         if not os.access(folder, os.W_OK):
-            raise WorkspaceError(f"The workspace {folder} is read-only; choose a writable folder with --workspace.")
+            raise _error_class(f"The workspace {folder} is read-only; choose a writable folder with --workspace.")
 
 
 def upgrade(url: str | None = None, revision: str = "head") -> None:
@@ -119,7 +150,7 @@ def upgrade(url: str | None = None, revision: str = "head") -> None:
     try:
         command.upgrade(cfg, revision)
     except (DatabaseError, sqlite3.DatabaseError) as err:
-        raise WorkspaceError(f"Cannot open the database: {_short(err)}") from None
+        raise _error_class(f"Cannot open the database: {_short(err)}") from None
 
 
 def current_revision(url: str | None = None) -> str | None:
@@ -142,7 +173,7 @@ def init_db() -> Engine:
         with engine.connect() as conn:
             inspect(conn).get_table_names()
     except OperationalError as err:
-        raise WorkspaceError(f"Cannot open the database: {_short(err)}") from None
+        raise _error_class(f"Cannot open the database: {_short(err)}") from None
     return engine
 
 

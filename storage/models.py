@@ -181,9 +181,15 @@ class Job(SQLModel, table=True):
 
     id: Optional[int] = Field(default=None, primary_key=True)
     project_id: int = Field(foreign_key="project.id", index=True)
-    kind: str = Field(default="train", max_length=16)  # "train" | "generate"
+    kind: str = Field(default="train", max_length=16)  # "train" | "generate" | ...: what the stage calls it
     # Python module the worker runs as `python -m <module> --run-dir DIR` (kept so a queued job starts later).
     module: str = Field(default="", max_length=100)
+    # The action (core.accounts.ACTIONS) a user needs to submit, cancel or resume this job.
+    action: str = Field(default="train", max_length=32)
+    # GPUs the job takes where there are GPUs (0: every visible one); one job at a time on a CPU machine.
+    slots: int = 1
+    # "python": run the module as is; "auto"/"accelerate": one process per GPU through accelerate.
+    launcher: str = Field(default="python", max_length=16)
     name: str = Field(default="", max_length=200)
     status: str = Field(default=JobStatus.queued.value, max_length=16, index=True)
     run_dir: str = ""

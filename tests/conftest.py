@@ -1,7 +1,14 @@
-"""Shared fixtures: a fresh workspace on real SQLite per test, users of each role, a project."""
+"""Shared fixtures: a fresh workspace on real SQLite per test, users of each role, a project.
+
+Migrating a database with Alembic and hashing four Argon2 passwords takes most of a second, and nearly every
+test needs a fresh database. So both are done once per session into template files (one with just the first
+admin, one with a user of each role too), and each test copies the one it needs: the same database a real
+first start makes, at the cost of a file copy.
+"""
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 from sqlmodel import Session
@@ -13,19 +20,53 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 pytest_plugins = ["tests.fixtures_models"]  # tiny_model: a small random Llama with the embedded tokenizer
 
 PASSWORD = "correct-horse-battery"
+ROLES = ("engineer", "reviewer", "annotator")
+
+
+def _make_template(folder, with_users: bool):
+    from core.accounts import create_user, first_admin, set_password
+    from core.setup import init_workspace
+    from storage.db import get_engine, reset_engines
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FINETUNE_STUDIO_HOME", str(folder))
+    mp.delenv("DATABASE_URL", raising=False)
+    try:
+        reset_engines()
+        init_workspace(with_demo=False)
+        if with_users:
+            with Session(get_engine(), expire_on_commit=False) as s:
+                admin = first_admin(s)
+                set_password(s, admin, admin.username, PASSWORD)
+                for role in ROLES:
+                    create_user(s, admin, role + "1", PASSWORD, role)
+        reset_engines()  # closes every connection: the WAL is checkpointed into the file
+    finally:
+        mp.undo()
+    return folder / "studio.db"
+
+
+@pytest.fixture(scope="session")
+def db_templates(tmp_path_factory):
+    """Migrated template databases: {"admin": first admin only, "users": one user per role too}."""
+    return {"admin": _make_template(tmp_path_factory.mktemp("template-admin"), with_users=False),
+            "users": _make_template(tmp_path_factory.mktemp("template-users"), with_users=True)}
 
 
 @pytest.fixture
-def workspace(tmp_path, monkeypatch):
-    """An empty, initialised workspace (database at head, first admin, no demo project)."""
+def workspace(tmp_path, monkeypatch, request, db_templates):
+    """An empty, initialised workspace (database at head, first admin, no demo project); with the ``users``
+    fixture, its users are already in the database."""
     from core.setup import init_workspace
     from storage.db import reset_engines
 
     ws = tmp_path / "ws"
+    ws.mkdir()
+    shutil.copyfile(db_templates["users" if "users" in request.fixturenames else "admin"], ws / "studio.db")
     monkeypatch.setenv("FINETUNE_STUDIO_HOME", str(ws))
     monkeypatch.delenv("DATABASE_URL", raising=False)
     reset_engines()
-    init_workspace(with_demo=False)
+    init_workspace(with_demo=False)  # the real start-up path: folders, schema check (already at head), admin
     yield ws
     reset_engines()
 
@@ -41,13 +82,11 @@ def session(workspace):
 @pytest.fixture
 def users(session):
     """One active user per role, all with password PASSWORD: {"admin": User, "engineer": ..., ...}."""
-    from core.accounts import create_user, first_admin, set_password
+    from core.accounts import first_admin, get_user
 
-    admin = first_admin(session)
-    set_password(session, admin, admin.username, PASSWORD)
-    out = {"admin": admin}
-    for role in ("engineer", "reviewer", "annotator"):
-        out[role] = create_user(session, admin, role + "1", PASSWORD, role)
+    out = {"admin": first_admin(session)}
+    for role in ROLES:
+        out[role] = get_user(session, role + "1")
     return out
 
 

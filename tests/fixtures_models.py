@@ -46,7 +46,7 @@ def tiny_model_fixture(tmp_path_factory) -> Path:
     return tiny_model_dir(tmp_path_factory)
 
 
-DEMO_FILE = Path(__file__).resolve().parents[1] / "core" / "data" / "demo_utility.jsonl"
+DEMO_FILE = Path(__file__).resolve().parents[1] / "core" / "curate" / "data" / "demo_utility.jsonl"
 
 
 def make_dataset_version(session, project, user, n_train: int = 8, n_validation: int = 2, name: str = "v1"):

@@ -5,7 +5,7 @@ import pytest
 from sqlalchemy import insert
 from sqlmodel import select
 
-from core import curation as cur
+from core.curate import curation as cur
 from core.errors import Conflict, InvalidInput, PermissionDenied
 from core.projects import update_project
 from storage.models import Example

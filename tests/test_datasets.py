@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from sqlmodel import select
 
-from core import curation as cur
-from core.datasets import (export, freeze_version, get_version, iter_version, split_of, stats,
+from core.curate import curation as cur
+from core.curate.datasets import (export, freeze_version, get_version, iter_version, split_of, stats,
                            version_records)
 from core.errors import InvalidInput, PermissionDenied
 from storage.models import DatasetVersionItem
@@ -105,7 +105,7 @@ def test_export_version_to_datasetdict(session, project, users, tmp_path):
 def test_cli_freeze_export_versions(workspace, session, project, users, tmp_path, capsys):
     import json
 
-    from core.cli import main
+    from core.cli.main import main
 
     approved(session, users, project, 3)
     assert main(["freeze", "cli-v1", "--project", project.name, "--split", "0.6/0.2/0.2", "--json"]) == 0

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sqlmodel import select
 
-from core import evaluation as ev
+from core.evaluate import evalsets, results as res_mod, review
 from core.errors import InvalidInput, NotFound, PermissionDenied
 from storage.models import Example, Job, JobStatus, Output, Score
 
@@ -19,7 +19,7 @@ def make_outputs(session, project, engineer, *, n_prompts=4, runs=1, k=2, refere
     lines = "\n".join(json.dumps({"prompt": f"{PROMPTS[i % 4]} (#{i})",
                                   "reference": "Call us on 0800 000." if references else ""})
                       for i in range(n_prompts))
-    es = ev.create_eval_set_from_file(session, engineer, project.id, f"set-{n_prompts}-{runs}", lines,
+    es = evalsets.create_eval_set_from_file(session, engineer, project.id, f"set-{n_prompts}-{runs}", lines,
                                       "prompts.jsonl", reviewers_per_item=k)
     run_ids = []
     for r in range(runs):
@@ -33,7 +33,7 @@ def make_outputs(session, project, engineer, *, n_prompts=4, runs=1, k=2, refere
     session.add(gen)
     session.commit()
     systems = ["base"] + [f"run:{i}" for i in run_ids]
-    for p in ev.eval_prompts(session, es.id):
+    for p in evalsets.eval_prompts(session, es.id):
         for s in systems:
             text = "Call us on 0800 000." if s != "base" else f"I am not sure about {p.id}."
             session.add(Output(prompt_id=p.id, system=s, job_id=gen.id, text=text, decoding={"mode": "greedy"},
@@ -64,33 +64,33 @@ def test_eval_set_from_file_jsonl_and_csv(session, project, users):
     jsonl = "\n".join([json.dumps({"prompt": "Hi", "reference": "Hello!"}),
                        json.dumps({"prompt": [{"role": "system", "content": "Be brief."},
                                               {"role": "user", "content": "Meter?"}]})])
-    es = ev.create_eval_set_from_file(session, eng, project.id, "upload", jsonl.encode(), "p.jsonl")
-    prompts = ev.eval_prompts(session, es.id)
+    es = evalsets.create_eval_set_from_file(session, eng, project.id, "upload", jsonl.encode(), "p.jsonl")
+    prompts = evalsets.eval_prompts(session, es.id)
     assert [p.messages for p in prompts] == [[{"role": "user", "content": "Hi"}],
                                              [{"role": "system", "content": "Be brief."},
                                               {"role": "user", "content": "Meter?"}]]
     assert [p.reference for p in prompts] == ["Hello!", ""]
     csv_text = "prompt,reference\nWhere is my bill?,In the app.\nThanks,\n"
-    es2 = ev.create_eval_set_from_file(session, eng, project.id, "csv", csv_text.encode(), "p.csv")
-    assert [(p.messages[-1]["content"], p.reference) for p in ev.eval_prompts(session, es2.id)] == [
+    es2 = evalsets.create_eval_set_from_file(session, eng, project.id, "csv", csv_text.encode(), "p.csv")
+    assert [(p.messages[-1]["content"], p.reference) for p in evalsets.eval_prompts(session, es2.id)] == [
         ("Where is my bill?", "In the app."), ("Thanks", "")]
-    rows = ev.list_eval_sets(session, project.id)
+    rows = evalsets.list_eval_sets(session, project.id)
     assert [(r["name"], r["prompts"], r["references"]) for r in rows] == [("upload", 2, 1), ("csv", 2, 1)]
 
 
 def test_bad_prompt_files_are_refused_and_nothing_saved(session, project, users):
     eng = users["engineer"]
     with pytest.raises(InvalidInput, match="line 2"):
-        ev.create_eval_set_from_file(session, eng, project.id, "bad", '{"prompt": "a"}\n{oops', "p.jsonl")
+        evalsets.create_eval_set_from_file(session, eng, project.id, "bad", '{"prompt": "a"}\n{oops', "p.jsonl")
     with pytest.raises(InvalidInput, match="'prompt' column"):
-        ev.create_eval_set_from_file(session, eng, project.id, "bad", "question\nhi\n", "p.csv")
+        evalsets.create_eval_set_from_file(session, eng, project.id, "bad", "question\nhi\n", "p.csv")
     with pytest.raises(InvalidInput, match=".jsonl or .csv"):
-        ev.create_eval_set_from_file(session, eng, project.id, "bad", "hi", "p.txt")
-    assert ev.list_eval_sets(session, project.id) == []
+        evalsets.create_eval_set_from_file(session, eng, project.id, "bad", "hi", "p.txt")
+    assert evalsets.list_eval_sets(session, project.id) == []
 
 
 def test_eval_set_from_version_test_split(session, project, users):
-    from core.datasets import freeze_version
+    from core.curate.datasets import freeze_version
 
     for i in range(30):
         session.add(Example(project_id=project.id, system="Be kind.", status="approved",
@@ -98,34 +98,34 @@ def test_eval_set_from_version_test_split(session, project, users):
     session.commit()
     version = freeze_version(session, users["admin"], project, "v1", fractions={"train": 0.5, "validation": 0.2,
                                                                                 "test": 0.3})
-    es = ev.create_eval_set_from_version(session, users["engineer"], project.id, version.id, "from v1")
-    prompts = ev.eval_prompts(session, es.id)
+    es = evalsets.create_eval_set_from_version(session, users["engineer"], project.id, version.id, "from v1")
+    prompts = evalsets.eval_prompts(session, es.id)
     assert len(prompts) == version.n_test > 0
     for p in prompts:
         assert p.messages[0] == {"role": "system", "content": "Be kind."}
         assert p.reference == "a" + p.messages[-1]["content"][1:]
     with pytest.raises(PermissionDenied):
-        ev.create_eval_set_from_version(session, users["reviewer"], project.id, version.id, "nope")
+        evalsets.create_eval_set_from_version(session, users["reviewer"], project.id, version.id, "nope")
 
 
 # ---------------------------------------------------------------- blind assignment
 
 
 def test_position_randomisation_is_balanced_and_stable():
-    pair = ev.pair_key("base", "run:12")
-    firsts = [ev.system_shown_as_a(1234, prompt_id, pair, reviewer_id=7) == "base" for prompt_id in range(1, 1001)]
+    pair = review.pair_key("base", "run:12")
+    firsts = [review.orientation(1234, prompt_id, pair, reviewer_id=7)[0] == "base" for prompt_id in range(1, 1001)]
     share = sum(firsts) / len(firsts)
     assert 0.45 <= share <= 0.55, share
     # Per reviewer too: the same items are oriented differently for another reviewer, and reloads are stable.
-    other = [ev.system_shown_as_a(1234, prompt_id, pair, reviewer_id=8) == "base" for prompt_id in range(1, 1001)]
+    other = [review.orientation(1234, prompt_id, pair, reviewer_id=8)[0] == "base" for prompt_id in range(1, 1001)]
     assert 0.35 < np.mean(np.array(firsts) != np.array(other)) < 0.65
-    assert firsts == [ev.system_shown_as_a(1234, p, pair, 7) == "base" for p in range(1, 1001)]
+    assert firsts == [review.orientation(1234, p, pair, 7)[0] == "base" for p in range(1, 1001)]
 
 
 def test_next_item_is_stable_and_shows_a_and_b_only(session, project, users):
     es, systems = make_outputs(session, project, users["engineer"])
     rev = users["reviewer"]
-    first, again = ev.next_item(session, rev, es.id), ev.next_item(session, rev, es.id)
+    first, again = review.next_item(session, rev, es.id), review.next_item(session, rev, es.id)
     assert (first.prompt_id, first.pair, first.text_a, first.text_b) == (again.prompt_id, again.pair, again.text_a,
                                                                          again.text_b)
     assert {first.text_a, first.text_b} == {"Call us on 0800 000.", f"I am not sure about {first.prompt_id}."}
@@ -136,87 +136,87 @@ def test_next_item_is_stable_and_shows_a_and_b_only(session, project, users):
 def test_second_submit_edits_the_same_row(session, project, users):
     es, _ = make_outputs(session, project, users["engineer"])
     rev = users["reviewer"]
-    item = ev.next_item(session, rev, es.id)
-    ev.submit_score(session, rev, es.id, item.prompt_id, item.pair, scores=full_scores(2, 4), preference="B",
+    item = review.next_item(session, rev, es.id)
+    review.submit_score(session, rev, es.id, item.prompt_id, item.pair, scores=full_scores(2, 4), preference="B",
                     comment="first")
-    ev.submit_score(session, rev, es.id, item.prompt_id, item.pair, scores=full_scores(5, 1), preference="A",
+    review.submit_score(session, rev, es.id, item.prompt_id, item.pair, scores=full_scores(5, 1), preference="A",
                     comment="changed my mind")
     rows = session.exec(select(Score).where(Score.reviewer_id == rev.id)).all()
     assert len(rows) == 1
     assert rows[0].preference == "A" and rows[0].comment == "changed my mind"
     assert rows[0].scores["accuracy"] == {"A": 5, "B": 1}
     assert rows[0].system_a == item._system_a
-    revisit = ev.get_item(session, rev, es.id, item.prompt_id, item.pair)
+    revisit = review.get_item(session, rev, es.id, item.prompt_id, item.pair)
     assert revisit.existing["preference"] == "A" and revisit.text_a == item.text_a
 
 
 def test_bad_scores_are_refused(session, project, users):
     es, _ = make_outputs(session, project, users["engineer"])
     rev = users["reviewer"]
-    item = ev.next_item(session, rev, es.id)
+    item = review.next_item(session, rev, es.id)
     with pytest.raises(InvalidInput, match="between 1 and 5"):
-        ev.submit_score(session, rev, es.id, item.prompt_id, item.pair, scores=full_scores(6, 1), preference="A")
+        review.submit_score(session, rev, es.id, item.prompt_id, item.pair, scores=full_scores(6, 1), preference="A")
     with pytest.raises(InvalidInput, match="Give tone"):
-        ev.submit_score(session, rev, es.id, item.prompt_id, item.pair,
+        review.submit_score(session, rev, es.id, item.prompt_id, item.pair,
                         scores={"accuracy": {"A": 1, "B": 2}}, preference="A")
     with pytest.raises(InvalidInput, match="preference"):
-        ev.submit_score(session, rev, es.id, item.prompt_id, item.pair, scores=full_scores(3, 3), preference="C")
+        review.submit_score(session, rev, es.id, item.prompt_id, item.pair, scores=full_scores(3, 3), preference="C")
     with pytest.raises(NotFound):
-        ev.submit_score(session, rev, es.id, item.prompt_id, "base|run:999", scores=full_scores(3, 3),
+        review.submit_score(session, rev, es.id, item.prompt_id, "base|run:999", scores=full_scores(3, 3),
                         preference="A")
     assert session.exec(select(Score)).all() == []
 
 
 def test_each_item_gets_k_reviewers_before_any_gets_k_plus_one(session, project, users, reviewers):
     es, _ = make_outputs(session, project, users["engineer"], n_prompts=3, runs=2, k=2)  # 3 prompts x 3 pairs
-    n_items = len(ev.review_items(session, es.id))
+    n_items = len(review.review_items(session, es.id))
     assert n_items == 9
     counts: dict = {}
     for turn in range(3 * n_items):
         rev = reviewers[turn % 3]
-        item = ev.next_item(session, rev, es.id)
+        item = review.next_item(session, rev, es.id)
         if item is None:
             continue
         key = (item.prompt_id, item.pair)
         if counts.get(key, 0) >= 2:  # about to give an item a 3rd reviewer: all must have 2 already
-            assert all(counts.get(it, 0) >= 2 for it in ev.review_items(session, es.id))
-        ev.submit_score(session, rev, es.id, item.prompt_id, item.pair, scores=full_scores(3, 4), preference="B")
+            assert all(counts.get(it, 0) >= 2 for it in review.review_items(session, es.id))
+        review.submit_score(session, rev, es.id, item.prompt_id, item.pair, scores=full_scores(3, 4), preference="B")
         counts[key] = counts.get(key, 0) + 1
-        assert max(counts.values()) - min(counts.get(it, 0) for it in ev.review_items(session, es.id)) <= 1
+        assert max(counts.values()) - min(counts.get(it, 0) for it in review.review_items(session, es.id)) <= 1
     assert all(v == 3 for v in counts.values())  # everyone scored everything once, no duplicates
-    assert ev.next_item(session, reviewers[0], es.id) is None
-    progress = ev.review_progress(session, es.id)
+    assert review.next_item(session, reviewers[0], es.id) is None
+    progress = review.review_progress(session, es.id)
     assert progress["complete"] == 9 and progress["scores"] == 27
 
 
 def test_send_back_creates_a_draft_example_with_the_comment(session, project, users):
     es, _ = make_outputs(session, project, users["engineer"], references=False)
     rev = users["reviewer"]
-    item = ev.next_item(session, rev, es.id)
+    item = review.next_item(session, rev, es.id)
     preferred = "A" if item.text_a.startswith("Call") else "B"
-    ev.submit_score(session, rev, es.id, item.prompt_id, item.pair, scores=full_scores(3, 3), preference=preferred)
-    ex = ev.send_back_to_annotation(session, rev, es.id, item.prompt_id, item.pair, comment="Give the number first")
+    review.submit_score(session, rev, es.id, item.prompt_id, item.pair, scores=full_scores(3, 3), preference=preferred)
+    ex = review.send_back_to_annotation(session, rev, es.id, item.prompt_id, item.pair, comment="Give the number first")
     assert ex.status == "draft" and ex.source == "review_feedback"
     assert "Give the number first" in ex.note
     assert ex.turns[0]["content"] == item.messages[-1]["content"]
     assert ex.turns[-1] == {"role": "assistant", "content": "Call us on 0800 000."}  # the preferred output
     with pytest.raises(PermissionDenied):
-        ev.send_back_to_annotation(session, users["annotator"], es.id, item.prompt_id, item.pair, comment="x")
+        review.send_back_to_annotation(session, users["annotator"], es.id, item.prompt_id, item.pair, comment="x")
 
 
 def test_role_refusals(session, project, users):
     es, _ = make_outputs(session, project, users["engineer"])
     ann, rev = users["annotator"], users["reviewer"]
     with pytest.raises(PermissionDenied):
-        ev.next_item(session, ann, es.id)
-    item = ev.next_item(session, rev, es.id)
+        review.next_item(session, ann, es.id)
+    item = review.next_item(session, rev, es.id)
     with pytest.raises(PermissionDenied):
-        ev.submit_score(session, ann, es.id, item.prompt_id, item.pair, scores=full_scores(3, 3), preference="A")
-    for fn in (lambda u: ev.create_eval_set_from_file(session, u, project.id, "x", '{"prompt": "a"}', "a.jsonl"),
-               lambda u: ev.launch_generation(session, u, es.id, ["base"]),
-               lambda u: ev.results(session, u, es.id),
-               lambda u: ev.export_dpo(session, u, es.id),
-               lambda u: ev.scores_csv(session, u, es.id)):
+        review.submit_score(session, ann, es.id, item.prompt_id, item.pair, scores=full_scores(3, 3), preference="A")
+    for fn in (lambda u: evalsets.create_eval_set_from_file(session, u, project.id, "x", '{"prompt": "a"}', "a.jsonl"),
+               lambda u: evalsets.launch_generation(session, u, es.id, ["base"]),
+               lambda u: res_mod.results(session, u, es.id),
+               lambda u: res_mod.export_dpo(session, u, es.id),
+               lambda u: res_mod.scores_csv(session, u, es.id)):
         for who in (ann, rev):
             with pytest.raises(PermissionDenied):
                 fn(who)
@@ -228,14 +228,14 @@ def test_role_refusals(session, project, users):
 
 def _score_all(session, es, reviewers, prefer_run=True, vary=None):
     for i, rev in enumerate(reviewers):
-        while (item := ev.next_item(session, rev, es.id)) is not None:
+        while (item := review.next_item(session, rev, es.id)) is not None:
             run_side = "A" if item._system_a.startswith("run") else "B"
             base_side = "B" if run_side == "A" else "A"
             delta = (vary or (lambda r, p: 0))(i, item.prompt_id)
             scores = {c: {run_side: min(5, 4 + delta), base_side: max(1, 2 - delta)}
                       for c in ("accuracy", "tone", "helpfulness")}
             pref = run_side if prefer_run or (item.prompt_id + i) % 3 else "tie"
-            ev.submit_score(session, rev, es.id, item.prompt_id, item.pair, scores=scores, preference=pref,
+            review.submit_score(session, rev, es.id, item.prompt_id, item.pair, scores=scores, preference=pref,
                             comment=f"r{i}")
 
 
@@ -244,7 +244,7 @@ def test_results_agreement_equals_krippendorff_on_the_same_data(session, project
 
     es, systems = make_outputs(session, project, users["engineer"], n_prompts=4, runs=1)
     _score_all(session, es, reviewers[:2], prefer_run=False, vary=lambda r, p: (r + p) % 2)
-    res = ev.results(session, users["engineer"], es.id, bootstrap_rounds=20)
+    res = res_mod.results(session, users["engineer"], es.id, bootstrap_rounds=20)
     # Rebuild the reliability matrix by hand: raters x units (prompt, system), accuracy scores.
     rows = session.exec(select(Score).order_by(Score.id)).all()
     raters = sorted({r.reviewer_id for r in rows})
@@ -277,9 +277,9 @@ def test_exports_dpo_csv_and_report(session, project, users, reviewers, tmp_path
 
     es, systems = make_outputs(session, project, users["engineer"], n_prompts=4, runs=1)
     with pytest.raises(InvalidInput, match="No preference pairs"):
-        ev.export_dpo(session, users["engineer"], es.id, tmp_path / "none")
+        res_mod.export_dpo(session, users["engineer"], es.id, tmp_path / "none")
     _score_all(session, es, reviewers[:2])
-    out = ev.export_dpo(session, users["engineer"], es.id, tmp_path / "dpo")
+    out = res_mod.export_dpo(session, users["engineer"], es.id, tmp_path / "dpo")
     ds = load_from_disk(out["dataset"])
     assert set(ds.column_names) == {"prompt", "chosen", "rejected"}
     assert len(ds) == 4 == out["pairs"]
@@ -290,12 +290,12 @@ def test_exports_dpo_csv_and_report(session, project, users, reviewers, tmp_path
     lines = [json.loads(x) for x in open(out["jsonl"], encoding="utf-8")]
     assert lines == ds.to_list()
 
-    csv_text = ev.scores_csv(session, users["engineer"], es.id)
+    csv_text = res_mod.scores_csv(session, users["engineer"], es.id)
     header = csv_text.splitlines()[0].split(",")
     assert {"prompt_id", "reviewer", "system_a", "system_b", "preference", "accuracy_a", "tone_b"} <= set(header)
     assert len(csv_text.strip().splitlines()) == 1 + 8
 
-    report = ev.comparison_report(session, users["engineer"], es.id, bootstrap_rounds=20)
+    report = res_mod.comparison_report(session, users["engineer"], es.id, bootstrap_rounds=20)
     assert report.startswith("# Comparison report")
     assert "Leaderboard" in report and "secret-lora-0" in report and "Krippendorff" in report
 

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from core.curation import record_of
-from core.datasets import export
-from core.formats import detect_format, read_file, ReadInfo, Parsed
-from core.importing import import_file
+from core.curate.curation import record_of
+from core.curate.datasets import export
+from core.curate.formats import detect_format, read_file, ReadInfo, Parsed
+from core.curate.importing import import_file
 from core.projects import create_project
 from sqlmodel import select
 from storage.models import Example
@@ -137,7 +137,7 @@ def test_sharegpt_role_names_from_the_wild(tmp_path):
 
 
 def test_json_array_elements_across_buffer_refills(tmp_path, monkeypatch):
-    import core.formats as formats
+    import core.curate.formats as formats
 
     recs = [{"instruction": f"q{i} " + "[{\"x\"}] " * i, "input": "", "output": f"a{i}"} for i in range(30)]
     path = tmp_path / "a.json"

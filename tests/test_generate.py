@@ -58,7 +58,7 @@ def _finished_run(session, project, user, base_path: str, folder: Path, seed: in
 
 
 def _eval_set(session, project, user, n=len(PROMPTS)):
-    from core.evaluation import create_eval_set_from_file
+    from core.evaluate.evalsets import create_eval_set_from_file
 
     lines = "\n".join(json.dumps({"prompt": p, "reference": "Please call us on 0800 000."}) for p in PROMPTS[:n])
     return create_eval_set_from_file(session, user, project.id, "gen set", lines, "prompts.jsonl")
@@ -66,14 +66,14 @@ def _eval_set(session, project, user, n=len(PROMPTS)):
 
 def _gen_job(session, project, user, eval_set, systems, base_path, run_bases, resumed_from=None, max_new=12,
              run_dir=None) -> Job:
-    """A queued generation job row with its run folder, as core.jobs.submit makes (without starting it)."""
+    """A queued generation job row with its run folder, as core.jobs.queue.submit makes (without starting it)."""
     from dataclasses import asdict
 
-    from core.generate import Decoding, GenerateConfig
+    from core.evaluate.generate_config import Decoding, GenerateConfig
 
     cfg = GenerateConfig(eval_set_id=eval_set.id, systems=systems, run_bases=run_bases, base_model=base_path,
                          decoding=Decoding(max_new_tokens=max_new), batch_size=4)
-    job = Job(project_id=project.id, kind="generate", name="gen", module="core.generate", config=asdict(cfg),
+    job = Job(project_id=project.id, kind="generate", action="evaluate", name="gen", module="core.evaluate.generate", config=asdict(cfg),
               created_by=user.id, eval_set_id=eval_set.id, resumed_from=resumed_from)
     session.add(job)
     session.commit()
@@ -89,7 +89,8 @@ def test_batched_greedy_equals_one_at_a_time(tiny_model):
     import torch
 
     from core.basemodel import load_model, load_tokenizer
-    from core.generate import Decoding, generate_outputs, prompt_texts
+    from core.evaluate.generate_config import Decoding
+    from core.evaluate.generate import generate_outputs, prompt_texts
 
     model, tokenizer = load_model(tiny_model), load_tokenizer(tiny_model)
     convs = [[{"role": "user", "content": p}] for p in PROMPTS]
@@ -106,8 +107,8 @@ def test_batched_greedy_equals_one_at_a_time(tiny_model):
 
 
 def test_job_writes_outputs_resumes_and_adapters_differ(session, project, users, tiny_model, tmp_path):
-    from core.evaluation import latest_outputs
-    from core.generate import run_job
+    from core.evaluate.evalsets import latest_outputs
+    from core.evaluate.generate import run_job
 
     eng = users["engineer"]
     run_a = _finished_run(session, project, eng, tiny_model, tmp_path / "run-a", seed=1)
@@ -118,7 +119,7 @@ def test_job_writes_outputs_resumes_and_adapters_differ(session, project, users,
     job = _gen_job(session, project, eng, es, systems, tiny_model, bases, run_dir=tmp_path / "gen1")
 
     # A crashed first attempt had already written two outputs of the base system.
-    from core.evaluation import eval_prompts
+    from core.evaluate.evalsets import eval_prompts
 
     prompts = eval_prompts(session, es.id)
     for p in prompts[:2]:
@@ -158,7 +159,7 @@ def test_job_writes_outputs_resumes_and_adapters_differ(session, project, users,
 
 
 def test_launch_generation_checks_roles_and_runs(session, project, users, tiny_model, tmp_path):
-    from core.evaluation import launch_generation
+    from core.evaluate.evalsets import launch_generation
 
     es = _eval_set(session, project, users["engineer"], n=2)
     with pytest.raises(PermissionDenied):
@@ -182,7 +183,7 @@ def test_generation_job_runs_as_a_background_process(session, project, users, ti
     """End to end through the job queue: launch, the worker process generates, the row says succeeded."""
     import time
 
-    from core.evaluation import latest_outputs, launch_generation
+    from core.evaluate.evalsets import latest_outputs, launch_generation
 
     eng = users["engineer"]
     run = _finished_run(session, project, eng, tiny_model, tmp_path / "run", seed=3)
@@ -205,8 +206,8 @@ def test_generation_job_runs_as_a_background_process(session, project, users, ti
 
 
 def test_validation_perplexity_for_an_eval_set_frozen_from_a_version(session, project, users, tiny_model, tmp_path):
-    from core.evaluation import create_eval_set_from_version
-    from core.generate import run_job
+    from core.evaluate.evalsets import create_eval_set_from_version
+    from core.evaluate.generate import run_job
     from tests.fixtures_models import make_dataset_version
 
     eng = users["engineer"]
@@ -222,8 +223,10 @@ def test_full_fine_tuned_run_generates_from_its_own_model(session, project, user
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from core.evaluation import latest_outputs, run_base_model
-    from core.generate import run_job
+    from core.evaluate.evalsets import latest_outputs
+
+    from core.evaluate.systems import run_base_model
+    from core.evaluate.generate import run_job
 
     eng = users["engineer"]
     folder = tmp_path / "full-run"

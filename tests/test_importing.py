@@ -8,7 +8,7 @@ import pytest
 from sqlmodel import select
 
 from core.errors import InvalidInput, PermissionDenied
-from core.importing import import_file
+from core.curate.importing import import_file
 from storage.models import Example, ImportRecord
 
 
@@ -202,7 +202,7 @@ def test_progress_and_roles(session, project, users, tmp_path):
 
 
 def test_failure_midway_rolls_back_everything(session, project, users, tmp_path, monkeypatch):
-    import core.importing as importing
+    import core.curate.importing as importing
 
     monkeypatch.setattr(importing, "BATCH", 2)
     path = tmp_path / "p.jsonl"
@@ -221,7 +221,7 @@ def test_failure_midway_rolls_back_everything(session, project, users, tmp_path,
 
 
 def test_cli_import(workspace, users, project, tmp_path, capsys):
-    from core.cli import main
+    from core.cli.main import main
 
     path = tmp_path / "c.jsonl"
     path.write_text(lines(GOOD[0]) + '{"bad"')  # the last line is cut off

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import InvalidInput, NotFound, PermissionDenied
-from core.train_config import TrainConfig
+from core.train.config import TrainConfig
 from tests.fixtures_models import make_dataset_version, tiny_model_fixture  # noqa: F401 (the tiny_model fixture)
 from tests.test_train import wait_for
 
@@ -48,7 +48,7 @@ def _job_count(session) -> int:
 
 
 def test_refusals_leave_nothing_behind(session, users, project, tiny_model, workspace):
-    from core.train import launch
+    from core.train.runs import launch
 
     version = make_dataset_version(session, project, users["engineer"], n_train=4, n_validation=1)
     with pytest.raises(PermissionDenied, match="train models"):
@@ -67,13 +67,14 @@ def test_refusals_leave_nothing_behind(session, users, project, tiny_model, work
 
 
 def test_sigterm_cancels_with_adapter_and_resume_continues_from_checkpoint(session, users, project, tiny_model):
-    from core.jobs import cancel, get_job, resume
-    from core.train import COMPLETE_MARKER
+    from core.jobs.queue import cancel, get_job
+    from core.train.runs import resume_run
+    from core.jobs.rundir import COMPLETE_MARKER
 
     eng = users["engineer"]
     version = make_dataset_version(session, project, eng, n_train=8, n_validation=2)
     # Many steps so the run is surely still going when we cancel it.
-    job = __import__("core.train", fromlist=["launch"]).launch(
+    job = __import__("core.train.runs", fromlist=["launch"]).launch(
         session, eng, project.id, _cfg(tiny_model, version.id, max_steps=400, save_steps=2, eval_steps=1000))
     _wait_until(lambda: any(r["loss"] is not None and r["step"] >= 3 for r in _metrics(job)), what="3 steps")
     cancel(session, eng, job.id)
@@ -93,7 +94,7 @@ def test_sigterm_cancels_with_adapter_and_resume_continues_from_checkpoint(sessi
     broken.mkdir()
     (broken / "adapter_model.safetensors").write_bytes(b"partial")
 
-    new = resume(session, eng, job.id)
+    new = resume_run(session, eng, job.id)
     assert new.resumed_from == job.id and new.id != job.id
     assert TrainConfig.from_json((Path(new.run_dir) / "config.json").read_text()).resume_from == str(ckpt)
     _wait_until(lambda: any(r["loss"] is not None and r["step"] > stopped_at for r in _metrics(new)),
@@ -109,8 +110,8 @@ def test_sigterm_cancels_with_adapter_and_resume_continues_from_checkpoint(sessi
 
 
 def test_sigkill_is_failed_within_one_poll_and_queue_moves_on(session, users, project, tiny_model):
-    from core.jobs import cancel, get_job, queue_position, reconcile
-    from core.train import launch
+    from core.jobs.queue import cancel, get_job, queue_position, reconcile
+    from core.train.runs import launch
 
     eng = users["engineer"]
     version = make_dataset_version(session, project, eng, n_train=8, n_validation=2)
@@ -147,17 +148,17 @@ def _gone_or_zombie(pid: int) -> bool:
 
 
 def test_generic_jobs_check_roles_and_versions(session, users, project):
-    from core.jobs import submit
+    from core.jobs.queue import submit
 
     with pytest.raises(PermissionDenied, match="run evaluations"):
-        submit(session, users["reviewer"], project_id=project.id, kind="generate", name="g", config={},
-               module="core.generate")
+        submit(session, users["reviewer"], project_id=project.id, kind="generate", action="evaluate", name="g",
+               config={}, module="core.evaluate.generate")
     with pytest.raises(NotFound, match="Dataset version 42"):
-        submit(session, users["engineer"], project_id=project.id, kind="train", name="t", config={},
-               module="core.train", dataset_version_id=42)
+        submit(session, users["engineer"], project_id=project.id, kind="train", action="train", name="t", config={},
+               module="core.train.worker", dataset_version_id=42)
     with pytest.raises(InvalidInput, match="module"):
-        submit(session, users["engineer"], project_id=project.id, kind="generate", name="g", config={},
-               module="core.generate; rm -rf /")
+        submit(session, users["engineer"], project_id=project.id, kind="generate", action="evaluate", name="g",
+               config={}, module="core.evaluate.generate; rm -rf /")
 
 
 def test_cli_trains_waits_lists_and_merges(session, users, project, tiny_model, workspace, tmp_path):
@@ -167,7 +168,7 @@ def test_cli_trains_waits_lists_and_merges(session, users, project, tiny_model, 
     import torch
     from transformers import AutoModelForCausalLM
 
-    from core.train import load_finetuned
+    from core.train.export import load_finetuned
 
     version = make_dataset_version(session, project, users["engineer"], n_train=4, n_validation=1)
     root = Path(__file__).resolve().parents[1]

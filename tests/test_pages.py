@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def demo(workspace, session, users):
     """The demo project, as a first start makes it."""
-    from core.demo import seed_demo
+    from core.curate.demo import seed_demo
 
     return seed_demo(session, users["admin"])
 

@@ -8,7 +8,7 @@ import pytest
 from sqlmodel import select
 from streamlit.testing.v1 import AppTest
 
-from core import curation as cur
+from core.curate import curation as cur
 from storage.models import Example
 
 PAGES = {"pages/import_data.py": "curate", "pages/annotate.py": "curate", "pages/review_data.py": "review_data",

@@ -137,8 +137,8 @@ def test_compare_refuses_annotators(users, scored_setup):
 
 
 def test_generate_page_creates_an_eval_set_and_checks_the_launch(session, project, users, scored_setup):
-    from core.datasets import freeze_version
-    from core.evaluation import list_eval_sets
+    from core.curate.datasets import freeze_version
+    from core.evaluate.evalsets import list_eval_sets
     from storage.models import Example
 
     for i in range(20):

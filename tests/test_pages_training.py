@@ -43,7 +43,7 @@ def test_train_page_without_a_version_explains_how_to_freeze(users, project):
 
 
 def test_engineer_launches_quick_preset_and_watches_it(session, users, project, tiny_model):
-    from core.jobs import cancel
+    from core.jobs.queue import cancel
 
     make_dataset_version(session, project, users["engineer"], n_train=6, n_validation=2)
     at = _page("train.py", users["engineer"]).run()
@@ -75,7 +75,7 @@ def test_engineer_launches_quick_preset_and_watches_it(session, users, project, 
 
 
 def _runs(session):
-    from core.jobs import list_jobs
+    from core.jobs.queue import list_jobs
 
     return list_jobs(session, kind="train")
 
@@ -90,7 +90,7 @@ def test_runs_page_compares_two_runs(session, users, project, workspace):
         (run_dir / "metrics.jsonl").write_text("".join(
             json.dumps({"step": s, "loss": 2.0 - 0.1 * s * i, "eval_loss": None}) + "\n" for s in range(1, 4)))
         (run_dir / "train.log").write_text(f"run {i} log line\n")
-        session.add(Job(project_id=project.id, kind="train", module="core.train", name=f"run{i}", status="succeeded",
+        session.add(Job(project_id=project.id, kind="train", module="core.train.worker", name=f"run{i}", status="succeeded",
                         run_dir=str(run_dir), dataset_version_id=version.id,
                         config={"method": "lora", "learning_rate": lr},
                         result={"metrics": {"train_loss": 1.5, "eval_loss_first": 2.5,

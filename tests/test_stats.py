@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from core import stats
+from core.evaluate import stats
 
 
 def _votes():

@@ -29,18 +29,26 @@ def test_fresh_connection_has_the_pragmas(workspace):
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
 
-def test_database_made_by_the_first_migration_is_upgraded_on_start(tmp_path, monkeypatch):
+def _old_database(tmp_path, revision: str, *statements: tuple[str, dict]):
+    """A workspace folder whose database stopped at ``revision``, with a user and the given rows."""
     ws = tmp_path / "old"
     ws.mkdir()
     url = f"sqlite:///{ws / 'studio.db'}"
-    upgrade(url, "0001_accounts_projects")
+    upgrade(url, revision)
     engine = make_engine(url)
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO user (username, password_hash, role, active, created_at) "
                           "VALUES ('olduser', 'x', 'admin', 1, '2026-01-01 00:00:00')"))
-        conn.execute(text("INSERT INTO project (name, description, guidelines, created_at) "
-                          "VALUES ('Old project', '', 'keep me', '2026-01-01 00:00:00')"))
+        for sql, params in statements:
+            conn.execute(text(sql), params)
     engine.dispose()
+    return ws, url
+
+
+def test_database_made_by_the_first_migration_is_upgraded_on_start(tmp_path, monkeypatch):
+    ws, url = _old_database(tmp_path, "0001_accounts_projects", (
+        "INSERT INTO project (name, description, guidelines, created_at) "
+        "VALUES ('Old project', '', 'keep me', '2026-01-01 00:00:00')", {}))
     assert current_revision(url) == "0001_accounts_projects"
 
     monkeypatch.setenv("FINETUNE_STUDIO_HOME", str(ws))
@@ -55,6 +63,35 @@ def test_database_made_by_the_first_migration_is_upgraded_on_start(tmp_path, mon
         assert s.exec(select(User)).one().username == "olduser"
         assert "example" in inspect(s.connection()).get_table_names()
     reset_engines()
+
+
+def test_jobs_recorded_before_the_stage_packages_still_resume(tmp_path, monkeypatch):
+    """Job rows written when workers were core.train / core.generate name the moved modules after the upgrade,
+    and carry the role, slots and launcher the queue now reads from the row."""
+    import json as _json
+
+    from storage.models import Job
+
+    insert_job = ("INSERT INTO job (project_id, kind, module, name, status, run_dir, created_at, config, result, "
+                  "error, cancel_requested) VALUES (1, :k, :m, 'old', 'failed', '', '2026-01-01 00:00:00', :c, '{}', "
+                  "'', 0)")
+    _, url = _old_database(
+        tmp_path, "0002_curation_training_evaluation",
+        ("INSERT INTO project (name, description, guidelines, max_length, rubric, created_at) "
+         "VALUES ('Old', '', '', 1024, '[]', '2026-01-01 00:00:00')", {}),
+        (insert_job, {"k": "train", "m": "core.train", "c": _json.dumps({"num_gpus": 2, "launcher": "accelerate"})}),
+        (insert_job, {"k": "generate", "m": "core.generate", "c": _json.dumps({"eval_set_id": 1})}))
+    upgrade(url)
+    engine = make_engine(url)
+    with Session(engine) as s:
+        jobs = {j.kind: j for j in s.exec(select(Job))}
+        assert (jobs["train"].module, jobs["train"].action, jobs["train"].slots, jobs["train"].launcher) == \
+            ("core.train.worker", "train", 2, "accelerate")
+        assert (jobs["generate"].module, jobs["generate"].action, jobs["generate"].slots) == \
+            ("core.evaluate.generate", "evaluate", 1)
+    engine.dispose()
+    for module in ("core.train.worker", "core.evaluate.generate"):  # the names stored are importable modules
+        assert __import__(module, fromlist=["main"]).main
 
 
 def test_a_file_that_is_not_sqlite_is_refused_and_left_alone(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from core.train_config import TrainConfig
+from core.train.config import TrainConfig
 from tests.fixtures_models import DEMO_FILE, make_dataset_version, tiny_model_fixture  # noqa: F401 (the tiny_model fixture)
 
 pytestmark = pytest.mark.timeout(600)
@@ -23,7 +23,7 @@ def _records(n: int) -> list[dict]:
 
 
 def wait_for(session, job_id, statuses=("succeeded", "failed", "canceled"), timeout=300):
-    from core.jobs import get_job, reconcile
+    from core.jobs.queue import get_job, reconcile
 
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -42,7 +42,7 @@ def test_lora_trains_adapter_only_and_saved_adapter_gives_same_logits(tiny_model
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from core.train import fit, save, setup
+    from core.train.worker import fit, save, setup
 
     cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=1, max_steps=4, max_length=96,
                       per_device_batch_size=2, learning_rate=1e-2, save_steps=100)
@@ -71,7 +71,7 @@ def test_lora_trains_adapter_only_and_saved_adapter_gives_same_logits(tiny_model
 
 
 def test_precision_on_cpu_is_fp32(tiny_model, tmp_path):
-    from core.train import setup
+    from core.train.worker import setup
 
     cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=1, max_steps=1, max_length=64)
     ctx = setup(tmp_path, cfg, {"train": _records(2), "validation": []})
@@ -81,7 +81,7 @@ def test_precision_on_cpu_is_fp32(tiny_model, tmp_path):
 
 
 def test_max_length_comes_from_the_data(tiny_model, tmp_path):
-    from core.train import setup
+    from core.train.worker import setup
 
     cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=1, max_steps=1, max_length=None)
     ctx = setup(tmp_path, cfg, {"train": _records(10), "validation": []}, project_max_length=4096)
@@ -92,7 +92,7 @@ def test_max_length_comes_from_the_data(tiny_model, tmp_path):
 
 
 def test_run_folder_holds_exactly_the_documented_files(workspace, session, users, project, tiny_model):
-    from core.train import launch
+    from core.train.runs import launch
 
     version = make_dataset_version(session, project, users["engineer"], n_train=6, n_validation=2)
     cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=version.id, max_steps=4, max_length=96,
@@ -123,7 +123,7 @@ def test_run_folder_holds_exactly_the_documented_files(workspace, session, users
 
 
 def test_incomplete_checkpoint_is_skipped(tmp_path):
-    from core.train import COMPLETE_MARKER, last_complete_checkpoint
+    from core.jobs.rundir import COMPLETE_MARKER, last_complete_checkpoint
 
     for step, complete in ((5, True), (10, True), (15, False)):
         ckpt = tmp_path / "checkpoints" / f"checkpoint-{step}"
@@ -140,7 +140,7 @@ def test_incomplete_checkpoint_is_skipped(tmp_path):
 def test_out_of_memory_is_named_with_advice():
     import torch
 
-    from core.train import is_oom, oom_advice
+    from core.train.worker import is_oom, oom_advice
 
     assert is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert is_oom(RuntimeError("CUDA out of memory"))
@@ -154,13 +154,13 @@ def test_packing_auto_pads_with_sdpa_and_packing_on_is_exact(tiny_model):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from core.train import _use_padding_free
+    from core.train.sft import use_padding_free
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     assert model.config._attn_implementation == "sdpa"
-    assert _use_padding_free(TrainConfig(packing="off"), model) is False
-    assert _use_padding_free(TrainConfig(packing="auto"), model) is False  # padded is faster with SDPA on a CPU
-    assert _use_padding_free(TrainConfig(packing="on"), model) is True
+    assert use_padding_free(TrainConfig(packing="off"), model) is False
+    assert use_padding_free(TrainConfig(packing="auto"), model) is False  # padded is faster with SDPA on a CPU
+    assert use_padding_free(TrainConfig(packing="on"), model) is True
     # What packing="on" relies on with SDPA: two examples in one padding-free row give the same logits as apart.
     a, b = torch.randint(0, 1000, (1, 7)), torch.randint(0, 1000, (1, 5))
     with torch.no_grad():
@@ -176,7 +176,7 @@ def test_lean_cpu_loss_equals_trl_loss_and_gradients(tiny_model, tmp_path):
     import torch
     from trl import SFTTrainer
 
-    from core.train import build_trainer, setup
+    from core.train.worker import build_trainer, setup
 
     cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=1, max_steps=1, max_length=96,
                       per_device_batch_size=4, lora_dropout=0.0, save_steps=100)

@@ -6,7 +6,7 @@ from dataclasses import fields
 import pytest
 
 from core.errors import InvalidInput
-from core.train_config import PRESETS, TrainConfig, auto_max_length, field_docs, parse_set, preset_config
+from core.train.config import PRESETS, TrainConfig, auto_max_length, field_docs, parse_set, preset_config
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

@@ -526,20 +526,26 @@ def _read_json_array(path: Path, fmt: str, info: ReadInfo) -> Iterator[Parsed | 
             buf, pos = buf[start:] + more, 0
 
 
-def csv_mapping(columns: list[str], mapping: dict | None = None) -> dict:
-    """Field -> column for a CSV: the given ``mapping`` first, then well-known column names."""
+def guess_csv_mapping(columns: list[str]) -> dict[str, str]:
+    """Field -> column for the well-known column names of CSV_DEFAULTS (case and spaces ignored); the mapping
+    form starts from it."""
     lower = {c.strip().lower(): c for c in columns}
     out = {}
+    for name in CSV_FIELDS:
+        found = next((lower[c] for c in CSV_DEFAULTS[name] if c in lower), None)
+        if found is not None:
+            out[name] = found
+    return out
+
+
+def csv_mapping(columns: list[str], mapping: dict | None = None) -> dict:
+    """Field -> column for a CSV: the given ``mapping`` first, then well-known column names."""
+    out = guess_csv_mapping(columns)
     for name in CSV_FIELDS:
         if mapping and mapping.get(name):
             if mapping[name] not in columns:
                 raise InvalidInput(f"The CSV has no column {mapping[name]!r} (columns: {', '.join(columns)}).")
             out[name] = mapping[name]
-            continue
-        for candidate in CSV_DEFAULTS[name]:
-            if candidate in lower:
-                out[name] = lower[candidate]
-                break
     if "conversation" not in out and ("instruction" not in out or "output" not in out):
         raise InvalidInput("Map the CSV columns: instruction and output are needed "
                            f"(columns: {', '.join(columns)}).")

@@ -18,7 +18,19 @@ from dataclasses import asdict, is_dataclass
 from datetime import datetime
 from pathlib import Path
 
+from sqlmodel import Session
+
+from core.accounts import (create_user, first_admin, generate_password, get_user, list_users, require, set_password,
+                           set_role)
+from core.cli import data as cli_data
+from core.cli import eval as cli_eval
+from core.cli import train as cli_train
 from core.errors import StudioError
+from core.jobs.queue import reconcile_on_start
+from core.projects import create_project, list_projects
+from core.setup import init_workspace
+from core.workspace import offline_env, set_workspace
+from storage.db import get_engine, init_db
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -72,8 +84,6 @@ def _user_row(user) -> dict:
 
 
 def cmd_init(args, session, user):
-    from core.setup import init_workspace
-
     res = init_workspace(with_demo=not args.no_demo)
     out = {"workspace": res.workspace}
     if res.admin_password:
@@ -85,33 +95,24 @@ def cmd_init(args, session, user):
 
 
 def cmd_serve(args, session, user):
-    from core.setup import init_workspace
-
     res = init_workspace()
     if res.admin_password:
         # Shown once, like a notebook server's token; never stored in clear.
         print(f"First start: log in as '{res.admin_username}' with the one-time password: {res.admin_password}",
               flush=True)
         print("Change it on the Account page; create more users with `finetune-studio users add`.", flush=True)
-    app = Path(__file__).resolve().parent.parent / "app.py"
+    app = Path(__file__).resolve().parent.parent.parent / "app.py"
     argv = [sys.executable, "-m", "streamlit", "run", str(app),
             "--server.address", args.host, "--server.port", str(args.port),
             # Headless: Streamlit's first-run e-mail prompt would otherwise wait on the terminal before serving.
             "--server.headless", "true",
             "--browser.gatherUsageStats", "false"]
     print(f"finetune-studio on http://{args.host}:{args.port}  (workspace {res.workspace})", flush=True)
-    try:  # jobs whose process died while the server was down become failed now
-        from core.jobs import reconcile_on_start
-    except ModuleNotFoundError:
-        pass
-    else:
-        reconcile_on_start()
+    reconcile_on_start()  # jobs whose process died while the server was down become failed now
     return subprocess.call(argv, env=os.environ.copy()) or None
 
 
 def cmd_users_add(args, session, user):
-    from core.accounts import create_user, generate_password
-
     password = args.password or os.environ.get("FINETUNE_STUDIO_NEW_PASSWORD") or generate_password()
     new = create_user(session, user, args.username, password, args.role)
     out = _user_row(new)
@@ -121,21 +122,15 @@ def cmd_users_add(args, session, user):
 
 
 def cmd_users_list(args, session, user):
-    from core.accounts import list_users, require
-
     require(user, "manage_users")
     return [_user_row(u) for u in list_users(session)]
 
 
 def cmd_users_set_role(args, session, user):
-    from core.accounts import set_role
-
     return _user_row(set_role(session, user, args.username, args.role))
 
 
 def cmd_users_set_password(args, session, user):
-    from core.accounts import set_password
-
     password = args.password or os.environ.get("FINETUNE_STUDIO_NEW_PASSWORD")
     if not password:
         raise StudioError("Give the new password with --password or FINETUNE_STUDIO_NEW_PASSWORD.")
@@ -144,8 +139,6 @@ def cmd_users_set_password(args, session, user):
 
 
 def cmd_projects(args, session, user):
-    from core.projects import create_project, list_projects
-
     if args.create:
         p = create_project(session, user, args.create, args.description or "")
         return {"id": p.id, "name": p.name}
@@ -195,20 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--description")
     p.set_defaults(fn=cmd_projects)
 
-    for module in ("core.cli_data", "core.cli_train", "core.cli_eval"):
-        try:
-            mod = __import__(module, fromlist=["register"])
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
-            continue
-        mod.register(sub, common)
+    for stage in (cli_data, cli_train, cli_eval):
+        stage.register(sub, common)
     return parser
 
 
 def _acting_user(session, name: str | None):
-    from core.accounts import first_admin, get_user
-
     if name:
         return get_user(session, name)
     user = first_admin(session)
@@ -220,17 +205,11 @@ def _acting_user(session, name: str | None):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from core.workspace import offline_env, set_workspace
-
     if getattr(args, "workspace", None):
         set_workspace(args.workspace)
     offline_env()
     try:
         if getattr(args, "needs_db", True):
-            from sqlmodel import Session
-
-            from storage.db import get_engine, init_db
-
             init_db()
             with Session(get_engine(), expire_on_commit=False) as session:
                 user = _acting_user(session, getattr(args, "user", None))

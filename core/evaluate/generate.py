@@ -1,4 +1,4 @@
-"""The generation job: ``python -m core.generate --run-dir DIR``. Never imports streamlit.
+"""The generation job: ``python -m core.evaluate.generate --run-dir DIR``. Never imports streamlit.
 
 setup -> for each base model: load it once -> attach every run's adapter (PEFT multi-adapter) -> for each
 system: batched generation, outputs written to the database batch by batch -> perplexity on references ->
@@ -6,93 +6,33 @@ finish. A system is ``"base"`` (adapters disabled) or ``"run:<job id>"`` (that r
 
 Fast by design: one model load per base model rather than per run; left-padded, length-sorted batches;
 each finished batch is committed, so a crashed or canceled job resumed later skips prompts already answered.
-Progress is appended to ``progress.jsonl`` in the run folder and sent as heartbeats through core.jobs.
+Progress is appended to ``progress.jsonl`` in the run folder and sent as heartbeats through core.jobs.worker.
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import signal
 import sys
-import threading
 import time
 import traceback
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from sqlmodel import select
+
+from core.basemodel import EMBEDDED, load_model, load_tokenizer
+from core.curate.datasets import version_records
 from core.errors import InvalidInput
+from core.evaluate.evalsets import eval_prompts
+from core.evaluate.generate_config import Decoding, GenerateConfig
+from core.evaluate.stats import perplexity
+from core.evaluate.systems import BASE, parse_system
+from core.jobs import rundir
+from core.jobs.worker import KeepAlive, StopFlag, heartbeat, worker_finish, worker_main, worker_start
+from storage.db import session_scope
+from storage.models import EvalSet, Job, JobStatus, Output, utcnow
 
 MAX_PROMPT_TOKENS = 4096
-
-
-@dataclass
-class Decoding:
-    """How outputs are decoded; stored with every output."""
-
-    do_sample: bool = False
-    """False: greedy (deterministic). True: sampling with temperature and top-p."""
-    temperature: float = 0.7
-    """Sampling temperature (only when do_sample); lower is more conservative."""
-    top_p: float = 0.9
-    """Nucleus sampling: keep the smallest set of tokens whose probability reaches top_p (only when do_sample)."""
-    max_new_tokens: int = 256
-    """Longest answer in tokens."""
-    seed: int = 0
-    """Random seed, set before each batch so sampled runs can be repeated."""
-
-    def __post_init__(self):
-        self.do_sample = bool(self.do_sample)
-        try:
-            self.temperature, self.top_p = float(self.temperature), float(self.top_p)
-            self.max_new_tokens, self.seed = int(self.max_new_tokens), int(self.seed)
-        except (TypeError, ValueError):
-            raise InvalidInput("Decoding settings must be numbers.") from None
-        if not 1 <= self.max_new_tokens <= 8192:
-            raise InvalidInput("Max new tokens must be between 1 and 8192.")
-        if self.do_sample and not 0 < self.temperature <= 5:
-            raise InvalidInput("Temperature must be above 0 and at most 5.")
-        if self.do_sample and not 0 < self.top_p <= 1:
-            raise InvalidInput("Top-p must be above 0 and at most 1.")
-
-    def stored(self) -> dict:
-        """What is stored with each output (no sampling knobs for greedy, where they play no part)."""
-        if not self.do_sample:
-            return {"mode": "greedy", "max_new_tokens": self.max_new_tokens, "seed": self.seed}
-        return {"mode": "sample", "temperature": self.temperature, "top_p": self.top_p,
-                "max_new_tokens": self.max_new_tokens, "seed": self.seed}
-
-
-@dataclass
-class GenerateConfig:
-    """A generation job's config.json."""
-
-    eval_set_id: int
-    systems: list[str]
-    """"base" and/or "run:<job id>", in the order they are generated."""
-    run_bases: dict[str, str | None] = field(default_factory=dict)
-    """system -> the base model the run was trained from (runs with different bases load separately)."""
-    base_model: str | None = None
-    """The model behind "base" (default: the runs' base, else the embedded model)."""
-    decoding: Decoding = field(default_factory=Decoding)
-    batch_size: int = 8
-    """Prompts generated together; larger is faster until memory runs out."""
-    perplexity: bool = True
-    """Also compute each system's perplexity on the eval set's reference answers."""
-
-    def __post_init__(self):
-        if isinstance(self.decoding, dict):
-            self.decoding = Decoding(**self.decoding)
-        if not 1 <= int(self.batch_size) <= 256:
-            raise InvalidInput("Batch size must be between 1 and 256.")
-        self.batch_size = int(self.batch_size)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "GenerateConfig":
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
 
 
 # ---------------------------------------------------------------- batched generation (shared with bench/)
@@ -227,29 +167,7 @@ def reference_nll(model, tokenizer, conversations: Sequence[list[dict]], referen
 # ---------------------------------------------------------------- the job
 
 
-class _Stop:
-    """Set by SIGTERM (core.jobs.cancel): the job stops after the current batch and keeps what it wrote."""
-
-    requested = False
-
-
-def _on_sigterm(signum, frame):  # noqa: ARG001
-    _Stop.requested = True
-
-
-def _keep_alive(job_id: int, stop: "threading.Event", every_s: float = 30.0) -> None:
-    """Heartbeat from a background thread while a long model load or batch runs (core.jobs fails a job whose
-    heartbeat goes stale)."""
-    from core.jobs import heartbeat
-
-    def beat() -> None:
-        while not stop.wait(every_s):
-            try:
-                heartbeat(job_id)
-            except Exception:  # a busy database must not kill the job; the next beat retries
-                pass
-
-    threading.Thread(target=beat, daemon=True).start()
+STOP = StopFlag()  # set by SIGTERM (core.jobs.queue.cancel): stop after the current batch, keep what was written
 
 
 def _adapter_name(system: str) -> str:
@@ -258,8 +176,6 @@ def _adapter_name(system: str) -> str:
 
 def _job_chain(session, job) -> list[int]:
     """This job and the jobs it resumes: their outputs count as done."""
-    from storage.models import Job
-
     ids, current = [], job
     while current is not None and current.id not in ids:
         ids.append(current.id)
@@ -268,14 +184,12 @@ def _job_chain(session, job) -> list[int]:
 
 
 def _append_progress(run_dir: Path, row: dict) -> None:
-    with open(run_dir / "progress.jsonl", "a", encoding="utf-8") as fh:
+    with open(run_dir / rundir.PROGRESS, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(row) + "\n")
 
 
 def _load(base: str | None):
     import torch
-
-    from core.basemodel import load_model, load_tokenizer
 
     use_cuda = torch.cuda.is_available()
     tokenizer = load_tokenizer(base)
@@ -292,9 +206,6 @@ MAX_VALIDATION = 200
 def _validation_records(session, eval_set_id: int) -> list[dict]:
     """The validation split of the dataset version an eval set was frozen from (capped), for validation
     perplexity; [] for uploaded eval sets."""
-    from core.datasets import version_records
-    from storage.models import EvalSet
-
     es = session.get(EvalSet, eval_set_id)
     if es is None or not es.dataset_version_id:
         return []
@@ -303,20 +214,11 @@ def _validation_records(session, eval_set_id: int) -> list[dict]:
 
 def run_job(job_id: int) -> dict:
     """Generate every missing output of a generation job; returns the job's result."""
-    from sqlmodel import select
-
-    from core.basemodel import EMBEDDED
-    from core.evaluation import BASE, eval_prompts
-    from core.jobs import heartbeat, worker_finish, worker_start
-    from storage.db import session_scope
-    from storage.models import Job, JobStatus, Output
-
     job = worker_start(job_id)
     run_dir = Path(job.run_dir)
     t_start = time.perf_counter()
     result: dict = {}
-    stop_beat = threading.Event()
-    _keep_alive(job_id, stop_beat)
+    keep_alive = KeepAlive(job_id).start()
     try:
         cfg = GenerateConfig.from_dict(job.config)
         with session_scope() as s:
@@ -339,13 +241,13 @@ def run_job(job_id: int) -> dict:
                   "tokens_per_s": {}}
         heartbeat(job_id, done=counters["done"], total=total)
         for base, systems in groups.items():
-            if _Stop.requested:
+            if STOP.is_set():
                 break
             _run_group(job_id, run_dir, cfg, base, systems, prompts, done, counters, total, result, validation)
         result.update(done=counters["done"], new_tokens=counters["new_tokens"],
                       seconds=round(time.perf_counter() - t_start, 2))
-        status = JobStatus.canceled.value if _Stop.requested else JobStatus.succeeded.value
-        worker_finish(job_id, status, error="Canceled; outputs written so far are kept." if _Stop.requested else "",
+        status = JobStatus.canceled.value if STOP.is_set() else JobStatus.succeeded.value
+        worker_finish(job_id, status, error="Canceled; outputs written so far are kept." if STOP.is_set() else "",
                       result=result)
         return result
     except Exception as err:  # the job's truth goes to the database, the traceback to the log
@@ -354,17 +256,12 @@ def run_job(job_id: int) -> dict:
         worker_finish(job_id, JobStatus.failed.value, error=message, result=result or None)
         raise
     finally:
-        stop_beat.set()
+        keep_alive.stop()
 
 
 def _run_group(job_id: int, run_dir: Path, cfg: GenerateConfig, base: str, systems: list[str], prompts: list,
                done: set, counters: dict, total: int, result: dict, validation: list[dict]) -> None:
     """All systems on one base model: load it once, attach each run's adapter, switch between them."""
-    from core.evaluation import BASE, parse_system
-    from core.jobs import heartbeat
-    from storage.db import session_scope
-    from storage.models import Job, Output, utcnow
-
     print(f"loading base model {base} for {', '.join(systems)}", flush=True)
     model, tokenizer = _load(base)
     peft_model = None
@@ -375,7 +272,7 @@ def _run_group(job_id: int, run_dir: Path, cfg: GenerateConfig, base: str, syste
         _, run_id = parse_system(system)
         with session_scope() as s:
             adapter_dir = s.get(Job, run_id).run_dir
-        if not (Path(adapter_dir) / "adapter_config.json").exists():
+        if not (Path(adapter_dir) / rundir.ADAPTER_FILES[0]).exists():
             plain.add(system)
             continue
         if peft_model is None:
@@ -390,7 +287,7 @@ def _run_group(job_id: int, run_dir: Path, cfg: GenerateConfig, base: str, syste
     decoding = cfg.decoding
     stored = decoding.stored()
     for system in systems:
-        if _Stop.requested:
+        if STOP.is_set():
             return
         todo = [p for p in prompts if (p.id, system) not in done]
         if system in plain:
@@ -424,20 +321,16 @@ def _run_group(job_id: int, run_dir: Path, cfg: GenerateConfig, base: str, syste
             if todo:
                 print(f"{system}: generating {len(todo)} outputs", flush=True)
                 generate_outputs(active, tokenizer, [p.messages for p in todo], decoding,
-                                 batch_size=cfg.batch_size, on_batch=write, should_stop=lambda: _Stop.requested)
+                                 batch_size=cfg.batch_size, on_batch=write, should_stop=lambda: STOP.is_set())
             if sys_seconds:
                 result["tokens_per_s"][system] = round(sys_tokens / sys_seconds, 1)
             with_refs = [p for p in prompts if p.reference.strip()]
-            if cfg.perplexity and with_refs and not _Stop.requested:
-                from core.stats import perplexity
-
+            if cfg.perplexity and with_refs and not STOP.is_set():
                 nll, n = reference_nll(active, tokenizer, [p.messages for p in with_refs],
                                        [p.reference for p in with_refs], batch_size=cfg.batch_size)
                 result["perplexity"][system] = perplexity(nll, n)
                 heartbeat(job_id, done=counters["done"], total=total, system=system)
-            if validation and not _Stop.requested:
-                from core.stats import perplexity
-
+            if validation and not STOP.is_set():
                 nll, n = reference_nll(active, tokenizer, [r["prompt"] for r in validation],
                                        [r["completion"][-1]["content"] for r in validation], batch_size=cfg.batch_size)
                 result["validation_perplexity"][system] = perplexity(nll, n)
@@ -445,25 +338,8 @@ def _run_group(job_id: int, run_dir: Path, cfg: GenerateConfig, base: str, syste
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.generate", description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", required=True)
-    args = parser.parse_args(argv)
-    from core.workspace import offline_env
-
-    offline_env()
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    job_id = os.environ.get("FINETUNE_STUDIO_JOB_ID")
-    if not job_id:
-        from core.jobs import job_id_for_run_dir
-        from storage.db import session_scope
-
-        with session_scope() as s:
-            job_id = job_id_for_run_dir(s, args.run_dir).id
-    try:
-        run_job(int(job_id))
-    except Exception:
-        return 1
-    return 0
+    return worker_main("python -m core.evaluate.generate", __doc__.splitlines()[0], STOP,
+                       lambda job_id: run_job(job_id) is not None, argv)
 
 
 if __name__ == "__main__":

@@ -8,37 +8,27 @@ import sys
 import time
 from pathlib import Path
 
+from core.cli.common import project_arg
+from core.curate.datasets import get_version
 from core.errors import InvalidInput, StudioError
-
-
-def _project(session, args):
-    from core.projects import get_project, list_projects
-
-    if getattr(args, "project", None):
-        return get_project(session, args.project)
-    projects = list_projects(session)
-    if not projects:
-        raise InvalidInput("No project yet: create one with `finetune-studio projects --create NAME`.")
-    return projects[0]
+from core.evaluate.evalsets import (create_eval_set_from_file, create_eval_set_from_version, generation_progress,
+                                   get_eval_set, launch_generation, list_eval_sets)
+from core.evaluate.results import export_dpo, report_markdown, results, scores_csv
+from core.jobs.queue import LIVE, reconcile
+from storage.models import JobStatus
 
 
 def _eval_set(session, args):
-    from core.evaluation import get_eval_set
-
-    project_id = _project(session, args).id if getattr(args, "project", None) else None
+    project_id = project_arg(session, args).id if getattr(args, "project", None) else None
     return get_eval_set(session, args.eval_set, project_id)
 
 
 def cmd_evalsets(args, session, user):
-    from core.evaluation import create_eval_set_from_file, create_eval_set_from_version, list_eval_sets
-
-    project = _project(session, args)
+    project = project_arg(session, args)
     if args.create:
         if bool(args.from_version) == bool(args.from_file):
             raise InvalidInput("Give either --from-version NAME|ID or --from-file FILE.")
         if args.from_version:
-            from core.datasets import get_version
-
             version = get_version(session, args.from_version, project)
             es = create_eval_set_from_version(session, user, project.id, version.id, args.create, split=args.split,
                                               reviewers_per_item=args.reviewers_per_item, seed=args.seed)
@@ -60,8 +50,6 @@ def _row(r: dict) -> dict:
 
 
 def cmd_generate(args, session, user):
-    from core.evaluation import generation_progress, launch_generation
-
     es = _eval_set(session, args)
     decoding = {"max_new_tokens": args.max_new_tokens, "seed": args.seed}
     if args.temperature is not None or args.top_p is not None:
@@ -70,8 +58,6 @@ def cmd_generate(args, session, user):
     job = launch_generation(session, user, es.id, args.systems, decoding=decoding, base_model=args.base_model,
                             batch_size=args.batch_size, perplexity=not args.no_perplexity)
     if args.wait:
-        from core.jobs import reconcile
-
         last = None
         while True:
             session.expire_all()
@@ -82,21 +68,19 @@ def cmd_generate(args, session, user):
             if line != last:
                 print(line, file=sys.stderr, flush=True)
                 last = line
-            if job.status not in ("queued", "running"):
+            if job.status not in LIVE:
                 break
             time.sleep(1.0)  # CLI polling only; the pages use st.fragment(run_every=...)
-        if job.status != "succeeded":
+        if job.status != JobStatus.succeeded.value:
             raise StudioError(f"Generation job {job.id} {job.status}: {job.error.splitlines()[0] if job.error else ''}")
     out = {"job": job.id, "status": job.status, "eval_set": es.id, "systems": ",".join(job.config["systems"]),
            "run_dir": job.run_dir}
-    if job.status == "succeeded":
+    if job.status == JobStatus.succeeded.value:
         out.update({k: job.result.get(k) for k in ("done", "new_tokens", "seconds", "perplexity")})
     return out
 
 
 def cmd_results(args, session, user):
-    from core.evaluation import report_markdown, results
-
     es = _eval_set(session, args)
     res = results(session, user, es.id, bootstrap_rounds=args.bootstrap_rounds)
     if getattr(args, "json", False):
@@ -105,8 +89,6 @@ def cmd_results(args, session, user):
 
 
 def cmd_export_dpo(args, session, user):
-    from core.evaluation import export_dpo, scores_csv
-
     es = _eval_set(session, args)
     out = export_dpo(session, user, es.id, args.out)
     if args.scores_csv:

@@ -16,9 +16,9 @@ from sqlalchemy import func, insert
 from sqlmodel import Session, select
 
 from core.accounts import require
-from core.dedup import record_hash
+from core.curate.dedup import record_hash
 from core.errors import InvalidInput, NotFound
-from core.formats import EXPORT_FORMATS, chat_messages, export_suffix, make_record, write_records
+from core.curate.formats import EXPORT_FORMATS, chat_messages, export_suffix, make_record, write_records
 from storage.models import (DatasetVersion, DatasetVersionItem, Example, ExampleStatus, ImportRecord, Project, User,
                             utcnow)
 

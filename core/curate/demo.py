@@ -9,6 +9,9 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
+from core.curate.curation import review_example, submit_example
+from core.curate.datasets import freeze_version
+from core.curate.importing import import_file
 from core.projects import create_project
 from storage.models import Example, Project, User
 
@@ -26,10 +29,6 @@ DEMO_GUIDELINES = """\
 
 def seed_demo(session: Session, admin: User) -> Project:
     """Create the demo project with its approved examples and the frozen version ``demo-v1``."""
-    from core.curation import review_example, submit_example
-    from core.datasets import freeze_version
-    from core.importing import import_file
-
     project = create_project(session, admin, DEMO_NAME, "Demo: a support assistant for Brightwater Gas & Electric.",
                              DEMO_GUIDELINES)
     import_file(session, admin, project, DEMO_FILE, "chat", strict=True, near_duplicates=False)

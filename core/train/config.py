@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from core.basemodel import EMBEDDED
+from core.configs import strict_from_dict
 from core.errors import InvalidInput
 
 METHODS = ("lora", "qlora", "full")
@@ -27,7 +29,7 @@ class TrainConfig:
     # -- what to train on
     dataset_version_id: int = 0
     """Frozen dataset version whose train split is learned and whose validation split is evaluated."""
-    base_model: str = "embedded:SmolLM2-135M-Instruct"
+    base_model: str = EMBEDDED
     """The embedded model id, a local Hugging Face model folder, or a hub id (only when online)."""
 
     # -- method
@@ -174,11 +176,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InvalidInput(f"Unknown training setting(s): {', '.join(unknown)}.")
-        return cls(**data)
+        return strict_from_dict(cls, data, "training")
 
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":

@@ -3,18 +3,11 @@ from __future__ import annotations
 
 import sys
 
+from core.cli.common import project_arg
+from core.curate.datasets import export, freeze_version, get_version, list_versions
+from core.curate.formats import EXPORT_FORMATS, FILE_FORMATS
+from core.curate.importing import check_format, import_file
 from core.errors import InvalidInput
-
-
-def _project(session, args):
-    from core.projects import get_project, list_projects
-
-    if args.project:
-        return get_project(session, args.project)
-    projects = list_projects(session)
-    if not projects:
-        raise InvalidInput("No project yet: create one with `finetune-studio projects --create NAME`.")
-    return projects[0]
 
 
 def _mapping(text: str | None) -> dict | None:
@@ -30,9 +23,7 @@ def _mapping(text: str | None) -> dict | None:
 
 
 def cmd_import(args, session, user):
-    from core.importing import check_format, import_file
-
-    project = _project(session, args)
+    project = project_arg(session, args)
 
     def progress(fraction: float, message: str) -> None:
         print(f"\r{fraction:5.0%}  {message}", end="" if fraction < 1 else "\n", file=sys.stderr, flush=True)
@@ -55,9 +46,7 @@ def cmd_import(args, session, user):
 
 
 def cmd_export(args, session, user):
-    from core.datasets import export, get_version
-
-    project = _project(session, args)
+    project = project_arg(session, args)
     if bool(args.version) == bool(args.status):
         raise InvalidInput("Give either --version NAME|ID or --status STATUS.")
     version_id = get_version(session, args.version, project).id if args.version else None
@@ -66,18 +55,14 @@ def cmd_export(args, session, user):
 
 
 def cmd_versions(args, session, user):
-    from core.datasets import list_versions
-
-    project = _project(session, args)
+    project = project_arg(session, args)
     return [{"id": v.id, "name": v.name, "train": v.n_train, "validation": v.n_validation, "test": v.n_test,
              "seed": v.seed, "hash": v.content_hash[:12], "created": v.created_at.isoformat(timespec="seconds")}
             for v in list_versions(session, project)]
 
 
 def cmd_freeze(args, session, user):
-    from core.datasets import freeze_version
-
-    project = _project(session, args)
+    project = project_arg(session, args)
     fractions = None
     if args.split:
         parts = [float(x) for x in args.split.split("/")]
@@ -91,8 +76,6 @@ def cmd_freeze(args, session, user):
 
 def register(sub, common) -> None:
     """Add the data subcommands to the main parser."""
-    from core.formats import EXPORT_FORMATS, FILE_FORMATS
-
     p = sub.add_parser("import", parents=[common], help="import a dataset file into a project")
     p.add_argument("file")
     p.add_argument("--project", help="project name or id (default: the first)")

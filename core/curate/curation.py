@@ -19,9 +19,9 @@ from sqlalchemy import String, cast, func, or_, update
 from sqlmodel import Session, select
 
 from core.accounts import require
-from core.dedup import NearDuplicateIndex, near_text, record_hash, record_text, search_text
+from core.curate.dedup import NearDuplicateIndex, near_text, record_hash, record_text, search_text
 from core.errors import Conflict, InvalidInput, NotFound
-from core.formats import BadRecord, make_record, validate_turns
+from core.curate.formats import BadRecord, make_record, validate_turns
 from storage.models import Example, ExampleRating, ExampleStatus, Project, User, utcnow
 
 PAGE_SIZE = 50

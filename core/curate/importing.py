@@ -1,7 +1,7 @@
 """Import a dataset file into a project: one transaction, a report of every rejected record, an ImportRecord.
 
-Pipeline: read (core.formats streams records) -> skip exact duplicates (content hash, against the file
-and the project) -> insert in batches -> flag near duplicates (core.dedup MinHash LSH) -> record the
+Pipeline: read (core.curate.formats streams records) -> skip exact duplicates (content hash, against the file
+and the project) -> insert in batches -> flag near duplicates (core.curate.dedup MinHash LSH) -> record the
 import. Good records are never lost because of bad ones (unless ``strict``: then nothing is imported
 when anything is rejected). An error half-way rolls the whole import back.
 """
@@ -15,10 +15,10 @@ from sqlalchemy import bindparam, insert, select, update
 from sqlmodel import Session
 
 from core.accounts import require
-from core.curation import estimate_tokens
-from core.dedup import NearDuplicateIndex, near_text, record_keys, record_text
+from core.curate.curation import estimate_tokens
+from core.curate.dedup import NearDuplicateIndex, near_text, record_keys, record_text
 from core.errors import InvalidInput
-from core.formats import Parsed, ReadInfo, read_file
+from core.curate.formats import Parsed, ReadInfo, read_file
 from storage.models import Example, ExampleStatus, ImportRecord, Project, User, utcnow
 
 BATCH = 2000
@@ -231,7 +231,7 @@ def import_history(session: Session, project: Project, limit: int = 50) -> list[
 
 
 def check_format(fmt: str | None) -> str | None:
-    from core.formats import FILE_FORMATS
+    from core.curate.formats import FILE_FORMATS
 
     if fmt and fmt not in FILE_FORMATS:
         raise InvalidInput(f"Unknown format {fmt!r}; choose one of: {', '.join(FILE_FORMATS)}.")

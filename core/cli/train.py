@@ -4,12 +4,16 @@ from __future__ import annotations
 import sys
 import time
 
+from core.accounts import require
 from core.errors import NotFound, StudioError
+from core.jobs.queue import TERMINAL, cancel, get_job, log_tail, queue_position, read_metrics, reconcile
+from core.train.config import PRESETS, parse_set, preset_config
+from core.train.export import launch_export
+from core.train.runs import launch, resume_run, run_summary, runs_table
+from storage.models import DatasetVersion, JobStatus
 
 
 def _project_of_version(session, version_id: int) -> int:
-    from storage.models import DatasetVersion
-
     version = session.get(DatasetVersion, version_id)
     if version is None:
         raise NotFound(f"Dataset version {version_id} does not exist; list versions with `finetune-studio datasets`.")
@@ -17,9 +21,6 @@ def _project_of_version(session, version_id: int) -> int:
 
 
 def cmd_train(args, session, user):
-    from core.train import launch
-    from core.train_config import parse_set, preset_config
-
     overrides = parse_set(args.set)
     if args.method:
         overrides["method"] = args.method
@@ -34,14 +35,12 @@ def cmd_train(args, session, user):
 
 def _wait(session, job_id: int) -> dict:
     """Print a progress line to stderr until the run ends; exit non-zero unless it succeeded."""
-    from core.jobs import get_job, queue_position, read_metrics, reconcile
-
     last = ""
     while True:
         reconcile(session)
         session.expire_all()
         job = get_job(session, job_id)
-        if job.status == "queued":
+        if job.status == JobStatus.queued.value:
             line = f"run {job.id}: queued (position {queue_position(session, job)})"
         else:
             rows = read_metrics(job)
@@ -54,11 +53,11 @@ def _wait(session, job_id: int) -> dict:
         if line != last:
             print(line, file=sys.stderr, flush=True)
             last = line
-        if job.status in ("succeeded", "failed", "canceled"):
+        if job.status in TERMINAL:
             break
         time.sleep(2)
     row = _row(session, job)
-    if job.status != "succeeded":
+    if job.status != JobStatus.succeeded.value:
         raise StudioError(f"run {job.id} {job.status}: {job.error}".strip())
     return row
 
@@ -67,31 +66,24 @@ def _fmt(value, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _row(session, job) -> dict:
-    from core.jobs import queue_position
+ROW_KEYS = ("id", "name", "status", "method", "dataset_version", "queue_position", "train_loss", "eval_loss_first",
+            "eval_loss_last", "duration_s", "run_dir")  # what a line of `runs` shows of core.train.runs.run_summary
 
-    metrics = (job.result or {}).get("metrics", {})
-    duration = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
-    return {"id": job.id, "name": job.name, "status": job.status, "method": (job.config or {}).get("method"),
-            "dataset_version": job.dataset_version_id, "queue_position": queue_position(session, job),
-            "train_loss": metrics.get("train_loss"), "eval_loss_first": metrics.get("eval_loss_first"),
-            "eval_loss_last": metrics.get("eval_loss_last"),
-            "duration_s": round(duration, 1) if duration is not None else None, "run_dir": job.run_dir}
+
+def _short(summary: dict) -> dict:
+    return {k: summary[k] for k in ROW_KEYS}
+
+
+def _row(session, job) -> dict:
+    return _short(run_summary(session, job))
 
 
 def cmd_runs(args, session, user):
-    from core.accounts import require
-    from core.jobs import list_jobs, reconcile
-
     require(user, "train")
-    reconcile(session)
-    return [_row(session, j) for j in list_jobs(session, kind="train")]
+    return [_short(row) for row in runs_table(session)]
 
 
 def cmd_runs_show(args, session, user):
-    from core.accounts import require
-    from core.jobs import get_job, log_tail, reconcile
-
     require(user, "train")
     reconcile(session)
     job = get_job(session, args.id)
@@ -102,29 +94,33 @@ def cmd_runs_show(args, session, user):
 
 
 def cmd_runs_cancel(args, session, user):
-    from core.jobs import cancel
-
     return _row(session, cancel(session, user, args.id))
 
 
 def cmd_runs_resume(args, session, user):
-    from core.jobs import resume
-
-    job = resume(session, user, args.id)
+    job = resume_run(session, user, args.id)
     return _wait(session, job.id) if args.wait else _row(session, job)
 
 
 def cmd_runs_merge(args, session, user):
-    from core.train import merge_and_export
-
-    out = merge_and_export(session, user, args.id, args.out)
-    return {"run": args.id, "exported_to": str(out)}
+    job = launch_export(session, user, args.id, args.out)
+    last = ""
+    while job.status not in TERMINAL:  # a background job like any other; the CLI waits for it
+        time.sleep(1)
+        reconcile(session)
+        session.expire_all()
+        job = get_job(session, job.id)
+        line = f"export {job.id}: {job.status} {(job.result or {}).get('progress', {}).get('step', '')}".strip()
+        if line != last:
+            print(line, file=sys.stderr, flush=True)
+            last = line
+    if job.status != JobStatus.succeeded.value:
+        raise StudioError(f"export {job.id} {job.status}: {job.error}".strip())
+    return {"run": args.id, "export_job": job.id, "exported_to": job.result.get("out_dir")}
 
 
 def register(sub, common) -> None:
     """Add `train` and `runs` to the finetune-studio command line."""
-    from core.train_config import PRESETS
-
     p = sub.add_parser("train", parents=[common], help="fine-tune on a frozen dataset version (background run)")
     p.add_argument("--version", type=int, required=True, help="dataset version id")
     p.add_argument("--preset", default="quick", choices=list(PRESETS))

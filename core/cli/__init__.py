@@ -1,0 +1,1 @@
+"""The ``finetune-studio`` command line: main (entry point and foundation commands), one module per stage."""

@@ -1,0 +1,266 @@
+"""Eval sets and generation: frozen prompt lists (with optional reference answers) from a dataset version's
+test split or an uploaded JSONL/CSV file, and the generation jobs (core.evaluate.generate) that write one
+Output per prompt and system."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterable
+
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from core.accounts import require
+from core.curate.datasets import version_records
+from core.errors import InvalidInput, NotFound
+from core.evaluate.generate_config import Decoding, GenerateConfig
+from core.evaluate.systems import BASE, parse_system, parse_systems, run_base_model
+from core.jobs.queue import get_job, read_progress, resubmit, submit
+from core.train.runs import KIND as TRAIN_KIND
+from storage.models import DatasetVersion, EvalPrompt, EvalSet, Job, JobStatus, Output, Project, Score, User
+
+KIND = "generate"
+WORKER = "core.evaluate.generate"  # python -m core.evaluate.generate --run-dir DIR
+DEFAULT_REVIEWERS_PER_ITEM = 2
+MAX_PROMPTS = 5000
+
+
+def _check_name(session: Session, project_id: int, name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput("An eval set needs a name.")
+    if session.exec(select(EvalSet).where(EvalSet.project_id == project_id, EvalSet.name == name)).first():
+        raise InvalidInput(f"An eval set named {name!r} already exists in this project.")
+    return name
+
+
+def _check_k(reviewers_per_item: int) -> int:
+    k = int(reviewers_per_item)
+    if not 1 <= k <= 20:
+        raise InvalidInput("Reviewers per item must be between 1 and 20.")
+    return k
+
+
+def _save_eval_set(session: Session, eval_set: EvalSet, prompts: list[dict]) -> EvalSet:
+    if not prompts:
+        raise InvalidInput("No prompts to put in the eval set.")
+    if len(prompts) > MAX_PROMPTS:
+        raise InvalidInput(f"An eval set holds at most {MAX_PROMPTS} prompts; this has {len(prompts)}.")
+    session.add(eval_set)
+    session.flush()
+    for i, p in enumerate(prompts):
+        session.add(EvalPrompt(eval_set_id=eval_set.id, position=i, messages=p["messages"],
+                               reference=p.get("reference") or "", example_id=p.get("example_id")))
+    session.commit()
+    session.refresh(eval_set)
+    return eval_set
+
+
+def create_eval_set_from_version(session: Session, user: User, project_id: int, version_id: int, name: str, *,
+                                 split: str = "test",
+                                 reviewers_per_item: int = DEFAULT_REVIEWERS_PER_ITEM, seed: int = 0) -> EvalSet:
+    """Freeze the prompts of a dataset version's split (default test) with their answers as references."""
+    require(user, "evaluate")
+    version = session.get(DatasetVersion, version_id)
+    if version is None or version.project_id != project_id:
+        raise NotFound(f"No dataset version {version_id} in this project.")
+    name = _check_name(session, project_id, name)
+    prompts = []
+    for rec in version_records(session, version_id, split):
+        completion = rec.get("completion") or []
+        prompts.append({"messages": [dict(m) for m in rec["prompt"]],
+                        "reference": completion[-1]["content"] if completion else "",
+                        "example_id": rec.get("example_id")})
+    if not prompts:
+        raise InvalidInput(f"Version {version.name!r} has no {split} examples; freeze it with a {split} share "
+                           "or upload prompts instead.")
+    es = EvalSet(project_id=project_id, name=name, source="version", dataset_version_id=version_id,
+                 created_by=user.id, reviewers_per_item=_check_k(reviewers_per_item), seed=int(seed))
+    return _save_eval_set(session, es, prompts)
+
+
+def _prompt_messages(raw, system: str, where: str) -> list[dict]:
+    if isinstance(raw, str):
+        if not raw.strip():
+            raise InvalidInput(f"{where}: the prompt is empty.")
+        msgs = [{"role": "user", "content": raw}]
+    elif isinstance(raw, list) and raw and all(isinstance(m, dict) for m in raw):
+        msgs = []
+        for m in raw:
+            role, content = m.get("role"), m.get("content")
+            if role not in ("system", "user", "assistant") or not isinstance(content, str):
+                raise InvalidInput(f"{where}: prompt messages need a role (system/user/assistant) and text content.")
+            msgs.append({"role": role, "content": content})
+        if msgs[-1]["role"] != "user":
+            raise InvalidInput(f"{where}: the prompt's last message must be from the user.")
+    else:
+        raise InvalidInput(f"{where}: 'prompt' must be text or a list of chat messages.")
+    if system and msgs[0]["role"] != "system":
+        msgs.insert(0, {"role": "system", "content": system})
+    return msgs
+
+
+def parse_prompt_file(data: bytes | str, filename: str) -> list[dict]:
+    """Prompts from an uploaded JSONL or CSV file: a ``prompt`` field (text, or chat messages in JSONL), an
+    optional ``reference`` (also ``response``/``answer``/``completion``) and an optional ``system``."""
+    text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
+    name = (filename or "").lower()
+    rows: list[tuple[str, dict]] = []
+    if name.endswith(".csv"):
+        reader = csv.DictReader(io.StringIO(text))
+        if not reader.fieldnames or "prompt" not in [f.strip().lower() for f in reader.fieldnames]:
+            raise InvalidInput("The CSV needs a 'prompt' column (and optionally 'reference').")
+        for i, row in enumerate(reader, 2):
+            rows.append((f"row {i}", {(k or "").strip().lower(): v for k, v in row.items()}))
+    elif name.endswith((".jsonl", ".json")):
+        for i, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise InvalidInput(f"line {i}: not valid JSON ({err.msg}).") from None
+            if not isinstance(obj, dict):
+                raise InvalidInput(f"line {i}: each line must be a JSON object with a 'prompt'.")
+            rows.append((f"line {i}", obj))
+    else:
+        raise InvalidInput("Upload a .jsonl or .csv file with a 'prompt' field.")
+    prompts = []
+    for where, row in rows:
+        if "prompt" not in row:
+            raise InvalidInput(f"{where}: no 'prompt' field.")
+        reference = next((row[k] for k in ("reference", "response", "answer", "completion") if row.get(k)), "")
+        if isinstance(reference, list):  # TRL conversational completion
+            reference = reference[-1].get("content", "") if reference and isinstance(reference[-1], dict) else ""
+        prompts.append({"messages": _prompt_messages(row["prompt"], str(row.get("system") or ""), where),
+                        "reference": str(reference or "")})
+    if not prompts:
+        raise InvalidInput("The file has no prompts.")
+    return prompts
+
+
+def create_eval_set_from_file(session: Session, user: User, project_id: int, name: str, data: bytes | str,
+                              filename: str, *, reviewers_per_item: int = DEFAULT_REVIEWERS_PER_ITEM,
+                              seed: int = 0) -> EvalSet:
+    """Freeze an uploaded list of prompts (JSONL/CSV) with optional reference answers."""
+    require(user, "evaluate")
+    if session.get(Project, project_id) is None:
+        raise NotFound(f"No project {project_id}.")
+    name = _check_name(session, project_id, name)
+    prompts = parse_prompt_file(data, filename)
+    es = EvalSet(project_id=project_id, name=name, source="upload", created_by=user.id,
+                 reviewers_per_item=_check_k(reviewers_per_item), seed=int(seed))
+    return _save_eval_set(session, es, prompts)
+
+
+def get_eval_set(session: Session, eval_set_id_or_name: int | str, project_id: int | None = None) -> EvalSet:
+    """An eval set by id, or by name within ``project_id``."""
+    es = None
+    if isinstance(eval_set_id_or_name, int) or str(eval_set_id_or_name).isdigit():
+        es = session.get(EvalSet, int(eval_set_id_or_name))
+    if es is None:
+        q = select(EvalSet).where(EvalSet.name == str(eval_set_id_or_name))
+        if project_id is not None:
+            q = q.where(EvalSet.project_id == project_id)
+        es = session.exec(q).first()
+    if es is None or (project_id is not None and es.project_id != project_id):
+        raise NotFound(f"No eval set {eval_set_id_or_name!r}.")
+    return es
+
+
+def eval_prompts(session: Session, eval_set_id: int) -> list[EvalPrompt]:
+    return list(session.exec(select(EvalPrompt).where(EvalPrompt.eval_set_id == eval_set_id)
+                             .order_by(EvalPrompt.position)))
+
+
+def list_eval_sets(session: Session, project_id: int) -> list[dict]:
+    """Eval sets of a project with prompt, output and score counts."""
+    rows = []
+    for es in session.exec(select(EvalSet).where(EvalSet.project_id == project_id).order_by(EvalSet.id)):
+        n_prompts = session.exec(select(func.count()).select_from(EvalPrompt)
+                                 .where(EvalPrompt.eval_set_id == es.id)).one()
+        n_refs = session.exec(select(func.count()).select_from(EvalPrompt)
+                              .where(EvalPrompt.eval_set_id == es.id, EvalPrompt.reference != "")).one()
+        systems = session.exec(select(Output.system).join(EvalPrompt, Output.prompt_id == EvalPrompt.id)
+                               .where(EvalPrompt.eval_set_id == es.id).distinct()).all()
+        n_scores = session.exec(select(func.count()).select_from(Score).join(EvalPrompt, Score.prompt_id == EvalPrompt.id)
+                                .where(EvalPrompt.eval_set_id == es.id)).one()
+        rows.append({"id": es.id, "name": es.name, "source": es.source, "dataset_version_id": es.dataset_version_id,
+                     "prompts": n_prompts, "references": n_refs, "systems": sorted(systems), "scores": n_scores,
+                     "reviewers_per_item": es.reviewers_per_item, "created_at": es.created_at})
+    return rows
+
+
+def set_reviewers_per_item(session: Session, user: User, eval_set_id: int, k: int) -> EvalSet:
+    """Change K, the number of reviewers each item gets before any item gets one more."""
+    require(user, "evaluate")
+    es = get_eval_set(session, eval_set_id)
+    es.reviewers_per_item = _check_k(k)
+    session.add(es)
+    session.commit()
+    session.refresh(es)
+    return es
+
+
+# ---------------------------------------------------------------- generation
+
+
+def launch_generation(session: Session, user: User, eval_set_id: int, systems: Iterable[str] | str, *,
+                      decoding: dict | None = None, base_model: str | None = None, batch_size: int = 8,
+                      perplexity: bool = True, name: str = "") -> Job:
+    """Queue a generation job: one output per prompt for each system, written to the Output table."""
+    require(user, "evaluate")
+    es = get_eval_set(session, eval_set_id)
+    keys = parse_systems(systems)
+    bases: dict[str, str | None] = {}
+    for key in keys:
+        kind, job_id = parse_system(key)
+        if kind == BASE:
+            continue
+        run = session.get(Job, job_id)
+        if run is None or run.project_id != es.project_id or run.kind != TRAIN_KIND:
+            raise NotFound(f"No training run {job_id} in this project.")
+        if run.status != JobStatus.succeeded.value:
+            raise InvalidInput(f"Run {job_id} has not finished successfully ({run.status}); only finished runs "
+                               "can be evaluated.")
+        if not (Path(run.run_dir) / "adapter_config.json").exists():
+            raise InvalidInput(f"Run {job_id} has no adapter in its run folder ({run.run_dir}).")
+        bases[key] = run_base_model(run)
+    if base_model is None:
+        found = [b for b in bases.values() if b]
+        base_model = found[0] if found else None
+    dec = Decoding(**(decoding or {}))
+    cfg = GenerateConfig(eval_set_id=es.id, systems=keys, run_bases=bases, base_model=base_model,
+                         decoding=dec, batch_size=int(batch_size), perplexity=bool(perplexity))
+    label = name.strip() or f"generate {es.name}: {', '.join(keys)}"
+    return submit(session, user, project_id=es.project_id, kind=KIND, action="evaluate", name=label[:200],
+                  config=asdict(cfg), module=WORKER, eval_set_id=es.id)
+
+
+def resume_generation(session: Session, user: User, job_id: int) -> Job:
+    """Continue a failed or canceled generation job: outputs it already wrote are kept and skipped."""
+    require(user, "evaluate")
+    job = get_job(session, job_id)
+    if job.kind != KIND:
+        raise InvalidInput(f"Job {job_id} is not a generation job.")
+    return resubmit(session, user, job)
+
+
+def generation_jobs(session: Session, eval_set_id: int) -> list[Job]:
+    return list(session.exec(select(Job).where(Job.kind == KIND, Job.eval_set_id == eval_set_id)
+                             .order_by(Job.id.desc())))
+
+
+def generation_progress(job: Job) -> dict:
+    """The last progress line the generation job wrote (done/total prompts, tokens/s), or {}."""
+    return read_progress(job)
+
+
+def latest_outputs(session: Session, eval_set_id: int) -> dict[tuple[int, str], Output]:
+    """The newest output per (prompt id, system) in the eval set."""
+    rows = session.exec(select(Output).join(EvalPrompt, Output.prompt_id == EvalPrompt.id)
+                        .where(EvalPrompt.eval_set_id == eval_set_id).order_by(Output.id)).all()
+    return {(o.prompt_id, o.system): o for o in rows}

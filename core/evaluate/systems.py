@@ -1,0 +1,94 @@
+"""Systems under evaluation: ``"base"`` (the base model) or ``"run:<job id>"`` (a finished training run: its
+adapter on the base it was trained from, or a full fine-tuned run's own model)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+from sqlmodel import Session, select
+
+from core.errors import InvalidInput
+from core.jobs import rundir
+from core.train.runs import KIND as TRAIN_KIND
+from storage.models import Job, JobStatus
+
+BASE = "base"
+
+
+def run_system(job_id: int) -> str:
+    return f"run:{job_id}"
+
+
+def parse_system(key: str) -> tuple[str, int | None]:
+    """``"base"`` -> ("base", None); ``"run:12"`` (or ``"12"``) -> ("run", 12)."""
+    key = (key or "").strip()
+    if key == BASE:
+        return BASE, None
+    raw = key.removeprefix("run:")
+    if raw.isdigit():
+        return "run", int(raw)
+    raise InvalidInput(f"Unknown system {key!r}: use 'base' or 'run:<run id>'.")
+
+
+def parse_systems(text: str | Iterable[str]) -> list[str]:
+    """Normalise a comma-separated list (or iterable) of systems, keeping order and dropping repeats."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out: list[str] = []
+    for item in items:
+        if not str(item).strip():
+            continue
+        kind, job_id = parse_system(str(item))
+        key = BASE if kind == BASE else run_system(job_id)
+        if key not in out:
+            out.append(key)
+    if not out:
+        raise InvalidInput("Choose at least one system: the base model and/or finished runs.")
+    return out
+
+
+def run_base_model(job: Job) -> str | None:
+    """The model a run's outputs come from: for LoRA/QLoRA the base it was fine-tuned from (its run folder's
+    config.json, else its job config), on which generation attaches the adapter; for full fine-tuning the
+    run's own saved model folder."""
+    full_model = Path(job.run_dir or "") / rundir.FULL_MODEL_DIR
+    if job.run_dir and (full_model / "config.json").exists():
+        return str(full_model)
+    cfg_file = Path(job.run_dir or "") / rundir.CONFIG
+    if job.run_dir and cfg_file.exists():
+        try:
+            base = json.loads(cfg_file.read_text()).get("base_model")
+            if base:
+                return base
+        except (OSError, json.JSONDecodeError):
+            pass
+    return (job.config or {}).get("base_model")
+
+
+def finished_runs(session: Session, project_id: int) -> list[Job]:
+    """Training runs of the project that succeeded (their adapters can be evaluated)."""
+    return list(session.exec(
+        select(Job).where(Job.project_id == project_id, Job.kind == TRAIN_KIND,
+                          Job.status == JobStatus.succeeded.value).order_by(Job.id)))
+
+
+def available_systems(session: Session, project_id: int) -> list[dict]:
+    """Systems an engineer can generate with: the base model and each finished run, with labels."""
+    out = [{"system": BASE, "label": "Base model (no adapter)", "base_model": None}]
+    for job in finished_runs(session, project_id):
+        out.append({"system": run_system(job.id), "label": f"Run {job.id}: {job.name}",
+                    "base_model": run_base_model(job)})
+    return out
+
+
+def system_labels(session: Session, systems: Iterable[str]) -> dict[str, str]:
+    """Human names for systems (results page only; never on the blind review page)."""
+    out = {}
+    for key in systems:
+        kind, job_id = parse_system(key)
+        if kind == BASE:
+            out[key] = "base model"
+        else:
+            job = session.get(Job, job_id)
+            out[key] = f"run {job_id}: {job.name}" if job else f"run {job_id}"
+    return out

@@ -1,0 +1,130 @@
+"""Training runs, launcher side (pages and the CLI; cheap imports only): estimate, launch, resume, history and
+comparison. The training process itself is core.train.worker; exports are core.train.export."""
+from __future__ import annotations
+
+import json
+
+from core.accounts import require
+from core.basemodel import check_model_name
+from core.errors import InvalidInput, NotFound
+from core.hardware import detect, estimate_peak_memory, resolve_precision
+from core.jobs import rundir
+from core.jobs.queue import get_job, list_jobs, queue_position, read_metrics, reconcile, resubmit, submit
+from core.train.config import TrainConfig
+from storage.models import DatasetVersion, Job
+
+KIND = "train"
+WORKER = "core.train.worker"  # python -m core.train.worker --run-dir DIR
+
+
+def estimate(cfg: TrainConfig, hw=None, max_length: int | None = None) -> dict:
+    """Peak-memory estimate for ``cfg`` on this machine's hardware, with whether it fits."""
+    hw = hw or detect()
+    precision = resolve_precision(cfg.precision, hw)
+    length = cfg.max_length or max_length or 512
+    est = estimate_peak_memory(cfg.base_model, cfg.method, cfg.per_device_batch_size, length,
+                               cfg.gradient_checkpointing, precision, lora_r=cfg.lora_r, device=hw.kind)
+    est.update({"available_mb": round(hw.free_mb, 1), "device": hw.describe(), "precision": precision,
+                "max_length": length, "fits": est["peak_mb"] <= hw.free_mb})
+    return est
+
+
+def check_launch(cfg: TrainConfig, hw=None) -> dict:
+    """Refuse settings that cannot run here (QLoRA or half precision on a CPU, a clearly too-big run);
+    returns the memory estimate."""
+    hw = hw or detect()
+    if hw.kind != "cuda" and cfg.method == "qlora":
+        raise InvalidInput("QLoRA is not available on this machine: its 4-bit NF4 layers (bitsandbytes) need an "
+                           "NVIDIA GPU, and none was found. Choose LoRA, which trains the same adapters on a CPU.")
+    if hw.kind != "cuda" and cfg.precision in ("bf16", "fp16"):
+        raise InvalidInput(f"{cfg.precision} needs a GPU; on a CPU training runs in fp32 (precision=auto).")
+    if hw.kind == "cuda" and cfg.num_gpus > hw.gpu_count:
+        raise InvalidInput(f"num_gpus={cfg.num_gpus} but only {hw.gpu_count} GPU(s) are visible.")
+    check_model_name(cfg.base_model)
+    est = estimate(cfg, hw)
+    if not est["fits"]:
+        raise InvalidInput(
+            f"This run needs about {est['peak_mb'] / 1024:.1f} GiB (weights {est['weights_mb']:.0f} MB, gradients "
+            f"{est['gradients_mb']:.0f} MB, optimizer {est['optimizer_mb']:.0f} MB, activations "
+            f"{est['activations_mb']:.0f} MB at batch {cfg.per_device_batch_size} x {est['max_length']} tokens) but "
+            f"only {est['available_mb'] / 1024:.1f} GiB is free ({est['device']}). Lower the batch size or max "
+            "length, turn on gradient checkpointing, or use QLoRA on a GPU."
+        )
+    return est
+
+
+def launch(session, user, project_id: int, cfg: TrainConfig, name: str = ""):
+    """Check ``cfg`` against the user's role, the data and the hardware, then queue the run (core.jobs.queue.submit)."""
+    require(user, "train")
+    version = session.get(DatasetVersion, cfg.dataset_version_id) if cfg.dataset_version_id else None
+    if version is None or version.project_id != project_id:
+        raise NotFound(f"Dataset version {cfg.dataset_version_id or '(none)'} does not exist in this project; "
+                       "freeze one on the Datasets page first.")
+    if version.n_train < 1:
+        raise InvalidInput(f"Dataset version {version.name} has no training examples.")
+    est = check_launch(cfg)
+    name = name or f"{cfg.method}-{version.name}"
+    return submit(session, user, project_id=project_id, kind=KIND, action="train", name=name, config=cfg.to_dict(),
+                  module=WORKER, slots=cfg.num_gpus, launcher=cfg.launcher, dataset_version_id=version.id,
+                  estimated_peak_mb=est["peak_mb"])
+
+
+def resume_run(session, user, job_id: int):
+    """Queue a new run that continues a failed or canceled run from its last complete checkpoint (or starts
+    over without one); refused while another continuation of it is queued or running."""
+    require(user, "train")
+    job = get_job(session, job_id)
+    if job.kind != KIND:
+        raise InvalidInput(f"Job {job_id} is not a training run.")
+    ckpt = rundir.last_complete_checkpoint(job.run_dir)
+    cfg = TrainConfig.from_dict({**job.config, "resume_from": str(ckpt) if ckpt else ""})
+    est = check_launch(cfg)
+    return resubmit(session, user, job, config=cfg.to_dict(), estimated_peak_mb=est["peak_mb"])
+
+
+def run_summary(session, job: Job) -> dict:
+    """One training run as a row (Runs page, CLI): status, method, data, losses, steps, time and memory."""
+    metrics = (job.result or {}).get("metrics", {})
+    cfg = job.config or {}
+    duration = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
+    return {"id": job.id, "name": job.name, "status": job.status, "queue_position": queue_position(session, job),
+            "method": cfg.get("method"), "base_model": cfg.get("base_model"),
+            "dataset_version": job.dataset_version_id, "train_loss": metrics.get("train_loss"),
+            "eval_loss_first": metrics.get("eval_loss_first"), "eval_loss_last": metrics.get("eval_loss_last"),
+            "steps": metrics.get("global_step"),
+            "duration_s": round(duration, 1) if duration is not None else None,
+            "estimated_peak_mb": job.estimated_peak_mb, "measured_peak_mb": job.measured_peak_mb,
+            "resumed_from": job.resumed_from, "started": job.started_at, "run_dir": job.run_dir}
+
+
+def runs_table(session, project_id: int | None = None) -> list[dict]:
+    """One row per training run (of the project, when given), newest first, reconciled first so statuses
+    are true."""
+    reconcile(session)
+    return [run_summary(session, job) for job in list_jobs(session, project_id=project_id, kind=KIND)]
+
+
+def compare_runs(session, job_ids: list[int]) -> dict:
+    """Config differences, final metrics and loss curves (long format) of several runs."""
+    jobs = [get_job(session, i) for i in job_ids]
+    if any(j.kind != KIND for j in jobs):
+        raise InvalidInput("Only training runs can be compared here.")
+    keys = sorted({k for j in jobs for k in (j.config or {})})
+    diff = []
+    for key in keys:
+        values = [(j.config or {}).get(key) for j in jobs]
+        if len({json.dumps(v, sort_keys=True, default=str) for v in values}) > 1:
+            diff.append({"setting": key, **{f"run {j.id}": v for j, v in zip(jobs, values)}})
+    metrics = []
+    curves = []
+    for job in jobs:
+        m = (job.result or {}).get("metrics", {})
+        metrics.append({"run": job.id, "status": job.status, "train_loss": m.get("train_loss"),
+                        "eval_loss_first": m.get("eval_loss_first"), "eval_loss_last": m.get("eval_loss_last"),
+                        "steps": m.get("global_step"), "measured_peak_mb": job.measured_peak_mb})
+        for row in read_metrics(job):
+            for series in ("loss", "eval_loss"):
+                if row.get(series) is not None:
+                    curves.append({"step": row["step"], "value": row[series],
+                                   "series": f"run {job.id} {'train' if series == 'loss' else 'validation'}"})
+    return {"config_diff": diff, "metrics": metrics, "curves": curves}

@@ -1,0 +1,136 @@
+"""The house's shape holds: each layer imports only downward, no import cycles (module-level or inside
+functions alike), storage imports nothing from core, and no core file grows past one idea's size."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ["core", "storage", "pages", "app.py"]
+# Lower number = lower layer. A module may import its own layer or lower ones, never higher. The stages are ordered
+# as the loop runs (a later stage may use an earlier one: evaluate -> train -> curate), never backwards.
+LAYERS = [
+    (0, "storage"),
+    (1, "core.errors"), (1, "core.workspace"), (1, "core.locks"), (1, "core.accounts"), (1, "core.projects"),
+    (1, "core.hardware"), (1, "core.basemodel"), (1, "core.webui"), (1, "core.configs"),
+    (2, "core.jobs"),
+    (3, "core.curate"),
+    (4, "core.train"),
+    (5, "core.evaluate"),
+    (6, "core.cli"), (6, "core.setup"), (6, "pages"), (6, "app"),
+]
+NAMES = {0: "storage", 1: "shared base", 2: "jobs", 3: "curate", 4: "train", 5: "evaluate", 6: "pages/cli/start-up"}
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def project_modules() -> dict[str, Path]:
+    out = {}
+    for src in SOURCES:
+        path = ROOT / src
+        files = [path] if path.is_file() else sorted(path.rglob("*.py"))
+        for f in files:
+            if "migrations" in f.parts:
+                continue  # Alembic scripts run inside Alembic, not as part of the import graph
+            out[module_name(f)] = f
+    return out
+
+
+def imports_of(path: Path, name: str, known: set[str]) -> set[str]:
+    """Project modules imported anywhere in the file (module level and inside functions)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+
+    def add(target: str) -> None:
+        while target and target not in known:
+            target = target.rpartition(".")[0]
+        if target and target != name:
+            found.add(target)
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                add(alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                add(full if full in known else base)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    mods = project_modules()
+    known = set(mods)
+    return {name: imports_of(path, name, known) for name, path in mods.items()}
+
+
+def layer(module: str) -> int:
+    best = None
+    for rank, prefix in LAYERS:
+        if module == prefix or module.startswith(prefix + "."):
+            if best is None or len(prefix) > len(best[1]):
+                best = (rank, prefix)
+    assert best is not None, f"{module} belongs to no layer: add it to LAYERS in {__file__}"
+    return best[0]
+
+
+def test_every_module_belongs_to_a_layer_and_imports_only_downward():
+    upward = []
+    for module, targets in graph().items():
+        for target in targets:
+            if layer(target) > layer(module):
+                upward.append(f"{module} ({NAMES[layer(module)]}) imports {target} ({NAMES[layer(target)]})")
+    assert not upward, "imports against the layers:\n" + "\n".join(sorted(upward))
+
+
+def test_storage_imports_nothing_from_core():
+    bad = [f"{m} imports {t}" for m, ts in graph().items() if m.startswith("storage") for t in ts
+           if t.startswith("core")]
+    assert not bad, bad
+
+
+def test_no_import_cycles():
+    g = graph()
+    cycles, state, stack = [], {}, []
+
+    def visit(node: str) -> None:
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(g.get(node, ())):
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join(stack[stack.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(g):
+        if node not in state:
+            visit(node)
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_the_checker_sees_function_level_imports_and_cycles(tmp_path):
+    """The graph must count an import inside a function: that is how cycles used to hide."""
+    f = tmp_path / "mod.py"
+    f.write_text("def later():\n    from core.jobs.queue import submit\n", encoding="utf-8")
+    assert imports_of(f, "core.fake", {"core.jobs.queue", "core.jobs"}) == {"core.jobs.queue"}
+    assert layer("core.jobs.queue") < layer("core.train.runs") < layer("pages.train")
+
+
+def test_no_core_file_holds_more_than_one_ideas_worth_of_lines():
+    # formats.py is one idea (reading and writing every file format) and is allowed to be long.
+    limit = 450
+    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "core").rglob("*.py")
+            if p.name != "formats.py" and (n := len(p.read_text(encoding="utf-8").splitlines())) > limit}
+    assert not long, f"split these by idea (over {limit} lines): {long}"
