@@ -77,7 +77,7 @@ def test_version_records_shape(session, project, users):
 
 
 def test_stats(session, project, users):
-    exs = approved(session, users, project, 6)
+    approved(session, users, project, 6)
     cur.create_example(session, users["annotator"], project, turns=[
         {"role": "user", "content": "draft?"}, {"role": "assistant", "content": "a draft answer"}])
     v = freeze_version(session, users["reviewer"], project, "v1")

@@ -11,8 +11,8 @@ import pytest
 
 from core.errors import InvalidInput, NotFound, PermissionDenied
 from core.train.config import TrainConfig
-from tests.fixtures_models import make_dataset_version, tiny_model_fixture  # noqa: F401 (the tiny_model fixture)
-from tests.test_train import wait_for
+from tests.fixtures_models import make_dataset_version
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -66,6 +66,7 @@ def test_refusals_leave_nothing_behind(session, users, project, tiny_model, work
     assert not any((workspace / "runs").glob("0*"))
 
 
+@pytest.mark.slow
 def test_sigterm_cancels_with_adapter_and_resume_continues_from_checkpoint(session, users, project, tiny_model):
     from core.jobs.queue import cancel, get_job
     from core.train.runs import resume_run
@@ -109,6 +110,7 @@ def test_sigterm_cancels_with_adapter_and_resume_continues_from_checkpoint(sessi
     assert get_job(session, job.id).status == "canceled"  # the original run keeps its truthful status
 
 
+@pytest.mark.slow
 def test_sigkill_is_failed_within_one_poll_and_queue_moves_on(session, users, project, tiny_model):
     from core.jobs.queue import cancel, get_job, queue_position, reconcile
     from core.train.runs import launch
@@ -161,6 +163,7 @@ def test_generic_jobs_check_roles_and_versions(session, users, project):
                config={}, module="core.evaluate.generate; rm -rf /")
 
 
+@pytest.mark.slow
 def test_cli_trains_waits_lists_and_merges(session, users, project, tiny_model, workspace, tmp_path):
     import subprocess
     import sys

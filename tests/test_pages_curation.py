@@ -117,3 +117,24 @@ def test_datasets_freeze_and_export(session, users, project):
     next(x for x in at.button if x.label == "Prepare export").click()
     at.run()
     assert not at.exception
+
+
+def test_import_page_guesses_csv_columns_from_the_formats_aliases(session, users, project, workspace):
+    """The mapping form starts from the same well-known column names the importer uses (question/answer are
+    instruction/output), so what the form shows is what an unmapped import would do."""
+    folder = workspace / "imports"
+    folder.mkdir(exist_ok=True)
+    path = folder / "qa.csv"
+    path.write_text("Question,Answer,Context\nWhy is my bill high?,Check the meter reading.,\n", encoding="utf-8")
+    at = app("pages/import_data.py", users["engineer"], project)
+    at.radio[0].set_value("A path on the server (big files, dataset folders)")
+    at.run()
+    at.text_input[0].set_value(str(path))
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    picked = {key: at.selectbox(key=f"map_{key}").value for key in ("instruction", "input", "output", "system")}
+    assert picked == {"instruction": "Question", "input": "Context", "output": "Answer", "system": "(none)"}
+    next(x for x in at.button if x.label == "Import").click()
+    at.run()
+    ex = session.exec(select(Example)).one()
+    assert ex.turns[0]["content"] == "Why is my bill high?" and ex.turns[-1]["content"] == "Check the meter reading."

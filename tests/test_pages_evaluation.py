@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.test_evaluation import make_outputs, reviewers  # noqa: F401  (reviewers is a fixture)
+from tests.helpers import make_outputs, score_all
 
 ROOT = Path(__file__).resolve().parents[1]
 DENIED = "Your role cannot use this page."
@@ -176,10 +176,9 @@ def test_generate_page_refuses_reviewers(users, scored_setup):
 
 
 def test_results_page_reveals_identities_and_exports(session, project, users, reviewers, scored_setup):
-    from tests.test_evaluation import _score_all
 
     es, systems = scored_setup
-    _score_all(session, es, reviewers[:2])
+    score_all(session, es, reviewers[:2])
     at = page("results.py", users["engineer"])
     at.run()
     assert not at.exception, [e.value for e in at.exception]
