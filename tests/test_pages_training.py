@@ -45,8 +45,6 @@ def test_train_page_without_a_version_explains_how_to_freeze(users, project):
 
 @pytest.mark.slow
 def test_engineer_launches_quick_preset_and_watches_it(session, users, project, tiny_model):
-    from core.jobs.queue import cancel
-
     make_dataset_version(session, project, users["engineer"], n_train=6, n_validation=2)
     at = _page("train.py", users["engineer"]).run()
     assert not at.exception, [e.value for e in at.exception]
