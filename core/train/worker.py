@@ -35,7 +35,7 @@ from core.train.sft import (log, lora_config, progress_callback, sft_config, stu
                             use_padding_free)
 from core.workspace import offline_env
 from storage.db import session_scope
-from storage.models import DatasetVersion, Project
+from storage.models import DatasetVersion, JobStatus, Project
 
 STOP = StopFlag()  # set by SIGTERM: stop at the next step, save, mark canceled
 
@@ -263,7 +263,7 @@ def run(run_dir: str | Path) -> dict:
         worker_start(job_id)
     ctx = None
     trainer = None
-    status, error = "failed", ""
+    status, error = JobStatus.failed.value, ""
     with KeepAlive(job_id):
         try:
             cfg = TrainConfig.from_json(cfg_text)
@@ -271,14 +271,14 @@ def run(run_dir: str | Path) -> dict:
             ctx = setup(run_dir, cfg, records, project_max, job_id, stop=STOP)
             trainer = fit(ctx)
             save(ctx, trainer)
-            status = "canceled" if STOP.is_set() else "succeeded"
+            status = JobStatus.canceled.value if STOP.is_set() else JobStatus.succeeded.value
             if STOP.is_set():
                 error = "Canceled; the adapter and a checkpoint were saved at step " \
                         f"{trainer.state.global_step}, and Resume continues from there."
         except BaseException as err:  # noqa: BLE001 - every failure must end as a truthful status
             traceback.print_exc()
             if isinstance(err, KeyboardInterrupt) or STOP.is_set() and not is_oom(err):
-                status, error = "canceled", "Canceled before training finished."
+                status, error = JobStatus.canceled.value, "Canceled before training finished."
             elif is_oom(err):
                 error = oom_advice(ctx.cfg if ctx else TrainConfig(), ctx.max_length if ctx else 0)
             elif isinstance(err, StudioError):
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", required=True, help="run folder holding config.json")
     args = parser.parse_args(argv)
     result = run(args.run_dir)
-    return 0 if result["status"] in ("succeeded", "canceled") else 1
+    return 0 if result["status"] in (JobStatus.succeeded.value, JobStatus.canceled.value) else 1
 
 
 if __name__ == "__main__":
