@@ -1,0 +1,220 @@
+"""The serving process: ``python -m core.ship.server --run-dir DIR``, a job like any other. Never imports streamlit.
+
+It runs transformers' own OpenAI-compatible server (``transformers serve``: /v1/chat/completions streaming and
+not, /v1/completions, /v1/responses, /v1/models, /health; continuous batching on request) with one change: the
+model manager loads the studio's systems by key (core.ship.systems). transformers' own loader reads a
+``config.json`` before anything else, so it refuses a PEFT adapter folder; ours loads the adapter on its base
+through transformers' PEFT integration (core.ship.loading), which is also how a user loads it.
+
+Once it listens it writes ``endpoint.json`` (url, model) into its run folder. It heartbeats like every job and
+ends by itself after ``idle_timeout_s`` without requests, or at SIGTERM (cancel), freeing its device slot.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from core.errors import StudioError
+from core.jobs.worker import KeepAlive, StopFlag, heartbeat, worker_finish, worker_main, worker_start
+from core.ship.loading import model_of, pick_device, tokenizer_of
+from core.ship.serving import ENDPOINT_FILE, ServeConfig
+from core.ship.systems import resolve
+from storage.db import session_scope
+from storage.models import JobStatus
+
+STOP = StopFlag()
+COUNTED = ("/v1/", "/load_model")  # requests that count as use (health checks do not keep a server alive)
+
+
+class Activity:
+    """When the endpoint was last used and how many requests are still streaming."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.last = time.monotonic()
+        self.active = 0
+        self.requests = 0
+
+    def begin(self) -> None:
+        with self.lock:
+            self.active += 1
+            self.requests += 1
+            self.last = time.monotonic()
+
+    def touch(self) -> None:
+        self.last = time.monotonic()
+
+    def end(self) -> None:
+        with self.lock:
+            self.active -= 1
+            self.last = time.monotonic()
+
+    def idle_for(self) -> float:
+        return 0.0 if self.active else time.monotonic() - self.last
+
+
+def model_manager(cfg: ServeConfig, device: str):
+    """transformers' ModelManager, loading systems by key; a pinned server preloads its system."""
+    from fastapi import HTTPException
+    from transformers.cli.serving.model_manager import ModelManager
+
+    class StudioModelManager(ModelManager):
+        """Names are core.ship.systems keys ("run:12"); each resolves to its folders once."""
+
+        def __init__(self, **kwargs) -> None:
+            self.systems: dict = {}
+            super().__init__(**kwargs)
+
+        def process_model_name(self, model_id: str) -> str:  # keys carry no hub revision
+            try:
+                with session_scope() as s:
+                    system = resolve(s, model_id)
+            except StudioError as err:
+                raise HTTPException(status_code=404, detail=str(err)) from None
+            self.systems[system.key] = system
+            return system.key
+
+        def _load_processor(self, model_id_and_revision: str, gguf_file=None):
+            return tokenizer_of(self.systems[model_id_and_revision])
+
+        def _load_model(self, model_id_and_revision: str, tqdm_class=None, progress_callback=None, gguf_file=None):
+            print(f"loading {model_id_and_revision}", flush=True)
+            return model_of(self.systems[model_id_and_revision], device=device)
+
+        def list_models(self, cache_dir=None) -> list[dict]:
+            names = [self.force_model] if self.force_model else sorted(self.loaded_models)
+            return [{"id": n, "object": "model", "created": 0, "owned_by": "finetune-studio",
+                     "status": {"value": "loaded" if n in self.loaded_models else "unloaded"}} for n in names]
+
+    return StudioModelManager(device=device, dtype="auto", continuous_batching=cfg.continuous_batching,
+                              model_timeout=int(cfg.idle_timeout_s), force_model=cfg.system or None)
+
+
+def build_app(manager, cfg: ServeConfig, activity: Activity):
+    """transformers' serving app over ``manager``, with requests counted for the idle timeout."""
+    from transformers.cli.serving.chat_completion import ChatCompletionHandler
+    from transformers.cli.serving.completion import CompletionHandler
+    from transformers.cli.serving.response import ResponseHandler
+    from transformers.cli.serving.server import build_server
+    from transformers.cli.serving.systemone import SystemOneHandler
+    from transformers.cli.serving.transcription import TranscriptionHandler
+    from transformers.cli.serving.utils import GenerationState
+
+    state = GenerationState(continuous_batching=cfg.continuous_batching)
+    app = build_server(manager, ChatCompletionHandler(model_manager=manager, generation_state=state),
+                       completion_handler=CompletionHandler(model_manager=manager, generation_state=state),
+                       response_handler=ResponseHandler(model_manager=manager, generation_state=state),
+                       transcription_handler=TranscriptionHandler(manager, state),
+                       systemone_handler=SystemOneHandler(model_manager=manager, generation_state=state),
+                       generation_state=state)
+
+    @app.middleware("http")
+    async def count_use(request, call_next):
+        if not request.url.path.startswith(COUNTED):
+            return await call_next(request)
+        activity.begin()
+        try:
+            response = await call_next(request)
+        except BaseException:
+            activity.end()
+            raise
+        body = response.body_iterator
+
+        async def counted():
+            try:
+                async for chunk in body:
+                    activity.touch()
+                    yield chunk
+            finally:
+                activity.end()
+
+        response.body_iterator = counted()
+        return response
+
+    return app
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket (port 0: a free one), so the port is known before the server starts."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as err:
+        sock.close()
+        raise StudioError(f"Cannot listen on {host}:{port}: {err.strerror}.") from None
+    sock.listen(128)
+    return sock
+
+
+def serve(job_id: int, run_dir: Path, cfg: ServeConfig) -> dict:
+    """Load, listen, answer until idle or stopped; returns what the job reports."""
+    import uvicorn
+
+    device = pick_device()
+    activity = Activity()
+    manager = model_manager(cfg, device)  # a pinned server loads its model here, before it says it is ready
+    app = build_app(manager, cfg, activity)
+    sock = listen(cfg.host, cfg.port)
+    port = sock.getsockname()[1]
+    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
+    reason = {"why": "canceled"}
+
+    def watch() -> None:
+        while not server.should_exit:
+            if STOP.is_set():
+                break
+            if activity.idle_for() > cfg.idle_timeout_s:
+                reason["why"] = "idle"
+                break
+            time.sleep(0.5)
+        server.should_exit = True
+
+    (run_dir / ENDPOINT_FILE).write_text(json.dumps({"url": url, "model": cfg.system or None}), encoding="utf-8")
+    heartbeat(job_id, url=url, device=device)
+    print(f"serving on {url} ({cfg.system or 'any system'}); stops after {cfg.idle_timeout_s:.0f} s idle", flush=True)
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        STOP.set()
+    finally:
+        manager.shutdown()
+        (run_dir / ENDPOINT_FILE).unlink(missing_ok=True)
+    return {"url": url, "device": device, "requests": activity.requests,
+            "stopped": "canceled" if STOP.is_set() else reason["why"]}
+
+
+def run_job(job_id: int) -> dict:
+    job = worker_start(job_id)
+    run_dir = Path(job.run_dir)
+    with KeepAlive(job_id):
+        try:
+            result = serve(job_id, run_dir, ServeConfig.from_dict(job.config))
+        except BaseException as err:  # noqa: BLE001 - every failure must end as a truthful status
+            traceback.print_exc()
+            message = str(err) if isinstance(err, StudioError) else f"{type(err).__name__}: {err}"
+            worker_finish(job_id, JobStatus.failed.value, error=message)
+            return {}
+    if result["stopped"] == "canceled":
+        worker_finish(job_id, JobStatus.canceled.value, error="Stopped.", result=result)
+    else:
+        worker_finish(job_id, JobStatus.succeeded.value, result=result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    return worker_main("python -m core.ship.server", "Serve systems on an OpenAI-compatible endpoint.", STOP,
+                       run_job, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Serving processes, launcher side (pages and the CLI; cheap imports only): start, find, reach and stop the
+local OpenAI-compatible endpoint that core.ship.server runs.
+
+A serving process is a job like a training run (kind ``serve``): it waits for a device slot in the same queue,
+holds it while it runs, so the queue does not start a training run beside it where there is no room, and ends
+by itself after ``idle_timeout_s`` without requests (or when canceled). Pages never load a model; they talk to
+the endpoint over HTTP (core.ship.client).
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sqlmodel import Session, select
+
+from core.accounts import require
+from core.configs import strict_from_dict
+from core.errors import InvalidInput
+from core.jobs.queue import LIVE, cancel, get_job, queue_position, reconcile, submit
+from core.locks import file_lock
+from core.ship.systems import resolve
+from core.workspace import runs_dir
+from storage.models import Job, JobStatus, User
+
+KIND = "serve"
+WORKER = "core.ship.server"  # python -m core.ship.server --run-dir DIR
+ENDPOINT_FILE = "endpoint.json"  # written by the server once it listens: {"url", "model"}
+DEFAULT_IDLE_S = 600
+
+
+@dataclass
+class ServeConfig:
+    """One serving process's config.json."""
+
+    system: str = ""
+    """The one system this endpoint answers for (core.ship.systems key); "" serves any system of the workspace,
+    each loaded on its first request (the Playground's endpoint)."""
+    host: str = "127.0.0.1"
+    """Address to listen on; 127.0.0.1 keeps the endpoint on this machine."""
+    port: int = 0
+    """TCP port; 0 takes a free one when the process starts (the endpoint says which)."""
+    idle_timeout_s: float = DEFAULT_IDLE_S
+    """The process ends after this many seconds without a request, freeing its device slot."""
+    continuous_batching: bool = False
+    """transformers' continuous batching with paged attention (for many concurrent clients on a GPU; requests then
+    share one generation config)."""
+    playground: bool = False
+    """Started by the Playground page (found and reused by it)."""
+
+    def __post_init__(self):
+        try:
+            self.port, self.idle_timeout_s = int(self.port), float(self.idle_timeout_s)
+        except (TypeError, ValueError):
+            raise InvalidInput("Port and idle timeout must be numbers.") from None
+        if not 0 <= self.port <= 65535:
+            raise InvalidInput("The port must be between 1 and 65535 (or 0 for a free one).")
+        if not 10 <= self.idle_timeout_s <= 7 * 24 * 3600:
+            raise InvalidInput("The idle timeout must be between 10 seconds and a week.")
+        if not re.fullmatch(r"[A-Za-z0-9.:\-\[\]]+", self.host or ""):
+            raise InvalidInput(f"Not a host address: {self.host!r}.")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ServeConfig":
+        return strict_from_dict(cls, data, "serving")
+
+
+def launch_server(session: Session, user: User, project_id: int, cfg: ServeConfig) -> Job:
+    """Queue a serving process (it starts when a device slot is free)."""
+    require(user, "evaluate")
+    name = f"serve {cfg.system}" if cfg.system else "playground endpoint"
+    if cfg.system:
+        cfg.system = resolve(session, cfg.system).key  # refuse an unknown or unfinished system now
+    return submit(session, user, project_id=project_id, kind=KIND, action="evaluate", name=name,
+                  config=asdict(cfg), module=WORKER, slots=1)
+
+
+def live_servers(session: Session) -> list[Job]:
+    """Serving processes queued or running, newest first (after a reconcile, so the list is true)."""
+    reconcile(session)
+    return list(session.exec(select(Job).where(Job.kind == KIND, Job.status.in_(LIVE)).order_by(Job.id.desc())))
+
+
+def playground_server(session: Session, user: User, project_id: int) -> Job:
+    """The Playground's endpoint: the live one, or a new one queued now (one for the whole workspace)."""
+    require(user, "evaluate")
+    with file_lock(runs_dir() / ".playground.lock"):
+        for job in live_servers(session):
+            if (job.config or {}).get("playground") and not (job.config or {}).get("system"):
+                return job
+        return launch_server(session, user, project_id, ServeConfig(playground=True))
+
+
+def endpoint(job: Job) -> dict | None:
+    """{"url", "model"} of a running serving process once it listens, else None."""
+    if job.status != JobStatus.running.value or not job.run_dir:
+        return None
+    path = Path(job.run_dir) / ENDPOINT_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, json.JSONDecodeError):
+        return None  # being written right now
+
+
+def server_status(session: Session, job_id: int) -> dict:
+    """What the Playground shows while it waits: status, queue position, what runs ahead, the endpoint."""
+    reconcile(session)
+    job = get_job(session, job_id)
+    session.refresh(job)
+    ahead = None
+    if job.status == JobStatus.queued.value:
+        running = session.exec(select(Job).where(Job.status == JobStatus.running.value)).first()
+        ahead = f"{running.kind} job {running.id} ({running.name})" if running else None
+    return {"job": job, "queue_position": queue_position(session, job), "running_ahead": ahead,
+            "endpoint": endpoint(job)}
+
+
+def stop_server(session: Session, user: User, job_id: int) -> Job:
+    """Stop a serving process now (it frees its device slot)."""
+    job = get_job(session, job_id)
+    if job.kind != KIND:
+        raise InvalidInput(f"Job {job_id} is not a serving process.")
+    return cancel(session, user, job_id)
