@@ -1,6 +1,8 @@
 """Projects: one per fine-tuning effort, each with its own examples, guidelines, rubric, versions, runs and evaluations."""
 from __future__ import annotations
 
+import re
+
 from sqlmodel import Session, select
 
 from core.accounts import require
@@ -67,6 +69,15 @@ def validate_rubric(rubric: list[dict]) -> list[dict]:
     return clean
 
 
+def _check_license(value: str) -> str:
+    """A license as model-card metadata takes it: an identifier such as apache-2.0, mit, llama3.1 or other."""
+    value = (value or "").strip().lower()
+    if value and not re.fullmatch(r"[a-z0-9][a-z0-9.+-]{0,63}", value):
+        raise InvalidInput("A license is an identifier such as apache-2.0, mit, cc-by-4.0 or other (letters, "
+                           "digits, dots, dashes).")
+    return value
+
+
 def update_project(
     session: Session,
     actor: User,
@@ -77,8 +88,12 @@ def update_project(
     description: str | None = None,
     max_length: int | None = None,
     annotators_per_example: int | None = None,
+    default_system_prompt: str | None = None,
+    license: str | None = None,
+    intended_use: str | None = None,
 ) -> Project:
-    """Admins edit a project's guidelines, rubric and settings."""
+    """Admins edit a project's guidelines, rubric and settings (the default system prompt starts every Playground
+    chat; the license and intended use go into every export's model card)."""
     require(actor, "manage_project")
     if rubric is not None:
         project.rubric = validate_rubric(rubric)
@@ -94,6 +109,12 @@ def update_project(
         project.guidelines = guidelines
     if description is not None:
         project.description = description
+    if default_system_prompt is not None:
+        project.default_system_prompt = default_system_prompt.strip()
+    if license is not None:
+        project.license = _check_license(license)
+    if intended_use is not None:
+        project.intended_use = intended_use.strip()
     session.add(project)
     session.commit()
     session.refresh(project)

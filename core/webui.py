@@ -41,6 +41,7 @@ PAGES: list[PageSpec] = [
     PageSpec("pages/generate.py", "Generate", ":material/auto_awesome:", "evaluate", "Evaluate"),
     PageSpec("pages/compare.py", "Compare", ":material/compare:", "score", "Evaluate"),
     PageSpec("pages/results.py", "Results", ":material/leaderboard:", "evaluate", "Evaluate"),
+    PageSpec("pages/playground.py", "Playground", ":material/forum:", "evaluate", "Ship"),
     PageSpec("pages/admin.py", "Admin", ":material/admin_panel_settings:", "manage_users", "Workspace"),
     PageSpec("pages/account.py", "Account", ":material/person:", None, "Workspace"),
 ]

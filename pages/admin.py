@@ -55,6 +55,13 @@ with project_tab:
             max_length = c1.number_input("Max length (tokens)", 16, 131072, project.max_length)
             per_example = c2.number_input("Annotators per example", 1, 10, project.annotators_per_example,
                                           help="More than 1 turns on multi-annotator mode and agreement figures.")
+            system_prompt = st.text_area("Default system prompt", project.default_system_prompt, height=90,
+                                         help="The Playground starts every chat with it (editable there).")
+            c3, c4 = st.columns([1, 3])
+            license_id = c3.text_input("License", project.license,
+                                       help="Model-card license identifier, e.g. apache-2.0, mit or other.")
+            intended_use = c4.text_area("Intended use", project.intended_use, height=90,
+                                        help="What the model is for and not for; every export's model card says it.")
             st.caption("Rubric used on the Compare page")
             rubric = st.data_editor(pd.DataFrame(project.rubric, columns=["name", "description", "min", "max"]),
                                     num_rows="dynamic", hide_index=True, width="stretch")
@@ -63,7 +70,8 @@ with project_tab:
                 with db() as s:
                     run_action(update_project, s, user, project, guidelines=guidelines, rubric=rows,
                                max_length=int(max_length), annotators_per_example=int(per_example),
-                               success="Saved.")
+                               default_system_prompt=system_prompt, license=license_id,
+                               intended_use=intended_use, success="Saved.")
 
 with new_tab:
     with st.form("new_project", clear_on_submit=True):

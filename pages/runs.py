@@ -1,9 +1,14 @@
-"""Runs: every training run of the project; compare runs; merge and export; logs."""
+"""Runs: every training run of the project; compare runs; export (adapter, merged, Ollama, vLLM, GGUF) with a
+parity check and a model card; logs."""
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
 from core.jobs.queue import LIVE, job_snapshot
-from core.train.export import exports_of, launch_export
+from core.jobs.rundir import has_model
+from core.evaluate.evalsets import list_eval_sets
+from core.ship.deploy import FORMATS, default_formats, exports_of, launch_export
 from core.train.runs import compare_runs, runs_table
 from core.webui import db, flash, require_page, require_project, run_action
 from core.workspace import exports_dir
@@ -51,19 +56,66 @@ if len(picked) >= 2:
 elif picked:
     st.caption("Pick at least one more run.")
 
+FORMAT_LABELS = {"adapter": "PEFT adapter folder (download)", "merged": "Merged model folder",
+                 "ollama": "Ollama Modelfile", "vllm": "vLLM commands", "gguf": "GGUF (llama.cpp)"}
+
+
+def export_report(report: dict) -> None:
+    """What one finished export wrote: folders, the adapter download, the exact commands, GGUF, parity."""
+    artifacts = report.get("artifacts", {})
+    for kind in ("adapter", "merged"):
+        if kind in artifacts:
+            st.text(f"{FORMAT_LABELS[kind]} (with README.md model card):")
+            st.code(artifacts[kind]["path"], language=None)
+    zip_path = artifacts.get("adapter", {}).get("zip")
+    if zip_path and Path(zip_path).is_file():
+        with open(zip_path, "rb") as fh:
+            st.download_button("Download the adapter (.zip)", fh, file_name=Path(zip_path).name,
+                               key=f"dl_{zip_path}", mime="application/zip")
+    for item in artifacts.get("ollama", {}).get("files", []):
+        st.text(f"Ollama: {item['modelfile']}")
+        st.code(item["command"], language="bash")
+    if artifacts.get("ollama", {}).get("error"):
+        st.warning(artifacts["ollama"]["error"])
+    for command in artifacts.get("vllm", {}).get("commands", []):
+        st.code(command, language="bash")
+    gguf = artifacts.get("gguf", {})
+    if gguf.get("missing"):
+        st.warning(gguf["missing"])
+    elif gguf.get("path"):
+        st.code(gguf["path"], language=None)
+    checks = (report.get("parity") or {}).get("checks", {})
+    for kind, verdict in checks.items():
+        if verdict.get("error"):
+            st.error(f"Parity ({kind}): could not check: {verdict['error']}")
+        elif verdict["identical"] == verdict["total"]:
+            st.success(f"Parity ({kind}): {verdict['summary']} greedy answers identical to the run's.")
+        else:
+            diff = verdict["first_difference"]
+            st.error(f"Parity ({kind}): {verdict['summary']}; first difference at prompt {diff['index'] + 1}:")
+            st.text(diff["prompt"])
+            left, right = st.columns(2)
+            left.caption("The run")
+            left.text(diff["run"])
+            right.caption("This export")
+            right.text(diff["export"])
+
+
 @st.fragment(run_every="2s")
 def exports_panel(run_id: int) -> None:
-    """This run's exports, live: a background job each (load, merge, save)."""
+    """This run's exports, live: a background job each (artifacts, parity check, model card)."""
     with db() as s:
         exports = exports_of(s, run_id)
     for e in exports:
         job, progress = e["job"], e["progress"]
         if job.status in LIVE:
-            done, total = progress.get("done", 0), progress.get("total", 3)
-            st.progress(done / total, text=f"Export {job.id} to {e['out_dir']}: {job.status}"
-                                            f"{' - ' + progress['step'] if progress.get('step') else ''}")
+            done, total = progress.get("done", 0), progress.get("total", 1) or 1
+            st.progress(min(done / total, 1.0), text=f"Export {job.id}: {job.status}"
+                                                     f"{' - ' + progress['step'] if progress.get('step') else ''}")
         elif job.status == JobStatus.succeeded.value:
-            st.success(f"Export {job.id}: written to {e['out_dir']}")
+            with st.expander(f"Export {job.id}", expanded=e is exports[0]):
+                st.code(e["out_dir"], language=None)
+                export_report(e["report"])
         else:
             st.error(f"Export {job.id} {job.status}: {(job.error or '').splitlines()[0] if job.error else ''}")
 
@@ -81,15 +133,24 @@ if snap:
     c1, c2 = st.columns(2)
     c1.metric("Estimated peak memory", f"{job.estimated_peak_mb or 0:.0f} MB")
     c2.metric("Measured peak memory", f"{job.measured_peak_mb or 0:.0f} MB" if job.measured_peak_mb else "-")
-    if job.status in (JobStatus.succeeded.value, JobStatus.canceled.value):
-        with st.form("merge"):
-            out = st.text_input("Export folder (new, empty)", str(exports_dir() / f"run-{run_id}-merged"))
-            if st.form_submit_button("Merge and export", help="Adapter merged into the base weights: a standalone "
-                                                              "model folder any transformers code can load."):
+    if job.status in (JobStatus.succeeded.value, JobStatus.canceled.value) and has_model(job.run_dir or ""):
+        with db() as s:
+            eval_sets = {es["id"]: es["name"] for es in list_eval_sets(s, project.id)}
+        with st.form("export"):
+            st.markdown("**Export**")
+            out = st.text_input("Export folder (new, empty)", str(exports_dir() / f"run-{run_id}"))
+            formats = st.multiselect("Formats", FORMATS, default=default_formats(job), format_func=FORMAT_LABELS.get)
+            c1, c2 = st.columns([3, 1])
+            eval_set = c1.selectbox("Parity prompts", [None, *eval_sets],
+                                    format_func=lambda i: "the run's test split" if i is None else eval_sets[i])
+            check = c2.checkbox("Parity check", True, help="Answer the prompts greedily with each export loaded as "
+                                                           "a user loads it and compare with the run's answers.")
+            if st.form_submit_button("Export", help="A background job: artifacts, parity check, model card."):
                 with db() as s:
-                    started = run_action(launch_export, s, user, run_id, out)
+                    started = run_action(launch_export, s, user, run_id, out, formats=formats,
+                                         eval_set_id=eval_set, parity_check=check)
                 if started is not None:
-                    flash(f"Export job {started.id} queued: it writes `{out}`.")
+                    flash(f"Export job {started.id} queued.")
                     st.rerun()
         exports_panel(run_id)
     with st.expander("Config"):

@@ -50,6 +50,10 @@ class Project(SQLModel, table=True):
     annotators_per_example: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
     created_at: datetime = Field(default_factory=utcnow)
     created_by: Optional[int] = Field(default=None, foreign_key="user.id")
+    # The Playground starts every chat with it (editable there); exports' model cards carry the two below.
+    default_system_prompt: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    license: str = Field(default="", max_length=64, sa_column_kwargs={"server_default": ""})
+    intended_use: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
 
 
 # ---------------------------------------------------------------- curation

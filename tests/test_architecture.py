@@ -8,7 +8,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ["core", "storage", "pages", "app.py"]
 # Lower number = lower layer. A module may import its own layer or lower ones, never higher. The stages are ordered
-# as the loop runs (a later stage may use an earlier one: evaluate -> train -> curate), never backwards.
+# as the loop runs (a later stage may use an earlier one: ship -> evaluate -> train -> curate), never backwards.
 LAYERS = [
     (0, "storage"),
     (1, "core.errors"), (1, "core.workspace"), (1, "core.locks"), (1, "core.accounts"), (1, "core.projects"),
@@ -17,9 +17,11 @@ LAYERS = [
     (3, "core.curate"),
     (4, "core.train"),
     (5, "core.evaluate"),
-    (6, "core.cli"), (6, "core.setup"), (6, "pages"), (6, "app"),
+    (6, "core.ship"),
+    (7, "core.cli"), (7, "core.setup"), (7, "pages"), (7, "app"),
 ]
-NAMES = {0: "storage", 1: "shared base", 2: "jobs", 3: "curate", 4: "train", 5: "evaluate", 6: "pages/cli/start-up"}
+NAMES = {0: "storage", 1: "shared base", 2: "jobs", 3: "curate", 4: "train", 5: "evaluate", 6: "ship",
+         7: "pages/cli/start-up"}
 
 
 def module_name(path: Path) -> str:

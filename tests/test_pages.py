@@ -49,7 +49,7 @@ def test_pages_require_a_login(demo):
     ("annotator", {"Home", "Import", "Annotate", "Datasets", "Account"}),
     ("reviewer", {"Home", "Import", "Annotate", "Review data", "Datasets", "Compare", "Account"}),
     ("engineer", {"Home", "Import", "Annotate", "Review data", "Datasets", "Train", "Runs", "Generate", "Compare",
-                  "Results", "Account"}),
+                  "Results", "Playground", "Account"}),
     ("admin", {p.title for p in PAGES}),
 ])
 def test_navigation_lists_only_what_the_role_may_use(users, role, expected):

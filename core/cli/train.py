@@ -8,7 +8,7 @@ from core.accounts import require
 from core.errors import NotFound, StudioError
 from core.jobs.queue import TERMINAL, cancel, get_job, log_tail, queue_position, read_metrics, reconcile
 from core.train.config import PRESETS, parse_set, preset_config
-from core.train.export import launch_export
+from core.ship.deploy import FORMATS, launch_export
 from core.train.runs import launch, resume_run, run_summary, runs_table
 from storage.models import DatasetVersion, JobStatus
 
@@ -102,8 +102,7 @@ def cmd_runs_resume(args, session, user):
     return _wait(session, job.id) if args.wait else _row(session, job)
 
 
-def cmd_runs_merge(args, session, user):
-    job = launch_export(session, user, args.id, args.out)
+def _wait_export(session, job) -> dict:
     last = ""
     while job.status not in TERMINAL:  # a background job like any other; the CLI waits for it
         time.sleep(1)
@@ -116,7 +115,34 @@ def cmd_runs_merge(args, session, user):
             last = line
     if job.status != JobStatus.succeeded.value:
         raise StudioError(f"export {job.id} {job.status}: {job.error}".strip())
-    return {"run": args.id, "export_job": job.id, "exported_to": job.result.get("out_dir")}
+    return job.result or {}
+
+
+def cmd_runs_merge(args, session, user):
+    job = launch_export(session, user, args.id, args.out, formats=["merged"], parity_check=False)
+    report = _wait_export(session, job)
+    return {"run": args.id, "export_job": job.id, "exported_to": report["artifacts"]["merged"]["path"]}
+
+
+def cmd_runs_export(args, session, user):
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()] if args.formats else None
+    job = launch_export(session, user, args.id, args.out, formats=formats, eval_set_id=args.eval_set,
+                        parity_check=not args.no_parity, name=args.name or "")
+    report = _wait_export(session, job)
+    out = {"run": args.id, "export_job": job.id, "exported_to": report["out_dir"]}
+    for kind, artifact in report["artifacts"].items():
+        for key in ("path", "zip", "missing", "error"):
+            if artifact.get(key):
+                out[f"{kind} {key}"] = artifact[key]
+        for i, f in enumerate(artifact.get("files", [])):
+            out[f"{kind} command {i + 1}"] = f["command"]
+        for i, command in enumerate(artifact.get("commands", [])):
+            out[f"{kind} command {i + 1}"] = command
+    for kind, verdict in ((report.get("parity") or {}).get("checks") or {}).items():
+        out[f"parity {kind}"] = verdict.get("summary") or verdict.get("error")
+    if getattr(args, "json", False):
+        return report
+    return out
 
 
 def register(sub, common) -> None:
@@ -147,8 +173,17 @@ def register(sub, common) -> None:
     r.set_defaults(fn=cmd_runs_resume)
     r = rsub.add_parser("merge", parents=[common], help="merge the adapter into the base and export a model folder")
     r.add_argument("id", type=int)
-    r.add_argument("--out", required=True, help="new, empty folder")
+    r.add_argument("--out", required=True, help="new, empty folder (the model goes into its merged/ subfolder)")
     r.set_defaults(fn=cmd_runs_merge)
+    r = rsub.add_parser("export", parents=[common],
+                        help="export a run (adapter, merged, Ollama, vLLM, GGUF) with a parity check and a model card")
+    r.add_argument("id", type=int)
+    r.add_argument("--out", required=True, help="new, empty folder")
+    r.add_argument("--formats", help=f"comma-separated, default all the run can give: {','.join(FORMATS)}")
+    r.add_argument("--eval-set", type=int, help="eval set id for the parity check (default: the run's test split)")
+    r.add_argument("--no-parity", action="store_true", help="skip the parity check")
+    r.add_argument("--name", help="the model's name in Ollama and vLLM")
+    r.set_defaults(fn=cmd_runs_export)
 
 
 __all__ = ["register"]

@@ -128,3 +128,24 @@ def health(url: str) -> bool:
         return requests.get(f"{url}/health", timeout=2).status_code == 200
     except requests.RequestException:
         return False
+
+
+def load(url: str, model: str) -> None:
+    """Have the endpoint load ``model`` now (transformers' /load_model, streamed progress), so the first answer's
+    time to first token measures generation, not loading."""
+    import requests
+
+    try:
+        response = requests.post(f"{url}/load_model", json={"model": model}, stream=True,
+                                 timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
+    except requests.RequestException as err:
+        raise EndpointError(f"The model endpoint at {url} did not answer ({type(err).__name__}).") from None
+    with response:
+        if response.status_code != 200:
+            raise EndpointError(f"The model endpoint cannot load {model} ({response.status_code}): "
+                                f"{response.text[:300]}")
+        for line in response.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                event = json.loads(line[5:])
+                if event.get("status") == "error":
+                    raise EndpointError(f"The model endpoint cannot load {model}: {event.get('message')}")

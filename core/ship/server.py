@@ -58,8 +58,14 @@ class Activity:
         return 0.0 if self.active else time.monotonic() - self.last
 
 
-def model_manager(cfg: ServeConfig, device: str):
-    """transformers' ModelManager, loading systems by key; a pinned server preloads its system."""
+def _from_database(key: str):
+    with session_scope() as s:
+        return resolve(s, key)
+
+
+def model_manager(cfg: ServeConfig, device: str, resolver=_from_database):
+    """transformers' ModelManager, loading systems by key (``resolver(key)`` -> core.ship.systems.Servable);
+    a pinned server preloads its system."""
     from fastapi import HTTPException
     from transformers.cli.serving.model_manager import ModelManager
 
@@ -72,8 +78,7 @@ def model_manager(cfg: ServeConfig, device: str):
 
         def process_model_name(self, model_id: str) -> str:  # keys carry no hub revision
             try:
-                with session_scope() as s:
-                    system = resolve(s, model_id)
+                system = resolver(model_id)
             except StudioError as err:
                 raise HTTPException(status_code=404, detail=str(err)) from None
             self.systems[system.key] = system
@@ -153,19 +158,50 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(job_id: int, run_dir: Path, cfg: ServeConfig) -> dict:
-    """Load, listen, answer until idle or stopped; returns what the job reports."""
+def _url(host: str, port: int) -> str:
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+def _uvicorn(app):
     import uvicorn
 
+    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
+
+
+class InProcess:
+    """The same endpoint for one system, in a thread of this process (the export job's parity check talks to
+    its export through it). ``with InProcess(system) as url: ...``"""
+
+    def __init__(self, system, device: str | None = None) -> None:
+        self.system, self.device = system, pick_device(device)
+
+    def __enter__(self) -> str:
+        cfg = ServeConfig(system=self.system.key)
+        self.manager = model_manager(cfg, self.device, resolver=lambda key: self.system)
+        self.server = _uvicorn(build_app(self.manager, cfg, Activity()))
+        sock = listen("127.0.0.1", 0)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
+        self.thread.start()
+        while not self.server.started and self.thread.is_alive():
+            time.sleep(0.05)
+        return _url("127.0.0.1", sock.getsockname()[1])
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.manager.shutdown()
+
+
+def serve(job_id: int, run_dir: Path, cfg: ServeConfig) -> dict:
+    """Load, listen, answer until idle or stopped; returns what the job reports."""
     device = pick_device()
     activity = Activity()
     manager = model_manager(cfg, device)  # a pinned server loads its model here, before it says it is ready
     app = build_app(manager, cfg, activity)
     sock = listen(cfg.host, cfg.port)
-    port = sock.getsockname()[1]
-    host = "127.0.0.1" if cfg.host in ("0.0.0.0", "::", "") else cfg.host
-    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
+    url = _url(cfg.host, sock.getsockname()[1])
+    server = _uvicorn(app)
     reason = {"why": "canceled"}
 
     def watch() -> None:

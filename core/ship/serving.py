@@ -82,14 +82,20 @@ def live_servers(session: Session) -> list[Job]:
     return list(session.exec(select(Job).where(Job.kind == KIND, Job.status.in_(LIVE)).order_by(Job.id.desc())))
 
 
+def find_playground_server(session: Session) -> Job | None:
+    """The Playground's live endpoint (queued or running), if there is one."""
+    for job in live_servers(session):
+        if (job.config or {}).get("playground") and not (job.config or {}).get("system"):
+            return job
+    return None
+
+
 def playground_server(session: Session, user: User, project_id: int) -> Job:
     """The Playground's endpoint: the live one, or a new one queued now (one for the whole workspace)."""
     require(user, "evaluate")
     with file_lock(runs_dir() / ".playground.lock"):
-        for job in live_servers(session):
-            if (job.config or {}).get("playground") and not (job.config or {}).get("system"):
-                return job
-        return launch_server(session, user, project_id, ServeConfig(playground=True))
+        return find_playground_server(session) or launch_server(session, user, project_id,
+                                                                ServeConfig(playground=True))
 
 
 def endpoint(job: Job) -> dict | None:

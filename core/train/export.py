@@ -1,91 +1,43 @@
-"""Exports of a training run, as a background job: ``python -m core.train.export --run-dir DIR``.
+"""A training run's model as files other tools load: the adapter folder and the merged model folder.
 
-A merged export is a standalone model folder (the adapter merged into the base weights, with the tokenizer and
-chat template) that ``AutoModelForCausalLM.from_pretrained`` loads without peft; a full fine-tuned run exports
-its own saved model. Loading and merging take seconds for the embedded model and minutes for large ones, so it
-runs as a job (progress in progress.jsonl, cancel, a truthful status), never inside a button handler. The
-folder is written under a temporary name and renamed into place, so a failed export leaves nothing half-written.
+These are the training stage's pieces of an export; the export job that runs them (with the Ollama and vLLM
+recipes, GGUF, the parity check and the model card) is core.ship.deploy. Both folders are written under a
+temporary name and renamed into place, so a failed export leaves nothing half-written.
+
+- The adapter folder holds what ``PeftModel.from_pretrained(base, folder)`` (or transformers'
+  ``model.load_adapter``) needs: the adapter, the tokenizer with its chat template and the base model's
+  generation config, so decoding defaults travel with it.
+- The merged folder is a standalone model (the adapter merged into the base weights, with the tokenizer and chat
+  template) that ``AutoModelForCausalLM.from_pretrained`` loads without peft; a full fine-tuned run exports its
+  own saved model.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import sys
-import time
-import traceback
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from core.accounts import require
-from core.basemodel import load_model
-from core.configs import strict_from_dict
-from core.errors import InvalidInput, NotFound, StudioError
+from core.basemodel import load_model, resolve_model_path
+from core.errors import InvalidInput, NotFound
 from core.jobs import rundir
-from core.jobs.queue import get_job, list_jobs, read_progress, submit
-from core.jobs.worker import KeepAlive, StopFlag, heartbeat, worker_finish, worker_main, worker_start
 from core.train.config import TrainConfig
-from core.train.runs import KIND as TRAIN_KIND
-from storage.db import session_scope
-from storage.models import Job, JobStatus
 
-KIND = "export"
-WORKER = "core.train.export"  # python -m core.train.export --run-dir DIR
-STEPS = ("load", "merge", "save")
-STOP = StopFlag()
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
+                   "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json")
 
 
-@dataclass
-class ExportConfig:
-    """One export job's config.json."""
-
-    run_id: int
-    """The training run to export (it must have saved an adapter or a full model)."""
-    out_dir: str
-    """A new (or empty) folder to write the merged model into."""
-
-    def __post_init__(self):
-        try:
-            self.run_id = int(self.run_id)
-        except (TypeError, ValueError):
-            raise InvalidInput("The run to export must be a run id.") from None
-        if not str(self.out_dir or "").strip():
-            raise InvalidInput("Choose a folder to export into.")
-        self.out_dir = str(Path(self.out_dir).expanduser().resolve())
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ExportConfig":
-        """From a config.json dict; an unknown key is refused."""
-        return strict_from_dict(cls, data, "export")
-
-
-def _check_target(out: Path) -> None:
+def check_target(out: Path) -> None:
+    """Refuse a folder that exists and is not empty: an export never overwrites."""
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InvalidInput(f"{out} is not empty; choose a new folder.")
 
 
-def launch_export(session, user, run_id: int, out_dir: str | Path) -> Job:
-    """Queue a merged export of a training run into ``out_dir`` (a new or empty folder)."""
-    require(user, "train")
-    cfg = ExportConfig(run_id=run_id, out_dir=str(out_dir))
-    run = get_job(session, cfg.run_id)
-    if run.kind != TRAIN_KIND:
-        raise InvalidInput(f"Job {run.id} is not a training run.")
-    if not rundir.has_model(run.run_dir):
-        raise InvalidInput(f"Run {run.id} has no saved model yet ({run.status}).")
-    _check_target(Path(cfg.out_dir))
-    return submit(session, user, project_id=run.project_id, kind=KIND, action="train",
-                  name=f"export run {run.id}", config=asdict(cfg), module=WORKER)
+def run_config(run_dir: str | Path) -> TrainConfig:
+    return TrainConfig.from_json((Path(run_dir) / rundir.CONFIG).read_text(encoding="utf-8"))
 
 
-def exports_of(session, run_id: int) -> list[dict]:
-    """The export jobs of a run, newest first, with their folder and last progress line."""
-    out = []
-    for job in list_jobs(session, kind=KIND):
-        if int((job.config or {}).get("run_id") or 0) != run_id:
-            continue
-        out.append({"job": job, "out_dir": (job.config or {}).get("out_dir"), "progress": read_progress(job)})
-    return out
+def has_adapter(run_dir: str | Path) -> bool:
+    return (Path(run_dir) / rundir.ADAPTER_FILES[0]).exists()
 
 
 def load_finetuned(run_dir: str | Path, dtype=None, merge: bool = False):
@@ -99,32 +51,18 @@ def load_finetuned(run_dir: str | Path, dtype=None, merge: bool = False):
     if (full / "config.json").exists():
         return (AutoModelForCausalLM.from_pretrained(full, dtype=dtype or torch.float32),
                 AutoTokenizer.from_pretrained(full))
-    if not (run_dir / rundir.ADAPTER_FILES[0]).exists():
+    if not has_adapter(run_dir):
         raise NotFound(f"{run_dir} holds no adapter yet (the run did not save one).")
     from peft import PeftModel
 
-    cfg = TrainConfig.from_json((run_dir / rundir.CONFIG).read_text(encoding="utf-8"))
+    cfg = run_config(run_dir)
     model = PeftModel.from_pretrained(load_model(cfg.base_model, dtype=dtype or torch.float32), run_dir)
     if merge:
         model = model.merge_and_unload()
     return model, AutoTokenizer.from_pretrained(run_dir)
 
 
-def merge_to_folder(run_dir: str | Path, out: str | Path, on_step=lambda step: None) -> Path:
-    """Merge a run's adapter into its base (or take the full model) and save it with its tokenizer to ``out``,
-    written under a temporary name and renamed into place. ``on_step(name)`` is called before each step."""
-    out = Path(out)
-    _check_target(out)
-    on_step("load")
-    model, tokenizer = load_finetuned(run_dir, merge=False)
-    on_step("merge")
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    on_step("save")
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
+def _into_place(tmp: Path, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():
         out.rmdir()
@@ -132,45 +70,54 @@ def merge_to_folder(run_dir: str | Path, out: str | Path, on_step=lambda step: N
     return out
 
 
-def run_job(job_id: int) -> dict:
-    """The export worker: merge, save, report."""
-    job = worker_start(job_id)
-    run_dir = Path(job.run_dir)
-    t0 = time.time()
-
-    def step(name: str) -> None:
-        if STOP.is_set():
-            raise KeyboardInterrupt
-        row = {"step": name, "done": STEPS.index(name), "total": len(STEPS), "time": time.time()}
-        with open(run_dir / rundir.PROGRESS, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
-        heartbeat(job_id, step=name)
-        print(f"export: {name}", flush=True)
-
-    with KeepAlive(job_id):
-        try:
-            cfg = ExportConfig.from_dict(job.config)
-            with session_scope() as s:
-                source = get_job(s, cfg.run_id).run_dir
-            out = merge_to_folder(source, cfg.out_dir, on_step=step)
-            result = {"out_dir": str(out), "seconds": round(time.time() - t0, 1)}
-            with open(run_dir / rundir.PROGRESS, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"step": "done", "done": len(STEPS), "total": len(STEPS)}) + "\n")
-            worker_finish(job_id, JobStatus.succeeded.value, result=result)
-            return result
-        except KeyboardInterrupt:
-            worker_finish(job_id, JobStatus.canceled.value, error="Canceled; nothing was exported.")
-            return {}
-        except BaseException as err:  # noqa: BLE001 - every failure must end as a truthful status
-            traceback.print_exc()
-            message = str(err) if isinstance(err, StudioError) else f"{type(err).__name__}: {err}"
-            worker_finish(job_id, JobStatus.failed.value, error=message)
-            return {}
+def _temporary(out: Path) -> Path:
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
 
 
-def main(argv: list[str] | None = None) -> int:
-    return worker_main("python -m core.train.export", "Export one training run.", STOP, run_job, argv)
+def merge_to_folder(run_dir: str | Path, out: str | Path, on_step=lambda step: None) -> Path:
+    """Merge a run's adapter into its base (or take the full model) and save it with its tokenizer to ``out``.
+    ``on_step(name)`` is called before each step ("load", "merge", "save")."""
+    out = Path(out)
+    check_target(out)
+    on_step("load")
+    model, tokenizer = load_finetuned(run_dir, merge=False)
+    on_step("merge")
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    on_step("save")
+    tmp = _temporary(out)
+    model.save_pretrained(tmp, safe_serialization=True)
+    tokenizer.save_pretrained(tmp)
+    return _into_place(tmp, out)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def save_adapter_folder(run_dir: str | Path, out: str | Path) -> Path:
+    """Copy a LoRA run's adapter with its tokenizer and chat template, and write the base model's generation
+    config beside them, into ``out``."""
+    from transformers import GenerationConfig
+
+    run_dir, out = Path(run_dir), Path(out)
+    if not has_adapter(run_dir):
+        raise InvalidInput(f"Run folder {run_dir} holds no adapter (a full fine-tuned run exports as a merged "
+                           "model folder).")
+    check_target(out)
+    tmp = _temporary(out)
+    for name in rundir.ADAPTER_FILES + TOKENIZER_FILES:
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, tmp / name)
+    base = resolve_model_path(run_config(run_dir).base_model)
+    try:
+        generation = GenerationConfig.from_pretrained(base)
+    except OSError:  # a base without generation_config.json: its model config's defaults
+        generation = GenerationConfig.from_model_config(load_model_config(base))
+    generation.save_pretrained(tmp)
+    return _into_place(tmp, out)
+
+
+def load_model_config(path):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(path)

@@ -1,0 +1,85 @@
+"""`finetune-studio serve-model`: the Playground's OpenAI-compatible endpoint for other applications."""
+from __future__ import annotations
+
+import sys
+import time
+
+from core.errors import StudioError
+from core.jobs.queue import TERMINAL, get_job
+from core.projects import list_projects
+from core.ship.serving import DEFAULT_IDLE_S, ServeConfig, launch_server, server_status, stop_server
+from core.ship.systems import resolve
+from storage.models import Job, JobStatus
+
+
+def _project_of(session, key: str) -> int:
+    kind, _, raw = key.partition(":")
+    if kind in ("run", "export"):
+        return session.get(Job, int(raw)).project_id
+    projects = list_projects(session)
+    if not projects:
+        raise StudioError("No project yet: create one first.")
+    return projects[0].id
+
+
+def _wait_ready(session, job_id: int) -> dict:
+    said = ""
+    while True:
+        status = server_status(session, job_id)
+        job = status["job"]
+        if status["endpoint"]:
+            return status["endpoint"]
+        if job.status in TERMINAL:
+            raise StudioError(f"serving job {job.id} {job.status}: {(job.error or '').splitlines()[0] if job.error else ''}")
+        line = (f"serving job {job.id}: waiting for the device ({status['running_ahead']} runs)"
+                if job.status == JobStatus.queued.value else f"serving job {job.id}: loading {job.config['system']}")
+        if line != said:
+            print(line, file=sys.stderr, flush=True)
+            said = line
+        time.sleep(0.5)
+
+
+def cmd_serve_model(args, session, user):
+    system = resolve(session, args.system)
+    cfg = ServeConfig(system=system.key, host=args.host, port=args.port, idle_timeout_s=args.idle_timeout,
+                      continuous_batching=args.continuous_batching)
+    job = launch_server(session, user, _project_of(session, system.key), cfg)
+    try:
+        endpoint = _wait_ready(session, job.id)
+        print(f"serving {system.label} on {endpoint['url']}/v1 (OpenAI-compatible; model \"{system.key}\"); "
+              f"job {job.id} stops after {args.idle_timeout:.0f} s without requests" +
+              ("" if args.detach else ", or on Ctrl-C"), flush=True)
+        if args.detach:
+            return {"job": job.id, "url": f"{endpoint['url']}/v1", "model": system.key}
+        while get_job(session, job.id).status not in TERMINAL:
+            time.sleep(1)
+            session.expire_all()
+    except KeyboardInterrupt:
+        pass
+    session.expire_all()
+    job = get_job(session, job.id)
+    if job.status not in TERMINAL:
+        stop_server(session, user, job.id)
+        while job.status not in TERMINAL:
+            time.sleep(0.3)
+            session.expire_all()
+            job = get_job(session, job.id)
+    return {"job": job.id, "status": job.status, "stopped": (job.result or {}).get("stopped", job.status)}
+
+
+def register(sub, common) -> None:
+    """Add `serve-model` to the finetune-studio command line."""
+    p = sub.add_parser("serve-model", parents=[common],
+                       help="serve a system on a local OpenAI-compatible endpoint (/v1/chat/completions)")
+    p.add_argument("system", help="base, base:<model>, run:<run id> (or just the id) or export:<export id>")
+    p.add_argument("--port", type=int, default=8000, help="0 takes a free port (default 8000)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_S,
+                   help=f"stop after this many seconds without requests (default {DEFAULT_IDLE_S})")
+    p.add_argument("--continuous-batching", action="store_true",
+                   help="transformers' continuous batching (many concurrent clients on a GPU)")
+    p.add_argument("--detach", action="store_true", help="return once it answers; it runs on until idle")
+    p.set_defaults(fn=cmd_serve_model)
+
+
+__all__ = ["register"]

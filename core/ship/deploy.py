@@ -1,0 +1,286 @@
+"""Deploy exports of a training run, as a background job: ``python -m core.ship.deploy --run-dir DIR``.
+
+One job writes every way out the user asked for into a new folder: the PEFT adapter folder (and a zip of it to
+download), the merged model folder, Ollama Modelfiles with the exact ``ollama create`` commands, the exact
+``vllm serve`` commands, and GGUF when llama.cpp's converter is installed (otherwise it says what to install).
+Then it runs the parity check (core.ship.parity) on each artifact and writes a model card (core.ship.modelcard)
+into each model folder. Everything is written under a temporary name and renamed into place at the end, so a
+failed or canceled export leaves nothing half-written. ``deploy.json`` in the folder and the job's result hold
+the same report: artifacts, commands, parity verdicts and lineage.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from core.accounts import require
+from core.basemodel import resolve_model_path
+from core.configs import strict_from_dict
+from core.errors import InvalidInput, StudioError
+from core.jobs import rundir
+from core.jobs.queue import get_job, list_jobs, read_progress, submit
+from core.jobs.worker import KeepAlive, StopFlag, heartbeat, worker_finish, worker_main, worker_start
+from core.ship import gguf, ollama, parity, vllm
+from core.ship.modelcard import lineage, write_card
+from core.ship.systems import EXPORT_KIND
+from core.train.export import check_target, has_adapter, merge_to_folder, run_config, save_adapter_folder
+from core.train.runs import KIND as TRAIN_KIND
+from storage.db import session_scope
+from storage.models import Job, JobStatus, Project
+
+KIND = EXPORT_KIND
+WORKER = "core.ship.deploy"  # python -m core.ship.deploy --run-dir DIR
+FORMATS = ("adapter", "merged", "ollama", "vllm", "gguf")
+REPORT = "deploy.json"
+STOP = StopFlag()
+
+
+@dataclass
+class ExportConfig:
+    """One export job's config.json."""
+
+    run_id: int
+    """The training run to export (it must have saved an adapter or a full model)."""
+    out_dir: str
+    """A new (or empty) folder; each artifact goes into its own subfolder."""
+    formats: list[str] = field(default_factory=lambda: list(FORMATS))
+    """adapter, merged, ollama, vllm, gguf. GGUF is converted from the merged folder, so it brings it along."""
+    eval_set_id: int | None = None
+    """Prompts for the parity check; None takes the test split of the run's dataset version."""
+    parity: bool = True
+    """Check that each artifact answers like the run (greedy, on the eval prompts)."""
+    name: str = ""
+    """The model's name in Ollama and vLLM; "" makes one from the project and the run."""
+
+    def __post_init__(self):
+        try:
+            self.run_id = int(self.run_id)
+            self.eval_set_id = int(self.eval_set_id) if self.eval_set_id not in (None, "", 0) else None
+        except (TypeError, ValueError):
+            raise InvalidInput("The run and the eval set are given by their ids.") from None
+        if not str(self.out_dir or "").strip():
+            raise InvalidInput("Choose a folder to export into.")
+        self.out_dir = str(Path(self.out_dir).expanduser().resolve())
+        unknown = [f for f in self.formats if f not in FORMATS]
+        if unknown or not self.formats:
+            raise InvalidInput(f"Choose formats among: {', '.join(FORMATS)}" + (
+                f" (not {', '.join(unknown)})." if unknown else "."))
+        wanted = set(self.formats) | ({"merged"} if "gguf" in self.formats else set())
+        self.formats = [f for f in FORMATS if f in wanted]
+        if {"ollama", "vllm"} & wanted and not {"adapter", "merged"} & wanted:
+            raise InvalidInput("Ollama and vLLM serve the adapter or the merged folder: export one of them too.")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ExportConfig":
+        return strict_from_dict(cls, data, "export")
+
+
+def plan(cfg: ExportConfig) -> list[str]:
+    """The job's steps in order, as progress.jsonl names them."""
+    steps = [f for f in ("adapter", "merged") if f in cfg.formats] + ["recipes"]
+    steps += ["gguf"] if "gguf" in cfg.formats else []
+    if cfg.parity:
+        steps += [f"parity ({k})" for k in ("merged", "adapter") if k in cfg.formats] + ["parity (endpoint)"]
+    return steps + ["card"]
+
+
+def default_formats(run: Job) -> list[str]:
+    """Every format the run can give: all of them, less the adapter for a full fine-tuned run."""
+    return [f for f in FORMATS if f != "adapter" or has_adapter(run.run_dir or "")]
+
+
+def launch_export(session, user, run_id: int, out_dir: str | Path, *, formats: list[str] | None = None,
+                  eval_set_id: int | None = None, parity_check: bool = True, name: str = "") -> Job:
+    """Queue an export of a training run into ``out_dir`` (a new or empty folder)."""
+    require(user, "train")
+    run = get_job(session, int(run_id))
+    if run.kind != TRAIN_KIND:
+        raise InvalidInput(f"Job {run.id} is not a training run.")
+    if not rundir.has_model(run.run_dir or ""):
+        raise InvalidInput(f"Run {run.id} has no saved model yet ({run.status}).")
+    cfg = ExportConfig(run_id=run.id, out_dir=str(out_dir), formats=list(formats or default_formats(run)),
+                       eval_set_id=eval_set_id, parity=parity_check, name=name)
+    if "adapter" in cfg.formats and not has_adapter(run.run_dir):
+        raise InvalidInput(f"Run {run.id} was fully fine-tuned: it has no adapter; export the merged model.")
+    check_target(Path(cfg.out_dir))
+    if cfg.parity:
+        parity.parity_prompts(session, run, cfg.eval_set_id)  # refuse now, not after minutes of work
+    return submit(session, user, project_id=run.project_id, kind=KIND, action="train",
+                  name=f"export run {run.id}", config=asdict(cfg), module=WORKER)
+
+
+def exports_of(session, run_id: int) -> list[dict]:
+    """The export jobs of a run, newest first, with their folder, last progress line and report."""
+    out = []
+    for job in list_jobs(session, kind=KIND):
+        if int((job.config or {}).get("run_id") or 0) != run_id:
+            continue
+        out.append({"job": job, "out_dir": (job.config or {}).get("out_dir"), "progress": read_progress(job),
+                    "report": job.result or {}})
+    return out
+
+
+# ---------------------------------------------------------------- the job
+
+
+def _name(cfg: ExportConfig, project: str) -> str:
+    return ollama.model_name(cfg.name or f"{project}-run-{cfg.run_id}")
+
+
+def _recipes(cfg: ExportConfig, tmp: Path, out: Path, run: Job, name: str, artifacts: dict) -> None:
+    """Ollama Modelfiles and vLLM commands; paths are the final ones (``out``), files go into ``tmp``."""
+    train_cfg = run_config(run.run_dir)
+    base = resolve_model_path(train_cfg.base_model)
+    merged, adapter = artifacts.get("merged"), artifacts.get("adapter")
+    if "ollama" in cfg.formats:
+        from transformers import AutoTokenizer
+
+        try:
+            fmt = ollama.read_format(AutoTokenizer.from_pretrained(tmp / ("merged" if merged else "adapter")))
+            (tmp / "ollama").mkdir()
+            made = []
+            if merged:
+                (tmp / "ollama" / "Modelfile").write_text(ollama.modelfile(fmt, model_from=out / "merged"))
+                made.append({"modelfile": str(out / "ollama" / "Modelfile"),
+                             "command": ollama.create_command(name, out / "ollama" / "Modelfile")})
+            if adapter:
+                (tmp / "ollama" / "Modelfile.adapter").write_text(
+                    ollama.modelfile(fmt, model_from=base, adapter=out / "adapter"))
+                made.append({"modelfile": str(out / "ollama" / "Modelfile.adapter"),
+                             "command": ollama.create_command(f"{name}-adapter", out / "ollama" / "Modelfile.adapter")})
+            artifacts["ollama"] = {"files": made, "template_mismatches": fmt.mismatches,
+                                   "note": "Ollama samples by default; `PARAMETER temperature 0` gives the greedy "
+                                           "answers the parity check compares."}
+        except (ValueError, OSError) as err:
+            artifacts["ollama"] = {"error": f"No Modelfile: {err}. Write the TEMPLATE by hand from "
+                                            "chat_template.jinja."}
+    if "vllm" in cfg.formats:
+        commands = []
+        if adapter:
+            own = (Path(run.run_dir) / "chat_template.jinja")
+            base_template = Path(base) / "chat_template.jinja" if Path(str(base)).is_dir() else None
+            differs = own.is_file() and (base_template is None or not base_template.is_file()
+                                         or base_template.read_text() != own.read_text())
+            commands.append(vllm.adapter_command(base, name, out / "adapter", train_cfg.lora_r,
+                                                 out / "adapter" / "chat_template.jinja" if differs else None))
+        if merged:
+            commands.append(vllm.merged_command(out / "merged", name))
+        artifacts["vllm"] = {"commands": commands}
+
+
+def _parity(cfg: ExportConfig, tmp: Path, run: Job, artifacts: dict, step) -> dict:
+    with session_scope() as s:
+        source, conversations = parity.parity_prompts(s, s.get(Job, run.id), cfg.eval_set_id)
+    base = run_config(run.run_dir).base_model
+    targets = [(k, tmp / k) for k in ("merged", "adapter") if k in artifacts]
+    targets.append(("endpoint", targets[0][1]))  # what serve-model and the Playground answer with
+    report = {"prompts_from": source, "prompts": conversations, "run_answers": [], "checks": {}}
+    for kind, folder in targets:
+        step(f"parity ({kind})")
+        if not report["run_answers"]:
+            report["run_answers"] = parity.run_answers(run.run_dir, conversations)
+        try:
+            report["checks"][kind] = parity.check(kind, folder, conversations, report["run_answers"],
+                                                  base_model=base)
+        except StudioError as err:
+            report["checks"][kind] = {"error": str(err)}
+    return report
+
+
+def export(cfg: ExportConfig, step=lambda name: None) -> dict:
+    """Write every asked-for artifact, check parity, write the cards; returns the report."""
+    out = Path(cfg.out_dir)
+    check_target(out)
+    tmp = out.with_name(f".{out.name}.export-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with session_scope() as s:
+        run = s.get(Job, cfg.run_id)
+        project = s.get(Project, run.project_id).name
+        info = lineage(s, run)
+    name = _name(cfg, project)
+    artifacts: dict = {}
+    if "adapter" in cfg.formats:
+        step("adapter")
+        save_adapter_folder(run.run_dir, tmp / "adapter")
+        artifacts["adapter"] = {"path": str(out / "adapter"), "zip": str(out / "adapter.zip")}
+    if "merged" in cfg.formats:
+        step("merged")
+        merge_to_folder(run.run_dir, tmp / "merged")
+        artifacts["merged"] = {"path": str(out / "merged")}
+    step("recipes")
+    _recipes(cfg, tmp, out, run, name, artifacts)
+    if "gguf" in cfg.formats:
+        step("gguf")
+        if gguf.find_converter() is None:
+            artifacts["gguf"] = {"missing": gguf.INSTALL}
+        else:
+            gguf.convert(tmp / "merged", tmp / "gguf" / f"{name}-f16.gguf")
+            artifacts["gguf"] = {"path": str(out / "gguf" / f"{name}-f16.gguf")}
+    report_parity = _parity(cfg, tmp, run, artifacts, step) if cfg.parity else None
+    step("card")
+    for kind, library, what in (("adapter", "peft", "A LoRA adapter"), ("merged", "transformers", "A merged model")):
+        if kind in artifacts:
+            write_card(tmp / kind, info, library_name=library, what=what, parity=report_parity)
+    if "adapter" in artifacts:
+        shutil.make_archive(str(tmp / "adapter"), "zip", root_dir=tmp / "adapter")
+    report = {"out_dir": str(out), "name": name, "artifacts": artifacts, "parity": report_parity,
+              "lineage": info}
+    (tmp / REPORT).write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    if out.exists():
+        out.rmdir()
+    tmp.rename(out)
+    return report
+
+
+def run_job(job_id: int) -> dict:
+    """The export worker: artifacts, recipes, parity, cards; progress in progress.jsonl."""
+    job = worker_start(job_id)
+    run_dir = Path(job.run_dir)
+    t0 = time.time()
+    cfg = None
+
+    def step(name: str) -> None:
+        if STOP.is_set():
+            raise KeyboardInterrupt
+        steps = plan(cfg)
+        row = {"step": name, "done": steps.index(name), "total": len(steps), "time": time.time()}
+        with open(run_dir / rundir.PROGRESS, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        heartbeat(job_id, step=name)
+        print(f"export: {name}", flush=True)
+
+    with KeepAlive(job_id):
+        try:
+            cfg = ExportConfig.from_dict(job.config)
+            report = export(cfg, step)
+            report["seconds"] = round(time.time() - t0, 1)
+            with open(run_dir / rundir.PROGRESS, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"step": "done", "done": 1, "total": 1}) + "\n")
+            worker_finish(job_id, JobStatus.succeeded.value, result=report)
+            return report
+        except KeyboardInterrupt:
+            worker_finish(job_id, JobStatus.canceled.value, error="Canceled; nothing was exported.")
+            return {}
+        except BaseException as err:  # noqa: BLE001 - every failure must end as a truthful status
+            traceback.print_exc()
+            message = str(err) if isinstance(err, StudioError) else f"{type(err).__name__}: {err}"
+            worker_finish(job_id, JobStatus.failed.value, error=message)
+            return {}
+        finally:
+            if cfg is not None:
+                out = Path(cfg.out_dir)
+                shutil.rmtree(out.with_name(f".{out.name}.export-tmp"), ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return worker_main("python -m core.ship.deploy", "Export one training run.", STOP, run_job, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The Playground's core: which systems a project can talk to, the messages a chat sends, and "Save as example".
+
+The page keeps a chat in its session (it is a scratchpad, not data); what becomes data goes through here: an
+exchange the user keeps, with the answer as they edited it, becomes a draft example in the annotation queue whose
+source is ``playground`` and whose note records where it came from (system, decoding, edited or not).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlmodel import Session
+
+from core.accounts import require
+from core.curate.curation import create_example
+from core.errors import InvalidInput
+from core.evaluate.generate_config import Decoding
+from core.ship.systems import Servable, project_systems
+from storage.models import Example, Project, User
+
+SOURCE = "playground"
+
+
+def systems(session: Session, user: User, project_id: int) -> list[Servable]:
+    """The systems of a project the Playground offers: base models, succeeded runs, merged exports."""
+    require(user, "evaluate")
+    return project_systems(session, project_id)
+
+
+def chat_messages(system_prompt: str, turns: list[dict]) -> list[dict]:
+    """What a chat sends: the system prompt (when there is one), then the turns so far."""
+    head = [{"role": "system", "content": system_prompt.strip()}] if (system_prompt or "").strip() else []
+    return head + [{"role": t["role"], "content": t["content"]} for t in turns]
+
+
+def describe(decoding: Decoding) -> str:
+    d = decoding.stored()
+    if d["mode"] == "greedy":
+        return f"greedy, max {d['max_new_tokens']} new tokens"
+    return (f"sampled at temperature {d['temperature']}, top-p {d['top_p']}, seed {d['seed']}, "
+            f"max {d['max_new_tokens']} new tokens")
+
+
+def save_exchange(session: Session, user: User, project: Project, *, system_label: str, system_prompt: str,
+                  turns: list[dict], answer: str, generated: str, decoding: Decoding) -> Example:
+    """A draft example from one exchange: the conversation up to the user's message, then ``answer`` (the
+    generated answer ``generated`` as the user edited it)."""
+    require(user, "curate")
+    if not turns or turns[-1].get("role") != "user":
+        raise InvalidInput("An exchange ends with the user's message and then the answer.")
+    if not (answer or "").strip():
+        raise InvalidInput("The answer is empty; write the answer the model should give.")
+    edited = answer.strip() != (generated or "").strip()
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    note = (f"From the Playground: {system_label}, {describe(decoding)}, "
+            f"{'answer edited' if edited else 'answer as generated'}, saved by {user.username} on {stamp}.")
+    conversation = [{"role": t["role"], "content": t["content"]} for t in turns]
+    example = create_example(session, user, project, system=(system_prompt or "").strip(),
+                             turns=conversation + [{"role": "assistant", "content": answer.strip()}], note=note)
+    example.source = SOURCE
+    session.add(example)
+    session.commit()
+    session.refresh(example)
+    return example

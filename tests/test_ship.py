@@ -1,0 +1,222 @@
+"""Ship stage without loading a model: Modelfile and vLLM goldens, configs, Save as example, project settings, the
+model card's lineage, the migration."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from huggingface_hub import ModelCard
+
+from core.errors import InvalidInput, PermissionDenied
+from core.evaluate.generate_config import Decoding
+from core.ship import ollama, vllm
+from core.ship.deploy import ExportConfig
+from core.ship.serving import ServeConfig
+from storage.models import Job
+from tests.fixtures_models import make_dataset_version
+from tests.helpers import make_outputs, score_all
+
+CHATML_MODELFILE = '''\
+# Written by finetune-studio from the model's own chat template.
+FROM /exports/run-3/merged
+TEMPLATE """{{ range .Messages }}{{ if eq .Role "system" }}<|im_start|>system
+{{ .Content }}<|im_end|>
+{{ else if eq .Role "user" }}<|im_start|>user
+{{ .Content }}<|im_end|>
+{{ else if eq .Role "assistant" }}<|im_start|>assistant
+{{ .Content }}<|im_end|>
+{{ end }}{{ end }}<|im_start|>assistant
+"""
+SYSTEM """You are a helpful AI assistant named SmolLM, trained by Hugging Face"""
+PARAMETER stop "<|im_end|>"
+PARAMETER stop "<|im_start|>"
+'''
+
+LLAMA3_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+                   "{{ m['content'] | trim }}<|eot_id|>{% endfor %}{% if add_generation_prompt %}"
+                   "<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+LLAMA3_MODELFILE = '''\
+# Written by finetune-studio from the model's own chat template.
+FROM /models/base
+ADAPTER /exports/run-3/adapter
+TEMPLATE """<|endoftext|>{{ range .Messages }}{{ if eq .Role "system" }}<|start_header_id|>system<|end_header_id|>
+
+{{ .Content }}<|eot_id|>{{ else if eq .Role "user" }}<|start_header_id|>user<|end_header_id|>
+
+{{ .Content }}<|eot_id|>{{ else if eq .Role "assistant" }}<|start_header_id|>assistant<|end_header_id|>
+
+{{ .Content }}<|eot_id|>{{ end }}{{ end }}<|start_header_id|>assistant<|end_header_id|>
+
+"""
+PARAMETER stop "<|eot_id|>"
+PARAMETER stop "<|im_end|>"
+'''
+
+
+@pytest.fixture
+def tokenizer(tiny_model):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model)  # the embedded model's tokenizer and ChatML template
+
+
+def test_modelfile_golden_for_the_embedded_chat_template(tokenizer):
+    fmt = ollama.read_format(tokenizer)
+    assert fmt.mismatches == []
+    assert ollama.modelfile(fmt, model_from="/exports/run-3/merged") == CHATML_MODELFILE
+    assert (ollama.create_command("Utility support assistant-run-3", "/exports/run-3/ollama/Modelfile")
+            == "ollama create utility-support-assistant-run-3 -f /exports/run-3/ollama/Modelfile")
+
+
+def test_modelfile_golden_for_a_llama3_style_template_with_an_adapter(tokenizer):
+    tokenizer.chat_template = LLAMA3_TEMPLATE
+    tokenizer.bos_token = "<|endoftext|>"
+    fmt = ollama.read_format(tokenizer)
+    assert fmt.default_system is None and fmt.mismatches == []
+    text = ollama.modelfile(fmt, model_from="/models/base", adapter="/exports/run-3/adapter")
+    assert text == LLAMA3_MODELFILE
+
+
+def test_a_template_that_merges_roles_is_reported_not_guessed(tokenizer):
+    tokenizer.chat_template = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] "
+                               "{{ m['content'] }} [/INST]{% elif m['role'] == 'assistant' %}{{ m['content'] }}"
+                               "{{ eos_token }}{% endif %}{% endfor %}")
+    with pytest.raises(ValueError, match="merges or drops roles"):
+        ollama.read_format(tokenizer)
+
+
+def test_vllm_commands_golden():
+    assert (vllm.adapter_command("/models/SmolLM2-135M-Instruct", "utility-run-3", "/exports/run-3/adapter", 16)
+            == "vllm serve /models/SmolLM2-135M-Instruct --enable-lora --lora-modules "
+               "utility-run-3=/exports/run-3/adapter --max-lora-rank 16")
+    # vLLM takes only some ranks: an adapter of rank 12 needs --max-lora-rank 16; paths with spaces are quoted
+    assert (vllm.adapter_command("/my models/base", "m", "/ex/a b", 12, chat_template="/ex/a b/chat_template.jinja")
+            == "vllm serve '/my models/base' --enable-lora --lora-modules 'm=/ex/a b' --max-lora-rank 16 "
+               "--chat-template '/ex/a b/chat_template.jinja'")
+    assert [vllm.max_lora_rank(r) for r in (1, 2, 8, 33, 300, 512)] == [1, 8, 8, 64, 320, 512]
+    assert (vllm.merged_command("/exports/run-3/merged", "utility-run-3")
+            == "vllm serve /exports/run-3/merged --served-model-name utility-run-3")
+
+
+def test_export_and_serve_configs_refuse_what_cannot_work(tmp_path):
+    cfg = ExportConfig(run_id=1, out_dir=str(tmp_path / "x"), formats=["gguf", "adapter"])
+    assert cfg.formats == ["adapter", "merged", "gguf"]  # GGUF is converted from the merged folder
+    with pytest.raises(InvalidInput, match="formats among"):
+        ExportConfig(run_id=1, out_dir=str(tmp_path), formats=["onnx"])
+    with pytest.raises(InvalidInput, match="adapter or the merged"):
+        ExportConfig(run_id=1, out_dir=str(tmp_path), formats=["ollama"])
+    with pytest.raises(InvalidInput, match="Unknown export setting"):
+        ExportConfig.from_dict({"run_id": 1, "out_dir": str(tmp_path), "fromats": ["merged"]})
+    assert ServeConfig().host == "127.0.0.1"  # the endpoint stays on this machine unless asked
+    with pytest.raises(InvalidInput, match="port"):
+        ServeConfig(port=70000)
+    with pytest.raises(InvalidInput, match="host"):
+        ServeConfig(host="127.0.0.1; rm -rf /")
+
+
+def test_save_as_example_makes_a_draft_with_its_origin(session, users, project):
+    from core.ship.playground import save_exchange
+
+    turns = [{"role": "user", "content": "My bill doubled, why?"}]
+    ex = save_exchange(session, users["engineer"], project, system_label="Run 3: lora-demo-v1",
+                       system_prompt="You are Brightwater's support assistant.", turns=turns,
+                       answer="Sorry about the surprise. 1. Check the meter reading.", generated="It doubled.",
+                       decoding=Decoding())
+    assert ex.status == "draft" and ex.source == "playground"
+    assert ex.system == "You are Brightwater's support assistant."
+    assert ex.turns == turns + [{"role": "assistant", "content": "Sorry about the surprise. 1. Check the meter reading."}]
+    assert "Playground: Run 3: lora-demo-v1, greedy" in ex.note and "answer edited" in ex.note
+    with pytest.raises(InvalidInput, match="empty"):
+        save_exchange(session, users["engineer"], project, system_label="x", system_prompt="", turns=turns,
+                      answer="  ", generated="a", decoding=Decoding())
+    with pytest.raises(InvalidInput, match="ends with the user"):
+        save_exchange(session, users["engineer"], project, system_label="x", system_prompt="", turns=[],
+                      answer="a", generated="a", decoding=Decoding())
+
+
+def test_project_settings_for_playground_and_cards(session, users, project):
+    from core.projects import update_project
+
+    update_project(session, users["admin"], project, default_system_prompt=" Be brief. ", license="Apache-2.0",
+                   intended_use="Answering utility customers.")
+    session.refresh(project)
+    assert (project.default_system_prompt, project.license, project.intended_use) == (
+        "Be brief.", "apache-2.0", "Answering utility customers.")
+    with pytest.raises(InvalidInput, match="identifier"):
+        update_project(session, users["admin"], project, license="Apache License, Version 2.0")
+    with pytest.raises(PermissionDenied):
+        update_project(session, users["engineer"], project, default_system_prompt="x")
+
+
+def test_model_card_carries_the_lineage(session, users, project, reviewers):
+    from core.projects import update_project
+    from core.ship.modelcard import card_text, lineage
+
+    update_project(session, users["admin"], project, license="apache-2.0", intended_use="Drafting replies to "
+                   "utility customers; not for emergencies.")
+    version = make_dataset_version(session, project, users["engineer"], n_train=6, n_validation=2)
+    es, systems = make_outputs(session, project, users["engineer"], n_prompts=4, runs=1, k=3)
+    score_all(session, es, reviewers)
+    run = session.get(Job, int(systems[1].split(":")[1]))
+    run.dataset_version_id, run.created_by = version.id, users["engineer"].id
+    run.config = {"base_model": "embedded:SmolLM2-135M-Instruct", "method": "lora", "lora_r": 16,
+                  "learning_rate": 0.0002, "dataset_version_id": version.id}
+    run.result = {"metrics": {"train_loss": 1.234, "eval_loss_first": 2.5, "eval_loss_last": 1.75, "global_step": 9}}
+    session.add(run)
+    session.commit()
+
+    info = lineage(session, run)
+    text = card_text(info, library_name="peft", what="A LoRA adapter",
+                     parity={"checks": {"merged": {"summary": "identical 4/4"}}})
+    card = ModelCard(text)
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert card.data.library_name == "peft" and card.data.license == "apache-2.0"
+    assert card.data.datasets == ["v1"]
+    body = card.text
+    assert "`v1`, content hash `test-v1`" in body and "train 6, validation 2, test 0" in body
+    assert "1 annotator(s), approved by 0 reviewer(s)" in body
+    assert '"learning_rate": 0.0002' in body and "Final train loss: 1.2340" in body
+    assert "2.5000 (base) -> 1.7500" in body
+    bt = info["evaluation"]["bradley_terry"]
+    assert bt["difference"] > 0 and bt["lo"] <= bt["difference"] <= bt["hi"] and bt["n_votes"] == 12
+    assert f"Bradley-Terry rating difference (run - base): {bt['difference']:+.1f}" in body
+    assert "Win rate against the base: 100% (12 wins, 0 ties, 0 losses)" in body
+    assert "| accuracy | 4.00 | 2.00 |" in body
+    assert "ROUGE-L against the references: run 1.000, base" in body
+    assert "not for emergencies" in body and "- merged: identical 4/4" in body
+
+
+def test_upgrade_adds_project_settings_and_moves_export_jobs(tmp_path, monkeypatch):
+    from sqlalchemy import text
+
+    from core.setup import init_workspace
+    from storage.db import current_revision, get_engine, make_engine, reset_engines, upgrade
+
+    ws = tmp_path / "old"
+    ws.mkdir()
+    url = f"sqlite:///{ws / 'studio.db'}"
+    upgrade(url, "0003_jobs_by_stage")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO user (username, password_hash, role, active, created_at) "
+                          "VALUES ('olduser', 'x', 'admin', 1, '2026-01-01 00:00:00')"))
+        conn.execute(text("INSERT INTO project (name, description, guidelines, rubric, max_length, "
+                          "annotators_per_example, created_at) VALUES ('Old', '', '', '[]', 1024, 1, "
+                          "'2026-01-01 00:00:00')"))
+        conn.execute(text("INSERT INTO job (project_id, kind, module, action, slots, launcher, name, status, "
+                          "run_dir, config, result, error, created_at, cancel_requested) VALUES (1, 'export', "
+                          "'core.train.export', 'train', 1, 'python', 'export run 1', 'queued', '', :cfg, '{}', '', "
+                          "'2026-01-01 00:00:00', 0)"), {"cfg": json.dumps({"run_id": 1, "out_dir": "/x"})})
+    engine.dispose()
+    monkeypatch.setenv("FINETUNE_STUDIO_HOME", str(ws))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    reset_engines()
+    init_workspace()
+    assert current_revision(url) == "0004_playground_serving"
+    with get_engine().connect() as conn:
+        assert conn.execute(text("SELECT module FROM job")).scalar() == "core.ship.deploy"
+        row = conn.execute(text("SELECT default_system_prompt, license, intended_use FROM project")).one()
+    assert tuple(row) == ("", "", "")
+    cfg = ExportConfig.from_dict({"run_id": 1, "out_dir": "/x"})  # an old export's config still reads
+    assert cfg.formats == ["adapter", "merged", "ollama", "vllm", "gguf"]
+    reset_engines()
