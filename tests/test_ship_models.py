@@ -1,0 +1,139 @@
+"""Ship stage with real models and processes: serve-model over HTTP answers like the generation job, and exports
+answer like their run (and a broken chat template is caught)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from core.evaluate.evalsets import create_eval_set_from_file, eval_prompts, launch_generation
+from core.jobs.queue import get_job, list_jobs
+from core.train.config import TrainConfig
+from core.train.runs import launch
+from storage.models import Output
+from tests.fixtures_models import make_dataset_version
+from tests.helpers import ROOT, wait_for
+
+SERVING_RE = re.compile(r"serving .* on (http://127\.0\.0\.1:\d+/v1) \(OpenAI-compatible; model \"([^\"]+)\"\)")
+
+
+def _serve_model(workspace: Path, *args: str) -> tuple[subprocess.Popen, str, list[str]]:
+    """Start `finetune-studio serve-model` as a user does; returns the process, its /v1 URL and its output lines."""
+    env = dict(os.environ, FINETUNE_STUDIO_HOME=str(workspace))
+    env.pop("DATABASE_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "core.cli", "serve-model", *args], cwd=ROOT, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    lines: list[str] = []
+    found: list[str] = []
+
+    def drain() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            m = SERVING_RE.search(line)
+            if m:
+                found.append(m.group(1))
+
+    threading.Thread(target=drain, daemon=True).start()
+    deadline = time.time() + 300
+    while not found:
+        assert proc.poll() is None and time.time() < deadline, "".join(lines)
+        time.sleep(0.2)
+    return proc, found[0], lines
+
+
+@pytest.mark.slow
+def test_serve_model_answers_a_runs_adapter_like_its_generation_job(session, users, project, tiny_model, workspace):
+    from openai import OpenAI
+
+    engineer = users["engineer"]
+    version = make_dataset_version(session, project, engineer, n_train=4, n_validation=1)
+    # A high learning rate so the adapter changes the answers: an endpoint without it would not pass.
+    cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=version.id, max_steps=4, max_length=96,
+                      per_device_batch_size=2, learning_rate=5e-2)
+    run = wait_for(session, launch(session, engineer, project.id, cfg).id)
+    assert run.status == "succeeded", run.error
+    es = create_eval_set_from_file(session, engineer, project.id, "serve", json.dumps(
+        {"prompt": "My bill doubled this month, why?"}) + "\n", "p.jsonl")
+    gen = wait_for(session, launch_generation(session, engineer, es.id, ["base", f"run:{run.id}"],
+                                              decoding={"max_new_tokens": 24}).id)
+    assert gen.status == "succeeded", gen.error
+    prompt = eval_prompts(session, es.id)[0]
+    outputs = {o.system: o.text for o in session.query(Output).filter(Output.prompt_id == prompt.id)}
+    expected = outputs[f"run:{run.id}"]
+    assert expected and expected != outputs["base"]
+
+    proc, url, lines = _serve_model(workspace, f"run:{run.id}", "--port", "0", "--idle-timeout", "300")
+    try:
+        api = OpenAI(base_url=url, api_key="not-needed")
+        answer = api.chat.completions.create(model=f"run:{run.id}", messages=prompt.messages, temperature=0,
+                                             max_tokens=24)
+        assert answer.choices[0].message.content.strip() == expected
+        assert answer.usage.completion_tokens > 0
+        chunks = [c.choices[0].delta.content or "" for c in api.chat.completions.create(
+            model=f"run:{run.id}", messages=prompt.messages, temperature=0, max_tokens=24, stream=True) if c.choices]
+        assert len([c for c in chunks if c]) > 1 and "".join(chunks).strip() == expected
+        serving = next(iter(list_jobs(session, kind="serve")))
+        assert serving.status == "running" and serving.config["host"] == "127.0.0.1"
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C stops the endpoint and frees the device
+        assert proc.wait(timeout=120) == 0, "".join(lines)
+    session.expire_all()
+    serving = get_job(session, serving.id)
+    assert serving.status == "canceled" and serving.result["requests"] >= 2
+
+
+@pytest.mark.slow
+def test_exports_answer_like_the_run_and_a_broken_template_is_caught(session, users, demo, workspace, tmp_path):
+    from core.curate.datasets import get_version
+    from core.ship import parity
+    from core.ship.deploy import launch_export
+    from core.train.config import preset_config
+
+    engineer = users["engineer"]
+    version = get_version(session, "demo-v1", demo)
+    cfg = preset_config("quick", dataset_version_id=version.id, max_steps=3, per_device_batch_size=2,
+                        max_length=256)
+    run = wait_for(session, launch(session, engineer, demo.id, cfg).id, timeout=1800)
+    assert run.status == "succeeded", run.error
+    out = workspace / "exports" / "run"
+    job = wait_for(session, launch_export(session, engineer, run.id, out).id, timeout=2400)
+    assert job.status == "succeeded", job.error
+    report = job.result
+    checks = report["parity"]["checks"]
+    assert {k: v.get("summary") for k, v in checks.items()} == {
+        "merged": "identical 6/6", "adapter": "identical 6/6", "endpoint": "identical 6/6"}
+    assert report["parity"]["prompts_from"] == "test split" and len(report["parity"]["run_answers"]) == 6
+
+    assert {p.name for p in (out / "adapter").iterdir()} >= {
+        "adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "chat_template.jinja",
+        "generation_config.json", "README.md"}
+    assert (out / "adapter.zip").is_file() and (out / "merged" / "config.json").is_file()
+    assert (out / "merged" / "README.md").read_text().startswith("---\nbase_model: HuggingFaceTB/SmolLM2-135M")
+    modelfile = (out / "ollama" / "Modelfile").read_text()
+    assert f"FROM {out / 'merged'}\n" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
+    assert f"ADAPTER {out / 'adapter'}\n" in (out / "ollama" / "Modelfile.adapter").read_text()
+    vllm_commands = report["artifacts"]["vllm"]["commands"]
+    assert f"--lora-modules utility-support-assistant-run-{run.id}={out / 'adapter'} --max-lora-rank 16" \
+        in vllm_commands[0]
+    assert "llama.cpp" in report["artifacts"]["gguf"]["missing"]
+    assert json.loads((out / "deploy.json").read_text())["parity"]["checks"]["merged"]["identical"] == 6
+
+    # A merged folder whose chat template was changed: the same weights, answering other prompts.
+    broken = tmp_path / "broken"
+    shutil.copytree(out / "merged", broken)
+    (broken / "chat_template.jinja").write_text(
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}")
+    verdict = parity.check("merged", broken, report["parity"]["prompts"], report["parity"]["run_answers"])
+    assert verdict["identical"] < verdict["total"] == 6
+    diff = verdict["first_difference"]
+    assert diff["run"] == report["parity"]["run_answers"][diff["index"]] and diff["export"] != diff["run"]
