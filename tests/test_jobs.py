@@ -195,10 +195,11 @@ def test_cli_trains_waits_lists_and_merges(session, users, project, tiny_model, 
     out = tmp_path / "merged"
     merged = cli("runs", "merge", str(row["id"]), "--out", str(out))
     assert merged.returncode == 0, merged.stderr
-    standalone = AutoModelForCausalLM.from_pretrained(out).eval()  # no peft needed
+    standalone = AutoModelForCausalLM.from_pretrained(out / "merged").eval()  # no peft needed
     adapted, tokenizer = load_finetuned(row["run_dir"])
     ids = tokenizer.apply_chat_template([{"role": "user", "content": "My bill doubled"}], return_tensors="pt",
                                         return_dict=True, add_generation_prompt=True)
     with torch.no_grad():
         torch.testing.assert_close(standalone(**ids).logits, adapted.eval()(**ids).logits, atol=1e-4, rtol=1e-4)
-    assert (out / "chat_template.jinja").exists()
+    assert (out / "merged" / "chat_template.jinja").exists()
+    assert f"exported_to: {out / 'merged'}" in merged.stdout

@@ -98,14 +98,14 @@ def test_runs_page_compares_two_runs(session, users, project, workspace):
     assert not at.exception, [e.value for e in at.exception]
     diff = at.dataframe[1].value
     assert list(diff["setting"]) == ["learning_rate"]
-    assert "Merge and export" in [b.label for b in at.button]
+    assert "Export" not in [b.label for b in at.button]  # these runs saved no model: nothing to export
     assert any("log line" in c.value for c in at.code)
 
 
 @pytest.mark.slow
 def test_runs_page_exports_a_merged_model_as_a_background_job(session, users, project, workspace, tiny_model):
-    """"Merge and export" queues a job instead of merging inside the button handler; the job writes a folder
-    that transformers loads without peft and that answers like the adapter on its base."""
+    """"Export" queues a job instead of merging inside the button handler; the job writes a folder that
+    transformers loads without peft and that answers like the adapter on its base."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -124,18 +124,21 @@ def test_runs_page_exports_a_merged_model_as_a_background_job(session, users, pr
     session.add(Job(project_id=project.id, kind="train", module="core.train.worker", name="lora", status="succeeded",
                     run_dir=str(run_dir), config={"method": "lora"}))
     session.commit()
-    out = workspace / "exports" / "merged"
+    out = workspace / "exports" / "run-1"
     at = _page("runs.py", users["engineer"]).run()
     at.text_input[0].set_value(str(out))
-    next(b for b in at.button if b.label == "Merge and export").click().run()
+    next(m for m in at.multiselect if m.label == "Formats").set_value(["merged"])
+    next(c for c in at.checkbox if c.label == "Parity check").uncheck()
+    next(b for b in at.button if b.label == "Export").click().run()
     assert not at.exception, [e.value for e in at.exception]
     export = next(j for j in list_jobs(session, kind="export"))
-    assert export.status in ("queued", "running") and not (out / "config.json").exists()  # not done in the click
+    assert export.status in ("queued", "running") and not out.exists()  # not done in the click
     export = wait_for(session, export.id)
     assert export.status == "succeeded", export.error
-    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged").eval()
     ids = torch.tensor([[1, 5, 9, 42, 7]])
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, peft_model.eval()(ids).logits, rtol=1e-4, atol=1e-4)
     at.run()
-    assert any(str(out) in s.value for s in at.success)
+    assert any(c.value == str(out / "merged") for c in at.code)
+    assert (out / "merged" / "README.md").read_text().startswith("---\n")  # every export has its model card

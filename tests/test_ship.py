@@ -220,3 +220,36 @@ def test_upgrade_adds_project_settings_and_moves_export_jobs(tmp_path, monkeypat
     cfg = ExportConfig.from_dict({"run_id": 1, "out_dir": "/x"})  # an old export's config still reads
     assert cfg.formats == ["adapter", "merged", "ollama", "vllm", "gguf"]
     reset_engines()
+
+
+def test_systems_by_key_base_runs_and_merged_exports(session, users, project, tmp_path):
+    from core.ship.systems import project_systems, resolve
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "adapter_config.json").write_text("{}")
+    (run_dir / "config.json").write_text(json.dumps({"base_model": "/models/base", "lora_r": 8}))
+    merged = tmp_path / "exp" / "merged"
+    merged.mkdir(parents=True)
+    (merged / "config.json").write_text("{}")
+    run = Job(project_id=project.id, kind="train", name="lora-v1", status="succeeded", run_dir=str(run_dir))
+    failed = Job(project_id=project.id, kind="train", name="broken", status="failed", run_dir=str(run_dir))
+    session.add_all([run, failed])
+    session.commit()
+    export = Job(project_id=project.id, kind="export", name="export", status="succeeded",
+                 config={"run_id": run.id}, result={"artifacts": {"merged": {"path": str(merged)}}})
+    session.add(export)
+    session.commit()
+
+    keys = [s.key for s in project_systems(session, project.id)]
+    assert keys == ["base:embedded:SmolLM2-135M-Instruct", "base:/models/base", f"run:{run.id}",
+                    f"export:{export.id}"]
+    adapter = resolve(session, str(run.id))  # a bare id is a run
+    assert (adapter.key, adapter.base_model, adapter.adapter_dir, adapter.lora_r) == (
+        f"run:{run.id}", "/models/base", str(run_dir), 8)
+    assert resolve(session, f"export:{export.id}").model_dir == str(merged)
+    assert resolve(session, "base").key == "base:embedded:SmolLM2-135M-Instruct"
+    with pytest.raises(InvalidInput, match="only succeeded runs"):
+        resolve(session, f"run:{failed.id}")
+    with pytest.raises(InvalidInput, match="Unknown system"):
+        resolve(session, "gpt-4")

@@ -137,3 +137,33 @@ def test_exports_answer_like_the_run_and_a_broken_template_is_caught(session, us
     assert verdict["identical"] < verdict["total"] == 6
     diff = verdict["first_difference"]
     assert diff["run"] == report["parity"]["run_answers"][diff["index"]] and diff["export"] != diff["run"]
+
+
+@pytest.mark.slow
+def test_serving_holds_the_device_and_ends_when_idle(session, users, project, tiny_model):
+    from core.evaluate.generate_config import Decoding
+    from core.jobs.queue import queue_position
+    from core.ship import client
+    from core.ship.serving import ServeConfig, launch_server, server_status
+
+    engineer = users["engineer"]
+    key = f"base:{tiny_model}"
+    serving = launch_server(session, engineer, project.id, ServeConfig(system=key, idle_timeout_s=10))
+    deadline = time.time() + 300
+    while not (status := server_status(session, serving.id))["endpoint"]:
+        assert status["job"].status in ("queued", "running") and time.time() < deadline, status["job"].error
+        time.sleep(0.3)
+    url = status["endpoint"]["url"]
+    answer = client.complete(url, key, [{"role": "user", "content": "Hi"}], Decoding(max_new_tokens=5))
+    assert answer.completion_tokens == 5 and answer.finish_reason == "length"
+
+    # On this one-slot machine a training run waits while the endpoint holds the device...
+    version = make_dataset_version(session, project, engineer, n_train=4, n_validation=1)
+    run = launch(session, engineer, project.id, TrainConfig(base_model=str(tiny_model), dataset_version_id=version.id,
+                                                            max_steps=1, max_length=64, per_device_batch_size=2))
+    assert run.status == "queued" and queue_position(session, run) == 1
+    # ...until the endpoint has been idle for its timeout and ends by itself; then the run starts.
+    serving = wait_for(session, serving.id, timeout=120)
+    assert serving.status == "succeeded" and serving.result["stopped"] == "idle"
+    assert not (Path(serving.run_dir) / "endpoint.json").exists()
+    assert wait_for(session, run.id).status == "succeeded"

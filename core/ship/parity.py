@@ -84,7 +84,7 @@ def artifact_answers(kind: str, folder: str | Path, conversations, decoding: Dec
 
         system = (Servable("export", "export", model_dir=str(folder)) if (folder / "config.json").is_file()
                   else Servable("export", "export", base_model=base_model, adapter_dir=str(folder)))
-        with InProcess(system, device) as url:
+        with InProcess(system, device, dtype=torch.float32) as url:
             return [client.complete(url, None, list(c), decoding).text.strip() for c in conversations]
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if kind == "merged":

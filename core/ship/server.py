@@ -63,7 +63,7 @@ def _from_database(key: str):
         return resolve(s, key)
 
 
-def model_manager(cfg: ServeConfig, device: str, resolver=_from_database):
+def model_manager(cfg: ServeConfig, device: str, resolver=_from_database, dtype=None):
     """transformers' ModelManager, loading systems by key (``resolver(key)`` -> core.ship.systems.Servable);
     a pinned server preloads its system."""
     from fastapi import HTTPException
@@ -89,7 +89,7 @@ def model_manager(cfg: ServeConfig, device: str, resolver=_from_database):
 
         def _load_model(self, model_id_and_revision: str, tqdm_class=None, progress_callback=None, gguf_file=None):
             print(f"loading {model_id_and_revision}", flush=True)
-            return model_of(self.systems[model_id_and_revision], device=device)
+            return model_of(self.systems[model_id_and_revision], device=device, dtype=dtype)
 
         def list_models(self, cache_dir=None) -> list[dict]:
             names = [self.force_model] if self.force_model else sorted(self.loaded_models)
@@ -171,14 +171,14 @@ def _uvicorn(app):
 
 class InProcess:
     """The same endpoint for one system, in a thread of this process (the export job's parity check talks to
-    its export through it). ``with InProcess(system) as url: ...``"""
+    its export through it, in float32). ``with InProcess(system) as url: ...``"""
 
-    def __init__(self, system, device: str | None = None) -> None:
-        self.system, self.device = system, pick_device(device)
+    def __init__(self, system, device: str | None = None, dtype=None) -> None:
+        self.system, self.device, self.dtype = system, pick_device(device), dtype
 
     def __enter__(self) -> str:
         cfg = ServeConfig(system=self.system.key)
-        self.manager = model_manager(cfg, self.device, resolver=lambda key: self.system)
+        self.manager = model_manager(cfg, self.device, resolver=lambda key: self.system, dtype=self.dtype)
         self.server = _uvicorn(build_app(self.manager, cfg, Activity()))
         sock = listen("127.0.0.1", 0)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
