@@ -147,8 +147,9 @@ def test_serving_holds_the_device_and_ends_when_idle(session, users, project, ti
     from core.ship.serving import ServeConfig, launch_server, server_status
 
     engineer = users["engineer"]
+    version = make_dataset_version(session, project, engineer, n_train=4, n_validation=1)
     key = f"base:{tiny_model}"
-    serving = launch_server(session, engineer, project.id, ServeConfig(system=key, idle_timeout_s=10))
+    serving = launch_server(session, engineer, project.id, ServeConfig(system=key, idle_timeout_s=20))
     deadline = time.time() + 300
     while not (status := server_status(session, serving.id))["endpoint"]:
         assert status["job"].status in ("queued", "running") and time.time() < deadline, status["job"].error
@@ -158,9 +159,8 @@ def test_serving_holds_the_device_and_ends_when_idle(session, users, project, ti
     assert answer.completion_tokens == 5 and answer.finish_reason == "length"
 
     # On this one-slot machine a training run waits while the endpoint holds the device...
-    version = make_dataset_version(session, project, engineer, n_train=4, n_validation=1)
     run = launch(session, engineer, project.id, TrainConfig(base_model=str(tiny_model), dataset_version_id=version.id,
-                                                            max_steps=1, max_length=64, per_device_batch_size=2))
+                                                            max_steps=1, max_length=96, per_device_batch_size=2))
     assert run.status == "queued" and queue_position(session, run) == 1
     # ...until the endpoint has been idle for its timeout and ends by itself; then the run starts.
     serving = wait_for(session, serving.id, timeout=120)

@@ -217,6 +217,7 @@ def serve(job_id: int, run_dir: Path, cfg: ServeConfig) -> dict:
     (run_dir / ENDPOINT_FILE).write_text(json.dumps({"url": url, "model": cfg.system or None}), encoding="utf-8")
     heartbeat(job_id, url=url, device=device)
     print(f"serving on {url} ({cfg.system or 'any system'}); stops after {cfg.idle_timeout_s:.0f} s idle", flush=True)
+    activity.touch()  # idle time counts from when it listens, not from before the model loaded
     threading.Thread(target=watch, daemon=True).start()
     try:
         server.run(sockets=[sock])
