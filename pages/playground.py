@@ -6,6 +6,7 @@ as plain text. Any exchange can become a draft example in the annotation queue (
 """
 import queue
 import threading
+from dataclasses import asdict
 
 import streamlit as st
 
@@ -157,7 +158,7 @@ def stream(url: str, targets: list[str]) -> None:
     holders = {}
     for pane, key in enumerate(targets):
         states[pane] = {"answer": client.Answer(), "system": key, "label": labels.get(key, key),
-                        "system_prompt": system_prompt, "decoding": decoding.stored()}
+                        "system_prompt": system_prompt, "decoding": asdict(decoding)}
         with columns[pane], st.chat_message("assistant"):
             holders[pane] = st.empty()
     st.session_state["pg_streaming"] = states

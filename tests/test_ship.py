@@ -3,9 +3,11 @@ model card's lineage, the migration."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import pytest
 from huggingface_hub import ModelCard
+from sqlmodel import select
 
 from core.errors import InvalidInput, PermissionDenied
 from core.evaluate.generate_config import Decoding
@@ -253,3 +255,31 @@ def test_systems_by_key_base_runs_and_merged_exports(session, users, project, tm
         resolve(session, f"run:{failed.id}")
     with pytest.raises(InvalidInput, match="Unknown system"):
         resolve(session, "gpt-4")
+
+
+def test_playground_page_shows_a_chat_as_plain_text_and_saves_an_edited_exchange(session, users, project):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from storage.models import Example
+
+    answer = {"role": "assistant", "content": "**Call** us <b>now</b>", "system": "base:embedded:SmolLM2-135M-Instruct",
+              "label": "Base model (SmolLM2-135M-Instruct)", "system_prompt": "Be kind.", "decoding": asdict(Decoding()),
+              "tokens": 7, "tokens_per_s": 12.5, "first_token_s": 0.31, "finish": "stop"}
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "playground.py"), default_timeout=60)
+    at.session_state["user_id"] = users["engineer"].id
+    state = dict(pg_project=project.id, pg_chat_no=0, pg_outbox=None, pg_streaming=None,
+                 pg_chats={0: [{"role": "user", "content": "Can I pay monthly?"}, answer], 1: []})
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "**Call** us <b>now</b>" in [t.value for t in at.text]  # model output is never rendered as Markdown
+    assert "7 tokens · 12.5 tokens/s · first token after 0.31 s · end of turn" in [c.value for c in at.caption]
+    at.text_area(key="pg_edit_0_0_1").set_value("Yes: monthly payments are free.")
+    at.button(key="pg_save_0_0_1").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    ex = session.exec(select(Example).where(Example.source == "playground")).one()
+    assert ex.status == "draft" and ex.system == "Be kind." and ex.turns[-1]["content"] == "Yes: monthly payments are free."
+    assert "From the Playground: Base model (SmolLM2-135M-Instruct), greedy" in ex.note
