@@ -283,3 +283,17 @@ def test_playground_page_shows_a_chat_as_plain_text_and_saves_an_edited_exchange
     ex = session.exec(select(Example).where(Example.source == "playground")).one()
     assert ex.status == "draft" and ex.system == "Be kind." and ex.turns[-1]["content"] == "Yes: monthly payments are free."
     assert "From the Playground: Base model (SmolLM2-135M-Instruct), greedy" in ex.note
+
+
+def test_the_pages_ship_modules_load_no_model_library():
+    """Pages talk to the endpoint over HTTP: importing what they import loads neither torch nor transformers."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    code = ("import sys, core.ship.client, core.ship.playground, core.ship.serving, core.ship.deploy; "
+            "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -94,6 +94,7 @@ def test_serve_model_answers_a_runs_adapter_like_its_generation_job(session, use
 @pytest.mark.slow
 def test_exports_answer_like_the_run_and_a_broken_template_is_caught(session, users, demo, workspace, tmp_path):
     from core.curate.datasets import get_version
+    from core.evaluate.generate_config import Decoding
     from core.ship import parity
     from core.ship.deploy import launch_export
     from core.train.config import preset_config
@@ -105,7 +106,8 @@ def test_exports_answer_like_the_run_and_a_broken_template_is_caught(session, us
     run = wait_for(session, launch(session, engineer, demo.id, cfg).id, timeout=1800)
     assert run.status == "succeeded", run.error
     out = workspace / "exports" / "run"
-    job = wait_for(session, launch_export(session, engineer, run.id, out).id, timeout=2400)
+    job = wait_for(session, launch_export(session, engineer, run.id, out, parity_max_new_tokens=128).id,
+                   timeout=2400)
     assert job.status == "succeeded", job.error
     report = job.result
     checks = report["parity"]["checks"]
@@ -133,7 +135,8 @@ def test_exports_answer_like_the_run_and_a_broken_template_is_caught(session, us
     (broken / "chat_template.jinja").write_text(
         "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
         "{% if add_generation_prompt %}assistant: {% endif %}")
-    verdict = parity.check("merged", broken, report["parity"]["prompts"], report["parity"]["run_answers"])
+    verdict = parity.check("merged", broken, report["parity"]["prompts"], report["parity"]["run_answers"],
+                           decoding=Decoding(max_new_tokens=128))
     assert verdict["identical"] < verdict["total"] == 6
     diff = verdict["first_difference"]
     assert diff["run"] == report["parity"]["run_answers"][diff["index"]] and diff["export"] != diff["run"]

@@ -127,7 +127,8 @@ def cmd_runs_merge(args, session, user):
 def cmd_runs_export(args, session, user):
     formats = [f.strip() for f in args.formats.split(",") if f.strip()] if args.formats else None
     job = launch_export(session, user, args.id, args.out, formats=formats, eval_set_id=args.eval_set,
-                        parity_check=not args.no_parity, name=args.name or "")
+                        parity_check=not args.no_parity, name=args.name or "",
+                        parity_max_new_tokens=args.parity_max_new_tokens)
     report = _wait_export(session, job)
     out = {"run": args.id, "export_job": job.id, "exported_to": report["out_dir"]}
     for kind, artifact in report["artifacts"].items():
@@ -182,6 +183,7 @@ def register(sub, common) -> None:
     r.add_argument("--formats", help=f"comma-separated, default all the run can give: {','.join(FORMATS)}")
     r.add_argument("--eval-set", type=int, help="eval set id for the parity check (default: the run's test split)")
     r.add_argument("--no-parity", action="store_true", help="skip the parity check")
+    r.add_argument("--parity-max-new-tokens", type=int, default=256, help="longest answer the parity check compares")
     r.add_argument("--name", help="the model's name in Ollama and vLLM")
     r.set_defaults(fn=cmd_runs_export)
 

@@ -22,6 +22,7 @@ from core.accounts import require
 from core.basemodel import resolve_model_path
 from core.configs import strict_from_dict
 from core.errors import InvalidInput, StudioError
+from core.evaluate.generate_config import Decoding
 from core.jobs import rundir
 from core.jobs.queue import get_job, list_jobs, read_progress, submit
 from core.jobs.worker import KeepAlive, StopFlag, heartbeat, worker_finish, worker_main, worker_start
@@ -54,6 +55,8 @@ class ExportConfig:
     """Prompts for the parity check; None takes the test split of the run's dataset version."""
     parity: bool = True
     """Check that each artifact answers like the run (greedy, on the eval prompts)."""
+    parity_max_new_tokens: int = 256
+    """Longest answer the parity check compares, in tokens (as the generation job's default)."""
     name: str = ""
     """The model's name in Ollama and vLLM; "" makes one from the project and the run."""
 
@@ -65,6 +68,7 @@ class ExportConfig:
             raise InvalidInput("The run and the eval set are given by their ids.") from None
         if not str(self.out_dir or "").strip():
             raise InvalidInput("Choose a folder to export into.")
+        self.parity_decoding()  # refuses a length Decoding refuses
         self.out_dir = str(Path(self.out_dir).expanduser().resolve())
         unknown = [f for f in self.formats if f not in FORMATS]
         if unknown or not self.formats:
@@ -74,6 +78,9 @@ class ExportConfig:
         self.formats = [f for f in FORMATS if f in wanted]
         if {"ollama", "vllm"} & wanted and not {"adapter", "merged"} & wanted:
             raise InvalidInput("Ollama and vLLM serve the adapter or the merged folder: export one of them too.")
+
+    def parity_decoding(self):
+        return Decoding(do_sample=False, max_new_tokens=self.parity_max_new_tokens)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ExportConfig":
@@ -95,7 +102,8 @@ def default_formats(run: Job) -> list[str]:
 
 
 def launch_export(session, user, run_id: int, out_dir: str | Path, *, formats: list[str] | None = None,
-                  eval_set_id: int | None = None, parity_check: bool = True, name: str = "") -> Job:
+                  eval_set_id: int | None = None, parity_check: bool = True, name: str = "",
+                  parity_max_new_tokens: int = 256) -> Job:
     """Queue an export of a training run into ``out_dir`` (a new or empty folder)."""
     require(user, "train")
     run = get_job(session, int(run_id))
@@ -104,7 +112,8 @@ def launch_export(session, user, run_id: int, out_dir: str | Path, *, formats: l
     if not rundir.has_model(run.run_dir or ""):
         raise InvalidInput(f"Run {run.id} has no saved model yet ({run.status}).")
     cfg = ExportConfig(run_id=run.id, out_dir=str(out_dir), formats=list(formats or default_formats(run)),
-                       eval_set_id=eval_set_id, parity=parity_check, name=name)
+                       eval_set_id=eval_set_id, parity=parity_check, name=name,
+                       parity_max_new_tokens=parity_max_new_tokens)
     if "adapter" in cfg.formats and not has_adapter(run.run_dir):
         raise InvalidInput(f"Run {run.id} was fully fine-tuned: it has no adapter; export the merged model.")
     check_target(Path(cfg.out_dir))
@@ -179,14 +188,16 @@ def _parity(cfg: ExportConfig, tmp: Path, run: Job, artifacts: dict, step) -> di
     base = run_config(run.run_dir).base_model
     targets = [(k, tmp / k) for k in ("merged", "adapter") if k in artifacts]
     targets.append(("endpoint", targets[0][1]))  # what serve-model and the Playground answer with
-    report = {"prompts_from": source, "prompts": conversations, "run_answers": [], "checks": {}}
+    decoding = cfg.parity_decoding()
+    report = {"prompts_from": source, "prompts": conversations, "decoding": decoding.stored(), "run_answers": [],
+              "checks": {}}
     for kind, folder in targets:
         step(f"parity ({kind})")
         if not report["run_answers"]:
-            report["run_answers"] = parity.run_answers(run.run_dir, conversations)
+            report["run_answers"] = parity.run_answers(run.run_dir, conversations, decoding)
         try:
             report["checks"][kind] = parity.check(kind, folder, conversations, report["run_answers"],
-                                                  base_model=base)
+                                                  base_model=base, decoding=decoding)
         except StudioError as err:
             report["checks"][kind] = {"error": str(err)}
     return report
