@@ -72,11 +72,19 @@ def export_report(report: dict) -> None:
         with open(zip_path, "rb") as fh:
             st.download_button("Download the adapter (.zip)", fh, file_name=Path(zip_path).name,
                                key=f"dl_{zip_path}", mime="application/zip")
-    for item in artifacts.get("ollama", {}).get("files", []):
+    ollama = artifacts.get("ollama", {})
+    for item in ollama.get("files", []):
         st.text(f"Ollama: {item['modelfile']}")
+        if Path(item["modelfile"]).is_file():
+            st.code(Path(item["modelfile"]).read_text(encoding="utf-8"), language=None)
         st.code(item["command"], language="bash")
-    if artifacts.get("ollama", {}).get("error"):
-        st.warning(artifacts["ollama"]["error"])
+    if ollama.get("files"):
+        st.caption(ollama["note"])
+    if ollama.get("template_mismatches"):
+        st.warning(f"The Ollama TEMPLATE renders {len(ollama['template_mismatches'])} sample conversation(s) "
+                   "differently from the model's chat template; check it before use.")
+    if ollama.get("error"):
+        st.warning(ollama["error"])
     for command in artifacts.get("vllm", {}).get("commands", []):
         st.code(command, language="bash")
     gguf = artifacts.get("gguf", {})

@@ -126,7 +126,8 @@ def test_save_as_example_makes_a_draft_with_its_origin(session, users, project):
                        decoding=Decoding())
     assert ex.status == "draft" and ex.source == "playground"
     assert ex.system == "You are Brightwater's support assistant."
-    assert ex.turns == turns + [{"role": "assistant", "content": "Sorry about the surprise. 1. Check the meter reading."}]
+    answer = {"role": "assistant", "content": "Sorry about the surprise. 1. Check the meter reading."}
+    assert ex.turns == turns + [answer]
     assert "Playground: Run 3: lora-demo-v1, greedy" in ex.note and "answer edited" in ex.note
     with pytest.raises(InvalidInput, match="empty"):
         save_exchange(session, users["engineer"], project, system_label="x", system_prompt="", turns=turns,
@@ -265,7 +266,8 @@ def test_playground_page_shows_a_chat_as_plain_text_and_saves_an_edited_exchange
     from storage.models import Example
 
     answer = {"role": "assistant", "content": "**Call** us <b>now</b>", "system": "base:embedded:SmolLM2-135M-Instruct",
-              "label": "Base model (SmolLM2-135M-Instruct)", "system_prompt": "Be kind.", "decoding": asdict(Decoding()),
+              "label": "Base model (SmolLM2-135M-Instruct)", "system_prompt": "Be kind.",
+              "decoding": asdict(Decoding()),
               "tokens": 7, "tokens_per_s": 12.5, "first_token_s": 0.31, "finish": "stop"}
     at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "playground.py"), default_timeout=60)
     at.session_state["user_id"] = users["engineer"].id
@@ -281,7 +283,8 @@ def test_playground_page_shows_a_chat_as_plain_text_and_saves_an_edited_exchange
     at.button(key="pg_save_0_0_1").click().run()
     assert not at.exception, [e.value for e in at.exception]
     ex = session.exec(select(Example).where(Example.source == "playground")).one()
-    assert ex.status == "draft" and ex.system == "Be kind." and ex.turns[-1]["content"] == "Yes: monthly payments are free."
+    assert ex.status == "draft" and ex.system == "Be kind."
+    assert ex.turns[-1]["content"] == "Yes: monthly payments are free."
     assert "From the Playground: Base model (SmolLM2-135M-Instruct), greedy" in ex.note
 
 

@@ -30,7 +30,8 @@ def _wait_ready(session, job_id: int) -> dict:
         if status["endpoint"]:
             return status["endpoint"]
         if job.status in TERMINAL:
-            raise StudioError(f"serving job {job.id} {job.status}: {(job.error or '').splitlines()[0] if job.error else ''}")
+            reason = (job.error or "").splitlines()[0] if job.error else ""
+            raise StudioError(f"serving job {job.id} {job.status}: {reason}")
         line = (f"serving job {job.id}: waiting for the device ({status['running_ahead']} runs)"
                 if job.status == JobStatus.queued.value else f"serving job {job.id}: loading {job.config['system']}")
         if line != said:

@@ -84,8 +84,9 @@ def test_playground_streams_compares_stops_and_saves_an_example(server, page):
                 "SELECT status, source, note, turns FROM example WHERE source = 'playground'").fetchone()
         assert (status, source) == ("draft", "playground")
         assert "From the Playground: Base model (SmolLM2-135M-Instruct), greedy" in note and "answer edited" in note
-        assert json.loads(turns) == [{"role": "user", "content": "My bill doubled this month, why?"},
-                                     {"role": "assistant", "content": "Sorry for the surprise. 1. Check the meter reading."}]
+        assert json.loads(turns) == [
+            {"role": "user", "content": "My bill doubled this month, why?"},
+            {"role": "assistant", "content": "Sorry for the surprise. 1. Check the meter reading."}]
 
         # Side by side: one message, two answers.
         page.get_by_role("button", name="New chat").click()
