@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 
 from core.evaluate.evalsets import create_eval_set_from_file, eval_prompts, launch_generation
 from core.jobs.queue import get_job, list_jobs
@@ -67,7 +68,7 @@ def test_serve_model_answers_a_runs_adapter_like_its_generation_job(session, use
                                               decoding={"max_new_tokens": 24}).id)
     assert gen.status == "succeeded", gen.error
     prompt = eval_prompts(session, es.id)[0]
-    outputs = {o.system: o.text for o in session.query(Output).filter(Output.prompt_id == prompt.id)}
+    outputs = {o.system: o.text for o in session.exec(select(Output).where(Output.prompt_id == prompt.id))}
     expected = outputs[f"run:{run.id}"]
     assert expected and expected != outputs["base"]
 
