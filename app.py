@@ -35,7 +35,7 @@ else:
         sections.setdefault(spec.section, []).append(
             st.Page(spec.path, title=spec.title, icon=spec.icon, url_path=spec.url_path,
                     default=spec.path == "pages/home.py"))
-    page = st.navigation(sections)
+    page = st.navigation(sections, expanded=True)  # every page the role may use, not "View more" past 12
     with st.sidebar:
         from core.projects import list_projects
 
