@@ -171,3 +171,36 @@ def test_serving_holds_the_device_and_ends_when_idle(session, users, project, ti
     assert serving.status == "succeeded" and serving.result["stopped"] == "idle"
     assert not (Path(serving.run_dir) / "endpoint.json").exists()
     assert wait_for(session, run.id).status == "succeeded"
+
+
+@pytest.mark.slow
+def test_cli_export_prints_the_commands_and_writes_the_adapter(session, users, project, tiny_model, workspace):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from storage.models import Job
+    from tests.helpers import cli
+
+    run_dir = workspace / "runs" / "00001-lora"
+    run_dir.mkdir(parents=True)
+    torch.manual_seed(0)
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), LoraConfig(
+        r=12, target_modules=["q_proj", "v_proj"], init_lora_weights=False)).save_pretrained(run_dir)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(run_dir)
+    (run_dir / "config.json").write_text(TrainConfig(base_model=str(tiny_model), dataset_version_id=1,
+                                                     lora_r=12).to_json())
+    session.add(Job(project_id=project.id, kind="train", name="lora", status="succeeded", run_dir=str(run_dir)))
+    session.commit()
+    out = workspace / "exports" / "cli"
+    done = cli(workspace, "runs", "export", "1", "--out", str(out), "--formats", "adapter,ollama,vllm,gguf",
+               "--no-parity", "--name", "Support Bot")
+    assert done.returncode == 0, done.stderr
+    assert (f"vllm command 1: vllm serve {tiny_model} --enable-lora --lora-modules support-bot={out / 'adapter'} "
+            "--max-lora-rank 16") in done.stdout
+    assert f"ollama command 2: ollama create support-bot-adapter -f {out / 'ollama' / 'Modelfile.adapter'}" \
+        in done.stdout  # GGUF brought the merged folder along, so Modelfile (merged) is command 1
+    assert "gguf missing: GGUF needs llama.cpp's converter" in done.stdout
+    assert (out / "adapter" / "README.md").read_text().startswith("---\n")
+    refused = cli(workspace, "runs", "export", "1", "--out", str(out))
+    assert refused.returncode == 1 and "is not empty" in refused.stderr

@@ -122,9 +122,11 @@ def shot(page, name: str) -> Path:
 def wait_idle(page, timeout: float = 90_000) -> None:
     """Wait until Streamlit finished the current script run and the page drew its title."""
     page.wait_for_timeout(300)
+    # A page with st.chat_input lays its main area out in a scroll-to-bottom container instead of stMain.
     page.wait_for_function(
         """() => !document.querySelector('[data-testid="stStatusWidget"]')
-                 && document.querySelector('[data-testid="stMain"] h1')""", timeout=timeout)
+                 && document.querySelector('[data-testid="stMain"] h1, '
+                                           + '[data-testid="stAppScrollToBottomContainer"] h1')""", timeout=timeout)
     page.wait_for_timeout(300)
 
 

@@ -127,4 +127,5 @@ def test_playground_streams_compares_stops_and_saves_an_example(server, page):
             time.sleep(0.5)
         assert not live
     finally:
+        shot(page, "playground-99-last")  # what the page showed when the test ended (or failed)
         _stop_serving_jobs(server)
