@@ -88,7 +88,23 @@ def test_playground_streams_compares_stops_and_saves_an_example(server, page):
             {"role": "user", "content": "My bill doubled this month, why?"},
             {"role": "assistant", "content": "Sorry for the surprise. 1. Check the meter reading."}]
 
-        # Side by side: one message, two answers.
+        # Stop keeps what had arrived.
+        page.get_by_role("button", name="New chat").click()
+        wait_idle(page)
+        _send(page, "Tell me how to read my meter, step by step.", "Message the model")
+        page.wait_for_function(
+            f"""() => {{ const m = document.querySelectorAll('{ANSWERS}');
+                       return m.length >= 2 && m[m.length - 1].innerText.trim().length > 0; }}""", timeout=120_000)
+        page.locator(".st-key-pg_stop button").click()
+        page.get_by_text("stopped").first.wait_for(timeout=60_000)
+        wait_idle(page)
+        shot(page, "playground-06-stopped")
+        assert _last_answer_text(page).strip()
+
+        # Side by side: one message, two answers (short ones: both panes here ask the same model, in turn).
+        page.get_by_label("Max new tokens").fill("24")
+        page.get_by_label("Max new tokens").press("Enter")
+        wait_idle(page)
         page.get_by_role("button", name="New chat").click()
         wait_idle(page)
         page.get_by_text("Side by side").click()
@@ -96,25 +112,10 @@ def test_playground_streams_compares_stops_and_saves_an_example(server, page):
         _send(page, "Can I pay monthly?", "Message both systems")
         page.wait_for_function(
             f"""() => [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
-                       .filter(e => e.innerText.includes('{STATS}')).length >= 2""", timeout=300_000)
+                       .filter(e => e.innerText.includes('{STATS}')).length >= 2""", timeout=600_000)
         wait_idle(page)
         assert page.locator(ANSWERS).count() == 4  # each pane: the question and its answer
         shot(page, "playground-05-side-by-side")
-
-        # Stop keeps what had arrived.
-        page.get_by_role("button", name="New chat").click()
-        wait_idle(page)
-        page.get_by_text("One", exact=True).click()
-        wait_idle(page)
-        _send(page, "Tell me how to read my meter, step by step.", "Message the model")
-        page.wait_for_function(
-            f"""() => {{ const m = document.querySelectorAll('{ANSWERS}');
-                       return m.length >= 2 && m[m.length - 1].innerText.trim().length > 0; }}""", timeout=120_000)
-        page.get_by_role("button", name="Stop").click()
-        page.get_by_text("stopped").first.wait_for(timeout=60_000)
-        wait_idle(page)
-        shot(page, "playground-06-stopped")
-        assert _last_answer_text(page).strip()
 
         page.get_by_role("button", name="Stop serving").click()
         deadline = time.time() + 60
