@@ -95,7 +95,7 @@ def test_playground_streams_compares_stops_and_saves_an_example(server, page):
         page.wait_for_function(
             f"""() => {{ const m = document.querySelectorAll('{ANSWERS}');
                        return m.length >= 2 && m[m.length - 1].innerText.trim().length > 0; }}""", timeout=120_000)
-        page.locator(".st-key-pg_stop button").click()
+        page.get_by_role("button", name="Stop", exact=True).first.click()
         page.get_by_text("stopped").first.wait_for(timeout=60_000)
         wait_idle(page)
         shot(page, "playground-06-stopped")
