@@ -105,6 +105,34 @@ def session_scope() -> Iterator[Session]:
             raise
 
 
+@contextmanager
+def single_transaction() -> Iterator[Session]:
+    """A session in which every ``commit()`` only closes a savepoint: all the work commits once at the end, or
+    not at all if anything raises. For a set-up made of steps that each commit on their own (the demo seed:
+    create project, import, approve, freeze), so a crash half-way leaves nothing behind.
+
+    SQLAlchemy's "join a session into an external transaction" recipe. On SQLite it needs its own engine on which
+    the driver leaves transactions to SQLAlchemy (pysqlite's own BEGIN handling makes SAVEPOINT unreliable; see
+    SQLAlchemy's "Serializable isolation / Savepoints / Transactional DDL" notes for pysqlite)."""
+    url = database_url()
+    engine = make_engine(url)
+    if url.startswith("sqlite"):
+        event.listen(engine, "connect", lambda dbapi_conn, _record: setattr(dbapi_conn, "isolation_level", None))
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    try:
+        with engine.connect() as conn:
+            outer = conn.begin()
+            with Session(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False) as session:
+                try:
+                    yield session
+                except BaseException:
+                    outer.rollback()
+                    raise
+            outer.commit()
+    finally:
+        engine.dispose()
+
+
 def _alembic_config(url: str):
     from alembic.config import Config
 

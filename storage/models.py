@@ -46,6 +46,9 @@ class Project(SQLModel, table=True):
     guidelines: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     # [{"name": "accuracy", "description": "...", "min": 1, "max": 5}, ...]
     rubric: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
+    # Facts to check: [{"name": "power_cut_line", "about": "...", "keywords": ["0800 555 0105"], "match": "all"}];
+    # core.evaluate.checks turns them into checks on eval prompts whose reference gives the fact.
+    facts: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
     max_length: int = Field(default=1024, sa_column_kwargs={"server_default": "1024"})
     annotators_per_example: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
     created_at: datetime = Field(default_factory=utcnow)
@@ -237,6 +240,8 @@ class EvalPrompt(SQLModel, table=True):
     messages: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     reference: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     example_id: Optional[int] = None
+    # Automatic checks an answer must pass (core.evaluate.checks): [{"kind": "contains", "values": [...], ...}]
+    checks: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
 
 
 class Output(SQLModel, table=True):
