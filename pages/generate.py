@@ -1,14 +1,17 @@
-"""Generate: eval sets and generation jobs (engineers and up).
+"""Generate: eval sets, their automatic checks, and generation jobs (engineers and up).
 
-Create an eval set from a dataset version's test split or an uploaded prompt file, then generate one answer
-per prompt for the base model and any finished runs. Jobs run in the background; progress updates live.
+Create an eval set from a dataset version's test split or an uploaded prompt file, edit each prompt's checks and
+the project's facts to check, then generate one answer per prompt for the base model and any finished runs. Jobs
+run in the background; progress updates live.
 """
 import pandas as pd
 import streamlit as st
 
 from core.curate.datasets import list_versions
-from core.evaluate.evalsets import (create_eval_set_from_file, create_eval_set_from_version, generation_progress,
-                                   launch_generation, list_eval_sets, resume_generation)
+from core.evaluate.checks import LIST_SEPARATOR, Check, split_terms
+from core.evaluate.checkstore import apply_fact_checks, export_prompts, set_project_facts, set_prompt_checks
+from core.evaluate.evalsets import (create_eval_set_from_file, create_eval_set_from_version, eval_prompts,
+                                   generation_progress, launch_generation, list_eval_sets, resume_generation)
 from core.evaluate.systems import available_systems
 from core.jobs.queue import LIVE, cancel, list_jobs, reconcile
 from core.webui import db, require_page, require_project, run_action
@@ -57,7 +60,10 @@ with st.expander("New eval set", expanded=not sets):
         with st.form("evalset_file", clear_on_submit=True):
             upload = st.file_uploader("Prompts (.jsonl or .csv)", type=["jsonl", "csv", "json"],
                                       help="A 'prompt' field (text, or chat messages in JSONL) and an optional "
-                                           "'reference' answer; an optional 'system' prompt.")
+                                           "'reference' answer; an optional 'system' prompt; optional checks: "
+                                           "'checks' (a list), or must_contain, must_contain_all, must_not_contain "
+                                           "(terms separated by |), regex, min_words, max_words, min_chars, "
+                                           "max_chars.")
             c1, c2 = st.columns(2)
             name = c1.text_input("Eval set name", key="file_set_name")
             k = c2.number_input("Reviewers per item", 1, 20, 2, key="file_set_k")
@@ -69,6 +75,93 @@ with st.expander("New eval set", expanded=not sets):
                         if run_action(create_eval_set_from_file, s, user, project.id, name, upload.getvalue(),
                                       upload.name, reviewers_per_item=int(k), success="Eval set created.") is not None:
                             st.rerun()
+
+# ---------------------------------------------------------------- checks
+def _cell(value) -> str:
+    return LIST_SEPARATOR.join(value) if isinstance(value, list) else ("" if value is None else value)
+
+
+st.subheader("Automatic checks")
+st.caption("What a correct answer must do, checked on every output: contains any/all of some terms, contains "
+           "none of them, matches a regular expression, or stays within a length. Separate terms with |. Results "
+           "shows the pass rate of each system and check, and the failing answers.")
+with st.expander("Facts to check (this project)"):
+    st.caption("Each fact becomes a 'contains' check on every prompt whose reference answer gives it (or whose "
+               "question matches 'when', a regular expression). Eval sets made from a dataset version get them "
+               "automatically.")
+    with st.form("facts"):
+        facts = st.data_editor(pd.DataFrame([{**f, "keywords": _cell(f.get("keywords"))} for f in project.facts],
+                                            columns=["name", "keywords", "match", "about", "when"]),
+                               num_rows="dynamic", hide_index=True, width="stretch", key="facts_editor",
+                               column_config={"match": st.column_config.SelectboxColumn(options=["all", "any"])})
+        if st.form_submit_button("Save facts"):
+            rows = [{k: v for k, v in r.items() if v is not None and v == v and str(v).strip() != ""}
+                    for r in facts.to_dict("records")]
+            rows = [{**r, "keywords": split_terms(r.get("keywords", ""))} for r in rows if r]
+            with db() as s:
+                if run_action(set_project_facts, s, user, project.id, rows, success="Facts saved.") is not None:
+                    st.rerun()
+if sets:
+    names = {r["id"]: f"{r['name']} ({r['prompts']} prompts)" for r in sets}
+    check_set = st.selectbox("Eval set", list(names), format_func=names.get, key="checks_eval_set")
+    with db() as s:
+        prompts = eval_prompts(s, check_set)
+    c1, c2, c3 = st.columns([2, 1, 1])
+    c1.text(f"{sum(bool(p.checks) for p in prompts)} of {len(prompts)} prompts have checks "
+            f"({sum(len(p.checks) for p in prompts)} checks).")
+    if c2.button("Add checks from the facts", disabled=not project.facts,
+                 help="Replaces earlier fact checks of this eval set; checks written by hand stay."):
+        with db() as s:
+            done = run_action(apply_fact_checks, s, user, check_set)
+        if done is not None:
+            st.success(f"{done['checks']} fact checks on {done['prompts']} prompts.")
+    with db() as s:
+        exported = run_action(export_prompts, s, user, check_set, "jsonl") or ""
+    c3.download_button("Prompts with checks (JSONL)", exported, file_name=f"evalset-{check_set}-prompts.jsonl",
+                       mime="application/jsonl", help="Upload it again as a new eval set, or edit it elsewhere.")
+    labels = {p.id: f"#{p.position + 1}: " + next((m["content"] for m in reversed(p.messages)
+                                                   if m["role"] == "user"), "")[:90] for p in prompts}
+    prompt_id = st.selectbox("Prompt", list(labels), format_func=labels.get, key="checks_prompt")
+    prompt = next(p for p in prompts if p.id == prompt_id)
+    st.text("Reference: " + (prompt.reference or "(none)"))
+    if prompt.checks:
+        st.dataframe(pd.DataFrame([{"check": Check.from_dict(c).describe(), "name": c.get("name", ""),
+                                    "from": c.get("source", "expert")} for c in prompt.checks]),
+                     hide_index=True, width="stretch")
+        c1, c2 = st.columns([3, 1])
+        gone = c1.selectbox("Check", range(len(prompt.checks)), key=f"drop_check_{prompt_id}",
+                            format_func=lambda i: f"{i + 1}. {Check.from_dict(prompt.checks[i]).label}")
+        if c2.button("Remove check", key=f"drop_check_btn_{prompt_id}"):
+            with db() as s:
+                if run_action(set_prompt_checks, s, user, prompt_id,
+                              [c for i, c in enumerate(prompt.checks) if i != gone], success="Check removed.") \
+                        is not None:
+                    st.rerun()
+    else:
+        st.caption("No checks on this prompt yet.")
+    with st.form(f"add_check_{prompt_id}", clear_on_submit=True):
+        c1, c2, c3 = st.columns([1, 3, 1])
+        kind = c1.selectbox("Kind", ["contains", "not_contains", "regex", "length"],
+                            format_func={"contains": "must contain", "not_contains": "must not contain",
+                                         "regex": "matches a regular expression",
+                                         "length": "length between"}.get)
+        terms = c2.text_input("Terms or pattern", placeholder="0800 555 0105 | brightwater-energy.example/powercut",
+                              help="Terms separated by | (must contain / must not contain), or a Python regular "
+                                   "expression (add (?i) to ignore case).")
+        match = c3.radio("Must contain", ["any", "all"], horizontal=True)
+        c1, c2, c3, c4 = st.columns(4)
+        low = c1.number_input("At least", 0, 100_000, None, placeholder="no minimum")
+        high = c2.number_input("At most", 0, 100_000, None, placeholder="no maximum")
+        unit = c3.radio("Counting", ["words", "chars"], horizontal=True)
+        name = c4.text_input("Name (optional)")
+        if st.form_submit_button("Add check"):
+            new = {"kind": kind, "name": name, "match": match, "unit": unit, "min": low, "max": high,
+                   "values": split_terms(terms) if kind in ("contains", "not_contains") else [],
+                   "pattern": terms.strip() if kind == "regex" else ""}
+            with db() as s:
+                if run_action(set_prompt_checks, s, user, prompt_id, list(prompt.checks) + [new],
+                              success="Check added.") is not None:
+                    st.rerun()
 
 # ---------------------------------------------------------------- launch
 st.subheader("Generate outputs")

@@ -1,6 +1,7 @@
 """Results: what the blind reviews say (engineers and up). The only page where systems are named.
 
-Leaderboard (Bradley-Terry on an Elo scale with bootstrap intervals), mean scores per criterion with bootstrap
+Automatic checks (pass rate per system and per check with bootstrap intervals, the failing answers), the
+leaderboard (Bradley-Terry on an Elo scale with bootstrap intervals), mean scores per criterion with bootstrap
 95% intervals, win/tie/loss per pair, agreement between reviewers, automatic metrics, and exports.
 """
 import altair as alt
@@ -35,6 +36,43 @@ c1.metric("Prompts", res["eval_set"]["prompts"])
 c2.metric("Systems", len(res["systems"]))
 c3.metric("Scores", res["n_scores"])
 c4.metric(f"Items with ≥{progress['reviewers_per_item']} reviewers", f"{progress['complete']} / {progress['items']}")
+
+# ---------------------------------------------------------------- automatic checks
+checks = res["checks"]
+st.subheader("Automatic checks")
+if not checks["by_system"]:
+    st.caption(f"{checks['checked_prompts']} of {checks['prompts']} prompts have checks"
+               + (", and no outputs yet." if checks["checked_prompts"] else
+                  ": add some on the Generate page (or from the project's facts to check)."))
+else:
+    by_system = pd.DataFrame(checks["by_system"])
+    st.dataframe(by_system[["label", "passed", "prompts", "pass_rate", "lo", "hi", "checks_passed", "checks"]].rename(
+        columns={"label": "system", "passed": "prompts passing every check", "prompts": "checked prompts",
+                 "pass_rate": "pass rate", "lo": "95% low", "hi": "95% high", "checks_passed": "checks passed",
+                 "checks": "checks"}).round(3), hide_index=True, width="stretch")
+    bars = alt.Chart(by_system).encode(y=alt.Y("label:N", title=None))
+    st.altair_chart(bars.mark_bar(opacity=0.7).encode(x=alt.X("pass_rate:Q", title="pass rate",
+                                                             scale=alt.Scale(domain=[0, 1])))
+                    + bars.mark_errorbar().encode(x="lo:Q", x2="hi:Q"), width="stretch")
+    st.caption("A prompt passes when its answer passes every one of its checks; the interval is the 2.5-97.5 "
+               "percentile of bootstrap resamples of the checked prompts.")
+    with st.expander("Pass rate per check"):
+        per_check = pd.DataFrame(checks["by_check"])
+        st.dataframe(per_check[["check", "label", "passed", "prompts", "pass_rate", "lo", "hi"]].rename(
+            columns={"label": "system", "pass_rate": "pass rate", "lo": "95% low", "hi": "95% high"}).round(3),
+            hide_index=True, width="stretch")
+    failures = pd.DataFrame(checks["failures"])
+    with st.expander(f"Failing answers ({len(failures)})"):
+        if failures.empty:
+            st.caption("Every answer passes its checks.")
+        else:
+            c1, c2 = st.columns(2)
+            system_filter = c1.selectbox("System", ["all"] + sorted(failures["label"].unique()), key="fail_system")
+            check_filter = c2.selectbox("Check", ["all"] + sorted(failures["check"].unique()), key="fail_check")
+            shown = failures[((failures["label"] == system_filter) | (system_filter == "all"))
+                             & ((failures["check"] == check_filter) | (check_filter == "all"))]
+            st.dataframe(shown[["label", "check", "position", "prompt", "answer", "reference"]].rename(
+                columns={"label": "system", "position": "prompt #"}), hide_index=True, width="stretch")
 
 # ---------------------------------------------------------------- leaderboard
 st.subheader("Leaderboard")

@@ -1,6 +1,6 @@
-"""Eval sets and generation: frozen prompt lists (with optional reference answers) from a dataset version's
-test split or an uploaded JSONL/CSV file, and the generation jobs (core.evaluate.generate) that write one
-Output per prompt and system."""
+"""Eval sets and generation: frozen prompt lists (with optional reference answers and automatic checks) from a
+dataset version's test split or an uploaded JSONL/CSV file, and the generation jobs (core.evaluate.generate) that
+write one Output per prompt and system."""
 from __future__ import annotations
 
 import csv
@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 from core.accounts import require
 from core.curate.datasets import version_records
 from core.errors import InvalidInput, NotFound
+from core.evaluate.checks import checks_from_row, fact_checks
 from core.evaluate.generate_config import Decoding, GenerateConfig
 from core.evaluate.systems import BASE, parse_system, parse_systems, run_base_model
 from core.jobs.queue import get_job, read_progress, resubmit, submit
@@ -53,27 +54,31 @@ def _save_eval_set(session: Session, eval_set: EvalSet, prompts: list[dict]) -> 
     session.flush()
     for i, p in enumerate(prompts):
         session.add(EvalPrompt(eval_set_id=eval_set.id, position=i, messages=p["messages"],
-                               reference=p.get("reference") or "", example_id=p.get("example_id")))
+                               reference=p.get("reference") or "", example_id=p.get("example_id"),
+                               checks=p.get("checks") or []))
     session.commit()
     session.refresh(eval_set)
     return eval_set
 
 
 def create_eval_set_from_version(session: Session, user: User, project_id: int, version_id: int, name: str, *,
-                                 split: str = "test",
-                                 reviewers_per_item: int = DEFAULT_REVIEWERS_PER_ITEM, seed: int = 0) -> EvalSet:
-    """Freeze the prompts of a dataset version's split (default test) with their answers as references."""
+                                 split: str = "test", reviewers_per_item: int = DEFAULT_REVIEWERS_PER_ITEM,
+                                 seed: int = 0, with_fact_checks: bool = True) -> EvalSet:
+    """Freeze the prompts of a dataset version's split (default test) with their answers as references; with
+    ``with_fact_checks``, each prompt whose reference gives one of the project's facts to check gets a check."""
     require(user, "evaluate")
     version = session.get(DatasetVersion, version_id)
     if version is None or version.project_id != project_id:
         raise NotFound(f"No dataset version {version_id} in this project.")
     name = _check_name(session, project_id, name)
+    facts = (session.get(Project, project_id).facts or []) if with_fact_checks else []
     prompts = []
     for rec in version_records(session, version_id, split):
         completion = rec.get("completion") or []
-        prompts.append({"messages": [dict(m) for m in rec["prompt"]],
-                        "reference": completion[-1]["content"] if completion else "",
-                        "example_id": rec.get("example_id")})
+        messages = [dict(m) for m in rec["prompt"]]
+        reference = completion[-1]["content"] if completion else ""
+        prompts.append({"messages": messages, "reference": reference, "example_id": rec.get("example_id"),
+                        "checks": fact_checks(facts, reference, messages)})
     if not prompts:
         raise InvalidInput(f"Version {version.name!r} has no {split} examples; freeze it with a {split} share "
                            "or upload prompts instead.")
@@ -104,8 +109,9 @@ def _prompt_messages(raw, system: str, where: str) -> list[dict]:
 
 
 def parse_prompt_file(data: bytes | str, filename: str) -> list[dict]:
-    """Prompts from an uploaded JSONL or CSV file: a ``prompt`` field (text, or chat messages in JSONL), an
-    optional ``reference`` (also ``response``/``answer``/``completion``) and an optional ``system``."""
+    """Prompts from an uploaded JSONL or CSV file: a ``prompt`` field (text, or chat messages in JSONL or as JSON
+    text in a CSV cell), an optional ``reference`` (also ``response``/``answer``/``completion``), an optional
+    ``system``, and optional checks (``checks``, or the shorthands of core.evaluate.checks.checks_from_row)."""
     text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
     name = (filename or "").lower()
     rows: list[tuple[str, dict]] = []
@@ -135,8 +141,14 @@ def parse_prompt_file(data: bytes | str, filename: str) -> list[dict]:
         reference = next((row[k] for k in ("reference", "response", "answer", "completion") if row.get(k)), "")
         if isinstance(reference, list):  # TRL conversational completion
             reference = reference[-1].get("content", "") if reference and isinstance(reference[-1], dict) else ""
-        prompts.append({"messages": _prompt_messages(row["prompt"], str(row.get("system") or ""), where),
-                        "reference": str(reference or "")})
+        raw = row["prompt"]
+        if isinstance(raw, str) and raw.lstrip().startswith("[{"):  # chat messages as JSON text (a CSV cell)
+            try:
+                raw = json.loads(raw)
+            except json.JSONDecodeError:
+                pass  # a prompt that merely starts like JSON stays text
+        prompts.append({"messages": _prompt_messages(raw, str(row.get("system") or ""), where),
+                        "reference": str(reference or ""), "checks": checks_from_row(row, where)})
     if not prompts:
         raise InvalidInput("The file has no prompts.")
     return prompts

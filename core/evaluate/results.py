@@ -1,5 +1,6 @@
 """Results, identities revealed: means with bootstrap intervals, win/tie/loss, the Bradley-Terry leaderboard,
-Krippendorff's alpha and automatic metrics; exports of DPO pairs, scores CSV and a Markdown report."""
+Krippendorff's alpha, automatic checks (pass rates with intervals, failing answers) and automatic metrics;
+exports of DPO pairs, scores CSV and a Markdown report."""
 from __future__ import annotations
 
 import csv
@@ -12,6 +13,7 @@ from sqlmodel import Session, select
 from core.accounts import require
 from core.errors import InvalidInput
 from core.evaluate import stats
+from core.evaluate.checkstore import check_results
 from core.evaluate.evalsets import eval_prompts, generation_jobs, get_eval_set, latest_outputs
 from core.evaluate.review import review_progress, rubric_of, scores_of, split_pair
 from core.evaluate.systems import system_labels
@@ -126,7 +128,8 @@ def results(session: Session, user: User, eval_set_id: int, *, bootstrap_rounds:
                          "reviewers_per_item": es.reviewers_per_item},
             "systems": [{"system": s, "label": labels[s]} for s in systems],
             "progress": review_progress(session, es.id), "means": means, "win_tie_loss": wtl,
-            "leaderboard": board, "agreement": agreement, "metrics": metrics, "n_scores": len(scores)})
+            "leaderboard": board, "agreement": agreement, "metrics": metrics, "n_scores": len(scores),
+            "checks": check_results(session, es.id, seed=seed)})
 
 
 def _no_nan(value):
@@ -239,6 +242,13 @@ def report_markdown(res: dict) -> str:
                   "|---|---|---:|---:|---:|---:|"]
         lines += [f"| {r['label_a']} | {r['label_b']} | {r['a_win_rate']:.0%} | {r['tie_rate']:.0%} | "
                   f"{r['b_win_rate']:.0%} | {r['n']} |" for r in res["win_tie_loss"]]
+        lines.append("")
+    checks = res.get("checks") or {}
+    if checks.get("by_system"):
+        lines += [f"## Automatic checks ({checks['checked_prompts']} of {checks['prompts']} prompts have checks)", "",
+                  "| system | prompts passing every check | 95% interval | checks passed |", "|---|---:|---|---:|"]
+        lines += [f"| {r['label']} | {r['passed']}/{r['prompts']} = {r['pass_rate']:.2f} | {r['lo']:.2f} to "
+                  f"{r['hi']:.2f} | {r['checks_passed']}/{r['checks']} |" for r in checks["by_system"]]
         lines.append("")
     lines += ["## Agreement between reviewers", "", "| criterion | measure | alpha | % agreement |",
               "|---|---|---:|---:|"]

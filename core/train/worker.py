@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import shutil
 import subprocess
 import sys
@@ -89,6 +90,9 @@ def setup(run_dir: Path, cfg: TrainConfig, records: dict[str, list[dict]], proje
     train, val = records.get("train") or [], records.get("validation") or []
     if not train:
         raise InvalidInput("The dataset version has no training examples.")
+    ctx.dataset.update({"n_train_available": len(train), "n_validation_available": len(val)})
+    train = _sample(train, cfg.max_train_examples, cfg.seed)
+    val = _sample(val, cfg.max_validation_examples, cfg.seed)
     lengths = [_n_tokens(ctx.tokenizer, r) for r in train]
     ctx.max_length = cfg.max_length or auto_max_length(lengths, project_max_length)
     n_truncated = sum(n > ctx.max_length for n in lengths)
@@ -108,6 +112,14 @@ def setup(run_dir: Path, cfg: TrainConfig, records: dict[str, list[dict]], proje
     ctx.peft_config = lora_config(cfg) if cfg.method in ("lora", "qlora") else None
     ctx.sft_args = sft_config(ctx)
     return ctx
+
+
+def _sample(records: list[dict], n: int, seed: int) -> list[dict]:
+    """A seeded random sample of ``n`` records in their original order (all of them when n is 0 or too big)."""
+    if not 0 < n < len(records):
+        return records
+    keep = sorted(random.Random(seed).sample(range(len(records)), n))
+    return [records[i] for i in keep]
 
 
 def _n_tokens(tokenizer, record: dict) -> int:
