@@ -64,6 +64,7 @@ def main() -> int:
     ap.add_argument("--workspace", type=Path, help="where to build the workspace (default: a temporary folder)")
     ap.add_argument("--no-base", action="store_true", help="generate for the run only (faster when comparing recipes)")
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
+    ap.add_argument("--run", type=int, help="evaluate this finished run of --workspace instead of training one")
     args = ap.parse_args()
 
     workspace = args.workspace or Path(tempfile.mkdtemp(prefix="fs-outcome-")) / "ws"
@@ -98,20 +99,23 @@ def main() -> int:
                                                                     "max_length", "target_modules",
                                                                     "max_train_examples", "max_validation_examples")}))
         t = time.time()
-        run = launch(s, admin, project_id, cfg)
-    run = wait(run.id, "training")
-    times[f"{args.preset} training job (from the button, model load included)"] = train_s = time.time() - t
+        run_id = args.run or launch(s, admin, project_id, cfg).id
+    run = wait(run_id, "training")
+    train_s = time.time() - t if not args.run else (run.finished_at - run.created_at).total_seconds()
+    times[f"{args.preset} training job (from the button, model load included)"] = train_s
     if run.status != "succeeded":
         print(f"training {run.status}: {run.error}")
         return 1
     metrics = (run.result or {}).get("metrics", {})
     systems = ([] if args.no_base else ["base"]) + [f"run:{run.id}"]
     with Session(get_engine(), expire_on_commit=False) as s:
+        admin = first_admin(s)  # a fresh copy: the queue's commits expire the earlier session's rows
         t = time.time()
-        es = create_eval_set_from_version(s, admin, project_id, version_id, "held-out")
+        es = create_eval_set_from_version(s, admin, project_id, version_id, f"held-out {time.time():.0f}")
         times["eval set from the test split, with fact checks"] = time.time() - t
         t = time.time()
-        gen = launch_generation(s, admin, es.id, systems, batch_size=args.batch_size,
+        es_id = es.id
+        gen = launch_generation(s, admin, es_id, systems, batch_size=args.batch_size,
                                 decoding={"max_new_tokens": args.max_new_tokens})
     gen = wait(gen.id, "generation")
     times[f"generation ({', '.join(systems)}; greedy, {args.max_new_tokens} new tokens)"] = time.time() - t
@@ -119,8 +123,9 @@ def main() -> int:
         print(f"generation {gen.status}: {gen.error}")
         return 1
     with Session(get_engine(), expire_on_commit=False) as s:
+        admin = first_admin(s)
         t = time.time()
-        res = results(s, admin, es.id)
+        res = results(s, admin, es_id)
         times["results (checks, ROUGE-L, BLEU)"] = time.time() - t
 
     checks = {r["system"]: r for r in res["checks"]["by_system"]}
