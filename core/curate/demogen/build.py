@@ -46,11 +46,16 @@ def jaccard(a: set, b: set) -> float:
 
 
 def check_facts(intent: Intent, text: str, sheet: FactSheet) -> None:
-    """The answer gives exactly the intent's checked facts; anything else is a bug in the intent."""
+    """The answer gives exactly the intent's checked facts, and gives them up front (in the opening or the first
+    step: what answers the question comes first); anything else is a bug in the intent."""
     given = {r.key for r in sheet.checked() if mentions(text, r.value)}
     if given != set(intent.facts):
         raise ValueError(f"intent {intent.key}: the answer gives {sorted(given)}, the intent promises "
                          f"{sorted(intent.facts)}:\n{text}")
+    first = text.split("\n2. ")[0]
+    late = [k for k in intent.facts if not mentions(first, sheet.values[k])]
+    if late:
+        raise ValueError(f"intent {intent.key}: {late} only come after the first step:\n{text}")
 
 
 class Builder:

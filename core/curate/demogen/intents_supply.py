@@ -16,12 +16,12 @@ INTENTS = [
               "power cut!! whole village is dark", "Is there a known outage near me? Everything's off."],
         opens=["Sorry you're without power, let's get it reported.", "I'm sorry; let's find out what's happening.",
                "Sorry about the power cut, here's what to do."],
-        steps=[["Check our live map at {powercut_page} to see if it's already known and when it's expected back.",
-                "See {powercut_page} for the live map and the expected restore time."],
-               ["If it's not listed, call our power cut line on {power_cut_line} (free, 24/7), or dial 105.",
-                "Not on the map? Ring {power_cut_line}, free and 24/7, or dial 105."],
+        steps=[["Check our live map at {powercut_page}; if it's not listed, call our power cut line on {power_cut_line} "
+                "(free, 24/7) or dial 105.", "See {powercut_page} for the live map, or ring {power_cut_line}, free "
+                "and 24/7."],
                ["Switch off appliances like ovens and heaters, but leave one light on so you know when power returns.",
-                "?Turn off heaters and the oven; leave one lamp on."]],
+                "Turn off heaters and the oven; leave one lamp on."],
+               ["?Keep a torch handy rather than candles."]],
         closes=["If you see fallen power lines, stay well away and call straight away.", "",
                 "Keep a torch handy rather than candles."],
         vague=["hi, everything's off", "no electric"],
@@ -36,13 +36,13 @@ INTENTS = [
               "The electric cut out in my home only, help"],
         opens=["I'm sorry, that's frustrating, but it's often something you can fix quickly.",
                "Sorry about that; let's check a couple of things first.", "Let's get your power back."],
-        steps=[["Check your fuse box (consumer unit); if a switch has tripped, unplug your appliances and reset it.",
-                "Look at the consumer unit: reset any tripped switch after unplugging appliances."],
-               ["If it trips again, plug things back in one at a time to find the faulty appliance.",
-                "?If it trips again, add appliances back one by one to find the culprit."],
-               ["If you have a prepayment meter, check you still have credit.", "?Prepayment? Check the credit."],
-               ["If none of this works, call the power cut line on {power_cut_line}: there may be a fault on the "
-                "cable to your home.", "Still off? Ring {power_cut_line}, as the cable to your home may be at fault."]],
+        steps=[["Check your fuse box (consumer unit) for a tripped switch; if none has tripped, call the power cut "
+                "line on {power_cut_line}.", "Look for a tripped switch in the consumer unit; if everything's on, "
+                "ring {power_cut_line}, as the cable to your home may be at fault."],
+               ["If a switch has tripped, unplug your appliances and reset it; if it trips again, add them back one "
+                "at a time to find the faulty one.", "Reset a tripped switch after unplugging appliances, then add "
+                "them back one by one."],
+               ["?If you have a prepayment meter, check you still have credit."]],
         closes=["Never open or tamper with the meter yourself.", ""],
     ),
     Intent(
@@ -75,9 +75,9 @@ INTENTS = [
         leads=["Compensation for long power cuts is paid by the local network operator, which runs the cables, "
                "rather than by us, but we can point you in the right direction.",
                "The local network operator pays power cut compensation, not your supplier; here's how to claim."],
-        steps=[["Note when the power went off and when it came back.", "Write down the times it went off and came on."],
-               ["See {powercut_page} for the compensation guidance and how to claim.",
+        steps=[["See {powercut_page} for the compensation guidance and how to claim.",
                 "Follow the claim guidance at {powercut_page}."],
+               ["Note when the power went off and when it came back.", "Write down the times it went off and came on."],
                ["?Keep receipts for anything you had to replace."]],
         closes=["If anyone at home is vulnerable, tell the network operator when you claim.", ""],
     ),
