@@ -72,8 +72,18 @@ def test_version_records_shape(session, project, users):
     assert len(recs) == 12
     assert recs[0] == {"prompt": [{"role": "system", "content": "Be kind."},
                                   {"role": "user", "content": "Question 0?"}],
-                       "completion": [{"role": "assistant", "content": "Answer 0, in words."}]}
+                       "completion": [{"role": "assistant", "content": "Answer 0, in words."}],
+                       "example_id": recs[0]["example_id"]}
+    assert sorted(r["example_id"] for r in recs) == sorted(i.example_id for i in _items(session, v.id))
     assert version_records(session, v.id, "test") == []
+
+
+def _items(session, version_id):
+    from sqlmodel import select
+
+    from storage.models import DatasetVersionItem
+
+    return session.exec(select(DatasetVersionItem).where(DatasetVersionItem.version_id == version_id)).all()
 
 
 def test_stats(session, project, users):

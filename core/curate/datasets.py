@@ -124,6 +124,11 @@ def get_version(session: Session, version: int | str, project: Project | None = 
 
 def iter_version(session: Session, version_id: int, split: str | None = None) -> Iterator[tuple[str, dict]]:
     """(split, record) for every item of a version, in example order; keyset-paged so memory stays flat."""
+    for row in _version_items(session, version_id, split):
+        yield row.split, _record(row)
+
+
+def _version_items(session: Session, version_id: int, split: str | None = None) -> Iterator[DatasetVersionItem]:
     last = 0
     while True:
         q = select(DatasetVersionItem).where(DatasetVersionItem.version_id == version_id,
@@ -133,8 +138,7 @@ def iter_version(session: Session, version_id: int, split: str | None = None) ->
         rows = session.exec(q.order_by(DatasetVersionItem.id).limit(BATCH)).all()
         if not rows:
             return
-        for row in rows:
-            yield row.split, _record(row)
+        yield from rows
         last = rows[-1].id
 
 
@@ -142,14 +146,16 @@ def version_records(session: Session, version_id: int, split: str) -> list[dict]
     """TRL conversational prompt/completion records of one split of a version.
 
     ``{"prompt": [system?, user, assistant, ..., user], "completion": [final assistant message]}``; the
-    Alpaca input is merged into its user message. Training and evaluation read versions through this.
+    Alpaca input is merged into its user message; ``example_id`` names the example it was frozen from (an eval
+    set keeps it, so a prompt can be traced to its test-split example). Training and evaluation read versions
+    through this.
     """
     if split not in SPLITS:
         raise InvalidInput(f"Unknown split {split!r}; choose one of: {', '.join(SPLITS)}.")
     out = []
-    for _, record in iter_version(session, version_id, split):
-        msgs = chat_messages(record)
-        out.append({"prompt": msgs[:-1], "completion": msgs[-1:]})
+    for row in _version_items(session, version_id, split):
+        msgs = chat_messages(_record(row))
+        out.append({"prompt": msgs[:-1], "completion": msgs[-1:], "example_id": row.example_id})
     return out
 
 
