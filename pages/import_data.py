@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from core.curate.formats import CSV_FIELDS, FILE_FORMATS, FORMAT_LABELS, csv_columns, detect_format, guess_csv_mapping
-from core.curate.importing import import_file, import_history, save_upload
+from core.curate.importing import import_file, import_history, report_level, save_upload
 from core.errors import StudioError
 from core.webui import db, require_page, require_project, run_action
 
@@ -74,7 +74,8 @@ if st.button("Import", type="primary", disabled=fmt is None):
 report = st.session_state.get("import_report")
 if report:
     st.subheader("Report")
-    (st.error if report["n_rejected"] and report["strict"] else st.success)(report["message"])
+    # Green only when everything read came in; rejected records, a cut-off file or nothing new say so.
+    getattr(st, report_level(report))(report["message"])
     c = st.columns(5)
     c[0].metric("Read", report["n_read"])
     c[1].metric("Imported", report["n_imported"])
@@ -93,7 +94,8 @@ if report:
 with st.expander("Earlier imports"):
     with db() as s:
         history = import_history(s, project)
-    st.dataframe(pd.DataFrame([{"when": r.created_at, "file": r.filename, "format": r.format, "read": r.n_read,
-                                "imported": r.n_imported, "rejected": r.n_rejected, "duplicates": r.n_duplicates,
-                                "near duplicates": r.n_near_duplicates, "ended early": r.ended_early,
-                                "strict": r.strict} for r in history]), hide_index=True, width="stretch")
+    if history:
+        st.dataframe(pd.DataFrame(history).drop(columns=["id"]), hide_index=True, width="stretch",
+                     column_config={"when": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
+    else:
+        st.caption("No imports yet.")

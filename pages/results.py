@@ -3,6 +3,8 @@
 Leaderboard (Bradley-Terry on an Elo scale with bootstrap intervals), mean scores per criterion with bootstrap
 95% intervals, win/tie/loss per pair, agreement between reviewers, automatic metrics, and exports.
 """
+from pathlib import Path
+
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -10,6 +12,28 @@ import streamlit as st
 from core.evaluate.evalsets import list_eval_sets
 from core.evaluate.results import export_dpo, report_markdown, results, score_table, scores_csv
 from core.webui import db, require_page, require_project, run_action
+
+OUTCOMES = ("first wins", "tie", "both bad", "second wins")
+OUTCOME_COLOURS = ("#2e7d32", "#9e9e9e", "#ef6c00", "#c62828")
+
+
+def win_tie_loss_chart(pairs: list[dict]) -> alt.Chart:
+    """One stacked bar per pair, its four outcomes always in the same order and colours, the legend listing
+    all four and the pair labels in full."""
+    rows = []
+    for r in pairs:
+        pair = f"{r['label_a']} vs {r['label_b']}"
+        shares = (r["a_win_rate"], r["tie_rate"] - r["both_bad_rate"], r["both_bad_rate"], r["b_win_rate"])
+        rows += [{"pair": pair, "outcome": o, "order": i, "share": v, "n": r["n"]}
+                 for i, (o, v) in enumerate(zip(OUTCOMES, shares))]
+    return alt.Chart(pd.DataFrame(rows)).mark_bar().encode(
+        x=alt.X("share:Q", stack="normalize", axis=alt.Axis(format="%"), title=None),
+        y=alt.Y("pair:N", title=None, axis=alt.Axis(labelLimit=0)),
+        color=alt.Color("outcome:N", title=None, scale=alt.Scale(domain=list(OUTCOMES), range=list(OUTCOME_COLOURS)),
+                        legend=alt.Legend(orient="bottom", direction="horizontal", labelLimit=0)),
+        order=alt.Order("order:Q"),
+        tooltip=["pair", "outcome", alt.Tooltip("share:Q", format=".0%"), "n"])
+
 
 user = require_page("evaluate")
 project = require_project()
@@ -59,27 +83,21 @@ if res["means"]:
     means = pd.DataFrame(res["means"])
     st.dataframe(means[["label", "criterion", "mean", "lo", "hi", "n"]].rename(columns={"label": "system"})
                  .round(2), hide_index=True, width="stretch")
-    enc = alt.Chart(means).encode(x=alt.X("label:N", title=None), color=alt.Color("label:N", title="system"))
-    chart = (enc.mark_bar(opacity=0.7).encode(y=alt.Y("mean:Q", title="mean score"))
-             + enc.mark_errorbar().encode(y="lo:Q", y2="hi:Q")).facet(column=alt.Column("criterion:N", title=None))
-    st.altair_chart(chart)
+    # Grouped bars (criterion, then system) instead of one facet per criterion: a single chart that takes the
+    # page's width, so it never runs off a narrow window.
+    enc = alt.Chart(means).encode(x=alt.X("criterion:N", title=None, axis=alt.Axis(labelAngle=0)),
+                                  xOffset="label:N", color=alt.Color("label:N", title="system",
+                                                                     legend=alt.Legend(orient="bottom",
+                                                                                       labelLimit=0)))
+    st.altair_chart(enc.mark_bar(opacity=0.7).encode(y=alt.Y("mean:Q", title="mean score"))
+                    + enc.mark_errorbar().encode(y="lo:Q", y2="hi:Q"), width="stretch")
 
 # ---------------------------------------------------------------- win / tie / loss
 if res["win_tie_loss"]:
     st.subheader("Win / tie / loss per pair")
-    rows = []
-    for r in res["win_tie_loss"]:
-        pair = f"{r['label_a']} vs {r['label_b']}"
-        rows += [{"pair": pair, "outcome": f"{r['label_a']} wins", "share": r["a_win_rate"], "n": r["n"]},
-                 {"pair": pair, "outcome": "tie", "share": r["tie_rate"] - r["both_bad_rate"], "n": r["n"]},
-                 {"pair": pair, "outcome": "both bad", "share": r["both_bad_rate"], "n": r["n"]},
-                 {"pair": pair, "outcome": f"{r['label_b']} wins", "share": r["b_win_rate"], "n": r["n"]}]
-    wtl = pd.DataFrame(rows)
-    st.altair_chart(alt.Chart(wtl).mark_bar().encode(
-        x=alt.X("share:Q", stack="normalize", axis=alt.Axis(format="%"), title=None),
-        y=alt.Y("pair:N", title=None), color=alt.Color("outcome:N"), tooltip=["outcome", alt.Tooltip("share:Q",
-                                                                                                  format=".0%"), "n"]),
-        width="stretch")
+    st.altair_chart(win_tie_loss_chart(res["win_tie_loss"]), width="stretch")
+    st.caption("In each pair \"first vs second\", bars run from the first system's wins through ties and answers "
+               "both bad to the second system's wins.")
 
 # ---------------------------------------------------------------- distributions
 if table:
@@ -95,9 +113,13 @@ if table:
                                  "criterion": key[:-2], "score": value})
     if long:
         dist = pd.DataFrame(long)
-        st.altair_chart(alt.Chart(dist).mark_bar().encode(
-            x=alt.X("score:O"), y=alt.Y("count():Q", title="scores"), color="system:N", xOffset="system:N",
-        ).facet(column=alt.Column("criterion:N", title=None)))
+        criteria = list(dict.fromkeys(dist["criterion"]))
+        for col, crit in zip(st.columns(len(criteria)), criteria):
+            col.caption(crit.capitalize())
+            col.altair_chart(alt.Chart(dist[dist["criterion"] == crit]).mark_bar().encode(
+                x=alt.X("score:O", axis=alt.Axis(labelAngle=0)), y=alt.Y("count():Q", title="scores"),
+                color=alt.Color("system:N", legend=alt.Legend(orient="bottom", labelLimit=0)), xOffset="system:N"),
+                width="stretch")
 
 # ---------------------------------------------------------------- agreement and metrics
 st.subheader("Agreement between reviewers")
@@ -129,7 +151,10 @@ if c3.button("Export DPO pairs", help="Preference pairs (prompt, chosen, rejecte
     with db() as s:
         out = run_action(export_dpo, s, user, es_id)
     if out:
-        st.success(f"{out['pairs']} pairs written to `{out['jsonl']}` and `{out['dataset']}`.")
-        with open(out["jsonl"], encoding="utf-8") as fh:
-            st.download_button("Download dpo.jsonl", fh.read(), file_name=f"dpo-evalset-{es_id}.jsonl",
-                               mime="application/jsonl")
+        st.session_state.setdefault("dpo_exports", {})[es_id] = out
+# Kept per eval set, so the download stays offered after a download (which reruns the page) until it is redone.
+dpo = st.session_state.get("dpo_exports", {}).get(es_id)
+if dpo and Path(dpo["jsonl"]).exists():
+    st.success(f"{dpo['pairs']} pairs written to `{dpo['jsonl']}` and `{dpo['dataset']}`.")
+    st.download_button("Download dpo.jsonl", Path(dpo["jsonl"]).read_bytes(), file_name=f"dpo-evalset-{es_id}.jsonl",
+                       mime="application/jsonl", key="dpo_download")

@@ -2,6 +2,7 @@
 import pandas as pd
 import streamlit as st
 
+from core.jobs.notices import job_notices
 from core.jobs.queue import LIVE, job_snapshot
 from core.train.export import exports_of, launch_export
 from core.train.runs import compare_runs, runs_table
@@ -14,6 +15,33 @@ project = require_project()
 st.title("Runs")
 
 
+# What the table shows, under the names people use (core.train.runs.run_summary has the rest).
+TABLE_COLUMNS = {
+    "id": st.column_config.NumberColumn("Run", format="#%d", width="small"),
+    "name": st.column_config.TextColumn("Name"),
+    "status": st.column_config.TextColumn("Status", width="small"),
+    "method": st.column_config.TextColumn("Method", width="small"),
+    "dataset_version_name": st.column_config.TextColumn("Dataset version"),
+    "train_loss": st.column_config.NumberColumn("Train loss", format="%.4f"),
+    "eval_loss_last": st.column_config.NumberColumn("Validation loss", format="%.4f",
+                                                    help="At the last evaluation"),
+    "steps": st.column_config.NumberColumn("Steps", width="small"),
+    "duration_min": st.column_config.NumberColumn("Minutes", format="%.1f", width="small"),
+    "peak_gib": st.column_config.NumberColumn("Peak memory (GiB)", format="%.2f",
+                                              help="Measured peak (estimated before launch while none is measured)"),
+    "started": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm"),
+}
+
+
+def table_frame(rows: list[dict]) -> pd.DataFrame:
+    """The runs as the table shows them: fewer, human columns, so it fits a laptop screen."""
+    frame = pd.DataFrame(rows)
+    frame["duration_min"] = frame["duration_s"].map(lambda v: None if v is None or pd.isna(v) else v / 60)
+    frame["peak_gib"] = [(m if m else e) / 1024 if (m or e) else None
+                         for m, e in zip(frame["measured_peak_mb"], frame["estimated_peak_mb"])]
+    return frame[list(TABLE_COLUMNS)]
+
+
 @st.fragment(run_every="5s")
 def table() -> None:
     with db() as s:
@@ -21,16 +49,17 @@ def table() -> None:
     if not rows:
         st.info("No training runs yet: start one on the Train page.")
         return
-    st.dataframe(pd.DataFrame(rows).drop(columns=["run_dir"]), hide_index=True, width="stretch",
-                 column_config={"started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
+    st.dataframe(table_frame(rows), hide_index=True, width="stretch", column_config=TABLE_COLUMNS)
 
 
 table()
+job_notices(user, project.id)
 with db() as s:
     rows = runs_table(s, project.id)
 if not rows:
     st.stop()
-labels = {r["id"]: f"#{r['id']} {r['name']} ({r['status']})" for r in rows}
+# No status in these labels: they are drawn once per page run and would go stale while the table above updates.
+labels = {r["id"]: f"#{r['id']} {r['name']}" for r in rows}
 
 st.subheader("Compare runs")
 picked = st.multiselect("Runs to compare (2 or more)", list(labels), format_func=labels.get, key="compare_ids")

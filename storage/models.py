@@ -109,6 +109,9 @@ class Example(SQLModel, table=True):
     near_duplicate_of: Optional[int] = Field(default=None)
     token_count: int = 0
     source: str = Field(default="manual", max_length=32)
+    # Where a generated draft came from, so it can be traced: for source "review_feedback" the eval set, prompt,
+    # reviewer, the reviewer's whole comment, the starting answer and any test-split example it repeats.
+    origin: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False, server_default="{}"))
     import_id: Optional[int] = Field(default=None, foreign_key="importrecord.id")
     assigned_to: Optional[int] = Field(default=None, foreign_key="user.id")
     created_by: Optional[int] = Field(default=None, foreign_key="user.id")

@@ -151,11 +151,12 @@ def test_send_back_creates_a_draft_example_with_the_comment(session, project, us
     item = review.next_item(session, rev, es.id)
     preferred = "A" if item.text_a.startswith("Call") else "B"
     review.submit_score(session, rev, es.id, item.prompt_id, item.pair, scores=full_scores(3, 3), preference=preferred)
-    ex = review.send_back_to_annotation(session, rev, es.id, item.prompt_id, item.pair, comment="Give the number first")
+    ex = review.send_back_to_annotation(session, rev, es.id, item.prompt_id, item.pair, comment="Give the number first",
+                                        start=preferred)
     assert ex.status == "draft" and ex.source == "review_feedback"
-    assert "Give the number first" in ex.note
+    assert ex.note == "Give the number first"
     assert ex.turns[0]["content"] == item.messages[-1]["content"]
-    assert ex.turns[-1] == {"role": "assistant", "content": "Call us on 0800 000."}  # the preferred output
+    assert ex.turns[-1] == {"role": "assistant", "content": "Call us on 0800 000."}  # the answer chosen to start from
     with pytest.raises(PermissionDenied):
         review.send_back_to_annotation(session, users["annotator"], es.id, item.prompt_id, item.pair, comment="x")
 

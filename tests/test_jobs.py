@@ -104,6 +104,7 @@ def test_sigterm_cancels_with_adapter_and_resume_continues_from_checkpoint(sessi
     new = wait_for(session, new.id)
     assert new.status == "canceled", new.error
     rows = [r for r in _metrics(new) if r["loss"] is not None]
+    assert all(r["mem_mb"] > 0 for r in rows)  # the live panel's Memory figure, written on a CPU too
     resumed = [r["step"] for r in rows if r["step"] > stopped_at]
     assert resumed[0] == stopped_at + 1  # continues from the checkpoint's step, not from step 0
     assert json.loads((Path(new.run_dir) / "result.json").read_text())["metrics"]["start_step"] == stopped_at

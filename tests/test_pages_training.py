@@ -61,7 +61,7 @@ def test_engineer_launches_quick_preset_and_watches_it(session, users, project, 
     next(b for b in at.button if b.label == "Train").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
-    job_id = at.session_state["watch_job"]
+    job_id = at.selectbox(key="watch_select").value
     assert "Status:** running" in _text(at) or "Status:** queued" in _text(at)
     cfg = json.loads((Path(next(iter(_runs(session))).run_dir) / "config.json").read_text())
     assert cfg["preset"] == "quick" and cfg["max_steps"] == 2 and cfg["base_model"] == str(tiny_model)

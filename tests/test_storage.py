@@ -94,6 +94,24 @@ def test_jobs_recorded_before_the_stage_packages_still_resume(tmp_path, monkeypa
         assert __import__(module, fromlist=["main"]).main
 
 
+def test_examples_from_before_origins_upgrade_with_an_empty_origin(tmp_path):
+    from storage.models import Example
+
+    _, url = _old_database(
+        tmp_path, "0003_jobs_by_stage",
+        ("INSERT INTO project (name, description, guidelines, max_length, rubric, created_at) "
+         "VALUES ('Old', '', '', 1024, '[]', '2026-01-01 00:00:00')", {}),
+        ("INSERT INTO example (project_id, system, turns, input, tags, note, status, reject_reason, content_hash, "
+         "search_text, token_count, source, created_at, updated_at, version) VALUES (1, '', '[]', '', '[]', "
+         "'keep me', 'draft', '', 'h', '', 0, 'manual', '2026-01-01 00:00:00', '2026-01-01 00:00:00', 1)", {}))
+    upgrade(url)
+    engine = make_engine(url)
+    with Session(engine) as s:
+        example = s.exec(select(Example)).one()
+        assert example.note == "keep me" and example.origin == {}
+    engine.dispose()
+
+
 def test_a_file_that_is_not_sqlite_is_refused_and_left_alone(tmp_path, monkeypatch):
     ws = tmp_path / "ws"
     ws.mkdir()

@@ -63,7 +63,7 @@ def cmd_generate(args, session, user):
             session.expire_all()
             reconcile(session)
             session.refresh(job)
-            progress = generation_progress(job)
+            progress = generation_progress(session, job)
             line = f"{job.status} {progress.get('done', 0)}/{progress.get('total', '?')}"
             if line != last:
                 print(line, file=sys.stderr, flush=True)

@@ -192,11 +192,13 @@ def status_counts(session: Session, project: Project) -> dict[str, int]:
 # ---------------------------------------------------------------- writing
 
 
-def _clean(system: str, turns: list, input: str, tags: Iterable[str] | None, note: str) -> dict:
+def _clean(system: str, turns: list, input: str, tags: Iterable[str] | None, note: str,
+           answer_to_write: bool = False) -> dict:
     turns = [{"role": t.get("role"), "content": t.get("content") if isinstance(t.get("content"), str) else ""}
              for t in turns]
     try:
-        validate_turns(turns)
+        # A draft whose last answer is left for the annotator to write is checked as if it were written.
+        validate_turns(turns[:-1] + [{**turns[-1], "content": "-"}] if answer_to_write and turns else turns)
     except BadRecord as err:
         raise InvalidInput(f"Cannot save: {err}.") from None
     clean_tags = sorted({str(t).strip() for t in (tags or []) if str(t).strip()})
@@ -210,17 +212,23 @@ def _derived(record: dict, count_tokens: Callable[[str], int]) -> dict:
 
 def create_example(session: Session, user: User, project: Project, *, system: str = "", turns: list,
                    input: str = "", tags: Iterable[str] | None = None, note: str = "", submit: bool = False,
-                   count_tokens: Callable[[str], int] = estimate_tokens) -> Example:
-    """A new example written by hand. Exact duplicates are refused; near duplicates are flagged."""
+                   count_tokens: Callable[[str], int] = estimate_tokens, source: str = "manual",
+                   origin: dict | None = None, answer_to_write: bool = False) -> Example:
+    """A new example written by hand (or made from a reviewed eval item: ``source`` and ``origin`` say so).
+    Exact duplicates are refused; near duplicates are flagged. ``answer_to_write``: a draft whose last answer
+    is still empty, for the annotator to write (it cannot be submitted so)."""
     require(user, "curate")
-    record = _clean(system, turns, input, tags, note)
+    if answer_to_write and submit:
+        raise InvalidInput("An example without its answer cannot be submitted; write the answer first.")
+    record = _clean(system, turns, input, tags, note, answer_to_write=answer_to_write)
     derived = _derived(record, count_tokens)
     dup = session.exec(select(Example.id).where(Example.project_id == project.id,
                                                 Example.content_hash == derived["content_hash"])).first()
     if dup:
         raise InvalidInput(f"Example #{dup} already has the same text.")
     ex = Example(project_id=project.id, system=record["system"], turns=record["turns"], input=record["input"],
-                 tags=record["tags"], note=record["note"], source="manual", created_by=user.id,
+                 tags=record["tags"], note=record["note"], source=source, origin=dict(origin or {}),
+                 created_by=user.id,
                  updated_by=user.id, assigned_to=None,
                  status=(ExampleStatus.submitted if submit else ExampleStatus.draft).value,
                  near_duplicate_of=find_near_duplicate(session, project, record), **derived)

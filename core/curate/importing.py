@@ -224,10 +224,26 @@ def _project_index(session: Session, project: Project) -> NearDuplicateIndex:
         last = rows[-1][0]
 
 
-def import_history(session: Session, project: Project, limit: int = 50) -> list[ImportRecord]:
-    """The project's latest imports, newest first."""
-    return list(session.execute(select(ImportRecord).where(ImportRecord.project_id == project.id)
-                                .order_by(ImportRecord.id.desc()).limit(limit)).scalars())
+def import_history(session: Session, project: Project, limit: int = 50) -> list[dict]:
+    """The project's latest imports, newest first: who, when, which file and what happened to it."""
+    rows = session.execute(select(ImportRecord, User.username).outerjoin(User, User.id == ImportRecord.user_id)
+                           .where(ImportRecord.project_id == project.id)
+                           .order_by(ImportRecord.id.desc()).limit(limit)).all()
+    return [{"id": rec.id, "when": rec.created_at, "who": who or "(unknown)", "file": rec.filename,
+             "format": rec.format, "read": rec.n_read, "imported": rec.n_imported, "rejected": rec.n_rejected,
+             "duplicates": rec.n_duplicates, "near duplicates": rec.n_near_duplicates,
+             "ended early": rec.ended_early, "strict": rec.strict} for rec, who in rows]
+
+
+def report_level(report: dict) -> str:
+    """How the import page frames a report: "error" when nothing was imported although records were read or
+    rejected (bad file, or strict mode refused it), "warning" when some records were rejected, the file was
+    cut off, or nothing new came in (empty, or all duplicates), else "success"."""
+    if report.get("n_imported", 0) == 0 and report.get("n_rejected", 0):
+        return "error"
+    if report.get("n_rejected", 0) or report.get("ended_early") or report.get("n_imported", 0) == 0:
+        return "warning"
+    return "success"
 
 
 def check_format(fmt: str | None) -> str | None:

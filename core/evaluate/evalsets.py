@@ -18,7 +18,8 @@ from core.curate.datasets import version_records
 from core.errors import InvalidInput, NotFound
 from core.evaluate.generate_config import Decoding, GenerateConfig
 from core.evaluate.systems import BASE, parse_system, parse_systems, run_base_model
-from core.jobs.queue import get_job, read_progress, resubmit, submit
+from core.jobs.queue import get_job, resubmit, submit
+from core.jobs.rundir import PROGRESS, read_jsonl
 from core.train.runs import KIND as TRAIN_KIND
 from storage.models import DatasetVersion, EvalPrompt, EvalSet, Job, JobStatus, Output, Project, Score, User
 
@@ -254,9 +255,36 @@ def generation_jobs(session: Session, eval_set_id: int) -> list[Job]:
                              .order_by(Job.id.desc())))
 
 
-def generation_progress(job: Job) -> dict:
-    """The last progress line the generation job wrote (done/total prompts, tokens/s), or {}."""
-    return read_progress(job)
+def job_chain(session: Session, job: Job) -> list[int]:
+    """This job and the jobs it resumes: their outputs count as done."""
+    ids, current = [], job
+    while current is not None and current.id not in ids:
+        ids.append(current.id)
+        current = session.get(Job, current.resumed_from) if current.resumed_from else None
+    return ids
+
+
+def generation_progress(session: Session, job: Job) -> dict:
+    """Where a generation job stands, true from its first second: ``done`` / ``total`` outputs counted in the
+    database (outputs of earlier attempts it resumes count as done), the ``stage`` and ``system`` its worker
+    last reported (progress.jsonl), its speed and ``eta_s`` (seconds per output so far times those left)."""
+    cfg = job.config or {}
+    systems = list(cfg.get("systems") or [])
+    n_prompts = session.exec(select(func.count()).select_from(EvalPrompt)
+                             .where(EvalPrompt.eval_set_id == cfg.get("eval_set_id"))).one()
+    done = session.exec(select(func.count()).select_from(Output).join(EvalPrompt, Output.prompt_id == EvalPrompt.id)
+                        .where(EvalPrompt.eval_set_id == cfg.get("eval_set_id"), Output.system.in_(systems),
+                               Output.job_id.in_(job_chain(session, job)))).one()
+    total = n_prompts * len(systems)
+    rows = read_jsonl(Path(job.run_dir) / PROGRESS) if job.run_dir else []
+    batches = [r for r in rows if r.get("batch")]
+    last = rows[-1] if rows else {}
+    generated, seconds = sum(r["batch"] for r in batches), sum(r.get("seconds") or 0 for r in batches)
+    eta = seconds / generated * (total - done) if generated and seconds and total > done else None
+    return {"done": int(done), "total": int(total), "stage": last.get("stage") or ("generating" if batches else
+                                                                                   "starting"),
+            "system": last.get("system"), "tokens_per_s": last.get("tokens_per_s"),
+            "eta_s": round(eta, 1) if eta is not None else None}
 
 
 def latest_outputs(session: Session, eval_set_id: int) -> dict[tuple[int, str], Output]:

@@ -23,7 +23,7 @@ from sqlmodel import select
 from core.basemodel import EMBEDDED, load_model, load_tokenizer
 from core.curate.datasets import version_records
 from core.errors import InvalidInput
-from core.evaluate.evalsets import eval_prompts
+from core.evaluate.evalsets import eval_prompts, job_chain
 from core.evaluate.generate_config import Decoding, GenerateConfig
 from core.evaluate.stats import perplexity
 from core.evaluate.systems import BASE, parse_system
@@ -174,15 +174,6 @@ def _adapter_name(system: str) -> str:
     return system.replace(":", "_")
 
 
-def _job_chain(session, job) -> list[int]:
-    """This job and the jobs it resumes: their outputs count as done."""
-    ids, current = [], job
-    while current is not None and current.id not in ids:
-        ids.append(current.id)
-        current = session.get(Job, current.resumed_from) if current.resumed_from else None
-    return ids
-
-
 def _append_progress(run_dir: Path, row: dict) -> None:
     with open(run_dir / rundir.PROGRESS, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(row) + "\n")
@@ -224,7 +215,7 @@ def run_job(job_id: int) -> dict:
         with session_scope() as s:
             prompts = eval_prompts(s, cfg.eval_set_id)
             validation = _validation_records(s, cfg.eval_set_id) if cfg.perplexity else []
-            chain = _job_chain(s, s.get(Job, job_id))
+            chain = job_chain(s, s.get(Job, job_id))
             done = set(s.exec(select(Output.prompt_id, Output.system).where(Output.job_id.in_(chain))).all())
         if not prompts:
             raise InvalidInput(f"Eval set {cfg.eval_set_id} has no prompts.")
@@ -240,6 +231,7 @@ def run_job(job_id: int) -> dict:
                   "skipped_existing": counters["done"], "perplexity": {}, "validation_perplexity": {},
                   "tokens_per_s": {}}
         heartbeat(job_id, done=counters["done"], total=total)
+        _append_progress(run_dir, {"stage": "starting", "done": counters["done"], "total": total, "time": time.time()})
         for base, systems in groups.items():
             if STOP.is_set():
                 break
@@ -263,6 +255,8 @@ def _run_group(job_id: int, run_dir: Path, cfg: GenerateConfig, base: str, syste
                done: set, counters: dict, total: int, result: dict, validation: list[dict]) -> None:
     """All systems on one base model: load it once, attach each run's adapter, switch between them."""
     print(f"loading base model {base} for {', '.join(systems)}", flush=True)
+    _append_progress(run_dir, {"stage": "loading the model", "done": counters["done"], "total": total,
+                               "time": time.time()})
     model, tokenizer = _load(base)
     peft_model = None
     plain = {BASE}  # systems that are the loaded model itself: the base, or a full fine-tuned run's own model
@@ -311,7 +305,8 @@ def _run_group(job_id: int, run_dir: Path, cfg: GenerateConfig, base: str, syste
             sys_seconds += seconds
             counters["done"] += len(batch)
             counters["new_tokens"] += tokens
-            row = {"system": system, "done": counters["done"], "total": total, "batch": len(batch),
+            row = {"stage": "generating", "system": system, "done": counters["done"], "total": total,
+                   "batch": len(batch),
                    "new_tokens": tokens, "seconds": round(seconds, 3),
                    "tokens_per_s": round(tokens / seconds, 1) if seconds else None, "time": time.time()}
             _append_progress(run_dir, row)
@@ -326,6 +321,8 @@ def _run_group(job_id: int, run_dir: Path, cfg: GenerateConfig, base: str, syste
                 result["tokens_per_s"][system] = round(sys_tokens / sys_seconds, 1)
             with_refs = [p for p in prompts if p.reference.strip()]
             if cfg.perplexity and with_refs and not STOP.is_set():
+                _append_progress(run_dir, {"stage": "perplexity on the references", "system": system,
+                                           "done": counters["done"], "total": total, "time": time.time()})
                 nll, n = reference_nll(active, tokenizer, [p.messages for p in with_refs],
                                        [p.reference for p in with_refs], batch_size=cfg.batch_size)
                 result["perplexity"][system] = perplexity(nll, n)

@@ -81,6 +81,14 @@ def available_systems(session: Session, project_id: int) -> list[dict]:
     return out
 
 
+def default_systems(systems: list[dict]) -> list[str]:
+    """What the Generate form preselects: the base model and the newest finished run (a fair first comparison;
+    older runs are one click away)."""
+    keys = [row["system"] for row in systems]
+    runs = [k for k in keys if k != BASE]
+    return ([BASE] if BASE in keys else []) + runs[-1:]
+
+
 def system_labels(session: Session, systems: Iterable[str]) -> dict[str, str]:
     """Human names for systems (results page only; never on the blind review page)."""
     out = {}

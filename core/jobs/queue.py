@@ -258,6 +258,17 @@ def cancel(session: Session, user: User, job_id: int) -> Job:
     return job
 
 
+def ended_jobs(session: Session, project_id: int, since, kinds: tuple[str, ...] | None = None) -> list[Job]:
+    """Jobs of the project that ended (succeeded, failed or canceled) after ``since``, oldest first; reconciled
+    first, so a job whose process died counts as ended."""
+    reconcile(session)
+    query = select(Job).where(Job.project_id == project_id, Job.status.in_(TERMINAL), Job.finished_at.is_not(None),
+                              Job.finished_at > since)
+    if kinds:
+        query = query.where(Job.kind.in_(kinds))
+    return list(session.exec(query.order_by(Job.finished_at)))
+
+
 def queue_position(session: Session, job: Job) -> int | None:
     """1 for the next job to start, 2 for the one after...; None when the job is not queued."""
     if job.status != JobStatus.queued.value:

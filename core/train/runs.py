@@ -3,11 +3,12 @@ comparison. The training process itself is core.train.worker; exports are core.t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from core.accounts import require
 from core.basemodel import check_model_name
 from core.errors import InvalidInput, NotFound
-from core.hardware import detect, estimate_peak_memory, resolve_precision
+from core.hardware import detect, estimate_peak_memory, estimate_sum_text, resolve_precision
 from core.jobs import rundir
 from core.jobs.queue import get_job, list_jobs, queue_position, read_metrics, reconcile, resubmit, submit
 from core.train.config import TrainConfig
@@ -44,11 +45,10 @@ def check_launch(cfg: TrainConfig, hw=None) -> dict:
     est = estimate(cfg, hw)
     if not est["fits"]:
         raise InvalidInput(
-            f"This run needs about {est['peak_mb'] / 1024:.1f} GiB (weights {est['weights_mb']:.0f} MB, gradients "
-            f"{est['gradients_mb']:.0f} MB, optimizer {est['optimizer_mb']:.0f} MB, activations "
-            f"{est['activations_mb']:.0f} MB at batch {cfg.per_device_batch_size} x {est['max_length']} tokens) but "
-            f"only {est['available_mb'] / 1024:.1f} GiB is free ({est['device']}). Lower the batch size or max "
-            "length, turn on gradient checkpointing, or use QLoRA on a GPU."
+            f"This run needs about {est['peak_mb'] / 1024:.1f} GiB ({estimate_sum_text(est)}, at batch "
+            f"{cfg.per_device_batch_size} x {est['max_length']} tokens) but only {est['available_mb'] / 1024:.1f} "
+            f"GiB is free ({est['device']}). Lower the batch size or max length, turn on gradient checkpointing, "
+            "or use QLoRA on a GPU."
         )
     return est
 
@@ -71,15 +71,34 @@ def launch(session, user, project_id: int, cfg: TrainConfig, name: str = ""):
 
 def resume_run(session, user, job_id: int):
     """Queue a new run that continues a failed or canceled run from its last complete checkpoint (or starts
-    over without one); refused while another continuation of it is queued or running."""
+    over without one); refused while another continuation of it is queued or running (core.jobs.queue.resubmit),
+    and refused when that checkpoint already reached the end of the schedule (training on would step past it
+    at a learning rate of zero)."""
     require(user, "train")
     job = get_job(session, job_id)
     if job.kind != KIND:
         raise InvalidInput(f"Job {job_id} is not a training run.")
     ckpt = rundir.last_complete_checkpoint(job.run_dir)
+    if ckpt is not None:
+        done, total = checkpoint_progress(ckpt)
+        if total and done >= total:
+            raise InvalidInput(
+                f"Run {job.id} has nothing left to train: its last checkpoint is at step {done} of {total}, the end "
+                "of its schedule (the learning rate is already at its final value). Use its saved adapter as it is, "
+                "or start a new run with more epochs or steps.")
     cfg = TrainConfig.from_dict({**job.config, "resume_from": str(ckpt) if ckpt else ""})
     est = check_launch(cfg)
     return resubmit(session, user, job, config=cfg.to_dict(), estimated_peak_mb=est["peak_mb"])
+
+
+def checkpoint_progress(ckpt) -> tuple[int, int]:
+    """(step reached, steps in the schedule) of a checkpoint, from the Trainer's trainer_state.json; (step, 0)
+    when the file does not say."""
+    try:
+        state = json.loads((Path(ckpt) / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return rundir.checkpoint_step(Path(ckpt)), 0
+    return int(state.get("global_step") or 0), int(state.get("max_steps") or 0)
 
 
 def run_summary(session, job: Job) -> dict:
@@ -89,12 +108,18 @@ def run_summary(session, job: Job) -> dict:
     duration = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
     return {"id": job.id, "name": job.name, "status": job.status, "queue_position": queue_position(session, job),
             "method": cfg.get("method"), "base_model": cfg.get("base_model"),
-            "dataset_version": job.dataset_version_id, "train_loss": metrics.get("train_loss"),
+            "dataset_version": job.dataset_version_id, "dataset_version_name": _version_name(session, job),
+            "train_loss": metrics.get("train_loss"),
             "eval_loss_first": metrics.get("eval_loss_first"), "eval_loss_last": metrics.get("eval_loss_last"),
             "steps": metrics.get("global_step"),
             "duration_s": round(duration, 1) if duration is not None else None,
             "estimated_peak_mb": job.estimated_peak_mb, "measured_peak_mb": job.measured_peak_mb,
             "resumed_from": job.resumed_from, "started": job.started_at, "run_dir": job.run_dir}
+
+
+def _version_name(session, job: Job) -> str | None:
+    version = session.get(DatasetVersion, job.dataset_version_id) if job.dataset_version_id else None
+    return version.name if version else None
 
 
 def runs_table(session, project_id: int | None = None) -> list[dict]:

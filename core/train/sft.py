@@ -144,7 +144,8 @@ def progress_callback(ctx):
                    "learning_rate": logs.get("learning_rate"),
                    "tokens_per_s": round(tps, 1) if tps and "loss" in logs else None,
                    "eta_s": round(eta, 1) if eta is not None else None,
-                   "gpu_mem_mb": measured_peak_mb() if ctx.hw.kind == "cuda" else None,
+                   # Peak so far (CUDA allocations on a GPU, the process's RSS on a CPU): the live panel's Memory.
+                   "mem_mb": measured_peak_mb(),
                    "time": round(now, 3)}
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
