@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.evaluate import evalsets, review
 from storage.models import EvalPrompt, Example, Output
-from tests.test_evaluation import full_scores, make_outputs
+from tests.helpers import full_scores, make_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMENT = "B gets the tariff right but:\n- it never says the number\n- the tone is curt\n\nPlease fix both."

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from core.evaluate import evalsets
 from storage.models import Job, Output
 from tests.fixtures_jobs import add_job, live_process
-from tests.test_evaluation import make_outputs
+from tests.helpers import make_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(300)

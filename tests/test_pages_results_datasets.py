@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from storage.models import Example
-from tests.test_evaluation import _score_all, make_outputs, reviewers  # noqa: F401 (reviewers is a fixture)
+from tests.helpers import make_outputs, score_all
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def _encodings(spec: dict) -> list[dict]:
 @pytest.fixture
 def scored(session, project, users, reviewers):  # noqa: F811
     es, systems = make_outputs(session, project, users["engineer"], n_prompts=4, runs=1)
-    _score_all(session, es, reviewers[:2])
+    score_all(session, es, reviewers[:2])
     return es
 
 

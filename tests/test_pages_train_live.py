@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 from core.errors import InvalidInput
 from storage.models import Job
 from tests.fixtures_jobs import add_job, finish, live_process
-from tests.fixtures_models import make_dataset_version, tiny_model_fixture  # noqa: F401 (the tiny_model fixture)
+from tests.fixtures_models import make_dataset_version
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(300)
