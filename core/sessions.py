@@ -88,7 +88,7 @@ def exchange_ticket(session: Session, ticket: str, now: datetime | None = None) 
     """Spend a ticket: ``(cookie token, seconds it stays valid)``, or None for an unknown, spent, expired or
     revoked one. The token is made here and only its hash is kept."""
     now = now or utcnow()
-    if not ticket or len(ticket) > 200:
+    if not isinstance(ticket, str) or not ticket or len(ticket) > 200:
         return None
     row = session.exec(select(LoginSession).where(LoginSession.ticket_hash == _digest(ticket))).first()
     if not _live(row, now) or _aware(row.ticket_expires_at) is None or _aware(row.ticket_expires_at) < now:
@@ -102,7 +102,7 @@ def exchange_ticket(session: Session, ticket: str, now: datetime | None = None) 
 
 def resume(session: Session, token: str | None, now: datetime | None = None) -> tuple[User, LoginSession] | None:
     """The user and session a cookie token stands for, if the session is live and the account active."""
-    if not token or len(token) > 200:
+    if not isinstance(token, str) or not token or len(token) > 200:
         return None
     row = session.exec(select(LoginSession).where(LoginSession.token_hash == _digest(token))).first()
     return _owner(session, row, now or utcnow())
