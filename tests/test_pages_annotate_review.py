@@ -117,3 +117,64 @@ def test_hints_go_to_the_live_editor_with_the_same_wording(session, users, proje
                                "kind": "short"}]
     assert hints["line"].startswith(f"{hints['tokens']} tokens of max {project.max_length}")
     assert hints["texts"] == cur.HINT_TEXTS
+
+
+def submitted(session, users, project, n=3, tags=("billing",)):
+    ann = users["annotator"]
+    return [cur.create_example(session, ann, project, turns=[{"role": "user", "content": f"Question {i} on bills?"},
+                                                           {"role": "assistant", "content": f"Answer number {i} here."}],
+                               tags=list(tags) if i < n - 1 else ["outage"], submit=True) for i in range(n)]
+
+
+def texts(at) -> str:
+    return "\n".join(str(el.value) for kind in ("text", "warning", "caption", "code", "success", "error", "subheader")
+                     for el in getattr(at, kind))
+
+
+def test_review_shows_the_earlier_rejection_the_history_and_the_diff(session, users, project):
+    ann, rev = users["annotator"], users["reviewer"]
+    ex = submitted(session, users, project, n=1)[0]
+    cur.review_example(session, rev, ex.id, "reject", "Name the meter type.")
+    ex = cur.get_example(session, ex.id)
+    cur.save_example(session, ann, ex.id, expected_version=ex.version, system="", submit=True,
+                     turns=[{"role": "user", "content": "Question 0 on bills?"},
+                            {"role": "assistant", "content": "On a smart meter, press A."}], tags=["outage"])
+    at = app("pages/review_data.py", rev, project)
+    shown = texts(at)
+    assert "Rejected before. The reason given then:" in shown
+    assert "Name the meter type.\n(version 2, reviewer1," in shown
+    diff = next(c.value for c in at.code if c.language == "diff")
+    assert "-[assistant] Answer number 0 here." in diff and "+[assistant] On a smart meter, press A." in diff
+    history = at.dataframe[0].value
+    assert list(history["step"]) == ["created", "rejected", "submitted"]
+    assert list(history["who"]) == ["annotator1", "reviewer1", "annotator1"]
+
+
+def test_reviewer_fixes_a_typo_and_approves(session, users, project):
+    ex = submitted(session, users, project, n=1)[0]
+    at = app("pages/review_data.py", users["reviewer"], project)
+    at.toggle[0].set_value(True).run()
+    area(at, "Assistant").set_value("Answer number 0, spelled right.")
+    click(at, "Save fix & approve")
+    assert not at.exception
+    session.expire_all()
+    fixed = session.get(Example, ex.id)
+    assert (fixed.status, fixed.turns[1]["content"]) == ("approved", "Answer number 0, spelled right.")
+    assert f"Fixed and approved #{ex.id}." in at.session_state["_flash"]
+
+
+def test_bulk_approve_says_how_many_and_asks_first(session, users, project):
+    made = submitted(session, users, project, n=3)
+    at = app("pages/review_data.py", users["reviewer"], project)
+    at.selectbox[0].set_value("billing").run()
+    click(at, "Approve all 2 matching examples…")
+    assert any("Approve all 2 submitted examples" in w.value for w in at.warning)
+    session.expire_all()
+    assert {session.get(Example, e.id).status for e in made} == {"submitted"}  # nothing yet
+    click(at, "Cancel")
+    click(at, "Approve all 2 matching examples…")
+    click(at, "Yes, approve 2")
+    assert not at.exception
+    session.expire_all()
+    assert [session.get(Example, e.id).status for e in made] == ["approved", "approved", "submitted"]
+    assert "Approved 2 examples." in at.session_state["_flash"]
