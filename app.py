@@ -63,5 +63,6 @@ else:
             logout()
             st.rerun()
 sync_session_cookie()  # before the page: a page may st.stop()
+show_flash()  # confirmations made before an st.rerun(): shown even when the page then stops early
 page.run()
-show_flash()  # after the page, so a confirmation made before its st.rerun() is shown once
+show_flash()  # confirmations made by this run of the page
