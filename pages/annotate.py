@@ -35,12 +35,12 @@ with st.expander("Guidelines", expanded=False):
 with db() as s:
     tags = cur.list_tags(s, project)
     people = {u.id: u.username for u in list_users(s)}
-f1, f2, f3, f4 = st.columns([2, 1, 1, 2])
-statuses = f1.multiselect("Status", cur.STATUSES, default=["draft", "rejected"], key="q_status")
-tag = f2.selectbox("Tag", ["(any)"] + tags, key="q_tag")
-annotator = f3.selectbox("Annotator", [None] + list(people), format_func=lambda i: "(anyone)" if i is None
-                         else people[i], key="q_annotator")
-search = f4.text_input("Search text", key="q_search")
+with st.container(horizontal=True, gap="small"):  # fixed widths wrap onto a second row in a narrow window
+    statuses = st.multiselect("Status", cur.STATUSES, default=["draft", "rejected"], key="q_status", width=300)
+    tag = st.selectbox("Tag", ["(any)"] + tags, key="q_tag", width=180)
+    annotator = st.selectbox("Annotator", [None] + list(people), format_func=lambda i: "(anyone)" if i is None
+                             else people[i], key="q_annotator", width=180)
+    search = st.text_input("Search text", key="q_search", width=260)
 filters = dict(status=statuses or None, tag=None if tag == "(any)" else tag, annotator=annotator,
                search=search or None)
 filter_key = repr(sorted((k, str(v)) for k, v in filters.items()))

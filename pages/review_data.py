@@ -32,11 +32,11 @@ if agreement is not None:
               "not enough ratings yet" if alpha is None else f"{alpha:.2f}",
               help=f"{agreement['n_items']} examples rated by 2+ of {agreement['n_annotators']} annotators.")
 
-f1, f2, f3 = st.columns([1, 1, 2])
-tag = f1.selectbox("Tag", ["(any)"] + tags, key="rv_tag")
-annotator = f2.selectbox("Annotator", [None] + list(people), key="rv_annotator",
-                         format_func=lambda i: "(anyone)" if i is None else people[i])
-search = f3.text_input("Search text", key="rv_search")
+with st.container(horizontal=True, gap="small"):  # fixed widths wrap onto a second row in a narrow window
+    tag = st.selectbox("Tag", ["(any)"] + tags, key="rv_tag", width=180)
+    annotator = st.selectbox("Annotator", [None] + list(people), key="rv_annotator", width=180,
+                             format_func=lambda i: "(anyone)" if i is None else people[i])
+    search = st.text_input("Search text", key="rv_search", width=260)
 filters = dict(tag=None if tag == "(any)" else tag, annotator=annotator, search=search or None)
 filter_key = repr(sorted((k, str(v)) for k, v in filters.items()))
 if st.session_state.get("rv_filter_key") != filter_key:  # new filters: from the start, no pending bulk approve
@@ -88,7 +88,7 @@ if past.diff:
     st.caption(f"What changed since version {past.last_review.version} ({past.last_review.action})")
     st.code("\n".join(past.diff), language="diff", wrap_lines=True)
 if past.steps:
-    with st.expander(f"History ({len(past.steps)} steps)"):
+    with st.expander(f"History ({len(past.steps)} step{'s' if len(past.steps) != 1 else ''})"):
         st.dataframe(pd.DataFrame([{"version": r.version, "step": r.action, "status": r.status,
                                     "who": people.get(r.user_id, "?"), "when (UTC)": f"{r.at:%Y-%m-%d %H:%M}",
                                     "reason": r.reason} for r in past.steps]), hide_index=True, width="stretch")
