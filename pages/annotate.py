@@ -98,19 +98,24 @@ with queue_tab:
             base = bases.setdefault(ex.id, ex.version)
             draft = conflict["attempted"] if conflict else cur.record_of(ex)
             wkey = f"{ex.id}_{base}"
-            system = st.text_area("System prompt", draft["system"], key=f"sys_{wkey}", height=68)
-            turns = []
+            fields: list[dict] = []  # each text area the live hints count, found on the page by its label
+
+            def area(label: str, role: str, value: str, key: str, **kw) -> str:
+                text = st.text_area(label, value, key=key, **kw)
+                fields.append({"label": label, "role": role, "value": text})
+                return text
+
+            system = area("System prompt", "system", draft["system"], f"sys_{wkey}", height=68)
             if len(draft["turns"]) == 2:
-                instruction = st.text_area("Instruction", draft["turns"][0]["content"], key=f"ins_{wkey}")
-                input_text = st.text_area("Input (optional)", draft["input"], key=f"inp_{wkey}", height=68)
-                response = st.text_area("Response", draft["turns"][1]["content"], key=f"res_{wkey}", height=180)
+                instruction = area("Instruction", "user", draft["turns"][0]["content"], f"ins_{wkey}")
+                input_text = area("Input (optional)", "input", draft["input"], f"inp_{wkey}", height=68)
+                response = area("Response", "assistant", draft["turns"][1]["content"], f"res_{wkey}", height=180)
                 turns = [{"role": "user", "content": instruction}, {"role": "assistant", "content": response}]
             else:
                 input_text = draft["input"]
-                for i, t in enumerate(draft["turns"]):
-                    label = f"Turn {i + 1}: {'user' if t['role'] == 'user' else 'assistant'}"
-                    turns.append({"role": t["role"],
-                                  "content": st.text_area(label, t["content"], key=f"turn{i}_{wkey}")})
+                turns = [{"role": t["role"], "content": area(f"Turn {i + 1}: {t['role']}", t["role"], t["content"],
+                                                             f"turn{i}_{wkey}")}
+                         for i, t in enumerate(draft["turns"])]
             c1, c2 = st.columns(2)
             tag_text = c1.text_input("Tags (comma separated)", ", ".join(draft["tags"]), key=f"tags_{wkey}")
             note = c2.text_input("Note", draft["note"], key=f"note_{wkey}")
@@ -119,14 +124,7 @@ with queue_tab:
 
             with db() as s:
                 tokens, hints = cur.example_hints(s, project, ex, record, count_tokens)
-            if len(draft["turns"]) == 2:
-                fields = [("System prompt", "system", system), ("Instruction", "user", instruction),
-                          ("Input (optional)", "input", input_text), ("Response", "assistant", response)]
-            else:
-                fields = [("System prompt", "system", system)] + [
-                    (f"Turn {i + 1}: {'user' if t['role'] == 'user' else 'assistant'}", t["role"], t["content"])
-                    for i, t in enumerate(turns)]
-            live_hints(f"hints_{wkey}", fields=[{"label": lb, "role": r, "value": v} for lb, r, v in fields],
+            live_hints(f"hints_{wkey}", fields=fields,
                        tokens=tokens, estimate=cur.estimate_tokens(record_text(record)),
                        max_length=project.max_length, short_words=cur.SHORT_RESPONSE_WORDS,
                        line=cur.HINT_TEXTS["line"].format(tokens=tokens, max=project.max_length, label=counter_label),

@@ -178,3 +178,21 @@ def test_bulk_approve_says_how_many_and_asks_first(session, users, project):
     session.expire_all()
     assert [session.get(Example, e.id).status for e in made] == ["approved", "approved", "submitted"]
     assert "Approved 2 examples." in at.session_state["_flash"]
+
+
+def test_a_conversation_is_edited_turn_by_turn_with_live_hints_on_every_turn(session, users, project):
+    ann = users["annotator"]
+    talk = [{"role": "user", "content": "My meter shows E1."}, {"role": "assistant", "content": "Restart it, please."},
+            {"role": "user", "content": "Still E1."}, {"role": "assistant", "content": "Then call us on 0800 123."}]
+    ex = cur.create_example(session, ann, project, turns=talk)
+    at = app("pages/annotate.py", ann, project)
+    hints = next(json.loads(el.proto.json) for el in at.get("bidi_component")
+                 if el.proto.component_name == "fts_live_hints")
+    assert [(f["label"], f["role"]) for f in hints["fields"]] == [
+        ("System prompt", "system"), ("Turn 1: user", "user"), ("Turn 2: assistant", "assistant"),
+        ("Turn 3: user", "user"), ("Turn 4: assistant", "assistant")]
+    area(at, "Turn 4: assistant").set_value("Then call us on 0800 123; we send an engineer.")
+    click(at, "Save & next")
+    session.expire_all()
+    assert session.get(Example, ex.id).turns[3]["content"].endswith("we send an engineer.")
+    assert f"Saved #{ex.id} (version 2). This is the last example in the queue." in at.session_state["_flash"]
