@@ -21,6 +21,11 @@ disabling the account or lowering its role ends all of them (``end_all``, called
 
 The token is 256 random bits looked up by its SHA-256, the way Django keeps database sessions: a signature
 would only repeat the lookup's check, and hashing means a copy of the database holds no usable cookie.
+
+Not chosen: a cookie written by page JavaScript (``document.cookie``) or a token in localStorage (what the
+community cookie components do) cannot be HttpOnly, so any injected script could read it; Starlette
+middleware that sets the cookie on the page load cannot know about a log-in that happens later over the
+websocket; ``st.login`` would need an identity provider this self-hosted app does not have.
 Sessions last ``FINETUNE_STUDIO_SESSION_HOURS`` (default 12) from log-in, not from last use, so a cookie's
 Max-Age and the row agree.
 """
@@ -31,6 +36,7 @@ import os
 import secrets
 from datetime import datetime, timedelta, timezone
 
+from sqlalchemy import delete
 from sqlmodel import Session, select
 
 from core.errors import WorkspaceError
@@ -74,6 +80,7 @@ def start(session: Session, user: User, client: str = "", now: datetime | None =
     """A new session for ``user`` (already authenticated) and the one-time ticket its browser trades for the
     cookie. Only the ticket's hash is stored."""
     now = now or utcnow()
+    _prune(session, now)
     ticket = secrets.token_urlsafe(32)
     row = LoginSession(user_id=user.id, ticket_hash=_digest(ticket), client=(client or "")[:64],
                        ticket_expires_at=now + timedelta(seconds=TICKET_SECONDS), created_at=now,
@@ -82,6 +89,13 @@ def start(session: Session, user: User, client: str = "", now: datetime | None =
     session.commit()
     session.refresh(row)
     return row, ticket
+
+
+KEEP_ENDED = timedelta(days=30)  # ended and expired sessions stay this long for a look at who signed in when
+
+
+def _prune(session: Session, now: datetime) -> None:
+    session.exec(delete(LoginSession).where(LoginSession.expires_at < now - KEEP_ENDED))
 
 
 def exchange_ticket(session: Session, ticket: str, now: datetime | None = None) -> tuple[str, int] | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import case, update
+from sqlalchemy import case, delete, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -74,6 +74,9 @@ def check(session: Session, keys: list[str], now: datetime | None = None) -> Non
 def failed(session: Session, keys: list[str], now: datetime | None = None) -> None:
     """Count one failed attempt against each key and set its wait."""
     now = now or utcnow()
+    # Forgotten counters go, so guessing many names cannot grow the table without bound.
+    session.exec(delete(LoginThrottle).where(LoginThrottle.last_failure_at < now - FORGET_AFTER,
+                                             or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < now)))
     for key in keys:
         failures = _bump(session, key, now)
         wait = wait_after(key.split(":", 1)[0], failures)

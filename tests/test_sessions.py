@@ -159,3 +159,17 @@ def test_waits_double_up_to_a_cap():
     free = throttle.FREE_FAILURES["account"]
     assert [throttle.wait_after("account", free - 1 + i) for i in range(4)] == [0.0, 1.0, 2.0, 4.0]
     assert throttle.wait_after("account", 500) == throttle.MAX_WAIT_S
+
+
+def test_old_sessions_and_forgotten_counters_are_pruned(session, users):
+    long_ago = utcnow() - sessions.KEEP_ENDED - timedelta(days=1)
+    sessions.start(session, users["annotator"], now=long_ago)
+    signed_in(session, users["annotator"])  # starting a session prunes the ones long expired
+    session.expire_all()
+    created = [r.created_at for r in session.exec(select(LoginSession))]
+    assert len(created) == 1 and created[0] > long_ago
+    throttle.failed(session, throttle.keys_for("ghost", None), now=utcnow() - throttle.FORGET_AFTER * 2)
+    throttle.failed(session, throttle.keys_for("someone", None))
+    session.expire_all()
+    assert session.get(LoginThrottle, "account:ghost") is None
+    assert session.get(LoginThrottle, "account:someone").failures == 1
