@@ -84,7 +84,7 @@ def test_review_approve_and_reject(session, users, project):
     next(x for x in at.button if x.label == "Reject").click()
     at.run()
     assert any("why" in e.value for e in at.error)
-    at.text_input[0].set_value("Too vague.")
+    next(t for t in at.text_input if t.label.startswith("Reason")).set_value("Too vague.")
     next(x for x in at.button if x.label == "Reject").click()
     at.run()
     session.expire_all()

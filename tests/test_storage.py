@@ -220,3 +220,16 @@ def test_postgresql_works_for_teams(postgres_url, tmp_path, monkeypatch):
     finally:
         reset_engines()
         time.sleep(0.1)
+
+
+def test_migrations_form_one_chain():
+    """Two migrations written on parallel branches with the same parent make two heads, and `upgrade head`
+    then refuses to start the app: there must be exactly one head, reached from the first revision."""
+    from alembic.script import ScriptDirectory
+
+    from storage.db import _alembic_config
+
+    script = ScriptDirectory.from_config(_alembic_config("sqlite://"))
+    assert len(script.get_heads()) == 1, script.get_heads()
+    chain = [rev.revision for rev in script.walk_revisions()]
+    assert chain[-1] == "0001_accounts_projects" and len(chain) == len(set(chain))

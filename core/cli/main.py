@@ -101,7 +101,8 @@ def cmd_serve(args, session, user):
         print(f"First start: log in as '{res.admin_username}' with the one-time password: {res.admin_password}",
               flush=True)
         print("Change it on the Account page; create more users with `finetune-studio users add`.", flush=True)
-    app = Path(__file__).resolve().parent.parent.parent / "app.py"
+    # asgi.py serves app.py plus the route that sets the session cookie (see core.sessions).
+    app = Path(__file__).resolve().parent.parent.parent / "asgi.py"
     argv = [sys.executable, "-m", "streamlit", "run", str(app),
             "--server.address", args.host, "--server.port", str(args.port),
             # Headless: Streamlit's first-run e-mail prompt would otherwise wait on the terminal before serving.
