@@ -584,7 +584,7 @@ def _read_csv(path: Path, mapping: dict | None, info: ReadInfo) -> Iterator[Pars
                 else:
                     yield Rejected(f"row has {len(row)} columns, the header has {len(header)}", line)
                 continue
-            raw = {name: row[index[col]] for name, col in cols.items()}
+            raw = {name: csv_cell_value(row[index[col]]) for name, col in cols.items()}
             try:
                 yield Parsed(_from_csv_row(raw), line)
             except BadRecord as err:
@@ -693,10 +693,32 @@ def to_chat(record: dict) -> dict:
     return _with_meta({"messages": chat_messages(record)}, record)
 
 
+# Spreadsheets run a cell that starts with one of these as a formula (OWASP "CSV injection"). CSV exports
+# prefix such a cell with a single quote, which spreadsheets show as text; a cell that already starts with
+# quotes before such a character gets one more, so ``csv_cell_value`` (used by the CSV importer) can remove
+# exactly one quote and give back the original text.
+FORMULA_START = re.compile(r"'*[=+\-@\t\r]")
+
+
+def csv_safe_cell(value: Any) -> Any:
+    """A CSV cell that a spreadsheet shows as text, never runs as a formula (other values pass unchanged)."""
+    if isinstance(value, str) and FORMULA_START.match(value):
+        return "'" + value
+    return value
+
+
+def csv_cell_value(text: str) -> str:
+    """The inverse of ``csv_safe_cell`` for a cell read back from a CSV file."""
+    if text.startswith("'") and FORMULA_START.match(text, 1):
+        return text[1:]
+    return text
+
+
 def to_csv_row(record: dict) -> dict:
+    """One record as a CSV row (cells neutralised against formula injection, see csv_safe_cell)."""
     turns = record["turns"]
     multi = len(turns) > 2
-    return {
+    row = {
         "system": record.get("system", ""),
         "instruction": "" if multi else turns[0]["content"],
         "input": "" if multi else record.get("input", ""),
@@ -706,6 +728,7 @@ def to_csv_row(record: dict) -> dict:
         "tags": json.dumps(record.get("tags") or [], ensure_ascii=False),
         "note": record.get("note", ""),
     }
+    return {key: csv_safe_cell(value) for key, value in row.items()}
 
 
 def to_prompt_completion(record: dict) -> dict:

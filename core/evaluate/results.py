@@ -10,6 +10,7 @@ from pathlib import Path
 from sqlmodel import Session, select
 
 from core.accounts import require
+from core.curate.formats import csv_safe_cell
 from core.errors import InvalidInput
 from core.evaluate import stats
 from core.evaluate.evalsets import eval_prompts, generation_jobs, get_eval_set, latest_outputs
@@ -191,7 +192,8 @@ def export_dpo(session: Session, user: User, eval_set_id: int, out_dir: str | Pa
 
 
 def scores_csv(session: Session, user: User, eval_set_id: int) -> str:
-    """All scores as CSV text (systems revealed)."""
+    """All scores as CSV text (systems revealed); text cells that a spreadsheet would run as a formula (a
+    comment starting with "=") are neutralised with a leading quote (core.curate.formats.csv_safe_cell)."""
     require(user, "evaluate")
     es = get_eval_set(session, eval_set_id)
     rows = score_table(session, es.id)
@@ -201,7 +203,7 @@ def scores_csv(session: Session, user: User, eval_set_id: int) -> str:
         columns += [k for k in row if k not in columns]
     writer = csv.DictWriter(buf, fieldnames=columns or ["prompt_id", "pair", "reviewer"])
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({key: csv_safe_cell(value) for key, value in row.items()} for row in rows)
     return buf.getvalue()
 
 
