@@ -19,7 +19,7 @@ from sqlalchemy import String, cast, func, or_, update
 from sqlmodel import Session, select
 
 from core.accounts import require
-from core.curate.dedup import NearDuplicateIndex, near_text, record_hash, record_text, search_text
+from core.curate.dedup import NearDuplicateIndex, near_text, record_hash, record_text, search_text, word_count
 from core.errors import Conflict, InvalidInput, NotFound
 from core.curate.formats import BadRecord, make_record, validate_turns
 from storage.models import Example, ExampleRating, ExampleStatus, Project, User, utcnow
@@ -35,7 +35,7 @@ STATUSES = [s.value for s in ExampleStatus]
 
 def estimate_tokens(text: str) -> int:
     """A tokenizer-free estimate: about 4/3 tokens per whitespace-separated word."""
-    return math.ceil(len(text.split()) * 4 / 3)
+    return math.ceil(word_count(text) * 4 / 3)
 
 
 def token_counter(tokenizer: Any) -> Callable[[str], int]:
