@@ -9,7 +9,7 @@ from core.accounts import bootstrap_admin, first_admin
 from core.curate.demo import seed_demo
 from core.errors import WorkspaceError
 from core.projects import list_projects
-from core.workspace import exports_dir, models_dir, offline_env, runs_dir, uploads_dir, workspace_dir
+from core.workspace import exports_dir, imports_dir, models_dir, offline_env, runs_dir, uploads_dir, workspace_dir
 from storage.db import get_engine, init_db
 
 
@@ -25,7 +25,7 @@ def init_workspace(with_demo: bool = True) -> InitResult:
     """Idempotent: safe on every start; creates what is missing and upgrades an older database."""
     offline_env()
     ws = workspace_dir()
-    for folder in (ws, runs_dir(), models_dir(), uploads_dir(), exports_dir()):
+    for folder in (ws, runs_dir(), models_dir(), uploads_dir(), exports_dir(), imports_dir()):
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except PermissionError:

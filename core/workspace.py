@@ -14,6 +14,9 @@ from storage import db as _db
 
 ENV_HOME = "FINETUNE_STUDIO_HOME"
 ENV_DB = "DATABASE_URL"
+# Folders on the server that "import a path on the server" may read, separated by os.pathsep (":"); an admin's
+# choice, like the workspace itself. Default: <workspace>/imports (created on start).
+ENV_IMPORT_ROOTS = "FINETUNE_STUDIO_IMPORT_ROOTS"
 
 
 def workspace_dir() -> Path:
@@ -47,6 +50,20 @@ def uploads_dir() -> Path:
 
 def exports_dir() -> Path:
     return workspace_dir() / "exports"
+
+
+def imports_dir() -> Path:
+    """The default (and, unless FINETUNE_STUDIO_IMPORT_ROOTS says otherwise, only) folder of server files that
+    users may import by path."""
+    return workspace_dir() / "imports"
+
+
+def import_roots() -> list[Path]:
+    """The folders server-path imports may read, symlinks resolved: FINETUNE_STUDIO_IMPORT_ROOTS, else
+    <workspace>/imports."""
+    raw = os.environ.get(ENV_IMPORT_ROOTS, "")
+    folders = [p for p in raw.split(os.pathsep) if p.strip()] or [imports_dir()]
+    return [Path(p).expanduser().resolve() for p in folders]
 
 
 def offline_vars() -> dict[str, str]:

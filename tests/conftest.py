@@ -65,6 +65,9 @@ def workspace(tmp_path, monkeypatch, request, db_templates):
     shutil.copyfile(db_templates["users" if "users" in request.fixturenames else "admin"], ws / "studio.db")
     monkeypatch.setenv("FINETUNE_STUDIO_HOME", str(ws))
     monkeypatch.delenv("DATABASE_URL", raising=False)
+    # Tests write the files they import into their own tmp folder: it is the import root an admin would set
+    # (tests/test_import_paths.py checks the default root and the refusals).
+    monkeypatch.setenv("FINETUNE_STUDIO_IMPORT_ROOTS", str(tmp_path))
     reset_engines()
     init_workspace(with_demo=False)  # the real start-up path: folders, schema check (already at head), admin
     yield ws

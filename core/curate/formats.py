@@ -81,6 +81,7 @@ class Parsed:
     record: dict
     line: int | None = None  # 1-based line where the record starts
     byte: int | None = None  # byte offset where it starts (JSON arrays)
+    repaired: str = ""  # what ShareGPT repair dropped to make it a valid conversation ("" when nothing)
 
 
 @dataclass
@@ -108,6 +109,8 @@ class ReadInfo:
     encoding: str = ""
     ended_early: str = ""  # "file ended early at line N / byte X" when the last record was cut off
     empty: bool = False
+    # Set by the caller before reading: apply FastChat's ShareGPT repair (see repair_sharegpt_turns).
+    repair_sharegpt: bool = False
     total_bytes: int = 0
     bytes_read: int = 0
 
@@ -172,6 +175,13 @@ def _tags(value: Any) -> list[str]:
 
 def _messages(messages: Any, field_name: str, role_key: str, content_key: str, roles: dict) -> tuple[str, list]:
     """(system, turns) from a list of role/content messages; unknown roles are refused."""
+    system, turns = _message_turns(messages, field_name, role_key, content_key, roles)
+    return system, validate_turns(turns)
+
+
+def _message_turns(messages: Any, field_name: str, role_key: str, content_key: str, roles: dict
+                   ) -> tuple[str, list]:
+    """(system, turns) as the file has them, before the alternation check."""
     if messages is None:
         raise BadRecord(f"missing field '{field_name}'")
     if hasattr(messages, "tolist"):
@@ -197,7 +207,7 @@ def _messages(messages: Any, field_name: str, role_key: str, content_key: str, r
             system_parts.append(content)
         else:
             turns.append({"role": role, "content": content})
-    return "\n\n".join(system_parts), validate_turns(turns)
+    return "\n\n".join(system_parts), turns
 
 
 def _from_alpaca(raw: dict) -> dict:
@@ -214,11 +224,38 @@ def _from_alpaca(raw: dict) -> dict:
                        _tags(raw.get("tags")), _text(raw.get("note"), "note", False))
 
 
-def _from_sharegpt(raw: dict) -> dict:
-    system, turns = _messages(raw.get("conversations"), "conversations", "from", "value", SHAREGPT_ROLES)
+def repair_sharegpt_turns(turns: list) -> tuple[list, str]:
+    """FastChat's rule for ShareGPT dumps (its trainer skips a conversation's leading non-human turns, and its
+    split_long_conversation tool cuts chats into chunks that can start with the assistant or end on the user):
+    drop the leading assistant turns and a trailing user turn. Returns (turns, what was dropped, "" for nothing)."""
+    lead = 0
+    while lead < len(turns) and turns[lead]["role"] == "assistant":
+        lead += 1
+    turns = turns[lead:]
+    trail = bool(turns) and turns[-1]["role"] == "user"
+    if trail:
+        turns = turns[:-1]
+    dropped = []
+    if lead:
+        dropped.append(f"{lead} leading assistant message{'s' if lead > 1 else ''}")
+    if trail:
+        dropped.append("a trailing user message")
+    return turns, " and ".join(dropped)
+
+
+def _from_sharegpt(raw: dict, repair: bool = False) -> dict:
+    """A ShareGPT record; with ``repair``, FastChat's rule first (the record then carries "_repaired")."""
+    system, turns = _message_turns(raw.get("conversations"), "conversations", "from", "value", SHAREGPT_ROLES)
+    repaired = ""
+    if repair:
+        turns, repaired = repair_sharegpt_turns(turns)
+    validate_turns(turns)
     top = _text(raw.get("system"), "system", False)
     system = "\n\n".join(p for p in (top, system) if p)
-    return make_record(system, turns, "", _tags(raw.get("tags")), _text(raw.get("note"), "note", False))
+    record = make_record(system, turns, "", _tags(raw.get("tags")), _text(raw.get("note"), "note", False))
+    if repaired:
+        record["_repaired"] = repaired
+    return record
 
 
 def _from_chat(raw: dict) -> dict:
@@ -267,10 +304,13 @@ def detect_record_format(raw: Any) -> str | None:
     return None
 
 
-def parse_record(raw: Any, fmt: str) -> dict:
-    """Normalise one raw record of format ``fmt``; raise BadRecord with the reason."""
+def parse_record(raw: Any, fmt: str, repair: bool = False) -> dict:
+    """Normalise one raw record of format ``fmt``; raise BadRecord with the reason. ``repair`` applies
+    FastChat's ShareGPT rule (repair_sharegpt_turns) to ShareGPT records."""
     if not isinstance(raw, dict):
         raise BadRecord(f"record is a JSON {type(raw).__name__}, not an object")
+    if fmt == "sharegpt":
+        return _from_sharegpt(raw, repair)
     return PARSERS[fmt](raw)
 
 
@@ -366,10 +406,12 @@ def detect_format(path: str | Path) -> str:
 
 
 def read_file(path: str | Path, fmt: str | None = None, mapping: dict | None = None,
-              info: ReadInfo | None = None) -> Iterator[Parsed | Rejected]:
-    """Stream the records of ``path``. ``fmt`` None detects it; ``mapping`` maps CSV fields to columns."""
+              info: ReadInfo | None = None, repair: bool = False) -> Iterator[Parsed | Rejected]:
+    """Stream the records of ``path``. ``fmt`` None detects it; ``mapping`` maps CSV fields to columns;
+    ``repair`` applies FastChat's rule to ShareGPT conversations (Parsed.repaired says what it dropped)."""
     path = Path(path)
     info = info if info is not None else ReadInfo()
+    info.repair_sharegpt = repair
     fmt = fmt or detect_format(path)
     if fmt not in FILE_FORMATS:
         raise InvalidInput(f"Unknown format {fmt!r}; choose one of: {', '.join(FILE_FORMATS)}.")
@@ -394,9 +436,10 @@ def read_file(path: str | Path, fmt: str | None = None, mapping: dict | None = N
     return _read_jsonl(path, fmt, info)
 
 
-def _parse(raw: Any, fmt: str, line: int | None, byte: int | None) -> Parsed | Rejected:
+def _parse(raw: Any, fmt: str, line: int | None, byte: int | None, info: ReadInfo) -> Parsed | Rejected:
     try:
-        return Parsed(parse_record(raw, fmt), line, byte)
+        record = parse_record(raw, fmt, info.repair_sharegpt)
+        return Parsed(record, line, byte, record.pop("_repaired", ""))
     except BadRecord as err:
         return Rejected(str(err), line, byte)
     except RecursionError:
@@ -453,7 +496,7 @@ def _read_jsonl(path: Path, fmt: str, info: ReadInfo) -> Iterator[Parsed | Rejec
             else:
                 yield Rejected(_json_error(err), lineno)
             continue
-        yield _parse(raw, fmt, lineno, None)
+        yield _parse(raw, fmt, lineno, None, info)
     info.empty = not any_line
 
 
@@ -604,7 +647,7 @@ def _read_json_array(path: Path, fmt: str, info: ReadInfo) -> Iterator[Parsed | 
                         info.bytes_read = min(info.total_bytes, (consumed + end) * width)
                         if end - start > CHUNK:  # a big element: drop its text before the caller works on it
                             buf, consumed, pos = buf[end:], consumed + end, 0
-                        yield _parse(value, fmt, rec_line, here)
+                        yield _parse(value, fmt, rec_line, here, info)
                         del value
                         continue
                 # The element is cut off by the end of the buffer.
@@ -754,7 +797,7 @@ def _rows_to_records(rows: Iterable[dict], info: ReadInfo, fmt: str | None) -> I
                                f"(columns: {', '.join(raw)}); expected instruction/output, messages, "
                                "conversations or prompt/completion.")
         fmt = rfmt
-        yield _parse(raw, rfmt, n, None)
+        yield _parse(raw, rfmt, n, None, info)
     info.empty = n == 0
 
 

@@ -17,7 +17,7 @@ from sqlmodel import Session
 from core.accounts import require
 from core.curate.curation import estimate_tokens
 from core.curate.dedup import NearDuplicateIndex, near_text, record_keys, record_text
-from core.errors import InvalidInput
+from core.errors import InvalidInput, PermissionDenied
 from core.curate.formats import Parsed, ReadInfo, read_file
 from storage.models import Example, ExampleStatus, ImportRecord, Project, User, utcnow
 
@@ -41,9 +41,11 @@ class ImportReport:
     n_rejected: int = 0
     n_duplicates: int = 0
     n_near_duplicates: int = 0
+    n_repaired: int = 0  # ShareGPT conversations kept after FastChat's repair (formats.repair_sharegpt_turns)
     ended_early: str = ""
     empty: bool = False
     rejected: list[dict] = field(default_factory=list)
+    repaired: list[dict] = field(default_factory=list)  # the first MAX_REPORTED: line and what was dropped
     message: str = ""
 
     def as_dict(self) -> dict:
@@ -69,13 +71,15 @@ def import_file(
     ``fmt`` None detects the format; ``mapping`` maps CSV fields (instruction, input, output, system,
     tags, note, conversation) to column names; ``progress(fraction, message)`` is called per batch;
     ``count_tokens`` gives the token counts stored for hints and stats (default: a word-based estimate).
+    ShareGPT conversations that start with the assistant or end on the user (chunks of split dumps) are
+    repaired the way FastChat does and counted as repaired, unless ``strict``.
     """
-    require(user, "curate")
-    path = Path(path)
-    filename = filename or path.name
+    filename = filename or Path(path).name
+    path = check_import_path(user, path)
     count_tokens = count_tokens or estimate_tokens
     info = ReadInfo()
-    records = read_file(path, fmt, mapping, info)  # raises InvalidInput for an unknown or unreadable format
+    # raises InvalidInput for an unknown or unreadable format
+    records = read_file(path, fmt, mapping, info, repair=not strict)
     report = ImportReport(None, filename, info.format, info.encoding, strict)
 
     rec = ImportRecord(project_id=project.id, user_id=user.id, filename=filename, format=info.format,
@@ -104,6 +108,10 @@ def import_file(
             if digest in seen:
                 report.n_duplicates += 1
                 continue
+            if item.repaired:
+                report.n_repaired += 1
+                if len(report.repaired) < MAX_REPORTED:
+                    report.repaired.append({"line": item.line, "byte": item.byte, "dropped": item.repaired})
             seen.add(digest)
             batch.append(_row(fixed, r, digest, search, count_tokens))
             near.append(near_norm)
@@ -140,6 +148,28 @@ def import_file(
     return report
 
 
+def check_import_path(user: User, path: str | Path) -> Path:
+    """The real path (symlinks resolved) of a file or folder ``user`` may import, or PermissionDenied.
+
+    An upload (a file under the workspace's uploads folder) needs the curate role. Any other path on the server
+    needs the import_server_files role (engineers) and must lie inside one of the import folders an admin
+    configured (core.workspace.import_roots). The refusal is the same whether or not the path exists, so it
+    reveals nothing about the server's files.
+    """
+    from core.workspace import import_roots, uploads_dir
+
+    require(user, "curate")
+    resolved = Path(path).expanduser().resolve()
+    if resolved.is_relative_to(uploads_dir().resolve()):
+        return resolved
+    require(user, "import_server_files")
+    roots = import_roots()
+    if any(resolved.is_relative_to(root) for root in roots):
+        return resolved
+    raise PermissionDenied("Import by path reads only files inside the import folders an admin set up ("
+                           + ", ".join(str(r) for r in roots) + "); copy the file there, or upload it.")
+
+
 def _fraction(info: ReadInfo) -> float:
     return min(1.0, info.bytes_read / info.total_bytes) if info.total_bytes else 0.0
 
@@ -152,6 +182,9 @@ def _summary(r: ImportReport) -> str:
         parts.append(f"{r.n_duplicates:,} exact duplicates skipped")
     if r.n_near_duplicates:
         parts.append(f"{r.n_near_duplicates:,} near duplicates flagged for review")
+    if r.n_repaired:
+        parts.append(f"{r.n_repaired:,} ShareGPT conversations repaired (leading assistant or trailing user "
+                     "messages dropped, as FastChat does)")
     if r.n_rejected:
         parts.append(f"{r.n_rejected:,} rejected")
     msg = "; ".join(parts) + "."
@@ -169,7 +202,8 @@ def _fill_record(rec: ImportRecord, report: ImportReport) -> None:
     rec.ended_early = bool(report.ended_early)
     rec.format = report.format
     rec.report = {"encoding": report.encoding, "ended_early": report.ended_early, "empty": report.empty,
-                  "rejected": report.rejected, "message": report.message}
+                  "rejected": report.rejected, "n_repaired": report.n_repaired, "repaired": report.repaired,
+                  "message": report.message}
 
 
 def _row(fixed: dict, r: dict, digest: str, search: str, count_tokens) -> dict:
