@@ -7,6 +7,7 @@ from sqlmodel import Session
 
 from core.accounts import bootstrap_admin, first_admin
 from core.curate.demo import seed_demo
+from core.curate.importing import discard_abandoned_imports
 from core.errors import WorkspaceError
 from core.projects import list_projects
 from core.workspace import exports_dir, imports_dir, models_dir, offline_env, runs_dir, uploads_dir, workspace_dir
@@ -35,6 +36,7 @@ def init_workspace(with_demo: bool = True) -> InitResult:
     init_db()
     password = username = demo_id = None
     with Session(get_engine(), expire_on_commit=False) as session:
+        discard_abandoned_imports(session)  # hidden rows of an import whose process died (a killed server)
         created = bootstrap_admin(session)
         if created:
             user, password = created

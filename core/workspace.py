@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.errors import WorkspaceError
+from core.errors import DatabaseBusy, DatabaseWriteFailed, WorkspaceError
 from storage import db as _db
 
 ENV_HOME = "FINETUNE_STUDIO_HOME"
@@ -81,5 +81,6 @@ def offline_env() -> None:
         os.environ.setdefault(key, value)
 
 
-# The app's database is the workspace's (or DATABASE_URL); storage raises our WorkspaceError when it cannot be used.
-_db.configure(url=database_url, error=WorkspaceError)
+# The app's database is the workspace's (or DATABASE_URL); storage raises our WorkspaceError when it cannot be used,
+# DatabaseBusy when another writer holds it too long, DatabaseWriteFailed when the disk refuses a write.
+_db.configure(url=database_url, error=WorkspaceError, busy=DatabaseBusy, write_failed=DatabaseWriteFailed)

@@ -22,7 +22,7 @@ from core.accounts import require
 from core.curate.dedup import NearDuplicateIndex, near_text, record_hash, record_text, search_text, word_count
 from core.errors import Conflict, InvalidInput, NotFound
 from core.curate.formats import BadRecord, make_record, validate_turns
-from storage.models import Example, ExampleRating, ExampleStatus, Project, User, utcnow
+from storage.models import Example, ExampleRating, ExampleStatus, Project, User, utcnow, visible_examples
 
 PAGE_SIZE = 50
 SHORT_RESPONSE_WORDS = 3
@@ -91,7 +91,8 @@ def example_hints(session: Session, project: Project, example: Example | None, r
     """Hints for the editor: checks the edited text for an exact duplicate and reports the stored near-dup flag."""
     digest = record_hash(record)
     other = session.exec(select(Example.id).where(Example.project_id == project.id, Example.content_hash == digest,
-                                                  Example.id != (example.id if example else -1))).first()
+                                                  Example.id != (example.id if example else -1),
+                                                  visible_examples())).first()
     return quality_hints(record, project.max_length, count_tokens,
                          example.near_duplicate_of if example else None, other)
 
@@ -105,7 +106,8 @@ def record_of(example: Example) -> dict:
 
 
 def get_example(session: Session, example_id: int, project: Project | None = None) -> Example:
-    ex = session.get(Example, example_id)
+    """An example users may see (not one of an import still running), or NotFound."""
+    ex = session.exec(select(Example).where(Example.id == example_id, visible_examples())).first()
     if ex is None or (project is not None and ex.project_id != project.id):
         raise NotFound(f"No example #{example_id}.")
     return ex
@@ -114,7 +116,7 @@ def get_example(session: Session, example_id: int, project: Project | None = Non
 def list_tags(session: Session, project: Project) -> list[str]:
     """All tags used in the project (scans tags only)."""
     tags: set[str] = set()
-    for row in session.exec(select(Example.tags).where(Example.project_id == project.id)):
+    for row in session.exec(select(Example.tags).where(Example.project_id == project.id, visible_examples())):
         tags.update(row or [])
     return sorted(tags)
 
@@ -123,7 +125,7 @@ def queue_query(project: Project, *, status: str | Iterable[str] | None = None, 
                 annotator: int | None = None, search: str | None = None, after_id: int | None = None,
                 before_id: int | None = None, limit: int = PAGE_SIZE):
     """The SELECT for one queue page (exposed so tests can check the plan uses the index)."""
-    q = select(Example).where(Example.project_id == project.id)
+    q = select(Example).where(Example.project_id == project.id, visible_examples())
     if status:
         statuses = [status] if isinstance(status, str) else list(status)
         q = q.where(Example.status.in_(statuses)) if len(statuses) > 1 else q.where(Example.status == statuses[0])
@@ -163,13 +165,13 @@ def next_for(session: Session, project: Project, user: User, after_id: int | Non
     """
     after = after_id or 0
     mine = or_(Example.created_by == user.id, Example.updated_by == user.id, Example.assigned_to == user.id)
-    rejected = session.exec(select(Example).where(Example.project_id == project.id,
+    rejected = session.exec(select(Example).where(Example.project_id == project.id, visible_examples(),
                                                   Example.status == ExampleStatus.rejected.value, mine,
                                                   Example.id > after).order_by(Example.id).limit(1)).first()
     if rejected:
         return rejected
     draft = session.exec(select(Example).where(
-        Example.project_id == project.id, Example.status == ExampleStatus.draft.value,
+        Example.project_id == project.id, Example.status == ExampleStatus.draft.value, visible_examples(),
         or_(Example.assigned_to == user.id, Example.assigned_to.is_(None)), Example.id > after,
     ).order_by(Example.id).limit(1)).first()
     if draft or project.annotators_per_example <= 1:
@@ -184,7 +186,8 @@ def next_for(session: Session, project: Project, user: User, after_id: int | Non
 
 
 def status_counts(session: Session, project: Project) -> dict[str, int]:
-    rows = session.exec(select(Example.status, func.count()).where(Example.project_id == project.id)
+    rows = session.exec(select(Example.status, func.count()).where(Example.project_id == project.id,
+                                                                   visible_examples())
                         .group_by(Example.status)).all()
     return {s: 0 for s in STATUSES} | dict(rows)
 
@@ -215,7 +218,7 @@ def create_example(session: Session, user: User, project: Project, *, system: st
     require(user, "curate")
     record = _clean(system, turns, input, tags, note)
     derived = _derived(record, count_tokens)
-    dup = session.exec(select(Example.id).where(Example.project_id == project.id,
+    dup = session.exec(select(Example.id).where(Example.project_id == project.id, visible_examples(),
                                                 Example.content_hash == derived["content_hash"])).first()
     if dup:
         raise InvalidInput(f"Example #{dup} already has the same text.")
@@ -233,7 +236,8 @@ def create_example(session: Session, user: User, project: Project, *, system: st
 def find_near_duplicate(session: Session, project: Project, record: dict, exclude_id: int | None = None
                         ) -> int | None:
     """The id of a near duplicate of ``record`` among the project's newest examples, or None."""
-    rows = session.exec(select(Example.id, Example.turns, Example.input).where(Example.project_id == project.id)
+    rows = session.exec(select(Example.id, Example.turns, Example.input).where(Example.project_id == project.id,
+                                                                               visible_examples())
                         .order_by(Example.id.desc()).limit(NEAR_DUP_SCAN_LIMIT)).all()
     rows = [r for r in rows if r[0] != exclude_id]
     if not rows:

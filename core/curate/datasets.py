@@ -20,7 +20,7 @@ from core.curate.dedup import record_hash
 from core.errors import InvalidInput, NotFound
 from core.curate.formats import EXPORT_FORMATS, chat_messages, export_suffix, make_record, write_records
 from storage.models import (DatasetVersion, DatasetVersionItem, Example, ExampleStatus, ImportRecord, Project, User,
-                            utcnow)
+                            utcnow, visible_examples)
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
@@ -160,11 +160,12 @@ def stats(session: Session, project: Project, version_id: int | None = None) -> 
     """Counts by status, tag and annotator, token lengths, duplicates found, and examples per split."""
     from storage.models import User as U
 
-    by_status = dict(session.exec(select(Example.status, func.count()).where(Example.project_id == project.id)
+    visible = (Example.project_id == project.id, visible_examples())
+    by_status = dict(session.exec(select(Example.status, func.count()).where(*visible)
                                   .group_by(Example.status)).all())
     names = dict(session.exec(select(U.id, U.username)).all())
     by_annotator = Counter()
-    for uid, n in session.exec(select(Example.updated_by, func.count()).where(Example.project_id == project.id)
+    for uid, n in session.exec(select(Example.updated_by, func.count()).where(*visible)
                                .group_by(Example.updated_by)).all():
         by_annotator[names.get(uid, "unknown")] += n
     by_tag: Counter = Counter()
@@ -172,7 +173,7 @@ def stats(session: Session, project: Project, version_id: int | None = None) -> 
     last = 0
     while True:
         rows = session.exec(select(Example.id, Example.tags, Example.token_count).where(
-            Example.project_id == project.id, Example.id > last).order_by(Example.id).limit(10_000)).all()
+            *visible, Example.id > last).order_by(Example.id).limit(10_000)).all()
         if not rows:
             break
         for _, tags, n in rows:
@@ -182,7 +183,7 @@ def stats(session: Session, project: Project, version_id: int | None = None) -> 
     exact = session.exec(select(func.coalesce(func.sum(ImportRecord.n_duplicates), 0))
                          .where(ImportRecord.project_id == project.id)).one()
     near = session.exec(select(func.count()).select_from(Example).where(
-        Example.project_id == project.id, Example.near_duplicate_of.is_not(None))).one()
+        *visible, Example.near_duplicate_of.is_not(None))).one()
     out = {"by_status": by_status, "by_tag": dict(by_tag.most_common()), "by_annotator": dict(by_annotator),
            "token_lengths": token_lengths, "exact_duplicates_skipped": int(exact),
            "near_duplicates_flagged": int(near), "per_split": {}}
@@ -205,7 +206,7 @@ def _selection(session: Session, project: Project, status: str | None, ids: Iter
     wanted = set(ids) if ids is not None else None
     last = 0
     while True:
-        q = select(Example).where(Example.project_id == project.id, Example.id > last)
+        q = select(Example).where(Example.project_id == project.id, visible_examples(), Example.id > last)
         if status:
             q = q.where(Example.status == status)
         rows = session.exec(q.order_by(Example.id).limit(BATCH)).all()

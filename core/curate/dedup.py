@@ -266,9 +266,18 @@ class NearDuplicateIndex:
 
     def check_and_add(self, keys: Iterable[Hashable], texts: list[str], normalised: bool = False) -> list:
         """For each text in order: the key of an earlier near-duplicate (or None); then index it."""
+        return self.check_and_add_bands(keys, self.bands(texts, normalised))
+
+    def bands(self, texts: list[str], normalised: bool = False) -> list[tuple]:
+        """The LSH band keys of ``texts`` (the costly part of ``check_and_add``, which an import does before it
+        opens its write transaction)."""
+        return self.band_keys(self.signatures(texts, normalised))
+
+    def check_and_add_bands(self, keys: Iterable[Hashable], all_bands: list[tuple]) -> list:
+        """``check_and_add`` for band keys computed by ``bands``."""
         found = []
         tables = self.lsh.hashtables
-        for key, bands in zip(keys, self.band_keys(self.signatures(texts, normalised))):
+        for key, bands in zip(keys, all_bands):
             matches = set()
             for table, band in zip(tables, bands):
                 matches.update(table.get(band))

@@ -23,7 +23,7 @@ from core.configs import strict_from_dict
 from core.errors import InvalidInput, NotFound, StudioError
 from core.jobs import rundir
 from core.jobs.queue import get_job, list_jobs, read_progress, submit
-from core.jobs.worker import KeepAlive, StopFlag, heartbeat, worker_finish, worker_main, worker_start
+from core.jobs.worker import KeepAlive, StopFlag, worker_finish, worker_main, worker_start
 from core.train.config import TrainConfig
 from core.train.runs import KIND as TRAIN_KIND
 from storage.db import session_scope
@@ -137,6 +137,7 @@ def run_job(job_id: int) -> dict:
     job = worker_start(job_id)
     run_dir = Path(job.run_dir)
     t0 = time.time()
+    keep_alive = KeepAlive(job_id)
 
     def step(name: str) -> None:
         if STOP.is_set():
@@ -144,10 +145,10 @@ def run_job(job_id: int) -> dict:
         row = {"step": name, "done": STEPS.index(name), "total": len(STEPS), "time": time.time()}
         with open(run_dir / rundir.PROGRESS, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
-        heartbeat(job_id, step=name)
+        keep_alive.beat(step=name)
         print(f"export: {name}", flush=True)
 
-    with KeepAlive(job_id):
+    with keep_alive:
         try:
             cfg = ExportConfig.from_dict(job.config)
             with session_scope() as s:
