@@ -16,6 +16,9 @@ from sqlmodel import Session
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# AppTest runs app.py inside this process: its upkeep timer would reconcile whichever test's workspace is current.
+# Servers the tests start (`finetune-studio serve`) run their own upkeep thread regardless.
+os.environ.setdefault("FINETUNE_STUDIO_UPKEEP_BY_SERVE", "1")
 
 pytest_plugins = ["tests.fixtures_models"]  # tiny_model: a small random Llama with the embedded tokenizer
 
