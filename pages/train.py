@@ -6,7 +6,7 @@ from core.basemodel import EMBEDDED
 from core.curate.datasets import list_versions
 from core.hardware import detect
 from core.jobs.queue import LIVE, cancel, job_snapshot, list_jobs
-from core.train.runs import check_launch, launch, resume_run
+from core.train.runs import check_launch, launch, resume_note, resume_run
 from core.train.config import PRESET_HELP, PRESETS, TrainConfig, field_docs, preset_config
 from core.webui import db, flash, require_page, require_project, run_action
 from storage.models import JobStatus
@@ -216,8 +216,9 @@ else:
                 run_action(cancel, s, user, job.id, success="Cancel requested; the run stops at its next step.")
         if job.status in (JobStatus.failed.value, JobStatus.canceled.value) and b2.button("Resume", key=f"resume{job.id}"):
             with db() as s:
-                new = run_action(resume_run, s, user, job.id, success="Resumed from the last complete checkpoint.")
+                new = run_action(resume_run, s, user, job.id)
             if new is not None:
+                flash(resume_note(new))  # from its checkpoint, or from step 0 when it saved none: say which
                 st.session_state["watch_job"] = new.id
                 st.rerun(scope="app")
         with st.expander("Log (last lines)"):

@@ -9,7 +9,7 @@ from core.errors import NotFound, StudioError
 from core.jobs.queue import TERMINAL, cancel, get_job, log_tail, queue_position, read_metrics, reconcile
 from core.train.config import PRESETS, parse_set, preset_config
 from core.train.export import launch_export
-from core.train.runs import launch, resume_run, run_summary, runs_table
+from core.train.runs import launch, resume_note, resume_run, run_summary, runs_table
 from storage.models import DatasetVersion, JobStatus
 
 
@@ -58,8 +58,13 @@ def _wait(session, job_id: int) -> dict:
         time.sleep(2)
     row = _row(session, job)
     if job.status != JobStatus.succeeded.value:
-        raise StudioError(f"run {job.id} {job.status}: {job.error}".strip())
+        raise StudioError(f"run {job.id} {job.status}: {_first_line(job.error)}".strip())
     return row
+
+
+def _first_line(text: str) -> str:
+    """A job's error can carry its log's last lines; the CLI's error stays one line (`runs show` has the rest)."""
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -99,6 +104,7 @@ def cmd_runs_cancel(args, session, user):
 
 def cmd_runs_resume(args, session, user):
     job = resume_run(session, user, args.id)
+    print(resume_note(job), file=sys.stderr, flush=True)
     return _wait(session, job.id) if args.wait else _row(session, job)
 
 
@@ -115,7 +121,7 @@ def cmd_runs_merge(args, session, user):
             print(line, file=sys.stderr, flush=True)
             last = line
     if job.status != JobStatus.succeeded.value:
-        raise StudioError(f"export {job.id} {job.status}: {job.error}".strip())
+        raise StudioError(f"export {job.id} {job.status}: {_first_line(job.error)}".strip())
     return {"run": args.id, "export_job": job.id, "exported_to": job.result.get("out_dir")}
 
 

@@ -3,6 +3,7 @@ comparison. The training process itself is core.train.worker; exports are core.t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from core.accounts import require
 from core.basemodel import check_model_name
@@ -71,15 +72,29 @@ def launch(session, user, project_id: int, cfg: TrainConfig, name: str = ""):
 
 def resume_run(session, user, job_id: int):
     """Queue a new run that continues a failed or canceled run from its last complete checkpoint (or starts
-    over without one); refused while another continuation of it is queued or running."""
+    over from step 0 when it saved none: ``resume_note`` says which); refused while another continuation of it is
+    queued or running, and when its run folder is gone (there is nothing to resume from)."""
     require(user, "train")
     job = get_job(session, job_id)
     if job.kind != KIND:
         raise InvalidInput(f"Job {job_id} is not a training run.")
+    if not job.run_dir or not Path(job.run_dir).is_dir():
+        raise InvalidInput(f"Run {job.id}'s folder {job.run_dir or '(none)'} no longer exists, so there is no "
+                           "checkpoint to resume from. Nothing was started; train a new run with the same settings "
+                           "to start over from step 0.")
     ckpt = rundir.last_complete_checkpoint(job.run_dir)
     cfg = TrainConfig.from_dict({**job.config, "resume_from": str(ckpt) if ckpt else ""})
     est = check_launch(cfg)
     return resubmit(session, user, job, config=cfg.to_dict(), estimated_peak_mb=est["peak_mb"])
+
+
+def resume_note(job: Job) -> str:
+    """What a resumed run (made by ``resume_run``) will do, in words for the page and the CLI."""
+    ckpt = (job.config or {}).get("resume_from")
+    if ckpt:
+        return (f"Run {job.id} continues run {job.resumed_from} from step {rundir.checkpoint_step(Path(ckpt))}, "
+                "its last complete checkpoint.")
+    return f"Run {job.resumed_from} saved no complete checkpoint, so run {job.id} starts again from step 0."
 
 
 def run_summary(session, job: Job) -> dict:
