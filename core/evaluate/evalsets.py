@@ -7,7 +7,6 @@ import csv
 import io
 import json
 from dataclasses import asdict
-from pathlib import Path
 from typing import Iterable
 
 from sqlalchemy import func
@@ -18,6 +17,7 @@ from core.curate.datasets import version_records
 from core.errors import InvalidInput, NotFound
 from core.evaluate.generate_config import Decoding, GenerateConfig
 from core.evaluate.systems import BASE, parse_system, parse_systems, run_base_model
+from core.jobs import rundir
 from core.jobs.queue import get_job, read_progress, resubmit, submit
 from core.train.runs import KIND as TRAIN_KIND
 from storage.models import DatasetVersion, EvalPrompt, EvalSet, Job, JobStatus, Output, Project, Score, User
@@ -226,8 +226,8 @@ def launch_generation(session: Session, user: User, eval_set_id: int, systems: I
         if run.status != JobStatus.succeeded.value:
             raise InvalidInput(f"Run {job_id} has not finished successfully ({run.status}); only finished runs "
                                "can be evaluated.")
-        if not (Path(run.run_dir) / "adapter_config.json").exists():
-            raise InvalidInput(f"Run {job_id} has no adapter in its run folder ({run.run_dir}).")
+        if not rundir.has_model(run.run_dir):  # a LoRA/QLoRA adapter, or a full fine-tune's model/ folder
+            raise InvalidInput(f"Run {job_id} has no saved adapter or model in its run folder ({run.run_dir}).")
         bases[key] = run_base_model(run)
     if base_model is None:
         found = [b for b in bases.values() if b]
