@@ -109,16 +109,20 @@ def list_versions(session: Session, project: Project) -> list[DatasetVersion]:
 
 
 def get_version(session: Session, version: int | str, project: Project | None = None) -> DatasetVersion:
-    """A version by id, or by name within ``project``."""
+    """A version by id, or by name: within ``project``, or in any project when the name is unique."""
     if isinstance(version, int) or str(version).isdigit():
         found = session.get(DatasetVersion, int(version))
         if found is not None and (project is None or found.project_id == project.id):
             return found
+    query = select(DatasetVersion).where(DatasetVersion.name == str(version))
     if project is not None:
-        found = session.exec(select(DatasetVersion).where(DatasetVersion.project_id == project.id,
-                                                          DatasetVersion.name == str(version))).first()
-        if found is not None:
-            return found
+        query = query.where(DatasetVersion.project_id == project.id)
+    found = session.exec(query.limit(2)).all()
+    if len(found) > 1:
+        raise InvalidInput(f"Several projects have a dataset version named {str(version)!r}; name the project "
+                           "(--project) or give the version's id.")
+    if found:
+        return found[0]
     raise NotFound(f"No dataset version {version!r}.")
 
 

@@ -157,7 +157,7 @@ def create_eval_set_from_file(session: Session, user: User, project_id: int, nam
 
 
 def get_eval_set(session: Session, eval_set_id_or_name: int | str, project_id: int | None = None) -> EvalSet:
-    """An eval set by id, or by name within ``project_id``."""
+    """An eval set by id, or by name: within ``project_id``, or in any project when the name is unique."""
     es = None
     if isinstance(eval_set_id_or_name, int) or str(eval_set_id_or_name).isdigit():
         es = session.get(EvalSet, int(eval_set_id_or_name))
@@ -165,7 +165,11 @@ def get_eval_set(session: Session, eval_set_id_or_name: int | str, project_id: i
         q = select(EvalSet).where(EvalSet.name == str(eval_set_id_or_name))
         if project_id is not None:
             q = q.where(EvalSet.project_id == project_id)
-        es = session.exec(q).first()
+        found = session.exec(q.limit(2)).all()
+        if len(found) > 1:
+            raise InvalidInput(f"Several projects have an eval set named {str(eval_set_id_or_name)!r}; name the "
+                               "project (--project) or give the eval set's id.")
+        es = found[0] if found else None
     if es is None or (project_id is not None and es.project_id != project_id):
         raise NotFound(f"No eval set {eval_set_id_or_name!r}.")
     return es

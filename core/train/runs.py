@@ -97,6 +97,26 @@ def resume_note(job: Job) -> str:
     return f"Run {job.resumed_from} saved no complete checkpoint, so run {job.id} starts again from step 0."
 
 
+def get_run(session, run: int | str, project_id: int | None = None) -> Job:
+    """A training run by id, or by name (within ``project_id`` when given) when exactly one run has it."""
+    from sqlmodel import select
+
+    if isinstance(run, int) or str(run).strip().isdigit():
+        job = get_job(session, int(run))
+        if job.kind == KIND and (project_id is None or job.project_id == project_id):
+            return job
+        raise NotFound(f"No training run {run}.")
+    query = select(Job.id).where(Job.kind == KIND, Job.name == str(run))
+    if project_id is not None:
+        query = query.where(Job.project_id == project_id)
+    ids = list(session.exec(query.order_by(Job.id)))
+    if len(ids) > 1:
+        raise InvalidInput(f"Several runs are named {str(run)!r} (ids {', '.join(map(str, ids))}); give the id.")
+    if not ids:
+        raise NotFound(f"No training run named {str(run)!r}.")
+    return get_job(session, ids[0])
+
+
 def run_summary(session, job: Job) -> dict:
     """One training run as a row (Runs page, CLI): status, method, data, losses, steps, time and memory."""
     metrics = (job.result or {}).get("metrics", {})
