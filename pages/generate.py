@@ -19,8 +19,8 @@ project = require_project()
 st.title("Generate")
 
 with db() as s:
-    sets = list_eval_sets(s, project.id)
-    systems = available_systems(s, project.id)
+    sets = list_eval_sets(s, user, project.id)
+    systems = available_systems(s, user, project.id)
     versions = list_versions(s, project)
 
 # ---------------------------------------------------------------- eval sets
@@ -109,7 +109,7 @@ else:
 def jobs_panel() -> None:
     with db() as s:
         reconcile(s)
-        jobs = list_jobs(s, project.id, kind="generate")[:20]
+        jobs = list_jobs(s, project.id, kind="generate", user=user)[:20]
     if not jobs:
         st.caption("No generation jobs yet.")
         return

@@ -157,7 +157,7 @@ else:
 st.divider()
 st.subheader("Live run")
 with db() as s:
-    recent = list_jobs(s, project_id=project.id, kind="train")[:30]
+    recent = list_jobs(s, project_id=project.id, kind="train", user=user)[:30]
 if not recent:
     st.caption("No runs yet.")
 else:
@@ -173,7 +173,7 @@ else:
     @st.fragment(run_every="2s")
     def live(job_id: int) -> None:
         with db() as s:
-            snap = run_action(job_snapshot, s, job_id)
+            snap = run_action(job_snapshot, s, user, job_id)
         if snap is None:
             return
         job, rows = snap["job"], snap["metrics"]

@@ -2,7 +2,6 @@
 nothing), and a merge of a run whose config.json is corrupted fails with one line naming the file."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess

@@ -39,9 +39,9 @@ def cmd_evalsets(args, session, user):
                 raise InvalidInput(f"No file {path}.")
             es = create_eval_set_from_file(session, user, project.id, args.create, path.read_bytes(), path.name,
                                            reviewers_per_item=args.reviewers_per_item, seed=args.seed)
-        rows = [r for r in list_eval_sets(session, project.id) if r["id"] == es.id]
+        rows = [r for r in list_eval_sets(session, user, project.id) if r["id"] == es.id]
         return _row(rows[0])
-    return [_row(r) for r in list_eval_sets(session, project.id)]
+    return [_row(r) for r in list_eval_sets(session, user, project.id)]
 
 
 def _row(r: dict) -> dict:

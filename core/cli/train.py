@@ -7,7 +7,7 @@ import time
 from core.accounts import require
 from core.curate.datasets import get_version
 from core.errors import StudioError
-from core.jobs.queue import TERMINAL, cancel, get_job, log_tail, queue_position, read_metrics, reconcile
+from core.jobs.queue import TERMINAL, cancel, get_job, job_snapshot, reconcile
 from core.projects import get_project
 from core.train.config import PRESETS, parse_set, preset_config
 from core.train.export import launch_export
@@ -33,20 +33,20 @@ def cmd_train(args, session, user):
     job = launch(session, user, version.project_id, cfg, name=args.name or "")
     if not args.wait:
         return _row(session, job)
-    return _wait(session, job.id)
+    return _wait(session, user, job.id)
 
 
-def _wait(session, job_id: int) -> dict:
+def _wait(session, user, job_id: int) -> dict:
     """Print a progress line to stderr until the run ends; exit non-zero unless it succeeded."""
     last = ""
     while True:
-        reconcile(session)
         session.expire_all()
-        job = get_job(session, job_id)
+        snap = job_snapshot(session, user, job_id)  # reconciles first, so the status is true
+        job = snap["job"]
         if job.status == JobStatus.queued.value:
-            line = f"run {job.id}: queued (position {queue_position(session, job)})"
+            line = f"run {job.id}: queued (position {snap['queue_position']})"
         else:
-            rows = read_metrics(job)
+            rows = snap["metrics"]
             train = [r for r in rows if r.get("loss") is not None]
             evals = [r for r in rows if r.get("eval_loss") is not None]
             cur = train[-1] if train else {}
@@ -88,16 +88,16 @@ def _row(session, job) -> dict:
 
 def cmd_runs(args, session, user):
     require(user, "train")
-    return [_short(row) for row in runs_table(session)]
+    return [_short(row) for row in runs_table(session, user)]
 
 
 def cmd_runs_show(args, session, user):
     require(user, "train")
-    reconcile(session)
-    job = _run(session, args)
+    snap = job_snapshot(session, user, _run(session, args).id)
+    job = snap["job"]
     out = _row(session, job)
     out.update({"config": job.config, "error": job.error, "estimated_peak_mb": job.estimated_peak_mb,
-                "measured_peak_mb": job.measured_peak_mb, "log_tail": log_tail(job, 10)})
+                "measured_peak_mb": job.measured_peak_mb, "log_tail": "\n".join(snap["log_tail"].splitlines()[-10:])})
     return out
 
 
@@ -108,7 +108,7 @@ def cmd_runs_cancel(args, session, user):
 def cmd_runs_resume(args, session, user):
     job = resume_run(session, user, _run(session, args).id)
     print(resume_note(job), file=sys.stderr, flush=True)
-    return _wait(session, job.id) if args.wait else _row(session, job)
+    return _wait(session, user, job.id) if args.wait else _row(session, job)
 
 
 def cmd_runs_merge(args, session, user):

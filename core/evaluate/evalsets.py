@@ -12,7 +12,7 @@ from typing import Iterable
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from core.accounts import require
+from core.accounts import can, require
 from core.curate.datasets import version_records
 from core.errors import InvalidInput, NotFound
 from core.evaluate.generate_config import Decoding, GenerateConfig
@@ -180,8 +180,11 @@ def eval_prompts(session: Session, eval_set_id: int) -> list[EvalPrompt]:
                              .order_by(EvalPrompt.position)))
 
 
-def list_eval_sets(session: Session, project_id: int) -> list[dict]:
-    """Eval sets of a project with prompt, output and score counts."""
+def list_eval_sets(session: Session, user: User, project_id: int) -> list[dict]:
+    """Eval sets of a project with prompt, output and score counts, for reviewers and up (Compare lists them).
+    Which systems have outputs is for engineers only (``n_systems`` for everyone): reviewers score blind."""
+    require(user, "score")
+    reveal = can(user, "evaluate")
     rows = []
     for es in session.exec(select(EvalSet).where(EvalSet.project_id == project_id).order_by(EvalSet.id)):
         n_prompts = session.exec(select(func.count()).select_from(EvalPrompt)
@@ -193,7 +196,8 @@ def list_eval_sets(session: Session, project_id: int) -> list[dict]:
         n_scores = session.exec(select(func.count()).select_from(Score).join(EvalPrompt, Score.prompt_id == EvalPrompt.id)
                                 .where(EvalPrompt.eval_set_id == es.id)).one()
         rows.append({"id": es.id, "name": es.name, "source": es.source, "dataset_version_id": es.dataset_version_id,
-                     "prompts": n_prompts, "references": n_refs, "systems": sorted(systems), "scores": n_scores,
+                     "prompts": n_prompts, "references": n_refs, "n_systems": len(systems),
+                     "systems": sorted(systems) if reveal else [], "scores": n_scores,
                      "reviewers_per_item": es.reviewers_per_item, "created_at": es.created_at})
     return rows
 

@@ -100,8 +100,9 @@ def launch_export(session, user, run_id: int, out_dir: str | Path) -> Job:
                   name=f"export run {run.id}", config=asdict(cfg), module=WORKER)
 
 
-def exports_of(session, run_id: int) -> list[dict]:
-    """The export jobs of a run, newest first, with their folder and last progress line."""
+def exports_of(session, user, run_id: int) -> list[dict]:
+    """The export jobs of a run, newest first, with their folder and last progress line; engineers and up."""
+    require(user, "train")
     out = []
     for job in list_jobs(session, kind=KIND):
         if int((job.config or {}).get("run_id") or 0) != run_id:

@@ -132,15 +132,17 @@ def run_summary(session, job: Job) -> dict:
             "resumed_from": job.resumed_from, "started": job.started_at, "run_dir": job.run_dir}
 
 
-def runs_table(session, project_id: int | None = None) -> list[dict]:
+def runs_table(session, user, project_id: int | None = None) -> list[dict]:
     """One row per training run (of the project, when given), newest first, reconciled first so statuses
-    are true."""
+    are true; engineers and up."""
+    require(user, "train")
     reconcile(session)
     return [run_summary(session, job) for job in list_jobs(session, project_id=project_id, kind=KIND)]
 
 
-def compare_runs(session, job_ids: list[int]) -> dict:
-    """Config differences, final metrics and loss curves (long format) of several runs."""
+def compare_runs(session, user, job_ids: list[int]) -> dict:
+    """Config differences, final metrics and loss curves (long format) of several runs; engineers and up."""
+    require(user, "train")
     jobs = [get_job(session, i) for i in job_ids]
     if any(j.kind != KIND for j in jobs):
         raise InvalidInput("Only training runs can be compared here.")
