@@ -16,9 +16,10 @@ st.set_page_config(page_title="finetune-studio", page_icon=":material/tune:", la
 @st.cache_resource(show_spinner="Preparing the workspace...")
 def _workspace(folder: str, url: str):
     """Once per workspace and database: folders, migrations, first admin (password printed once), demo project."""
-    from core.setup import init_workspace
+    from core.setup import init_workspace, start_app_upkeep
 
     res = init_workspace()
+    start_app_upkeep()  # jobs are reconciled on a timer (unless `finetune-studio serve` already does it)
     if res.admin_password:
         print(f"First start: log in as '{res.admin_username}' with the one-time password: {res.admin_password}",
               flush=True)

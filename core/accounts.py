@@ -27,7 +27,8 @@ ROLE_ORDER = [Role.annotator.value, Role.reviewer.value, Role.engineer.value, Ro
 
 # action -> least role allowed to do it
 ACTIONS: dict[str, str] = {
-    "curate": Role.annotator.value,  # import, edit, submit examples
+    "curate": Role.annotator.value,  # import (uploads), edit, submit examples
+    "import_server_files": Role.engineer.value,  # import a file by its path on the server (import roots only)
     "review_data": Role.reviewer.value,  # approve / reject examples
     "score": Role.reviewer.value,  # blind side-by-side scoring
     "freeze": Role.reviewer.value,  # freeze a dataset version
@@ -39,6 +40,7 @@ ACTIONS: dict[str, str] = {
 
 ACTION_WORDS = {
     "curate": "curate data",
+    "import_server_files": "import files from the server",
     "review_data": "approve or reject examples",
     "score": "score outputs",
     "freeze": "freeze dataset versions",

@@ -17,7 +17,7 @@ project = require_project()
 st.title("Compare")
 
 with db() as s:
-    sets = [row for row in list_eval_sets(s, project.id) if len(row["systems"]) >= 2]
+    sets = [row for row in list_eval_sets(s, user, project.id) if row["n_systems"] >= 2]
 if not sets:
     st.info("Nothing to review yet: an engineer creates an eval set and generates answers on the Generate page.")
     st.stop()

@@ -21,8 +21,8 @@ project = require_project()
 st.title("Generate")
 
 with db() as s:
-    sets = list_eval_sets(s, project.id)
-    systems = available_systems(s, project.id)
+    sets = list_eval_sets(s, user, project.id)
+    systems = available_systems(s, user, project.id)
     versions = list_versions(s, project)
     names_of = system_labels(s, {k for r in sets for k in r["systems"]})
 
@@ -124,7 +124,7 @@ def _eta(seconds: float | None) -> str:
 def jobs_panel() -> None:
     with db() as s:
         reconcile(s)
-        jobs = list_jobs(s, project.id, kind="generate")[:20]
+        jobs = list_jobs(s, project.id, kind="generate", user=user)[:20]
         progress = {j.id: generation_progress(s, j) for j in jobs if j.status in LIVE}
     # A job that just ended changes the eval-set table above (its systems with outputs): redraw the whole page.
     live_ids = set(progress)

@@ -40,7 +40,7 @@ project = require_project()
 st.title("Results")
 
 with db() as s:
-    sets = list_eval_sets(s, project.id)
+    sets = list_eval_sets(s, user, project.id)
 if not sets:
     st.info("No eval set yet: create one and generate outputs on the Generate page.")
     st.stop()
@@ -49,7 +49,7 @@ es_id = st.selectbox("Eval set", list(names), format_func=names.get, key="result
 
 with db() as s:
     res = run_action(results, s, user, es_id)
-    table = score_table(s, es_id) if res else []
+    table = score_table(s, user, es_id) if res else []
 if res is None:
     st.stop()
 labels = {row["system"]: row["label"] for row in res["systems"]}

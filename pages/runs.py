@@ -45,7 +45,7 @@ def table_frame(rows: list[dict]) -> pd.DataFrame:
 @st.fragment(run_every="5s")
 def table() -> None:
     with db() as s:
-        rows = runs_table(s, project.id)
+        rows = runs_table(s, user, project.id)
     if not rows:
         st.info("No training runs yet: start one on the Train page.")
         return
@@ -55,7 +55,7 @@ def table() -> None:
 table()
 job_notices(user, project.id)
 with db() as s:
-    rows = runs_table(s, project.id)
+    rows = runs_table(s, user, project.id)
 if not rows:
     st.stop()
 # No status in these labels: they are drawn once per page run and would go stale while the table above updates.
@@ -65,7 +65,7 @@ st.subheader("Compare runs")
 picked = st.multiselect("Runs to compare (2 or more)", list(labels), format_func=labels.get, key="compare_ids")
 if len(picked) >= 2:
     with db() as s:
-        cmp = run_action(compare_runs, s, picked)
+        cmp = run_action(compare_runs, s, user, picked)
     if cmp:
         st.markdown("**Settings that differ**")
         if cmp["config_diff"]:
@@ -84,7 +84,7 @@ elif picked:
 def exports_panel(run_id: int) -> None:
     """This run's exports, live: a background job each (load, merge, save)."""
     with db() as s:
-        exports = exports_of(s, run_id)
+        exports = exports_of(s, user, run_id)
     for e in exports:
         job, progress = e["job"], e["progress"]
         if job.status in LIVE:
@@ -102,7 +102,7 @@ run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="detail_i
 row = next(r for r in rows if r["id"] == run_id)
 st.caption(f"Run folder: `{row['run_dir']}`")
 with db() as s:
-    snap = run_action(job_snapshot, s, run_id)
+    snap = run_action(job_snapshot, s, user, run_id)
 if snap:
     job = snap["job"]
     if job.error:

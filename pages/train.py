@@ -7,7 +7,7 @@ from core.curate.datasets import list_versions
 from core.hardware import detect, estimate_sum_text
 from core.jobs.notices import job_notices
 from core.jobs.queue import LIVE, cancel, job_snapshot, list_jobs
-from core.train.runs import check_launch, launch, resume_run
+from core.train.runs import check_launch, launch, resume_note, resume_run
 from core.train.config import PRESET_HELP, PRESETS, TrainConfig, field_docs, preset_config
 from core.webui import db, flash, require_page, require_project, run_action
 from storage.models import JobStatus
@@ -169,7 +169,7 @@ def live() -> None:
     """The run selector and the watched run, redrawn together every 2 s, so a label never says "(running)"
     after the run ended; a run just started or resumed is followed (``follow``)."""
     with db() as s:
-        recent = list_jobs(s, project_id=project.id, kind="train")[:30]
+        recent = list_jobs(s, project_id=project.id, kind="train", user=user)[:30]
     if not recent:
         st.caption("No runs yet.")
         return
@@ -183,7 +183,7 @@ def live() -> None:
     labels = {j.id: f"#{j.id} {j.name} ({j.status})" for j in recent}
     job_id = st.selectbox("Run", ids, format_func=labels.get, key="watch_select")
     with db() as s:
-        snap = run_action(job_snapshot, s, job_id)
+        snap = run_action(job_snapshot, s, user, job_id)
     if snap is None:
         return
     job, rows = snap["job"], snap["metrics"]
@@ -229,8 +229,9 @@ def live() -> None:
             run_action(cancel, s, user, job.id, success="Cancel requested; the run stops at its next step.")
     if job.status in (JobStatus.failed.value, JobStatus.canceled.value) and b2.button("Resume", key=f"resume{job.id}"):
         with db() as s:
-            new = run_action(resume_run, s, user, job.id, success="Resumed from the last complete checkpoint.")
+            new = run_action(resume_run, s, user, job.id)
         if new is not None:
+            flash(resume_note(new))  # from its checkpoint, or from step 0 when it saved none: say which
             follow(new.id)
             st.rerun(scope="app")
     with st.expander("Log (last lines)"):

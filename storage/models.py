@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, or_
+from sqlmodel import Field, SQLModel, select
 
 
 def utcnow() -> datetime:
@@ -87,10 +87,20 @@ class ExampleStatus(str, Enum):
     rejected = "rejected"
 
 
+class ImportStatus(str, Enum):
+    """An import writes its rows in short batches while ``pending`` (hidden from every query through
+    ``visible_examples``), then one quick update makes them all visible at once: all or nothing for users, without
+    holding the database's write lock for the whole file."""
+
+    pending = "pending"
+    done = "done"
+
+
 class ImportRecord(SQLModel, table=True):
     """One import: who, when, which file, and what happened to each record."""
 
     id: Optional[int] = Field(default=None, primary_key=True)
+    status: str = Field(default=ImportStatus.done.value, max_length=16, sa_column_kwargs={"server_default": "done"})
     project_id: int = Field(foreign_key="project.id", index=True)
     user_id: Optional[int] = Field(default=None, foreign_key="user.id")
     filename: str = ""
@@ -165,6 +175,12 @@ class ExampleRevision(SQLModel, table=True):
     reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     # {"system", "turns", "input", "tags", "note"} after this step
     record: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+def visible_examples():
+    """The WHERE clause every read of examples uses: not the rows of an import still in progress."""
+    pending = select(ImportRecord.id).where(ImportRecord.status == ImportStatus.pending.value)
+    return or_(Example.import_id.is_(None), Example.import_id.not_in(pending))
 
 
 class ExampleRating(SQLModel, table=True):

@@ -94,7 +94,7 @@ def test_review_approve_and_reject(session, users, project):
 def test_import_page_from_server_path(session, users, project, tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps({"instruction": "Hi there?", "output": "Hello, how can I help?"}) + "\n{oops\n")
-    at = app("pages/import_data.py", users["annotator"], project)
+    at = app("pages/import_data.py", users["engineer"], project)  # server paths: engineers, inside the roots
     at.radio[0].set_value("A path on the server (big files, dataset folders)")
     at.run()
     at.text_input[0].set_value(str(path))

@@ -26,7 +26,7 @@ from core.curate.hints import (HINT_TEXTS, SHORT_RESPONSE_WORDS, Hint, default_t
 from core.curate.history import add_revision, snapshot
 from core.errors import Conflict, InvalidInput, NotFound
 from core.curate.formats import BadRecord, make_record, validate_turns
-from storage.models import Example, ExampleRating, ExampleStatus, Project, User, utcnow
+from storage.models import Example, ExampleRating, ExampleStatus, Project, User, utcnow, visible_examples
 
 PAGE_SIZE = 50
 NEAR_DUP_SCAN_LIMIT = 20_000  # newest examples compared when a single example is created by hand
@@ -50,7 +50,8 @@ def excerpt(example: Example, limit: int = 80) -> str:
 
 
 def get_example(session: Session, example_id: int, project: Project | None = None) -> Example:
-    ex = session.get(Example, example_id)
+    """An example users may see (not one of an import still running), or NotFound."""
+    ex = session.exec(select(Example).where(Example.id == example_id, visible_examples())).first()
     if ex is None or (project is not None and ex.project_id != project.id):
         raise NotFound(f"No example #{example_id}.")
     return ex
@@ -59,7 +60,7 @@ def get_example(session: Session, example_id: int, project: Project | None = Non
 def list_tags(session: Session, project: Project) -> list[str]:
     """All tags used in the project (scans tags only)."""
     tags: set[str] = set()
-    for row in session.exec(select(Example.tags).where(Example.project_id == project.id)):
+    for row in session.exec(select(Example.tags).where(Example.project_id == project.id, visible_examples())):
         tags.update(row or [])
     return sorted(tags)
 
@@ -69,7 +70,7 @@ def queue_query(project: Project, *, status: str | Iterable[str] | None = None, 
                 before_id: int | None = None, limit: int | None = PAGE_SIZE):
     """The SELECT for one queue page, or every match with ``limit=None`` (exposed so tests can check the plan
     uses the index)."""
-    q = select(Example).where(Example.project_id == project.id)
+    q = select(Example).where(Example.project_id == project.id, visible_examples())
     if status:
         statuses = [status] if isinstance(status, str) else list(status)
         q = q.where(Example.status.in_(statuses)) if len(statuses) > 1 else q.where(Example.status == statuses[0])
@@ -110,13 +111,13 @@ def next_for(session: Session, project: Project, user: User, after_id: int | Non
     """
     after = after_id or 0
     mine = or_(Example.created_by == user.id, Example.updated_by == user.id, Example.assigned_to == user.id)
-    rejected = session.exec(select(Example).where(Example.project_id == project.id,
+    rejected = session.exec(select(Example).where(Example.project_id == project.id, visible_examples(),
                                                   Example.status == ExampleStatus.rejected.value, mine,
                                                   Example.id > after).order_by(Example.id).limit(1)).first()
     if rejected:
         return rejected
     draft = session.exec(select(Example).where(
-        Example.project_id == project.id, Example.status == ExampleStatus.draft.value,
+        Example.project_id == project.id, Example.status == ExampleStatus.draft.value, visible_examples(),
         or_(Example.assigned_to == user.id, Example.assigned_to.is_(None)), Example.id > after,
     ).order_by(Example.id).limit(1)).first()
     if draft or project.annotators_per_example <= 1:
@@ -131,7 +132,8 @@ def next_for(session: Session, project: Project, user: User, after_id: int | Non
 
 
 def status_counts(session: Session, project: Project) -> dict[str, int]:
-    rows = session.exec(select(Example.status, func.count()).where(Example.project_id == project.id)
+    rows = session.exec(select(Example.status, func.count()).where(Example.project_id == project.id,
+                                                                   visible_examples())
                         .group_by(Example.status)).all()
     return {s: 0 for s in STATUSES} | dict(rows)
 
@@ -169,7 +171,7 @@ def create_example(session: Session, user: User, project: Project, *, system: st
         raise InvalidInput("An example without its answer cannot be submitted; write the answer first.")
     record = _clean(system, turns, input, tags, note, answer_to_write=answer_to_write)
     derived = _derived(record, count_tokens)
-    dup = session.exec(select(Example.id).where(Example.project_id == project.id,
+    dup = session.exec(select(Example.id).where(Example.project_id == project.id, visible_examples(),
                                                 Example.content_hash == derived["content_hash"])).first()
     if dup:
         raise InvalidInput(f"Example #{dup} already has the same text.")
@@ -190,7 +192,8 @@ def create_example(session: Session, user: User, project: Project, *, system: st
 def find_near_duplicate(session: Session, project: Project, record: dict, exclude_id: int | None = None
                         ) -> int | None:
     """The id of a near duplicate of ``record`` among the project's newest examples, or None."""
-    rows = session.exec(select(Example.id, Example.turns, Example.input).where(Example.project_id == project.id)
+    rows = session.exec(select(Example.id, Example.turns, Example.input).where(Example.project_id == project.id,
+                                                                               visible_examples())
                         .order_by(Example.id.desc()).limit(NEAR_DUP_SCAN_LIMIT)).all()
     rows = [r for r in rows if r[0] != exclude_id]
     if not rows:

@@ -20,7 +20,7 @@ from core.curate.dedup import record_hash
 from core.errors import InvalidInput, NotFound
 from core.curate.formats import EXPORT_FORMATS, chat_messages, export_suffix, make_record, write_records
 from storage.models import (DatasetVersion, DatasetVersionItem, Example, ExampleStatus, ImportRecord, Project, User,
-                            utcnow)
+                            utcnow, visible_examples)
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
@@ -109,16 +109,20 @@ def list_versions(session: Session, project: Project) -> list[DatasetVersion]:
 
 
 def get_version(session: Session, version: int | str, project: Project | None = None) -> DatasetVersion:
-    """A version by id, or by name within ``project``."""
+    """A version by id, or by name: within ``project``, or in any project when the name is unique."""
     if isinstance(version, int) or str(version).isdigit():
         found = session.get(DatasetVersion, int(version))
         if found is not None and (project is None or found.project_id == project.id):
             return found
+    query = select(DatasetVersion).where(DatasetVersion.name == str(version))
     if project is not None:
-        found = session.exec(select(DatasetVersion).where(DatasetVersion.project_id == project.id,
-                                                          DatasetVersion.name == str(version))).first()
-        if found is not None:
-            return found
+        query = query.where(DatasetVersion.project_id == project.id)
+    found = session.exec(query.limit(2)).all()
+    if len(found) > 1:
+        raise InvalidInput(f"Several projects have a dataset version named {str(version)!r}; name the project "
+                           "(--project) or give the version's id.")
+    if found:
+        return found[0]
     raise NotFound(f"No dataset version {version!r}.")
 
 
@@ -170,11 +174,12 @@ def stats(session: Session, project: Project, version_id: int | None = None) -> 
     project's (they are found at import, before any version)."""
     from storage.models import User as U
 
+    visible = (Example.project_id == project.id, visible_examples())
     names = dict(session.exec(select(U.id, U.username)).all())
     in_version = None
     if version_id is not None:
         in_version = select(DatasetVersionItem.example_id).where(DatasetVersionItem.version_id == version_id)
-    scope = [Example.project_id == project.id] + ([Example.id.in_(in_version)] if in_version is not None else [])
+    scope = [*visible] + ([Example.id.in_(in_version)] if in_version is not None else [])
     by_status = dict(session.exec(select(Example.status, func.count()).where(*scope).group_by(Example.status)).all())
     by_annotator = Counter()
     for uid, n in session.exec(select(Example.updated_by, func.count()).where(*scope)
@@ -186,7 +191,7 @@ def stats(session: Session, project: Project, version_id: int | None = None) -> 
         last = 0
         while True:
             rows = session.exec(select(Example.id, Example.tags, Example.token_count).where(
-                Example.project_id == project.id, Example.id > last).order_by(Example.id).limit(10_000)).all()
+                *visible, Example.id > last).order_by(Example.id).limit(10_000)).all()
             if not rows:
                 break
             for _, tags, n in rows:
@@ -202,7 +207,7 @@ def stats(session: Session, project: Project, version_id: int | None = None) -> 
     exact = session.exec(select(func.coalesce(func.sum(ImportRecord.n_duplicates), 0))
                          .where(ImportRecord.project_id == project.id)).one()
     near = session.exec(select(func.count()).select_from(Example).where(
-        Example.project_id == project.id, Example.near_duplicate_of.is_not(None))).one()
+        *visible, Example.near_duplicate_of.is_not(None))).one()
     out = {"by_status": by_status, "by_tag": dict(by_tag.most_common()), "by_annotator": dict(by_annotator),
            "token_lengths": token_lengths, "exact_duplicates_skipped": int(exact),
            "near_duplicates_flagged": int(near), "per_split": {}}
@@ -233,7 +238,7 @@ def _selection(session: Session, project: Project, status: str | None, ids: Iter
     wanted = set(ids) if ids is not None else None
     last = 0
     while True:
-        q = select(Example).where(Example.project_id == project.id, Example.id > last)
+        q = select(Example).where(Example.project_id == project.id, visible_examples(), Example.id > last)
         if status:
             q = q.where(Example.status == status)
         rows = session.exec(q.order_by(Example.id).limit(BATCH)).all()

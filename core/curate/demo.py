@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 
 from core.curate.curation import review_example, submit_example
 from core.curate.datasets import freeze_version
-from core.curate.importing import import_file
+from core.curate.importing import import_file, save_upload
 from core.projects import create_project
 from storage.models import Example, Project, User
 
@@ -31,7 +31,8 @@ def seed_demo(session: Session, admin: User) -> Project:
     """Create the demo project with its approved examples and the frozen version ``demo-v1``."""
     project = create_project(session, admin, DEMO_NAME, "Demo: a support assistant for Brightwater Gas & Electric.",
                              DEMO_GUIDELINES)
-    import_file(session, admin, project, DEMO_FILE, "chat", strict=True, near_duplicates=False)
+    upload = save_upload(DEMO_FILE.name, DEMO_FILE.read_bytes())  # as a user would upload it
+    import_file(session, admin, project, upload, "chat", strict=True, near_duplicates=False)
     for ex in session.exec(select(Example).where(Example.project_id == project.id).order_by(Example.id)).all():
         submit_example(session, admin, ex.id, ex.version)
         review_example(session, admin, ex.id, "approve")

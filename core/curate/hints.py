@@ -10,15 +10,15 @@ from typing import Any, Callable
 
 from sqlmodel import Session, select
 
-from core.curate.dedup import record_hash, record_text
-from storage.models import Example, Project
+from core.curate.dedup import record_hash, record_text, word_count
+from storage.models import Example, Project, visible_examples
 
 SHORT_RESPONSE_WORDS = 3
 
 
 def estimate_tokens(text: str) -> int:
     """A tokenizer-free estimate: about 4/3 tokens per whitespace-separated word."""
-    return math.ceil(len(text.split()) * 4 / 3)
+    return math.ceil(word_count(text) * 4 / 3)
 
 
 def token_counter(tokenizer: Any) -> Callable[[str], int]:
@@ -86,6 +86,7 @@ def example_hints(session: Session, project: Project, example: Example | None, r
     """Hints for the editor: checks the edited text for an exact duplicate and reports the stored near-dup flag."""
     digest = record_hash(record)
     other = session.exec(select(Example.id).where(Example.project_id == project.id, Example.content_hash == digest,
-                                                  Example.id != (example.id if example else -1))).first()
+                                                  Example.id != (example.id if example else -1),
+                                                  visible_examples())).first()
     return quality_hints(record, project.max_length, count_tokens,
                          example.near_duplicate_of if example else None, other)

@@ -28,8 +28,8 @@ from core.evaluate.generate_config import Decoding, GenerateConfig
 from core.evaluate.stats import perplexity
 from core.evaluate.systems import BASE, parse_system
 from core.jobs import rundir
-from core.jobs.worker import KeepAlive, StopFlag, heartbeat, worker_finish, worker_main, worker_start
-from storage.db import session_scope
+from core.jobs.worker import KeepAlive, StopFlag, worker_finish, worker_main, worker_start
+from storage.db import retry_busy, session_scope
 from storage.models import EvalSet, Job, JobStatus, Output, utcnow
 
 MAX_PROMPT_TOKENS = 4096
@@ -230,12 +230,13 @@ def run_job(job_id: int) -> dict:
         result = {"systems": cfg.systems, "decoding": cfg.decoding.stored(), "total": total,
                   "skipped_existing": counters["done"], "perplexity": {}, "validation_perplexity": {},
                   "tokens_per_s": {}}
-        heartbeat(job_id, done=counters["done"], total=total)
+        keep_alive.beat(done=counters["done"], total=total)
         _append_progress(run_dir, {"stage": "starting", "done": counters["done"], "total": total, "time": time.time()})
         for base, systems in groups.items():
             if STOP.is_set():
                 break
-            _run_group(job_id, run_dir, cfg, base, systems, prompts, done, counters, total, result, validation)
+            _run_group(job_id, run_dir, cfg, base, systems, prompts, done, counters, total, result, validation,
+                       keep_alive)
         result.update(done=counters["done"], new_tokens=counters["new_tokens"],
                       seconds=round(time.perf_counter() - t_start, 2))
         status = JobStatus.canceled.value if STOP.is_set() else JobStatus.succeeded.value
@@ -252,8 +253,11 @@ def run_job(job_id: int) -> dict:
 
 
 def _run_group(job_id: int, run_dir: Path, cfg: GenerateConfig, base: str, systems: list[str], prompts: list,
-               done: set, counters: dict, total: int, result: dict, validation: list[dict]) -> None:
-    """All systems on one base model: load it once, attach each run's adapter, switch between them."""
+               done: set, counters: dict, total: int, result: dict, validation: list[dict],
+               keep_alive: KeepAlive) -> None:
+    """All systems on one base model: load it once, attach each run's adapter, switch between them. Outputs are
+    written batch by batch (retried while another writer holds the database); heartbeats go through
+    ``keep_alive`` so generation never waits on them."""
     print(f"loading base model {base} for {', '.join(systems)}", flush=True)
     _append_progress(run_dir, {"stage": "loading the model", "done": counters["done"], "total": total,
                                "time": time.time()})
@@ -294,11 +298,15 @@ def _run_group(job_id: int, run_dir: Path, cfg: GenerateConfig, base: str, syste
 
         def write(indices: list[int], batch: list[dict], system=system, todo=todo) -> None:
             nonlocal sys_tokens, sys_seconds
-            with session_scope() as s:
-                for i, r in zip(indices, batch):
-                    s.add(Output(prompt_id=todo[i].id, system=system, job_id=job_id, text=r["text"],
-                                 decoding=stored, n_new_tokens=r["n_new_tokens"], seconds=r["seconds"],
-                                 created_at=utcnow()))
+
+            def save() -> None:
+                with session_scope() as s:
+                    for i, r in zip(indices, batch):
+                        s.add(Output(prompt_id=todo[i].id, system=system, job_id=job_id, text=r["text"],
+                                     decoding=stored, n_new_tokens=r["n_new_tokens"], seconds=r["seconds"],
+                                     created_at=utcnow()))
+
+            retry_busy(save)
             tokens = sum(r["n_new_tokens"] for r in batch)
             seconds = sum(r["seconds"] for r in batch)
             sys_tokens += tokens
@@ -310,7 +318,7 @@ def _run_group(job_id: int, run_dir: Path, cfg: GenerateConfig, base: str, syste
                    "new_tokens": tokens, "seconds": round(seconds, 3),
                    "tokens_per_s": round(tokens / seconds, 1) if seconds else None, "time": time.time()}
             _append_progress(run_dir, row)
-            heartbeat(job_id, done=counters["done"], total=total, system=system)
+            keep_alive.beat(done=counters["done"], total=total, system=system)
 
         with context:
             if todo:
@@ -326,7 +334,7 @@ def _run_group(job_id: int, run_dir: Path, cfg: GenerateConfig, base: str, syste
                 nll, n = reference_nll(active, tokenizer, [p.messages for p in with_refs],
                                        [p.reference for p in with_refs], batch_size=cfg.batch_size)
                 result["perplexity"][system] = perplexity(nll, n)
-                heartbeat(job_id, done=counters["done"], total=total, system=system)
+                keep_alive.beat(done=counters["done"], total=total, system=system)
             if validation and not STOP.is_set():
                 nll, n = reference_nll(active, tokenizer, [r["prompt"] for r in validation],
                                        [r["completion"][-1]["content"] for r in validation], batch_size=cfg.batch_size)

@@ -150,6 +150,7 @@ def get_item(session: Session, user: User, eval_set_id: int, prompt_id: int, pai
 
 def my_scored_items(session: Session, user: User, eval_set_id: int) -> list[dict]:
     """Items this reviewer has scored, most recently edited first, with a short excerpt of each prompt."""
+    require(user, "score")
     rows = [s for s in scores_of(session, eval_set_id) if s.reviewer_id == user.id]
     rows.sort(key=lambda s: s.updated_at, reverse=True)
     out = []
@@ -162,8 +163,9 @@ def my_scored_items(session: Session, user: User, eval_set_id: int) -> list[dict
     return out
 
 
-def review_progress(session: Session, eval_set_id: int) -> dict:
-    """Coverage: items, items with at least K scores, total scores, per-reviewer counts."""
+def review_progress(session: Session, user: User, eval_set_id: int) -> dict:
+    """Coverage: items, items with at least K scores, total scores, per-reviewer counts (engineers and up)."""
+    require(user, "evaluate")
     es = get_eval_set(session, eval_set_id)
     items = review_items(session, es.id)
     counts: dict = {}

@@ -8,10 +8,11 @@ from typing import Iterable
 
 from sqlmodel import Session, select
 
+from core.accounts import require
 from core.errors import InvalidInput
 from core.jobs import rundir
 from core.train.runs import KIND as TRAIN_KIND
-from storage.models import Job, JobStatus
+from storage.models import Job, JobStatus, User
 
 BASE = "base"
 
@@ -72,8 +73,9 @@ def finished_runs(session: Session, project_id: int) -> list[Job]:
                           Job.status == JobStatus.succeeded.value).order_by(Job.id)))
 
 
-def available_systems(session: Session, project_id: int) -> list[dict]:
+def available_systems(session: Session, user: User, project_id: int) -> list[dict]:
     """Systems an engineer can generate with: the base model and each finished run, with labels."""
+    require(user, "evaluate")
     out = [{"system": BASE, "label": "Base model (no adapter)", "base_model": None}]
     for job in finished_runs(session, project_id):
         out.append({"system": run_system(job.id), "label": f"Run {job.id}: {job.name}",

@@ -71,13 +71,18 @@ def launch(session, user, project_id: int, cfg: TrainConfig, name: str = ""):
 
 def resume_run(session, user, job_id: int):
     """Queue a new run that continues a failed or canceled run from its last complete checkpoint (or starts
-    over without one); refused while another continuation of it is queued or running (core.jobs.queue.resubmit),
-    and refused when that checkpoint already reached the end of the schedule (training on would step past it
-    at a learning rate of zero)."""
+    over from step 0 when it saved none: ``resume_note`` says which); refused while another continuation of it is
+    queued or running (core.jobs.queue.resubmit), when its run folder is gone (there is nothing to resume from),
+    and when that checkpoint already reached the end of the schedule (training on would step past it at a
+    learning rate of zero)."""
     require(user, "train")
     job = get_job(session, job_id)
     if job.kind != KIND:
         raise InvalidInput(f"Job {job_id} is not a training run.")
+    if not job.run_dir or not Path(job.run_dir).is_dir():
+        raise InvalidInput(f"Run {job.id}'s folder {job.run_dir or '(none)'} no longer exists, so there is no "
+                           "checkpoint to resume from. Nothing was started; train a new run with the same settings "
+                           "to start over from step 0.")
     ckpt = rundir.last_complete_checkpoint(job.run_dir)
     if ckpt is not None:
         done, total = checkpoint_progress(ckpt)
@@ -99,6 +104,33 @@ def checkpoint_progress(ckpt) -> tuple[int, int]:
     except (OSError, ValueError):
         return rundir.checkpoint_step(Path(ckpt)), 0
     return int(state.get("global_step") or 0), int(state.get("max_steps") or 0)
+def resume_note(job: Job) -> str:
+    """What a resumed run (made by ``resume_run``) will do, in words for the page and the CLI."""
+    ckpt = (job.config or {}).get("resume_from")
+    if ckpt:
+        return (f"Run {job.id} continues run {job.resumed_from} from step {rundir.checkpoint_step(Path(ckpt))}, "
+                "its last complete checkpoint.")
+    return f"Run {job.resumed_from} saved no complete checkpoint, so run {job.id} starts again from step 0."
+
+
+def get_run(session, run: int | str, project_id: int | None = None) -> Job:
+    """A training run by id, or by name (within ``project_id`` when given) when exactly one run has it."""
+    from sqlmodel import select
+
+    if isinstance(run, int) or str(run).strip().isdigit():
+        job = get_job(session, int(run))
+        if job.kind == KIND and (project_id is None or job.project_id == project_id):
+            return job
+        raise NotFound(f"No training run {run}.")
+    query = select(Job.id).where(Job.kind == KIND, Job.name == str(run))
+    if project_id is not None:
+        query = query.where(Job.project_id == project_id)
+    ids = list(session.exec(query.order_by(Job.id)))
+    if len(ids) > 1:
+        raise InvalidInput(f"Several runs are named {str(run)!r} (ids {', '.join(map(str, ids))}); give the id.")
+    if not ids:
+        raise NotFound(f"No training run named {str(run)!r}.")
+    return get_job(session, ids[0])
 
 
 def run_summary(session, job: Job) -> dict:
@@ -122,15 +154,17 @@ def _version_name(session, job: Job) -> str | None:
     return version.name if version else None
 
 
-def runs_table(session, project_id: int | None = None) -> list[dict]:
+def runs_table(session, user, project_id: int | None = None) -> list[dict]:
     """One row per training run (of the project, when given), newest first, reconciled first so statuses
-    are true."""
+    are true; engineers and up."""
+    require(user, "train")
     reconcile(session)
     return [run_summary(session, job) for job in list_jobs(session, project_id=project_id, kind=KIND)]
 
 
-def compare_runs(session, job_ids: list[int]) -> dict:
-    """Config differences, final metrics and loss curves (long format) of several runs."""
+def compare_runs(session, user, job_ids: list[int]) -> dict:
+    """Config differences, final metrics and loss curves (long format) of several runs; engineers and up."""
+    require(user, "train")
     jobs = [get_job(session, i) for i in job_ids]
     if any(j.kind != KIND for j in jobs):
         raise InvalidInput("Only training runs can be compared here.")

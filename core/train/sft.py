@@ -10,7 +10,6 @@ from pathlib import Path
 
 from core.hardware import measured_peak_mb
 from core.jobs import rundir
-from core.jobs.worker import heartbeat
 from core.train.config import TrainConfig
 
 
@@ -118,9 +117,10 @@ def progress_callback(ctx):
             if ctx.stop.is_set():
                 control.should_training_stop = True
                 control.should_save = True  # a checkpoint to resume from
-            if ctx.job_id and time.time() - self.last_beat > 2:
+            if ctx.keep_alive is not None and time.time() - self.last_beat > 2:
                 self.last_beat = time.time()
-                heartbeat(ctx.job_id, step=state.global_step, total_steps=state.max_steps)
+                # Handed to the keep-alive thread: a step never waits on a busy database.
+                ctx.keep_alive.beat(step=state.global_step, total_steps=state.max_steps)
 
         def on_save(self, args, state, control, **kw):
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"

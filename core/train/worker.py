@@ -61,6 +61,7 @@ class Context:
     estimate: dict = field(default_factory=dict)
     start_step: int = 0
     stop: StopFlag = field(default_factory=StopFlag)
+    keep_alive: KeepAlive | None = None  # writes the step heartbeats (core.jobs.worker.KeepAlive.beat)
 
 
 def version_data(session, version_id: int) -> dict[str, list[dict]]:
@@ -264,11 +265,12 @@ def run(run_dir: str | Path) -> dict:
     ctx = None
     trainer = None
     status, error = JobStatus.failed.value, ""
-    with KeepAlive(job_id):
+    with KeepAlive(job_id) as alive:
         try:
             cfg = TrainConfig.from_json(cfg_text)
             records = _records(cfg.dataset_version_id)
             ctx = setup(run_dir, cfg, records, project_max, job_id, stop=STOP)
+            ctx.keep_alive = alive if job_id else None
             trainer = fit(ctx)
             save(ctx, trainer)
             status = JobStatus.canceled.value if STOP.is_set() else JobStatus.succeeded.value
