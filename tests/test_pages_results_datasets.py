@@ -122,21 +122,22 @@ def _import(at: AppTest, path: Path) -> AppTest:
 
 
 def test_import_report_is_not_green_when_records_were_rejected_or_nothing_came_in(session, project, users,
-                                                                                    tmp_path):
+                                                                                    workspace):
+    tmp_path = workspace / "imports"  # import by path: engineers+, inside the import roots
     good = {"instruction": "How do I read my meter?", "output": "Press A."}
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text(json.dumps(good) + "\n" + json.dumps({"instruction": "broken", "output": ""}) + "\n")
-    at = _import(_page("import_data.py", users["annotator"]).run(), mixed)
+    at = _import(_page("import_data.py", users["engineer"]).run(), mixed)
     assert not at.success and any("1 rejected" in w.value for w in at.warning)
 
-    at = _import(_page("import_data.py", users["annotator"]).run(), mixed)  # again: all duplicates or rejected
+    at = _import(_page("import_data.py", users["engineer"]).run(), mixed)  # again: all duplicates or rejected
     assert not at.success and any("Imported 0 of 2" in e.value for e in at.error)
 
     clean = tmp_path / "clean.jsonl"
     clean.write_text(json.dumps({"instruction": "Can I pay monthly?", "output": "Yes."}) + "\n")
-    at = _import(_page("import_data.py", users["annotator"]).run(), clean)
+    at = _import(_page("import_data.py", users["engineer"]).run(), clean)
     assert any("Imported 1 of 1" in s.value for s in at.success) and not at.warning
 
     history = at.dataframe[-1].value
-    assert list(history["who"]) == ["annotator1"] * 3 and list(history["file"]) == ["clean.jsonl", "mixed.jsonl",
+    assert list(history["who"]) == ["engineer1"] * 3 and list(history["file"]) == ["clean.jsonl", "mixed.jsonl",
                                                                                    "mixed.jsonl"]
