@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from core.jobs.notices import job_notices
+from core.jobs.notices import show_job_notices
 from core.jobs.queue import LIVE, job_snapshot
 from core.train.export import exports_of, launch_export
 from core.train.runs import compare_runs, runs_table
@@ -47,6 +47,7 @@ def table_frame(rows: list[dict]) -> pd.DataFrame:
 
 @st.fragment(run_every="5s")
 def table() -> None:
+    show_job_notices(user, project.id)  # a toast when any job of the project ends
     with db() as s:
         rows = runs_table(s, project.id)
     if not rows:
@@ -56,7 +57,6 @@ def table() -> None:
 
 
 table()
-job_notices(user, project.id)
 with db() as s:
     rows = runs_table(s, project.id)
 if not rows:

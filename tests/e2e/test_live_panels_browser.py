@@ -56,8 +56,9 @@ def test_train_selector_and_a_toast_follow_a_run_to_its_end(server, server_db, p
         shot(page, "live-1-train-running")
         finish(server_db, job, measured_peak_mb=2048.0)
         # No reload: the fragment redraws the selector and the panel, and the page's poll shows a toast.
-        _wait_selected(page, "Run", f"#{job.id} e2e-watch (succeeded)", 15_000)
-        page.get_by_text(f"Run {job.id} finished.").wait_for(timeout=15_000)
+        # The toast first: it is shown for a few seconds only.
+        page.get_by_text(f"Run {job.id} finished.").wait_for(timeout=30_000)
+        _wait_selected(page, "Run", f"#{job.id} e2e-watch (succeeded)", 30_000)
         page.get_by_text("Status: succeeded").wait_for()
         shot(page, "live-2-train-succeeded")
 
@@ -71,15 +72,27 @@ def test_generate_shows_a_finished_jobs_systems_without_a_reload(server, server_
                               '{"prompt": "Is my bill late?"}\n{"prompt": "How do I read my meter?"}\n', "p.jsonl")
     login(page, server.url, *server.admin_credentials())
     go(page, "Generate")
+    systems = page.get_by_label("Systems", exact=True)  # only the base model (runs made by other tests have no adapter)
+    systems.click()
+    for _ in range(4):
+        systems.press("Backspace")
+    systems.type("Base model")
+    systems.press("Enter")
+    systems.press("Escape")
+    wait_idle(page)
     page.get_by_label("Base model (optional)").fill(str(tiny_model))
     page.get_by_label("Max new tokens").fill("8")
     page.get_by_label("Max new tokens").press("Tab")
     wait_idle(page)
     page.get_by_role("button", name="Start generation").click()
-    wait_idle(page)
-    job_id = server_db.exec(select(Job.id).where(Job.kind == "generate")).one()
-    page.get_by_text(f"Generation job {job_id} started.").or_(
-        page.get_by_text(f"Generation job {job_id} queued.")).wait_for()
+    job_id = None
+    deadline = time.time() + 120
+    while job_id is None and time.time() < deadline:
+        server_db.expire_all()
+        job_id = server_db.exec(select(Job.id).where(Job.kind == "generate")).first()
+        time.sleep(0.5)
+    assert job_id is not None, "no generation job was started"
+    page.get_by_text(f"Job {job_id}", exact=True).wait_for(timeout=60_000)
     shot(page, "live-3-generate-started")
     deadline = time.time() + 240
     while time.time() < deadline:
@@ -90,7 +103,7 @@ def test_generate_shows_a_finished_jobs_systems_without_a_reload(server, server_
     assert server_db.get(Job, job_id).status == "succeeded", server_db.get(Job, job_id).error
     assert list_eval_sets(server_db, project.id)[-1]["systems"] == ["base"]
     # The page redraws itself when the job ends: its table now lists the system, and nothing says "running".
-    page.get_by_text(f"Generation job {job_id} finished.").wait_for(timeout=15_000)
+    page.get_by_text(f"Generation job {job_id} finished.").wait_for(timeout=30_000)
     wait_idle(page)
     page.get_by_text("2 outputs").first.wait_for(timeout=15_000)
     page.wait_for_function("""() => document.querySelector('[data-testid="stDataFrame"]')
@@ -140,6 +153,8 @@ def test_train_evaluate_and_datasets_pages_fit_narrow_windows(server, server_db,
                 page.get_by_role("option", name=scored).click()
                 page.get_by_text("Automatic metrics against references").wait_for(timeout=120_000)
                 wait_idle(page)
+                page.wait_for_function("""() => document.querySelectorAll('[data-testid="stVegaLiteChart"] canvas,'
+                    + ' [data-testid="stVegaLiteChart"] svg').length >= 4""", timeout=60_000)
             page.wait_for_timeout(2000)  # charts draw after the script run
             reach = _overflow(page)
             shot(page, f"narrow-{width}-{title.lower()}")
