@@ -11,7 +11,7 @@ from core.evaluate.evalsets import (create_eval_set_from_file, create_eval_set_f
                                    launch_generation, list_eval_sets, resume_generation)
 from core.evaluate.generate_config import describe_decoding
 from core.evaluate.systems import available_systems, default_systems, system_labels
-from core.jobs.notices import job_notices
+from core.jobs.notices import show_job_notices
 from core.jobs.queue import LIVE, cancel, list_jobs, reconcile
 from core.webui import db, flash, require_page, require_project, run_action
 from storage.models import JobStatus
@@ -131,7 +131,8 @@ def jobs_panel() -> None:
     ended = set(st.session_state.get("gen_live_ids", ())) - live_ids
     st.session_state["gen_live_ids"] = live_ids
     if ended:
-        st.rerun(scope="app")
+        st.rerun(scope="app")  # before any toast: a toast drawn right before a rerun is lost
+    show_job_notices(user, project.id)  # a toast when any job of the project ends
     if not jobs:
         st.caption("No generation jobs yet.")
         return
@@ -167,4 +168,3 @@ def jobs_panel() -> None:
 
 st.subheader("Generation jobs")
 jobs_panel()
-job_notices(user, project.id)

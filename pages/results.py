@@ -58,7 +58,8 @@ c1, c2, c3, c4 = st.columns(4)
 c1.metric("Prompts", res["eval_set"]["prompts"])
 c2.metric("Systems", len(res["systems"]))
 c3.metric("Scores", res["n_scores"])
-c4.metric(f"Items with ≥{progress['reviewers_per_item']} reviewers", f"{progress['complete']} / {progress['items']}")
+c4.metric("Fully reviewed", f"{progress['complete']} / {progress['items']}",
+          help=f"Items with at least {progress['reviewers_per_item']} reviewers")
 
 # ---------------------------------------------------------------- leaderboard
 st.subheader("Leaderboard")
@@ -67,7 +68,7 @@ if res["leaderboard"]:
     st.dataframe(board[["label", "rating", "lo", "hi", "n_votes"]].rename(columns={
         "label": "system", "lo": "95% low", "hi": "95% high", "n_votes": "votes"}).round(0), hide_index=True,
         width="stretch")
-    base = alt.Chart(board).encode(y=alt.Y("label:N", sort="-x", title=None))
+    base = alt.Chart(board).encode(y=alt.Y("label:N", sort="-x", title=None, axis=alt.Axis(labelLimit=0)))
     st.altair_chart(base.mark_rule().encode(x=alt.X("lo:Q", title="Rating (Elo scale)", scale=alt.Scale(zero=False)),
                                             x2="hi:Q")
                     + base.mark_point(filled=True, size=80).encode(x="rating:Q"), width="stretch")
@@ -90,7 +91,7 @@ if res["means"]:
                                                                      legend=alt.Legend(orient="bottom",
                                                                                        labelLimit=0)))
     st.altair_chart(enc.mark_bar(opacity=0.7).encode(y=alt.Y("mean:Q", title="mean score"))
-                    + enc.mark_errorbar().encode(y="lo:Q", y2="hi:Q"), width="stretch")
+                    + enc.mark_errorbar().encode(y=alt.Y("lo:Q", title="mean score"), y2="hi:Q"), width="stretch")
 
 # ---------------------------------------------------------------- win / tie / loss
 if res["win_tie_loss"]:

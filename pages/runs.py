@@ -2,7 +2,7 @@
 import pandas as pd
 import streamlit as st
 
-from core.jobs.notices import job_notices
+from core.jobs.notices import show_job_notices
 from core.jobs.queue import LIVE, job_snapshot
 from core.train.export import exports_of, launch_export
 from core.train.runs import compare_runs, runs_table
@@ -16,34 +16,38 @@ st.title("Runs")
 
 
 # What the table shows, under the names people use (core.train.runs.run_summary has the rest).
-TABLE_COLUMNS = {
-    "id": st.column_config.NumberColumn("Run", format="#%d", width="small"),
+TABLE_COLUMNS = {  # widths in px, so the whole table fits a laptop window (the name takes what is left)
+    "id": st.column_config.NumberColumn("Run", format="#%d", width=56),
     "name": st.column_config.TextColumn("Name"),
-    "status": st.column_config.TextColumn("Status", width="small"),
-    "method": st.column_config.TextColumn("Method", width="small"),
-    "dataset_version_name": st.column_config.TextColumn("Dataset version"),
-    "train_loss": st.column_config.NumberColumn("Train loss", format="%.4f"),
-    "eval_loss_last": st.column_config.NumberColumn("Validation loss", format="%.4f",
+    "status": st.column_config.TextColumn("Status", width=92),
+    "method": st.column_config.TextColumn("Method", width=72),
+    "dataset_version_name": st.column_config.TextColumn("Dataset version", width=124),
+    "train_loss": st.column_config.NumberColumn("Train loss", format="%.3f", width=84),
+    "eval_loss_last": st.column_config.NumberColumn("Validation loss", format="%.3f", width=116,
                                                     help="At the last evaluation"),
-    "steps": st.column_config.NumberColumn("Steps", width="small"),
-    "duration_min": st.column_config.NumberColumn("Minutes", format="%.1f", width="small"),
-    "peak_gib": st.column_config.NumberColumn("Peak memory (GiB)", format="%.2f",
-                                              help="Measured peak (estimated before launch while none is measured)"),
-    "started": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm"),
+    "steps": st.column_config.NumberColumn("Steps", width=60),
+    "peak_gib": st.column_config.NumberColumn("Peak GiB", format="%.2f", width=80,
+                                              help="Peak memory measured (estimated before launch while none is "
+                                                   "measured)"),
+    "started": st.column_config.DatetimeColumn("Started", format="MMM D HH:mm", width=108),
 }
 
 
 def table_frame(rows: list[dict]) -> pd.DataFrame:
     """The runs as the table shows them: fewer, human columns, so it fits a laptop screen."""
     frame = pd.DataFrame(rows)
-    frame["duration_min"] = frame["duration_s"].map(lambda v: None if v is None or pd.isna(v) else v / 60)
-    frame["peak_gib"] = [(m if m else e) / 1024 if (m or e) else None
-                         for m, e in zip(frame["measured_peak_mb"], frame["estimated_peak_mb"])]
+    measured = pd.to_numeric(frame["measured_peak_mb"], errors="coerce")
+    frame["peak_gib"] = measured.fillna(pd.to_numeric(frame["estimated_peak_mb"], errors="coerce")) / 1024
+    for key in ("train_loss", "eval_loss_last", "steps"):
+        frame[key] = pd.to_numeric(frame[key], errors="coerce")  # empty cells, not "None"
+    for key in ("method", "dataset_version_name"):
+        frame[key] = frame[key].fillna("-")
     return frame[list(TABLE_COLUMNS)]
 
 
 @st.fragment(run_every="5s")
 def table() -> None:
+    show_job_notices(user, project.id)  # a toast when any job of the project ends
     with db() as s:
         rows = runs_table(s, user, project.id)
     if not rows:
@@ -53,7 +57,6 @@ def table() -> None:
 
 
 table()
-job_notices(user, project.id)
 with db() as s:
     rows = runs_table(s, user, project.id)
 if not rows:
@@ -108,7 +111,7 @@ if snap:
     if job.error:
         (st.info if job.status == JobStatus.canceled.value else st.error)(job.error.split("\n")[0])
     c1, c2 = st.columns(2)
-    c1.metric("Estimated peak memory", f"{job.estimated_peak_mb or 0:.0f} MB")
+    c1.metric("Estimated peak memory", f"{job.estimated_peak_mb:.0f} MB" if job.estimated_peak_mb else "-")
     c2.metric("Measured peak memory", f"{job.measured_peak_mb or 0:.0f} MB" if job.measured_peak_mb else "-")
     if job.status in (JobStatus.succeeded.value, JobStatus.canceled.value):
         with st.form("merge"):

@@ -5,7 +5,7 @@ import streamlit as st
 from core.basemodel import EMBEDDED
 from core.curate.datasets import list_versions
 from core.hardware import detect, estimate_sum_text
-from core.jobs.notices import job_notices
+from core.jobs.notices import show_job_notices
 from core.jobs.queue import LIVE, cancel, job_snapshot, list_jobs
 from core.train.runs import check_launch, launch, resume_note, resume_run
 from core.train.config import PRESET_HELP, PRESETS, TrainConfig, field_docs, preset_config
@@ -168,6 +168,7 @@ st.subheader("Live run")
 def live() -> None:
     """The run selector and the watched run, redrawn together every 2 s, so a label never says "(running)"
     after the run ended; a run just started or resumed is followed (``follow``)."""
+    show_job_notices(user, project.id)  # a toast when any job of the project ends
     with db() as s:
         recent = list_jobs(s, project_id=project.id, kind="train", user=user)[:30]
     if not recent:
@@ -239,4 +240,3 @@ def live() -> None:
 
 
 live()
-job_notices(user, project.id)

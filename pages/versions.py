@@ -80,10 +80,10 @@ if data["per_split"]:
 st.subheader("Export")
 e1, e2 = st.columns(2)
 what = e1.selectbox("What", [("version", v.id) for v in versions] + [("status", s) for s in
-                    ("approved", "submitted", "draft", "rejected")], key="export_what",
+                    ("approved", "submitted", "draft", "rejected")],
                     format_func=lambda w: f"Version {next(v.name for v in versions if v.id == w[1])}"
                     if w[0] == "version" else f"All {w[1]} examples")
-fmt = e2.selectbox("Format", EXPORT_FORMATS, format_func=lambda f: FORMAT_LABELS.get(f, f), key="export_format")
+fmt = e2.selectbox("Format", EXPORT_FORMATS, format_func=lambda f: FORMAT_LABELS.get(f, f))
 if st.button("Prepare export"):
     with db() as s:
         path = run_action(export_file, s, user, project, fmt, version_id=what[1] if what[0] == "version" else None,

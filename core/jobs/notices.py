@@ -43,14 +43,20 @@ def pending_notices(session, user: User, project_id: int) -> list[tuple[str, str
     return out
 
 
+def show_job_notices(user: User, project_id: int) -> None:
+    """Toast every pending notice; call it from a fragment that already polls (the Train and Generate pages'
+    live panels), so a page does not need a second timer."""
+    with db() as session:
+        notices = pending_notices(session, user, project_id)
+    for text, icon in notices:
+        st.toast(text, icon=icon)
+
+
 def job_notices(user: User, project_id: int) -> None:
-    """Draw the polling fragment; call it once per page run (app frame or page)."""
+    """A polling fragment that shows the notices, for a page (or the app frame) without a live panel of its own."""
 
     @st.fragment(run_every=POLL)
     def _poll() -> None:
-        with db() as session:
-            notices = pending_notices(session, user, project_id)
-        for text, icon in notices:
-            st.toast(text, icon=icon)
+        show_job_notices(user, project_id)
 
     _poll()
