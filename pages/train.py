@@ -74,9 +74,11 @@ else:
         method = st.radio("Method", methods, index=methods.index(base.method), horizontal=True, key=k + "method",
                           format_func={"lora": "LoRA", "qlora": "QLoRA (4-bit)", "full": "Full fine-tuning"}.get,
                           help=DOCS["method"])
-        if hw.kind != "cuda":
-            st.caption("QLoRA is unavailable here: its 4-bit NF4 base weights (bitsandbytes) need an NVIDIA GPU, "
-                       "and this machine has none. LoRA trains the same kind of adapter on a CPU.")
+        if hw.kind != "cuda" and method == "qlora":
+            st.caption("QLoRA on this CPU keeps the base weights in 4-bit NF4 (bitsandbytes): a quarter of their "
+                       "memory, but each step turns them back into fp32, so it trains somewhat slower than LoRA "
+                       "(about 1.1x the CPU time per step on the embedded model). Choose it when LoRA does not fit "
+                       "in memory.")
 
         c1, c2, c3 = st.columns(3)
         lr_default = base.learning_rate or (2e-5 if method == "full" else 2e-4)

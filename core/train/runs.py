@@ -31,12 +31,9 @@ def estimate(cfg: TrainConfig, hw=None, max_length: int | None = None) -> dict:
 
 
 def check_launch(cfg: TrainConfig, hw=None) -> dict:
-    """Refuse settings that cannot run here (QLoRA or half precision on a CPU, a clearly too-big run);
-    returns the memory estimate."""
+    """Refuse settings that cannot run here (half precision on a CPU, a clearly too-big run); returns the
+    memory estimate. QLoRA runs on a CPU too (bitsandbytes' NF4 layers, fp32 compute), slower than LoRA."""
     hw = hw or detect()
-    if hw.kind != "cuda" and cfg.method == "qlora":
-        raise InvalidInput("QLoRA is not available on this machine: its 4-bit NF4 layers (bitsandbytes) need an "
-                           "NVIDIA GPU, and none was found. Choose LoRA, which trains the same adapters on a CPU.")
     if hw.kind != "cuda" and cfg.precision in ("bf16", "fp16"):
         raise InvalidInput(f"{cfg.precision} needs a GPU; on a CPU training runs in fp32 (precision=auto).")
     if hw.kind == "cuda" and cfg.num_gpus > hw.gpu_count:
@@ -48,7 +45,7 @@ def check_launch(cfg: TrainConfig, hw=None) -> dict:
             f"This run needs about {est['peak_mb'] / 1024:.1f} GiB ({estimate_sum_text(est)}, at batch "
             f"{cfg.per_device_batch_size} x {est['max_length']} tokens) but only {est['available_mb'] / 1024:.1f} "
             f"GiB is free ({est['device']}). Lower the batch size or max length, turn on gradient checkpointing, "
-            "or use QLoRA on a GPU."
+            "or use QLoRA (4-bit base weights)."
         )
     return est
 
