@@ -3,6 +3,8 @@
 Every page keeps its address whoever is looking: signed out, /annotate shows the log-in form and, once signed
 in, the Annotate page itself; a page the role may not use is routed but not listed, and says so.
 """
+from pathlib import Path
+
 import streamlit as st
 
 from core.browser import sync_session_cookie
@@ -10,7 +12,9 @@ from core.errors import StudioError
 from core.workspace import database_url, workspace_dir
 from core.webui import PAGES, current_project, current_user, db, logout, show_flash, visible_pages
 
-st.set_page_config(page_title="finetune-studio", page_icon=":material/tune:", layout="wide")
+# A bundled icon: a Material or emoji page icon makes every browser fetch the favicon from a font/emoji CDN.
+FAVICON = str(Path(__file__).resolve().parent / "core" / "static" / "favicon.png")
+st.set_page_config(page_title="finetune-studio", page_icon=FAVICON, layout="wide")
 
 
 @st.cache_resource(show_spinner="Preparing the workspace...")

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+import re
 import secrets
 
 import streamlit as st
@@ -53,6 +54,15 @@ PAGES: list[PageSpec] = [
     PageSpec("pages/admin.py", "Admin", ":material/admin_panel_settings:", "manage_users", "Workspace"),
     PageSpec("pages/account.py", "Account", ":material/person:", None, "Workspace"),
 ]
+
+
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def md_literal(text: str) -> str:
+    """``text`` escaped so that Streamlit's Markdown (captions, messages, radio and widget labels) shows it as
+    typed: no image is fetched, no link, emphasis or HTML is made from user-controlled text."""
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text)).replace("\n", " ")
 
 
 def visible_pages(user: User | None) -> list[PageSpec]:

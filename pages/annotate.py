@@ -14,7 +14,7 @@ from core.browser import commit_typing_before_shortcuts, live_hints
 from core.curate import curation as cur
 from core.curate.dedup import record_text
 from core.errors import Conflict, StudioError
-from core.webui import db, flash, require_page, require_project, run_action
+from core.webui import db, flash, md_literal, require_page, require_project, run_action
 
 user = require_page("curate")
 project = require_project()
@@ -62,7 +62,8 @@ with queue_tab:
         current = st.session_state.get("q_current")
         if current not in ids:
             current = st.session_state["q_current"] = ids[0]
-        labels = {e.id: f"#{e.id} · {e.status} · {cur.excerpt(e, 48)}" for e in page}
+        # Radio options are rendered as Markdown: the excerpt is user text, so it is escaped to show as typed.
+        labels = {e.id: f"#{e.id} · {e.status} · {md_literal(cur.excerpt(e, 48))}" for e in page}
 
         def _picked(widget_key: str) -> None:
             st.session_state["q_current"] = st.session_state[widget_key]

@@ -8,13 +8,13 @@ from core.curate.formats import CSV_FIELDS, FILE_FORMATS, FORMAT_LABELS, csv_col
 from core.accounts import can
 from core.curate.importing import check_import_path, import_file, import_history, report_level, save_upload
 from core.errors import StudioError
-from core.webui import db, require_page, require_project, run_action
+from core.webui import db, md_literal, require_page, require_project, run_action
 from core.workspace import import_roots
 
 user = require_page("curate")
 project = require_project()
 st.title("Import")
-st.caption(f"Into project **{project.name}**. Alpaca, ShareGPT, chat JSONL, TRL prompt/completion (JSON Lines or "
+st.caption(f"Into project **{md_literal(project.name)}**. Alpaca, ShareGPT, chat JSONL, TRL prompt/completion (JSON Lines or "
            "JSON arrays), CSV, Parquet, or a folder saved with datasets' save_to_disk.")
 
 # Reading files on the server by path is for engineers, inside the folders an admin chose (core decides).

@@ -6,7 +6,7 @@ from core.jobs.notices import show_job_notices
 from core.jobs.queue import LIVE, job_snapshot
 from core.train.export import exports_of, launch_export
 from core.train.runs import compare_runs, runs_table
-from core.webui import db, flash, require_page, require_project, run_action
+from core.webui import db, flash, md_literal, require_page, require_project, run_action
 from core.workspace import exports_dir
 from storage.models import JobStatus
 
@@ -95,7 +95,7 @@ def exports_panel(run_id: int) -> None:
             st.progress(done / total, text=f"Export {job.id} to {e['out_dir']}: {job.status}"
                                             f"{' - ' + progress['step'] if progress.get('step') else ''}")
         elif job.status == JobStatus.succeeded.value:
-            st.success(f"Export {job.id}: written to {e['out_dir']}")
+            st.success(f"Export {job.id}: written to {md_literal(e['out_dir'])}")
         else:
             st.error(f"Export {job.id} {job.status}: {(job.error or '').splitlines()[0] if job.error else ''}")
 

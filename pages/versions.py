@@ -8,7 +8,7 @@ import streamlit as st
 from core.accounts import can
 from core.curate.datasets import export_file, freeze_version, list_versions, stats, token_histogram
 from core.curate.formats import EXPORT_FORMATS, FORMAT_LABELS
-from core.webui import db, require_page, require_project, run_action
+from core.webui import db, md_literal, require_page, require_project, run_action
 
 user = require_page("curate")
 project = require_project()
@@ -31,7 +31,7 @@ if can(user, "freeze"):
                 v = run_action(freeze_version, s, user, project, name,
                                fractions={"train": train, "validation": validation, "test": test}, seed=int(seed))
             if v is not None:
-                st.success(f"Froze {v.name}: {v.n_train} train, {v.n_validation} validation, {v.n_test} test.")
+                st.success(f"Froze {md_literal(v.name)}: {v.n_train} train, {v.n_validation} validation, {v.n_test} test.")
                 versions = [v] + versions
 
 st.subheader("Versions")

@@ -137,4 +137,6 @@ def test_runs_page_exports_a_merged_model_as_a_background_job(session, users, pr
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, peft_model.eval()(ids).logits, rtol=1e-4, atol=1e-4)
     at.run()
-    assert any(str(out) in s.value for s in at.success)
+    from core.webui import md_literal
+
+    assert any(md_literal(str(out)) in s.value for s in at.success)  # the folder as typed, escaped for Markdown

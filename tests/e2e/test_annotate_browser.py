@@ -20,7 +20,8 @@ QUESTIONS = [("How do I read my new smart meter display?", "Press button A."),
 @pytest.fixture(scope="module")
 def drafts(server, tmp_path_factory):
     """Three imported drafts (after the 60 approved demo examples) and an annotator and a reviewer."""
-    data = tmp_path_factory.mktemp("data") / "questions.jsonl"
+    data = server.workspace / "imports" / "questions.jsonl"  # import by path reads only the import folders
+    data.parent.mkdir(parents=True, exist_ok=True)
     data.write_text("\n".join(json.dumps({"messages": [
         {"role": "system", "content": SYSTEM}, {"role": "user", "content": q}, {"role": "assistant", "content": a}]})
         for q, a in QUESTIONS) + "\n", encoding="utf-8")
