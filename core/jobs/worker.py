@@ -168,7 +168,8 @@ def _worker_start(job_id: int) -> Job:
 
 
 def heartbeat(job_id: int, **extra) -> None:
-    """Mark the worker alive; ``extra`` (e.g. step, loss) is kept under result["progress"]."""
+    """Mark the worker alive; ``extra`` (e.g. step, loss) is kept under result["progress"]. Only a running job
+    is touched: a beat from the keep-alive thread that lands after worker_finish must not overwrite the result."""
     with session_scope() as session:
         values: dict = {"heartbeat_at": utcnow()}
         if extra:
@@ -178,7 +179,7 @@ def heartbeat(job_id: int, **extra) -> None:
             result = dict(job.result or {})
             result["progress"] = {**result.get("progress", {}), **extra}
             values["result"] = result
-        session.exec(update(Job).where(Job.id == job_id).values(**values))
+        session.exec(update(Job).where(Job.id == job_id, Job.status == JobStatus.running.value).values(**values))
 
 
 def worker_finish(job_id: int, status: str, error: str = "", result: dict | None = None,
