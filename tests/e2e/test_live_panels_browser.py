@@ -101,7 +101,7 @@ def test_generate_shows_a_finished_jobs_systems_without_a_reload(server, server_
             break
         time.sleep(1)
     assert server_db.get(Job, job_id).status == "succeeded", server_db.get(Job, job_id).error
-    assert list_eval_sets(server_db, project.id)[-1]["systems"] == ["base"]
+    assert list_eval_sets(server_db, admin, project.id)[-1]["systems"] == ["base"]
     # The page redraws itself when the job ends: its table now lists the system, and nothing says "running".
     page.get_by_text(f"Generation job {job_id} finished.").wait_for(timeout=30_000)
     wait_idle(page)
@@ -116,13 +116,13 @@ def _scored_eval_set(session, admin, project) -> str:
     """An eval set scored by two reviewers (made once per server); returns its name."""
     from core.accounts import create_user
     from storage.models import EvalSet
-    from tests.test_evaluation import _score_all, make_outputs
+    from tests.helpers import make_outputs, score_all
 
     name = "set-3-2"  # make_outputs names it after its prompts and runs
     if session.exec(select(EvalSet).where(EvalSet.name == name)).first() is None:
         es, _ = make_outputs(session, project, admin, n_prompts=3, runs=2)
         reviewers = [create_user(session, admin, f"e2e-rev{i}", "e2e-password-123", "reviewer") for i in (1, 2)]
-        _score_all(session, es, reviewers)
+        score_all(session, es, reviewers)
     return name
 
 

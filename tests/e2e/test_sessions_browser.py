@@ -112,7 +112,9 @@ def test_repeated_wrong_passwords_make_the_next_attempt_wait(people, page):
         wait_idle(page)
         return page.locator("[data-testid=stAlert]").first.inner_text()
 
-    for _ in range(12):
+    # Waits double (1, 2, 4, ... s): on a slow machine an attempt can outlast the early waits, so allow enough
+    # attempts for the wait to outgrow one attempt's duration.
+    for _ in range(20):
         said = attempt("not-her-password")
         found = message.search(said)
         if found and int(found.group(1)) >= 3:
