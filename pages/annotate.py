@@ -14,6 +14,7 @@ from core.browser import commit_typing_before_shortcuts, live_hints
 from core.curate import curation as cur
 from core.curate.dedup import record_text
 from core.errors import Conflict, StudioError
+from core.evaluate.review import START_WORDS
 from core.webui import db, flash, md_literal, require_page, require_project, run_action
 
 user = require_page("curate")
@@ -63,7 +64,8 @@ with queue_tab:
         if current not in ids:
             current = st.session_state["q_current"] = ids[0]
         # Radio options are rendered as Markdown: the excerpt is user text, so it is escaped to show as typed.
-        labels = {e.id: f"#{e.id} · {e.status} · {md_literal(cur.excerpt(e, 48))}" for e in page}
+        labels = {e.id: f"#{e.id} · {e.status}{' · sent back' if e.source == 'review_feedback' else ''} · "
+                        f"{md_literal(cur.excerpt(e, 48))}" for e in page}
 
         def _picked(widget_key: str) -> None:
             st.session_state["q_current"] = st.session_state[widget_key]
@@ -90,6 +92,19 @@ with queue_tab:
             if ex.status == "rejected" and ex.reject_reason:
                 st.error("Rejected by the reviewer:")
                 st.text(ex.reject_reason)
+            if ex.source == "review_feedback" and ex.origin:
+                # Where a sent-back draft came from, and the reviewer's whole comment (the Note field is one
+                # line). Names and comments are user text: st.text, never markdown.
+                o = ex.origin
+                st.info("Sent back from a blind review on the Compare page.", icon=":material/undo:")
+                st.text(f"Eval set {o.get('eval_set')} (#{o.get('eval_set_id')}), prompt #{o.get('prompt_id')}, "
+                        f"reviewer {o.get('reviewer')}; the draft started from: "
+                        f"{START_WORDS.get(o.get('start'), o.get('start'))}")
+                if o.get("comment"):
+                    st.text(f"Reviewer's comment: {o['comment']}")
+                if o.get("test_split_example_id"):
+                    st.warning(f"This prompt is test-split example #{int(o['test_split_example_id'])}: fix that "
+                               "example itself and keep this draft out of training data.")
             conflict = st.session_state.get("q_conflict")
             if conflict and conflict["id"] != ex.id:
                 conflict = None
