@@ -9,10 +9,12 @@ import streamlit as st
 
 from core.browser import sync_session_cookie
 from core.errors import StudioError
+from core.jobs.notices import job_notices
 from core.workspace import database_url, workspace_dir
 from core.webui import PAGES, current_project, current_user, db, logout, show_flash, visible_pages
 
 # A bundled icon: a Material or emoji page icon makes every browser fetch the favicon from a font/emoji CDN.
+LIVE_PANEL_PAGES = {"train", "runs", "generate"}  # url paths of the pages that call show_job_notices themselves
 FAVICON = str(Path(__file__).resolve().parent / "core" / "static" / "favicon.png")
 st.set_page_config(page_title="finetune-studio", page_icon=FAVICON, layout="wide")
 
@@ -67,6 +69,10 @@ else:
         if st.button("Log out", icon=":material/logout:", key="logout"):
             logout()
             st.rerun()
+        # A toast when a job of the project ends, on every page: the pages with a live panel (Train, Runs,
+        # Generate) already poll and toast from it, so the frame polls only elsewhere.
+        if project is not None and page.url_path not in LIVE_PANEL_PAGES:
+            job_notices(user, project.id)
 sync_session_cookie()  # before the page: a page may st.stop()
 show_flash()  # confirmations made before an st.rerun(): shown even when the page then stops early
 page.run()

@@ -63,6 +63,18 @@ def test_train_selector_and_a_toast_follow_a_run_to_its_end(server, server_db, p
         shot(page, "live-2-train-succeeded")
 
 
+def test_a_toast_says_when_a_run_ends_on_a_page_without_a_live_panel(server, server_db, page):
+    """The app frame polls on every other page: an engineer annotating hears that the run ended."""
+    admin, project = _admin_and_project(server_db)
+    with live_process() as proc:
+        job = add_job(server_db, project, admin, name="e2e-elsewhere", pid=proc.pid)
+        login(page, server.url, *server.admin_credentials())
+        go(page, "Annotate")
+        finish(server_db, job)
+        page.get_by_text(f"Run {job.id} finished.").wait_for(timeout=30_000)
+        shot(page, "live-3-toast-on-annotate")
+
+
 def test_generate_shows_a_finished_jobs_systems_without_a_reload(server, server_db, page, tiny_model):
     from core.evaluate.evalsets import create_eval_set_from_file, list_eval_sets
     from storage.models import Job
