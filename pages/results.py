@@ -4,6 +4,8 @@ Automatic checks (pass rate per system and per check with bootstrap intervals, t
 leaderboard (Bradley-Terry on an Elo scale with bootstrap intervals), mean scores per criterion with bootstrap
 95% intervals, win/tie/loss per pair, agreement between reviewers, automatic metrics, and exports.
 """
+from pathlib import Path
+
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -12,12 +14,34 @@ from core.evaluate.evalsets import list_eval_sets
 from core.evaluate.results import export_dpo, report_markdown, results, score_table, scores_csv
 from core.webui import db, require_page, require_project, run_action
 
+OUTCOMES = ("first wins", "tie", "both bad", "second wins")
+OUTCOME_COLOURS = ("#2e7d32", "#9e9e9e", "#ef6c00", "#c62828")
+
+
+def win_tie_loss_chart(pairs: list[dict]) -> alt.Chart:
+    """One stacked bar per pair, its four outcomes always in the same order and colours, the legend listing
+    all four and the pair labels in full."""
+    rows = []
+    for r in pairs:
+        pair = f"{r['label_a']} vs {r['label_b']}"
+        shares = (r["a_win_rate"], r["tie_rate"] - r["both_bad_rate"], r["both_bad_rate"], r["b_win_rate"])
+        rows += [{"pair": pair, "outcome": o, "order": i, "share": v, "n": r["n"]}
+                 for i, (o, v) in enumerate(zip(OUTCOMES, shares))]
+    return alt.Chart(pd.DataFrame(rows)).mark_bar().encode(
+        x=alt.X("share:Q", stack="normalize", axis=alt.Axis(format="%"), title=None),
+        y=alt.Y("pair:N", title=None, axis=alt.Axis(labelLimit=0)),
+        color=alt.Color("outcome:N", title=None, scale=alt.Scale(domain=list(OUTCOMES), range=list(OUTCOME_COLOURS)),
+                        legend=alt.Legend(orient="bottom", direction="horizontal", labelLimit=0)),
+        order=alt.Order("order:Q"),
+        tooltip=["pair", "outcome", alt.Tooltip("share:Q", format=".0%"), "n"])
+
+
 user = require_page("evaluate")
 project = require_project()
 st.title("Results")
 
 with db() as s:
-    sets = list_eval_sets(s, project.id)
+    sets = list_eval_sets(s, user, project.id)
 if not sets:
     st.info("No eval set yet: create one and generate outputs on the Generate page.")
     st.stop()
@@ -26,7 +50,7 @@ es_id = st.selectbox("Eval set", list(names), format_func=names.get, key="result
 
 with db() as s:
     res = run_action(results, s, user, es_id)
-    table = score_table(s, es_id) if res else []
+    table = score_table(s, user, es_id) if res else []
 if res is None:
     st.stop()
 labels = {row["system"]: row["label"] for row in res["systems"]}
@@ -35,7 +59,8 @@ c1, c2, c3, c4 = st.columns(4)
 c1.metric("Prompts", res["eval_set"]["prompts"])
 c2.metric("Systems", len(res["systems"]))
 c3.metric("Scores", res["n_scores"])
-c4.metric(f"Items with ≥{progress['reviewers_per_item']} reviewers", f"{progress['complete']} / {progress['items']}")
+c4.metric("Fully reviewed", f"{progress['complete']} / {progress['items']}",
+          help=f"Items with at least {progress['reviewers_per_item']} reviewers")
 
 # ---------------------------------------------------------------- automatic checks
 checks = res["checks"]
@@ -81,7 +106,7 @@ if res["leaderboard"]:
     st.dataframe(board[["label", "rating", "lo", "hi", "n_votes"]].rename(columns={
         "label": "system", "lo": "95% low", "hi": "95% high", "n_votes": "votes"}).round(0), hide_index=True,
         width="stretch")
-    base = alt.Chart(board).encode(y=alt.Y("label:N", sort="-x", title=None))
+    base = alt.Chart(board).encode(y=alt.Y("label:N", sort="-x", title=None, axis=alt.Axis(labelLimit=0)))
     st.altair_chart(base.mark_rule().encode(x=alt.X("lo:Q", title="Rating (Elo scale)", scale=alt.Scale(zero=False)),
                                             x2="hi:Q")
                     + base.mark_point(filled=True, size=80).encode(x="rating:Q"), width="stretch")
@@ -97,27 +122,21 @@ if res["means"]:
     means = pd.DataFrame(res["means"])
     st.dataframe(means[["label", "criterion", "mean", "lo", "hi", "n"]].rename(columns={"label": "system"})
                  .round(2), hide_index=True, width="stretch")
-    enc = alt.Chart(means).encode(x=alt.X("label:N", title=None), color=alt.Color("label:N", title="system"))
-    chart = (enc.mark_bar(opacity=0.7).encode(y=alt.Y("mean:Q", title="mean score"))
-             + enc.mark_errorbar().encode(y="lo:Q", y2="hi:Q")).facet(column=alt.Column("criterion:N", title=None))
-    st.altair_chart(chart)
+    # Grouped bars (criterion, then system) instead of one facet per criterion: a single chart that takes the
+    # page's width, so it never runs off a narrow window.
+    enc = alt.Chart(means).encode(x=alt.X("criterion:N", title=None, axis=alt.Axis(labelAngle=0)),
+                                  xOffset="label:N", color=alt.Color("label:N", title="system",
+                                                                     legend=alt.Legend(orient="bottom",
+                                                                                       labelLimit=0)))
+    st.altair_chart(enc.mark_bar(opacity=0.7).encode(y=alt.Y("mean:Q", title="mean score"))
+                    + enc.mark_errorbar().encode(y=alt.Y("lo:Q", title="mean score"), y2="hi:Q"), width="stretch")
 
 # ---------------------------------------------------------------- win / tie / loss
 if res["win_tie_loss"]:
     st.subheader("Win / tie / loss per pair")
-    rows = []
-    for r in res["win_tie_loss"]:
-        pair = f"{r['label_a']} vs {r['label_b']}"
-        rows += [{"pair": pair, "outcome": f"{r['label_a']} wins", "share": r["a_win_rate"], "n": r["n"]},
-                 {"pair": pair, "outcome": "tie", "share": r["tie_rate"] - r["both_bad_rate"], "n": r["n"]},
-                 {"pair": pair, "outcome": "both bad", "share": r["both_bad_rate"], "n": r["n"]},
-                 {"pair": pair, "outcome": f"{r['label_b']} wins", "share": r["b_win_rate"], "n": r["n"]}]
-    wtl = pd.DataFrame(rows)
-    st.altair_chart(alt.Chart(wtl).mark_bar().encode(
-        x=alt.X("share:Q", stack="normalize", axis=alt.Axis(format="%"), title=None),
-        y=alt.Y("pair:N", title=None), color=alt.Color("outcome:N"), tooltip=["outcome", alt.Tooltip("share:Q",
-                                                                                                  format=".0%"), "n"]),
-        width="stretch")
+    st.altair_chart(win_tie_loss_chart(res["win_tie_loss"]), width="stretch")
+    st.caption("In each pair \"first vs second\", bars run from the first system's wins through ties and answers "
+               "both bad to the second system's wins.")
 
 # ---------------------------------------------------------------- distributions
 if table:
@@ -133,9 +152,13 @@ if table:
                                  "criterion": key[:-2], "score": value})
     if long:
         dist = pd.DataFrame(long)
-        st.altair_chart(alt.Chart(dist).mark_bar().encode(
-            x=alt.X("score:O"), y=alt.Y("count():Q", title="scores"), color="system:N", xOffset="system:N",
-        ).facet(column=alt.Column("criterion:N", title=None)))
+        criteria = list(dict.fromkeys(dist["criterion"]))
+        for col, crit in zip(st.columns(len(criteria)), criteria):
+            col.caption(crit.capitalize())
+            col.altair_chart(alt.Chart(dist[dist["criterion"] == crit]).mark_bar().encode(
+                x=alt.X("score:O", axis=alt.Axis(labelAngle=0)), y=alt.Y("count():Q", title="scores"),
+                color=alt.Color("system:N", legend=alt.Legend(orient="bottom", labelLimit=0)), xOffset="system:N"),
+                width="stretch")
 
 # ---------------------------------------------------------------- agreement and metrics
 st.subheader("Agreement between reviewers")
@@ -167,7 +190,10 @@ if c3.button("Export DPO pairs", help="Preference pairs (prompt, chosen, rejecte
     with db() as s:
         out = run_action(export_dpo, s, user, es_id)
     if out:
-        st.success(f"{out['pairs']} pairs written to `{out['jsonl']}` and `{out['dataset']}`.")
-        with open(out["jsonl"], encoding="utf-8") as fh:
-            st.download_button("Download dpo.jsonl", fh.read(), file_name=f"dpo-evalset-{es_id}.jsonl",
-                               mime="application/jsonl")
+        st.session_state.setdefault("dpo_exports", {})[es_id] = out
+# Kept per eval set, so the download stays offered after a download (which reruns the page) until it is redone.
+dpo = st.session_state.get("dpo_exports", {}).get(es_id)
+if dpo and Path(dpo["jsonl"]).exists():
+    st.success(f"{dpo['pairs']} pairs written to `{dpo['jsonl']}` and `{dpo['dataset']}`.")
+    st.download_button("Download dpo.jsonl", Path(dpo["jsonl"]).read_bytes(), file_name=f"dpo-evalset-{es_id}.jsonl",
+                       mime="application/jsonl", key="dpo_download")

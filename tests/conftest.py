@@ -1,9 +1,10 @@
 """Shared fixtures: a fresh workspace on real SQLite per test, users of each role, a project.
 
-Migrating a database with Alembic and hashing four Argon2 passwords takes most of a second, and nearly every
-test needs a fresh database. So both are done once per session into template files (one with just the first
-admin, one with a user of each role too), and each test copies the one it needs: the same database a real
-first start makes, at the cost of a file copy.
+Migrating a database with Alembic, hashing four Argon2 passwords and seeding the demo project take from most of
+a second to several seconds, and nearly every test needs a fresh database. So they are done once per session
+into template files (the first admin only; a user of each role too; and the demo project as a first start
+seeds it), and each test copies the one it needs: the same database a real first start makes, at the cost of
+a file copy.
 """
 from __future__ import annotations
 
@@ -16,14 +17,17 @@ from sqlmodel import Session
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# AppTest runs app.py inside this process: its upkeep timer would reconcile whichever test's workspace is current.
+# Servers the tests start (`finetune-studio serve`) run their own upkeep thread regardless.
+os.environ.setdefault("FINETUNE_STUDIO_UPKEEP_BY_SERVE", "1")
 
 pytest_plugins = ["tests.fixtures_models"]  # tiny_model: a small random Llama with the embedded tokenizer
 
-PASSWORD = "correct-horse-battery"
+from tests.helpers import PASSWORD  # noqa: E402
 ROLES = ("engineer", "reviewer", "annotator")
 
 
-def _make_template(folder, with_users: bool):
+def _make_template(folder, with_users: bool, with_demo: bool = False):
     from core.accounts import create_user, first_admin, set_password
     from core.setup import init_workspace
     from storage.db import get_engine, reset_engines
@@ -33,7 +37,7 @@ def _make_template(folder, with_users: bool):
     mp.delenv("DATABASE_URL", raising=False)
     try:
         reset_engines()
-        init_workspace(with_demo=False)
+        init_workspace(with_demo=with_demo)
         if with_users:
             with Session(get_engine(), expire_on_commit=False) as s:
                 admin = first_admin(s)
@@ -48,23 +52,35 @@ def _make_template(folder, with_users: bool):
 
 @pytest.fixture(scope="session")
 def db_templates(tmp_path_factory):
-    """Migrated template databases: {"admin": first admin only, "users": one user per role too}."""
-    return {"admin": _make_template(tmp_path_factory.mktemp("template-admin"), with_users=False),
-            "users": _make_template(tmp_path_factory.mktemp("template-users"), with_users=True)}
+    """Migrated template databases: "admin" (first admin only), "users" (one user per role too), "demo" (users
+    and the demo project), each made on first use."""
+    made = {}
+
+    def get(name: str):
+        if name not in made:
+            made[name] = _make_template(tmp_path_factory.mktemp(f"template-{name}"), with_users=name != "admin",
+                                        with_demo=name == "demo")
+        return made[name]
+
+    return get
 
 
 @pytest.fixture
 def workspace(tmp_path, monkeypatch, request, db_templates):
-    """An empty, initialised workspace (database at head, first admin, no demo project); with the ``users``
-    fixture, its users are already in the database."""
+    """An initialised workspace (database at head, first admin, no demo project); with the ``users`` fixture
+    its users are already in the database, with the ``demo`` fixture the demo project too."""
     from core.setup import init_workspace
     from storage.db import reset_engines
 
     ws = tmp_path / "ws"
     ws.mkdir()
-    shutil.copyfile(db_templates["users" if "users" in request.fixturenames else "admin"], ws / "studio.db")
+    name = "demo" if "demo" in request.fixturenames else "users" if "users" in request.fixturenames else "admin"
+    shutil.copyfile(db_templates(name), ws / "studio.db")
     monkeypatch.setenv("FINETUNE_STUDIO_HOME", str(ws))
     monkeypatch.delenv("DATABASE_URL", raising=False)
+    # Tests write the files they import into their own tmp folder: it is the import root an admin would set
+    # (tests/test_import_paths.py checks the default root and the refusals).
+    monkeypatch.setenv("FINETUNE_STUDIO_IMPORT_ROOTS", str(tmp_path))
     reset_engines()
     init_workspace(with_demo=False)  # the real start-up path: folders, schema check (already at head), admin
     yield ws
@@ -91,7 +107,24 @@ def users(session):
 
 
 @pytest.fixture
+def demo(workspace, session, users):
+    """The demo project as a first start seeds it (with the users of each role beside the admin)."""
+    from core.projects import list_projects
+
+    return next(p for p in list_projects(session))
+
+
+@pytest.fixture
 def project(session, users):
     from core.projects import create_project
 
     return create_project(session, users["admin"], "Test project", "for tests")
+
+
+@pytest.fixture
+def reviewers(session, users):
+    """Three reviewers: reviewer1 and two more."""
+    from core.accounts import create_user
+
+    extra = [create_user(session, users["admin"], f"rev{i}", PASSWORD, "reviewer") for i in (2, 3)]
+    return [users["reviewer"], *extra]

@@ -6,7 +6,7 @@ from core.accounts import AuthError, authenticate, can, create_user, set_role
 from core.errors import InvalidInput, PermissionDenied
 from core.projects import create_project, update_project
 from storage.models import User
-from tests.conftest import PASSWORD
+from tests.helpers import PASSWORD
 
 
 def test_password_is_hashed_not_stored(session, users):

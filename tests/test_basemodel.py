@@ -10,7 +10,6 @@ import pytest
 
 from core.basemodel import EMBEDDED, check_model_name, resolve_model_path
 from core.errors import InvalidInput, NotFound
-from tests.fixtures_models import tiny_model_fixture  # noqa: F401 (the tiny_model fixture)
 
 # The de-quantized embedded model, kept across test sessions so the suite pays the conversion once.
 TEST_CACHE = Path(os.environ.get("FINETUNE_STUDIO_TEST_CACHE", Path.home() / ".cache" / "finetune-studio-tests"))

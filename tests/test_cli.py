@@ -1,18 +1,7 @@
 """The command line: same core actions and role checks as the pages, text or --json, honest exit codes."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def cli(ws: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    full_env = dict(os.environ, FINETUNE_STUDIO_HOME=str(ws), **(env or {}))
-    full_env.pop("DATABASE_URL", None)
-    return subprocess.run([sys.executable, "-m", "core.cli", *args], capture_output=True, text=True, env=full_env,
-                          cwd=ROOT, timeout=120)
+from tests.helpers import cli
 
 
 def test_init_prints_the_admin_password_once_then_users(tmp_path):

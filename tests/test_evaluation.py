@@ -9,52 +9,8 @@ from sqlmodel import select
 
 from core.evaluate import evalsets, results as res_mod, review
 from core.errors import InvalidInput, NotFound, PermissionDenied
-from storage.models import Example, Job, JobStatus, Output, Score
-
-PROMPTS = ["My bill doubled, why?", "How do I read my meter?", "I smell gas.", "Can I pay monthly?"]
-
-
-def make_outputs(session, project, engineer, *, n_prompts=4, runs=1, k=2, references=True):
-    """An eval set with outputs of 'base' and ``runs`` finished runs (as a generation job would write them)."""
-    lines = "\n".join(json.dumps({"prompt": f"{PROMPTS[i % 4]} (#{i})",
-                                  "reference": "Call us on 0800 000." if references else ""})
-                      for i in range(n_prompts))
-    es = evalsets.create_eval_set_from_file(session, engineer, project.id, f"set-{n_prompts}-{runs}", lines,
-                                      "prompts.jsonl", reviewers_per_item=k)
-    run_ids = []
-    for r in range(runs):
-        job = Job(project_id=project.id, kind="train", name=f"secret-lora-{r}", status=JobStatus.succeeded.value,
-                  run_dir=f"/nonexistent/run{r}", created_by=engineer.id)
-        session.add(job)
-        session.commit()
-        run_ids.append(job.id)
-    gen = Job(project_id=project.id, kind="generate", name="gen", status=JobStatus.succeeded.value,
-              eval_set_id=es.id, result={"perplexity": {"base": 12.5}})
-    session.add(gen)
-    session.commit()
-    systems = ["base"] + [f"run:{i}" for i in run_ids]
-    for p in evalsets.eval_prompts(session, es.id):
-        for s in systems:
-            text = "Call us on 0800 000." if s != "base" else f"I am not sure about {p.id}."
-            session.add(Output(prompt_id=p.id, system=s, job_id=gen.id, text=text, decoding={"mode": "greedy"},
-                               n_new_tokens=7, seconds=0.1))
-    session.commit()
-    return es, systems
-
-
-@pytest.fixture
-def reviewers(session, users):
-    from core.accounts import create_user
-
-    from tests.conftest import PASSWORD
-
-    extra = [create_user(session, users["admin"], f"rev{i}", PASSWORD, "reviewer") for i in (2, 3)]
-    return [users["reviewer"], *extra]
-
-
-def full_scores(a: int, b: int) -> dict:
-    return {c: {"A": a, "B": b} for c in ("accuracy", "tone", "helpfulness")}
-
+from storage.models import Example, Score
+from tests.helpers import full_scores, make_outputs, score_all
 
 # ---------------------------------------------------------------- eval sets
 
@@ -74,7 +30,7 @@ def test_eval_set_from_file_jsonl_and_csv(session, project, users):
     es2 = evalsets.create_eval_set_from_file(session, eng, project.id, "csv", csv_text.encode(), "p.csv")
     assert [(p.messages[-1]["content"], p.reference) for p in evalsets.eval_prompts(session, es2.id)] == [
         ("Where is my bill?", "In the app."), ("Thanks", "")]
-    rows = evalsets.list_eval_sets(session, project.id)
+    rows = evalsets.list_eval_sets(session, eng, project.id)
     assert [(r["name"], r["prompts"], r["references"]) for r in rows] == [("upload", 2, 1), ("csv", 2, 1)]
 
 
@@ -86,7 +42,7 @@ def test_bad_prompt_files_are_refused_and_nothing_saved(session, project, users)
         evalsets.create_eval_set_from_file(session, eng, project.id, "bad", "question\nhi\n", "p.csv")
     with pytest.raises(InvalidInput, match=".jsonl or .csv"):
         evalsets.create_eval_set_from_file(session, eng, project.id, "bad", "hi", "p.txt")
-    assert evalsets.list_eval_sets(session, project.id) == []
+    assert evalsets.list_eval_sets(session, eng, project.id) == []
 
 
 def test_eval_set_from_version_test_split(session, project, users):
@@ -185,7 +141,7 @@ def test_each_item_gets_k_reviewers_before_any_gets_k_plus_one(session, project,
         assert max(counts.values()) - min(counts.get(it, 0) for it in review.review_items(session, es.id)) <= 1
     assert all(v == 3 for v in counts.values())  # everyone scored everything once, no duplicates
     assert review.next_item(session, reviewers[0], es.id) is None
-    progress = review.review_progress(session, es.id)
+    progress = review.review_progress(session, users["engineer"], es.id)
     assert progress["complete"] == 9 and progress["scores"] == 27
 
 
@@ -195,11 +151,12 @@ def test_send_back_creates_a_draft_example_with_the_comment(session, project, us
     item = review.next_item(session, rev, es.id)
     preferred = "A" if item.text_a.startswith("Call") else "B"
     review.submit_score(session, rev, es.id, item.prompt_id, item.pair, scores=full_scores(3, 3), preference=preferred)
-    ex = review.send_back_to_annotation(session, rev, es.id, item.prompt_id, item.pair, comment="Give the number first")
+    ex = review.send_back_to_annotation(session, rev, es.id, item.prompt_id, item.pair, comment="Give the number first",
+                                        start=preferred)
     assert ex.status == "draft" and ex.source == "review_feedback"
-    assert "Give the number first" in ex.note
+    assert ex.note == "Give the number first"
     assert ex.turns[0]["content"] == item.messages[-1]["content"]
-    assert ex.turns[-1] == {"role": "assistant", "content": "Call us on 0800 000."}  # the preferred output
+    assert ex.turns[-1] == {"role": "assistant", "content": "Call us on 0800 000."}  # the answer chosen to start from
     with pytest.raises(PermissionDenied):
         review.send_back_to_annotation(session, users["annotator"], es.id, item.prompt_id, item.pair, comment="x")
 
@@ -226,24 +183,11 @@ def test_role_refusals(session, project, users):
 # ---------------------------------------------------------------- results and exports
 
 
-def _score_all(session, es, reviewers, prefer_run=True, vary=None):
-    for i, rev in enumerate(reviewers):
-        while (item := review.next_item(session, rev, es.id)) is not None:
-            run_side = "A" if item._system_a.startswith("run") else "B"
-            base_side = "B" if run_side == "A" else "A"
-            delta = (vary or (lambda r, p: 0))(i, item.prompt_id)
-            scores = {c: {run_side: min(5, 4 + delta), base_side: max(1, 2 - delta)}
-                      for c in ("accuracy", "tone", "helpfulness")}
-            pref = run_side if prefer_run or (item.prompt_id + i) % 3 else "tie"
-            review.submit_score(session, rev, es.id, item.prompt_id, item.pair, scores=scores, preference=pref,
-                            comment=f"r{i}")
-
-
 def test_results_agreement_equals_krippendorff_on_the_same_data(session, project, users, reviewers):
     import krippendorff
 
     es, systems = make_outputs(session, project, users["engineer"], n_prompts=4, runs=1)
-    _score_all(session, es, reviewers[:2], prefer_run=False, vary=lambda r, p: (r + p) % 2)
+    score_all(session, es, reviewers[:2], prefer_run=False, vary=lambda r, p: (r + p) % 2)
     res = res_mod.results(session, users["engineer"], es.id, bootstrap_rounds=20)
     # Rebuild the reliability matrix by hand: raters x units (prompt, system), accuracy scores.
     rows = session.exec(select(Score).order_by(Score.id)).all()
@@ -278,7 +222,7 @@ def test_exports_dpo_csv_and_report(session, project, users, reviewers, tmp_path
     es, systems = make_outputs(session, project, users["engineer"], n_prompts=4, runs=1)
     with pytest.raises(InvalidInput, match="No preference pairs"):
         res_mod.export_dpo(session, users["engineer"], es.id, tmp_path / "none")
-    _score_all(session, es, reviewers[:2])
+    score_all(session, es, reviewers[:2])
     out = res_mod.export_dpo(session, users["engineer"], es.id, tmp_path / "dpo")
     ds = load_from_disk(out["dataset"])
     assert set(ds.column_names) == {"prompt", "chosen", "rejected"}
@@ -301,7 +245,7 @@ def test_exports_dpo_csv_and_report(session, project, users, reviewers, tmp_path
 
 
 def test_cli_evalsets_results_and_export(workspace, session, project, users, reviewers, tmp_path):
-    from tests.test_cli import cli
+    from tests.helpers import cli
 
     prompts = tmp_path / "prompts.csv"
     prompts.write_text("prompt,reference\nWhere is my bill?,In the app.\n", encoding="utf-8")
@@ -312,7 +256,7 @@ def test_cli_evalsets_results_and_export(workspace, session, project, users, rev
     assert denied.returncode == 1 and "may not run evaluations" in denied.stderr
 
     es, systems = make_outputs(session, project, users["engineer"], n_prompts=3, runs=1)
-    _score_all(session, es, reviewers[:2])
+    score_all(session, es, reviewers[:2])
     res = cli(workspace, "results", "--eval-set", str(es.id), "--json", "--bootstrap-rounds", "20")
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)

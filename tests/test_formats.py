@@ -7,7 +7,7 @@ import pytest
 
 from core.curate.curation import record_of
 from core.curate.datasets import export
-from core.curate.formats import detect_format, read_file, ReadInfo, Parsed
+from core.curate.formats import detect_format, read_file, Parsed
 from core.curate.importing import import_file
 from core.projects import create_project
 from sqlmodel import select

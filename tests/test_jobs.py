@@ -11,8 +11,8 @@ import pytest
 
 from core.errors import InvalidInput, NotFound, PermissionDenied
 from core.train.config import TrainConfig
-from tests.fixtures_models import make_dataset_version, tiny_model_fixture  # noqa: F401 (the tiny_model fixture)
-from tests.test_train import wait_for
+from tests.fixtures_models import make_dataset_version
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -55,8 +55,6 @@ def test_refusals_leave_nothing_behind(session, users, project, tiny_model, work
         launch(session, users["reviewer"], project.id, _cfg(tiny_model, version.id))
     with pytest.raises(NotFound, match="freeze one"):
         launch(session, users["engineer"], project.id, _cfg(tiny_model, 999))
-    with pytest.raises(InvalidInput, match="NVIDIA GPU"):
-        launch(session, users["engineer"], project.id, _cfg(tiny_model, version.id, method="qlora"))
     with pytest.raises(InvalidInput, match=r"needs about .* GiB .* only .* GiB is free"):
         launch(session, users["engineer"], project.id,
                _cfg(tiny_model, version.id, per_device_batch_size=4096, max_length=131072))
@@ -66,6 +64,7 @@ def test_refusals_leave_nothing_behind(session, users, project, tiny_model, work
     assert not any((workspace / "runs").glob("0*"))
 
 
+@pytest.mark.slow
 def test_sigterm_cancels_with_adapter_and_resume_continues_from_checkpoint(session, users, project, tiny_model):
     from core.jobs.queue import cancel, get_job
     from core.train.runs import resume_run
@@ -103,12 +102,14 @@ def test_sigterm_cancels_with_adapter_and_resume_continues_from_checkpoint(sessi
     new = wait_for(session, new.id)
     assert new.status == "canceled", new.error
     rows = [r for r in _metrics(new) if r["loss"] is not None]
+    assert all(r["mem_mb"] > 0 for r in rows)  # the live panel's Memory figure, written on a CPU too
     resumed = [r["step"] for r in rows if r["step"] > stopped_at]
     assert resumed[0] == stopped_at + 1  # continues from the checkpoint's step, not from step 0
     assert json.loads((Path(new.run_dir) / "result.json").read_text())["metrics"]["start_step"] == stopped_at
     assert get_job(session, job.id).status == "canceled"  # the original run keeps its truthful status
 
 
+@pytest.mark.slow
 def test_sigkill_is_failed_within_one_poll_and_queue_moves_on(session, users, project, tiny_model):
     from core.jobs.queue import cancel, get_job, queue_position, reconcile
     from core.train.runs import launch
@@ -161,6 +162,7 @@ def test_generic_jobs_check_roles_and_versions(session, users, project):
                config={}, module="core.evaluate.generate; rm -rf /")
 
 
+@pytest.mark.slow
 def test_cli_trains_waits_lists_and_merges(session, users, project, tiny_model, workspace, tmp_path):
     import subprocess
     import sys

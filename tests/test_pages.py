@@ -8,19 +8,11 @@ from streamlit.testing.v1 import AppTest
 
 from core.accounts import can
 from core.webui import PAGES, visible_pages
-from tests.conftest import PASSWORD
+from tests.helpers import PASSWORD
 
 ROLES = ["admin", "engineer", "reviewer", "annotator"]
 DENIED = "Your role cannot use this page."
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def demo(workspace, session, users):
-    """The demo project, as a first start makes it."""
-    from core.curate.demo import seed_demo
-
-    return seed_demo(session, users["admin"])
 
 
 def _texts(at: AppTest) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.test_evaluation import make_outputs, reviewers  # noqa: F401  (reviewers is a fixture)
+from tests.helpers import make_outputs, score_all
 
 ROOT = Path(__file__).resolve().parents[1]
 DENIED = "Your role cannot use this page."
@@ -154,11 +154,11 @@ def test_generate_page_creates_an_eval_set_and_checks_the_launch(session, projec
     next(t for t in at.text_input if t.label == "Eval set name").input("held-out test")
     next(b for b in at.button if b.label == "Create eval set").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    assert "held-out test" in [r["name"] for r in list_eval_sets(session, project.id)]
+    assert "held-out test" in [r["name"] for r in list_eval_sets(session, users["engineer"], project.id)]
 
     # Launch with runs whose adapters are missing, then with no system chosen: clear messages, no job.
     next(b for b in at.button if b.label == "Start generation").click().run()
-    assert any("has no adapter" in e.value for e in at.error)
+    assert any("has no saved adapter or model" in e.value for e in at.error)
     at.multiselect[0].set_value([])
     next(b for b in at.button if b.label == "Start generation").click().run()
     assert any("at least one system" in e.value for e in at.error)
@@ -176,10 +176,9 @@ def test_generate_page_refuses_reviewers(users, scored_setup):
 
 
 def test_results_page_reveals_identities_and_exports(session, project, users, reviewers, scored_setup):
-    from tests.test_evaluation import _score_all
 
     es, systems = scored_setup
-    _score_all(session, es, reviewers[:2])
+    score_all(session, es, reviewers[:2])
     at = page("results.py", users["engineer"])
     at.run()
     assert not at.exception, [e.value for e in at.exception]

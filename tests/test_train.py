@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 
 from core.train.config import TrainConfig
-from tests.fixtures_models import DEMO_FILE, make_dataset_version, tiny_model_fixture  # noqa: F401 (the tiny_model fixture)
+from tests.fixtures_models import DEMO_FILE, make_dataset_version
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -22,21 +22,7 @@ def _records(n: int) -> list[dict]:
     return out
 
 
-def wait_for(session, job_id, statuses=("succeeded", "failed", "canceled"), timeout=300):
-    from core.jobs.queue import get_job, reconcile
-
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        reconcile(session)  # as the Runs page does on every poll
-        session.expire_all()
-        job = get_job(session, job_id)
-        if job.status in statuses:
-            return job
-        time.sleep(0.3)
-    log = Path(job.run_dir, "train.log").read_text()
-    raise AssertionError(f"job {job_id} still {job.status} after {timeout} s:\n{log}")
-
-
+@pytest.mark.slow
 def test_lora_trains_adapter_only_and_saved_adapter_gives_same_logits(tiny_model, tmp_path):
     import torch
     from peft import PeftModel
@@ -80,15 +66,23 @@ def test_precision_on_cpu_is_fp32(tiny_model, tmp_path):
     assert {p.dtype for p in ctx.model.parameters()} == {__import__("torch").float32}
 
 
+def _sized(words: int) -> dict:
+    return {"prompt": [{"role": "user", "content": "Tell me about my bill."}],
+            "completion": [{"role": "assistant", "content": " ".join(["energy"] * words)}]}
+
+
 def test_max_length_comes_from_the_data(tiny_model, tmp_path):
+    """max_length is the 95th percentile of the examples' token lengths rounded up to 64: with 38 short
+    examples and 2 long ones, exactly the 2 long ones are cut, and the project's cap wins over the data."""
     from core.train.worker import setup
 
     cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=1, max_steps=1, max_length=None)
-    ctx = setup(tmp_path, cfg, {"train": _records(10), "validation": []}, project_max_length=4096)
-    assert ctx.max_length % 64 == 0 and ctx.max_length >= 64
-    assert ctx.dataset["n_truncated"] <= 1  # the 95th percentile: at most the longest example is cut
-    capped = setup(tmp_path, cfg, {"train": _records(10), "validation": []}, project_max_length=64)
-    assert capped.max_length == 64
+    records = [_sized(60 + i) for i in range(38)] + [_sized(400), _sized(500)]
+    ctx = setup(tmp_path, cfg, {"train": records, "validation": []}, project_max_length=4096)
+    assert ctx.max_length % 64 == 0 and ctx.max_length < 400
+    assert ctx.dataset["n_truncated"] == 2 and ctx.dataset["longest"] > 400
+    capped = setup(tmp_path, cfg, {"train": records, "validation": []}, project_max_length=64)
+    assert capped.max_length == 64 and capped.dataset["n_truncated"] == 40
 
 
 def test_a_quick_run_trains_on_a_seeded_sample_of_the_splits(tiny_model, tmp_path):
@@ -108,6 +102,7 @@ def test_a_quick_run_trains_on_a_seeded_sample_of_the_splits(tiny_model, tmp_pat
     assert (len(everything.train_ds), len(everything.eval_ds)) == (12, 6)
 
 
+@pytest.mark.slow
 def test_run_folder_holds_exactly_the_documented_files(workspace, session, users, project, tiny_model):
     from core.train.runs import launch
 
@@ -188,6 +183,7 @@ def test_packing_auto_pads_with_sdpa_and_packing_on_is_exact(tiny_model):
     torch.testing.assert_close(packed, apart, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_lean_cpu_loss_equals_trl_loss_and_gradients(tiny_model, tmp_path):
     """The trainer's CPU loss (answer positions only) is TRL's loss: same value, same LoRA gradients."""
     import torch

@@ -18,7 +18,7 @@ from sqlmodel import Session
 from core.accounts import require
 from core.curate.datasets import freeze_version
 from core.curate.factsheet import facts_to_check, load_fact_sheet
-from core.curate.importing import import_file
+from core.curate.importing import import_file, save_upload
 from core.projects import create_project
 from storage.db import single_transaction
 from storage.models import Example, ExampleStatus, Project, User, utcnow
@@ -65,7 +65,8 @@ def seed_demo(session: Session, admin: User) -> Project:
         project.facts = facts_to_check(load_fact_sheet(FACT_SHEET))
         tx.add(project)
         tx.commit()
-        import_file(tx, admin, project, DEMO_FILE, "chat", strict=True, near_duplicates=False)
+        upload = save_upload(DEMO_FILE.name, DEMO_FILE.read_bytes())  # as a user would upload it
+        import_file(tx, admin, project, upload, "chat", strict=True, near_duplicates=False)
         approve_all_drafts(tx, admin, project)
         freeze_version(tx, admin, project, DEMO_VERSION)
         project_id = project.id

@@ -34,7 +34,8 @@ class TrainConfig:
 
     # -- method
     method: str = "lora"
-    """"lora" (PEFT adapters), "qlora" (LoRA on a 4-bit NF4 base, NVIDIA GPU only) or "full" (all weights)."""
+    """"lora" (PEFT adapters), "qlora" (LoRA on a 4-bit NF4 base: a quarter of the memory for the base weights;
+    on a CPU it trains slower than LoRA) or "full" (all weights)."""
     lora_r: int = 16
     """LoRA rank: size of the low-rank update; higher learns more and costs more memory."""
     lora_alpha: int | None = None

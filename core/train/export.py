@@ -23,7 +23,7 @@ from core.configs import strict_from_dict
 from core.errors import InvalidInput, NotFound, StudioError
 from core.jobs import rundir
 from core.jobs.queue import get_job, list_jobs, read_progress, submit
-from core.jobs.worker import KeepAlive, StopFlag, heartbeat, worker_finish, worker_main, worker_start
+from core.jobs.worker import KeepAlive, StopFlag, worker_finish, worker_main, worker_start
 from core.train.config import TrainConfig
 from core.train.runs import KIND as TRAIN_KIND
 from storage.db import session_scope
@@ -59,6 +59,26 @@ class ExportConfig:
         return strict_from_dict(cls, data, "export")
 
 
+def run_config(run_dir: str | Path) -> TrainConfig:
+    """The TrainConfig in a run folder's config.json, or InvalidInput naming what is wrong with the file."""
+    path = Path(run_dir) / rundir.CONFIG
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInput(f"{path} is missing: the run folder is incomplete, so its base model is unknown.") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InvalidInput(f"Cannot read {path}: {getattr(err, 'strerror', None) or err}.") from None
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        where = f" at line {err.lineno}, column {err.colno}" if isinstance(err, json.JSONDecodeError) else ""
+        raise InvalidInput(f"{path} is not valid JSON ({getattr(err, 'msg', err)}{where}): the run folder is "
+                           "damaged. Restore the file; `finetune-studio runs show` prints the run's settings.") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{path} does not hold a run's settings (a JSON object).")
+    return TrainConfig.from_dict(data)
+
+
 def _check_target(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InvalidInput(f"{out} is not empty; choose a new folder.")
@@ -73,13 +93,16 @@ def launch_export(session, user, run_id: int, out_dir: str | Path) -> Job:
         raise InvalidInput(f"Job {run.id} is not a training run.")
     if not rundir.has_model(run.run_dir):
         raise InvalidInput(f"Run {run.id} has no saved model yet ({run.status}).")
+    if not (Path(run.run_dir) / rundir.FULL_MODEL_DIR / "config.json").exists():
+        run_config(run.run_dir)  # an adapter's base model is named there: refuse a damaged file before queueing
     _check_target(Path(cfg.out_dir))
     return submit(session, user, project_id=run.project_id, kind=KIND, action="train",
                   name=f"export run {run.id}", config=asdict(cfg), module=WORKER)
 
 
-def exports_of(session, run_id: int) -> list[dict]:
-    """The export jobs of a run, newest first, with their folder and last progress line."""
+def exports_of(session, user, run_id: int) -> list[dict]:
+    """The export jobs of a run, newest first, with their folder and last progress line; engineers and up."""
+    require(user, "train")
     out = []
     for job in list_jobs(session, kind=KIND):
         if int((job.config or {}).get("run_id") or 0) != run_id:
@@ -103,7 +126,7 @@ def load_finetuned(run_dir: str | Path, dtype=None, merge: bool = False):
         raise NotFound(f"{run_dir} holds no adapter yet (the run did not save one).")
     from peft import PeftModel
 
-    cfg = TrainConfig.from_json((run_dir / rundir.CONFIG).read_text(encoding="utf-8"))
+    cfg = run_config(run_dir)
     model = PeftModel.from_pretrained(load_model(cfg.base_model, dtype=dtype or torch.float32), run_dir)
     if merge:
         model = model.merge_and_unload()
@@ -137,6 +160,7 @@ def run_job(job_id: int) -> dict:
     job = worker_start(job_id)
     run_dir = Path(job.run_dir)
     t0 = time.time()
+    keep_alive = KeepAlive(job_id)
 
     def step(name: str) -> None:
         if STOP.is_set():
@@ -144,10 +168,10 @@ def run_job(job_id: int) -> dict:
         row = {"step": name, "done": STEPS.index(name), "total": len(STEPS), "time": time.time()}
         with open(run_dir / rundir.PROGRESS, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
-        heartbeat(job_id, step=name)
+        keep_alive.beat(step=name)
         print(f"export: {name}", flush=True)
 
-    with KeepAlive(job_id):
+    with keep_alive:
         try:
             cfg = ExportConfig.from_dict(job.config)
             with session_scope() as s:

@@ -36,7 +36,7 @@ from core.train.sft import (log, lora_config, progress_callback, sft_config, stu
                             use_padding_free)
 from core.workspace import offline_env
 from storage.db import session_scope
-from storage.models import DatasetVersion, Project
+from storage.models import DatasetVersion, JobStatus, Project
 
 STOP = StopFlag()  # set by SIGTERM: stop at the next step, save, mark canceled
 
@@ -62,6 +62,7 @@ class Context:
     estimate: dict = field(default_factory=dict)
     start_step: int = 0
     stop: StopFlag = field(default_factory=StopFlag)
+    keep_alive: KeepAlive | None = None  # writes the step heartbeats (core.jobs.worker.KeepAlive.beat)
 
 
 def version_data(session, version_id: int) -> dict[str, list[dict]]:
@@ -81,8 +82,8 @@ def setup(run_dir: Path, cfg: TrainConfig, records: dict[str, list[dict]], proje
     ctx = Context(run_dir=run_dir, cfg=cfg, job_id=job_id, stop=stop if stop is not None else StopFlag())
     ctx.hw = detect()
     ctx.precision = resolve_precision(cfg.precision, ctx.hw)
-    if ctx.hw.kind != "cuda" and (ctx.precision != "fp32" or cfg.method == "qlora"):
-        raise InvalidInput("QLoRA and half precision need an NVIDIA GPU; this machine has none.")
+    if ctx.hw.kind != "cuda" and ctx.precision != "fp32":
+        raise InvalidInput("Half precision needs an NVIDIA GPU; on this machine training runs in fp32.")
     torch.manual_seed(cfg.seed)
     log(f"hardware: {ctx.hw.describe()}; precision {ctx.precision}")
 
@@ -107,7 +108,7 @@ def setup(run_dir: Path, cfg: TrainConfig, records: dict[str, list[dict]], proje
     ctx.estimate = estimate_peak_memory(model.config if model is not None else cfg.base_model, cfg.method,
                                         cfg.per_device_batch_size, ctx.max_length, cfg.gradient_checkpointing,
                                         ctx.precision, lora_r=cfg.lora_r, device=ctx.hw.kind)
-    ctx.model = model if model is not None else _load_base(cfg, ctx.precision)
+    ctx.model = model if model is not None else _load_base(cfg, ctx.precision, ctx.hw.kind)
     ctx.padding_free = use_padding_free(cfg, ctx.model)
     ctx.peft_config = lora_config(cfg) if cfg.method in ("lora", "qlora") else None
     ctx.sft_args = sft_config(ctx)
@@ -129,23 +130,28 @@ def _n_tokens(tokenizer, record: dict) -> int:
     return len(ids)
 
 
-def _load_base(cfg: TrainConfig, precision: str):
+def _load_base(cfg: TrainConfig, precision: str, device: str = "cuda"):
     import torch
 
     kwargs: dict[str, Any] = {}
+    compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
     if cfg.method == "qlora":
         from transformers import BitsAndBytesConfig
 
+        # NF4 storage with double quantisation; the matmuls run in the compute dtype: the run's precision on a
+        # GPU, fp32 on a CPU (bitsandbytes >= 0.45 runs Linear4bit forward and backward there, dequantising
+        # the weights at every step, which is why QLoRA trains slower than LoRA on a CPU).
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+            bnb_4bit_compute_dtype=compute)
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0")) if device == "cuda" else "cpu"}
+        log(f"base weights in 4-bit NF4 (bitsandbytes), compute in {precision} on {device}")
     # Frozen LoRA bases may sit in half precision on a GPU; trained weights (full) stay fp32 under autocast.
     dtype = torch.float32
     if cfg.method == "lora" and precision == "bf16":
         dtype = torch.bfloat16
     elif cfg.method == "qlora":
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        dtype = compute
     model = load_model(cfg.base_model, dtype=dtype, **kwargs)
     model.config.use_cache = False  # the KV cache is useless in training and costs memory
     return model
@@ -227,7 +233,7 @@ def oom_advice(cfg: TrainConfig, max_length: int) -> str:
     if not cfg.gradient_checkpointing:
         tips.append("gradient_checkpointing on")
     if cfg.method != "qlora":
-        tips.append("QLoRA on an NVIDIA GPU (4-bit base weights)")
+        tips.append("QLoRA (4-bit base weights)")
     return "Out of memory: the run needed more memory than the device has. Try " + ", ".join(tips) + "."
 
 
@@ -275,22 +281,23 @@ def run(run_dir: str | Path) -> dict:
         worker_start(job_id)
     ctx = None
     trainer = None
-    status, error = "failed", ""
-    with KeepAlive(job_id):
+    status, error = JobStatus.failed.value, ""
+    with KeepAlive(job_id) as alive:
         try:
             cfg = TrainConfig.from_json(cfg_text)
             records = _records(cfg.dataset_version_id)
             ctx = setup(run_dir, cfg, records, project_max, job_id, stop=STOP)
+            ctx.keep_alive = alive if job_id else None
             trainer = fit(ctx)
             save(ctx, trainer)
-            status = "canceled" if STOP.is_set() else "succeeded"
+            status = JobStatus.canceled.value if STOP.is_set() else JobStatus.succeeded.value
             if STOP.is_set():
                 error = "Canceled; the adapter and a checkpoint were saved at step " \
                         f"{trainer.state.global_step}, and Resume continues from there."
         except BaseException as err:  # noqa: BLE001 - every failure must end as a truthful status
             traceback.print_exc()
             if isinstance(err, KeyboardInterrupt) or STOP.is_set() and not is_oom(err):
-                status, error = "canceled", "Canceled before training finished."
+                status, error = JobStatus.canceled.value, "Canceled before training finished."
             elif is_oom(err):
                 error = oom_advice(ctx.cfg if ctx else TrainConfig(), ctx.max_length if ctx else 0)
             elif isinstance(err, StudioError):
@@ -362,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", required=True, help="run folder holding config.json")
     args = parser.parse_args(argv)
     result = run(args.run_dir)
-    return 0 if result["status"] in ("succeeded", "canceled") else 1
+    return 0 if result["status"] in (JobStatus.succeeded.value, JobStatus.canceled.value) else 1
 
 
 if __name__ == "__main__":

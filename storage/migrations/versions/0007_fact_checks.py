@@ -1,7 +1,7 @@
 """facts to check per project, automatic checks per eval prompt
 
-Revision ID: 0004_fact_checks
-Revises: 0003_jobs_by_stage
+Revision ID: 0007_fact_checks
+Revises: 0006_pending_imports
 Create Date: 2026-11-30
 
 An eval prompt carries the checks a domain expert wrote for it (must contain, must not contain, regular expression,
@@ -11,8 +11,8 @@ answer gives the fact. Both start empty on existing rows.
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0004_fact_checks'
-down_revision = '0003_jobs_by_stage'
+revision = '0007_fact_checks'
+down_revision = '0006_pending_imports'
 branch_labels = None
 depends_on = None
 
