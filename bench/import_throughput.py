@@ -67,6 +67,7 @@ def run_baseline(path: Path, tmp: Path) -> dict:
 
 def run_project(path: Path, tmp: Path) -> dict:
     os.environ["FINETUNE_STUDIO_HOME"] = str(tmp / "ws")
+    os.environ["FINETUNE_STUDIO_IMPORT_ROOTS"] = str(tmp)  # the generated file lives here (import by path)
     sys.path.insert(0, str(ROOT))
     from sqlmodel import Session
 

@@ -2,6 +2,10 @@
 
 Roles are workspace-wide and ordered: annotator < reviewer < engineer < admin; each includes the
 rights of the ones before it. Passwords are hashed with Argon2 (argon2-cffi), never stored in clear.
+
+Log-ins back off after repeated failures (core.throttle), and answer the same for an unknown name, a wrong
+password and a disabled account. Changing a password, disabling an account or lowering its role ends that
+user's open sessions (core.sessions), so the change holds in browsers already signed in.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlmodel import Session, select
 
+from core import sessions, throttle
 from core.errors import InvalidInput, NotFound, PermissionDenied, StudioError
 from storage.models import Role, User, utcnow
 
@@ -22,7 +27,8 @@ ROLE_ORDER = [Role.annotator.value, Role.reviewer.value, Role.engineer.value, Ro
 
 # action -> least role allowed to do it
 ACTIONS: dict[str, str] = {
-    "curate": Role.annotator.value,  # import, edit, submit examples
+    "curate": Role.annotator.value,  # import (uploads), edit, submit examples
+    "import_server_files": Role.engineer.value,  # import a file by its path on the server (import roots only)
     "review_data": Role.reviewer.value,  # approve / reject examples
     "score": Role.reviewer.value,  # blind side-by-side scoring
     "freeze": Role.reviewer.value,  # freeze a dataset version
@@ -34,6 +40,7 @@ ACTIONS: dict[str, str] = {
 
 ACTION_WORDS = {
     "curate": "curate data",
+    "import_server_files": "import files from the server",
     "review_data": "approve or reject examples",
     "score": "score outputs",
     "freeze": "freeze dataset versions",
@@ -140,6 +147,8 @@ def set_role(session: Session, actor: User, username: str, role: str) -> User:
     _check_role(role)
     if user.role == Role.admin.value and role != Role.admin.value and _active_admins(session) <= 1:
         raise InvalidInput("This is the last admin; make another admin first.")
+    if ROLE_ORDER.index(role) < ROLE_ORDER.index(user.role):  # rights removed: signed-in browsers sign in again
+        sessions.end_all(session, user.id, "role lowered", commit=False)
     user.role = role
     session.add(user)
     session.commit()
@@ -152,6 +161,8 @@ def set_active(session: Session, actor: User, username: str, active: bool) -> Us
     user = get_user(session, username)
     if not active and user.role == Role.admin.value and _active_admins(session) <= 1:
         raise InvalidInput("This is the last admin; make another admin first.")
+    if not active:
+        sessions.end_all(session, user.id, "account disabled", commit=False)
     user.active = active
     session.add(user)
     session.commit()
@@ -159,12 +170,19 @@ def set_active(session: Session, actor: User, username: str, active: bool) -> Us
     return user
 
 
-def set_password(session: Session, actor: User, username: str, new_password: str) -> User:
-    """Admins reset anyone's password; everyone may change their own."""
+def set_password(session: Session, actor: User, username: str, new_password: str,
+                 keep_session: int | None = None) -> User:
+    """Admins reset anyone's password; everyone may change their own.
+
+    Every open session of that user ends, except ``keep_session`` (the browser where users change their own
+    password stays signed in; an admin's reset signs the user out everywhere).
+    """
     if actor.username != username:
         require(actor, "manage_users")
+        keep_session = None
     _check_password(new_password)
     user = get_user(session, username)
+    sessions.end_all(session, user.id, "password changed", keep=keep_session, commit=False)
     user.password_hash = hash_password(new_password)
     session.add(user)
     session.commit()
@@ -176,23 +194,26 @@ def _active_admins(session: Session) -> int:
     return len(list(session.exec(select(User.id).where(User.role == Role.admin.value, User.active == True))))  # noqa: E712
 
 
-def authenticate(session: Session, username: str, password: str) -> User:
-    """The user whose password this is, or AuthError with one message for every failure."""
-    user = session.exec(select(User).where(User.username == (username or "").strip())).first()
-    failure = AuthError("Wrong username or password.")
-    if user is None or not password:
-        # Spend the same time as a real check so the answer does not reveal which users exist.
-        try:
-            _hasher.verify(_dummy_hash(), password or "x")
-        except (VerificationError, InvalidHashError):
-            pass
-        raise failure
-    if not user.active:
-        raise AuthError("This account is disabled; ask an admin.")
+def authenticate(session: Session, username: str, password: str, client: str | None = None) -> User:
+    """The user whose password this is, or AuthError with one message for every failure.
+
+    An unknown name, a wrong password and a disabled account get the same answer in about the same time (a
+    disabled account's hash is still checked). Repeated failures for the name or from ``client`` (an address)
+    make the next attempts wait (throttle.LoginThrottled, which says for how long).
+    """
+    name = (username or "").strip()
+    keys = throttle.keys_for(name, client)
+    throttle.check(session, keys)
+    user = session.exec(select(User).where(User.username == name)).first()
     try:
-        _hasher.verify(user.password_hash, password)
+        _hasher.verify(user.password_hash if user is not None and password else _dummy_hash(), password or "x")
+        correct = user is not None and bool(password)
     except (VerificationError, InvalidHashError):
-        raise failure from None
+        correct = False
+    if not correct or not user.active:
+        throttle.failed(session, keys)
+        raise AuthError("Wrong username or password.")
+    throttle.succeeded(session, name)
     if _hasher.check_needs_rehash(user.password_hash):
         user.password_hash = hash_password(password)
     user.last_login_at = utcnow()

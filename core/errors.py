@@ -28,3 +28,12 @@ class Conflict(StudioError):
 
 class WorkspaceError(StudioError):
     """The workspace or its database cannot be used (not SQLite, read-only, ...)."""
+
+
+class DatabaseBusy(StudioError):
+    """Another writer held the database past the busy timeout (10 s); nothing was written. Raised by storage
+    through core.workspace's configuration, shown like any other StudioError."""
+
+
+class DatabaseWriteFailed(StudioError):
+    """The disk refused a database write (full, I/O error, read-only file); nothing was written."""

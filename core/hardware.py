@@ -110,7 +110,8 @@ def param_counts(config) -> dict:
 def estimate_peak_memory(model_config_or_name, method: str, batch: int, max_length: int,
                          gradient_checkpointing: bool = False, precision: str = "fp32", lora_r: int = 16,
                          device: str | None = None) -> dict:
-    """Peak training memory in MB: weights + gradients + AdamW states of trainable parameters + activations.
+    """Peak training memory in MB: weights + gradients + AdamW states of trainable parameters + activations
+    (with the logits) + the framework's own overhead; every part in whole MB, and ``peak_mb`` is their sum.
 
     ``model_config_or_name`` is a transformers config or a model name for core.basemodel.load_config.
     QLoRA weights count ~0.5 byte per parameter; LoRA trains only the adapter parameters. ``device`` ("cuda" or
@@ -148,16 +149,26 @@ def estimate_peak_memory(model_config_or_name, method: str, batch: int, max_leng
     # calibrated on the quick preset with the embedded model: 4.7 GB measured peak RSS.
     on_gpu = device == "cuda" if device else (half or method == "qlora")
     overhead = (600 if method == "qlora" else 300) * MB if on_gpu else 2000 * MB
-    peak = weights + grads + optimizer + activations + logits + overhead
-    return {
-        "peak_mb": round(peak / MB, 1),
-        "weights_mb": round(weights / MB, 1),
-        "gradients_mb": round(grads / MB, 1),
-        "optimizer_mb": round(optimizer / MB, 1),
-        "activations_mb": round((activations + logits) / MB, 1),
-        "params": total,
-        "trainable_params": trainable,
-    }
+    # Whole MB per part, and the peak is their sum, so the breakdown a page prints adds up to the total shown.
+    parts = {"weights_mb": weights, "gradients_mb": grads, "optimizer_mb": optimizer,
+             "activations_mb": activations + logits, "overhead_mb": overhead}
+    parts = {key: int(round(value / MB)) for key, value in parts.items()}
+    return {"peak_mb": sum(parts.values()), **parts, "params": total, "trainable_params": trainable}
+
+
+ESTIMATE_PARTS = (("weights_mb", "weights"), ("gradients_mb", "gradients"), ("optimizer_mb", "optimizer states"),
+                  ("activations_mb", "activations and logits"), ("overhead_mb", "framework overhead"))
+
+
+def estimate_breakdown(est: dict) -> list[tuple[str, int]]:
+    """The estimate's parts as (label, MB), in the order they are added; they sum to ``est["peak_mb"]``."""
+    return [(label, int(est.get(key, 0))) for key, label in ESTIMATE_PARTS]
+
+
+def estimate_sum_text(est: dict) -> str:
+    """The breakdown as one line that visibly adds up: "weights 540 MB + ... = 4,587 MB (4.48 GiB)"."""
+    parts = " + ".join(f"{label} {mb:,} MB" for label, mb in estimate_breakdown(est))
+    return f"{parts} = {int(est['peak_mb']):,} MB ({est['peak_mb'] / 1024:.2f} GiB)"
 
 
 def measured_peak_mb() -> float:

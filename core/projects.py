@@ -125,11 +125,12 @@ def project_summary(session: Session, project: Project) -> dict:
     """Counts a person wants on the home page: examples by status, versions, runs, eval sets."""
     from sqlalchemy import func
 
-    from storage.models import DatasetVersion, EvalSet, Example, Job
+    from storage.models import DatasetVersion, EvalSet, Example, Job, visible_examples
 
     by_status = dict(
         session.exec(
-            select(Example.status, func.count()).where(Example.project_id == project.id).group_by(Example.status)
+            select(Example.status, func.count()).where(Example.project_id == project.id, visible_examples())
+            .group_by(Example.status)
         ).all()
     )
     count = lambda model, *where: session.exec(  # noqa: E731

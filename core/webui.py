@@ -2,6 +2,12 @@
 
 Pages call core functions through ``run_action`` so a StudioError becomes a clear message, never a
 traceback. session_state only holds ids; the database is the truth.
+
+Who is signed in: ``user_id`` plus ``login_session_id``, the core.sessions row that a log-in or the session
+cookie (after a refresh, in a second tab, on a deep link) stands for. Each run re-checks that row, so a
+log-out elsewhere, a password reset, a disabled account or a lowered role ends it at the next click.
+(Page tests that set only ``user_id`` act as that user without a session row: session_state lives on the
+server and a browser cannot write it.)
 """
 from __future__ import annotations
 
@@ -9,9 +15,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+import re
+import secrets
+
 import streamlit as st
 from sqlmodel import Session
 
+from core import browser, sessions
 from core.accounts import can
 from core.errors import StudioError
 from storage.models import Project, User
@@ -47,6 +57,15 @@ PAGES: list[PageSpec] = [
 ]
 
 
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def md_literal(text: str) -> str:
+    """``text`` escaped so that Streamlit's Markdown (captions, messages, radio and widget labels) shows it as
+    typed: no image is fetched, no link, emphasis or HTML is made from user-controlled text."""
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text)).replace("\n", " ")
+
+
 def visible_pages(user: User | None) -> list[PageSpec]:
     """The pages ``user`` may use; the others are not even listed."""
     if user is None:
@@ -65,12 +84,30 @@ def db() -> Iterator[Session]:
 def current_user() -> User | None:
     uid = st.session_state.get("user_id")
     if uid is None:
-        return None
+        return _resume_from_cookie()
+    sid = st.session_state.get("login_session_id")
     with db() as s:
-        user = s.get(User, uid)
-    if user is None or not user.active:
-        st.session_state.pop("user_id", None)
+        user = sessions.check(s, sid) if sid is not None else s.get(User, uid)
+    if user is None or user.id != uid or not user.active:
+        _forget_login()
+        if sid is not None:
+            flash("Your session ended; please log in again.")
         return None
+    return user
+
+
+def _resume_from_cookie() -> User | None:
+    """A new browser tab, a refresh or a deep link: the session cookie, if it names a live session."""
+    token = st.context.cookies.get(sessions.COOKIE_NAME)
+    if not isinstance(token, str) or not token or st.session_state.get("_cookie_seen") == token:
+        return None
+    st.session_state["_cookie_seen"] = token  # a dead token is looked up once per browser tab, not every run
+    with db() as s:
+        found = sessions.resume(s, token)
+    if found is None:
+        return None
+    user, row = found
+    st.session_state.update(user_id=user.id, login_session_id=row.id)
     return user
 
 
@@ -132,10 +169,31 @@ def show_flash() -> None:
         st.toast(message)
 
 
+def client_address() -> str:
+    """Where this browser connects from (for log-in back-off); "local" for this machine."""
+    address = st.context.ip_address
+    return address if isinstance(address, str) and address else "local"
+
+
 def login(user: User) -> None:
-    st.session_state["user_id"] = user.id
+    """Sign ``user`` in here and have the browser fetch the session cookie that keeps it signed in."""
+    with db() as s:
+        row, ticket = sessions.start(s, user, client_address())
+    st.session_state.update(user_id=user.id, login_session_id=row.id)
+    browser.request_session_cookie(ticket)
+
+
+def _forget_login() -> None:
+    for key in list(st.session_state.keys()):
+        if key != "_cookie_seen":
+            del st.session_state[key]
 
 
 def logout() -> None:
-    for key in list(st.session_state.keys()):
-        del st.session_state[key]
+    """End this session on the server (every tab of this browser shares it) and delete the cookie."""
+    sid = st.session_state.get("login_session_id")
+    if sid is not None:
+        with db() as s:
+            sessions.end(s, sid, "logged out")
+    _forget_login()
+    browser.request_cookie_removal(secrets.token_hex(6))

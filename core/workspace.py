@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.errors import WorkspaceError
+from core.errors import DatabaseBusy, DatabaseWriteFailed, WorkspaceError
 from storage import db as _db
 
 ENV_HOME = "FINETUNE_STUDIO_HOME"
 ENV_DB = "DATABASE_URL"
+# Folders on the server that "import a path on the server" may read, separated by os.pathsep (":"); an admin's
+# choice, like the workspace itself. Default: <workspace>/imports (created on start).
+ENV_IMPORT_ROOTS = "FINETUNE_STUDIO_IMPORT_ROOTS"
 
 
 def workspace_dir() -> Path:
@@ -49,6 +52,20 @@ def exports_dir() -> Path:
     return workspace_dir() / "exports"
 
 
+def imports_dir() -> Path:
+    """The default (and, unless FINETUNE_STUDIO_IMPORT_ROOTS says otherwise, only) folder of server files that
+    users may import by path."""
+    return workspace_dir() / "imports"
+
+
+def import_roots() -> list[Path]:
+    """The folders server-path imports may read, symlinks resolved: FINETUNE_STUDIO_IMPORT_ROOTS, else
+    <workspace>/imports."""
+    raw = os.environ.get(ENV_IMPORT_ROOTS, "")
+    folders = [p for p in raw.split(os.pathsep) if p.strip()] or [imports_dir()]
+    return [Path(p).expanduser().resolve() for p in folders]
+
+
 def offline_vars() -> dict[str, str]:
     """The environment that keeps Hugging Face libraries off the network (unless the user opted in with
     FINETUNE_STUDIO_ONLINE=1) and quiet; for this process and every job process it starts."""
@@ -64,5 +81,6 @@ def offline_env() -> None:
         os.environ.setdefault(key, value)
 
 
-# The app's database is the workspace's (or DATABASE_URL); storage raises our WorkspaceError when it cannot be used.
-_db.configure(url=database_url, error=WorkspaceError)
+# The app's database is the workspace's (or DATABASE_URL); storage raises our WorkspaceError when it cannot be used,
+# DatabaseBusy when another writer holds it too long, DatabaseWriteFailed when the disk refuses a write.
+_db.configure(url=database_url, error=WorkspaceError, busy=DatabaseBusy, write_failed=DatabaseWriteFailed)

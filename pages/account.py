@@ -2,7 +2,7 @@
 import streamlit as st
 
 from core.accounts import authenticate, set_password
-from core.webui import db, require_page, run_action
+from core.webui import client_address, db, require_page, run_action
 
 user = require_page(None)
 st.title("Account")
@@ -16,6 +16,7 @@ with st.form("password", clear_on_submit=True):
             st.error("The two new passwords differ.")
         else:
             with db() as s:
-                if run_action(authenticate, s, user.username, old) is not None:
-                    if run_action(set_password, s, user, user.username, new) is not None:
-                        st.success("Password changed.")
+                if run_action(authenticate, s, user.username, old, client=client_address()) is not None:
+                    if run_action(set_password, s, user, user.username, new,
+                                  keep_session=st.session_state.get("login_session_id")) is not None:
+                        st.success("Password changed. Your other signed-in browsers must log in again.")

@@ -1,14 +1,21 @@
 """Annotate: a queue of examples, an editor for each, live quality hints, and a form for new examples.
 
 All example text is shown with text widgets (text_area, st.text, st.code), never as markdown.
+
+Which example is open is ``q_current`` alone: the queue list is drawn from it (a click moves it through a
+callback), and every editor widget is keyed by the example's id and the version it was opened at, so text
+typed for #62 can only ever be saved on #62. Save & next, Skip and Previous move ``q_current`` and rerun.
 """
 import pandas as pd
 import streamlit as st
 
-from core.curate import curation as cur
 from core.accounts import list_users
+from core.browser import commit_typing_before_shortcuts, live_hints
+from core.curate import curation as cur
+from core.curate.dedup import record_text
 from core.errors import Conflict, StudioError
-from core.webui import db, flash, require_page, require_project, run_action
+from core.evaluate.review import START_WORDS
+from core.webui import db, flash, md_literal, require_page, require_project, run_action
 
 user = require_page("curate")
 project = require_project()
@@ -29,12 +36,12 @@ with st.expander("Guidelines", expanded=False):
 with db() as s:
     tags = cur.list_tags(s, project)
     people = {u.id: u.username for u in list_users(s)}
-f1, f2, f3, f4 = st.columns([2, 1, 1, 2])
-statuses = f1.multiselect("Status", cur.STATUSES, default=["draft", "rejected"], key="q_status")
-tag = f2.selectbox("Tag", ["(any)"] + tags, key="q_tag")
-annotator = f3.selectbox("Annotator", [None] + list(people), format_func=lambda i: "(anyone)" if i is None
-                         else people[i], key="q_annotator")
-search = f4.text_input("Search text", key="q_search")
+with st.container(horizontal=True, gap="small"):  # fixed widths wrap onto a second row in a narrow window
+    statuses = st.multiselect("Status", cur.STATUSES, default=["draft", "rejected"], key="q_status", width=300)
+    tag = st.selectbox("Tag", ["(any)"] + tags, key="q_tag", width=180)
+    annotator = st.selectbox("Annotator", [None] + list(people), format_func=lambda i: "(anyone)" if i is None
+                             else people[i], key="q_annotator", width=180)
+    search = st.text_input("Search text", key="q_search", width=260)
 filters = dict(status=statuses or None, tag=None if tag == "(any)" else tag, annotator=annotator,
                search=search or None)
 filter_key = repr(sorted((k, str(v)) for k, v in filters.items()))
@@ -55,21 +62,29 @@ with queue_tab:
         ids = [e.id for e in page]
         current = st.session_state.get("q_current")
         if current not in ids:
-            current = ids[0]
-        left, right = st.columns([1, 3])
+            current = st.session_state["q_current"] = ids[0]
+        # Radio options are rendered as Markdown: the excerpt is user text, so it is escaped to show as typed.
+        labels = {e.id: f"#{e.id} · {e.status}{' · sent back' if e.source == 'review_feedback' else ''} · "
+                        f"{md_literal(cur.excerpt(e, 48))}" for e in page}
+
+        def _picked(widget_key: str) -> None:
+            st.session_state["q_current"] = st.session_state[widget_key]
+
+        left, right = st.columns([1, 2.4])
         with left:
-            picked = st.radio("Examples", ids, index=ids.index(current), key=f"q_pick_{ids[0]}",
-                              format_func=lambda i: f"#{i} · {next(e.status for e in page if e.id == i)}")
-            st.session_state["q_current"] = current = picked
-            p1, p2 = st.columns(2)
-            if p1.button("Previous page", disabled=not cursor, width="stretch"):
-                cursor.pop()
-                st.session_state["q_current"] = None
-                st.rerun()
-            if p2.button("Next page", disabled=len(page) < cur.PAGE_SIZE, width="stretch"):
-                cursor.append(ids[-1])
-                st.session_state["q_current"] = None
-                st.rerun()
+            pick_key = f"q_pick_{ids[0]}"
+            st.session_state[pick_key] = current  # the list shows q_current, never a stale click of its own
+            st.radio("Examples", ids, key=pick_key, on_change=_picked, args=(pick_key,),
+                     format_func=lambda i: labels[i])
+            with st.container(horizontal=True, gap="small"):
+                if st.button("Previous page", disabled=not cursor):
+                    cursor.pop()
+                    st.session_state["q_current"] = None
+                    st.rerun()
+                if st.button("Next page", disabled=len(page) < cur.PAGE_SIZE):
+                    cursor.append(ids[-1])
+                    st.session_state["q_current"] = None
+                    st.rerun()
         with right:
             with db() as s:
                 ex = cur.get_example(s, current, project)
@@ -77,6 +92,19 @@ with queue_tab:
             if ex.status == "rejected" and ex.reject_reason:
                 st.error("Rejected by the reviewer:")
                 st.text(ex.reject_reason)
+            if ex.source == "review_feedback" and ex.origin:
+                # Where a sent-back draft came from, and the reviewer's whole comment (the Note field is one
+                # line). Names and comments are user text: st.text, never markdown.
+                o = ex.origin
+                st.info("Sent back from a blind review on the Compare page.", icon=":material/undo:")
+                st.text(f"Eval set {o.get('eval_set')} (#{o.get('eval_set_id')}), prompt #{o.get('prompt_id')}, "
+                        f"reviewer {o.get('reviewer')}; the draft started from: "
+                        f"{START_WORDS.get(o.get('start'), o.get('start'))}")
+                if o.get("comment"):
+                    st.text(f"Reviewer's comment: {o['comment']}")
+                if o.get("test_split_example_id"):
+                    st.warning(f"This prompt is test-split example #{int(o['test_split_example_id'])}: fix that "
+                               "example itself and keep this draft out of training data.")
             conflict = st.session_state.get("q_conflict")
             if conflict and conflict["id"] != ex.id:
                 conflict = None
@@ -86,19 +114,24 @@ with queue_tab:
             base = bases.setdefault(ex.id, ex.version)
             draft = conflict["attempted"] if conflict else cur.record_of(ex)
             wkey = f"{ex.id}_{base}"
-            system = st.text_area("System prompt", draft["system"], key=f"sys_{wkey}", height=68)
-            turns = []
+            fields: list[dict] = []  # each text area the live hints count, found on the page by its label
+
+            def area(label: str, role: str, value: str, key: str, **kw) -> str:
+                text = st.text_area(label, value, key=key, **kw)
+                fields.append({"label": label, "role": role, "value": text})
+                return text
+
+            system = area("System prompt", "system", draft["system"], f"sys_{wkey}", height=68)
             if len(draft["turns"]) == 2:
-                instruction = st.text_area("Instruction", draft["turns"][0]["content"], key=f"ins_{wkey}")
-                input_text = st.text_area("Input (optional)", draft["input"], key=f"inp_{wkey}", height=68)
-                response = st.text_area("Response", draft["turns"][1]["content"], key=f"res_{wkey}", height=180)
+                instruction = area("Instruction", "user", draft["turns"][0]["content"], f"ins_{wkey}")
+                input_text = area("Input (optional)", "input", draft["input"], f"inp_{wkey}", height=68)
+                response = area("Response", "assistant", draft["turns"][1]["content"], f"res_{wkey}", height=180)
                 turns = [{"role": "user", "content": instruction}, {"role": "assistant", "content": response}]
             else:
                 input_text = draft["input"]
-                for i, t in enumerate(draft["turns"]):
-                    label = f"Turn {i + 1}: {'user' if t['role'] == 'user' else 'assistant'}"
-                    turns.append({"role": t["role"],
-                                  "content": st.text_area(label, t["content"], key=f"turn{i}_{wkey}")})
+                turns = [{"role": t["role"], "content": area(f"Turn {i + 1}: {t['role']}", t["role"], t["content"],
+                                                             f"turn{i}_{wkey}")}
+                         for i, t in enumerate(draft["turns"])]
             c1, c2 = st.columns(2)
             tag_text = c1.text_input("Tags (comma separated)", ", ".join(draft["tags"]), key=f"tags_{wkey}")
             note = c2.text_input("Note", draft["note"], key=f"note_{wkey}")
@@ -107,9 +140,12 @@ with queue_tab:
 
             with db() as s:
                 tokens, hints = cur.example_hints(s, project, ex, record, count_tokens)
-            st.caption(f"{tokens} tokens of max {project.max_length} ({counter_label})")
-            for h in hints:
-                getattr(st, h.level)(h.text)
+            live_hints(f"hints_{wkey}", fields=fields,
+                       tokens=tokens, estimate=cur.estimate_tokens(record_text(record)),
+                       max_length=project.max_length, short_words=cur.SHORT_RESPONSE_WORDS,
+                       line=cur.HINT_TEXTS["line"].format(tokens=tokens, max=project.max_length, label=counter_label),
+                       hints=[{"level": h.level, "text": h.text, "kind": h.kind} for h in hints],
+                       texts=cur.HINT_TEXTS)
 
             if conflict:
                 st.error(conflict["message"])
@@ -123,7 +159,8 @@ with queue_tab:
                     f"[{t['role']}] {t['content']}" for t in conflict["attempted"]["turns"]]), language=None,
                     wrap_lines=True)
 
-            def _save(submit: bool) -> bool:
+            def _save(submit: bool):
+                """The saved example, or None (a conflict or an error is shown)."""
                 with db() as s:
                     try:
                         saved = cur.save_example(s, user, ex.id, expected_version=base, system=record["system"],
@@ -134,44 +171,50 @@ with queue_tab:
                         st.session_state["q_conflict"] = {"id": ex.id, "message": str(err),
                                                           "current": err.current, "attempted": err.attempted}
                         bases[ex.id] = err.current["version"]
-                        return False
+                        st.rerun()
                     except StudioError as err:
                         st.error(str(err))
-                        return False
+                        return None
                 st.session_state.pop("q_conflict", None)
                 bases[ex.id] = saved.version
-                return True
+                return saved
 
-            def _go(step: int) -> None:
+            def _go(step: int) -> str:
+                """Open the example ``step`` away in this queue; says so when there is none."""
                 pos = ids.index(ex.id) + step
                 if 0 <= pos < len(ids):
                     st.session_state["q_current"] = ids[pos]
-                    bases.pop(ids[pos], None)  # open the next one fresh from the database
-                elif pos >= len(ids) and len(page) == cur.PAGE_SIZE:
+                    bases.pop(ids[pos], None)  # open it fresh from the database
+                    return ""
+                if pos >= len(ids) and len(page) == cur.PAGE_SIZE:
                     cursor.append(ids[-1])
                     st.session_state["q_current"] = None
+                    return ""
+                if pos < 0 and cursor:
+                    cursor.pop()
+                    st.session_state["q_current"] = None
+                    return ""
+                return " This is the last example in the queue." if step > 0 else " This is the first one."
 
-            # Two per row: each label carries its shortcut, and four in a row cut the labels short.
-            b1, b2 = st.columns(2)
-            b3, b4 = st.columns(2)
-            if b1.button("Save & next", type="primary", shortcut="Ctrl+Enter", width="stretch"):
-                if _save(False):
-                    _go(1)
+            # Natural-width buttons that wrap on a narrow window instead of cutting their labels short.
+            with st.container(horizontal=True, gap="small"):
+                save_next = st.button("Save & next", type="primary", shortcut="Ctrl+Enter")
+                submit = st.button("Submit", shortcut="Ctrl+Shift+Enter")
+                skip = st.button("Skip", shortcut="Alt+Right")
+                previous = st.button("Previous", shortcut="Alt+Left")
+            if (save_next or submit) and (saved := _save(bool(submit))) is not None:
+                done = f"Submitted #{ex.id} for review" if submit else f"Saved #{ex.id}"
+                flash(f"{done} (version {saved.version})." + _go(1))
                 st.rerun()
-            if b2.button("Submit", shortcut="Ctrl+Shift+Enter", width="stretch"):
-                if _save(True):
-                    flash(f"Submitted #{ex.id} for review.")
-                    _go(1)
-                st.rerun()
-            if b3.button("Skip", shortcut="Alt+Right", width="stretch"):
+            if skip or previous:
                 st.session_state.pop("q_conflict", None)
-                _go(1)
-                st.rerun()
-            if b4.button("Previous", shortcut="Alt+Left", width="stretch"):
-                st.session_state.pop("q_conflict", None)
-                _go(-1)
+                said = _go(1 if skip else -1)
+                if said:
+                    flash(said.strip())
                 st.rerun()
             st.caption("Shortcuts: Ctrl+Enter save & next · Ctrl+Shift+Enter submit · Alt+→ skip · Alt+← previous")
+            with st.sidebar:  # the listener has no looks; the sidebar keeps the editor's spacing as it was
+                commit_typing_before_shortcuts(["Ctrl+Enter", "Ctrl+Shift+Enter"], key="annotate_keys")
 
             if project.annotators_per_example > 1:
                 st.divider()
@@ -207,4 +250,5 @@ if not page:
 with st.expander("This page as a table"):
     st.dataframe(pd.DataFrame([{"id": e.id, "status": e.status, "tags": ", ".join(e.tags),
                                 "tokens": e.token_count, "near duplicate of": e.near_duplicate_of,
-                                "text": e.search_text[:120]} for e in page]), hide_index=True, width="stretch")
+                                "first user message": cur.excerpt(e, 120)} for e in page]), hide_index=True,
+                 width="stretch")

@@ -6,8 +6,8 @@ nothing on this page names a model, run or system. Everything is operable from t
 import streamlit as st
 
 from core.evaluate.evalsets import list_eval_sets
-from core.evaluate.review import (PREFERENCE_WORDS, PREFERENCES, get_item, my_scored_items, next_item,
-                                  send_back_to_annotation, submit_score)
+from core.evaluate.review import (PREFERENCE_WORDS, PREFERENCES, START_WORDS, get_item, my_scored_items,
+                                  next_item, send_back_options, send_back_to_annotation, submit_score)
 from core.webui import db, require_page, require_project, run_action
 
 PREF_KEYS = {"A": "A", "B": "B", "tie": "T", "both_bad": "X"}
@@ -17,7 +17,7 @@ project = require_project()
 st.title("Compare")
 
 with db() as s:
-    sets = [row for row in list_eval_sets(s, project.id) if len(row["systems"]) >= 2]
+    sets = [row for row in list_eval_sets(s, user, project.id) if row["n_systems"] >= 2]
 if not sets:
     st.info("Nothing to review yet: an engineer creates an eval set and generates answers on the Generate page.")
     st.stop()
@@ -33,6 +33,21 @@ with db() as s:
         item = run_action(next_item, s, user, es_id, exclude=skipped)
     mine = my_scored_items(s, user, es_id)
 
+
+
+def scored_items_panel() -> None:
+    """Reopen any item this reviewer scored, to change the score; shown even when nothing is left to score."""
+    if not mine:
+        return
+    with st.expander(f"Your scored items ({len(mine)})", expanded=item is None):
+        labels = {i: f"{row['excerpt']} ({row['updated_at']:%Y-%m-%d %H:%M})" for i, row in enumerate(mine)}
+        pick = st.selectbox("Open an item to change your score", list(labels), format_func=labels.get,
+                            key="cmp_revisit_pick")
+        if st.button("Open", key="cmp_revisit_open"):
+            st.session_state["cmp_revisit"] = (es_id, mine[pick]["prompt_id"], mine[pick]["pair"])
+            st.rerun()
+
+
 if item is None:
     if skipped:
         st.info(f"You skipped {len(skipped)} item(s) and scored all the others.")
@@ -41,6 +56,7 @@ if item is None:
             st.rerun()
     else:
         st.success("You have scored every item of this eval set. Thank you!")
+    scored_items_panel()
     st.stop()
 
 # ---- the draft of this item lives in session_state until it is submitted
@@ -134,9 +150,6 @@ comment = st.text_area("Comment (optional)", key=f"cmp_comment_{item.token}",
 actions = st.container(horizontal=True)
 submitted = actions.button("Submit and next", type="primary", key="cmp_submit", shortcut="Ctrl+Enter")
 actions.button("Skip", key="cmp_skip", shortcut="S", on_click=_skip)
-send_back = actions.button("Send back to annotation", key="cmp_send_back",
-                           help="Adds this prompt to the annotation queue as a new draft example to fix, "
-                                "with your comment as its note.")
 st.caption("Keys: 1–5 score the highlighted row (▶) and move on · ↑/↓ change row · A / B / T / X overall "
            "preference · Ctrl+Enter submit and next · S skip.")
 
@@ -148,18 +161,25 @@ if submitted:
         st.session_state.pop("cmp_draft", None)
         st.session_state.pop("cmp_revisit", None)
         st.rerun()
-if send_back:
+
+# ---- send back: a new draft example of this prompt for the annotators, traced to this review
+with st.expander("Send back to annotation"):
     with db() as s:
-        example = run_action(send_back_to_annotation, s, user, es_id, item.prompt_id, item.pair, comment=comment)
-    if example is not None:
-        st.success(f"Sent back to the annotation queue as example #{example.id}.")
+        options = run_action(send_back_options, s, user, es_id, item.prompt_id)
+    if options:
+        if options["leak"]:
+            st.warning(options["leak"])
+        start = st.radio("Start the draft from", options["starts"], format_func=START_WORDS.get, horizontal=True,
+                         index=options["starts"].index(options["default"]), key=f"cmp_start_{item.token}")
+        st.caption("Your comment above goes with the draft, whole, as its note; the draft records this eval set, "
+                   "prompt and you as its origin.")
+        if st.button("Send back", key="cmp_send_back",
+                     help="Adds this prompt to the annotation queue as a new draft example to fix."):
+            with db() as s:
+                example = run_action(send_back_to_annotation, s, user, es_id, item.prompt_id, item.pair,
+                                     comment=comment, start=start)
+            if example is not None:
+                st.success(f"Sent back to the annotation queue as example #{example.id}.")
 
 # ---- revisit an earlier item
-if mine:
-    with st.expander(f"Your scored items ({len(mine)})"):
-        labels = {i: f"{row['excerpt']} ({row['updated_at']:%Y-%m-%d %H:%M})" for i, row in enumerate(mine)}
-        pick = st.selectbox("Open an item to change your score", list(labels), format_func=labels.get,
-                            key="cmp_revisit_pick")
-        if st.button("Open", key="cmp_revisit_open"):
-            st.session_state["cmp_revisit"] = (es_id, mine[pick]["prompt_id"], mine[pick]["pair"])
-            st.rerun()
+scored_items_panel()

@@ -22,6 +22,10 @@ cols[1].metric("Approved", summary["by_status"].get("approved", 0))
 cols[2].metric("Dataset versions", summary["versions"])
 cols[3].metric("Training runs", summary["runs"])
 cols[4].metric("Eval sets", summary["eval_sets"])
+if project.guidelines:
+    # Admin-written Markdown by design (Admin -> Project settings), rendered as the Annotate page renders it.
+    with st.expander("Guidelines and fact sheet", expanded=False):
+        st.markdown(project.guidelines)
 st.subheader("The loop")
 st.markdown(
     "1. **Curate** — import examples, edit them on *Annotate*, approve them on *Review data*.\n"

@@ -5,18 +5,22 @@ import pandas as pd
 import streamlit as st
 
 from core.curate.formats import CSV_FIELDS, FILE_FORMATS, FORMAT_LABELS, csv_columns, detect_format, guess_csv_mapping
-from core.curate.importing import import_file, import_history, save_upload
+from core.accounts import can
+from core.curate.importing import check_import_path, import_file, import_history, report_level, save_upload
 from core.errors import StudioError
-from core.webui import db, require_page, require_project, run_action
+from core.webui import db, md_literal, require_page, require_project, run_action
+from core.workspace import import_roots
 
 user = require_page("curate")
 project = require_project()
 st.title("Import")
-st.caption(f"Into project **{project.name}**. Alpaca, ShareGPT, chat JSONL, TRL prompt/completion (JSON Lines or "
+st.caption(f"Into project **{md_literal(project.name)}**. Alpaca, ShareGPT, chat JSONL, TRL prompt/completion (JSON Lines or "
            "JSON arrays), CSV, Parquet, or a folder saved with datasets' save_to_disk.")
 
-source = st.radio("Source", ["Upload a file", "A path on the server (big files, dataset folders)"],
-                  horizontal=True)
+# Reading files on the server by path is for engineers, inside the folders an admin chose (core decides).
+sources = ["Upload a file"] + (["A path on the server (big files, dataset folders)"]
+                               if can(user, "import_server_files") else [])
+source = st.radio("Source", sources, horizontal=True)
 path = None
 if source == "Upload a file":
     upload = st.file_uploader("File", type=["jsonl", "json", "csv", "parquet", "txt"])
@@ -27,11 +31,14 @@ if source == "Upload a file":
             st.session_state["import_upload_path"] = str(save_upload(upload.name, upload.getvalue()))
         path = Path(st.session_state["import_upload_path"])
 else:
-    typed = st.text_input("Path", placeholder="/data/conversations.jsonl")
+    roots = import_roots()
+    st.caption("Files and dataset folders inside: " + ", ".join(f"`{r}`" for r in roots)
+               + " (relative paths start in the first).")
+    typed = st.text_input("Path", placeholder="conversations.jsonl")
     if typed.strip():
-        path = Path(typed.strip()).expanduser()
-        if not path.exists():
-            st.error(f"No file or folder at {path}.")
+        path = run_action(check_import_path, user, roots[0] / Path(typed.strip()).expanduser())
+        if path is not None and not path.exists():
+            st.error("There is no file or folder at that path.")
             path = None
 
 if path is None:
@@ -74,13 +81,17 @@ if st.button("Import", type="primary", disabled=fmt is None):
 report = st.session_state.get("import_report")
 if report:
     st.subheader("Report")
-    (st.error if report["n_rejected"] and report["strict"] else st.success)(report["message"])
-    c = st.columns(5)
+    # Green only when everything read came in; rejected records, a cut-off file or nothing new say so.
+    getattr(st, report_level(report))(report["message"])
+    c = st.columns(6)
     c[0].metric("Read", report["n_read"])
     c[1].metric("Imported", report["n_imported"])
     c[2].metric("Rejected", report["n_rejected"])
     c[3].metric("Exact duplicates skipped", report["n_duplicates"])
     c[4].metric("Near duplicates flagged", report["n_near_duplicates"])
+    c[5].metric("Repaired", report.get("n_repaired", 0),
+                help="ShareGPT conversations kept after dropping leading assistant messages or a trailing user "
+                     "message (FastChat's rule for split dumps); strict mode rejects them instead")
     st.caption(f"Format: {report['format']} · encoding: {report['encoding'] or 'n/a'}")
     if report["ended_early"]:
         st.warning(f"The {report['ended_early']}: the last record was cut off; every complete record before it "
@@ -93,7 +104,8 @@ if report:
 with st.expander("Earlier imports"):
     with db() as s:
         history = import_history(s, project)
-    st.dataframe(pd.DataFrame([{"when": r.created_at, "file": r.filename, "format": r.format, "read": r.n_read,
-                                "imported": r.n_imported, "rejected": r.n_rejected, "duplicates": r.n_duplicates,
-                                "near duplicates": r.n_near_duplicates, "ended early": r.ended_early,
-                                "strict": r.strict} for r in history]), hide_index=True, width="stretch")
+    if history:
+        st.dataframe(pd.DataFrame(history).drop(columns=["id"]), hide_index=True, width="stretch",
+                     column_config={"when": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
+    else:
+        st.caption("No imports yet.")

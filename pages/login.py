@@ -1,8 +1,8 @@
-"""Log in."""
+"""Log in. The address the browser asked for (e.g. /annotate) stays in the URL, so that page opens after log-in."""
 import streamlit as st
 
 from core.accounts import authenticate
-from core.webui import db, login, run_action
+from core.webui import client_address, db, login, run_action
 
 st.title("finetune-studio")
 st.caption("Curate examples, fine-tune a model on them, and review it blind.")
@@ -12,7 +12,7 @@ with st.form("login"):
     submitted = st.form_submit_button("Log in", type="primary")
 if submitted:
     with db() as s:
-        user = run_action(authenticate, s, username, password)
+        user = run_action(authenticate, s, username, password, client=client_address())
     if user is not None:
         login(user)
         st.rerun()

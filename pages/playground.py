@@ -15,7 +15,7 @@ from core.evaluate.generate_config import Decoding
 from core.ship import client
 from core.ship.playground import chat_messages, save_exchange, systems
 from core.ship.serving import DEFAULT_IDLE_S, find_playground_server, playground_server, server_status, stop_server
-from core.webui import db, flash, require_page, require_project, run_action
+from core.webui import db, flash, md_literal, require_page, require_project, run_action
 from storage.models import JobStatus
 
 user = require_page("evaluate")
@@ -119,7 +119,7 @@ for pane, key in enumerate(panes):
                 st.text(msg["content"])
                 if msg["role"] == "assistant":
                     if msg.get("error"):
-                        st.error(msg["error"])
+                        st.error(md_literal(msg["error"]))
                     st.caption(stats_line(msg))
                     if msg["content"].strip():
                         save_box(pane, i, msg)
@@ -142,12 +142,12 @@ def wait_for_endpoint(job_id: int) -> None:
     if status["endpoint"] and client.health(status["endpoint"]["url"]):
         st.rerun()
     elif job.status == JobStatus.queued.value:
-        st.info(f"Waiting for the device: {status['running_ahead'] or 'another job'} is running; the answer "
-                "starts when it is free.")
+        ahead = md_literal(status["running_ahead"] or "another job")
+        st.info(f"Waiting for the device: {ahead} is running; the answer starts when it is free.")
     elif job.status == JobStatus.running.value:
         st.info("Starting the model endpoint...")
     else:
-        st.error("The model endpoint stopped: " + ((job.error or job.status).splitlines() or [""])[0])
+        st.error("The model endpoint stopped: " + md_literal(((job.error or job.status).splitlines() or [""])[0]))
 
 
 def stream(url: str, targets: list[str]) -> None:
@@ -214,11 +214,12 @@ if targets:
                     client.load(endpoint["url"], key)
         except StudioError as err:
             st.session_state["pg_outbox"] = None
-            st.error(str(err))
+            st.error(md_literal(str(err)))
             st.stop()
         stream(endpoint["url"], targets)
     elif job is not None and job.status in (JobStatus.queued.value, JobStatus.running.value):
         wait_for_endpoint(job.id)
     elif job is not None:
         st.session_state["pg_outbox"] = None
-        st.error("The model endpoint could not start: " + ((job.error or job.status).splitlines() or [""])[0])
+        reason = ((job.error or job.status).splitlines() or [""])[0]
+        st.error("The model endpoint could not start: " + md_literal(reason))

@@ -1,8 +1,11 @@
 """Results: what the blind reviews say (engineers and up). The only page where systems are named.
 
-Leaderboard (Bradley-Terry on an Elo scale with bootstrap intervals), mean scores per criterion with bootstrap
+Automatic checks (pass rate per system and per check with bootstrap intervals, the failing answers), the
+leaderboard (Bradley-Terry on an Elo scale with bootstrap intervals), mean scores per criterion with bootstrap
 95% intervals, win/tie/loss per pair, agreement between reviewers, automatic metrics, and exports.
 """
+from pathlib import Path
+
 import altair as alt
 import pandas as pd
 import streamlit as st
@@ -11,12 +14,34 @@ from core.evaluate.evalsets import list_eval_sets
 from core.evaluate.results import export_dpo, report_markdown, results, score_table, scores_csv
 from core.webui import db, require_page, require_project, run_action
 
+OUTCOMES = ("first wins", "tie", "both bad", "second wins")
+OUTCOME_COLOURS = ("#2e7d32", "#9e9e9e", "#ef6c00", "#c62828")
+
+
+def win_tie_loss_chart(pairs: list[dict]) -> alt.Chart:
+    """One stacked bar per pair, its four outcomes always in the same order and colours, the legend listing
+    all four and the pair labels in full."""
+    rows = []
+    for r in pairs:
+        pair = f"{r['label_a']} vs {r['label_b']}"
+        shares = (r["a_win_rate"], r["tie_rate"] - r["both_bad_rate"], r["both_bad_rate"], r["b_win_rate"])
+        rows += [{"pair": pair, "outcome": o, "order": i, "share": v, "n": r["n"]}
+                 for i, (o, v) in enumerate(zip(OUTCOMES, shares))]
+    return alt.Chart(pd.DataFrame(rows)).mark_bar().encode(
+        x=alt.X("share:Q", stack="normalize", axis=alt.Axis(format="%"), title=None),
+        y=alt.Y("pair:N", title=None, axis=alt.Axis(labelLimit=0)),
+        color=alt.Color("outcome:N", title=None, scale=alt.Scale(domain=list(OUTCOMES), range=list(OUTCOME_COLOURS)),
+                        legend=alt.Legend(orient="bottom", direction="horizontal", labelLimit=0)),
+        order=alt.Order("order:Q"),
+        tooltip=["pair", "outcome", alt.Tooltip("share:Q", format=".0%"), "n"])
+
+
 user = require_page("evaluate")
 project = require_project()
 st.title("Results")
 
 with db() as s:
-    sets = list_eval_sets(s, project.id)
+    sets = list_eval_sets(s, user, project.id)
 if not sets:
     st.info("No eval set yet: create one and generate outputs on the Generate page.")
     st.stop()
@@ -25,7 +50,7 @@ es_id = st.selectbox("Eval set", list(names), format_func=names.get, key="result
 
 with db() as s:
     res = run_action(results, s, user, es_id)
-    table = score_table(s, es_id) if res else []
+    table = score_table(s, user, es_id) if res else []
 if res is None:
     st.stop()
 labels = {row["system"]: row["label"] for row in res["systems"]}
@@ -34,7 +59,45 @@ c1, c2, c3, c4 = st.columns(4)
 c1.metric("Prompts", res["eval_set"]["prompts"])
 c2.metric("Systems", len(res["systems"]))
 c3.metric("Scores", res["n_scores"])
-c4.metric(f"Items with ≥{progress['reviewers_per_item']} reviewers", f"{progress['complete']} / {progress['items']}")
+c4.metric("Fully reviewed", f"{progress['complete']} / {progress['items']}",
+          help=f"Items with at least {progress['reviewers_per_item']} reviewers")
+
+# ---------------------------------------------------------------- automatic checks
+checks = res["checks"]
+st.subheader("Automatic checks")
+if not checks["by_system"]:
+    st.caption(f"{checks['checked_prompts']} of {checks['prompts']} prompts have checks"
+               + (", and no outputs yet." if checks["checked_prompts"] else
+                  ": add some on the Generate page (or from the project's facts to check)."))
+else:
+    by_system = pd.DataFrame(checks["by_system"])
+    st.dataframe(by_system[["label", "passed", "prompts", "pass_rate", "lo", "hi", "checks_passed", "checks"]].rename(
+        columns={"label": "system", "passed": "prompts passing every check", "prompts": "checked prompts",
+                 "pass_rate": "pass rate", "lo": "95% low", "hi": "95% high", "checks_passed": "checks passed",
+                 "checks": "checks"}).round(3), hide_index=True, width="stretch")
+    bars = alt.Chart(by_system).encode(y=alt.Y("label:N", title=None))
+    st.altair_chart(bars.mark_bar(opacity=0.7).encode(x=alt.X("pass_rate:Q", title="pass rate",
+                                                             scale=alt.Scale(domain=[0, 1])))
+                    + bars.mark_errorbar().encode(x="lo:Q", x2="hi:Q"), width="stretch")
+    st.caption("A prompt passes when its answer passes every one of its checks; the interval is the 2.5-97.5 "
+               "percentile of bootstrap resamples of the checked prompts.")
+    with st.expander("Pass rate per check"):
+        per_check = pd.DataFrame(checks["by_check"])
+        st.dataframe(per_check[["check", "label", "passed", "prompts", "pass_rate", "lo", "hi"]].rename(
+            columns={"label": "system", "pass_rate": "pass rate", "lo": "95% low", "hi": "95% high"}).round(3),
+            hide_index=True, width="stretch")
+    failures = pd.DataFrame(checks["failures"])
+    with st.expander(f"Failing answers ({len(failures)})"):
+        if failures.empty:
+            st.caption("Every answer passes its checks.")
+        else:
+            c1, c2 = st.columns(2)
+            system_filter = c1.selectbox("System", ["all"] + sorted(failures["label"].unique()), key="fail_system")
+            check_filter = c2.selectbox("Check", ["all"] + sorted(failures["check"].unique()), key="fail_check")
+            shown = failures[((failures["label"] == system_filter) | (system_filter == "all"))
+                             & ((failures["check"] == check_filter) | (check_filter == "all"))]
+            st.dataframe(shown[["label", "check", "position", "prompt", "answer", "reference"]].rename(
+                columns={"label": "system", "position": "prompt #"}), hide_index=True, width="stretch")
 
 # ---------------------------------------------------------------- leaderboard
 st.subheader("Leaderboard")
@@ -43,7 +106,7 @@ if res["leaderboard"]:
     st.dataframe(board[["label", "rating", "lo", "hi", "n_votes"]].rename(columns={
         "label": "system", "lo": "95% low", "hi": "95% high", "n_votes": "votes"}).round(0), hide_index=True,
         width="stretch")
-    base = alt.Chart(board).encode(y=alt.Y("label:N", sort="-x", title=None))
+    base = alt.Chart(board).encode(y=alt.Y("label:N", sort="-x", title=None, axis=alt.Axis(labelLimit=0)))
     st.altair_chart(base.mark_rule().encode(x=alt.X("lo:Q", title="Rating (Elo scale)", scale=alt.Scale(zero=False)),
                                             x2="hi:Q")
                     + base.mark_point(filled=True, size=80).encode(x="rating:Q"), width="stretch")
@@ -59,27 +122,21 @@ if res["means"]:
     means = pd.DataFrame(res["means"])
     st.dataframe(means[["label", "criterion", "mean", "lo", "hi", "n"]].rename(columns={"label": "system"})
                  .round(2), hide_index=True, width="stretch")
-    enc = alt.Chart(means).encode(x=alt.X("label:N", title=None), color=alt.Color("label:N", title="system"))
-    chart = (enc.mark_bar(opacity=0.7).encode(y=alt.Y("mean:Q", title="mean score"))
-             + enc.mark_errorbar().encode(y="lo:Q", y2="hi:Q")).facet(column=alt.Column("criterion:N", title=None))
-    st.altair_chart(chart)
+    # Grouped bars (criterion, then system) instead of one facet per criterion: a single chart that takes the
+    # page's width, so it never runs off a narrow window.
+    enc = alt.Chart(means).encode(x=alt.X("criterion:N", title=None, axis=alt.Axis(labelAngle=0)),
+                                  xOffset="label:N", color=alt.Color("label:N", title="system",
+                                                                     legend=alt.Legend(orient="bottom",
+                                                                                       labelLimit=0)))
+    st.altair_chart(enc.mark_bar(opacity=0.7).encode(y=alt.Y("mean:Q", title="mean score"))
+                    + enc.mark_errorbar().encode(y=alt.Y("lo:Q", title="mean score"), y2="hi:Q"), width="stretch")
 
 # ---------------------------------------------------------------- win / tie / loss
 if res["win_tie_loss"]:
     st.subheader("Win / tie / loss per pair")
-    rows = []
-    for r in res["win_tie_loss"]:
-        pair = f"{r['label_a']} vs {r['label_b']}"
-        rows += [{"pair": pair, "outcome": f"{r['label_a']} wins", "share": r["a_win_rate"], "n": r["n"]},
-                 {"pair": pair, "outcome": "tie", "share": r["tie_rate"] - r["both_bad_rate"], "n": r["n"]},
-                 {"pair": pair, "outcome": "both bad", "share": r["both_bad_rate"], "n": r["n"]},
-                 {"pair": pair, "outcome": f"{r['label_b']} wins", "share": r["b_win_rate"], "n": r["n"]}]
-    wtl = pd.DataFrame(rows)
-    st.altair_chart(alt.Chart(wtl).mark_bar().encode(
-        x=alt.X("share:Q", stack="normalize", axis=alt.Axis(format="%"), title=None),
-        y=alt.Y("pair:N", title=None), color=alt.Color("outcome:N"), tooltip=["outcome", alt.Tooltip("share:Q",
-                                                                                                  format=".0%"), "n"]),
-        width="stretch")
+    st.altair_chart(win_tie_loss_chart(res["win_tie_loss"]), width="stretch")
+    st.caption("In each pair \"first vs second\", bars run from the first system's wins through ties and answers "
+               "both bad to the second system's wins.")
 
 # ---------------------------------------------------------------- distributions
 if table:
@@ -95,9 +152,13 @@ if table:
                                  "criterion": key[:-2], "score": value})
     if long:
         dist = pd.DataFrame(long)
-        st.altair_chart(alt.Chart(dist).mark_bar().encode(
-            x=alt.X("score:O"), y=alt.Y("count():Q", title="scores"), color="system:N", xOffset="system:N",
-        ).facet(column=alt.Column("criterion:N", title=None)))
+        criteria = list(dict.fromkeys(dist["criterion"]))
+        for col, crit in zip(st.columns(len(criteria)), criteria):
+            col.caption(crit.capitalize())
+            col.altair_chart(alt.Chart(dist[dist["criterion"] == crit]).mark_bar().encode(
+                x=alt.X("score:O", axis=alt.Axis(labelAngle=0)), y=alt.Y("count():Q", title="scores"),
+                color=alt.Color("system:N", legend=alt.Legend(orient="bottom", labelLimit=0)), xOffset="system:N"),
+                width="stretch")
 
 # ---------------------------------------------------------------- agreement and metrics
 st.subheader("Agreement between reviewers")
@@ -129,7 +190,10 @@ if c3.button("Export DPO pairs", help="Preference pairs (prompt, chosen, rejecte
     with db() as s:
         out = run_action(export_dpo, s, user, es_id)
     if out:
-        st.success(f"{out['pairs']} pairs written to `{out['jsonl']}` and `{out['dataset']}`.")
-        with open(out["jsonl"], encoding="utf-8") as fh:
-            st.download_button("Download dpo.jsonl", fh.read(), file_name=f"dpo-evalset-{es_id}.jsonl",
-                               mime="application/jsonl")
+        st.session_state.setdefault("dpo_exports", {})[es_id] = out
+# Kept per eval set, so the download stays offered after a download (which reruns the page) until it is redone.
+dpo = st.session_state.get("dpo_exports", {}).get(es_id)
+if dpo and Path(dpo["jsonl"]).exists():
+    st.success(f"{dpo['pairs']} pairs written to `{dpo['jsonl']}` and `{dpo['dataset']}`.")
+    st.download_button("Download dpo.jsonl", Path(dpo["jsonl"]).read_bytes(), file_name=f"dpo-evalset-{es_id}.jsonl",
+                       mime="application/jsonl", key="dpo_download")

@@ -5,12 +5,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from core.jobs.notices import show_job_notices
 from core.jobs.queue import LIVE, job_snapshot
 from core.jobs.rundir import has_model
 from core.evaluate.evalsets import list_eval_sets
 from core.ship.deploy import FORMATS, default_formats, exports_of, launch_export
 from core.train.runs import compare_runs, runs_table
-from core.webui import db, flash, require_page, require_project, run_action
+from core.webui import db, flash, md_literal, require_page, require_project, run_action
 from core.workspace import exports_dir
 from storage.models import JobStatus
 
@@ -19,29 +20,60 @@ project = require_project()
 st.title("Runs")
 
 
+# What the table shows, under the names people use (core.train.runs.run_summary has the rest).
+TABLE_COLUMNS = {  # widths in px, so the whole table fits a laptop window (the name takes what is left)
+    "id": st.column_config.NumberColumn("Run", format="#%d", width=56),
+    "name": st.column_config.TextColumn("Name"),
+    "status": st.column_config.TextColumn("Status", width=92),
+    "method": st.column_config.TextColumn("Method", width=72),
+    "dataset_version_name": st.column_config.TextColumn("Dataset version", width=124),
+    "train_loss": st.column_config.NumberColumn("Train loss", format="%.3f", width=84),
+    "eval_loss_last": st.column_config.NumberColumn("Validation loss", format="%.3f", width=116,
+                                                    help="At the last evaluation"),
+    "steps": st.column_config.NumberColumn("Steps", width=60),
+    "peak_gib": st.column_config.NumberColumn("Peak GiB", format="%.2f", width=80,
+                                              help="Peak memory measured (estimated before launch while none is "
+                                                   "measured)"),
+    "started": st.column_config.DatetimeColumn("Started", format="MMM D HH:mm", width=108),
+}
+
+
+def table_frame(rows: list[dict]) -> pd.DataFrame:
+    """The runs as the table shows them: fewer, human columns, so it fits a laptop screen."""
+    frame = pd.DataFrame(rows)
+    measured = pd.to_numeric(frame["measured_peak_mb"], errors="coerce")
+    frame["peak_gib"] = measured.fillna(pd.to_numeric(frame["estimated_peak_mb"], errors="coerce")) / 1024
+    for key in ("train_loss", "eval_loss_last", "steps"):
+        frame[key] = pd.to_numeric(frame[key], errors="coerce")  # empty cells, not "None"
+    for key in ("method", "dataset_version_name"):
+        frame[key] = frame[key].fillna("-")
+    return frame[list(TABLE_COLUMNS)]
+
+
 @st.fragment(run_every="5s")
 def table() -> None:
+    show_job_notices(user, project.id)  # a toast when any job of the project ends
     with db() as s:
-        rows = runs_table(s, project.id)
+        rows = runs_table(s, user, project.id)
     if not rows:
         st.info("No training runs yet: start one on the Train page.")
         return
-    st.dataframe(pd.DataFrame(rows).drop(columns=["run_dir"]), hide_index=True, width="stretch",
-                 column_config={"started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm")})
+    st.dataframe(table_frame(rows), hide_index=True, width="stretch", column_config=TABLE_COLUMNS)
 
 
 table()
 with db() as s:
-    rows = runs_table(s, project.id)
+    rows = runs_table(s, user, project.id)
 if not rows:
     st.stop()
-labels = {r["id"]: f"#{r['id']} {r['name']} ({r['status']})" for r in rows}
+# No status in these labels: they are drawn once per page run and would go stale while the table above updates.
+labels = {r["id"]: f"#{r['id']} {r['name']}" for r in rows}
 
 st.subheader("Compare runs")
 picked = st.multiselect("Runs to compare (2 or more)", list(labels), format_func=labels.get, key="compare_ids")
 if len(picked) >= 2:
     with db() as s:
-        cmp = run_action(compare_runs, s, picked)
+        cmp = run_action(compare_runs, s, user, picked)
     if cmp:
         st.markdown("**Settings that differ**")
         if cmp["config_diff"]:
@@ -55,6 +87,12 @@ if len(picked) >= 2:
             st.line_chart(pd.DataFrame(cmp["curves"]), x="step", y="value", color="series", height=320)
 elif picked:
     st.caption("Pick at least one more run.")
+
+
+def _first_line(text: str | None) -> str:
+    """A job's error can carry its log's last lines; the panel shows the first (the log below has the rest)."""
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+
 
 FORMAT_LABELS = {"adapter": "PEFT adapter folder (download)", "merged": "Merged model folder",
                  "ollama": "Ollama Modelfile", "vllm": "vLLM commands", "gguf": "GGUF (llama.cpp)"}
@@ -84,7 +122,7 @@ def export_report(report: dict) -> None:
         st.warning(f"The Ollama TEMPLATE renders {len(ollama['template_mismatches'])} sample conversation(s) "
                    "differently from the model's chat template; check it before use.")
     if ollama.get("error"):
-        st.warning(ollama["error"])
+        st.warning(md_literal(ollama["error"]))
     for command in artifacts.get("vllm", {}).get("commands", []):
         st.code(command, language="bash")
     gguf = artifacts.get("gguf", {})
@@ -95,7 +133,7 @@ def export_report(report: dict) -> None:
     checks = (report.get("parity") or {}).get("checks", {})
     for kind, verdict in checks.items():
         if verdict.get("error"):
-            st.error(f"Parity ({kind}): could not check: {verdict['error']}")
+            st.error(f"Parity ({kind}): could not check: {md_literal(verdict['error'])}")
         elif verdict["identical"] == verdict["total"]:
             st.success(f"Parity ({kind}): {verdict['summary']} greedy answers identical to the run's.")
         else:
@@ -113,7 +151,7 @@ def export_report(report: dict) -> None:
 def exports_panel(run_id: int) -> None:
     """This run's exports, live: a background job each (artifacts, parity check, model card)."""
     with db() as s:
-        exports = exports_of(s, run_id)
+        exports = exports_of(s, user, run_id)
     for e in exports:
         job, progress = e["job"], e["progress"]
         if job.status in LIVE:
@@ -125,7 +163,7 @@ def exports_panel(run_id: int) -> None:
                 st.code(e["out_dir"], language=None)
                 export_report(e["report"])
         else:
-            st.error(f"Export {job.id} {job.status}: {(job.error or '').splitlines()[0] if job.error else ''}")
+            st.error(f"Export {job.id} {job.status}: {md_literal(_first_line(job.error))}")
 
 
 st.subheader("One run")
@@ -133,17 +171,17 @@ run_id = st.selectbox("Run", list(labels), format_func=labels.get, key="detail_i
 row = next(r for r in rows if r["id"] == run_id)
 st.caption(f"Run folder: `{row['run_dir']}`")
 with db() as s:
-    snap = run_action(job_snapshot, s, run_id)
+    snap = run_action(job_snapshot, s, user, run_id)
 if snap:
     job = snap["job"]
     if job.error:
-        (st.info if job.status == JobStatus.canceled.value else st.error)(job.error.split("\n")[0])
+        (st.info if job.status == JobStatus.canceled.value else st.error)(md_literal(_first_line(job.error)))
     c1, c2 = st.columns(2)
-    c1.metric("Estimated peak memory", f"{job.estimated_peak_mb or 0:.0f} MB")
+    c1.metric("Estimated peak memory", f"{job.estimated_peak_mb:.0f} MB" if job.estimated_peak_mb else "-")
     c2.metric("Measured peak memory", f"{job.measured_peak_mb or 0:.0f} MB" if job.measured_peak_mb else "-")
     if job.status in (JobStatus.succeeded.value, JobStatus.canceled.value) and has_model(job.run_dir or ""):
         with db() as s:
-            eval_sets = {es["id"]: es["name"] for es in list_eval_sets(s, project.id)}
+            eval_sets = {es["id"]: es["name"] for es in list_eval_sets(s, user, project.id)}
         with st.form("export"):
             st.markdown("**Export**")
             out = st.text_input("Export folder (new, empty)", str(exports_dir() / f"run-{run_id}"))

@@ -4,9 +4,10 @@ import streamlit as st
 
 from core.basemodel import EMBEDDED
 from core.curate.datasets import list_versions
-from core.hardware import detect
+from core.hardware import detect, estimate_sum_text
+from core.jobs.notices import show_job_notices
 from core.jobs.queue import LIVE, cancel, job_snapshot, list_jobs
-from core.train.runs import check_launch, launch, resume_run
+from core.train.runs import check_launch, launch, resume_note, resume_run
 from core.train.config import PRESET_HELP, PRESETS, TrainConfig, field_docs, preset_config
 from core.webui import db, flash, require_page, require_project, run_action
 from storage.models import JobStatus
@@ -28,6 +29,12 @@ def _estimate(cfg_json: str):
         return check_launch(TrainConfig.from_json(cfg_json), _hardware()), None
     except Exception as err:  # StudioError: shown as the reason; anything else: the model could not be read
         return None, str(err)
+
+
+def follow(job_id: int) -> None:
+    """Make the live panel show ``job_id`` on its next draw. The selector's own state would win over any
+    index= given to it, so the choice is handed over through session state before the selector is drawn."""
+    st.session_state["watch_next"] = job_id
 
 
 hw = _hardware()
@@ -67,9 +74,11 @@ else:
         method = st.radio("Method", methods, index=methods.index(base.method), horizontal=True, key=k + "method",
                           format_func={"lora": "LoRA", "qlora": "QLoRA (4-bit)", "full": "Full fine-tuning"}.get,
                           help=DOCS["method"])
-        if hw.kind != "cuda":
-            st.caption("QLoRA is unavailable here: its 4-bit NF4 base weights (bitsandbytes) need an NVIDIA GPU, "
-                       "and this machine has none. LoRA trains the same kind of adapter on a CPU.")
+        if hw.kind != "cuda" and method == "qlora":
+            st.caption("QLoRA on this CPU keeps the base weights in 4-bit NF4 (bitsandbytes): a quarter of their "
+                       "memory, but each step turns them back into fp32, so it trains somewhat slower than LoRA "
+                       "(about 1.1x the CPU time per step on the embedded model). Choose it when LoRA does not fit "
+                       "in memory.")
 
         c1, c2, c3 = st.columns(3)
         lr_default = base.learning_rate or (2e-5 if method == "full" else 2e-4)
@@ -138,10 +147,9 @@ else:
         est, reason = _estimate(cfg.to_json()) if cfg is not None else (None, None)
         if est:
             st.metric("Estimated peak", f"{est['peak_mb'] / 1024:.2f} GiB",
-                      help="weights + gradients + optimizer states of trained weights + activations")
-            st.caption(f"weights {est['weights_mb']:.0f} MB · gradients {est['gradients_mb']:.0f} MB · optimizer "
-                       f"{est['optimizer_mb']:.0f} MB · activations {est['activations_mb']:.0f} MB "
-                       f"(length {est['max_length']}); {est['available_mb'] / 1024:.1f} GiB free")
+                      help="The sum of the parts below; checked against the free memory before the run starts.")
+            st.caption(f"{estimate_sum_text(est)} at length {est['max_length']}; "
+                       f"{est['available_mb'] / 1024:.1f} GiB free")
         elif reason:
             st.warning(reason)
 
@@ -151,76 +159,86 @@ else:
             with db() as s:
                 job = run_action(launch, s, user, project.id, cfg, name)
             if job is not None:
-                st.session_state["watch_job"] = job.id
+                follow(job.id)
                 flash(f"Run {job.id} {'started' if job.status == JobStatus.running.value else 'queued'}.")
 
 st.divider()
 st.subheader("Live run")
-with db() as s:
-    recent = list_jobs(s, project_id=project.id, kind="train")[:30]
-if not recent:
-    st.caption("No runs yet.")
-else:
+
+
+@st.fragment(run_every="2s")
+def live() -> None:
+    """The run selector and the watched run, redrawn together every 2 s, so a label never says "(running)"
+    after the run ended; a run just started or resumed is followed (``follow``)."""
+    show_job_notices(user, project.id)  # a toast when any job of the project ends
+    with db() as s:
+        recent = list_jobs(s, project_id=project.id, kind="train", user=user)[:30]
+    if not recent:
+        st.caption("No runs yet.")
+        return
     ids = [j.id for j in recent]
-    watched = st.session_state.get("watch_job")
-    if watched not in ids:
+    wanted = st.session_state.pop("watch_next", None)
+    if wanted in ids:
+        st.session_state["watch_select"] = wanted
+    if st.session_state.get("watch_select") not in ids:
         active = [j.id for j in recent if j.status in LIVE]
-        watched = active[0] if active else ids[0]
+        st.session_state["watch_select"] = active[0] if active else ids[0]
     labels = {j.id: f"#{j.id} {j.name} ({j.status})" for j in recent}
-    chosen = st.selectbox("Run", ids, index=ids.index(watched), format_func=labels.get, key="watch_select")
-    st.session_state["watch_job"] = chosen
-
-    @st.fragment(run_every="2s")
-    def live(job_id: int) -> None:
+    job_id = st.selectbox("Run", ids, format_func=labels.get, key="watch_select")
+    with db() as s:
+        snap = run_action(job_snapshot, s, user, job_id)
+    if snap is None:
+        return
+    job, rows = snap["job"], snap["metrics"]
+    train = [r for r in rows if r.get("loss") is not None]
+    evals = [r for r in rows if r.get("eval_loss") is not None]
+    last = train[-1] if train else (rows[-1] if rows else {})
+    status = job.status + (f" — position {snap['queue_position']} in the queue" if snap["queue_position"] else "")
+    st.markdown(f"**Status:** {status}")
+    total = last.get("total_steps") or 0
+    step = last.get("step") or 0
+    st.progress(min(1.0, step / total) if total else 0.0, text=f"step {step} / {total or '?'}")
+    c = st.columns(6)
+    c[0].metric("Epoch", f"{last.get('epoch', 0):.2f}" if last else "-")
+    c[1].metric("Train loss", f"{train[-1]['loss']:.4f}" if train else "-")
+    c[2].metric("Validation loss", f"{evals[-1]['eval_loss']:.4f}" if evals else "-",
+                delta=f"{evals[-1]['eval_loss'] - evals[0]['eval_loss']:+.4f}" if len(evals) > 1 else None,
+                delta_color="inverse")
+    c[3].metric("Tokens/s", f"{train[-1]['tokens_per_s']:.0f}" if train and train[-1].get("tokens_per_s") else "-")
+    eta = last.get("eta_s")
+    running = job.status == JobStatus.running.value
+    c[4].metric("ETA", f"{int(eta // 60)}m {int(eta % 60)}s" if eta is not None and running else "-")
+    mem = job.measured_peak_mb if not running and job.measured_peak_mb else \
+        next((r.get("mem_mb") or r.get("gpu_mem_mb") for r in reversed(rows) if r.get("mem_mb") or r.get("gpu_mem_mb")),
+             None)
+    c[5].metric("Memory", f"{mem / 1024:.2f} GiB" if mem else "-",
+                help=f"Peak so far (GPU allocations, or the process's RAM on a CPU); estimated "
+                     f"{job.estimated_peak_mb or 0:,.0f} MB before launch.")
+    if rows:
+        long = pd.DataFrame([{"step": r["step"], "loss": r[key], "curve": name}
+                             for r in rows for key, name in (("loss", "train"), ("eval_loss", "validation"))
+                             if r.get(key) is not None])
+        if not long.empty:
+            st.line_chart(long, x="step", y="loss", color="curve", height=260)
+        lrs = pd.DataFrame([{"step": r["step"], "learning rate": r["learning_rate"]} for r in train
+                            if r.get("learning_rate") is not None])
+        if not lrs.empty:
+            st.line_chart(lrs, x="step", y="learning rate", height=160)
+    if job.error:
+        (st.info if job.status == JobStatus.canceled.value else st.error)(job.error.split("\n")[0])
+    b1, b2, _ = st.columns([1, 1, 4])
+    if job.status in LIVE and b1.button("Cancel", key=f"cancel{job.id}"):
         with db() as s:
-            snap = run_action(job_snapshot, s, job_id)
-        if snap is None:
-            return
-        job, rows = snap["job"], snap["metrics"]
-        train = [r for r in rows if r.get("loss") is not None]
-        evals = [r for r in rows if r.get("eval_loss") is not None]
-        last = train[-1] if train else (rows[-1] if rows else {})
-        status = job.status + (f" — position {snap['queue_position']} in the queue" if snap["queue_position"] else "")
-        st.markdown(f"**Status:** {status}")
-        total = last.get("total_steps") or 0
-        step = last.get("step") or 0
-        st.progress(min(1.0, step / total) if total else 0.0, text=f"step {step} / {total or '?'}")
-        c = st.columns(6)
-        c[0].metric("Epoch", f"{last.get('epoch', 0):.2f}" if last else "-")
-        c[1].metric("Train loss", f"{train[-1]['loss']:.4f}" if train else "-")
-        c[2].metric("Validation loss", f"{evals[-1]['eval_loss']:.4f}" if evals else "-",
-                    delta=f"{evals[-1]['eval_loss'] - evals[0]['eval_loss']:+.4f}" if len(evals) > 1 else None,
-                    delta_color="inverse")
-        c[3].metric("Tokens/s", f"{train[-1]['tokens_per_s']:.0f}" if train and train[-1].get("tokens_per_s") else "-")
-        eta = last.get("eta_s")
-        c[4].metric("ETA", f"{int(eta // 60)}m {int(eta % 60)}s" if eta is not None and job.status == JobStatus.running.value
-                    else "-")
-        mem = last.get("gpu_mem_mb") or job.measured_peak_mb
-        c[5].metric("Memory", f"{mem / 1024:.2f} GiB" if mem else "-",
-                    help=f"estimated {job.estimated_peak_mb or 0:.0f} MB before launch")
-        if rows:
-            long = pd.DataFrame([{"step": r["step"], "loss": r[key], "curve": name}
-                                 for r in rows for key, name in (("loss", "train"), ("eval_loss", "validation"))
-                                 if r.get(key) is not None])
-            if not long.empty:
-                st.line_chart(long, x="step", y="loss", color="curve", height=260)
-            lrs = pd.DataFrame([{"step": r["step"], "learning rate": r["learning_rate"]} for r in train
-                                if r.get("learning_rate") is not None])
-            if not lrs.empty:
-                st.line_chart(lrs, x="step", y="learning rate", height=160)
-        if job.error:
-            (st.info if job.status == JobStatus.canceled.value else st.error)(job.error.split("\n")[0])
-        b1, b2, _ = st.columns([1, 1, 4])
-        if job.status in LIVE and b1.button("Cancel", key=f"cancel{job.id}"):
-            with db() as s:
-                run_action(cancel, s, user, job.id, success="Cancel requested; the run stops at its next step.")
-        if job.status in (JobStatus.failed.value, JobStatus.canceled.value) and b2.button("Resume", key=f"resume{job.id}"):
-            with db() as s:
-                new = run_action(resume_run, s, user, job.id, success="Resumed from the last complete checkpoint.")
-            if new is not None:
-                st.session_state["watch_job"] = new.id
-                st.rerun(scope="app")
-        with st.expander("Log (last lines)"):
-            st.code(snap["log_tail"] or "(empty)", language=None)
+            run_action(cancel, s, user, job.id, success="Cancel requested; the run stops at its next step.")
+    if job.status in (JobStatus.failed.value, JobStatus.canceled.value) and b2.button("Resume", key=f"resume{job.id}"):
+        with db() as s:
+            new = run_action(resume_run, s, user, job.id)
+        if new is not None:
+            flash(resume_note(new))  # from its checkpoint, or from step 0 when it saved none: say which
+            follow(new.id)
+            st.rerun(scope="app")
+    with st.expander("Log (last lines)"):
+        st.code(snap["log_tail"] or "(empty)", language=None)
 
-    live(chosen)
+
+live()

@@ -1,12 +1,14 @@
 """Datasets: freeze versions of the approved examples, read their stats, export them."""
-import numpy as np
+from pathlib import Path
+
+import altair as alt
 import pandas as pd
 import streamlit as st
 
 from core.accounts import can
-from core.curate.datasets import export_file, freeze_version, list_versions, stats
+from core.curate.datasets import export_file, freeze_version, list_versions, stats, token_histogram
 from core.curate.formats import EXPORT_FORMATS, FORMAT_LABELS
-from core.webui import db, require_page, require_project, run_action
+from core.webui import db, md_literal, require_page, require_project, run_action
 
 user = require_page("curate")
 project = require_project()
@@ -29,7 +31,7 @@ if can(user, "freeze"):
                 v = run_action(freeze_version, s, user, project, name,
                                fractions={"train": train, "validation": validation, "test": test}, seed=int(seed))
             if v is not None:
-                st.success(f"Froze {v.name}: {v.n_train} train, {v.n_validation} validation, {v.n_test} test.")
+                st.success(f"Froze {md_literal(v.name)}: {v.n_train} train, {v.n_validation} validation, {v.n_test} test.")
                 versions = [v] + versions
 
 st.subheader("Versions")
@@ -41,24 +43,33 @@ else:
     st.info("No versions yet.")
 
 st.subheader("Stats")
-chosen = st.selectbox("For", [None] + [v.id for v in versions],
+chosen = st.selectbox("For", [None] + [v.id for v in versions], key="stats_for",
                       format_func=lambda i: "all examples of the project" if i is None
-                      else next(v.name for v in versions if v.id == i))
+                      else f"version {next(v.name for v in versions if v.id == i)} only")
 with db() as s:
     data = stats(s, project, chosen)
+
+
+def _bars(counts: dict, what: str) -> alt.Chart:
+    """Horizontal bars, biggest first, labels in full (tag and user names are data, shown as data)."""
+    frame = pd.DataFrame({what: list(counts) or ["(none)"], "examples": list(counts.values()) or [0]})
+    return alt.Chart(frame).mark_bar().encode(
+        x=alt.X("examples:Q", title="examples"), y=alt.Y(f"{what}:N", sort="-x", title=None,
+                                                         axis=alt.Axis(labelLimit=0)),
+        tooltip=[what, "examples"])
+
+
 c = st.columns(3)
-c[0].caption("By status")
-c[0].bar_chart(pd.Series(data["by_status"], name="examples"))
-c[1].caption("By tag")
-c[1].bar_chart(pd.Series(data["by_tag"] or {"(none)": 0}, name="examples"))
-c[2].caption("By annotator")
-c[2].bar_chart(pd.Series(data["by_annotator"] or {"(none)": 0}, name="examples"))
-lengths = data.get("version_token_lengths") if chosen else data["token_lengths"]
-if lengths:
-    counts, edges = np.histogram(lengths, bins=min(30, max(1, len(set(lengths)))))
-    st.caption(f"Token lengths ({len(lengths):,} examples; max length {project.max_length})")
-    st.bar_chart(pd.DataFrame({"examples": counts}, index=[f"{int(lo)}-{int(hi)}" for lo, hi in
-                                                             zip(edges[:-1], edges[1:])]))
+for col, key, what in ((c[0], "by_status", "status"), (c[1], "by_tag", "tag"), (c[2], "by_annotator", "annotator")):
+    col.caption(f"By {what}")
+    col.altair_chart(_bars(data[key], what), width="stretch")
+bins = token_histogram(data["token_lengths"])
+if bins:
+    st.caption(f"Token lengths ({len(data['token_lengths']):,} examples; max length {project.max_length})")
+    st.altair_chart(alt.Chart(pd.DataFrame(bins)).mark_bar().encode(
+        x=alt.X("start:Q", bin="binned", title="tokens"), x2="end:Q", y=alt.Y("examples:Q", title="examples"),
+        tooltip=[alt.Tooltip("start:Q", title="from"), alt.Tooltip("end:Q", title="to"), "examples:Q"]),
+        width="stretch")
 m = st.columns(3)
 m[0].metric("Exact duplicates skipped on import", data["exact_duplicates_skipped"])
 m[1].metric("Near duplicates flagged", data["near_duplicates_flagged"])
@@ -78,10 +89,13 @@ if st.button("Prepare export"):
         path = run_action(export_file, s, user, project, fmt, version_id=what[1] if what[0] == "version" else None,
                           status=what[1] if what[0] == "status" else None)
     if path is not None:
-        st.session_state["export_path"] = str(path)
-if st.session_state.get("export_path"):
-    from pathlib import Path
-
-    path = Path(st.session_state["export_path"])
-    if path.exists():
-        st.download_button(f"Download {path.name}", path.read_bytes(), file_name=path.name, type="primary")
+        st.session_state["export_prepared"] = {"path": str(path), "for": [list(what), fmt]}
+prepared = st.session_state.get("export_prepared")
+# Offered only for the selection it was made from: after a change of format or data, prepare again.
+if prepared and prepared["for"] == [list(what), fmt] and Path(prepared["path"]).exists():
+    path = Path(prepared["path"])
+    st.text(f"Ready: {path.name}")
+    st.download_button("Download the export", path.read_bytes(), file_name=path.name, type="primary",
+                       key="export_download")
+elif prepared:
+    st.caption("The selection changed: prepare the export again to download it.")

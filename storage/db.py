@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -30,6 +31,15 @@ class DatabaseUnavailable(Exception):
     another class."""
 
 
+class DatabaseBusy(Exception):
+    """Another writer held the database past the busy timeout; nothing was written. (``configure`` names the
+    class the app raises instead.)"""
+
+
+class DatabaseWriteFailed(Exception):
+    """The disk refused the write (full, I/O error, read-only); nothing was written. (See ``configure``.)"""
+
+
 def _url_from_env() -> str:
     url = os.environ.get("DATABASE_URL")
     if not url:
@@ -39,16 +49,24 @@ def _url_from_env() -> str:
 
 _resolve_url: Callable[[], str] = _url_from_env
 _error_class: type[Exception] = DatabaseUnavailable
+_busy_class: type[Exception] = DatabaseBusy
+_write_failed_class: type[Exception] = DatabaseWriteFailed
 
 
-def configure(url: Callable[[], str] | None = None, error: type[Exception] | None = None) -> None:
+def configure(url: Callable[[], str] | None = None, error: type[Exception] | None = None,
+              busy: type[Exception] | None = None, write_failed: type[Exception] | None = None) -> None:
     """Where the database is (a function, read on every use, so switching workspaces works) and the exception
-    class raised when it cannot be used (it is built from one message string)."""
-    global _resolve_url, _error_class
+    classes raised when it cannot be used, when it stays locked by another writer, and when the disk refuses a
+    write (each is built from one message string)."""
+    global _resolve_url, _error_class, _busy_class, _write_failed_class
     if url is not None:
         _resolve_url = url
     if error is not None:
         _error_class = error
+    if busy is not None:
+        _busy_class = busy
+    if write_failed is not None:
+        _write_failed_class = write_failed
 
 
 def database_url() -> str:
@@ -65,11 +83,61 @@ def _set_sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+# SQLite's own words for a write the disk refused, and what to tell a person instead.
+_DISK_ERRORS = {
+    "database or disk is full": "the disk holding the workspace is full; free some space",
+    "disk i/o error": "the disk holding the workspace reported an I/O error",
+    "attempt to write a readonly database": "the database file is read-only",
+    "unable to open database file": "the database file cannot be opened (moved, deleted or no permission)",
+}
+
+
+def _translate_sqlite_error(context) -> None:
+    """SQLAlchemy's handle_error hook: a lock held past the busy timeout, or a write the disk refused, becomes
+    the configured exception with a message a person can act on (pages and the CLI show it as it is)."""
+    orig = context.original_exception
+    if not isinstance(orig, sqlite3.OperationalError):
+        return
+    text = str(orig).lower()
+    if "database is locked" in text or "database table is locked" in text:
+        raise _busy_class(f"The database is busy: another write held it for more than {BUSY_TIMEOUT_MS // 1000} s. "
+                          "Nothing was saved; try again in a moment.") from None
+    for words, meaning in _DISK_ERRORS.items():
+        if words in text:
+            raise _write_failed_class(f"The database could not be written: {meaning}. Nothing was saved.") from None
+
+
+def is_busy(err: BaseException) -> bool:
+    """Whether ``err`` says the database was locked by another writer (translated or not)."""
+    if isinstance(err, _busy_class):
+        return True
+    orig = getattr(err, "orig", err)
+    return isinstance(orig, sqlite3.OperationalError) and "locked" in str(orig).lower()
+
+
+def retry_busy(fn: Callable[[], object], *, give_up_after_s: float = 600.0, first_wait_s: float = 0.1,
+               max_wait_s: float = 2.0):
+    """``fn()`` (one whole transaction), tried again with growing waits while the database is locked by another
+    writer, for up to ``give_up_after_s``; then the last busy error is raised. Job processes report through
+    this: a long write elsewhere must delay their heartbeat, never kill the job."""
+    deadline = time.monotonic() + give_up_after_s
+    wait = first_wait_s
+    while True:
+        try:
+            return fn()
+        except Exception as err:  # noqa: BLE001 - only busy errors are retried, see is_busy
+            if not is_busy(err) or time.monotonic() + wait > deadline:
+                raise
+        time.sleep(wait)
+        wait = min(max_wait_s, wait * 2)
+
+
 def make_engine(url: str) -> Engine:
     """A new engine for ``url`` with the project's connection settings."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000})
         event.listen(engine, "connect", _set_sqlite_pragmas)
+        event.listen(engine, "handle_error", _translate_sqlite_error)
     else:
         engine = create_engine(url, pool_pre_ping=True)
     return engine
@@ -103,6 +171,34 @@ def session_scope() -> Iterator[Session]:
         except Exception:
             session.rollback()
             raise
+
+
+@contextmanager
+def single_transaction() -> Iterator[Session]:
+    """A session in which every ``commit()`` only closes a savepoint: all the work commits once at the end, or
+    not at all if anything raises. For a set-up made of steps that each commit on their own (the demo seed:
+    create project, import, approve, freeze), so a crash half-way leaves nothing behind.
+
+    SQLAlchemy's "join a session into an external transaction" recipe. On SQLite it needs its own engine on which
+    the driver leaves transactions to SQLAlchemy (pysqlite's own BEGIN handling makes SAVEPOINT unreliable; see
+    SQLAlchemy's "Serializable isolation / Savepoints / Transactional DDL" notes for pysqlite)."""
+    url = database_url()
+    engine = make_engine(url)
+    if url.startswith("sqlite"):
+        event.listen(engine, "connect", lambda dbapi_conn, _record: setattr(dbapi_conn, "isolation_level", None))
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    try:
+        with engine.connect() as conn:
+            outer = conn.begin()
+            with Session(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False) as session:
+                try:
+                    yield session
+                except BaseException:
+                    outer.rollback()
+                    raise
+            outer.commit()
+    finally:
+        engine.dispose()
 
 
 def _alembic_config(url: str):

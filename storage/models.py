@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, or_
+from sqlmodel import Field, SQLModel, select
 
 
 def utcnow() -> datetime:
@@ -39,6 +39,31 @@ class User(SQLModel, table=True):
     last_login_at: Optional[datetime] = None
 
 
+class LoginSession(SQLModel, table=True):
+    """One signed-in browser (see core.sessions): only SHA-256 hashes of its cookie token and of the one-time
+    ticket that fetched the cookie are stored, so a copy of the database holds no usable cookie."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="user.id", index=True)
+    token_hash: Optional[str] = Field(default=None, max_length=64, unique=True)  # set when the cookie is issued
+    ticket_hash: Optional[str] = Field(default=None, max_length=64, unique=True)  # cleared when it is used
+    ticket_expires_at: Optional[datetime] = None
+    client: str = Field(default="", max_length=64)  # the address the log-in came from
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    revoked_at: Optional[datetime] = None
+    revoke_reason: str = Field(default="", max_length=64)
+
+
+class LoginThrottle(SQLModel, table=True):
+    """Failed log-ins per account name or per client address, and until when that key must wait."""
+
+    key: str = Field(primary_key=True, max_length=200)  # "account:<name>" or "client:<address>"
+    failures: int = 0
+    last_failure_at: datetime = Field(default_factory=utcnow)
+    locked_until: Optional[datetime] = None
+
+
 class Project(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True, max_length=200)
@@ -46,6 +71,9 @@ class Project(SQLModel, table=True):
     guidelines: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     # [{"name": "accuracy", "description": "...", "min": 1, "max": 5}, ...]
     rubric: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
+    # Facts to check: [{"name": "power_cut_line", "about": "...", "keywords": ["0800 555 0105"], "match": "all"}];
+    # core.evaluate.checks turns them into checks on eval prompts whose reference gives the fact.
+    facts: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
     max_length: int = Field(default=1024, sa_column_kwargs={"server_default": "1024"})
     annotators_per_example: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
     created_at: datetime = Field(default_factory=utcnow)
@@ -66,10 +94,20 @@ class ExampleStatus(str, Enum):
     rejected = "rejected"
 
 
+class ImportStatus(str, Enum):
+    """An import writes its rows in short batches while ``pending`` (hidden from every query through
+    ``visible_examples``), then one quick update makes them all visible at once: all or nothing for users, without
+    holding the database's write lock for the whole file."""
+
+    pending = "pending"
+    done = "done"
+
+
 class ImportRecord(SQLModel, table=True):
     """One import: who, when, which file, and what happened to each record."""
 
     id: Optional[int] = Field(default=None, primary_key=True)
+    status: str = Field(default=ImportStatus.done.value, max_length=16, sa_column_kwargs={"server_default": "done"})
     project_id: int = Field(foreign_key="project.id", index=True)
     user_id: Optional[int] = Field(default=None, foreign_key="user.id")
     filename: str = ""
@@ -113,6 +151,9 @@ class Example(SQLModel, table=True):
     near_duplicate_of: Optional[int] = Field(default=None)
     token_count: int = 0
     source: str = Field(default="manual", max_length=32)
+    # Where a generated draft came from, so it can be traced: for source "review_feedback" the eval set, prompt,
+    # reviewer, the reviewer's whole comment, the starting answer and any test-split example it repeats.
+    origin: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False, server_default="{}"))
     import_id: Optional[int] = Field(default=None, foreign_key="importrecord.id")
     assigned_to: Optional[int] = Field(default=None, foreign_key="user.id")
     created_by: Optional[int] = Field(default=None, foreign_key="user.id")
@@ -122,6 +163,31 @@ class Example(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow)
     # Optimistic locking: a save carries the version it started from; a stale save is refused.
     version: int = 1
+
+
+class ExampleRevision(SQLModel, table=True):
+    """One step in an example's life (created, edited, submitted, approved, rejected, edited by a reviewer):
+    who, when, the status after it and the text as it was then, so a reviewer sees what changed since the last
+    review. Imports write no revision (the import record says who and when); version 1 is the imported text."""
+
+    __table_args__ = (Index("ix_examplerevision_example_id_id", "example_id", "id"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    example_id: int = Field(foreign_key="example.id")
+    version: int
+    action: str = Field(max_length=32)
+    status: str = Field(max_length=16)
+    user_id: Optional[int] = Field(default=None, foreign_key="user.id")
+    at: datetime = Field(default_factory=utcnow)
+    reason: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    # {"system", "turns", "input", "tags", "note"} after this step
+    record: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+def visible_examples():
+    """The WHERE clause every read of examples uses: not the rows of an import still in progress."""
+    pending = select(ImportRecord.id).where(ImportRecord.status == ImportStatus.pending.value)
+    return or_(Example.import_id.is_(None), Example.import_id.not_in(pending))
 
 
 class ExampleRating(SQLModel, table=True):
@@ -241,6 +307,8 @@ class EvalPrompt(SQLModel, table=True):
     messages: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     reference: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     example_id: Optional[int] = None
+    # Automatic checks an answer must pass (core.evaluate.checks): [{"kind": "contains", "values": [...], ...}]
+    checks: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False, server_default="[]"))
 
 
 class Output(SQLModel, table=True):

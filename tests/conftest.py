@@ -17,6 +17,9 @@ from sqlmodel import Session
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# AppTest runs app.py inside this process: its upkeep timer would reconcile whichever test's workspace is current.
+# Servers the tests start (`finetune-studio serve`) run their own upkeep thread regardless.
+os.environ.setdefault("FINETUNE_STUDIO_UPKEEP_BY_SERVE", "1")
 
 pytest_plugins = ["tests.fixtures_models"]  # tiny_model: a small random Llama with the embedded tokenizer
 
@@ -75,6 +78,9 @@ def workspace(tmp_path, monkeypatch, request, db_templates):
     shutil.copyfile(db_templates(name), ws / "studio.db")
     monkeypatch.setenv("FINETUNE_STUDIO_HOME", str(ws))
     monkeypatch.delenv("DATABASE_URL", raising=False)
+    # Tests write the files they import into their own tmp folder: it is the import root an admin would set
+    # (tests/test_import_paths.py checks the default root and the refusals).
+    monkeypatch.setenv("FINETUNE_STUDIO_IMPORT_ROOTS", str(tmp_path))
     reset_engines()
     init_workspace(with_demo=False)  # the real start-up path: folders, schema check (already at head), admin
     yield ws

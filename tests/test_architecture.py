@@ -6,19 +6,20 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ["core", "storage", "pages", "app.py"]
+SOURCES = ["core", "storage", "pages", "app.py", "asgi.py"]
 # Lower number = lower layer. A module may import its own layer or lower ones, never higher. The stages are ordered
 # as the loop runs (a later stage may use an earlier one: ship -> evaluate -> train -> curate), never backwards.
 LAYERS = [
     (0, "storage"),
     (1, "core.errors"), (1, "core.workspace"), (1, "core.locks"), (1, "core.accounts"), (1, "core.projects"),
     (1, "core.hardware"), (1, "core.basemodel"), (1, "core.webui"), (1, "core.configs"),
+    (1, "core.sessions"), (1, "core.throttle"), (1, "core.browser"),
     (2, "core.jobs"),
     (3, "core.curate"),
     (4, "core.train"),
     (5, "core.evaluate"),
     (6, "core.ship"),
-    (7, "core.cli"), (7, "core.setup"), (7, "pages"), (7, "app"),
+    (7, "core.cli"), (7, "core.setup"), (7, "pages"), (7, "app"), (7, "asgi"),
 ]
 NAMES = {0: "storage", 1: "shared base", 2: "jobs", 3: "curate", 4: "train", 5: "evaluate", 6: "ship",
          7: "pages/cli/start-up"}

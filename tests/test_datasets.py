@@ -72,8 +72,18 @@ def test_version_records_shape(session, project, users):
     assert len(recs) == 12
     assert recs[0] == {"prompt": [{"role": "system", "content": "Be kind."},
                                   {"role": "user", "content": "Question 0?"}],
-                       "completion": [{"role": "assistant", "content": "Answer 0, in words."}]}
+                       "completion": [{"role": "assistant", "content": "Answer 0, in words."}],
+                       "example_id": recs[0]["example_id"]}
+    assert sorted(r["example_id"] for r in recs) == sorted(i.example_id for i in _items(session, v.id))
     assert version_records(session, v.id, "test") == []
+
+
+def _items(session, version_id):
+    from sqlmodel import select
+
+    from storage.models import DatasetVersionItem
+
+    return session.exec(select(DatasetVersionItem).where(DatasetVersionItem.version_id == version_id)).all()
 
 
 def test_stats(session, project, users):
@@ -81,12 +91,14 @@ def test_stats(session, project, users):
     cur.create_example(session, users["annotator"], project, turns=[
         {"role": "user", "content": "draft?"}, {"role": "assistant", "content": "a draft answer"}])
     v = freeze_version(session, users["reviewer"], project, "v1")
-    s = stats(session, project, v.id)
-    assert s["by_status"] == {"approved": 6, "draft": 1}
+    whole = stats(session, project)
+    assert whole["by_status"] == {"approved": 6, "draft": 1} and whole["by_annotator"] == {"annotator1": 7}
+    assert len(whole["token_lengths"]) == 7 and whole["per_split"] == {}
+    s = stats(session, project, v.id)  # the version's examples only: the later draft is not in it
+    assert s["by_status"] == {"approved": 6}
     assert s["by_tag"] == {"t0": 3, "t1": 3}
-    assert s["by_annotator"] == {"annotator1": 7}
-    assert len(s["token_lengths"]) == 7 and sum(s["per_split"].values()) == 6
-    assert len(s["version_token_lengths"]) == 6
+    assert s["by_annotator"] == {"annotator1": 6}
+    assert len(s["token_lengths"]) == 6 and sum(s["per_split"].values()) == 6
 
 
 def test_export_version_to_datasetdict(session, project, users, tmp_path):

@@ -30,7 +30,7 @@ def test_eval_set_from_file_jsonl_and_csv(session, project, users):
     es2 = evalsets.create_eval_set_from_file(session, eng, project.id, "csv", csv_text.encode(), "p.csv")
     assert [(p.messages[-1]["content"], p.reference) for p in evalsets.eval_prompts(session, es2.id)] == [
         ("Where is my bill?", "In the app."), ("Thanks", "")]
-    rows = evalsets.list_eval_sets(session, project.id)
+    rows = evalsets.list_eval_sets(session, eng, project.id)
     assert [(r["name"], r["prompts"], r["references"]) for r in rows] == [("upload", 2, 1), ("csv", 2, 1)]
 
 
@@ -42,7 +42,7 @@ def test_bad_prompt_files_are_refused_and_nothing_saved(session, project, users)
         evalsets.create_eval_set_from_file(session, eng, project.id, "bad", "question\nhi\n", "p.csv")
     with pytest.raises(InvalidInput, match=".jsonl or .csv"):
         evalsets.create_eval_set_from_file(session, eng, project.id, "bad", "hi", "p.txt")
-    assert evalsets.list_eval_sets(session, project.id) == []
+    assert evalsets.list_eval_sets(session, eng, project.id) == []
 
 
 def test_eval_set_from_version_test_split(session, project, users):
@@ -141,7 +141,7 @@ def test_each_item_gets_k_reviewers_before_any_gets_k_plus_one(session, project,
         assert max(counts.values()) - min(counts.get(it, 0) for it in review.review_items(session, es.id)) <= 1
     assert all(v == 3 for v in counts.values())  # everyone scored everything once, no duplicates
     assert review.next_item(session, reviewers[0], es.id) is None
-    progress = review.review_progress(session, es.id)
+    progress = review.review_progress(session, users["engineer"], es.id)
     assert progress["complete"] == 9 and progress["scores"] == 27
 
 
@@ -151,11 +151,12 @@ def test_send_back_creates_a_draft_example_with_the_comment(session, project, us
     item = review.next_item(session, rev, es.id)
     preferred = "A" if item.text_a.startswith("Call") else "B"
     review.submit_score(session, rev, es.id, item.prompt_id, item.pair, scores=full_scores(3, 3), preference=preferred)
-    ex = review.send_back_to_annotation(session, rev, es.id, item.prompt_id, item.pair, comment="Give the number first")
+    ex = review.send_back_to_annotation(session, rev, es.id, item.prompt_id, item.pair, comment="Give the number first",
+                                        start=preferred)
     assert ex.status == "draft" and ex.source == "review_feedback"
-    assert "Give the number first" in ex.note
+    assert ex.note == "Give the number first"
     assert ex.turns[0]["content"] == item.messages[-1]["content"]
-    assert ex.turns[-1] == {"role": "assistant", "content": "Call us on 0800 000."}  # the preferred output
+    assert ex.turns[-1] == {"role": "assistant", "content": "Call us on 0800 000."}  # the answer chosen to start from
     with pytest.raises(PermissionDenied):
         review.send_back_to_annotation(session, users["annotator"], es.id, item.prompt_id, item.pair, comment="x")
 

@@ -35,8 +35,9 @@ def rejected_lines(report):
 
 
 def test_bad_records_are_named_by_line_and_good_ones_kept(session, project, users, tmp_path):
-    path = tmp_path / "mixed.jsonl"
-    path.write_text(lines(
+    from core.curate.importing import save_upload
+
+    text = (lines(
         GOOD[0],
         '{"messages": [{"role": "user", "content": "broken"',  # 2: malformed JSON
         {"messages": [{"role": "user", "content": "only a question"}]},  # 3: no assistant reply
@@ -47,7 +48,8 @@ def test_bad_records_are_named_by_line_and_good_ones_kept(session, project, user
                       {"role": "assistant", "content": "c"}]},  # 7: not alternating
         {"text": "no messages at all"},  # 8: missing field
         GOOD[2],
-    ), encoding="utf-8")
+    ))
+    path = save_upload("mixed.jsonl", text.encode("utf-8"))  # annotators import what they upload
     report = import_file(session, users["annotator"], project, path, "chat")
     assert (report.n_read, report.n_imported, report.n_rejected) == (9, 3, 6)
     bad = rejected_lines(report)
@@ -191,8 +193,9 @@ def test_csv_with_mapping(session, project, users, tmp_path):
 
 
 def test_progress_and_roles(session, project, users, tmp_path):
-    path = tmp_path / "p.jsonl"
-    path.write_text(lines(*GOOD))
+    from core.curate.importing import save_upload
+
+    path = save_upload("p.jsonl", lines(*GOOD).encode())
     seen = []
     import_file(session, users["annotator"], project, path, progress=lambda f, m: seen.append((f, m)))
     assert seen[-1][0] == 1.0 and "Imported 5 of 5" in seen[-1][1]

@@ -55,8 +55,6 @@ def test_refusals_leave_nothing_behind(session, users, project, tiny_model, work
         launch(session, users["reviewer"], project.id, _cfg(tiny_model, version.id))
     with pytest.raises(NotFound, match="freeze one"):
         launch(session, users["engineer"], project.id, _cfg(tiny_model, 999))
-    with pytest.raises(InvalidInput, match="NVIDIA GPU"):
-        launch(session, users["engineer"], project.id, _cfg(tiny_model, version.id, method="qlora"))
     with pytest.raises(InvalidInput, match=r"needs about .* GiB .* only .* GiB is free"):
         launch(session, users["engineer"], project.id,
                _cfg(tiny_model, version.id, per_device_batch_size=4096, max_length=131072))
@@ -104,6 +102,7 @@ def test_sigterm_cancels_with_adapter_and_resume_continues_from_checkpoint(sessi
     new = wait_for(session, new.id)
     assert new.status == "canceled", new.error
     rows = [r for r in _metrics(new) if r["loss"] is not None]
+    assert all(r["mem_mb"] > 0 for r in rows)  # the live panel's Memory figure, written on a CPU too
     resumed = [r["step"] for r in rows if r["step"] > stopped_at]
     assert resumed[0] == stopped_at + 1  # continues from the checkpoint's step, not from step 0
     assert json.loads((Path(new.run_dir) / "result.json").read_text())["metrics"]["start_step"] == stopped_at

@@ -84,7 +84,7 @@ def test_review_approve_and_reject(session, users, project):
     next(x for x in at.button if x.label == "Reject").click()
     at.run()
     assert any("why" in e.value for e in at.error)
-    at.text_input[0].set_value("Too vague.")
+    next(t for t in at.text_input if t.label.startswith("Reason")).set_value("Too vague.")
     next(x for x in at.button if x.label == "Reject").click()
     at.run()
     session.expire_all()
@@ -94,7 +94,7 @@ def test_review_approve_and_reject(session, users, project):
 def test_import_page_from_server_path(session, users, project, tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps({"instruction": "Hi there?", "output": "Hello, how can I help?"}) + "\n{oops\n")
-    at = app("pages/import_data.py", users["annotator"], project)
+    at = app("pages/import_data.py", users["engineer"], project)  # server paths: engineers, inside the roots
     at.radio[0].set_value("A path on the server (big files, dataset folders)")
     at.run()
     at.text_input[0].set_value(str(path))
@@ -102,7 +102,7 @@ def test_import_page_from_server_path(session, users, project, tmp_path):
     next(x for x in at.button if x.label == "Import").click()
     at.run()
     assert not at.exception
-    assert any("Imported 1 of 2" in s.value for s in at.success)
+    assert any("Imported 1 of 2" in w.value for w in at.warning) and not at.success  # one line was rejected
     assert len(session.exec(select(Example)).all()) == 1
 
 

@@ -154,11 +154,11 @@ def test_generate_page_creates_an_eval_set_and_checks_the_launch(session, projec
     next(t for t in at.text_input if t.label == "Eval set name").input("held-out test")
     next(b for b in at.button if b.label == "Create eval set").click().run()
     assert not at.exception, [e.value for e in at.exception]
-    assert "held-out test" in [r["name"] for r in list_eval_sets(session, project.id)]
+    assert "held-out test" in [r["name"] for r in list_eval_sets(session, users["engineer"], project.id)]
 
     # Launch with runs whose adapters are missing, then with no system chosen: clear messages, no job.
     next(b for b in at.button if b.label == "Start generation").click().run()
-    assert any("has no adapter" in e.value for e in at.error)
+    assert any("has no saved adapter or model" in e.value for e in at.error)
     at.multiselect[0].set_value([])
     next(b for b in at.button if b.label == "Start generation").click().run()
     assert any("at least one system" in e.value for e in at.error)

@@ -215,7 +215,7 @@ def test_upgrade_adds_project_settings_and_moves_export_jobs(tmp_path, monkeypat
     monkeypatch.delenv("DATABASE_URL", raising=False)
     reset_engines()
     init_workspace()
-    assert current_revision(url) == "0004_playground_serving"
+    assert current_revision(url) == "0008_playground_serving"
     with get_engine().connect() as conn:
         assert conn.execute(text("SELECT module FROM job")).scalar() == "core.ship.deploy"
         row = conn.execute(text("SELECT default_system_prompt, license, intended_use FROM project")).one()

@@ -94,6 +94,24 @@ def test_jobs_recorded_before_the_stage_packages_still_resume(tmp_path, monkeypa
         assert __import__(module, fromlist=["main"]).main
 
 
+def test_examples_from_before_origins_upgrade_with_an_empty_origin(tmp_path):
+    from storage.models import Example
+
+    _, url = _old_database(
+        tmp_path, "0003_jobs_by_stage",
+        ("INSERT INTO project (name, description, guidelines, max_length, rubric, created_at) "
+         "VALUES ('Old', '', '', 1024, '[]', '2026-01-01 00:00:00')", {}),
+        ("INSERT INTO example (project_id, system, turns, input, tags, note, status, reject_reason, content_hash, "
+         "search_text, token_count, source, created_at, updated_at, version) VALUES (1, '', '[]', '', '[]', "
+         "'keep me', 'draft', '', 'h', '', 0, 'manual', '2026-01-01 00:00:00', '2026-01-01 00:00:00', 1)", {}))
+    upgrade(url)
+    engine = make_engine(url)
+    with Session(engine) as s:
+        example = s.exec(select(Example)).one()
+        assert example.note == "keep me" and example.origin == {}
+    engine.dispose()
+
+
 def test_a_file_that_is_not_sqlite_is_refused_and_left_alone(tmp_path, monkeypatch):
     ws = tmp_path / "ws"
     ws.mkdir()
@@ -107,27 +125,54 @@ def test_a_file_that_is_not_sqlite_is_refused_and_left_alone(tmp_path, monkeypat
 
 
 def test_read_only_workspace_is_refused(tmp_path, monkeypatch):
-    """Nothing is written and the message names the problem. Root ignores permissions, so as root the
-    check runs as the unprivileged user ``nobody``, the way a user without write access meets it."""
+    """Nothing is written and the message names the problem. Root ignores permissions, so as root the check runs
+    as the unprivileged user ``nobody``, in a child forked from this process after everything is imported: the
+    child reads nothing of the checkout, which may sit in a private folder (a 0700 ``mktemp -d``, or /root)."""
     if os.geteuid() != 0:
         _read_only_case(tmp_path, monkeypatch)
         return
-    ws = tmp_path / "ro"
-    ws.mkdir()
-    for parent in (tmp_path, *tmp_path.parents):
-        if parent == Path("/"):
-            break
-        parent.chmod(parent.stat().st_mode | 0o005)
-    ws.chmod(0o555)
-    code = ("import sys; from core.setup import init_workspace; from core.errors import WorkspaceError\n"
-            "try:\n init_workspace()\nexcept WorkspaceError as e:\n print(e); sys.exit(3)\n")
-    env = dict(os.environ, FINETUNE_STUDIO_HOME=str(ws), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    env.pop("DATABASE_URL", None)
-    proc = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", code],
-                          env=env, capture_output=True, text=True, cwd="/")
-    assert proc.returncode == 3, proc.stderr
-    assert "read-only" in proc.stdout
-    assert list(ws.iterdir()) == []
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    base = Path(tempfile.mkdtemp(prefix="fs-read-only-", dir="/tmp" if os.path.isdir("/tmp") else None))
+    try:
+        base.chmod(0o755)  # nobody may reach the workspace (a private pytest tmp_path it could not)
+        ws = base / "ro"
+        ws.mkdir()
+        ws.chmod(0o555)
+        monkeypatch.setenv("FINETUNE_STUDIO_HOME", str(ws))
+        monkeypatch.delenv("DATABASE_URL", raising=False)
+        reset_engines()
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: become nobody, start the workspace, report, exit without running pytest's code
+            code = 4
+            try:
+                os.close(read_end)
+                os.setgroups([])
+                os.setgid(nobody.pw_gid)
+                os.setuid(nobody.pw_uid)
+                try:
+                    init_workspace()
+                    message, code = "init_workspace() succeeded", 5
+                except WorkspaceError as err:
+                    message, code = str(err), 3
+                os.write(write_end, message.encode())
+            except BaseException as err:  # noqa: BLE001 - reported to the parent as the child's exit code
+                os.write(write_end, repr(err).encode())
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as fh:
+            message = fh.read().decode()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 3, message
+        assert "read-only" in message
+        assert list(ws.iterdir()) == []
+    finally:
+        if (base / "ro").exists():
+            (base / "ro").chmod(0o755)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _read_only_case(tmp_path, monkeypatch):
@@ -202,3 +247,16 @@ def test_postgresql_works_for_teams(postgres_url, tmp_path, monkeypatch):
     finally:
         reset_engines()
         time.sleep(0.1)
+
+
+def test_migrations_form_one_chain():
+    """Two migrations written on parallel branches with the same parent make two heads, and `upgrade head`
+    then refuses to start the app: there must be exactly one head, reached from the first revision."""
+    from alembic.script import ScriptDirectory
+
+    from storage.db import _alembic_config
+
+    script = ScriptDirectory.from_config(_alembic_config("sqlite://"))
+    assert len(script.get_heads()) == 1, script.get_heads()
+    chain = [rev.revision for rev in script.walk_revisions()]
+    assert chain[-1] == "0001_accounts_projects" and len(chain) == len(set(chain))

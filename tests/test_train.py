@@ -85,6 +85,23 @@ def test_max_length_comes_from_the_data(tiny_model, tmp_path):
     assert capped.max_length == 64 and capped.dataset["n_truncated"] == 40
 
 
+def test_a_quick_run_trains_on_a_seeded_sample_of_the_splits(tiny_model, tmp_path):
+    from core.train.worker import setup
+
+    records = {"train": _records(12), "validation": _records(6)}
+    cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=1, max_steps=1, max_length=64,
+                      max_train_examples=5, max_validation_examples=2)
+    ctx = setup(tmp_path, cfg, records)
+    assert (len(ctx.train_ds), len(ctx.eval_ds)) == (5, 2)
+    assert ctx.dataset["n_train_available"] == 12 and ctx.dataset["n_validation_available"] == 6
+    again = setup(tmp_path, cfg, records)
+    assert again.train_ds["prompt"] == ctx.train_ds["prompt"]  # the same seed draws the same sample
+    other = setup(tmp_path, cfg.with_overrides(seed=7), records)
+    assert other.train_ds["prompt"] != ctx.train_ds["prompt"]
+    everything = setup(tmp_path, cfg.with_overrides(max_train_examples=0, max_validation_examples=50), records)
+    assert (len(everything.train_ds), len(everything.eval_ds)) == (12, 6)
+
+
 @pytest.mark.slow
 def test_run_folder_holds_exactly_the_documented_files(workspace, session, users, project, tiny_model):
     from core.train.runs import launch

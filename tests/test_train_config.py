@@ -46,6 +46,8 @@ def test_every_field_is_documented():
     ({"precision": "int8"}, "precision"),
     ({"max_steps": 0}, "max_steps"),
     ({"lora_dropout": 1.0}, "lora_dropout"),
+    ({"max_train_examples": -1}, "max_train_examples"),
+    ({"max_validation_examples": -5}, "max_validation_examples"),
 ])
 def test_bad_values_are_refused_with_the_field_named(bad, words):
     with pytest.raises(InvalidInput, match=words):

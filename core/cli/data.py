@@ -33,11 +33,12 @@ def cmd_import(args, session, user):
     out = {"import": report.import_id, "project": project.name, "format": report.format,
            "encoding": report.encoding, "read": report.n_read, "imported": report.n_imported,
            "rejected": report.n_rejected, "duplicates": report.n_duplicates,
-           "near_duplicates": report.n_near_duplicates, "message": report.message}
+           "near_duplicates": report.n_near_duplicates, "repaired": report.n_repaired, "message": report.message}
     if report.ended_early:
         out["ended_early"] = report.ended_early
     if getattr(args, "json", False):
         out["rejected_records"] = report.rejected
+        out["repaired_records"] = report.repaired
     else:
         for rej in report.rejected[:50]:
             where = f"line {rej['line']}" if "line" in rej else f"byte {rej.get('byte')}"

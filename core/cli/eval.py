@@ -15,6 +15,7 @@ from core.evaluate.evalsets import (create_eval_set_from_file, create_eval_set_f
                                    get_eval_set, launch_generation, list_eval_sets)
 from core.evaluate.results import export_dpo, report_markdown, results, scores_csv
 from core.jobs.queue import LIVE, reconcile
+from core.train.runs import get_run
 from storage.models import JobStatus
 
 
@@ -38,9 +39,9 @@ def cmd_evalsets(args, session, user):
                 raise InvalidInput(f"No file {path}.")
             es = create_eval_set_from_file(session, user, project.id, args.create, path.read_bytes(), path.name,
                                            reviewers_per_item=args.reviewers_per_item, seed=args.seed)
-        rows = [r for r in list_eval_sets(session, project.id) if r["id"] == es.id]
+        rows = [r for r in list_eval_sets(session, user, project.id) if r["id"] == es.id]
         return _row(rows[0])
-    return [_row(r) for r in list_eval_sets(session, project.id)]
+    return [_row(r) for r in list_eval_sets(session, user, project.id)]
 
 
 def _row(r: dict) -> dict:
@@ -49,21 +50,34 @@ def _row(r: dict) -> dict:
             "reviewers_per_item": r["reviewers_per_item"]}
 
 
+def _systems(session, text: str, project_id: int) -> list[str]:
+    """``--systems``: base, and runs as run:<id>, run:<name> or a bare id or name (names must be unique)."""
+    out = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        if item == "base":
+            out.append(item)
+            continue
+        out.append(f"run:{get_run(session, item.removeprefix('run:'), project_id).id}")
+    return out
+
+
 def cmd_generate(args, session, user):
     es = _eval_set(session, args)
     decoding = {"max_new_tokens": args.max_new_tokens, "seed": args.seed}
     if args.temperature is not None or args.top_p is not None:
         decoding.update(do_sample=True, temperature=args.temperature if args.temperature is not None else 0.7,
                         top_p=args.top_p if args.top_p is not None else 1.0)
-    job = launch_generation(session, user, es.id, args.systems, decoding=decoding, base_model=args.base_model,
-                            batch_size=args.batch_size, perplexity=not args.no_perplexity)
+    job = launch_generation(session, user, es.id, _systems(session, args.systems, es.project_id), decoding=decoding,
+                            base_model=args.base_model, batch_size=args.batch_size, perplexity=not args.no_perplexity)
     if args.wait:
         last = None
         while True:
             session.expire_all()
             reconcile(session)
             session.refresh(job)
-            progress = generation_progress(job)
+            progress = generation_progress(session, job)
             line = f"{job.status} {progress.get('done', 0)}/{progress.get('total', '?')}"
             if line != last:
                 print(line, file=sys.stderr, flush=True)
@@ -112,7 +126,7 @@ def register(sub, common) -> None:
     p = sub.add_parser("generate", parents=[common], help="generate outputs of systems for an eval set (a job)")
     p.add_argument("--project")
     p.add_argument("--eval-set", required=True, help="eval set id or name")
-    p.add_argument("--systems", required=True, help="comma-separated: base,run:12,run:14")
+    p.add_argument("--systems", required=True, help="comma-separated: base,run:12,run:my-run (run ids or names)")
     p.add_argument("--base-model", help="model behind 'base' (default: the runs' base model, else the embedded one)")
     p.add_argument("--temperature", type=float, help="sample with this temperature (default: greedy)")
     p.add_argument("--top-p", type=float, help="nucleus sampling threshold (implies sampling)")

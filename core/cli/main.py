@@ -29,7 +29,7 @@ from core.cli import train as cli_train
 from core.errors import StudioError
 from core.jobs.queue import reconcile_on_start
 from core.projects import create_project, list_projects
-from core.setup import init_workspace
+from core.setup import UPKEEP_BY_SERVE, init_workspace, start_upkeep
 from core.workspace import offline_env, set_workspace
 from storage.db import get_engine, init_db
 
@@ -102,7 +102,8 @@ def cmd_serve(args, session, user):
         print(f"First start: log in as '{res.admin_username}' with the one-time password: {res.admin_password}",
               flush=True)
         print("Change it on the Account page; create more users with `finetune-studio users add`.", flush=True)
-    app = Path(__file__).resolve().parent.parent.parent / "app.py"
+    # asgi.py serves app.py plus the route that sets the session cookie (see core.sessions).
+    app = Path(__file__).resolve().parent.parent.parent / "asgi.py"
     argv = [sys.executable, "-m", "streamlit", "run", str(app),
             "--server.address", args.host, "--server.port", str(args.port),
             # Headless: Streamlit's first-run e-mail prompt would otherwise wait on the terminal before serving.
@@ -110,7 +111,9 @@ def cmd_serve(args, session, user):
             "--browser.gatherUsageStats", "false"]
     print(f"finetune-studio on http://{args.host}:{args.port}  (workspace {res.workspace})", flush=True)
     reconcile_on_start()  # jobs whose process died while the server was down become failed now
-    return subprocess.call(argv, env=os.environ.copy()) or None
+    start_upkeep()  # and from now on every few seconds, whether or not a page is open
+    env = dict(os.environ, **{UPKEEP_BY_SERVE: "1"})  # the app need not start its own
+    return subprocess.call(argv, env=env) or None
 
 
 def cmd_users_add(args, session, user):

@@ -5,19 +5,21 @@ import sys
 import time
 
 from core.accounts import require
-from core.errors import NotFound, StudioError
-from core.jobs.queue import TERMINAL, cancel, get_job, log_tail, queue_position, read_metrics, reconcile
+from core.curate.datasets import get_version
+from core.errors import StudioError
+from core.evaluate.evalsets import get_eval_set
+from core.jobs.queue import TERMINAL, cancel, get_job, job_snapshot, reconcile
+from core.projects import get_project
 from core.train.config import PRESETS, parse_set, preset_config
 from core.ship.deploy import FORMATS, launch_export
-from core.train.runs import launch, resume_run, run_summary, runs_table
-from storage.models import DatasetVersion, JobStatus
+from core.train.runs import get_run, launch, resume_note, resume_run, run_summary, runs_table
+from storage.models import Job, JobStatus
 
 
-def _project_of_version(session, version_id: int) -> int:
-    version = session.get(DatasetVersion, version_id)
-    if version is None:
-        raise NotFound(f"Dataset version {version_id} does not exist; list versions with `finetune-studio datasets`.")
-    return version.project_id
+def _run(session, args) -> Job:
+    """The run an argument names: an id, or a run name (unique, within --project when given)."""
+    project = get_project(session, args.project) if getattr(args, "project", None) else None
+    return get_run(session, args.id, project.id if project else None)
 
 
 def cmd_train(args, session, user):
@@ -26,24 +28,26 @@ def cmd_train(args, session, user):
         overrides["method"] = args.method
     if args.base_model:
         overrides["base_model"] = args.base_model
-    cfg = preset_config(args.preset, dataset_version_id=args.version, **overrides)
-    job = launch(session, user, _project_of_version(session, args.version), cfg, name=args.name or "")
+    project = get_project(session, args.project) if args.project else None
+    version = get_version(session, args.version, project)
+    cfg = preset_config(args.preset, dataset_version_id=version.id, **overrides)
+    job = launch(session, user, version.project_id, cfg, name=args.name or "")
     if not args.wait:
         return _row(session, job)
-    return _wait(session, job.id)
+    return _wait(session, user, job.id)
 
 
-def _wait(session, job_id: int) -> dict:
+def _wait(session, user, job_id: int) -> dict:
     """Print a progress line to stderr until the run ends; exit non-zero unless it succeeded."""
     last = ""
     while True:
-        reconcile(session)
         session.expire_all()
-        job = get_job(session, job_id)
+        snap = job_snapshot(session, user, job_id)  # reconciles first, so the status is true
+        job = snap["job"]
         if job.status == JobStatus.queued.value:
-            line = f"run {job.id}: queued (position {queue_position(session, job)})"
+            line = f"run {job.id}: queued (position {snap['queue_position']})"
         else:
-            rows = read_metrics(job)
+            rows = snap["metrics"]
             train = [r for r in rows if r.get("loss") is not None]
             evals = [r for r in rows if r.get("eval_loss") is not None]
             cur = train[-1] if train else {}
@@ -58,8 +62,13 @@ def _wait(session, job_id: int) -> dict:
         time.sleep(2)
     row = _row(session, job)
     if job.status != JobStatus.succeeded.value:
-        raise StudioError(f"run {job.id} {job.status}: {job.error}".strip())
+        raise StudioError(f"run {job.id} {job.status}: {_first_line(job.error)}".strip())
     return row
+
+
+def _first_line(text: str) -> str:
+    """A job's error can carry its log's last lines; the CLI's error stays one line (`runs show` has the rest)."""
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -80,26 +89,27 @@ def _row(session, job) -> dict:
 
 def cmd_runs(args, session, user):
     require(user, "train")
-    return [_short(row) for row in runs_table(session)]
+    return [_short(row) for row in runs_table(session, user)]
 
 
 def cmd_runs_show(args, session, user):
     require(user, "train")
-    reconcile(session)
-    job = get_job(session, args.id)
+    snap = job_snapshot(session, user, _run(session, args).id)
+    job = snap["job"]
     out = _row(session, job)
     out.update({"config": job.config, "error": job.error, "estimated_peak_mb": job.estimated_peak_mb,
-                "measured_peak_mb": job.measured_peak_mb, "log_tail": log_tail(job, 10)})
+                "measured_peak_mb": job.measured_peak_mb, "log_tail": "\n".join(snap["log_tail"].splitlines()[-10:])})
     return out
 
 
 def cmd_runs_cancel(args, session, user):
-    return _row(session, cancel(session, user, args.id))
+    return _row(session, cancel(session, user, _run(session, args).id))
 
 
 def cmd_runs_resume(args, session, user):
-    job = resume_run(session, user, args.id)
-    return _wait(session, job.id) if args.wait else _row(session, job)
+    job = resume_run(session, user, _run(session, args).id)
+    print(resume_note(job), file=sys.stderr, flush=True)
+    return _wait(session, user, job.id) if args.wait else _row(session, job)
 
 
 def _wait_export(session, job) -> dict:
@@ -114,23 +124,26 @@ def _wait_export(session, job) -> dict:
             print(line, file=sys.stderr, flush=True)
             last = line
     if job.status != JobStatus.succeeded.value:
-        raise StudioError(f"export {job.id} {job.status}: {job.error}".strip())
+        raise StudioError(f"export {job.id} {job.status}: {_first_line(job.error)}".strip())
     return job.result or {}
 
 
 def cmd_runs_merge(args, session, user):
-    job = launch_export(session, user, args.id, args.out, formats=["merged"], parity_check=False)
+    run = _run(session, args)
+    job = launch_export(session, user, run.id, args.out, formats=["merged"], parity_check=False)
     report = _wait_export(session, job)
-    return {"run": args.id, "export_job": job.id, "exported_to": report["artifacts"]["merged"]["path"]}
+    return {"run": run.id, "export_job": job.id, "exported_to": report["artifacts"]["merged"]["path"]}
 
 
 def cmd_runs_export(args, session, user):
+    run = _run(session, args)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()] if args.formats else None
-    job = launch_export(session, user, args.id, args.out, formats=formats, eval_set_id=args.eval_set,
+    eval_set = get_eval_set(session, args.eval_set, run.project_id).id if args.eval_set else None
+    job = launch_export(session, user, run.id, args.out, formats=formats, eval_set_id=eval_set,
                         parity_check=not args.no_parity, name=args.name or "",
                         parity_max_new_tokens=args.parity_max_new_tokens)
     report = _wait_export(session, job)
-    out = {"run": args.id, "export_job": job.id, "exported_to": report["out_dir"]}
+    out = {"run": run.id, "export_job": job.id, "exported_to": report["out_dir"]}
     for kind, artifact in report["artifacts"].items():
         for key in ("path", "zip", "missing", "error"):
             if artifact.get(key):
@@ -149,7 +162,8 @@ def cmd_runs_export(args, session, user):
 def register(sub, common) -> None:
     """Add `train` and `runs` to the finetune-studio command line."""
     p = sub.add_parser("train", parents=[common], help="fine-tune on a frozen dataset version (background run)")
-    p.add_argument("--version", type=int, required=True, help="dataset version id")
+    p.add_argument("--version", required=True, help="dataset version name or id")
+    p.add_argument("--project", help="project name or id (to tell apart versions of the same name)")
     p.add_argument("--preset", default="quick", choices=list(PRESETS))
     p.add_argument("--method", choices=["lora", "qlora", "full"])
     p.add_argument("--base-model", help="embedded:SmolLM2-135M-Instruct (default), a local folder or a hub id")
@@ -162,26 +176,32 @@ def register(sub, common) -> None:
     runs = sub.add_parser("runs", parents=[common], help="list, show, cancel, resume or export training runs")
     runs.set_defaults(fn=cmd_runs)
     rsub = runs.add_subparsers(dest="runs_cmd")
+    run_help = "run id, or run name when only one run has it"
     r = rsub.add_parser("show", parents=[common], help="one run's config, metrics and log tail")
-    r.add_argument("id", type=int)
+    r.add_argument("id", metavar="RUN", help=run_help)
+    r.add_argument("--project", help="project name or id (for run names)")
     r.set_defaults(fn=cmd_runs_show)
     r = rsub.add_parser("cancel", parents=[common], help="cancel a queued or running run")
-    r.add_argument("id", type=int)
+    r.add_argument("id", metavar="RUN", help=run_help)
+    r.add_argument("--project", help="project name or id (for run names)")
     r.set_defaults(fn=cmd_runs_cancel)
     r = rsub.add_parser("resume", parents=[common], help="continue a failed or canceled run from its checkpoint")
-    r.add_argument("id", type=int)
+    r.add_argument("id", metavar="RUN", help=run_help)
+    r.add_argument("--project", help="project name or id (for run names)")
     r.add_argument("--wait", action="store_true")
     r.set_defaults(fn=cmd_runs_resume)
     r = rsub.add_parser("merge", parents=[common], help="merge the adapter into the base and export a model folder")
-    r.add_argument("id", type=int)
+    r.add_argument("id", metavar="RUN", help=run_help)
+    r.add_argument("--project", help="project name or id (for run names)")
     r.add_argument("--out", required=True, help="new, empty folder (the model goes into its merged/ subfolder)")
     r.set_defaults(fn=cmd_runs_merge)
     r = rsub.add_parser("export", parents=[common],
                         help="export a run (adapter, merged, Ollama, vLLM, GGUF) with a parity check and a model card")
-    r.add_argument("id", type=int)
+    r.add_argument("id", metavar="RUN", help=run_help)
+    r.add_argument("--project", help="project name or id (for run names)")
     r.add_argument("--out", required=True, help="new, empty folder")
     r.add_argument("--formats", help=f"comma-separated, default all the run can give: {','.join(FORMATS)}")
-    r.add_argument("--eval-set", type=int, help="eval set id for the parity check (default: the run's test split)")
+    r.add_argument("--eval-set", help="eval set id or name for the parity check (default: the run's test split)")
     r.add_argument("--no-parity", action="store_true", help="skip the parity check")
     r.add_argument("--parity-max-new-tokens", type=int, default=256, help="longest answer the parity check compares")
     r.add_argument("--name", help="the model's name in Ollama and vLLM")

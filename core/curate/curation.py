@@ -1,4 +1,7 @@
-"""Curation: the annotator queue, editing with optimistic locking, review, ratings and agreement, hints.
+"""Curation: the annotator queue, editing with optimistic locking, review, ratings and agreement.
+
+The editor's hints live in core.curate.hints (re-exported here for the pages); each step is recorded in
+the example's history (core.curate.history) in the same transaction as the change.
 
 Statuses: draft -> submitted -> approved | rejected (with a reason). A rejected example goes back to the
 annotator queue with its reason; resubmitting it clears the reason. Editing an approved example sends it
@@ -11,89 +14,23 @@ row 100,000 as at row 1.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 from sqlalchemy import String, cast, func, or_, update
 from sqlmodel import Session, select
 
 from core.accounts import require
 from core.curate.dedup import NearDuplicateIndex, near_text, record_hash, record_text, search_text
+from core.curate.hints import (HINT_TEXTS, SHORT_RESPONSE_WORDS, Hint, default_token_counter,  # noqa: F401
+                                estimate_tokens, example_hints, quality_hints, token_counter)
+from core.curate.history import add_revision, snapshot
 from core.errors import Conflict, InvalidInput, NotFound
 from core.curate.formats import BadRecord, make_record, validate_turns
-from storage.models import Example, ExampleRating, ExampleStatus, Project, User, utcnow
+from storage.models import Example, ExampleRating, ExampleStatus, Project, User, utcnow, visible_examples
 
 PAGE_SIZE = 50
-SHORT_RESPONSE_WORDS = 3
 NEAR_DUP_SCAN_LIMIT = 20_000  # newest examples compared when a single example is created by hand
 STATUSES = [s.value for s in ExampleStatus]
-
-
-# ---------------------------------------------------------------- tokens and hints
-
-
-def estimate_tokens(text: str) -> int:
-    """A tokenizer-free estimate: about 4/3 tokens per whitespace-separated word."""
-    return math.ceil(len(text.split()) * 4 / 3)
-
-
-def token_counter(tokenizer: Any) -> Callable[[str], int]:
-    """A ``count_tokens(text)`` for a Hugging Face tokenizer or a ``tokenizers.Tokenizer``."""
-    if callable(tokenizer):  # transformers tokenizers are callable; a raw tokenizers.Tokenizer is not
-        return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
-    return lambda text: len(tokenizer.encode(text, add_special_tokens=False).ids)
-
-
-def default_token_counter() -> tuple[Callable[[str], int], str]:
-    """(count_tokens, label): the base model's tokenizer when core.basemodel provides one, else the estimate."""
-    try:
-        from core.basemodel import load_tokenizer
-
-        tok = load_tokenizer()
-    except Exception:  # no base model yet, or it cannot be loaded offline: fall back, and say so
-        return estimate_tokens, "estimated from word count (base model tokenizer unavailable)"
-    return token_counter(tok), "base model tokenizer"
-
-
-@dataclass
-class Hint:
-    level: str  # "error" | "warning" | "info"
-    text: str
-
-
-def quality_hints(record: dict, max_length: int, count_tokens: Callable[[str], int] = estimate_tokens,
-                  near_duplicate_of: int | None = None, exact_duplicate_of: int | None = None
-                  ) -> tuple[int, list[Hint]]:
-    """(token count, hints) for a record being edited: length vs max length, empty/short answers, duplicates."""
-    tokens = count_tokens(record_text(record))
-    hints: list[Hint] = []
-    if tokens > max_length:
-        hints.append(Hint("error", f"{tokens} tokens: longer than the project's max length of {max_length}; "
-                                   "training will cut it."))
-    elif tokens > 0.9 * max_length:
-        hints.append(Hint("warning", f"{tokens} tokens: close to the max length of {max_length}."))
-    answers = [t["content"] for t in record.get("turns", []) if t["role"] == "assistant"]
-    if not answers or any(not a.strip() for a in answers):
-        hints.append(Hint("error", "A response is empty."))
-    elif any(len(a.split()) < SHORT_RESPONSE_WORDS for a in answers):
-        hints.append(Hint("warning", f"A response is very short (under {SHORT_RESPONSE_WORDS} words)."))
-    if exact_duplicate_of:
-        hints.append(Hint("error", f"Same text as example #{exact_duplicate_of}."))
-    if near_duplicate_of:
-        hints.append(Hint("warning", f"Near duplicate of example #{near_duplicate_of}; keep only one if they "
-                                     "say the same thing."))
-    return tokens, hints
-
-
-def example_hints(session: Session, project: Project, example: Example | None, record: dict,
-                  count_tokens: Callable[[str], int] = estimate_tokens) -> tuple[int, list[Hint]]:
-    """Hints for the editor: checks the edited text for an exact duplicate and reports the stored near-dup flag."""
-    digest = record_hash(record)
-    other = session.exec(select(Example.id).where(Example.project_id == project.id, Example.content_hash == digest,
-                                                  Example.id != (example.id if example else -1))).first()
-    return quality_hints(record, project.max_length, count_tokens,
-                         example.near_duplicate_of if example else None, other)
 
 
 # ---------------------------------------------------------------- reading
@@ -101,11 +38,20 @@ def example_hints(session: Session, project: Project, example: Example | None, r
 
 def record_of(example: Example) -> dict:
     """The normalised record (system, turns, input, tags, note) of an example."""
-    return make_record(example.system, [dict(t) for t in example.turns], example.input, example.tags, example.note)
+    return snapshot(example)
+
+
+def excerpt(example: Example, limit: int = 80) -> str:
+    """The first user message on one line, cut to ``limit`` characters: what tells queue rows apart (the
+    system prompt is often the same on every row)."""
+    first = next((t.get("content") or "" for t in example.turns if t.get("role") == "user"), "") or example.input
+    text = " ".join(first.split())
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
 
 
 def get_example(session: Session, example_id: int, project: Project | None = None) -> Example:
-    ex = session.get(Example, example_id)
+    """An example users may see (not one of an import still running), or NotFound."""
+    ex = session.exec(select(Example).where(Example.id == example_id, visible_examples())).first()
     if ex is None or (project is not None and ex.project_id != project.id):
         raise NotFound(f"No example #{example_id}.")
     return ex
@@ -114,16 +60,17 @@ def get_example(session: Session, example_id: int, project: Project | None = Non
 def list_tags(session: Session, project: Project) -> list[str]:
     """All tags used in the project (scans tags only)."""
     tags: set[str] = set()
-    for row in session.exec(select(Example.tags).where(Example.project_id == project.id)):
+    for row in session.exec(select(Example.tags).where(Example.project_id == project.id, visible_examples())):
         tags.update(row or [])
     return sorted(tags)
 
 
 def queue_query(project: Project, *, status: str | Iterable[str] | None = None, tag: str | None = None,
                 annotator: int | None = None, search: str | None = None, after_id: int | None = None,
-                before_id: int | None = None, limit: int = PAGE_SIZE):
-    """The SELECT for one queue page (exposed so tests can check the plan uses the index)."""
-    q = select(Example).where(Example.project_id == project.id)
+                before_id: int | None = None, limit: int | None = PAGE_SIZE):
+    """The SELECT for one queue page, or every match with ``limit=None`` (exposed so tests can check the plan
+    uses the index)."""
+    q = select(Example).where(Example.project_id == project.id, visible_examples())
     if status:
         statuses = [status] if isinstance(status, str) else list(status)
         q = q.where(Example.status.in_(statuses)) if len(statuses) > 1 else q.where(Example.status == statuses[0])
@@ -139,7 +86,8 @@ def queue_query(project: Project, *, status: str | Iterable[str] | None = None, 
         return q.where(Example.id < before_id).order_by(Example.id.desc()).limit(limit)
     if after_id is not None:
         q = q.where(Example.id > after_id)
-    return q.order_by(Example.id).limit(limit)
+    q = q.order_by(Example.id)
+    return q.limit(limit) if limit is not None else q
 
 
 def queue_page(session: Session, project: Project, *, status=None, tag=None, annotator=None, search=None,
@@ -163,13 +111,13 @@ def next_for(session: Session, project: Project, user: User, after_id: int | Non
     """
     after = after_id or 0
     mine = or_(Example.created_by == user.id, Example.updated_by == user.id, Example.assigned_to == user.id)
-    rejected = session.exec(select(Example).where(Example.project_id == project.id,
+    rejected = session.exec(select(Example).where(Example.project_id == project.id, visible_examples(),
                                                   Example.status == ExampleStatus.rejected.value, mine,
                                                   Example.id > after).order_by(Example.id).limit(1)).first()
     if rejected:
         return rejected
     draft = session.exec(select(Example).where(
-        Example.project_id == project.id, Example.status == ExampleStatus.draft.value,
+        Example.project_id == project.id, Example.status == ExampleStatus.draft.value, visible_examples(),
         or_(Example.assigned_to == user.id, Example.assigned_to.is_(None)), Example.id > after,
     ).order_by(Example.id).limit(1)).first()
     if draft or project.annotators_per_example <= 1:
@@ -184,7 +132,8 @@ def next_for(session: Session, project: Project, user: User, after_id: int | Non
 
 
 def status_counts(session: Session, project: Project) -> dict[str, int]:
-    rows = session.exec(select(Example.status, func.count()).where(Example.project_id == project.id)
+    rows = session.exec(select(Example.status, func.count()).where(Example.project_id == project.id,
+                                                                   visible_examples())
                         .group_by(Example.status)).all()
     return {s: 0 for s in STATUSES} | dict(rows)
 
@@ -192,11 +141,13 @@ def status_counts(session: Session, project: Project) -> dict[str, int]:
 # ---------------------------------------------------------------- writing
 
 
-def _clean(system: str, turns: list, input: str, tags: Iterable[str] | None, note: str) -> dict:
+def _clean(system: str, turns: list, input: str, tags: Iterable[str] | None, note: str,
+           answer_to_write: bool = False) -> dict:
     turns = [{"role": t.get("role"), "content": t.get("content") if isinstance(t.get("content"), str) else ""}
              for t in turns]
     try:
-        validate_turns(turns)
+        # A draft whose last answer is left for the annotator to write is checked as if it were written.
+        validate_turns(turns[:-1] + [{**turns[-1], "content": "-"}] if answer_to_write and turns else turns)
     except BadRecord as err:
         raise InvalidInput(f"Cannot save: {err}.") from None
     clean_tags = sorted({str(t).strip() for t in (tags or []) if str(t).strip()})
@@ -210,21 +161,29 @@ def _derived(record: dict, count_tokens: Callable[[str], int]) -> dict:
 
 def create_example(session: Session, user: User, project: Project, *, system: str = "", turns: list,
                    input: str = "", tags: Iterable[str] | None = None, note: str = "", submit: bool = False,
-                   count_tokens: Callable[[str], int] = estimate_tokens) -> Example:
-    """A new example written by hand. Exact duplicates are refused; near duplicates are flagged."""
+                   count_tokens: Callable[[str], int] = estimate_tokens, source: str = "manual",
+                   origin: dict | None = None, answer_to_write: bool = False) -> Example:
+    """A new example written by hand (or made from a reviewed eval item: ``source`` and ``origin`` say so).
+    Exact duplicates are refused; near duplicates are flagged. ``answer_to_write``: a draft whose last answer
+    is still empty, for the annotator to write (it cannot be submitted so)."""
     require(user, "curate")
-    record = _clean(system, turns, input, tags, note)
+    if answer_to_write and submit:
+        raise InvalidInput("An example without its answer cannot be submitted; write the answer first.")
+    record = _clean(system, turns, input, tags, note, answer_to_write=answer_to_write)
     derived = _derived(record, count_tokens)
-    dup = session.exec(select(Example.id).where(Example.project_id == project.id,
+    dup = session.exec(select(Example.id).where(Example.project_id == project.id, visible_examples(),
                                                 Example.content_hash == derived["content_hash"])).first()
     if dup:
         raise InvalidInput(f"Example #{dup} already has the same text.")
     ex = Example(project_id=project.id, system=record["system"], turns=record["turns"], input=record["input"],
-                 tags=record["tags"], note=record["note"], source="manual", created_by=user.id,
+                 tags=record["tags"], note=record["note"], source=source, origin=dict(origin or {}),
+                 created_by=user.id,
                  updated_by=user.id, assigned_to=None,
                  status=(ExampleStatus.submitted if submit else ExampleStatus.draft).value,
                  near_duplicate_of=find_near_duplicate(session, project, record), **derived)
     session.add(ex)
+    session.flush()
+    add_revision(session, ex, "created", user)
     session.commit()
     session.refresh(ex)
     return ex
@@ -233,7 +192,8 @@ def create_example(session: Session, user: User, project: Project, *, system: st
 def find_near_duplicate(session: Session, project: Project, record: dict, exclude_id: int | None = None
                         ) -> int | None:
     """The id of a near duplicate of ``record`` among the project's newest examples, or None."""
-    rows = session.exec(select(Example.id, Example.turns, Example.input).where(Example.project_id == project.id)
+    rows = session.exec(select(Example.id, Example.turns, Example.input).where(Example.project_id == project.id,
+                                                                               visible_examples())
                         .order_by(Example.id.desc()).limit(NEAR_DUP_SCAN_LIMIT)).all()
     rows = [r for r in rows if r[0] != exclude_id]
     if not rows:
@@ -268,13 +228,15 @@ def save_example(session: Session, user: User, example_id: int, *, expected_vers
     values = dict(system=record["system"], turns=record["turns"], input=record["input"], tags=record["tags"],
                   note=record["note"], status=status, reject_reason=reason, updated_by=user.id,
                   updated_at=utcnow(), version=expected_version + 1, **derived)
-    _update_versioned(session, ex, expected_version, values, attempted=record)
+    _update_versioned(session, ex, expected_version, values, attempted=record, user=user,
+                      action="submitted" if submit else "edited")
     return ex
 
 
 def _update_versioned(session: Session, ex: Example, expected_version: int, values: dict,
-                      attempted: dict | None) -> None:
-    """UPDATE ... WHERE version = expected: atomic, so two concurrent saves cannot both win."""
+                      attempted: dict | None, user: User, action: str, reason: str = "") -> None:
+    """UPDATE ... WHERE version = expected: atomic, so two concurrent saves cannot both win. The step is
+    recorded in the example's history in the same transaction."""
     result = session.exec(update(Example).where(Example.id == ex.id, Example.version == expected_version)
                           .values(**values).execution_options(synchronize_session=False))
     if result.rowcount != 1:
@@ -286,6 +248,8 @@ def _update_versioned(session: Session, ex: Example, expected_version: int, valu
             current=record_of(ex) | {"version": ex.version, "status": ex.status},
             attempted=attempted,
         )
+    session.refresh(ex)
+    add_revision(session, ex, action, user, reason)
     session.commit()
     session.refresh(ex)
 
@@ -298,7 +262,8 @@ def submit_example(session: Session, user: User, example_id: int, expected_versi
         raise InvalidInput(f"Example #{ex.id} is {ex.status}; only drafts and rejected examples can be submitted.")
     _update_versioned(session, ex, expected_version,
                       dict(status=ExampleStatus.submitted.value, reject_reason="", updated_by=user.id,
-                           updated_at=utcnow(), version=expected_version + 1), attempted=None)
+                           updated_at=utcnow(), version=expected_version + 1), attempted=None, user=user,
+                      action="submitted")
     return ex
 
 
@@ -318,8 +283,70 @@ def review_example(session: Session, user: User, example_id: int, decision: str,
     status = ExampleStatus.approved.value if decision == "approve" else ExampleStatus.rejected.value
     _update_versioned(session, ex, version,
                       dict(status=status, reject_reason=reason if decision == "reject" else "",
-                           reviewed_by=user.id, updated_at=utcnow(), version=version + 1), attempted=None)
+                           reviewed_by=user.id, updated_at=utcnow(), version=version + 1), attempted=None,
+                      user=user, action="approved" if decision == "approve" else "rejected",
+                      reason=reason if decision == "reject" else "")
     return ex
+
+
+def fix_and_approve(session: Session, user: User, example_id: int, *, expected_version: int, system: str,
+                    turns: list, input: str = "", tags: Iterable[str] | None = None, note: str = "",
+                    count_tokens: Callable[[str], int] = estimate_tokens) -> Example:
+    """A reviewer corrects a submitted example (a typo, a tag) and approves it in one step, recorded in its
+    history as "edited and approved" with the text before and after, so nothing changes unseen."""
+    require(user, "review_data")
+    ex = get_example(session, example_id)
+    if ex.status != ExampleStatus.submitted.value:
+        raise InvalidInput(f"Example #{ex.id} is {ex.status}; only submitted examples can be reviewed.")
+    record = _clean(system, turns, input, tags, note)
+    derived = _derived(record, count_tokens)
+    dup = session.exec(select(Example.id).where(Example.project_id == ex.project_id, Example.id != ex.id,
+                                                Example.content_hash == derived["content_hash"])).first()
+    if dup:
+        raise InvalidInput(f"Example #{dup} already has the same text.")
+    values = dict(system=record["system"], turns=record["turns"], input=record["input"], tags=record["tags"],
+                  note=record["note"], status=ExampleStatus.approved.value, reject_reason="", reviewed_by=user.id,
+                  updated_by=user.id, updated_at=utcnow(), version=expected_version + 1, **derived)
+    _update_versioned(session, ex, expected_version, values, attempted=record, user=user,
+                      action="edited and approved")
+    return ex
+
+
+def count_submitted(session: Session, project: Project, *, tag: str | None = None, annotator: int | None = None,
+                    search: str | None = None) -> int:
+    """How many submitted examples match these filters (what a bulk approve would approve)."""
+    ids = queue_query(project, status=ExampleStatus.submitted.value, tag=tag, annotator=annotator, search=search,
+                      limit=None).with_only_columns(Example.id).order_by(None).subquery()
+    return session.exec(select(func.count()).select_from(ids)).one()
+
+
+def approve_selection(session: Session, user: User, project: Project, *, expected: int, tag: str | None = None,
+                      annotator: int | None = None, search: str | None = None) -> int:
+    """Approve every submitted example matching the filters, in one transaction; returns how many.
+
+    ``expected`` is the count the reviewer confirmed; if examples were submitted, edited or reviewed since,
+    the count differs and nothing is approved (look again, then confirm the new number).
+    """
+    require(user, "review_data")
+    rows = list(session.exec(queue_query(project, status=ExampleStatus.submitted.value, tag=tag,
+                                         annotator=annotator, search=search, limit=None)))
+    if len(rows) != expected:
+        raise InvalidInput(f"The selection changed: {len(rows):,} examples match now, not {expected:,}. "
+                           "Nothing was approved; check them and confirm again.")
+    now = utcnow()
+    for ex in rows:
+        result = session.exec(update(Example).where(Example.id == ex.id, Example.version == ex.version,
+                                                    Example.status == ExampleStatus.submitted.value)
+                              .values(status=ExampleStatus.approved.value, reject_reason="", reviewed_by=user.id,
+                                      updated_at=now, version=ex.version + 1)
+                              .execution_options(synchronize_session=False))
+        if result.rowcount != 1:
+            session.rollback()
+            raise InvalidInput(f"Example #{ex.id} changed while approving; nothing was approved. Try again.")
+        session.refresh(ex)
+        add_revision(session, ex, "approved", user)
+    session.commit()
+    return len(rows)
 
 
 # ---------------------------------------------------------------- multi-annotator ratings and agreement

@@ -20,7 +20,7 @@ from core.curate.dedup import record_hash
 from core.errors import InvalidInput, NotFound
 from core.curate.formats import EXPORT_FORMATS, chat_messages, export_suffix, make_record, write_records
 from storage.models import (DatasetVersion, DatasetVersionItem, Example, ExampleStatus, ImportRecord, Project, User,
-                            utcnow)
+                            utcnow, visible_examples)
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
@@ -109,21 +109,30 @@ def list_versions(session: Session, project: Project) -> list[DatasetVersion]:
 
 
 def get_version(session: Session, version: int | str, project: Project | None = None) -> DatasetVersion:
-    """A version by id, or by name within ``project``."""
+    """A version by id, or by name: within ``project``, or in any project when the name is unique."""
     if isinstance(version, int) or str(version).isdigit():
         found = session.get(DatasetVersion, int(version))
         if found is not None and (project is None or found.project_id == project.id):
             return found
+    query = select(DatasetVersion).where(DatasetVersion.name == str(version))
     if project is not None:
-        found = session.exec(select(DatasetVersion).where(DatasetVersion.project_id == project.id,
-                                                          DatasetVersion.name == str(version))).first()
-        if found is not None:
-            return found
+        query = query.where(DatasetVersion.project_id == project.id)
+    found = session.exec(query.limit(2)).all()
+    if len(found) > 1:
+        raise InvalidInput(f"Several projects have a dataset version named {str(version)!r}; name the project "
+                           "(--project) or give the version's id.")
+    if found:
+        return found[0]
     raise NotFound(f"No dataset version {version!r}.")
 
 
 def iter_version(session: Session, version_id: int, split: str | None = None) -> Iterator[tuple[str, dict]]:
     """(split, record) for every item of a version, in example order; keyset-paged so memory stays flat."""
+    for row in _version_items(session, version_id, split):
+        yield row.split, _record(row)
+
+
+def _version_items(session: Session, version_id: int, split: str | None = None) -> Iterator[DatasetVersionItem]:
     last = 0
     while True:
         q = select(DatasetVersionItem).where(DatasetVersionItem.version_id == version_id,
@@ -133,8 +142,7 @@ def iter_version(session: Session, version_id: int, split: str | None = None) ->
         rows = session.exec(q.order_by(DatasetVersionItem.id).limit(BATCH)).all()
         if not rows:
             return
-        for row in rows:
-            yield row.split, _record(row)
+        yield from rows
         last = rows[-1].id
 
 
@@ -142,14 +150,16 @@ def version_records(session: Session, version_id: int, split: str) -> list[dict]
     """TRL conversational prompt/completion records of one split of a version.
 
     ``{"prompt": [system?, user, assistant, ..., user], "completion": [final assistant message]}``; the
-    Alpaca input is merged into its user message. Training and evaluation read versions through this.
+    Alpaca input is merged into its user message; ``example_id`` names the example it was frozen from (an eval
+    set keeps it, so a prompt can be traced to its test-split example). Training and evaluation read versions
+    through this.
     """
     if split not in SPLITS:
         raise InvalidInput(f"Unknown split {split!r}; choose one of: {', '.join(SPLITS)}.")
     out = []
-    for _, record in iter_version(session, version_id, split):
-        msgs = chat_messages(record)
-        out.append({"prompt": msgs[:-1], "completion": msgs[-1:]})
+    for row in _version_items(session, version_id, split):
+        msgs = chat_messages(_record(row))
+        out.append({"prompt": msgs[:-1], "completion": msgs[-1:], "example_id": row.example_id})
     return out
 
 
@@ -157,32 +167,47 @@ def version_records(session: Session, version_id: int, split: str) -> list[dict]
 
 
 def stats(session: Session, project: Project, version_id: int | None = None) -> dict:
-    """Counts by status, tag and annotator, token lengths, duplicates found, and examples per split."""
+    """Counts by status, tag and annotator, token lengths, duplicates found, and examples per split.
+
+    With ``version_id`` the counts cover that version's examples only: their current status, the tags frozen
+    with them, who last edited them, their token lengths and the split sizes. Duplicate counts are the
+    project's (they are found at import, before any version)."""
     from storage.models import User as U
 
-    by_status = dict(session.exec(select(Example.status, func.count()).where(Example.project_id == project.id)
-                                  .group_by(Example.status)).all())
+    visible = (Example.project_id == project.id, visible_examples())
     names = dict(session.exec(select(U.id, U.username)).all())
+    in_version = None
+    if version_id is not None:
+        in_version = select(DatasetVersionItem.example_id).where(DatasetVersionItem.version_id == version_id)
+    scope = [*visible] + ([Example.id.in_(in_version)] if in_version is not None else [])
+    by_status = dict(session.exec(select(Example.status, func.count()).where(*scope).group_by(Example.status)).all())
     by_annotator = Counter()
-    for uid, n in session.exec(select(Example.updated_by, func.count()).where(Example.project_id == project.id)
+    for uid, n in session.exec(select(Example.updated_by, func.count()).where(*scope)
                                .group_by(Example.updated_by)).all():
         by_annotator[names.get(uid, "unknown")] += n
     by_tag: Counter = Counter()
     token_lengths: list[int] = []
-    last = 0
-    while True:
-        rows = session.exec(select(Example.id, Example.tags, Example.token_count).where(
-            Example.project_id == project.id, Example.id > last).order_by(Example.id).limit(10_000)).all()
-        if not rows:
-            break
-        for _, tags, n in rows:
-            by_tag.update(tags or [])
-            token_lengths.append(n)
-        last = rows[-1][0]
+    if version_id is None:
+        last = 0
+        while True:
+            rows = session.exec(select(Example.id, Example.tags, Example.token_count).where(
+                *visible, Example.id > last).order_by(Example.id).limit(10_000)).all()
+            if not rows:
+                break
+            for _, tags, n in rows:
+                by_tag.update(tags or [])
+                token_lengths.append(n)
+            last = rows[-1][0]
+    else:
+        for item in _version_items(session, version_id):
+            by_tag.update(item.tags or [])
+        token_lengths = list(session.exec(select(Example.token_count).join(
+            DatasetVersionItem, DatasetVersionItem.example_id == Example.id).where(
+            DatasetVersionItem.version_id == version_id)).all())
     exact = session.exec(select(func.coalesce(func.sum(ImportRecord.n_duplicates), 0))
                          .where(ImportRecord.project_id == project.id)).one()
     near = session.exec(select(func.count()).select_from(Example).where(
-        Example.project_id == project.id, Example.near_duplicate_of.is_not(None))).one()
+        *visible, Example.near_duplicate_of.is_not(None))).one()
     out = {"by_status": by_status, "by_tag": dict(by_tag.most_common()), "by_annotator": dict(by_annotator),
            "token_lengths": token_lengths, "exact_duplicates_skipped": int(exact),
            "near_duplicates_flagged": int(near), "per_split": {}}
@@ -190,11 +215,19 @@ def stats(session: Session, project: Project, version_id: int | None = None) -> 
         out["per_split"] = dict(session.exec(select(DatasetVersionItem.split, func.count())
                                              .where(DatasetVersionItem.version_id == version_id)
                                              .group_by(DatasetVersionItem.split)).all())
-        lengths = session.exec(select(Example.token_count).join(
-            DatasetVersionItem, DatasetVersionItem.example_id == Example.id).where(
-            DatasetVersionItem.version_id == version_id)).all()
-        out["version_token_lengths"] = list(lengths)
     return out
+
+
+def token_histogram(lengths: list[int], max_bins: int = 30) -> list[dict]:
+    """Equal-width bins of token lengths, in numeric order: ``{"start", "end", "examples"}`` per bin (numpy's
+    histogram edges, rounded to whole tokens)."""
+    import numpy as np
+
+    if not lengths:
+        return []
+    counts, edges = np.histogram(lengths, bins=min(max_bins, max(1, len(set(lengths)))))
+    return [{"start": int(lo), "end": int(np.ceil(hi)), "examples": int(n)}
+            for lo, hi, n in zip(edges[:-1], edges[1:], counts)]
 
 
 # ---------------------------------------------------------------- export
@@ -205,7 +238,7 @@ def _selection(session: Session, project: Project, status: str | None, ids: Iter
     wanted = set(ids) if ids is not None else None
     last = 0
     while True:
-        q = select(Example).where(Example.project_id == project.id, Example.id > last)
+        q = select(Example).where(Example.project_id == project.id, visible_examples(), Example.id > last)
         if status:
             q = q.where(Example.status == status)
         rows = session.exec(q.order_by(Example.id).limit(BATCH)).all()

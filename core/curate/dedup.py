@@ -19,6 +19,7 @@ it is built, queried and dropped by one import or one edit, never stored.
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Hashable, Iterable
 
 import numpy as np
@@ -28,9 +29,39 @@ NUM_PERM = 64
 SHINGLE_WORDS = 3
 PREFIX_CHARS = 2000  # near-duplicate detection looks at this much normalised text per example
 
+_WHITESPACE = re.compile(r"\s")  # the characters str.split() splits on (str.isspace)
+BIG_TEXT = 1 << 16  # texts at least this long are processed in pieces
+_PIECE = 1 << 20
+
+
+def _pieces(text: str) -> Iterable[str]:
+    """``text`` in slices of about _PIECE characters, each cut at a whitespace character, so no word and no
+    lowercasing context (Greek final sigma) spans two slices."""
+    start, n = 0, len(text)
+    while start < n:
+        end = start + _PIECE
+        if end < n:
+            m = _WHITESPACE.search(text, end)
+            end = m.start() if m else n
+        yield text[start:end]
+        start = end
+
+
 def normalise_text(text: str) -> str:
-    """Lowercase and collapse runs of whitespace to one space (what "the same text" means for dedup)."""
-    return " ".join(text.lower().split())
+    """Lowercase and collapse runs of whitespace to one space (what "the same text" means for dedup).
+
+    A big text is done a slice at a time (same result): splitting a 15 MB answer into words at once builds
+    millions of string objects, ~10x the text in memory."""
+    if len(text) < BIG_TEXT:
+        return " ".join(text.lower().split())
+    return " ".join(part for part in (" ".join(piece.lower().split()) for piece in _pieces(text)) if part)
+
+
+def word_count(text: str) -> int:
+    """Whitespace-separated words in ``text`` (a slice at a time for big texts, see normalise_text)."""
+    if len(text) < BIG_TEXT:
+        return len(text.split())
+    return sum(len(piece.split()) for piece in _pieces(text))
 
 
 def record_text(record: dict) -> str:
@@ -235,9 +266,18 @@ class NearDuplicateIndex:
 
     def check_and_add(self, keys: Iterable[Hashable], texts: list[str], normalised: bool = False) -> list:
         """For each text in order: the key of an earlier near-duplicate (or None); then index it."""
+        return self.check_and_add_bands(keys, self.bands(texts, normalised))
+
+    def bands(self, texts: list[str], normalised: bool = False) -> list[tuple]:
+        """The LSH band keys of ``texts`` (the costly part of ``check_and_add``, which an import does before it
+        opens its write transaction)."""
+        return self.band_keys(self.signatures(texts, normalised))
+
+    def check_and_add_bands(self, keys: Iterable[Hashable], all_bands: list[tuple]) -> list:
+        """``check_and_add`` for band keys computed by ``bands``."""
         found = []
         tables = self.lsh.hashtables
-        for key, bands in zip(keys, self.band_keys(self.signatures(texts, normalised))):
+        for key, bands in zip(keys, all_bands):
             matches = set()
             for table, band in zip(tables, bands):
                 matches.update(table.get(band))

@@ -66,7 +66,10 @@ CSV_DEFAULTS = {
 CSV_FIELDS = list(CSV_DEFAULTS)
 
 CHUNK = 1 << 20  # bytes read at a time
-MAX_RECORD_CHARS = 16 << 20  # a JSON array element larger than this is treated as malformed
+# One record may be at most this big: a JSON Lines line, a JSON array element (counted in characters) or a CSV
+# field. A bigger one is rejected with its size and reading goes on with the next record, so memory stays a few
+# times this limit whatever the file holds.
+MAX_RECORD_BYTES = 16 << 20
 
 
 class BadRecord(ValueError):
@@ -78,6 +81,7 @@ class Parsed:
     record: dict
     line: int | None = None  # 1-based line where the record starts
     byte: int | None = None  # byte offset where it starts (JSON arrays)
+    repaired: str = ""  # what ShareGPT repair dropped to make it a valid conversation ("" when nothing)
 
 
 @dataclass
@@ -105,6 +109,8 @@ class ReadInfo:
     encoding: str = ""
     ended_early: str = ""  # "file ended early at line N / byte X" when the last record was cut off
     empty: bool = False
+    # Set by the caller before reading: apply FastChat's ShareGPT repair (see repair_sharegpt_turns).
+    repair_sharegpt: bool = False
     total_bytes: int = 0
     bytes_read: int = 0
 
@@ -169,6 +175,13 @@ def _tags(value: Any) -> list[str]:
 
 def _messages(messages: Any, field_name: str, role_key: str, content_key: str, roles: dict) -> tuple[str, list]:
     """(system, turns) from a list of role/content messages; unknown roles are refused."""
+    system, turns = _message_turns(messages, field_name, role_key, content_key, roles)
+    return system, validate_turns(turns)
+
+
+def _message_turns(messages: Any, field_name: str, role_key: str, content_key: str, roles: dict
+                   ) -> tuple[str, list]:
+    """(system, turns) as the file has them, before the alternation check."""
     if messages is None:
         raise BadRecord(f"missing field '{field_name}'")
     if hasattr(messages, "tolist"):
@@ -194,7 +207,7 @@ def _messages(messages: Any, field_name: str, role_key: str, content_key: str, r
             system_parts.append(content)
         else:
             turns.append({"role": role, "content": content})
-    return "\n\n".join(system_parts), validate_turns(turns)
+    return "\n\n".join(system_parts), turns
 
 
 def _from_alpaca(raw: dict) -> dict:
@@ -211,11 +224,38 @@ def _from_alpaca(raw: dict) -> dict:
                        _tags(raw.get("tags")), _text(raw.get("note"), "note", False))
 
 
-def _from_sharegpt(raw: dict) -> dict:
-    system, turns = _messages(raw.get("conversations"), "conversations", "from", "value", SHAREGPT_ROLES)
+def repair_sharegpt_turns(turns: list) -> tuple[list, str]:
+    """FastChat's rule for ShareGPT dumps (its trainer skips a conversation's leading non-human turns, and its
+    split_long_conversation tool cuts chats into chunks that can start with the assistant or end on the user):
+    drop the leading assistant turns and a trailing user turn. Returns (turns, what was dropped, "" for nothing)."""
+    lead = 0
+    while lead < len(turns) and turns[lead]["role"] == "assistant":
+        lead += 1
+    turns = turns[lead:]
+    trail = bool(turns) and turns[-1]["role"] == "user"
+    if trail:
+        turns = turns[:-1]
+    dropped = []
+    if lead:
+        dropped.append(f"{lead} leading assistant message{'s' if lead > 1 else ''}")
+    if trail:
+        dropped.append("a trailing user message")
+    return turns, " and ".join(dropped)
+
+
+def _from_sharegpt(raw: dict, repair: bool = False) -> dict:
+    """A ShareGPT record; with ``repair``, FastChat's rule first (the record then carries "_repaired")."""
+    system, turns = _message_turns(raw.get("conversations"), "conversations", "from", "value", SHAREGPT_ROLES)
+    repaired = ""
+    if repair:
+        turns, repaired = repair_sharegpt_turns(turns)
+    validate_turns(turns)
     top = _text(raw.get("system"), "system", False)
     system = "\n\n".join(p for p in (top, system) if p)
-    return make_record(system, turns, "", _tags(raw.get("tags")), _text(raw.get("note"), "note", False))
+    record = make_record(system, turns, "", _tags(raw.get("tags")), _text(raw.get("note"), "note", False))
+    if repaired:
+        record["_repaired"] = repaired
+    return record
 
 
 def _from_chat(raw: dict) -> dict:
@@ -264,10 +304,13 @@ def detect_record_format(raw: Any) -> str | None:
     return None
 
 
-def parse_record(raw: Any, fmt: str) -> dict:
-    """Normalise one raw record of format ``fmt``; raise BadRecord with the reason."""
+def parse_record(raw: Any, fmt: str, repair: bool = False) -> dict:
+    """Normalise one raw record of format ``fmt``; raise BadRecord with the reason. ``repair`` applies
+    FastChat's ShareGPT rule (repair_sharegpt_turns) to ShareGPT records."""
     if not isinstance(raw, dict):
         raise BadRecord(f"record is a JSON {type(raw).__name__}, not an object")
+    if fmt == "sharegpt":
+        return _from_sharegpt(raw, repair)
     return PARSERS[fmt](raw)
 
 
@@ -312,13 +355,17 @@ def _peek_first_record(path: Path, encoding: str) -> Any:
             try:
                 value, _ = json.JSONDecoder().raw_decode(text, _skip_ws(text, start))
                 return value
-            except (ValueError, IndexError):
+            except (ValueError, IndexError, RecursionError):
                 return None
-        for line in fh:
+        while line := fh.readline(MAX_RECORD_BYTES + 1):
+            if len(line) > MAX_RECORD_BYTES and not line.endswith("\n"):  # too big to be a record: skip it
+                while (piece := fh.readline(CHUNK)) and not piece.endswith("\n"):
+                    pass
+                continue
             if line.strip():
                 try:
                     return json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
     return None
 
@@ -359,10 +406,12 @@ def detect_format(path: str | Path) -> str:
 
 
 def read_file(path: str | Path, fmt: str | None = None, mapping: dict | None = None,
-              info: ReadInfo | None = None) -> Iterator[Parsed | Rejected]:
-    """Stream the records of ``path``. ``fmt`` None detects it; ``mapping`` maps CSV fields to columns."""
+              info: ReadInfo | None = None, repair: bool = False) -> Iterator[Parsed | Rejected]:
+    """Stream the records of ``path``. ``fmt`` None detects it; ``mapping`` maps CSV fields to columns;
+    ``repair`` applies FastChat's rule to ShareGPT conversations (Parsed.repaired says what it dropped)."""
     path = Path(path)
     info = info if info is not None else ReadInfo()
+    info.repair_sharegpt = repair
     fmt = fmt or detect_format(path)
     if fmt not in FILE_FORMATS:
         raise InvalidInput(f"Unknown format {fmt!r}; choose one of: {', '.join(FILE_FORMATS)}.")
@@ -387,26 +436,48 @@ def read_file(path: str | Path, fmt: str | None = None, mapping: dict | None = N
     return _read_jsonl(path, fmt, info)
 
 
-def _parse(raw: Any, fmt: str, line: int | None, byte: int | None) -> Parsed | Rejected:
+def _parse(raw: Any, fmt: str, line: int | None, byte: int | None, info: ReadInfo) -> Parsed | Rejected:
     try:
-        return Parsed(parse_record(raw, fmt), line, byte)
+        record = parse_record(raw, fmt, info.repair_sharegpt)
+        return Parsed(record, line, byte, record.pop("_repaired", ""))
     except BadRecord as err:
         return Rejected(str(err), line, byte)
+    except RecursionError:
+        return Rejected(TOO_DEEP, line, byte)
+
+
+TOO_DEEP = "value nested too deeply (JSON nesting deeper than Python's recursion limit)"
+
+
+def _json_error(err: Exception) -> str:
+    """The reason for a JSON value that could not be decoded. Besides JSONDecodeError, json raises a plain
+    ValueError for a number with more digits than Python converts (4,300) and RecursionError for deep nesting."""
+    if isinstance(err, RecursionError):
+        return TOO_DEEP
+    if isinstance(err, json.JSONDecodeError):
+        return f"malformed JSON: {err.msg}"
+    return f"unreadable JSON value: {str(err).split(';')[0]}"
+
+
+def _size_text(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n:,} bytes"
+
+
+def _too_big(size: int) -> str:
+    return (f"record too large: {_size_text(size)}, over the limit of {_size_text(MAX_RECORD_BYTES)} per record "
+            "(split it, or shorten it)")
 
 
 def _read_jsonl(path: Path, fmt: str, info: ReadInfo) -> Iterator[Parsed | Rejected]:
-    if info.encoding == "utf-16":
-        # UTF-16 cannot be split on b"\n"; let the text layer find lines (offsets are then in characters).
-        raw_lines: Iterable = ((ln, None) for ln in open(path, encoding="utf-16", newline=""))
-    else:
-        raw_lines = _byte_lines(path, info)
     any_line = False
     lineno = 0
-    for text, offset in raw_lines:
+    for text, offset, size in _lines(path, info):
         lineno += 1
-        if info.encoding == "utf-16":
-            info.bytes_read += len(text) * 2
-        elif isinstance(text, bytes):
+        if text is None:  # longer than the per-record limit: skipped unread
+            any_line = True
+            yield Rejected(_too_big(size), lineno, offset)
+            continue
+        if isinstance(text, bytes):
             text = text.decode(info.encoding, errors="replace")
         if lineno == 1:
             text = text.lstrip("\ufeff")
@@ -416,55 +487,113 @@ def _read_jsonl(path: Path, fmt: str, info: ReadInfo) -> Iterator[Parsed | Rejec
         complete = text.endswith("\n")
         try:
             raw = json.loads(text)
-        except ValueError as err:
-            if not complete:
+        except (ValueError, RecursionError) as err:
+            if not complete and isinstance(err, json.JSONDecodeError):
                 info.ended_early = f"file ended early at line {lineno}" + (f" / byte {offset}" if offset else "")
                 yield Rejected(f"record cut off: {info.ended_early}", lineno, offset)
-            else:
+            elif isinstance(err, json.JSONDecodeError):
                 yield Rejected(f"malformed JSON: {err.msg} (column {err.colno})", lineno)
+            else:
+                yield Rejected(_json_error(err), lineno)
             continue
-        yield _parse(raw, fmt, lineno, None)
+        yield _parse(raw, fmt, lineno, None, info)
     info.empty = not any_line
 
 
-def _byte_lines(path: Path, info: ReadInfo) -> Iterator[tuple[bytes, int]]:
+def _lines(path: Path, info: ReadInfo) -> Iterator[tuple[bytes | str | None, int | None, int]]:
+    """(line, byte offset, size) for each line; a line over MAX_RECORD_BYTES comes as (None, offset, size) and
+    is skipped in pieces, never held whole. UTF-16 cannot be split on b"\n": its lines come from the text layer
+    (offsets are then None)."""
+    utf16 = info.encoding == "utf-16"
     offset = 0
-    with open(path, "rb", buffering=CHUNK) as fh:
-        for line in fh:
-            yield line, offset
-            offset += len(line)
-            info.bytes_read = offset
+    with (open(path, encoding="utf-16", newline="") if utf16 else open(path, "rb", buffering=CHUNK)) as fh:
+        newline = "\n" if utf16 else b"\n"
+        while True:
+            line = fh.readline(MAX_RECORD_BYTES + 1)
+            if not line:
+                return
+            size = len(line)
+            if size > MAX_RECORD_BYTES and not line.endswith(newline):
+                del line
+                while (piece := fh.readline(CHUNK)) and not piece.endswith(newline):
+                    size += len(piece)
+                size += len(piece)
+                yield None, None if utf16 else offset, size
+            else:
+                yield line, None if utf16 else offset, size
+            offset += size * (2 if utf16 else 1)
+            info.bytes_read = min(info.total_bytes, offset) if info.total_bytes else offset
 
 
-_STRUCT = re.compile(r'["{}\[\]]')
-_STRING_REST = re.compile(r'(?:[^"\\]|\\.)*"', re.S)
+class _ValueEnd:
+    """Finds where one JSON value ends, fed text piece by piece: bracket depth outside strings, strings with
+    their escapes, or a bare scalar up to the next comma or bracket. Only used after ``raw_decode`` failed, to
+    step over a malformed, too deep or too large element to the next one. Linear in the text and constant in
+    memory (str.find-style searches; no backtracking regex, no copy of the text)."""
+
+    _SPECIAL = re.compile(r'["{}\[\]]')
+    _IN_STRING = re.compile(r'["\\]')
+    _SCALAR_END = re.compile(r"[,\]}\s]")
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.in_string = False
+        self.escape = False  # a backslash ended the previous piece
+        self.scalar = False
+        self.started = False
+
+    def feed(self, text: str, pos: int) -> int | None:
+        """The index just past the value's end in ``text`` (scanning from ``pos``), or None if it goes on."""
+        n = len(text)
+        while True:
+            if self.escape:
+                if pos >= n:
+                    return None
+                pos, self.escape = pos + 1, False
+            if not self.started:
+                pos = _skip_ws(text, pos)
+                if pos >= n:
+                    return None
+                self.started = True
+                self.scalar = text[pos] not in '"{['
+            if self.scalar:
+                m = self._SCALAR_END.search(text, pos)
+                return None if m is None else m.start()
+            if self.in_string:
+                m = self._IN_STRING.search(text, pos)
+                if m is None:
+                    return None
+                if m.group() == "\\":
+                    pos = m.end()
+                    self.escape = True
+                    continue
+                self.in_string, pos = False, m.end()
+                if self.depth == 0:
+                    return pos  # the value was a string
+                continue
+            m = self._SPECIAL.search(text, pos)
+            if m is None:
+                return None
+            ch, pos = m.group(), m.end()
+            if ch == '"':
+                self.in_string = True
+                continue
+            self.depth += 1 if ch in "{[" else -1
+            if self.depth <= 0:
+                return pos
 
 
 def _element_end(buf: str, start: int) -> int | None:
-    """End of the bracket-balanced element starting at ``start`` (ignoring brackets in strings), or None.
-
-    Used only after ``raw_decode`` failed, to step over a malformed element to the next one.
-    """
-    depth, pos = 0, start
-    while True:
-        m = _STRUCT.search(buf, pos)
-        if m is None:
-            return None
-        ch = m.group()
-        if ch == '"':
-            s = _STRING_REST.match(buf, m.end())
-            if s is None:
-                return None
-            pos = s.end()
-            continue
-        depth += 1 if ch in "{[" else -1
-        pos = m.end()
-        if depth <= 0:
-            return pos
+    """End of the JSON value starting at ``start`` (ignoring brackets in strings), or None if it is cut off."""
+    return _ValueEnd().feed(buf, start)
 
 
 def _read_json_array(path: Path, fmt: str, info: ReadInfo) -> Iterator[Parsed | Rejected]:
-    """Elements of a top-level JSON array, decoded one at a time from a sliding text buffer."""
+    """Elements of a top-level JSON array, decoded one at a time from a sliding text buffer.
+
+    The buffer holds one chunk plus the element being read. An element that does not decode is stepped over
+    with ``_ValueEnd`` (its scan resumes where the last refill stopped, so a big element costs linear time); an
+    element over MAX_RECORD_BYTES is rejected and skipped chunk by chunk without being held."""
     decoder = json.JSONDecoder()
     enc = "utf-16" if info.encoding == "utf-16" else info.encoding
     width = 2 if enc == "utf-16" else 1
@@ -479,6 +608,8 @@ def _read_json_array(path: Path, fmt: str, info: ReadInfo) -> Iterator[Parsed | 
         pos += 1
         line = 1 + buf.count("\n", 0, pos)  # line number at ``pos``
         consumed = 0  # characters dropped from the front of ``buf``
+        scan: _ValueEnd | None = None  # the scan of the current element after raw_decode failed on it
+        scanned = 0  # characters of the current element that ``scan`` has seen
         while True:
             start = _skip_ws(buf, pos)
             if start < len(buf) and buf[start] == ",":
@@ -491,26 +622,52 @@ def _read_json_array(path: Path, fmt: str, info: ReadInfo) -> Iterator[Parsed | 
             if not need_more:
                 rec_line = line + buf.count("\n", pos, start)
                 here = (start + consumed) * width
-                try:
-                    value, end = decoder.raw_decode(buf, start)
-                except ValueError as err:
-                    end = _element_end(buf, start)
-                    if end is not None:  # a complete element that is not valid JSON: skip just it
-                        yield Rejected(f"malformed JSON: {err.msg}", line + buf.count("\n", pos, err.pos), here)
+                end = None
+                if scan is not None:  # the element went on past the buffer: scan on, decode once it is whole
+                    end = scan.feed(buf, start + scanned)
+                    scanned = len(buf) - start
+                    if end is not None:
+                        scan = None
+                if scan is None:
+                    try:
+                        value, end = decoder.raw_decode(buf, start)
+                    except (ValueError, RecursionError) as err:
+                        scan = _ValueEnd()
+                        end = scan.feed(buf, start)
+                        scanned = len(buf) - start
+                        if end is not None:  # a complete element that is not valid JSON: skip just it
+                            where = err.pos if isinstance(err, json.JSONDecodeError) else start
+                            yield Rejected(_json_error(err), line + buf.count("\n", pos, where), here)
+                            index += 1
+                            line, pos, scan = rec_line + buf.count("\n", start, end), end, None
+                            continue
+                    else:
                         index += 1
                         line, pos = rec_line + buf.count("\n", start, end), end
+                        info.bytes_read = min(info.total_bytes, (consumed + end) * width)
+                        if end - start > CHUNK:  # a big element: drop its text before the caller works on it
+                            buf, consumed, pos = buf[end:], consumed + end, 0
+                        yield _parse(value, fmt, rec_line, here, info)
+                        del value
                         continue
-                    if eof or len(buf) - start > MAX_RECORD_CHARS:
+                # The element is cut off by the end of the buffer.
+                if eof:
+                    info.ended_early = f"file ended early at line {rec_line} / byte {here}"
+                    yield Rejected(f"record cut off: {info.ended_early}", rec_line, here)
+                    return
+                if len(buf) - start > MAX_RECORD_BYTES:
+                    size, newlines, buf, eof = _skip_value(fh, scan, buf[start:])
+                    if buf is None:
                         info.ended_early = f"file ended early at line {rec_line} / byte {here}"
                         yield Rejected(f"record cut off: {info.ended_early}", rec_line, here)
                         return
-                    need_more = True
-                else:
+                    yield Rejected(_too_big(size), rec_line, here)
                     index += 1
-                    yield _parse(value, fmt, rec_line, here)
-                    line, pos = rec_line + buf.count("\n", start, end), end
-                    info.bytes_read = min(info.total_bytes, (consumed + end) * width)
+                    consumed += start + size
+                    line, pos, scan = rec_line + newlines, 0, None
+                    info.bytes_read = min(info.total_bytes, consumed * width)
                     continue
+                need_more = True
             if eof:
                 if index == 0:
                     info.empty = True
@@ -524,6 +681,23 @@ def _read_json_array(path: Path, fmt: str, info: ReadInfo) -> Iterator[Parsed | 
             more = fh.read(CHUNK)
             eof = not more
             buf, pos = buf[start:] + more, 0
+
+
+def _skip_value(fh, scan: _ValueEnd, seen: str) -> tuple[int, int, str | None, bool]:
+    """Read on past the end of an element too large to keep: ``scan`` has already seen ``seen`` (the element's
+    start). Returns (its size in characters, newlines in it, the text after it, eof); the text is None when the
+    file ended inside the element. Holds one chunk at a time."""
+    size, newlines = len(seen), seen.count("\n")
+    del seen
+    while True:
+        piece = fh.read(CHUNK)
+        if not piece:
+            return size, newlines, None, True
+        end = scan.feed(piece, 0)
+        if end is not None:
+            return size + end, newlines + piece.count("\n", 0, end), piece[end:], False
+        size += len(piece)
+        newlines += piece.count("\n")
 
 
 def guess_csv_mapping(columns: list[str]) -> dict[str, str]:
@@ -561,7 +735,7 @@ def csv_columns(path: str | Path) -> list[str]:
 
 def _read_csv(path: Path, mapping: dict | None, info: ReadInfo) -> Iterator[Parsed | Rejected]:
     info.container = "csv"
-    csv.field_size_limit(MAX_RECORD_CHARS)
+    csv.field_size_limit(MAX_RECORD_BYTES)
     with open(path, encoding=info.encoding, newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
@@ -571,7 +745,15 @@ def _read_csv(path: Path, mapping: dict | None, info: ReadInfo) -> Iterator[Pars
         cols = csv_mapping(header, mapping)
         index = {c: i for i, c in enumerate(header)}
         any_row = False
-        for row in reader:
+        while True:
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as err:  # e.g. a field over the per-record limit; the reader goes on after it
+                any_row = True
+                yield Rejected(f"unreadable CSV row: {err}", reader.line_num)
+                continue
             line = reader.line_num
             if not any(cell.strip() for cell in row):
                 continue
@@ -584,7 +766,7 @@ def _read_csv(path: Path, mapping: dict | None, info: ReadInfo) -> Iterator[Pars
                 else:
                     yield Rejected(f"row has {len(row)} columns, the header has {len(header)}", line)
                 continue
-            raw = {name: row[index[col]] for name, col in cols.items()}
+            raw = {name: csv_cell_value(row[index[col]]) for name, col in cols.items()}
             try:
                 yield Parsed(_from_csv_row(raw), line)
             except BadRecord as err:
@@ -598,8 +780,8 @@ def _from_csv_row(raw: dict) -> dict:
     if conv:
         try:
             turns = json.loads(conv)
-        except ValueError:
-            raise BadRecord("column 'conversation' is not JSON") from None
+        except (ValueError, RecursionError) as err:
+            raise BadRecord(f"column 'conversation': {_json_error(err)}") from None
         system, turns = _messages(turns, "conversation", "role", "content", CHAT_ROLES)
         system = raw.get("system") or system
         return make_record(system, turns, "", _tags(raw.get("tags")), raw.get("note") or "")
@@ -615,7 +797,7 @@ def _rows_to_records(rows: Iterable[dict], info: ReadInfo, fmt: str | None) -> I
                                f"(columns: {', '.join(raw)}); expected instruction/output, messages, "
                                "conversations or prompt/completion.")
         fmt = rfmt
-        yield _parse(raw, rfmt, n, None)
+        yield _parse(raw, rfmt, n, None, info)
     info.empty = n == 0
 
 
@@ -693,10 +875,32 @@ def to_chat(record: dict) -> dict:
     return _with_meta({"messages": chat_messages(record)}, record)
 
 
+# Spreadsheets run a cell that starts with one of these as a formula (OWASP "CSV injection"). CSV exports
+# prefix such a cell with a single quote, which spreadsheets show as text; a cell that already starts with
+# quotes before such a character gets one more, so ``csv_cell_value`` (used by the CSV importer) can remove
+# exactly one quote and give back the original text.
+FORMULA_START = re.compile(r"'*[=+\-@\t\r]")
+
+
+def csv_safe_cell(value: Any) -> Any:
+    """A CSV cell that a spreadsheet shows as text, never runs as a formula (other values pass unchanged)."""
+    if isinstance(value, str) and FORMULA_START.match(value):
+        return "'" + value
+    return value
+
+
+def csv_cell_value(text: str) -> str:
+    """The inverse of ``csv_safe_cell`` for a cell read back from a CSV file."""
+    if text.startswith("'") and FORMULA_START.match(text, 1):
+        return text[1:]
+    return text
+
+
 def to_csv_row(record: dict) -> dict:
+    """One record as a CSV row (cells neutralised against formula injection, see csv_safe_cell)."""
     turns = record["turns"]
     multi = len(turns) > 2
-    return {
+    row = {
         "system": record.get("system", ""),
         "instruction": "" if multi else turns[0]["content"],
         "input": "" if multi else record.get("input", ""),
@@ -706,6 +910,7 @@ def to_csv_row(record: dict) -> dict:
         "tags": json.dumps(record.get("tags") or [], ensure_ascii=False),
         "note": record.get("note", ""),
     }
+    return {key: csv_safe_cell(value) for key, value in row.items()}
 
 
 def to_prompt_completion(record: dict) -> dict:

@@ -1,6 +1,6 @@
-"""Eval sets and generation: frozen prompt lists (with optional reference answers) from a dataset version's
-test split or an uploaded JSONL/CSV file, and the generation jobs (core.evaluate.generate) that write one
-Output per prompt and system."""
+"""Eval sets and generation: frozen prompt lists (with optional reference answers and automatic checks) from a
+dataset version's test split or an uploaded JSONL/CSV file, and the generation jobs (core.evaluate.generate) that
+write one Output per prompt and system."""
 from __future__ import annotations
 
 import csv
@@ -13,12 +13,15 @@ from typing import Iterable
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from core.accounts import require
+from core.accounts import can, require
 from core.curate.datasets import version_records
 from core.errors import InvalidInput, NotFound
+from core.evaluate.checks import checks_from_row, fact_checks
 from core.evaluate.generate_config import Decoding, GenerateConfig
 from core.evaluate.systems import BASE, parse_system, parse_systems, run_base_model
-from core.jobs.queue import get_job, read_progress, resubmit, submit
+from core.jobs import rundir
+from core.jobs.queue import get_job, resubmit, submit
+from core.jobs.rundir import PROGRESS, read_jsonl
 from core.train.runs import KIND as TRAIN_KIND
 from storage.models import DatasetVersion, EvalPrompt, EvalSet, Job, JobStatus, Output, Project, Score, User
 
@@ -53,27 +56,31 @@ def _save_eval_set(session: Session, eval_set: EvalSet, prompts: list[dict]) -> 
     session.flush()
     for i, p in enumerate(prompts):
         session.add(EvalPrompt(eval_set_id=eval_set.id, position=i, messages=p["messages"],
-                               reference=p.get("reference") or "", example_id=p.get("example_id")))
+                               reference=p.get("reference") or "", example_id=p.get("example_id"),
+                               checks=p.get("checks") or []))
     session.commit()
     session.refresh(eval_set)
     return eval_set
 
 
 def create_eval_set_from_version(session: Session, user: User, project_id: int, version_id: int, name: str, *,
-                                 split: str = "test",
-                                 reviewers_per_item: int = DEFAULT_REVIEWERS_PER_ITEM, seed: int = 0) -> EvalSet:
-    """Freeze the prompts of a dataset version's split (default test) with their answers as references."""
+                                 split: str = "test", reviewers_per_item: int = DEFAULT_REVIEWERS_PER_ITEM,
+                                 seed: int = 0, with_fact_checks: bool = True) -> EvalSet:
+    """Freeze the prompts of a dataset version's split (default test) with their answers as references; with
+    ``with_fact_checks``, each prompt whose reference gives one of the project's facts to check gets a check."""
     require(user, "evaluate")
     version = session.get(DatasetVersion, version_id)
     if version is None or version.project_id != project_id:
         raise NotFound(f"No dataset version {version_id} in this project.")
     name = _check_name(session, project_id, name)
+    facts = (session.get(Project, project_id).facts or []) if with_fact_checks else []
     prompts = []
     for rec in version_records(session, version_id, split):
         completion = rec.get("completion") or []
-        prompts.append({"messages": [dict(m) for m in rec["prompt"]],
-                        "reference": completion[-1]["content"] if completion else "",
-                        "example_id": rec.get("example_id")})
+        messages = [dict(m) for m in rec["prompt"]]
+        reference = completion[-1]["content"] if completion else ""
+        prompts.append({"messages": messages, "reference": reference, "example_id": rec.get("example_id"),
+                        "checks": fact_checks(facts, reference, messages)})
     if not prompts:
         raise InvalidInput(f"Version {version.name!r} has no {split} examples; freeze it with a {split} share "
                            "or upload prompts instead.")
@@ -104,8 +111,9 @@ def _prompt_messages(raw, system: str, where: str) -> list[dict]:
 
 
 def parse_prompt_file(data: bytes | str, filename: str) -> list[dict]:
-    """Prompts from an uploaded JSONL or CSV file: a ``prompt`` field (text, or chat messages in JSONL), an
-    optional ``reference`` (also ``response``/``answer``/``completion``) and an optional ``system``."""
+    """Prompts from an uploaded JSONL or CSV file: a ``prompt`` field (text, or chat messages in JSONL or as JSON
+    text in a CSV cell), an optional ``reference`` (also ``response``/``answer``/``completion``), an optional
+    ``system``, and optional checks (``checks``, or the shorthands of core.evaluate.checks.checks_from_row)."""
     text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
     name = (filename or "").lower()
     rows: list[tuple[str, dict]] = []
@@ -135,8 +143,14 @@ def parse_prompt_file(data: bytes | str, filename: str) -> list[dict]:
         reference = next((row[k] for k in ("reference", "response", "answer", "completion") if row.get(k)), "")
         if isinstance(reference, list):  # TRL conversational completion
             reference = reference[-1].get("content", "") if reference and isinstance(reference[-1], dict) else ""
-        prompts.append({"messages": _prompt_messages(row["prompt"], str(row.get("system") or ""), where),
-                        "reference": str(reference or "")})
+        raw = row["prompt"]
+        if isinstance(raw, str) and raw.lstrip().startswith("[{"):  # chat messages as JSON text (a CSV cell)
+            try:
+                raw = json.loads(raw)
+            except json.JSONDecodeError:
+                pass  # a prompt that merely starts like JSON stays text
+        prompts.append({"messages": _prompt_messages(raw, str(row.get("system") or ""), where),
+                        "reference": str(reference or ""), "checks": checks_from_row(row, where)})
     if not prompts:
         raise InvalidInput("The file has no prompts.")
     return prompts
@@ -157,7 +171,7 @@ def create_eval_set_from_file(session: Session, user: User, project_id: int, nam
 
 
 def get_eval_set(session: Session, eval_set_id_or_name: int | str, project_id: int | None = None) -> EvalSet:
-    """An eval set by id, or by name within ``project_id``."""
+    """An eval set by id, or by name: within ``project_id``, or in any project when the name is unique."""
     es = None
     if isinstance(eval_set_id_or_name, int) or str(eval_set_id_or_name).isdigit():
         es = session.get(EvalSet, int(eval_set_id_or_name))
@@ -165,7 +179,11 @@ def get_eval_set(session: Session, eval_set_id_or_name: int | str, project_id: i
         q = select(EvalSet).where(EvalSet.name == str(eval_set_id_or_name))
         if project_id is not None:
             q = q.where(EvalSet.project_id == project_id)
-        es = session.exec(q).first()
+        found = session.exec(q.limit(2)).all()
+        if len(found) > 1:
+            raise InvalidInput(f"Several projects have an eval set named {str(eval_set_id_or_name)!r}; name the "
+                               "project (--project) or give the eval set's id.")
+        es = found[0] if found else None
     if es is None or (project_id is not None and es.project_id != project_id):
         raise NotFound(f"No eval set {eval_set_id_or_name!r}.")
     return es
@@ -176,8 +194,11 @@ def eval_prompts(session: Session, eval_set_id: int) -> list[EvalPrompt]:
                              .order_by(EvalPrompt.position)))
 
 
-def list_eval_sets(session: Session, project_id: int) -> list[dict]:
-    """Eval sets of a project with prompt, output and score counts."""
+def list_eval_sets(session: Session, user: User, project_id: int) -> list[dict]:
+    """Eval sets of a project with prompt, output and score counts, for reviewers and up (Compare lists them).
+    Which systems have outputs is for engineers only (``n_systems`` for everyone): reviewers score blind."""
+    require(user, "score")
+    reveal = can(user, "evaluate")
     rows = []
     for es in session.exec(select(EvalSet).where(EvalSet.project_id == project_id).order_by(EvalSet.id)):
         n_prompts = session.exec(select(func.count()).select_from(EvalPrompt)
@@ -189,7 +210,8 @@ def list_eval_sets(session: Session, project_id: int) -> list[dict]:
         n_scores = session.exec(select(func.count()).select_from(Score).join(EvalPrompt, Score.prompt_id == EvalPrompt.id)
                                 .where(EvalPrompt.eval_set_id == es.id)).one()
         rows.append({"id": es.id, "name": es.name, "source": es.source, "dataset_version_id": es.dataset_version_id,
-                     "prompts": n_prompts, "references": n_refs, "systems": sorted(systems), "scores": n_scores,
+                     "prompts": n_prompts, "references": n_refs, "n_systems": len(systems),
+                     "systems": sorted(systems) if reveal else [], "scores": n_scores,
                      "reviewers_per_item": es.reviewers_per_item, "created_at": es.created_at})
     return rows
 
@@ -226,8 +248,8 @@ def launch_generation(session: Session, user: User, eval_set_id: int, systems: I
         if run.status != JobStatus.succeeded.value:
             raise InvalidInput(f"Run {job_id} has not finished successfully ({run.status}); only finished runs "
                                "can be evaluated.")
-        if not (Path(run.run_dir) / "adapter_config.json").exists():
-            raise InvalidInput(f"Run {job_id} has no adapter in its run folder ({run.run_dir}).")
+        if not rundir.has_model(run.run_dir):  # a LoRA/QLoRA adapter, or a full fine-tune's model/ folder
+            raise InvalidInput(f"Run {job_id} has no saved adapter or model in its run folder ({run.run_dir}).")
         bases[key] = run_base_model(run)
     if base_model is None:
         found = [b for b in bases.values() if b]
@@ -254,9 +276,36 @@ def generation_jobs(session: Session, eval_set_id: int) -> list[Job]:
                              .order_by(Job.id.desc())))
 
 
-def generation_progress(job: Job) -> dict:
-    """The last progress line the generation job wrote (done/total prompts, tokens/s), or {}."""
-    return read_progress(job)
+def job_chain(session: Session, job: Job) -> list[int]:
+    """This job and the jobs it resumes: their outputs count as done."""
+    ids, current = [], job
+    while current is not None and current.id not in ids:
+        ids.append(current.id)
+        current = session.get(Job, current.resumed_from) if current.resumed_from else None
+    return ids
+
+
+def generation_progress(session: Session, job: Job) -> dict:
+    """Where a generation job stands, true from its first second: ``done`` / ``total`` outputs counted in the
+    database (outputs of earlier attempts it resumes count as done), the ``stage`` and ``system`` its worker
+    last reported (progress.jsonl), its speed and ``eta_s`` (seconds per output so far times those left)."""
+    cfg = job.config or {}
+    systems = list(cfg.get("systems") or [])
+    n_prompts = session.exec(select(func.count()).select_from(EvalPrompt)
+                             .where(EvalPrompt.eval_set_id == cfg.get("eval_set_id"))).one()
+    done = session.exec(select(func.count()).select_from(Output).join(EvalPrompt, Output.prompt_id == EvalPrompt.id)
+                        .where(EvalPrompt.eval_set_id == cfg.get("eval_set_id"), Output.system.in_(systems),
+                               Output.job_id.in_(job_chain(session, job)))).one()
+    total = n_prompts * len(systems)
+    rows = read_jsonl(Path(job.run_dir) / PROGRESS) if job.run_dir else []
+    batches = [r for r in rows if r.get("batch")]
+    last = rows[-1] if rows else {}
+    generated, seconds = sum(r["batch"] for r in batches), sum(r.get("seconds") or 0 for r in batches)
+    eta = seconds / generated * (total - done) if generated and seconds and total > done else None
+    return {"done": int(done), "total": int(total), "stage": last.get("stage") or ("generating" if batches else
+                                                                                   "starting"),
+            "system": last.get("system"), "tokens_per_s": last.get("tokens_per_s"),
+            "eta_s": round(eta, 1) if eta is not None else None}
 
 
 def latest_outputs(session: Session, eval_set_id: int) -> dict[tuple[int, str], Output]:

@@ -23,13 +23,13 @@ from sqlmodel import select
 from core.basemodel import EMBEDDED, load_model, load_tokenizer
 from core.curate.datasets import version_records
 from core.errors import InvalidInput
-from core.evaluate.evalsets import eval_prompts
+from core.evaluate.evalsets import eval_prompts, job_chain
 from core.evaluate.generate_config import Decoding, GenerateConfig
 from core.evaluate.stats import perplexity
 from core.evaluate.systems import BASE, parse_system
 from core.jobs import rundir
-from core.jobs.worker import KeepAlive, StopFlag, heartbeat, worker_finish, worker_main, worker_start
-from storage.db import session_scope
+from core.jobs.worker import KeepAlive, StopFlag, worker_finish, worker_main, worker_start
+from storage.db import retry_busy, session_scope
 from storage.models import EvalSet, Job, JobStatus, Output, utcnow
 
 MAX_PROMPT_TOKENS = 4096
@@ -174,15 +174,6 @@ def _adapter_name(system: str) -> str:
     return system.replace(":", "_")
 
 
-def _job_chain(session, job) -> list[int]:
-    """This job and the jobs it resumes: their outputs count as done."""
-    ids, current = [], job
-    while current is not None and current.id not in ids:
-        ids.append(current.id)
-        current = session.get(Job, current.resumed_from) if current.resumed_from else None
-    return ids
-
-
 def _append_progress(run_dir: Path, row: dict) -> None:
     with open(run_dir / rundir.PROGRESS, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(row) + "\n")
@@ -224,7 +215,7 @@ def run_job(job_id: int) -> dict:
         with session_scope() as s:
             prompts = eval_prompts(s, cfg.eval_set_id)
             validation = _validation_records(s, cfg.eval_set_id) if cfg.perplexity else []
-            chain = _job_chain(s, s.get(Job, job_id))
+            chain = job_chain(s, s.get(Job, job_id))
             done = set(s.exec(select(Output.prompt_id, Output.system).where(Output.job_id.in_(chain))).all())
         if not prompts:
             raise InvalidInput(f"Eval set {cfg.eval_set_id} has no prompts.")
@@ -239,11 +230,13 @@ def run_job(job_id: int) -> dict:
         result = {"systems": cfg.systems, "decoding": cfg.decoding.stored(), "total": total,
                   "skipped_existing": counters["done"], "perplexity": {}, "validation_perplexity": {},
                   "tokens_per_s": {}}
-        heartbeat(job_id, done=counters["done"], total=total)
+        keep_alive.beat(done=counters["done"], total=total)
+        _append_progress(run_dir, {"stage": "starting", "done": counters["done"], "total": total, "time": time.time()})
         for base, systems in groups.items():
             if STOP.is_set():
                 break
-            _run_group(job_id, run_dir, cfg, base, systems, prompts, done, counters, total, result, validation)
+            _run_group(job_id, run_dir, cfg, base, systems, prompts, done, counters, total, result, validation,
+                       keep_alive)
         result.update(done=counters["done"], new_tokens=counters["new_tokens"],
                       seconds=round(time.perf_counter() - t_start, 2))
         status = JobStatus.canceled.value if STOP.is_set() else JobStatus.succeeded.value
@@ -260,9 +253,14 @@ def run_job(job_id: int) -> dict:
 
 
 def _run_group(job_id: int, run_dir: Path, cfg: GenerateConfig, base: str, systems: list[str], prompts: list,
-               done: set, counters: dict, total: int, result: dict, validation: list[dict]) -> None:
-    """All systems on one base model: load it once, attach each run's adapter, switch between them."""
+               done: set, counters: dict, total: int, result: dict, validation: list[dict],
+               keep_alive: KeepAlive) -> None:
+    """All systems on one base model: load it once, attach each run's adapter, switch between them. Outputs are
+    written batch by batch (retried while another writer holds the database); heartbeats go through
+    ``keep_alive`` so generation never waits on them."""
     print(f"loading base model {base} for {', '.join(systems)}", flush=True)
+    _append_progress(run_dir, {"stage": "loading the model", "done": counters["done"], "total": total,
+                               "time": time.time()})
     model, tokenizer = _load(base)
     peft_model = None
     plain = {BASE}  # systems that are the loaded model itself: the base, or a full fine-tuned run's own model
@@ -300,22 +298,27 @@ def _run_group(job_id: int, run_dir: Path, cfg: GenerateConfig, base: str, syste
 
         def write(indices: list[int], batch: list[dict], system=system, todo=todo) -> None:
             nonlocal sys_tokens, sys_seconds
-            with session_scope() as s:
-                for i, r in zip(indices, batch):
-                    s.add(Output(prompt_id=todo[i].id, system=system, job_id=job_id, text=r["text"],
-                                 decoding=stored, n_new_tokens=r["n_new_tokens"], seconds=r["seconds"],
-                                 created_at=utcnow()))
+
+            def save() -> None:
+                with session_scope() as s:
+                    for i, r in zip(indices, batch):
+                        s.add(Output(prompt_id=todo[i].id, system=system, job_id=job_id, text=r["text"],
+                                     decoding=stored, n_new_tokens=r["n_new_tokens"], seconds=r["seconds"],
+                                     created_at=utcnow()))
+
+            retry_busy(save)
             tokens = sum(r["n_new_tokens"] for r in batch)
             seconds = sum(r["seconds"] for r in batch)
             sys_tokens += tokens
             sys_seconds += seconds
             counters["done"] += len(batch)
             counters["new_tokens"] += tokens
-            row = {"system": system, "done": counters["done"], "total": total, "batch": len(batch),
+            row = {"stage": "generating", "system": system, "done": counters["done"], "total": total,
+                   "batch": len(batch),
                    "new_tokens": tokens, "seconds": round(seconds, 3),
                    "tokens_per_s": round(tokens / seconds, 1) if seconds else None, "time": time.time()}
             _append_progress(run_dir, row)
-            heartbeat(job_id, done=counters["done"], total=total, system=system)
+            keep_alive.beat(done=counters["done"], total=total, system=system)
 
         with context:
             if todo:
@@ -326,10 +329,12 @@ def _run_group(job_id: int, run_dir: Path, cfg: GenerateConfig, base: str, syste
                 result["tokens_per_s"][system] = round(sys_tokens / sys_seconds, 1)
             with_refs = [p for p in prompts if p.reference.strip()]
             if cfg.perplexity and with_refs and not STOP.is_set():
+                _append_progress(run_dir, {"stage": "perplexity on the references", "system": system,
+                                           "done": counters["done"], "total": total, "time": time.time()})
                 nll, n = reference_nll(active, tokenizer, [p.messages for p in with_refs],
                                        [p.reference for p in with_refs], batch_size=cfg.batch_size)
                 result["perplexity"][system] = perplexity(nll, n)
-                heartbeat(job_id, done=counters["done"], total=total, system=system)
+                keep_alive.beat(done=counters["done"], total=total, system=system)
             if validation and not STOP.is_set():
                 nll, n = reference_nll(active, tokenizer, [r["prompt"] for r in validation],
                                        [r["completion"][-1]["content"] for r in validation], batch_size=cfg.batch_size)

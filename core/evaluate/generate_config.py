@@ -45,6 +45,17 @@ class Decoding:
                 "max_new_tokens": self.max_new_tokens, "seed": self.seed}
 
 
+def describe_decoding(stored: dict) -> str:
+    """A stored decoding (``Decoding.stored()``) in words: "greedy, up to 256 new tokens" or "sampling at
+    temperature 0.7, top-p 0.9, seed 0, up to 256 new tokens"."""
+    stored = stored or {}
+    limit = f"up to {stored.get('max_new_tokens', '?')} new tokens"
+    if stored.get("mode") == "sample" or stored.get("do_sample"):
+        return (f"sampling at temperature {stored.get('temperature')}, top-p {stored.get('top_p')}, "
+                f"seed {stored.get('seed', 0)}, {limit}")
+    return f"greedy, {limit}"
+
+
 @dataclass
 class GenerateConfig:
     """A generation job's config.json."""

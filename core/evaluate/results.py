@@ -1,5 +1,6 @@
 """Results, identities revealed: means with bootstrap intervals, win/tie/loss, the Bradley-Terry leaderboard,
-Krippendorff's alpha and automatic metrics; exports of DPO pairs, scores CSV and a Markdown report."""
+Krippendorff's alpha, automatic checks (pass rates with intervals, failing answers) and automatic metrics;
+exports of DPO pairs, scores CSV and a Markdown report."""
 from __future__ import annotations
 
 import csv
@@ -10,8 +11,10 @@ from pathlib import Path
 from sqlmodel import Session, select
 
 from core.accounts import require
+from core.curate.formats import csv_safe_cell
 from core.errors import InvalidInput
 from core.evaluate import stats
+from core.evaluate.checkstore import check_results
 from core.evaluate.evalsets import eval_prompts, generation_jobs, get_eval_set, latest_outputs
 from core.evaluate.review import review_progress, rubric_of, scores_of, split_pair
 from core.evaluate.systems import system_labels
@@ -27,8 +30,9 @@ def _winner(score: Score) -> str:
     return score.preference
 
 
-def score_table(session: Session, eval_set_id: int) -> list[dict]:
+def score_table(session: Session, user: User, eval_set_id: int) -> list[dict]:
     """One row per score with systems revealed: per criterion the score of each system, and the winner."""
+    require(user, "evaluate")
     names = {u.id: u.username for u in session.exec(select(User))}
     positions = {p.id: p.position for p in eval_prompts(session, eval_set_id)}
     rows = []
@@ -125,8 +129,9 @@ def results(session: Session, user: User, eval_set_id: int, *, bootstrap_rounds:
     return _no_nan({"eval_set": {"id": es.id, "name": es.name, "prompts": len(prompts),
                          "reviewers_per_item": es.reviewers_per_item},
             "systems": [{"system": s, "label": labels[s]} for s in systems],
-            "progress": review_progress(session, es.id), "means": means, "win_tie_loss": wtl,
-            "leaderboard": board, "agreement": agreement, "metrics": metrics, "n_scores": len(scores)})
+            "progress": review_progress(session, user, es.id), "means": means, "win_tie_loss": wtl,
+            "leaderboard": board, "agreement": agreement, "metrics": metrics, "n_scores": len(scores),
+            "checks": check_results(session, es.id, seed=seed)})
 
 
 def _no_nan(value):
@@ -143,10 +148,11 @@ def _no_nan(value):
 # ---------------------------------------------------------------- exports (DPO pairs, scores CSV, report)
 
 
-def dpo_pairs(session: Session, eval_set_id: int) -> list[dict]:
+def dpo_pairs(session: Session, user: User, eval_set_id: int) -> list[dict]:
     """Preference pairs in TRL's conversational format: ``prompt`` (messages), ``chosen``/``rejected``
     (one assistant message each). One pair per item, by majority of the reviewers' A/B preferences; items
     with only ties, both-bad votes or an even split give none."""
+    require(user, "evaluate")
     outputs = latest_outputs(session, eval_set_id)
     prompts = {p.id: p for p in eval_prompts(session, eval_set_id)}
     tally: dict[tuple[int, str], dict[str, int]] = {}
@@ -174,7 +180,7 @@ def export_dpo(session: Session, user: User, eval_set_id: int, out_dir: str | Pa
     """Write DPO pairs as ``dpo.jsonl`` and a ``datasets`` folder (``save_to_disk``) under ``out_dir``."""
     require(user, "evaluate")
     es = get_eval_set(session, eval_set_id)
-    rows = dpo_pairs(session, es.id)
+    rows = dpo_pairs(session, user, es.id)
     if not rows:
         raise InvalidInput("No preference pairs yet: DPO pairs come from items where reviewers preferred A or B.")
     out = Path(out_dir) if out_dir else exports_dir() / f"evalset-{es.id}-dpo"
@@ -191,17 +197,18 @@ def export_dpo(session: Session, user: User, eval_set_id: int, out_dir: str | Pa
 
 
 def scores_csv(session: Session, user: User, eval_set_id: int) -> str:
-    """All scores as CSV text (systems revealed)."""
+    """All scores as CSV text (systems revealed); text cells that a spreadsheet would run as a formula (a
+    comment starting with "=") are neutralised with a leading quote (core.curate.formats.csv_safe_cell)."""
     require(user, "evaluate")
     es = get_eval_set(session, eval_set_id)
-    rows = score_table(session, es.id)
+    rows = score_table(session, user, es.id)
     buf = io.StringIO()
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
     writer = csv.DictWriter(buf, fieldnames=columns or ["prompt_id", "pair", "reviewer"])
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({key: csv_safe_cell(value) for key, value in row.items()} for row in rows)
     return buf.getvalue()
 
 
@@ -239,6 +246,13 @@ def report_markdown(res: dict) -> str:
                   "|---|---|---:|---:|---:|---:|"]
         lines += [f"| {r['label_a']} | {r['label_b']} | {r['a_win_rate']:.0%} | {r['tie_rate']:.0%} | "
                   f"{r['b_win_rate']:.0%} | {r['n']} |" for r in res["win_tie_loss"]]
+        lines.append("")
+    checks = res.get("checks") or {}
+    if checks.get("by_system"):
+        lines += [f"## Automatic checks ({checks['checked_prompts']} of {checks['prompts']} prompts have checks)", "",
+                  "| system | prompts passing every check | 95% interval | checks passed |", "|---|---:|---|---:|"]
+        lines += [f"| {r['label']} | {r['passed']}/{r['prompts']} = {r['pass_rate']:.2f} | {r['lo']:.2f} to "
+                  f"{r['hi']:.2f} | {r['checks_passed']}/{r['checks']} |" for r in checks["by_system"]]
         lines.append("")
     lines += ["## Agreement between reviewers", "", "| criterion | measure | alpha | % agreement |",
               "|---|---|---:|---:|"]

@@ -18,7 +18,8 @@ from core.curate.dedup import content_hash
 from core.errors import InvalidInput, NotFound
 from core.evaluate.evalsets import eval_prompts, get_eval_set, latest_outputs
 from core.projects import DEFAULT_RUBRIC
-from storage.models import EvalPrompt, EvalSet, Example, Project, Score, User, utcnow
+from storage.models import (DatasetVersion, DatasetVersionItem, EvalPrompt, EvalSet, Example, Project, Score,
+                            User, utcnow)
 
 PREFERENCES = ("A", "B", "tie", "both_bad")
 PREFERENCE_WORDS = {"A": "A is better", "B": "B is better", "tie": "Tie", "both_bad": "Both bad"}
@@ -149,6 +150,7 @@ def get_item(session: Session, user: User, eval_set_id: int, prompt_id: int, pai
 
 def my_scored_items(session: Session, user: User, eval_set_id: int) -> list[dict]:
     """Items this reviewer has scored, most recently edited first, with a short excerpt of each prompt."""
+    require(user, "score")
     rows = [s for s in scores_of(session, eval_set_id) if s.reviewer_id == user.id]
     rows.sort(key=lambda s: s.updated_at, reverse=True)
     out = []
@@ -161,8 +163,9 @@ def my_scored_items(session: Session, user: User, eval_set_id: int) -> list[dict
     return out
 
 
-def review_progress(session: Session, eval_set_id: int) -> dict:
-    """Coverage: items, items with at least K scores, total scores, per-reviewer counts."""
+def review_progress(session: Session, user: User, eval_set_id: int) -> dict:
+    """Coverage: items, items with at least K scores, total scores, per-reviewer counts (engineers and up)."""
+    require(user, "evaluate")
     es = get_eval_set(session, eval_set_id)
     items = review_items(session, es.id)
     counts: dict = {}
@@ -240,47 +243,80 @@ def _own_score(session: Session, prompt_id: int, pair: str, reviewer_id: int) ->
                                             Score.reviewer_id == reviewer_id)).first()
 
 
-def send_back_to_annotation(session: Session, user: User, eval_set_id: int, prompt_id: int, pair: str | None = None,
-                            comment: str = "") -> Example:
-    """Put an item back in the annotation queue as a new draft example to fix (source ``review_feedback``):
-    the prompt, a starting answer and the reviewer's comment as its note. The starting answer is the
-    reference, or, when there is none or it is already an example word for word, the output this reviewer
-    preferred (else the one they scored higher)."""
+SEND_BACK_STARTS = ("A", "B", "reference", "empty")
+START_WORDS = {"A": "Answer A", "B": "Answer B", "reference": "The reference answer", "empty": "An empty answer"}
+
+
+def test_split_leak(session: Session, prompt: EvalPrompt) -> str | None:
+    """A warning when the prompt is an example frozen into a test split: a draft of it, once approved, would
+    carry an eval prompt into the training data of the next version; None otherwise."""
+    if not prompt.example_id:
+        return None
+    hit = session.exec(select(DatasetVersion.id).join(DatasetVersionItem,
+                                                        DatasetVersionItem.version_id == DatasetVersion.id)
+                       .where(DatasetVersionItem.example_id == prompt.example_id, DatasetVersionItem.split == "test")
+                       .order_by(DatasetVersion.id.desc())).first()
+    if hit is None:
+        return None
+    # Ids only (no names): pages show this in a warning box, which renders Markdown.
+    return (f"This prompt is example #{prompt.example_id}, in the test split of dataset version #{hit}. A draft "
+            "of it, once approved, would put an eval prompt into the training data of later versions and make "
+            "the comparison unfair. Send it back only to fix the example itself, and keep it out of training.")
+
+
+def send_back_options(session: Session, user: User, eval_set_id: int, prompt_id: int) -> dict:
+    """What a reviewer may start the new draft from (``starts``: A, B, the reference when there is one, empty),
+    the suggested ``default`` and a ``leak`` warning (``test_split_leak``)."""
     require(user, "score")
     es = get_eval_set(session, eval_set_id)
     prompt = session.get(EvalPrompt, prompt_id)
     if prompt is None or prompt.eval_set_id != es.id:
         raise NotFound("That prompt is not in this eval set.")
-    candidates = [prompt.reference]
-    if pair:
-        outputs = latest_outputs(session, es.id)
-        a, b = orientation(es.seed, prompt_id, pair, user.id)
-        own = _own_score(session, prompt_id, pair, user.id)
-        better, worse = a, b
-        if own is not None and own.preference == "B":
-            better, worse = b, a
-        elif own is not None and own.preference != "A":
-            total = {side: sum(v[side] for v in own.scores.values()) for side in ("A", "B")}
-            if total["B"] > total["A"]:
-                better, worse = b, a
-        candidates += [outputs[(prompt_id, s)].text for s in (better, worse) if (prompt_id, s) in outputs]
+    starts = [k for k in SEND_BACK_STARTS if k != "reference" or prompt.reference.strip()]
+    return {"starts": starts, "default": "reference" if "reference" in starts else "empty",
+            "leak": test_split_leak(session, prompt)}
+
+
+def send_back_to_annotation(session: Session, user: User, eval_set_id: int, prompt_id: int, pair: str | None = None,
+                            comment: str = "", start: str = "reference") -> Example:
+    """Put an item back in the annotation queue as a new draft example to fix (source ``review_feedback``).
+
+    The draft holds the prompt and starts from ``start``: "A" or "B" (the answers as this reviewer saw them),
+    "reference" or "empty" (the annotator writes the answer). The reviewer's comment is kept whole as the
+    draft's note, and ``origin`` records the eval set, prompt, reviewer, comment, start and any test-split
+    example the prompt repeats, so the draft can be traced back to the review."""
+    require(user, "score")
+    if start not in SEND_BACK_STARTS:
+        raise InvalidInput(f"Start the draft from one of: {', '.join(SEND_BACK_STARTS)}.")
+    es = get_eval_set(session, eval_set_id)
+    prompt = session.get(EvalPrompt, prompt_id)
+    if prompt is None or prompt.eval_set_id != es.id:
+        raise NotFound("That prompt is not in this eval set.")
+    if start in ("A", "B"):
+        if not pair:
+            raise InvalidInput("Starting from answer A or B needs the pair of answers shown.")
+        shown = dict(zip(("A", "B"), orientation(es.seed, prompt_id, pair, user.id)))
+        output = latest_outputs(session, es.id).get((prompt_id, shown[start]))
+        if output is None:
+            raise NotFound("That item is not in this eval set.")
+        answer = output.text
+    else:
+        answer = prompt.reference if start == "reference" else ""
+    if start != "empty" and not answer.strip():
+        raise InvalidInput(f"{START_WORDS[start]} is empty; start from another answer or an empty one.")
     msgs = prompt.messages
     system = msgs[0]["content"] if msgs and msgs[0]["role"] == "system" else ""
-    head = [dict(m) for m in msgs if m["role"] != "system"]
+    turns = [dict(m) for m in msgs if m["role"] != "system"] + [{"role": "assistant", "content": answer}]
     project = session.get(Project, es.project_id)
-    note = (comment or "").strip() or "(no comment)"
-    note = f"From blind review of eval set {es.name!r}: {note}"
-    for start in [c for c in candidates if (c or "").strip()] or ["(write the answer)"]:
-        turns = head + [{"role": "assistant", "content": start}]
-        taken = session.exec(select(Example.id).where(Example.project_id == project.id,
-                                                      Example.content_hash == content_hash(system, turns))).first()
-        if taken is not None:
-            continue
-        example = create_example(session, user, project, system=system, turns=turns, note=note)
-        example.source = "review_feedback"
-        session.add(example)
-        session.commit()
-        session.refresh(example)
-        return example
-    raise InvalidInput("This prompt is already in the annotation queue with each of these answers; "
-                       "edit that example instead.")
+    taken = session.exec(select(Example.id).where(Example.project_id == project.id,
+                                                  Example.content_hash == content_hash(system, turns))).first()
+    if taken is not None:
+        raise InvalidInput(f"Example #{taken} already holds this prompt with this answer; edit it on the Annotate "
+                           "page, or start the draft from another answer.")
+    comment = (comment or "").strip()
+    leak = test_split_leak(session, prompt)
+    origin = {"kind": "blind_review", "eval_set_id": es.id, "eval_set": es.name, "prompt_id": prompt.id,
+              "position": prompt.position, "reviewer_id": user.id, "reviewer": user.username, "comment": comment,
+              "start": start, "test_split_example_id": prompt.example_id if leak else None}
+    return create_example(session, user, project, system=system, turns=turns, note=comment,
+                          source="review_feedback", origin=origin, answer_to_write=start == "empty")

@@ -140,9 +140,15 @@ def bradley_terry_bootstrap(votes: Sequence[Vote], *, rounds: int = 200, seed: i
     rng = np.random.default_rng(seed)
     samples: dict[str, list[float]] = {s: [] for s in point}
     if len(votes) > 1:
+        # A resample is a multiset of votes and the fit depends on nothing else, so each distinct one is fitted
+        # once: with the few votes of a review just begun most resamples repeat, and a fit on one-sided votes
+        # (no finite optimum) runs the solver to its limit, which made the Results page take many seconds.
+        fits: dict[tuple[int, ...], dict[str, float]] = {}
         for _ in range(rounds):
-            picked = [votes[k] for k in rng.integers(0, len(votes), len(votes))]
-            for s, r in bradley_terry(picked).items():
+            key = tuple(sorted(int(k) for k in rng.integers(0, len(votes), len(votes))))
+            if key not in fits:
+                fits[key] = bradley_terry([votes[k] for k in key])
+            for s, r in fits[key].items():
                 samples[s].append(r)
     tail = (1 - confidence) / 2 * 100
     counts = {s: sum(1 for v in votes if s in v[:2]) for s in point}

@@ -8,10 +8,11 @@ from typing import Iterable
 
 from sqlmodel import Session, select
 
+from core.accounts import require
 from core.errors import InvalidInput
 from core.jobs import rundir
 from core.train.runs import KIND as TRAIN_KIND
-from storage.models import Job, JobStatus
+from storage.models import Job, JobStatus, User
 
 BASE = "base"
 
@@ -72,13 +73,22 @@ def finished_runs(session: Session, project_id: int) -> list[Job]:
                           Job.status == JobStatus.succeeded.value).order_by(Job.id)))
 
 
-def available_systems(session: Session, project_id: int) -> list[dict]:
+def available_systems(session: Session, user: User, project_id: int) -> list[dict]:
     """Systems an engineer can generate with: the base model and each finished run, with labels."""
+    require(user, "evaluate")
     out = [{"system": BASE, "label": "Base model (no adapter)", "base_model": None}]
     for job in finished_runs(session, project_id):
         out.append({"system": run_system(job.id), "label": f"Run {job.id}: {job.name}",
                     "base_model": run_base_model(job)})
     return out
+
+
+def default_systems(systems: list[dict]) -> list[str]:
+    """What the Generate form preselects: the base model and the newest finished run (a fair first comparison;
+    older runs are one click away)."""
+    keys = [row["system"] for row in systems]
+    runs = [k for k in keys if k != BASE]
+    return ([BASE] if BASE in keys else []) + runs[-1:]
 
 
 def system_labels(session: Session, systems: Iterable[str]) -> dict[str, str]:

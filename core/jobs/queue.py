@@ -24,7 +24,7 @@ from pathlib import Path
 from sqlalchemy import update
 from sqlmodel import Session, select
 
-from core.accounts import ACTIONS, require
+from core.accounts import ACTIONS, can, require
 from core.errors import InvalidInput, NotFound
 from core.jobs import rundir
 from core.locks import file_lock
@@ -221,14 +221,17 @@ def get_job(session: Session, job_id: int) -> Job:
     return job
 
 
-def list_jobs(session: Session, project_id: int | None = None, kind: str | None = None) -> list[Job]:
-    """Jobs, newest first, optionally of one project and kind."""
+def list_jobs(session: Session, project_id: int | None = None, kind: str | None = None, *,
+              user: User | None = None) -> list[Job]:
+    """Jobs, newest first, optionally of one project and kind; with ``user`` (pages pass it), only the jobs that
+    user's role may control (Job.action)."""
     query = select(Job).order_by(Job.id.desc())
     if project_id is not None:
         query = query.where(Job.project_id == project_id)
     if kind is not None:
         query = query.where(Job.kind == kind)
-    return list(session.exec(query))
+    jobs = list(session.exec(query))
+    return jobs if user is None else [j for j in jobs if can(user, j.action or "train")]
 
 
 def cancel(session: Session, user: User, job_id: int) -> Job:
@@ -256,6 +259,17 @@ def cancel(session: Session, user: User, job_id: int) -> Job:
         raise InvalidInput(f"Run {job.id} already finished ({job.status}); nothing to cancel.")
     session.refresh(job)
     return job
+
+
+def ended_jobs(session: Session, project_id: int, since, kinds: tuple[str, ...] | None = None) -> list[Job]:
+    """Jobs of the project that ended (succeeded, failed or canceled) after ``since``, oldest first; reconciled
+    first, so a job whose process died counts as ended."""
+    reconcile(session)
+    query = select(Job).where(Job.project_id == project_id, Job.status.in_(TERMINAL), Job.finished_at.is_not(None),
+                              Job.finished_at > since)
+    if kinds:
+        query = query.where(Job.kind.in_(kinds))
+    return list(session.exec(query.order_by(Job.finished_at)))
 
 
 def queue_position(session: Session, job: Job) -> int | None:
@@ -358,8 +372,10 @@ def read_progress(job: Job) -> dict:
     return rundir.last_jsonl(Path(job.run_dir) / rundir.PROGRESS) if job.run_dir else {}
 
 
-def job_snapshot(session: Session, job_id: int) -> dict:
-    """Everything a live view shows, after a reconcile: the job, its queue position, metrics and log tail."""
+def job_snapshot(session: Session, user: User, job_id: int) -> dict:
+    """Everything a live view shows, after a reconcile: the job, its queue position, metrics and log tail; for
+    users whose role may control the job (its action)."""
+    require(user, get_job(session, job_id).action or "train")
     reconcile(session)
     job = get_job(session, job_id)
     session.refresh(job)

@@ -1,10 +1,14 @@
 """What a job process calls: start, heartbeat, finish, the stop flag and the keep-alive thread.
 
 A worker runs as ``python -m <module> --run-dir DIR`` (started by core.jobs.queue or by hand). It says it
-started (``worker_start``), heartbeats while it works (``heartbeat`` on each step or batch, plus
-``KeepAlive`` every 30 s from a thread while a long model load or step runs), stops at the next step when
-SIGTERM arrives (``StopFlag``) and records its final status and result (``worker_finish``), which lets the next
-queued job start.
+started (``worker_start``), heartbeats while it works (``KeepAlive.beat`` on each step or batch, written by the
+keep-alive thread, which also beats every 30 s while a long model load or step runs), stops at the next step
+when SIGTERM arrives (``StopFlag``) and records its final status and result (``worker_finish``), which lets the
+next queued job start.
+
+The database may be locked by another writer for a while (a long transaction elsewhere): every write here is
+retried with growing waits (storage.db.retry_busy), and step heartbeats are handed to the keep-alive thread, so
+training never waits on the database and a busy database never kills a job.
 """
 from __future__ import annotations
 
@@ -17,9 +21,9 @@ from pathlib import Path
 from sqlalchemy import update
 from sqlmodel import select
 
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound, StudioError
 from core.jobs.queue import TERMINAL, create_time, schedule
-from storage.db import session_scope
+from storage.db import retry_busy, session_scope
 from storage.models import Job, JobStatus, utcnow
 
 KEEP_ALIVE_S = 30.0
@@ -47,30 +51,51 @@ class StopFlag:
 
 
 class KeepAlive:
-    """Heartbeats from a background thread every ``every_s`` while the block runs (core.jobs.queue.reconcile
-    fails a job whose heartbeat goes stale). A busy database must not kill the job: the next beat retries."""
+    """Heartbeats from a background thread while the block runs: every ``every_s``, and soon after each ``beat``
+    (core.jobs.queue.reconcile fails a job whose heartbeat goes stale). ``beat`` only hands the progress over and
+    returns at once, so a step never waits on a busy database; the thread retries until the write goes through."""
 
     def __init__(self, job_id: int | None, every_s: float = KEEP_ALIVE_S) -> None:
         self.job_id, self.every_s = job_id, every_s
         self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._pending: dict = {}
+        self._thread: threading.Thread | None = None
 
     def start(self) -> "KeepAlive":
-        if self.job_id:
-            threading.Thread(target=self._beat, daemon=True).start()
+        if self.job_id and self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="keep-alive", daemon=True)
+            self._thread.start()
         return self
+
+    def beat(self, **extra) -> None:
+        """Record progress (kept under result["progress"]) for the thread to write; never blocks."""
+        with self._lock:
+            self._pending.update(extra)
+        self._wake.set()
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
 
     def __enter__(self) -> "KeepAlive":
         return self.start()
 
-    def _beat(self) -> None:
-        while not self._stop.wait(self.every_s):
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.every_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            with self._lock:
+                extra, self._pending = self._pending, {}
             try:
-                heartbeat(self.job_id)
-            except Exception:  # noqa: BLE001 - see the class docstring
-                pass
+                retry_busy(lambda: heartbeat(self.job_id, **extra), give_up_after_s=3 * self.every_s)
+            except Exception as err:  # noqa: BLE001 - a missed heartbeat is retried on the next round
+                with self._lock:
+                    self._pending = {**extra, **self._pending}
+                print(f"heartbeat not written yet ({err}); retrying", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc) -> None:
         self.stop()
@@ -123,6 +148,10 @@ def worker_main(prog: str, description: str, stop: StopFlag, run_job, argv: list
 
 def worker_start(job_id: int) -> Job:
     """Called by the worker when it starts: records its pid (if the launcher could not) and a heartbeat."""
+    return retry_busy(lambda: _worker_start(job_id))
+
+
+def _worker_start(job_id: int) -> Job:
     with session_scope() as session:
         job = session.get(Job, job_id)
         if job is None:
@@ -139,7 +168,8 @@ def worker_start(job_id: int) -> Job:
 
 
 def heartbeat(job_id: int, **extra) -> None:
-    """Mark the worker alive; ``extra`` (e.g. step, loss) is kept under result["progress"]."""
+    """Mark the worker alive; ``extra`` (e.g. step, loss) is kept under result["progress"]. Only a running job
+    is touched: a beat from the keep-alive thread that lands after worker_finish must not overwrite the result."""
     with session_scope() as session:
         values: dict = {"heartbeat_at": utcnow()}
         if extra:
@@ -149,7 +179,7 @@ def heartbeat(job_id: int, **extra) -> None:
             result = dict(job.result or {})
             result["progress"] = {**result.get("progress", {}), **extra}
             values["result"] = result
-        session.exec(update(Job).where(Job.id == job_id).values(**values))
+        session.exec(update(Job).where(Job.id == job_id, Job.status == JobStatus.running.value).values(**values))
 
 
 def worker_finish(job_id: int, status: str, error: str = "", result: dict | None = None,
@@ -157,16 +187,28 @@ def worker_finish(job_id: int, status: str, error: str = "", result: dict | None
     """Record the worker's final status and result, then let the next queued job start."""
     if status not in TERMINAL:
         raise InvalidInput(f"A finished job is succeeded, failed or canceled, not {status!r}.")
-    with session_scope() as session:
-        values = {"status": status, "error": error or "", "finished_at": utcnow(), "heartbeat_at": utcnow()}
-        if result is not None:
-            values["result"] = result
-        if measured_peak_mb is not None:
-            values["measured_peak_mb"] = measured_peak_mb
-        if estimated_peak_mb is not None:
-            values["estimated_peak_mb"] = estimated_peak_mb
-        session.exec(update(Job).where(Job.id == job_id, Job.status.in_(
-            [JobStatus.running.value, JobStatus.queued.value])).values(**values))
-    with session_scope() as session:
-        # Our own process is still alive but holds no slot any more in spirit: count it as finished.
-        schedule(session)
+    values = {"status": status, "error": error or ""}
+    if result is not None:
+        values["result"] = result
+    if measured_peak_mb is not None:
+        values["measured_peak_mb"] = measured_peak_mb
+    if estimated_peak_mb is not None:
+        values["estimated_peak_mb"] = estimated_peak_mb
+
+    def record() -> None:
+        with session_scope() as session:
+            session.exec(update(Job).where(Job.id == job_id, Job.status.in_(
+                [JobStatus.running.value, JobStatus.queued.value])).values(
+                **values, finished_at=utcnow(), heartbeat_at=utcnow()))
+
+    retry_busy(record)  # the job's outcome must reach the database, however long another writer holds it
+
+    def start_next() -> None:
+        with session_scope() as session:
+            # Our own process is still alive but holds no slot any more in spirit: count it as finished.
+            schedule(session)
+
+    try:
+        retry_busy(start_next, give_up_after_s=60)
+    except StudioError as err:  # the server's reconcile timer starts the next job instead
+        print(f"could not start the next queued job: {err}", file=sys.stderr, flush=True)

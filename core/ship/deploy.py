@@ -25,7 +25,7 @@ from core.errors import InvalidInput, StudioError
 from core.evaluate.generate_config import Decoding
 from core.jobs import rundir
 from core.jobs.queue import get_job, list_jobs, read_progress, submit
-from core.jobs.worker import KeepAlive, StopFlag, heartbeat, worker_finish, worker_main, worker_start
+from core.jobs.worker import KeepAlive, StopFlag, worker_finish, worker_main, worker_start
 from core.ship import gguf, ollama, parity, vllm
 from core.ship.modelcard import lineage, write_card
 from core.ship.systems import EXPORT_KIND
@@ -111,6 +111,8 @@ def launch_export(session, user, run_id: int, out_dir: str | Path, *, formats: l
         raise InvalidInput(f"Job {run.id} is not a training run.")
     if not rundir.has_model(run.run_dir or ""):
         raise InvalidInput(f"Run {run.id} has no saved model yet ({run.status}).")
+    if not (Path(run.run_dir) / rundir.FULL_MODEL_DIR / "config.json").exists():
+        run_config(run.run_dir)  # an adapter's base model is named there: refuse a damaged file before queueing
     cfg = ExportConfig(run_id=run.id, out_dir=str(out_dir), formats=list(formats or default_formats(run)),
                        eval_set_id=eval_set_id, parity=parity_check, name=name,
                        parity_max_new_tokens=parity_max_new_tokens)
@@ -123,8 +125,10 @@ def launch_export(session, user, run_id: int, out_dir: str | Path, *, formats: l
                   name=f"export run {run.id}", config=asdict(cfg), module=WORKER)
 
 
-def exports_of(session, run_id: int) -> list[dict]:
-    """The export jobs of a run, newest first, with their folder, last progress line and report."""
+def exports_of(session, user, run_id: int) -> list[dict]:
+    """The export jobs of a run, newest first, with their folder, last progress line and report; engineers and
+    up (the report carries the run's lineage and answers)."""
+    require(user, "train")
     out = []
     for job in list_jobs(session, kind=KIND):
         if int((job.config or {}).get("run_id") or 0) != run_id:
@@ -255,6 +259,7 @@ def run_job(job_id: int) -> dict:
     run_dir = Path(job.run_dir)
     t0 = time.time()
     cfg = None
+    keep_alive = KeepAlive(job_id)
 
     def step(name: str) -> None:
         if STOP.is_set():
@@ -263,10 +268,10 @@ def run_job(job_id: int) -> dict:
         row = {"step": name, "done": steps.index(name), "total": len(steps), "time": time.time()}
         with open(run_dir / rundir.PROGRESS, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
-        heartbeat(job_id, step=name)
+        keep_alive.beat(step=name)
         print(f"export: {name}", flush=True)
 
-    with KeepAlive(job_id):
+    with keep_alive:
         try:
             cfg = ExportConfig.from_dict(job.config)
             report = export(cfg, step)

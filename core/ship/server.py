@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 
 from core.errors import StudioError
-from core.jobs.worker import KeepAlive, StopFlag, heartbeat, worker_finish, worker_main, worker_start
+from core.jobs.worker import KeepAlive, StopFlag, worker_finish, worker_main, worker_start
 from core.ship.loading import model_of, pick_device, tokenizer_of
 from core.ship.serving import ENDPOINT_FILE, ServeConfig
 from core.ship.systems import resolve
@@ -193,8 +193,9 @@ class InProcess:
         self.manager.shutdown()
 
 
-def serve(job_id: int, run_dir: Path, cfg: ServeConfig) -> dict:
-    """Load, listen, answer until idle or stopped; returns what the job reports."""
+def serve(keep_alive: KeepAlive, run_dir: Path, cfg: ServeConfig) -> dict:
+    """Load, listen, answer until idle or stopped; returns what the job reports. The address goes to the job row
+    through ``keep_alive`` (never a direct write: a busy database must not stop a server that already listens)."""
     device = pick_device()
     activity = Activity()
     manager = model_manager(cfg, device)  # a pinned server loads its model here, before it says it is ready
@@ -215,7 +216,7 @@ def serve(job_id: int, run_dir: Path, cfg: ServeConfig) -> dict:
         server.should_exit = True
 
     (run_dir / ENDPOINT_FILE).write_text(json.dumps({"url": url, "model": cfg.system or None}), encoding="utf-8")
-    heartbeat(job_id, url=url, device=device)
+    keep_alive.beat(url=url, device=device)
     print(f"serving on {url} ({cfg.system or 'any system'}); stops after {cfg.idle_timeout_s:.0f} s idle", flush=True)
     activity.touch()  # idle time counts from when it listens, not from before the model loaded
     threading.Thread(target=watch, daemon=True).start()
@@ -233,9 +234,9 @@ def serve(job_id: int, run_dir: Path, cfg: ServeConfig) -> dict:
 def run_job(job_id: int) -> dict:
     job = worker_start(job_id)
     run_dir = Path(job.run_dir)
-    with KeepAlive(job_id):
+    with KeepAlive(job_id) as keep_alive:
         try:
-            result = serve(job_id, run_dir, ServeConfig.from_dict(job.config))
+            result = serve(keep_alive, run_dir, ServeConfig.from_dict(job.config))
         except BaseException as err:  # noqa: BLE001 - every failure must end as a truthful status
             traceback.print_exc()
             message = str(err) if isinstance(err, StudioError) else f"{type(err).__name__}: {err}"

@@ -34,7 +34,8 @@ class TrainConfig:
 
     # -- method
     method: str = "lora"
-    """"lora" (PEFT adapters), "qlora" (LoRA on a 4-bit NF4 base, NVIDIA GPU only) or "full" (all weights)."""
+    """"lora" (PEFT adapters), "qlora" (LoRA on a 4-bit NF4 base: a quarter of the memory for the base weights;
+    on a CPU it trains slower than LoRA) or "full" (all weights)."""
     lora_r: int = 16
     """LoRA rank: size of the low-rank update; higher learns more and costs more memory."""
     lora_alpha: int | None = None
@@ -49,6 +50,12 @@ class TrainConfig:
     """Peak learning rate; None means 2e-4 for LoRA/QLoRA and 2e-5 for full fine-tuning."""
     num_epochs: float = 3.0
     """Passes over the train split (ignored when max_steps > 0)."""
+    max_train_examples: int = 0
+    """Train on a random sample of this many examples of the train split (drawn with ``seed``); 0 uses them all.
+    On a big dataset a quick run learns most of what a full pass would, in a fraction of the time."""
+    max_validation_examples: int = 0
+    """Compute the validation loss on a random sample of this many validation examples (drawn with ``seed``);
+    0 uses them all. Each evaluation costs a forward pass over them, which a quick CPU run notices."""
     max_steps: int = -1
     """Stop after this many optimizer steps; -1 trains for num_epochs."""
     per_device_batch_size: int = 4
@@ -119,6 +126,10 @@ class TrainConfig:
             yield "target_modules is empty"
         if self.learning_rate is not None and not (0 < self.learning_rate < 1):
             yield f"learning_rate must be between 0 and 1 (got {self.learning_rate})"
+        if not isinstance(self.max_train_examples, int) or self.max_train_examples < 0:
+            yield "max_train_examples must be 0 (all) or a positive number of examples"
+        if not isinstance(self.max_validation_examples, int) or self.max_validation_examples < 0:
+            yield "max_validation_examples must be 0 (all) or a positive number of examples"
         if self.max_steps <= 0 and self.max_steps != -1:
             yield "max_steps must be -1 (use epochs) or a positive number"
         if self.max_steps == -1 and not (0 < self.num_epochs <= 1000):

@@ -13,6 +13,7 @@ temporary name and renamed into place, so a failed export leaves nothing half-wr
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -33,10 +34,27 @@ def check_target(out: Path) -> None:
 
 
 def run_config(run_dir: str | Path) -> TrainConfig:
-    return TrainConfig.from_json((Path(run_dir) / rundir.CONFIG).read_text(encoding="utf-8"))
+    """The TrainConfig in a run folder's config.json, or InvalidInput naming what is wrong with the file."""
+    path = Path(run_dir) / rundir.CONFIG
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInput(f"{path} is missing: the run folder is incomplete, so its base model is unknown.") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise InvalidInput(f"Cannot read {path}: {getattr(err, 'strerror', None) or err}.") from None
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        where = f" at line {err.lineno}, column {err.colno}" if isinstance(err, json.JSONDecodeError) else ""
+        raise InvalidInput(f"{path} is not valid JSON ({getattr(err, 'msg', err)}{where}): the run folder is "
+                           "damaged. Restore the file; `finetune-studio runs show` prints the run's settings.") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{path} does not hold a run's settings (a JSON object).")
+    return TrainConfig.from_dict(data)
 
 
 def has_adapter(run_dir: str | Path) -> bool:
+    """Whether a run folder holds a LoRA adapter (a full fine-tuned run holds its own model instead)."""
     return (Path(run_dir) / rundir.ADAPTER_FILES[0]).exists()
 
 
@@ -118,6 +136,7 @@ def save_adapter_folder(run_dir: str | Path, out: str | Path) -> Path:
 
 
 def load_model_config(path):
+    """A model folder's config (transformers' AutoConfig), for a base that ships no generation config."""
     from transformers import AutoConfig
 
     return AutoConfig.from_pretrained(path)

@@ -1,13 +1,15 @@
 """Training runs, launcher side (pages and the CLI; cheap imports only): estimate, launch, resume, history and
-comparison. The training process itself is core.train.worker; exports are core.train.export."""
+comparison. The training process itself is core.train.worker; the adapter and merged folders are written by
+core.train.export, inside the export job of core.ship.deploy."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from core.accounts import require
 from core.basemodel import check_model_name
 from core.errors import InvalidInput, NotFound
-from core.hardware import detect, estimate_peak_memory, resolve_precision
+from core.hardware import detect, estimate_peak_memory, estimate_sum_text, resolve_precision
 from core.jobs import rundir
 from core.jobs.queue import get_job, list_jobs, queue_position, read_metrics, reconcile, resubmit, submit
 from core.train.config import TrainConfig
@@ -30,12 +32,9 @@ def estimate(cfg: TrainConfig, hw=None, max_length: int | None = None) -> dict:
 
 
 def check_launch(cfg: TrainConfig, hw=None) -> dict:
-    """Refuse settings that cannot run here (QLoRA or half precision on a CPU, a clearly too-big run);
-    returns the memory estimate."""
+    """Refuse settings that cannot run here (half precision on a CPU, a clearly too-big run); returns the
+    memory estimate. QLoRA runs on a CPU too (bitsandbytes' NF4 layers, fp32 compute), slower than LoRA."""
     hw = hw or detect()
-    if hw.kind != "cuda" and cfg.method == "qlora":
-        raise InvalidInput("QLoRA is not available on this machine: its 4-bit NF4 layers (bitsandbytes) need an "
-                           "NVIDIA GPU, and none was found. Choose LoRA, which trains the same adapters on a CPU.")
     if hw.kind != "cuda" and cfg.precision in ("bf16", "fp16"):
         raise InvalidInput(f"{cfg.precision} needs a GPU; on a CPU training runs in fp32 (precision=auto).")
     if hw.kind == "cuda" and cfg.num_gpus > hw.gpu_count:
@@ -44,11 +43,10 @@ def check_launch(cfg: TrainConfig, hw=None) -> dict:
     est = estimate(cfg, hw)
     if not est["fits"]:
         raise InvalidInput(
-            f"This run needs about {est['peak_mb'] / 1024:.1f} GiB (weights {est['weights_mb']:.0f} MB, gradients "
-            f"{est['gradients_mb']:.0f} MB, optimizer {est['optimizer_mb']:.0f} MB, activations "
-            f"{est['activations_mb']:.0f} MB at batch {cfg.per_device_batch_size} x {est['max_length']} tokens) but "
-            f"only {est['available_mb'] / 1024:.1f} GiB is free ({est['device']}). Lower the batch size or max "
-            "length, turn on gradient checkpointing, or use QLoRA on a GPU."
+            f"This run needs about {est['peak_mb'] / 1024:.1f} GiB ({estimate_sum_text(est)}, at batch "
+            f"{cfg.per_device_batch_size} x {est['max_length']} tokens) but only {est['available_mb'] / 1024:.1f} "
+            f"GiB is free ({est['device']}). Lower the batch size or max length, turn on gradient checkpointing, "
+            "or use QLoRA (4-bit base weights)."
         )
     return est
 
@@ -71,15 +69,66 @@ def launch(session, user, project_id: int, cfg: TrainConfig, name: str = ""):
 
 def resume_run(session, user, job_id: int):
     """Queue a new run that continues a failed or canceled run from its last complete checkpoint (or starts
-    over without one); refused while another continuation of it is queued or running."""
+    over from step 0 when it saved none: ``resume_note`` says which); refused while another continuation of it is
+    queued or running (core.jobs.queue.resubmit), when its run folder is gone (there is nothing to resume from),
+    and when that checkpoint already reached the end of the schedule (training on would step past it at a
+    learning rate of zero)."""
     require(user, "train")
     job = get_job(session, job_id)
     if job.kind != KIND:
         raise InvalidInput(f"Job {job_id} is not a training run.")
+    if not job.run_dir or not Path(job.run_dir).is_dir():
+        raise InvalidInput(f"Run {job.id}'s folder {job.run_dir or '(none)'} no longer exists, so there is no "
+                           "checkpoint to resume from. Nothing was started; train a new run with the same settings "
+                           "to start over from step 0.")
     ckpt = rundir.last_complete_checkpoint(job.run_dir)
+    if ckpt is not None:
+        done, total = checkpoint_progress(ckpt)
+        if total and done >= total:
+            raise InvalidInput(
+                f"Run {job.id} has nothing left to train: its last checkpoint is at step {done} of {total}, the end "
+                "of its schedule (the learning rate is already at its final value). Use its saved adapter as it is, "
+                "or start a new run with more epochs or steps.")
     cfg = TrainConfig.from_dict({**job.config, "resume_from": str(ckpt) if ckpt else ""})
     est = check_launch(cfg)
     return resubmit(session, user, job, config=cfg.to_dict(), estimated_peak_mb=est["peak_mb"])
+
+
+def checkpoint_progress(ckpt) -> tuple[int, int]:
+    """(step reached, steps in the schedule) of a checkpoint, from the Trainer's trainer_state.json; (step, 0)
+    when the file does not say."""
+    try:
+        state = json.loads((Path(ckpt) / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return rundir.checkpoint_step(Path(ckpt)), 0
+    return int(state.get("global_step") or 0), int(state.get("max_steps") or 0)
+def resume_note(job: Job) -> str:
+    """What a resumed run (made by ``resume_run``) will do, in words for the page and the CLI."""
+    ckpt = (job.config or {}).get("resume_from")
+    if ckpt:
+        return (f"Run {job.id} continues run {job.resumed_from} from step {rundir.checkpoint_step(Path(ckpt))}, "
+                "its last complete checkpoint.")
+    return f"Run {job.resumed_from} saved no complete checkpoint, so run {job.id} starts again from step 0."
+
+
+def get_run(session, run: int | str, project_id: int | None = None) -> Job:
+    """A training run by id, or by name (within ``project_id`` when given) when exactly one run has it."""
+    from sqlmodel import select
+
+    if isinstance(run, int) or str(run).strip().isdigit():
+        job = get_job(session, int(run))
+        if job.kind == KIND and (project_id is None or job.project_id == project_id):
+            return job
+        raise NotFound(f"No training run {run}.")
+    query = select(Job.id).where(Job.kind == KIND, Job.name == str(run))
+    if project_id is not None:
+        query = query.where(Job.project_id == project_id)
+    ids = list(session.exec(query.order_by(Job.id)))
+    if len(ids) > 1:
+        raise InvalidInput(f"Several runs are named {str(run)!r} (ids {', '.join(map(str, ids))}); give the id.")
+    if not ids:
+        raise NotFound(f"No training run named {str(run)!r}.")
+    return get_job(session, ids[0])
 
 
 def run_summary(session, job: Job) -> dict:
@@ -89,7 +138,8 @@ def run_summary(session, job: Job) -> dict:
     duration = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
     return {"id": job.id, "name": job.name, "status": job.status, "queue_position": queue_position(session, job),
             "method": cfg.get("method"), "base_model": cfg.get("base_model"),
-            "dataset_version": job.dataset_version_id, "train_loss": metrics.get("train_loss"),
+            "dataset_version": job.dataset_version_id, "dataset_version_name": _version_name(session, job),
+            "train_loss": metrics.get("train_loss"),
             "eval_loss_first": metrics.get("eval_loss_first"), "eval_loss_last": metrics.get("eval_loss_last"),
             "steps": metrics.get("global_step"),
             "duration_s": round(duration, 1) if duration is not None else None,
@@ -97,15 +147,22 @@ def run_summary(session, job: Job) -> dict:
             "resumed_from": job.resumed_from, "started": job.started_at, "run_dir": job.run_dir}
 
 
-def runs_table(session, project_id: int | None = None) -> list[dict]:
+def _version_name(session, job: Job) -> str | None:
+    version = session.get(DatasetVersion, job.dataset_version_id) if job.dataset_version_id else None
+    return version.name if version else None
+
+
+def runs_table(session, user, project_id: int | None = None) -> list[dict]:
     """One row per training run (of the project, when given), newest first, reconciled first so statuses
-    are true."""
+    are true; engineers and up."""
+    require(user, "train")
     reconcile(session)
     return [run_summary(session, job) for job in list_jobs(session, project_id=project_id, kind=KIND)]
 
 
-def compare_runs(session, job_ids: list[int]) -> dict:
-    """Config differences, final metrics and loss curves (long format) of several runs."""
+def compare_runs(session, user, job_ids: list[int]) -> dict:
+    """Config differences, final metrics and loss curves (long format) of several runs; engineers and up."""
+    require(user, "train")
     jobs = [get_job(session, i) for i in job_ids]
     if any(j.kind != KIND for j in jobs):
         raise InvalidInput("Only training runs can be compared here.")

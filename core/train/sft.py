@@ -10,7 +10,6 @@ from pathlib import Path
 
 from core.hardware import measured_peak_mb
 from core.jobs import rundir
-from core.jobs.worker import heartbeat
 from core.train.config import TrainConfig
 
 
@@ -118,9 +117,10 @@ def progress_callback(ctx):
             if ctx.stop.is_set():
                 control.should_training_stop = True
                 control.should_save = True  # a checkpoint to resume from
-            if ctx.job_id and time.time() - self.last_beat > 2:
+            if ctx.keep_alive is not None and time.time() - self.last_beat > 2:
                 self.last_beat = time.time()
-                heartbeat(ctx.job_id, step=state.global_step, total_steps=state.max_steps)
+                # Handed to the keep-alive thread: a step never waits on a busy database.
+                ctx.keep_alive.beat(step=state.global_step, total_steps=state.max_steps)
 
         def on_save(self, args, state, control, **kw):
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
@@ -144,7 +144,8 @@ def progress_callback(ctx):
                    "learning_rate": logs.get("learning_rate"),
                    "tokens_per_s": round(tps, 1) if tps and "loss" in logs else None,
                    "eta_s": round(eta, 1) if eta is not None else None,
-                   "gpu_mem_mb": measured_peak_mb() if ctx.hw.kind == "cuda" else None,
+                   # Peak so far (CUDA allocations on a GPU, the process's RSS on a CPU): the live panel's Memory.
+                   "mem_mb": measured_peak_mb(),
                    "time": round(now, 3)}
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")

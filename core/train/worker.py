@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import shutil
 import subprocess
 import sys
@@ -61,6 +62,7 @@ class Context:
     estimate: dict = field(default_factory=dict)
     start_step: int = 0
     stop: StopFlag = field(default_factory=StopFlag)
+    keep_alive: KeepAlive | None = None  # writes the step heartbeats (core.jobs.worker.KeepAlive.beat)
 
 
 def version_data(session, version_id: int) -> dict[str, list[dict]]:
@@ -80,8 +82,8 @@ def setup(run_dir: Path, cfg: TrainConfig, records: dict[str, list[dict]], proje
     ctx = Context(run_dir=run_dir, cfg=cfg, job_id=job_id, stop=stop if stop is not None else StopFlag())
     ctx.hw = detect()
     ctx.precision = resolve_precision(cfg.precision, ctx.hw)
-    if ctx.hw.kind != "cuda" and (ctx.precision != "fp32" or cfg.method == "qlora"):
-        raise InvalidInput("QLoRA and half precision need an NVIDIA GPU; this machine has none.")
+    if ctx.hw.kind != "cuda" and ctx.precision != "fp32":
+        raise InvalidInput("Half precision needs an NVIDIA GPU; on this machine training runs in fp32.")
     torch.manual_seed(cfg.seed)
     log(f"hardware: {ctx.hw.describe()}; precision {ctx.precision}")
 
@@ -89,6 +91,9 @@ def setup(run_dir: Path, cfg: TrainConfig, records: dict[str, list[dict]], proje
     train, val = records.get("train") or [], records.get("validation") or []
     if not train:
         raise InvalidInput("The dataset version has no training examples.")
+    ctx.dataset.update({"n_train_available": len(train), "n_validation_available": len(val)})
+    train = _sample(train, cfg.max_train_examples, cfg.seed)
+    val = _sample(val, cfg.max_validation_examples, cfg.seed)
     lengths = [_n_tokens(ctx.tokenizer, r) for r in train]
     ctx.max_length = cfg.max_length or auto_max_length(lengths, project_max_length)
     n_truncated = sum(n > ctx.max_length for n in lengths)
@@ -103,11 +108,19 @@ def setup(run_dir: Path, cfg: TrainConfig, records: dict[str, list[dict]], proje
     ctx.estimate = estimate_peak_memory(model.config if model is not None else cfg.base_model, cfg.method,
                                         cfg.per_device_batch_size, ctx.max_length, cfg.gradient_checkpointing,
                                         ctx.precision, lora_r=cfg.lora_r, device=ctx.hw.kind)
-    ctx.model = model if model is not None else _load_base(cfg, ctx.precision)
+    ctx.model = model if model is not None else _load_base(cfg, ctx.precision, ctx.hw.kind)
     ctx.padding_free = use_padding_free(cfg, ctx.model)
     ctx.peft_config = lora_config(cfg) if cfg.method in ("lora", "qlora") else None
     ctx.sft_args = sft_config(ctx)
     return ctx
+
+
+def _sample(records: list[dict], n: int, seed: int) -> list[dict]:
+    """A seeded random sample of ``n`` records in their original order (all of them when n is 0 or too big)."""
+    if not 0 < n < len(records):
+        return records
+    keep = sorted(random.Random(seed).sample(range(len(records)), n))
+    return [records[i] for i in keep]
 
 
 def _n_tokens(tokenizer, record: dict) -> int:
@@ -117,23 +130,28 @@ def _n_tokens(tokenizer, record: dict) -> int:
     return len(ids)
 
 
-def _load_base(cfg: TrainConfig, precision: str):
+def _load_base(cfg: TrainConfig, precision: str, device: str = "cuda"):
     import torch
 
     kwargs: dict[str, Any] = {}
+    compute = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
     if cfg.method == "qlora":
         from transformers import BitsAndBytesConfig
 
+        # NF4 storage with double quantisation; the matmuls run in the compute dtype: the run's precision on a
+        # GPU, fp32 on a CPU (bitsandbytes >= 0.45 runs Linear4bit forward and backward there, dequantising
+        # the weights at every step, which is why QLoRA trains slower than LoRA on a CPU).
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+            bnb_4bit_compute_dtype=compute)
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0")) if device == "cuda" else "cpu"}
+        log(f"base weights in 4-bit NF4 (bitsandbytes), compute in {precision} on {device}")
     # Frozen LoRA bases may sit in half precision on a GPU; trained weights (full) stay fp32 under autocast.
     dtype = torch.float32
     if cfg.method == "lora" and precision == "bf16":
         dtype = torch.bfloat16
     elif cfg.method == "qlora":
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        dtype = compute
     model = load_model(cfg.base_model, dtype=dtype, **kwargs)
     model.config.use_cache = False  # the KV cache is useless in training and costs memory
     return model
@@ -215,7 +233,7 @@ def oom_advice(cfg: TrainConfig, max_length: int) -> str:
     if not cfg.gradient_checkpointing:
         tips.append("gradient_checkpointing on")
     if cfg.method != "qlora":
-        tips.append("QLoRA on an NVIDIA GPU (4-bit base weights)")
+        tips.append("QLoRA (4-bit base weights)")
     return "Out of memory: the run needed more memory than the device has. Try " + ", ".join(tips) + "."
 
 
@@ -264,11 +282,12 @@ def run(run_dir: str | Path) -> dict:
     ctx = None
     trainer = None
     status, error = JobStatus.failed.value, ""
-    with KeepAlive(job_id):
+    with KeepAlive(job_id) as alive:
         try:
             cfg = TrainConfig.from_json(cfg_text)
             records = _records(cfg.dataset_version_id)
             ctx = setup(run_dir, cfg, records, project_max, job_id, stop=STOP)
+            ctx.keep_alive = alive if job_id else None
             trainer = fit(ctx)
             save(ctx, trainer)
             status = JobStatus.canceled.value if STOP.is_set() else JobStatus.succeeded.value

@@ -112,6 +112,16 @@ def page(browser):
     ctx.close()
 
 
+def cli(server: Server, *args: str) -> str:
+    """Run ``finetune-studio ARGS`` against the server's workspace, as an operator at its terminal would."""
+    env = dict(os.environ, FINETUNE_STUDIO_HOME=str(server.workspace))
+    env.pop("DATABASE_URL", None)
+    done = subprocess.run([sys.executable, "-m", "core.cli", *args], env=env, cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
 def shot(page, name: str) -> Path:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"

@@ -1,7 +1,7 @@
 """project settings for the Playground and model cards; exports run as core.ship.deploy
 
-Revision ID: 0004_playground_serving
-Revises: 0003_jobs_by_stage
+Revision ID: 0008_playground_serving
+Revises: 0007_fact_checks
 Create Date: 2026-12-02
 
 Projects get a default system prompt (the Playground starts every chat with it), a license and an intended-use
@@ -11,8 +11,8 @@ and the model card, so export rows that name the old worker module are rewritten
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0004_playground_serving'
-down_revision = '0003_jobs_by_stage'
+revision = '0008_playground_serving'
+down_revision = '0007_fact_checks'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,3 @@
+from core.curate.demogen.build import main
+
+main()

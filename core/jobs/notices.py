@@ -1,0 +1,62 @@
+"""A notice in the browser when a job of the current project ends, on whatever page the user is on.
+
+Training and generation take minutes to hours; nobody watches the live panel all that time. ``job_notices``
+is a small fragment that polls the database every few seconds and shows a toast for each job that ended since
+this browser session started (each job once, even when several pages call it). Only jobs the user may act on
+are announced (an annotator is not told about training runs). Streamlit is imported here and only here in
+core/jobs: workers never import this module.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from core.accounts import can
+from core.jobs.queue import ended_jobs
+from core.webui import db
+from storage.models import JobStatus, User, utcnow
+
+POLL = "5s"
+KIND_WORDS = {"train": "Run", "generate": "Generation job", "export": "Export job", "serve": "Serving job"}
+OUTCOME_WORDS = {JobStatus.succeeded.value: "finished", JobStatus.failed.value: "failed",
+                 JobStatus.canceled.value: "was canceled"}
+ICONS = {JobStatus.succeeded.value: ":material/check_circle:", JobStatus.failed.value: ":material/error:",
+         JobStatus.canceled.value: ":material/cancel:"}
+
+
+def notice_text(job) -> str:
+    """"Run 3 finished." / "Generation job 5 failed." (no user text: toasts render Markdown)."""
+    return f"{KIND_WORDS.get(job.kind, 'Job')} {job.id} {OUTCOME_WORDS.get(job.status, job.status)}."
+
+
+def pending_notices(session, user: User, project_id: int) -> list[tuple[str, str]]:
+    """(text, icon) for each job of the project that ended since this browser session began and was not
+    announced yet; marks them announced."""
+    state = st.session_state
+    since = state.setdefault("_job_notices_since", utcnow())
+    seen: set[int] = state.setdefault("_job_notices_seen", set())
+    out = []
+    for job in ended_jobs(session, project_id, since):
+        if job.id in seen or not can(user, job.action or "train"):
+            continue
+        seen.add(job.id)
+        out.append((notice_text(job), ICONS.get(job.status, ":material/info:")))
+    return out
+
+
+def show_job_notices(user: User, project_id: int) -> None:
+    """Toast every pending notice; call it from a fragment that already polls (the Train and Generate pages'
+    live panels), so a page does not need a second timer."""
+    with db() as session:
+        notices = pending_notices(session, user, project_id)
+    for text, icon in notices:
+        st.toast(text, icon=icon)
+
+
+def job_notices(user: User, project_id: int) -> None:
+    """A polling fragment that shows the notices, for a page (or the app frame) without a live panel of its own."""
+
+    @st.fragment(run_every=POLL)
+    def _poll() -> None:
+        show_job_notices(user, project_id)
+
+    _poll()

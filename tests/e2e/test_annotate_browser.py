@@ -1,0 +1,155 @@
+"""Annotating and reviewing as people do it, in a real browser: the keyboard moves through the queue with a
+confirmation, text typed for an example is saved on that example, hints follow the typing, a reason typed
+right before Alt+X is the one used, and the buttons keep their labels in narrow windows."""
+import json
+import re
+import sqlite3
+
+import pytest
+
+from tests.e2e.conftest import cli, login, shot, wait_idle
+
+pytestmark = pytest.mark.e2e
+PASSWORD = "e2e-password-123"
+SYSTEM = "You are Brightwater Gas & Electric's support assistant."
+QUESTIONS = [("How do I read my new smart meter display?", "Press button A."),
+             ("Can I get paper bills instead of email?", "Yes, ask us."),
+             ("Why did my direct debit go up this month?", "Usage went up.")]
+
+
+@pytest.fixture(scope="module")
+def drafts(server, tmp_path_factory):
+    """Three imported drafts (after the 60 approved demo examples) and an annotator and a reviewer."""
+    data = server.workspace / "imports" / "questions.jsonl"  # import by path reads only the import folders
+    data.parent.mkdir(parents=True, exist_ok=True)
+    data.write_text("\n".join(json.dumps({"messages": [
+        {"role": "system", "content": SYSTEM}, {"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+        for q, a in QUESTIONS) + "\n", encoding="utf-8")
+    cli(server, "import", str(data))
+    cli(server, "users", "add", "ann", "--role", "annotator", "--password", PASSWORD)
+    cli(server, "users", "add", "rev", "--role", "reviewer", "--password", PASSWORD)
+    with sqlite3.connect(server.workspace / "studio.db") as con:
+        ids = [r[0] for r in con.execute("SELECT id FROM example WHERE status = 'draft' ORDER BY id")]
+    assert len(ids) == 3
+    return ids
+
+
+def example(server, example_id: int) -> dict:
+    with sqlite3.connect(server.workspace / "studio.db") as con:
+        con.row_factory = sqlite3.Row
+        row = con.execute("SELECT * FROM example WHERE id = ?", (example_id,)).fetchone()
+    return {"version": row["version"], "status": row["status"], "tags": json.loads(row["tags"]),
+            "turns": json.loads(row["turns"]), "reject_reason": row["reject_reason"]}
+
+
+def heading(page, text: str) -> None:
+    page.get_by_role("heading", name=text).wait_for()
+    wait_idle(page)
+
+
+def replace_text(page, label: str, text: str) -> None:
+    box = page.get_by_label(label, exact=True).first
+    box.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(text)
+
+
+def labels_fit(page) -> list[str]:
+    """Labels of the main area's buttons that are cut short (text wider than its box)."""
+    return page.evaluate("""() => [...document.querySelectorAll('[data-testid=stMain] button')]
+        .filter(b => b.offsetParent !== null)
+        .filter(b => [b, ...b.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1))
+        .map(b => b.innerText.replace(/\\n/g, ' '))""")
+
+
+def test_keyboard_moves_through_the_queue_and_edits_land_where_typed(server, drafts, page):
+    first, second, third = drafts
+    login(page, server.url, "ann", PASSWORD)
+    page.get_by_role("link", name="Annotate", exact=True).click()
+    heading(page, f"Example #{first} · draft")
+    # Rows are told apart by the question, not the shared system prompt.
+    page.get_by_text(f"#{second} · draft · Can I get paper bills instead of email?").wait_for()
+
+    # Edit #first and press Ctrl+Enter straight away: saved, confirmed, and #second is open.
+    replace_text(page, "Response", "Press the blue button until the display shows the reading marked IMP.")
+    page.keyboard.press("Control+Enter")
+    page.get_by_text(f"Saved #{first} (version 2).").wait_for()
+    heading(page, f"Example #{second} · draft")
+    shot(page, "a1-saved-and-next")
+    assert page.get_by_label("Instruction", exact=True).first.input_value() == QUESTIONS[1][0]
+
+    # Tags typed on #second, then Ctrl+Enter at once: they are #second's, and #third opens.
+    page.get_by_label("Tags (comma separated)", exact=True).first.click()
+    page.keyboard.type("billing, paper")
+    page.keyboard.press("Control+Enter")
+    page.get_by_text(f"Saved #{second} (version 2).").wait_for()
+    heading(page, f"Example #{third} · draft")
+    one, two = example(server, first), example(server, second)
+    assert one["version"] == 2 and one["tags"] == []
+    assert one["turns"][1]["content"].startswith("Press the blue button")
+    assert two["version"] == 2 and two["tags"] == ["billing", "paper"]
+
+    # Alt+Left and Alt+Right step back and forth without saving.
+    page.keyboard.press("Alt+ArrowLeft")
+    heading(page, f"Example #{second} · draft")
+    assert page.get_by_label("Tags (comma separated)", exact=True).first.input_value() == "billing, paper"
+    page.keyboard.press("Alt+ArrowRight")
+    heading(page, f"Example #{third} · draft")
+
+    # Hints follow the typing, before the field is left.
+    # (While Streamlit redraws after a keystroke the old hint box can stay on screen beside the new one for a
+    # moment, so the checks look at the newest box.)
+    hints = page.get_by_test_id("ftsHints").last
+    replace_text(page, "Response", "Ok")
+    hints.get_by_text("A response is very short (under 3 words).").wait_for()
+    assert "estimated while you type" in hints.inner_text()
+    page.keyboard.type(" then check the meter reading against your last bill")
+    page.get_by_test_id("ftsHints").get_by_text("A response is very short").first.wait_for(state="detached")
+    shot(page, "a2-live-hints")
+    # The server's exact count comes back once the text is sent.
+    page.keyboard.press("Tab")
+    hints.get_by_text("tokens of max 1024 (").wait_for()
+    assert example(server, third)["version"] == 1  # leaving the field saves nothing
+
+
+def test_reason_typed_right_before_alt_x_is_the_reason_used(server, drafts, page):
+    login(page, server.url, "ann", PASSWORD)
+    page.get_by_role("link", name="Annotate", exact=True).click()
+    heading(page, f"Example #{drafts[0]} · draft")
+    page.keyboard.press("Control+Shift+Enter")
+    page.get_by_text(f"Submitted #{drafts[0]} for review").wait_for()
+    wait_idle(page)
+    page.get_by_role("button", name="Log out").click()
+    page.get_by_role("button", name="Log in").wait_for()
+
+    login(page, server.url, "rev", PASSWORD)
+    page.get_by_role("link", name="Review data", exact=True).click()
+    heading(page, f"Example #{drafts[0]}")
+    page.get_by_label("Reason", exact=False).first.click()
+    page.keyboard.type("Say which button: the meter has two.")
+    page.keyboard.press("Alt+x")
+    page.get_by_text(f"Rejected #{drafts[0]}.").wait_for()
+    wait_idle(page)
+    assert example(server, drafts[0])["reject_reason"] == "Say which button: the meter has two."
+    assert "Say why you reject it" not in page.inner_text("body")
+
+
+@pytest.mark.parametrize("width", [1024, 800])
+def test_buttons_keep_their_labels_in_narrow_windows(server, drafts, browser, width):
+    ctx = browser.new_context(viewport={"width": width, "height": 900})
+    page = ctx.new_page()
+    page.set_default_timeout(30_000)
+    login(page, server.url, "rev", PASSWORD)
+    page.goto(server.url + "/annotate")
+    page.get_by_role("button", name="Save & next").wait_for()
+    wait_idle(page)
+    assert labels_fit(page) == []
+    shot(page, f"a3-annotate-{width}px")
+    page.keyboard.press("Control+Shift+Enter")  # something to review
+    page.get_by_text(re.compile(r"^Submitted #\d+ for review")).wait_for()
+    page.goto(server.url + "/review-data")
+    page.get_by_role("button", name="Reject").wait_for()
+    wait_idle(page)
+    assert labels_fit(page) == []
+    shot(page, f"a3-review-data-{width}px")
+    ctx.close()
