@@ -59,8 +59,8 @@ def test_lora_trains_adapter_only_and_saved_adapter_gives_same_logits(tiny_model
 def test_precision_on_cpu_is_fp32(tiny_model, tmp_path):
     from core.train.worker import setup
 
-    cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=1, max_steps=1, max_length=64)
-    ctx = setup(tmp_path, cfg, {"train": _records(2), "validation": []})
+    cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=1, max_steps=1, max_length=128)
+    ctx = setup(tmp_path, cfg, {"train": _records(2), "validation": []})  # prompts of ~70 tokens: answers fit
     assert ctx.precision == "fp32"
     assert ctx.sft_args.bf16 is False and ctx.sft_args.fp16 is False
     assert {p.dtype for p in ctx.model.parameters()} == {__import__("torch").float32}
@@ -85,11 +85,31 @@ def test_max_length_comes_from_the_data(tiny_model, tmp_path):
     assert capped.max_length == 64 and capped.dataset["n_truncated"] == 40
 
 
+def test_examples_whose_prompt_fills_max_length_are_named_and_never_crash_the_run(tiny_model, tmp_path):
+    """TRL drops an example whose prompt alone fills max_length (no answer token is left). A validation split of
+    only such examples gives a run without validation loss (not an IndexError at the first evaluation); a train
+    split of only such examples is refused with what to change."""
+    from core.errors import InvalidInput
+    from core.train.worker import setup
+
+    long_prompt = {"prompt": [{"role": "user", "content": "My bill " * 60}],
+                   "completion": [{"role": "assistant", "content": "Call us."}]}
+    short = _sized(5)
+    cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=1, max_steps=1, max_length=64, packing="off")
+    ctx = setup(tmp_path, cfg, {"train": [short, long_prompt], "validation": [long_prompt, long_prompt]})
+    assert ctx.eval_ds is None and ctx.sft_args.eval_strategy == "no" and not ctx.sft_args.eval_on_start
+    assert ctx.dataset["n_train_answer_cut"] == 1 and ctx.dataset["n_validation"] == 0
+    kept = setup(tmp_path, cfg, {"train": [short], "validation": [short, long_prompt]})
+    assert len(kept.eval_ds) == 2 and kept.dataset["n_validation_answer_cut"] == 1  # TRL leaves out the one
+    with pytest.raises(InvalidInput, match="Every training example's prompt is 64 tokens or longer"):
+        setup(tmp_path, cfg, {"train": [long_prompt], "validation": []})
+
+
 def test_a_quick_run_trains_on_a_seeded_sample_of_the_splits(tiny_model, tmp_path):
     from core.train.worker import setup
 
     records = {"train": _records(12), "validation": _records(6)}
-    cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=1, max_steps=1, max_length=64,
+    cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=1, max_steps=1, max_length=128,
                       max_train_examples=5, max_validation_examples=2)
     ctx = setup(tmp_path, cfg, records)
     assert (len(ctx.train_ds), len(ctx.eval_ds)) == (5, 2)

@@ -31,6 +31,20 @@ def use_padding_free(cfg: TrainConfig, model) -> bool:
     return "flash" in (getattr(model.config, "_attn_implementation", "") or "")
 
 
+def answer_cut_away(tokenizer, records: list[dict], max_length: int) -> int:
+    """How many prompt/completion records TRL will drop: cut at ``max_length`` from the end (keep_start), a
+    record whose prompt alone (chat template with the generation prompt) fills max_length keeps no answer token,
+    has no loss, and is removed from the dataset when the trainer prepares it. Packed rows are not truncated,
+    so with packing nothing is dropped (the caller checks)."""
+    cut = 0
+    for record in records:
+        ids = tokenizer.apply_chat_template(record["prompt"], tokenize=True, add_generation_prompt=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        cut += len(ids) >= max_length
+    return cut
+
+
 def lora_config(cfg: TrainConfig):
     from peft import LoraConfig
 

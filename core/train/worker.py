@@ -32,8 +32,8 @@ from core.hardware import detect, estimate_peak_memory, measured_peak_mb, resolv
 from core.jobs import rundir
 from core.jobs.worker import KeepAlive, StopFlag, job_for_run_dir, worker_finish, worker_start
 from core.train.config import TrainConfig, auto_max_length
-from core.train.sft import (log, lora_config, progress_callback, sft_config, studio_trainer_class,
-                            use_padding_free)
+from core.train.sft import (answer_cut_away, log, lora_config, progress_callback, sft_config,
+                            studio_trainer_class, use_padding_free)
 from core.workspace import offline_env
 from storage.db import session_scope
 from storage.models import DatasetVersion, JobStatus, Project
@@ -110,9 +110,35 @@ def setup(run_dir: Path, cfg: TrainConfig, records: dict[str, list[dict]], proje
                                         ctx.precision, lora_r=cfg.lora_r, device=ctx.hw.kind)
     ctx.model = model if model is not None else _load_base(cfg, ctx.precision, ctx.hw.kind)
     ctx.padding_free = use_padding_free(cfg, ctx.model)
+    if not ctx.padding_free:
+        _note_answerless(ctx, train, val)
     ctx.peft_config = lora_config(cfg) if cfg.method in ("lora", "qlora") else None
     ctx.sft_args = sft_config(ctx)
     return ctx
+
+
+def _note_answerless(ctx: Context, train: list[dict], val: list[dict]) -> None:
+    """Say which examples the trainer will leave out because their prompt fills max_length (nothing of the answer
+    is left to learn or score). No training example left is refused; no validation example left means a run
+    without validation loss (the trainer would otherwise fail on an empty validation set)."""
+    n = ctx.max_length
+    cut_train = answer_cut_away(ctx.tokenizer, train, n)
+    if cut_train == len(train):
+        raise InvalidInput(f"Every training example's prompt is {n} tokens or longer, so nothing of any answer is "
+                           f"left to learn: raise max_length (the longest example has {ctx.dataset['longest']} tokens).")
+    cut_val = answer_cut_away(ctx.tokenizer, val, n) if val else 0
+    ctx.dataset.update({"n_train_answer_cut": cut_train, "n_validation_answer_cut": cut_val})
+    if cut_train:
+        log(f"data: {cut_train} of {len(train)} training examples have a prompt of {n} tokens or more; they are "
+            "left out (nothing of their answer fits)")
+    if val and cut_val == len(val):
+        log(f"data: every validation example has a prompt of {n} tokens or more: this run has no validation loss "
+            "(raise max_length to get one)")
+        ctx.eval_ds = None
+        ctx.dataset["n_validation"] = 0
+    elif cut_val:
+        log(f"data: {cut_val} of {len(val)} validation examples have a prompt of {n} tokens or more; the "
+            "validation loss leaves them out")
 
 
 def _sample(records: list[dict], n: int, seed: int) -> list[dict]:
