@@ -258,6 +258,18 @@ def test_systems_by_key_base_runs_and_merged_exports(session, users, project, tm
         resolve(session, "gpt-4")
 
 
+def test_serve_model_names_a_run_by_name_or_id_like_every_command(session, users, project, workspace):
+    from tests.helpers import cli
+
+    failed = Job(project_id=project.id, kind="train", name="broken-run", status="failed")
+    session.add(failed)
+    session.commit()
+    by_name = cli(workspace, "serve-model", "run:broken-run")
+    assert by_name.returncode == 1 and f"Run {failed.id} has no finished model" in by_name.stderr  # found, refused
+    assert "No training run named 'nope'" in cli(workspace, "serve-model", "run:nope").stderr
+    assert not list(session.exec(select(Job).where(Job.kind == "serve")))  # nothing was started
+
+
 def test_playground_page_shows_a_chat_as_plain_text_and_saves_an_edited_exchange(session, users, project):
     from pathlib import Path
 

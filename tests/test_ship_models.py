@@ -193,7 +193,7 @@ def test_cli_export_prints_the_commands_and_writes_the_adapter(session, users, p
     session.add(Job(project_id=project.id, kind="train", name="lora", status="succeeded", run_dir=str(run_dir)))
     session.commit()
     out = workspace / "exports" / "cli"
-    done = cli(workspace, "runs", "export", "1", "--out", str(out), "--formats", "adapter,ollama,vllm,gguf",
+    done = cli(workspace, "runs", "export", "lora", "--out", str(out), "--formats", "adapter,ollama,vllm,gguf",
                "--no-parity", "--name", "Support Bot")
     assert done.returncode == 0, done.stderr
     assert (f"vllm command 1: vllm serve {tiny_model} --enable-lora --lora-modules support-bot={out / 'adapter'} "

@@ -9,6 +9,7 @@ from core.jobs.queue import TERMINAL, get_job
 from core.projects import list_projects
 from core.ship.serving import DEFAULT_IDLE_S, ServeConfig, launch_server, server_status, stop_server
 from core.ship.systems import resolve
+from core.train.runs import get_run
 from storage.models import Job, JobStatus
 
 
@@ -40,8 +41,16 @@ def _wait_ready(session, job_id: int) -> dict:
         time.sleep(0.5)
 
 
+def _system_key(session, key: str) -> str:
+    """``run:NAME`` -> ``run:<id>``: the CLI names runs by name or id everywhere (as `generate --systems` does)."""
+    kind, sep, raw = key.strip().partition(":")
+    if sep and kind == "run" and raw and not raw.isdigit():
+        return f"run:{get_run(session, raw).id}"
+    return key
+
+
 def cmd_serve_model(args, session, user):
-    system = resolve(session, args.system)
+    system = resolve(session, _system_key(session, args.system))
     cfg = ServeConfig(system=system.key, host=args.host, port=args.port, idle_timeout_s=args.idle_timeout,
                       continuous_batching=args.continuous_batching)
     job = launch_server(session, user, _project_of(session, system.key), cfg)
@@ -72,7 +81,7 @@ def register(sub, common) -> None:
     """Add `serve-model` to the finetune-studio command line."""
     p = sub.add_parser("serve-model", parents=[common],
                        help="serve a system on a local OpenAI-compatible endpoint (/v1/chat/completions)")
-    p.add_argument("system", help="base, base:<model>, run:<run id> (or just the id) or export:<export id>")
+    p.add_argument("system", help="base, base:<model>, run:<run id or name> (or just the id) or export:<export id>")
     p.add_argument("--port", type=int, default=8000, help="0 takes a free port (default 8000)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_S,
