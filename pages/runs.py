@@ -130,7 +130,12 @@ def export_report(report: dict) -> None:
         st.warning(gguf["missing"])
     elif gguf.get("path"):
         st.code(gguf["path"], language=None)
-    checks = (report.get("parity") or {}).get("checks", {})
+    parity = report.get("parity") or {}
+    checks = parity.get("checks", {})
+    if checks:
+        n, available = len(parity.get("prompts") or []), parity.get("prompts_available") or 0
+        st.text(f"Parity check on {n} prompt(s) of the {parity.get('prompts_from', '')}"
+                + (f" (the first {n} of {available})" if available > n else ""))
     for kind, verdict in checks.items():
         if verdict.get("error"):
             st.error(f"Parity ({kind}): could not check: {md_literal(verdict['error'])}")
@@ -186,15 +191,18 @@ if snap:
             st.markdown("**Export**")
             out = st.text_input("Export folder (new, empty)", str(exports_dir() / f"run-{run_id}"))
             formats = st.multiselect("Formats", FORMATS, default=default_formats(job), format_func=FORMAT_LABELS.get)
-            c1, c2 = st.columns([3, 1])
+            c1, c2, c3 = st.columns([3, 1, 1])
             eval_set = c1.selectbox("Parity prompts", [None, *eval_sets],
                                     format_func=lambda i: "the run's test split" if i is None else eval_sets[i])
-            check = c2.checkbox("Parity check", True, help="Answer the prompts greedily with each export loaded as "
+            n_prompts = c2.number_input("How many", 0, 100000, 6, help="The first N prompts; 0 checks them all "
+                                        "(each artifact answers every one, which takes minutes on a CPU).")
+            check = c3.checkbox("Parity check", True, help="Answer the prompts greedily with each export loaded as "
                                                            "a user loads it and compare with the run's answers.")
             if st.form_submit_button("Export", help="A background job: artifacts, parity check, model card."):
                 with db() as s:
                     started = run_action(launch_export, s, user, run_id, out, formats=formats,
-                                         eval_set_id=eval_set, parity_check=check)
+                                         eval_set_id=eval_set, parity_check=check,
+                                         parity_max_prompts=int(n_prompts))
                 if started is not None:
                     flash(f"Export job {started.id} queued.")
                     st.rerun()

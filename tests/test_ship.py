@@ -109,6 +109,9 @@ def test_export_and_serve_configs_refuse_what_cannot_work(tmp_path):
         ExportConfig(run_id=1, out_dir=str(tmp_path), formats=["ollama"])
     with pytest.raises(InvalidInput, match="Unknown export setting"):
         ExportConfig.from_dict({"run_id": 1, "out_dir": str(tmp_path), "fromats": ["merged"]})
+    assert cfg.parity_max_prompts == 6  # a few prompts show a template mismatch without minutes per artifact
+    with pytest.raises(InvalidInput, match="parity prompts"):
+        ExportConfig(run_id=1, out_dir=str(tmp_path), parity_max_prompts=-1)
     assert ServeConfig().host == "127.0.0.1"  # the endpoint stays on this machine unless asked
     with pytest.raises(InvalidInput, match="port"):
         ServeConfig(port=70000)
@@ -170,7 +173,8 @@ def test_model_card_carries_the_lineage(session, users, project, reviewers):
 
     info = lineage(session, run)
     text = card_text(info, library_name="peft", what="A LoRA adapter",
-                     parity={"checks": {"merged": {"summary": "identical 4/4"}}})
+                     parity={"checks": {"merged": {"summary": "identical 4/4"}}, "prompts_from": "test split",
+                             "prompts_available": 96, "prompts": [[{"role": "user", "content": "Hi"}]] * 4})
     card = ModelCard(text)
     assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert card.data.library_name == "peft" and card.data.license == "apache-2.0"
@@ -187,6 +191,7 @@ def test_model_card_carries_the_lineage(session, users, project, reviewers):
     assert "| accuracy | 4.00 | 2.00 |" in body
     assert "ROUGE-L against the references: run 1.000, base" in body
     assert "not for emergencies" in body and "- merged: identical 4/4" in body
+    assert "same 4 prompts (the first 4 of 96 of the test split)" in body
 
 
 def test_upgrade_adds_project_settings_and_moves_export_jobs(tmp_path, monkeypatch):

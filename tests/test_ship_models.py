@@ -115,6 +115,7 @@ def test_exports_answer_like_the_run_and_a_broken_template_is_caught(session, us
     assert {k: v.get("summary") for k, v in checks.items()} == {
         "merged": "identical 6/6", "adapter": "identical 6/6", "endpoint": "identical 6/6"}
     assert report["parity"]["prompts_from"] == "test split" and len(report["parity"]["run_answers"]) == 6
+    assert report["parity"]["prompts_available"] == version.n_test  # the first 6 of the split (default)
 
     assert {p.name for p in (out / "adapter").iterdir()} >= {
         "adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "chat_template.jinja",

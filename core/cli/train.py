@@ -141,7 +141,7 @@ def cmd_runs_export(args, session, user):
     eval_set = get_eval_set(session, args.eval_set, run.project_id).id if args.eval_set else None
     job = launch_export(session, user, run.id, args.out, formats=formats, eval_set_id=eval_set,
                         parity_check=not args.no_parity, name=args.name or "",
-                        parity_max_new_tokens=args.parity_max_new_tokens)
+                        parity_max_new_tokens=args.parity_max_new_tokens, parity_max_prompts=args.parity_prompts)
     report = _wait_export(session, job)
     out = {"run": run.id, "export_job": job.id, "exported_to": report["out_dir"]}
     for kind, artifact in report["artifacts"].items():
@@ -204,6 +204,7 @@ def register(sub, common) -> None:
     r.add_argument("--eval-set", help="eval set id or name for the parity check (default: the run's test split)")
     r.add_argument("--no-parity", action="store_true", help="skip the parity check")
     r.add_argument("--parity-max-new-tokens", type=int, default=256, help="longest answer the parity check compares")
+    r.add_argument("--parity-prompts", type=int, default=6, help="the first N prompts are checked; 0 checks all")
     r.add_argument("--name", help="the model's name in Ollama and vLLM")
     r.set_defaults(fn=cmd_runs_export)
 

@@ -57,6 +57,10 @@ class ExportConfig:
     """Check that each artifact answers like the run (greedy, on the eval prompts)."""
     parity_max_new_tokens: int = 256
     """Longest answer the parity check compares, in tokens (as the generation job's default)."""
+    parity_max_prompts: int = 6
+    """How many prompts the parity check answers: the first N of the eval set or split, 0 for all. Each is answered
+    by the run and by every artifact (by the endpoint one at a time), so demo-v1's 96 test prompts take minutes per
+    artifact on a CPU, while a chat-template or generation-config mismatch already shows on the first few."""
     name: str = ""
     """The model's name in Ollama and vLLM; "" makes one from the project and the run."""
 
@@ -69,6 +73,12 @@ class ExportConfig:
         if not str(self.out_dir or "").strip():
             raise InvalidInput("Choose a folder to export into.")
         self.parity_decoding()  # refuses a length Decoding refuses
+        try:
+            self.parity_max_prompts = int(self.parity_max_prompts)
+        except (TypeError, ValueError):
+            raise InvalidInput("The number of parity prompts is a whole number (0 for all).") from None
+        if self.parity_max_prompts < 0:
+            raise InvalidInput("The number of parity prompts is 0 (all) or more.")
         self.out_dir = str(Path(self.out_dir).expanduser().resolve())
         unknown = [f for f in self.formats if f not in FORMATS]
         if unknown or not self.formats:
@@ -103,7 +113,7 @@ def default_formats(run: Job) -> list[str]:
 
 def launch_export(session, user, run_id: int, out_dir: str | Path, *, formats: list[str] | None = None,
                   eval_set_id: int | None = None, parity_check: bool = True, name: str = "",
-                  parity_max_new_tokens: int = 256) -> Job:
+                  parity_max_new_tokens: int = 256, parity_max_prompts: int = 6) -> Job:
     """Queue an export of a training run into ``out_dir`` (a new or empty folder)."""
     require(user, "train")
     run = get_job(session, int(run_id))
@@ -115,7 +125,7 @@ def launch_export(session, user, run_id: int, out_dir: str | Path, *, formats: l
         run_config(run.run_dir)  # an adapter's base model is named there: refuse a damaged file before queueing
     cfg = ExportConfig(run_id=run.id, out_dir=str(out_dir), formats=list(formats or default_formats(run)),
                        eval_set_id=eval_set_id, parity=parity_check, name=name,
-                       parity_max_new_tokens=parity_max_new_tokens)
+                       parity_max_new_tokens=parity_max_new_tokens, parity_max_prompts=parity_max_prompts)
     if "adapter" in cfg.formats and not has_adapter(run.run_dir):
         raise InvalidInput(f"Run {run.id} was fully fine-tuned: it has no adapter; export the merged model.")
     check_target(Path(cfg.out_dir))
@@ -189,12 +199,14 @@ def _recipes(cfg: ExportConfig, tmp: Path, out: Path, run: Job, name: str, artif
 def _parity(cfg: ExportConfig, tmp: Path, run: Job, artifacts: dict, step) -> dict:
     with session_scope() as s:
         source, conversations = parity.parity_prompts(s, s.get(Job, run.id), cfg.eval_set_id)
+    available = len(conversations)
+    conversations = conversations[:cfg.parity_max_prompts] if cfg.parity_max_prompts else conversations
     base = run_config(run.run_dir).base_model
     targets = [(k, tmp / k) for k in ("merged", "adapter") if k in artifacts]
     targets.append(("endpoint", targets[0][1]))  # what serve-model and the Playground answer with
     decoding = cfg.parity_decoding()
-    report = {"prompts_from": source, "prompts": conversations, "decoding": decoding.stored(), "run_answers": [],
-              "checks": {}}
+    report = {"prompts_from": source, "prompts_available": available, "prompts": conversations,
+              "decoding": decoding.stored(), "run_answers": [], "checks": {}}
     for kind, folder in targets:
         step(f"parity ({kind})")
         if not report["run_answers"]:

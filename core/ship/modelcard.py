@@ -146,11 +146,19 @@ def card_text(info: dict, *, library_name: str, what: str, parity: dict | None =
     lines += _evaluation_lines(info.get("evaluation"))
     if parity:
         lines += ["## Parity with the run", "",
-                  "Greedy answers to the same prompts, by the run and by this export loaded as a user loads it:", ""]
+                  f"Greedy answers to the same {_prompts(parity)}, by the run and by this export loaded as a user "
+                  "loads it:", ""]
         for kind, verdict in parity.get("checks", {}).items():
             lines.append(f"- {kind}: {verdict.get('summary') or verdict.get('error')}")
         lines.append("")
     return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)
+
+
+def _prompts(parity: dict) -> str:
+    """"6 prompts (the first 6 of 96 of the test split)" / "6 prompts (eval set held-out)"."""
+    n, available = len(parity.get("prompts") or []), parity.get("prompts_available")
+    part = f"the first {n} of {available} of the " if available and available > n else ""
+    return f"{n} prompts ({part}{parity.get('prompts_from', '')})"
 
 
 def _evaluation_lines(ev: dict | None) -> list[str]:
