@@ -171,7 +171,8 @@ def test_serving_holds_the_device_and_ends_when_idle(session, users, project, ti
     serving = wait_for(session, serving.id, timeout=120)
     assert serving.status == "succeeded" and serving.result["stopped"] == "idle"
     assert not (Path(serving.run_dir) / "endpoint.json").exists()
-    assert wait_for(session, run.id).status == "succeeded"
+    run = wait_for(session, run.id)
+    assert run.status == "succeeded", run.error
 
 
 @pytest.mark.slow
