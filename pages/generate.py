@@ -9,8 +9,9 @@ import streamlit as st
 
 from core.curate.datasets import list_versions
 from core.evaluate.checks import LIST_SEPARATOR, Check, split_terms
-from core.evaluate.checkstore import apply_fact_checks, export_prompts, set_project_facts, set_prompt_checks
-from core.evaluate.evalsets import (create_eval_set_from_file, create_eval_set_from_version, eval_prompts,
+from core.evaluate.checkstore import (apply_fact_checks, export_prompts, prompts_with_checks, set_project_facts,
+                                      set_prompt_checks)
+from core.evaluate.evalsets import (create_eval_set_from_file, create_eval_set_from_version,
                                    generation_progress, launch_generation, list_eval_sets, resume_generation)
 from core.evaluate.generate_config import describe_decoding
 from core.evaluate.systems import available_systems, default_systems, system_labels
@@ -108,7 +109,7 @@ if sets:
     names = {r["id"]: f"{r['name']} ({r['prompts']} prompts)" for r in sets}
     check_set = st.selectbox("Eval set", list(names), format_func=names.get, key="checks_eval_set")
     with db() as s:
-        prompts = eval_prompts(s, check_set)
+        prompts = prompts_with_checks(s, user, check_set)
     c1, c2, c3 = st.columns([2, 1, 1])
     c1.text(f"{sum(bool(p.checks) for p in prompts)} of {len(prompts)} prompts have checks "
             f"({sum(len(p.checks) for p in prompts)} checks).")

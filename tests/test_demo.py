@@ -17,7 +17,7 @@ from core.curate import demo
 from core.curate.demogen.build import build, near_duplicate_pairs
 from core.curate.demogen.intents import FOLLOW_UPS, INTENTS
 from core.curate.factsheet import facts_to_check, load_fact_sheet, parse_fact_sheet
-from core.curate.importing import import_file
+from core.curate.importing import import_file, save_upload
 from core.evaluate.evalsets import create_eval_set_from_version, eval_prompts
 from storage.models import DatasetVersion, Example, Project
 
@@ -62,7 +62,8 @@ def test_the_file_is_what_the_generator_writes():
 
 def test_no_two_examples_are_near_duplicates_by_the_projects_own_check(session, project, users):
     assert near_duplicate_pairs(RECORDS) == []
-    report = import_file(session, users["admin"], project, demo.DEMO_FILE, "chat")  # as Import would flag them
+    upload = save_upload(demo.DEMO_FILE.name, demo.DEMO_FILE.read_bytes())  # as an upload on Import would
+    report = import_file(session, users["admin"], project, upload, "chat")
     assert report.n_imported == len(RECORDS) and report.n_duplicates == 0 and report.n_near_duplicates == 0
 
 

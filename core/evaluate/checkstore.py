@@ -21,6 +21,13 @@ from storage.models import EvalPrompt, Project, User
 EXPORT_FORMATS = ("jsonl", "csv")
 
 
+def prompts_with_checks(session: Session, user: User, eval_set_id: int) -> list[EvalPrompt]:
+    """The eval set's prompts with their checks, for the people who write checks (engineers and up)."""
+    require(user, "evaluate")
+    get_eval_set(session, eval_set_id)
+    return eval_prompts(session, eval_set_id)
+
+
 def set_prompt_checks(session: Session, user: User, prompt_id: int, checks: list[dict]) -> EvalPrompt:
     """Replace one eval prompt's checks (validated; nothing is saved if one is bad)."""
     require(user, "evaluate")
