@@ -19,7 +19,7 @@ QUESTIONS = [("How do I read my new smart meter display?", "Press button A."),
 
 @pytest.fixture(scope="module")
 def drafts(server, tmp_path_factory):
-    """Three imported drafts (after the 60 approved demo examples) and an annotator and a reviewer."""
+    """Three imported drafts (after the approved demo examples) and an annotator and a reviewer."""
     data = server.workspace / "imports" / "questions.jsonl"  # import by path reads only the import folders
     data.parent.mkdir(parents=True, exist_ok=True)
     data.write_text("\n".join(json.dumps({"messages": [

@@ -81,7 +81,7 @@ def test_import_annotate_review_freeze_export(server, page, tmp_path):
     page.get_by_text("Nothing waiting for review.").wait_for()
     wait_idle(page)
 
-    # ... freezes a version, which now holds the 60 demo examples and the new one, and exports it.
+    # ... freezes a version, which now holds the demo examples and the new one, and exports it.
     go(page, "Datasets")
     page.get_by_label("Name", exact=True).fill("e2e-v1")
     page.get_by_role("button", name="Freeze").click()
