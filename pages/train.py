@@ -124,7 +124,13 @@ else:
                                      help=DOCS["precision"])
             packing = c2.selectbox("Packing", ["auto", "off", "on"], key=k + "packing", help=DOCS["packing"])
             seed = c3.number_input("Seed", 0, 2**31 - 1, base.seed, key=k + "seed", help=DOCS["seed"])
-            grad_ckpt = st.checkbox("Gradient checkpointing", base.gradient_checkpointing, key=k + "gc",
+            c1, c2, c3 = st.columns(3)
+            max_train = c1.number_input("Train on at most N examples (0 = all)", 0, 10_000_000,
+                                        base.max_train_examples, key=k + "maxtrain", help=DOCS["max_train_examples"])
+            max_val = c2.number_input("Validate on at most N examples (0 = all)", 0, 10_000_000,
+                                      base.max_validation_examples, key=k + "maxval",
+                                      help=DOCS["max_validation_examples"])
+            grad_ckpt = c3.checkbox("Gradient checkpointing", base.gradient_checkpointing, key=k + "gc",
                                     help=DOCS["gradient_checkpointing"])
             num_gpus = 0
             if hw.gpu_count > 1:
@@ -139,7 +145,8 @@ else:
                       max_length=max_length, warmup_ratio=float(warmup), weight_decay=float(weight_decay),
                       lr_scheduler=scheduler, eval_steps=int(eval_steps), save_steps=int(save_steps),
                       gradient_checkpointing=bool(grad_ckpt), packing=packing, precision=precision,
-                      seed=int(seed), num_gpus=int(num_gpus), preset=preset)
+                      seed=int(seed), num_gpus=int(num_gpus), preset=preset, max_train_examples=int(max_train),
+                      max_validation_examples=int(max_val))
         cfg = run_action(TrainConfig, **values)
 
     with right:

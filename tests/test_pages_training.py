@@ -51,8 +51,9 @@ def test_engineer_launches_quick_preset_and_watches_it(session, users, project, 
     text = _text(at)
     assert "CPU only" in text and "QLoRA on this CPU" not in text  # the note comes with the choice
     # The quick preset is the default, and its values fill the form.
-    assert at.number_input(key="quick-batch").value == 4
+    assert at.number_input(key="quick-batch").value == 2
     assert at.number_input(key="quick-len").value == 256
+    assert at.number_input(key="quick-maxtrain").value == 800  # the preset's sample reaches the launched config
     at.radio(key="source").set_value("Local model folder").run()
     at.text_input(key="model_path").input(str(tiny_model)).run()
     at.number_input(key="quick-steps").set_value(2).run()
@@ -64,6 +65,7 @@ def test_engineer_launches_quick_preset_and_watches_it(session, users, project, 
     assert "Status:** running" in _text(at) or "Status:** queued" in _text(at)
     cfg = json.loads((Path(next(iter(_runs(session))).run_dir) / "config.json").read_text())
     assert cfg["preset"] == "quick" and cfg["max_steps"] == 2 and cfg["base_model"] == str(tiny_model)
+    assert cfg["max_train_examples"] == 800 and cfg["max_validation_examples"] == 32
     job = wait_for(session, job_id)
     assert job.status == "succeeded", job.error
     at.run()  # the live view now shows the finished run
