@@ -31,5 +31,7 @@ st.markdown(
     "1. **Curate** — import examples, edit them on *Annotate*, approve them on *Review data*.\n"
     "2. **Freeze** a dataset version on *Datasets*; export it in any format.\n"
     "3. **Train** the base model on a version from *Train*; watch and compare runs on *Runs*.\n"
-    "4. **Evaluate** — generate outputs on *Generate*, score them blind on *Compare*, read *Results*."
+    "4. **Evaluate** — generate outputs on *Generate*, score them blind on *Compare*, read *Results*.\n"
+    "5. **Ship** — talk to a model on *Playground*; export it from *Runs* (adapter, merged, Ollama, vLLM) with a "
+    "parity check."
 )
