@@ -125,9 +125,9 @@ else:
             packing = c2.selectbox("Packing", ["auto", "off", "on"], key=k + "packing", help=DOCS["packing"])
             seed = c3.number_input("Seed", 0, 2**31 - 1, base.seed, key=k + "seed", help=DOCS["seed"])
             c1, c2, c3 = st.columns(3)
-            max_train = c1.number_input("Train on at most N examples (0 = all)", 0, 10_000_000,
+            max_train = c1.number_input("Examples to sample (0 = all)", 0, 10_000_000,
                                         base.max_train_examples, key=k + "maxtrain", help=DOCS["max_train_examples"])
-            max_val = c2.number_input("Validate on at most N examples (0 = all)", 0, 10_000_000,
+            max_val = c2.number_input("Validation examples to sample (0 = all)", 0, 10_000_000,
                                       base.max_validation_examples, key=k + "maxval",
                                       help=DOCS["max_validation_examples"])
             grad_ckpt = c3.checkbox("Gradient checkpointing", base.gradient_checkpointing, key=k + "gc",

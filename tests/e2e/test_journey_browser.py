@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from core.train.config import PRESET_HELP
 from tests.e2e.conftest import cli, login, shot, wait_idle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -290,7 +291,7 @@ def journey(server, people, tiny_model, tmp_path):
     people.step("6 train")
     eve = people.open("eve")
     go(eve, "Train")
-    wait_text(eve, "A few minutes on a laptop CPU")  # the quick preset, chosen by default
+    wait_text(eve, PRESET_HELP["quick"][:40])  # the quick preset, chosen by default
     pick(eve, "Dataset version", re.compile(r"^journey-v1 "))
     eve.get_by_text("Local model folder", exact=True).click()
     idle(eve)
