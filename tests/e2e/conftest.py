@@ -104,6 +104,21 @@ def browser():
 
 
 @pytest.fixture
+def server_db(server, monkeypatch):
+    """A session on the running server's own database (the test writes what a worker or reviewer would)."""
+    from sqlmodel import Session
+
+    from storage.db import get_engine, reset_engines
+
+    monkeypatch.setenv("FINETUNE_STUDIO_HOME", str(server.workspace))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    reset_engines()
+    with Session(get_engine(), expire_on_commit=False) as session:
+        yield session
+    reset_engines()
+
+
+@pytest.fixture
 def page(browser):
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
     pg = ctx.new_page()

@@ -9,7 +9,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from sqlmodel import Session, select
+from sqlmodel import select
 
 from core.webui import PAGES
 from tests.e2e.conftest import cli, login, shot, wait_idle
@@ -31,19 +31,6 @@ def _hostile_records() -> list[dict]:
         out.append({"instruction": f"Question {i}: {text}", "output": f"Answer {i}, plain words here: {text}",
                     "tags": [text, f"tag-{i}"]})
     return out
-
-
-@pytest.fixture
-def server_db(server, monkeypatch):
-    """A session on the running server's own database (the test writes what annotators and reviewers would)."""
-    from storage.db import get_engine, reset_engines
-
-    monkeypatch.setenv("FINETUNE_STUDIO_HOME", str(server.workspace))
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    reset_engines()
-    with Session(get_engine(), expire_on_commit=False) as session:
-        yield session
-    reset_engines()
 
 
 def _plant_in_the_loop(session, eval_set_name: str) -> None:

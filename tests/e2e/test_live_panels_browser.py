@@ -6,26 +6,13 @@ from __future__ import annotations
 import time
 
 import pytest
-from sqlmodel import Session, select
+from sqlmodel import select
 
 from tests.e2e.conftest import login, shot, wait_idle
 from tests.fixtures_jobs import add_job, finish, live_process
 from tests.fixtures_models import tiny_model_fixture  # noqa: F401 (the tiny_model fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
-
-
-@pytest.fixture
-def server_db(server, monkeypatch):
-    """A session on the running server's own database (the test writes what a worker or reviewer would)."""
-    from storage.db import get_engine, reset_engines
-
-    monkeypatch.setenv("FINETUNE_STUDIO_HOME", str(server.workspace))
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    reset_engines()
-    with Session(get_engine(), expire_on_commit=False) as session:
-        yield session
-    reset_engines()
 
 
 def _admin_and_project(session):
