@@ -317,3 +317,46 @@ def test_the_pages_ship_modules_load_no_model_library():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+
+def test_ctrl_c_during_a_database_read_still_stops_serve_model(session, users, project, workspace):
+    """Ctrl-C lands wherever the CLI happens to be, often inside a database read while it polls. Raised there, the
+    interrupt left the session needing a rollback: the next read failed, the CLI crashed and the endpoint it
+    started kept going (in CI it also hung). The interrupt here is sent from inside a read, every time."""
+    import os
+    import signal
+
+    from sqlalchemy import event
+
+    from core.cli.main import main
+    from core.jobs.queue import cancel, submit
+    from storage.db import get_engine
+    from tests.helpers import wait_for
+
+    eng = users["engineer"]
+    busy = submit(session, eng, project_id=project.id, kind="sleep", action="train", name="holds the device",
+                  config={}, module="tests.sleeping_worker")
+    assert busy.status == "running"  # so serve-model waits for the device, polling the database
+    seen = {"launched": False, "polls": 0}
+
+    def ctrl_c_inside_a_read(conn, cursor, statement, *_):
+        if statement.lstrip().upper().startswith("INSERT INTO JOB"):
+            seen["launched"] = True
+        elif seen["launched"] and statement.lstrip().upper().startswith("SELECT"):
+            seen["polls"] += 1
+            if seen["polls"] == 6:
+                os.kill(os.getpid(), signal.SIGINT)  # handled at the next bytecode: still inside SQLAlchemy
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", ctrl_c_inside_a_read)
+    try:
+        code = main(["serve-model", "base", "--port", "0"])
+    finally:
+        event.remove(engine, "before_cursor_execute", ctrl_c_inside_a_read)
+        cancel(session, eng, busy.id)
+        wait_for(session, busy.id)
+    assert seen["polls"] >= 6 and code == 0
+    serving = session.exec(select(Job).where(Job.kind == "serve")).one()
+    session.refresh(serving)
+    assert serving.status == "canceled"  # stopped, not left queued to start later with nobody to stop it

@@ -1,8 +1,11 @@
 """`finetune-studio serve-model`: the Playground's OpenAI-compatible endpoint for other applications."""
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 
 from core.errors import StudioError
 from core.jobs.queue import TERMINAL, get_job
@@ -23,9 +26,30 @@ def _project_of(session, key: str) -> int:
     return projects[0].id
 
 
-def _wait_ready(session, job_id: int) -> dict:
+@contextmanager
+def _ctrl_c():
+    """Ctrl-C sets the yielded event instead of raising KeyboardInterrupt wherever the main thread happens to be.
+    Raised inside a database call, the interrupt left the session needing a rollback (the next read failed and
+    the endpoint kept running) or waiting forever on the connection pool; the loops below check the event
+    between reads instead. A second Ctrl-C quits at once (exit 130)."""
+    pressed = threading.Event()
+
+    def on_sigint(*_):
+        if pressed.is_set():
+            raise KeyboardInterrupt
+        pressed.set()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _wait_ready(session, job_id: int, pressed: threading.Event) -> dict | None:
+    """The endpoint once the server listens; None when Ctrl-C was pressed first."""
     said = ""
-    while True:
+    while not pressed.is_set():
         status = server_status(session, job_id)
         job = status["job"]
         if status["endpoint"]:
@@ -38,7 +62,8 @@ def _wait_ready(session, job_id: int) -> dict:
         if line != said:
             print(line, file=sys.stderr, flush=True)
             said = line
-        time.sleep(0.5)
+        pressed.wait(0.5)
+    return None
 
 
 def _system_key(session, key: str) -> str:
@@ -54,24 +79,29 @@ def cmd_serve_model(args, session, user):
     cfg = ServeConfig(system=system.key, host=args.host, port=args.port, idle_timeout_s=args.idle_timeout,
                       continuous_batching=args.continuous_batching)
     job = launch_server(session, user, _project_of(session, system.key), cfg)
-    try:
-        endpoint = _wait_ready(session, job.id)
-        print(f"serving {system.label} on {endpoint['url']}/v1 (OpenAI-compatible; model \"{system.key}\"); "
-              f"job {job.id} stops after {args.idle_timeout:.0f} s without requests" +
-              ("" if args.detach else ", or on Ctrl-C"), flush=True)
-        if args.detach:
-            return {"job": job.id, "url": f"{endpoint['url']}/v1", "model": system.key}
-        while get_job(session, job.id).status not in TERMINAL:
-            time.sleep(1)
-            session.expire_all()
-    except KeyboardInterrupt:
-        pass
+    with _ctrl_c() as pressed:
+        endpoint = _wait_ready(session, job.id, pressed)
+        if endpoint is not None:
+            print(f"serving {system.label} on {endpoint['url']}/v1 (OpenAI-compatible; model \"{system.key}\"); "
+                  f"job {job.id} stops after {args.idle_timeout:.0f} s without requests" +
+                  ("" if args.detach else ", or on Ctrl-C"), flush=True)
+            if args.detach:
+                return {"job": job.id, "url": f"{endpoint['url']}/v1", "model": system.key}
+            while not pressed.wait(1):
+                session.expire_all()
+                if get_job(session, job.id).status in TERMINAL:
+                    break
+        return _stop(session, user, job.id, pressed)
+
+
+def _stop(session, user, job_id: int, pressed: threading.Event) -> dict:
+    """Stop the serving job unless it already ended, and wait until it has."""
     session.expire_all()
-    job = get_job(session, job.id)
+    job = get_job(session, job_id)
     if job.status not in TERMINAL:
         stop_server(session, user, job.id)
         while job.status not in TERMINAL:
-            time.sleep(0.3)
+            time.sleep(0.3)  # a second Ctrl-C quits here at once (exit 130)
             session.expire_all()
             job = get_job(session, job.id)
     return {"job": job.id, "status": job.status, "stopped": (job.result or {}).get("stopped", job.status)}
