@@ -80,14 +80,15 @@ def _best(hits: Iterable[tuple]) -> tuple:
     return min(hits, key=lambda h: (h[1] != "exact", -h[2], h[0]))
 
 
-def _eval_prompts(session: Session, project_id: int, ignore: Iterable[int]) -> list[tuple[int, int, str, list]]:
-    """(prompt id, eval set id, eval set name, messages) of every eval prompt of the project."""
+def _eval_prompts(session: Session, project_id: int, ignore: Iterable[int],
+                  limit: int | None = None) -> list[tuple[int, int, str, list]]:
+    """(prompt id, eval set id, eval set name, messages) of every eval prompt of the project (the first ``limit``)."""
     query = (select(EvalPrompt.id, EvalPrompt.eval_set_id, EvalSet.name, EvalPrompt.messages)
              .join(EvalSet, EvalSet.id == EvalPrompt.eval_set_id).where(EvalSet.project_id == project_id))
     ignore = [int(i) for i in ignore]
     if ignore:
         query = query.where(EvalSet.id.not_in(ignore))
-    return [tuple(row) for row in session.execute(query.order_by(EvalPrompt.id)).all()]
+    return [tuple(row) for row in session.execute(query.order_by(EvalPrompt.id).limit(limit)).all()]
 
 
 def find_leaks(session: Session, project_id: int, prompts: list[dict], *, ignore_eval_sets=()) -> list[dict]:
@@ -128,6 +129,8 @@ def version_eval_leaks(session: Session, version_id: int) -> list[dict]:
     """``find_leaks`` of a version's train and validation prompts, each leak with its ``split`` and with
     ``example_id`` as its key."""
     version = _version(session, version_id)
+    if not _eval_prompts(session, version.project_id, (), limit=1):
+        return []  # no eval set: nothing to read (the Train page asks on every rerun)
     prompts = _version_prompts(session, version_id, TRAINED)
     split_of = {p["key"]: p["split"] for p in prompts}
     return [{**leak, "example_id": leak["key"], "split": split_of[leak["key"]]}
