@@ -16,11 +16,11 @@ project = require_project()
 st.title("Datasets")
 
 
-
 def overlap_report(report: dict) -> None:
     """What the freeze found overlapping (core.curate.leakage.freeze_checked): examples that repeat an eval prompt,
     and validation/test items that repeat a train item. Ids and numbers in the messages; texts stay in tables."""
     eval_leaks, split_leaks = report["eval_leaks"], report["split_leaks"]
+    st.caption("Overlaps found when freezing the version " + md_literal(report["name"]) + ":")
     if not eval_leaks and not split_leaks:
         st.caption("No example repeats an eval prompt, and no validation or test item repeats a train item.")
     if eval_leaks:
@@ -59,7 +59,12 @@ if can(user, "freeze"):
                 v = report["version"]
                 st.success(f"Froze {md_literal(v.name)}: {v.n_train} train, {v.n_validation} validation, {v.n_test} test.")
                 versions = [v] + versions
-                overlap_report(report)
+                st.session_state["freeze_report"] = {"project": project.id, "name": v.name,
+                                                     "eval_leaks": report["eval_leaks"],
+                                                     "split_leaks": report["split_leaks"]}
+    last = st.session_state.get("freeze_report")
+    if last and last["project"] == project.id:  # kept until the next freeze: other actions here do not hide it
+        overlap_report(last)
 
 st.subheader("Versions")
 if versions:

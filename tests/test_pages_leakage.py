@@ -50,6 +50,8 @@ def test_datasets_page_reports_a_planted_leak_when_freezing(session, users, proj
     assert frame["example"].tolist() == [examples[2].id] and frame["match"].tolist() == ["near"]
     assert frame["eval set"].tolist() == [es.name]  # the name is data in a table, not Markdown
     assert "**bold**" not in " ".join(str(m.value) for m in (*at.markdown, *at.caption, *at.warning))
+    at.selectbox(key="stats_for").select_index(1).run()  # another action on the page
+    assert any("1 train/validation example(s) repeat an eval prompt" in w.value for w in at.warning)
 
 
 def test_train_page_shows_leaks_and_one_button_excludes_them(session, users, project, leaky, tiny_model):
