@@ -13,8 +13,8 @@ Two prompts are the same (``exact``) when the content hash of core.curate.dedup 
 whitespace-collapsed roles and contents of the turns; the system prompt is left out), and nearly the same
 (``near``) when the MinHash LSH index of core.curate.dedup finds them and their estimated Jaccard similarity of
 word 3-grams is at least its ``NEAR_DUP_THRESHOLD``: the very rule an import uses to flag near duplicates, on the
-text an import compares (the turns, not a shared system prompt). Eval sets belong to the evaluate stage, above this one; their two tables are
-read here directly from storage, which is below both.
+text an import compares (the turns, not a shared system prompt). Eval sets belong to the evaluate stage, above
+this one; their two tables are read here directly from storage, which is below both.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from storage.models import (DatasetVersion, DatasetVersionItem, EvalPrompt, Eval
                             Score, User)
 
 HELD_OUT = ("validation", "test")  # splits compared against the train split by split_leaks
-TRAINED = ("train", "validation")  # splits a training run reads (validation steers early stopping and settings)
+TRAINED = ("train", "validation")  # splits a training run reads (its validation loss steers the choice of settings)
 
 
 def prompt_keys(messages: list[dict]) -> tuple[str, str]:
