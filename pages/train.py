@@ -7,7 +7,8 @@ from core.curate.datasets import list_versions
 from core.hardware import detect, estimate_sum_text
 from core.jobs.notices import show_job_notices
 from core.jobs.queue import LIVE, cancel, job_snapshot, list_jobs
-from core.train.runs import check_launch, launch, resume_note, resume_run
+from core.curate.leakage import leak_ids
+from core.train.runs import check_launch, launch, resume_note, resume_run, training_leaks
 from core.train.config import PRESET_HELP, PRESETS, TrainConfig, field_docs, preset_config
 from core.webui import db, flash, require_page, require_project, run_action
 from storage.models import JobStatus
@@ -35,6 +36,41 @@ def follow(job_id: int) -> None:
     """Make the live panel show ``job_id`` on its next draw. The selector's own state would win over any
     index= given to it, so the choice is handed over through session state before the selector is drawn."""
     st.session_state["watch_next"] = job_id
+
+
+def leak_panel(cfg: TrainConfig | None) -> None:
+    """Before launch: the version's examples that repeat an eval prompt (a launch with them is refused), one button
+    that excludes them all, and what this run already leaves out (core.train.runs.training_leaks)."""
+    if cfg is None:
+        return
+    with db() as s:
+        report = run_action(training_leaks, s, cfg)
+    if report is None:
+        return
+    key = f"exclude-{cfg.dataset_version_id}"
+    leaks = report["leaks"]
+    if leaks:
+        ids = leak_ids(leaks)
+        st.warning(f"{len(ids)} example(s) of this version repeat an eval prompt. Trained on, they would make a "
+                   "comparison on that eval set unfair, so the run is refused until they are excluded.")
+        st.dataframe(pd.DataFrame([{"example": leak["key"], "split": leak["split"], "eval set": leak["eval_set"],
+                                    "eval set id": leak["eval_set_id"], "eval prompt": leak["eval_prompt_id"],
+                                    "match": leak["kind"], "similarity": leak["similarity"]} for leak in leaks]),
+                     hide_index=True, width="stretch")
+        if st.button(f"Exclude these {len(ids)} examples", key="exclude_leaked",
+                     help="Adds them to the run's exclude_example_ids: the run leaves them out of its data."):
+            st.session_state[key] = sorted({*cfg.exclude_example_ids, *ids})
+            st.rerun()
+    if cfg.exclude_example_ids:
+        c1, c2 = st.columns([4, 1])
+        c1.caption(f"Excluded from this run: {len(cfg.exclude_example_ids)} example(s), "
+                   + ", ".join(f"#{i}" for i in cfg.exclude_example_ids))
+        if c2.button("Clear", key="clear_excluded", help="Train on every example of the version again."):
+            st.session_state.pop(key, None)
+            st.rerun()
+    if report["eval_derived_excluded"]:
+        st.caption(f"{len(report['eval_derived_excluded'])} example(s) that came from an eval item are left out: "
+                   "their eval set is used for comparison (More settings: include examples that came from eval items).")
 
 
 hw = _hardware()
@@ -132,6 +168,8 @@ else:
                                       help=DOCS["max_validation_examples"])
             grad_ckpt = c3.checkbox("Gradient checkpointing", base.gradient_checkpointing, key=k + "gc",
                                     help=DOCS["gradient_checkpointing"])
+            include_derived = st.checkbox("Include examples that came from eval items", False, key="include_derived",
+                                          help=DOCS["include_eval_derived"])
             num_gpus = 0
             if hw.gpu_count > 1:
                 num_gpus = st.number_input("GPUs (0 = all, via accelerate launch)", 0, hw.gpu_count, 0,
@@ -146,8 +184,10 @@ else:
                       lr_scheduler=scheduler, eval_steps=int(eval_steps), save_steps=int(save_steps),
                       gradient_checkpointing=bool(grad_ckpt), packing=packing, precision=precision,
                       seed=int(seed), num_gpus=int(num_gpus), preset=preset, max_train_examples=int(max_train),
-                      max_validation_examples=int(max_val))
+                      max_validation_examples=int(max_val), include_eval_derived=bool(include_derived),
+                      exclude_example_ids=st.session_state.get(f"exclude-{version.id}", []))
         cfg = run_action(TrainConfig, **values)
+        leak_panel(cfg)
 
     with right:
         st.subheader("Memory estimate")

@@ -6,13 +6,38 @@ import pandas as pd
 import streamlit as st
 
 from core.accounts import can
-from core.curate.datasets import export_file, freeze_version, list_versions, stats, token_histogram
+from core.curate.datasets import export_file, list_versions, stats, token_histogram
+from core.curate.leakage import freeze_checked
 from core.curate.formats import EXPORT_FORMATS, FORMAT_LABELS
 from core.webui import db, md_literal, require_page, require_project, run_action
 
 user = require_page("curate")
 project = require_project()
 st.title("Datasets")
+
+
+def overlap_report(report: dict) -> None:
+    """What the freeze found overlapping (core.curate.leakage.freeze_checked): examples that repeat an eval prompt,
+    and validation/test items that repeat a train item. Ids and numbers in the messages; texts stay in tables."""
+    eval_leaks, split_leaks = report["eval_leaks"], report["split_leaks"]
+    st.caption("Overlaps found when freezing the version " + md_literal(report["name"]) + ":")
+    if not eval_leaks and not split_leaks:
+        st.caption("No example repeats an eval prompt, and no validation or test item repeats a train item.")
+    if eval_leaks:
+        st.warning(f"{len(eval_leaks)} train/validation example(s) repeat an eval prompt: a training run on this "
+                   "version is refused until they are excluded (the Train page offers it in one click).")
+        st.dataframe(pd.DataFrame([{"example": x["example_id"], "split": x["split"], "eval set": x["eval_set"],
+                                    "eval set id": x["eval_set_id"], "eval prompt": x["eval_prompt_id"],
+                                    "match": x["kind"], "similarity": x["similarity"]} for x in eval_leaks]),
+                     hide_index=True, width="stretch")
+    if split_leaks:
+        st.warning(f"{len(split_leaks)} validation/test item(s) repeat a train item, so their scores overstate "
+                   "what the model learned.")
+        st.dataframe(pd.DataFrame([{"example": x["example_id"], "split": x["split"],
+                                    "repeats train example": x["train_example_id"], "match": x["kind"],
+                                    "similarity": x["similarity"], "train items it repeats": x["train_matches"]}
+                                   for x in split_leaks]), hide_index=True, width="stretch")
+
 
 with db() as s:
     versions = list_versions(s, project)
@@ -28,11 +53,18 @@ if can(user, "freeze"):
         seed = c4.number_input("Seed", 0, 2**31 - 1, 0, help="Splits depend only on the example id and this seed.")
         if st.form_submit_button("Freeze", type="primary"):
             with db() as s:
-                v = run_action(freeze_version, s, user, project, name,
-                               fractions={"train": train, "validation": validation, "test": test}, seed=int(seed))
-            if v is not None:
+                report = run_action(freeze_checked, s, user, project, name,
+                                    fractions={"train": train, "validation": validation, "test": test}, seed=int(seed))
+            if report is not None:
+                v = report["version"]
                 st.success(f"Froze {md_literal(v.name)}: {v.n_train} train, {v.n_validation} validation, {v.n_test} test.")
                 versions = [v] + versions
+                st.session_state["freeze_report"] = {"project": project.id, "name": v.name,
+                                                     "eval_leaks": report["eval_leaks"],
+                                                     "split_leaks": report["split_leaks"]}
+    last = st.session_state.get("freeze_report")
+    if last and last["project"] == project.id:  # kept until the next freeze: other actions here do not hide it
+        overlap_report(last)
 
 st.subheader("Versions")
 if versions:

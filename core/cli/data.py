@@ -4,9 +4,10 @@ from __future__ import annotations
 import sys
 
 from core.cli.common import project_arg
-from core.curate.datasets import export, freeze_version, get_version, list_versions
+from core.curate.datasets import export, get_version, list_versions
 from core.curate.formats import EXPORT_FORMATS, FILE_FORMATS
 from core.curate.importing import check_format, import_file
+from core.curate.leakage import freeze_checked
 from core.errors import InvalidInput
 
 
@@ -70,9 +71,20 @@ def cmd_freeze(args, session, user):
         if len(parts) != 3:
             raise InvalidInput("--split needs three numbers: train/validation/test, e.g. 0.8/0.1/0.1.")
         fractions = dict(zip(("train", "validation", "test"), parts))
-    v = freeze_version(session, user, project, args.name, fractions=fractions, seed=args.seed)
-    return {"id": v.id, "name": v.name, "train": v.n_train, "validation": v.n_validation, "test": v.n_test,
-            "hash": v.content_hash}
+    report = freeze_checked(session, user, project, args.name, fractions=fractions, seed=args.seed)
+    v = report["version"]
+    out = {"id": v.id, "name": v.name, "train": v.n_train, "validation": v.n_validation, "test": v.n_test,
+           "hash": v.content_hash, "eval_leaks": len(report["eval_leaks"]), "split_leaks": len(report["split_leaks"])}
+    if getattr(args, "json", False):
+        out["eval_leaks"], out["split_leaks"] = report["eval_leaks"], report["split_leaks"]
+        return out
+    for leak in report["eval_leaks"]:
+        print(f"{leak['split']} example #{leak['example_id']} repeats prompt #{leak['eval_prompt_id']} of eval set "
+              f"#{leak['eval_set_id']} ({leak['kind']}, {leak['similarity']:.2f})", file=sys.stderr)
+    for leak in report["split_leaks"]:
+        print(f"{leak['split']} example #{leak['example_id']} repeats train example #{leak['train_example_id']} "
+              f"({leak['kind']}, {leak['similarity']:.2f})", file=sys.stderr)
+    return out
 
 
 def register(sub, common) -> None:

@@ -12,7 +12,8 @@ from core.jobs.queue import TERMINAL, cancel, get_job, job_snapshot, reconcile
 from core.projects import get_project
 from core.train.config import PRESETS, parse_set, preset_config
 from core.ship.deploy import FORMATS, launch_export
-from core.train.runs import get_run, launch, resume_note, resume_run, run_summary, runs_table
+from core.curate.leakage import leak_ids
+from core.train.runs import get_run, launch, resume_note, resume_run, run_summary, runs_table, training_leaks
 from storage.models import Job, JobStatus
 
 
@@ -31,6 +32,12 @@ def cmd_train(args, session, user):
     project = get_project(session, args.project) if args.project else None
     version = get_version(session, args.version, project)
     cfg = preset_config(args.preset, dataset_version_id=version.id, **overrides)
+    if args.exclude_leaked:
+        leaked = leak_ids(training_leaks(session, cfg)["leaks"])
+        if leaked:
+            print(f"excluding {len(leaked)} example(s) that repeat an eval prompt: "
+                  f"{', '.join(f'#{i}' for i in leaked)}", file=sys.stderr, flush=True)
+            cfg = cfg.with_overrides(exclude_example_ids=sorted({*cfg.exclude_example_ids, *leaked}))
     job = launch(session, user, version.project_id, cfg, name=args.name or "")
     if not args.wait:
         return _row(session, job)
@@ -170,6 +177,8 @@ def register(sub, common) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any TrainConfig field, e.g. --set lora_r=8 --set num_epochs=2")
     p.add_argument("--name", help="run name")
+    p.add_argument("--exclude-leaked", action="store_true",
+                   help="leave out the train/validation examples that repeat an eval prompt (else the run is refused)")
     p.add_argument("--wait", action="store_true", help="print progress until the run ends")
     p.set_defaults(fn=cmd_train)
 

@@ -264,6 +264,14 @@ class NearDuplicateIndex:
     def query(self, signature: np.ndarray) -> list:
         return self.lsh.query(self._lean(signature))
 
+    def candidates(self, bands: tuple) -> set:
+        """The keys sharing at least one band with ``bands`` (one entry of ``band_keys``): a query that adds
+        nothing (the leakage check asks many prompts against one index of eval prompts)."""
+        found = set()
+        for table, band in zip(self.lsh.hashtables, bands):
+            found.update(table.get(band))
+        return found
+
     def check_and_add(self, keys: Iterable[Hashable], texts: list[str], normalised: bool = False) -> list:
         """For each text in order: the key of an earlier near-duplicate (or None); then index it."""
         return self.check_and_add_bands(keys, self.bands(texts, normalised))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from core.basemodel import EMBEDDED
@@ -98,6 +98,14 @@ class TrainConfig:
     launcher: str = "auto"
     """"auto" uses `accelerate launch` when more than one GPU is used, plain python otherwise."""
 
+    # -- leakage (core.curate.leakage)
+    exclude_example_ids: list[int] = field(default_factory=list)
+    """Examples (by id) left out of the train and validation data, e.g. the ones that repeat an eval prompt: a
+    launch is refused while a training example repeats one, unless it is excluded here."""
+    include_eval_derived: bool = False
+    """Train on examples that came from an eval item (sent back from review, or a failure routed to annotation)
+    even while that eval set is used for comparison. Off: they are left out, so the eval set stays a fair test."""
+
     # -- set by the launcher, not the form
     resume_from: str = ""
     """Checkpoint folder to continue from (set by Resume; empty for a fresh run)."""
@@ -161,6 +169,11 @@ class TrainConfig:
             yield "num_gpus cannot be negative"
         if self.launcher not in LAUNCHERS:
             yield f"launcher must be one of {', '.join(LAUNCHERS)}"
+        ids = self.exclude_example_ids
+        if not isinstance(ids, list) or any(type(i) is not int or i < 1 for i in ids):
+            yield "exclude_example_ids must be a list of example ids (positive whole numbers)"
+        if not isinstance(self.include_eval_derived, bool):
+            yield "include_eval_derived must be true or false"
 
     # -- derived values
     @property
@@ -259,6 +272,8 @@ def parse_set(pairs: list[str]) -> dict[str, Any]:
             if raw.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
                 raise InvalidInput(f"{key} must be true or false (got {raw!r}).")
             out[key] = raw.lower() in ("true", "1", "yes", "on")
+        elif kind.startswith("list[int]"):
+            out[key] = [_num(key, part.strip(), int) for part in raw.split(",") if part.strip()]
         elif kind.startswith("int"):
             out[key] = _num(key, raw, int)
         elif kind.startswith("float"):

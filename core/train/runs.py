@@ -8,6 +8,7 @@ from pathlib import Path
 
 from core.accounts import require
 from core.basemodel import check_model_name
+from core.curate.leakage import describe_leaks, launch_leaks, leak_ids
 from core.errors import InvalidInput, NotFound
 from core.hardware import detect, estimate_peak_memory, estimate_sum_text, resolve_precision
 from core.jobs import rundir
@@ -60,11 +61,33 @@ def launch(session, user, project_id: int, cfg: TrainConfig, name: str = ""):
                        "freeze one on the Datasets page first.")
     if version.n_train < 1:
         raise InvalidInput(f"Dataset version {version.name} has no training examples.")
+    check_leaks(session, cfg)
     est = check_launch(cfg)
     name = name or f"{cfg.method}-{version.name}"
     return submit(session, user, project_id=project_id, kind=KIND, action="train", name=name, config=cfg.to_dict(),
                   module=WORKER, slots=cfg.num_gpus, launcher=cfg.launcher, dataset_version_id=version.id,
                   estimated_peak_mb=est["peak_mb"])
+
+
+def training_leaks(session, cfg: TrainConfig) -> dict:
+    """The leakage check of a launch (core.curate.leakage.launch_leaks) for ``cfg``'s version, exclusions and
+    choice about eval-derived examples: what the Train page shows before launch and the CLI's --exclude-leaked
+    excludes."""
+    return launch_leaks(session, cfg.dataset_version_id, cfg.exclude_example_ids, cfg.include_eval_derived)
+
+
+def check_leaks(session, cfg: TrainConfig) -> dict:
+    """Refuse a run whose train or validation examples repeat an eval prompt (exactly or nearly) and are not
+    excluded: trained on, they would make every comparison on that eval set unfair."""
+    report = training_leaks(session, cfg)
+    leaks = report["leaks"]
+    if leaks:
+        ids = leak_ids(leaks)
+        raise InvalidInput(
+            f"{len(ids)} training example(s) repeat an eval prompt, so a comparison on that eval set would be "
+            f"unfair: {describe_leaks(leaks)}. Exclude them (\"Exclude these {len(ids)} examples\" on the Train "
+            "page, --exclude-leaked on the command line, or exclude_example_ids) or remove them from the data.")
+    return report
 
 
 def resume_run(session, user, job_id: int):

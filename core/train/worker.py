@@ -27,6 +27,7 @@ from typing import Any
 
 from core.basemodel import load_model, load_tokenizer
 from core.curate.datasets import version_records
+from core.curate.leakage import eval_derived_excluded
 from core.errors import InvalidInput, NotFound, StudioError
 from core.hardware import detect, estimate_peak_memory, measured_peak_mb, resolve_precision
 from core.jobs import rundir
@@ -68,6 +69,30 @@ class Context:
 def version_data(session, version_id: int) -> dict[str, list[dict]]:
     """The version's TRL prompt/completion records per split, via core.curate.datasets.version_records."""
     return {split: list(version_records(session, version_id, split)) for split in ("train", "validation")}
+
+
+def training_records(session, cfg: TrainConfig) -> tuple[dict[str, list[dict]], dict]:
+    """The version's records less the examples this run leaves out: ``cfg.exclude_example_ids`` (e.g. leaks of eval
+    prompts) and, unless ``cfg.include_eval_derived``, examples that came from an eval set still used for
+    comparison (core.curate.leakage). Returns the records and the counts for result.json's ``dataset``."""
+    records = version_data(session, cfg.dataset_version_id)
+    excluded = set(cfg.exclude_example_ids)
+    derived = set(eval_derived_excluded(session, cfg.dataset_version_id, cfg.include_eval_derived)) - excluded
+    counts = {"n_excluded": 0, "n_eval_derived_excluded": 0}
+    for split, rows in records.items():
+        records[split] = [r for r in rows if r["example_id"] not in excluded | derived]
+        counts["n_excluded"] += sum(r["example_id"] in excluded for r in rows)
+        counts["n_eval_derived_excluded"] += sum(r["example_id"] in derived for r in rows)
+    counts["include_eval_derived"] = cfg.include_eval_derived
+    if not records.get("train") and (counts["n_excluded"] or counts["n_eval_derived_excluded"]):
+        raise InvalidInput("Every training example of the dataset version is excluded (exclude_example_ids, or "
+                           "examples that came from an eval item); nothing is left to train on.")
+    if counts["n_excluded"]:
+        log(f"data: {counts['n_excluded']} example(s) excluded by the run's settings (exclude_example_ids)")
+    if counts["n_eval_derived_excluded"]:
+        log(f"data: {counts['n_eval_derived_excluded']} example(s) that came from an eval item left out: their eval "
+            "set is used for comparison (include_eval_derived trains on them)")
+    return records, counts
 
 
 def setup(run_dir: Path, cfg: TrainConfig, records: dict[str, list[dict]], project_max_length: int = 2048,
@@ -311,8 +336,9 @@ def run(run_dir: str | Path) -> dict:
     with KeepAlive(job_id) as alive:
         try:
             cfg = TrainConfig.from_json(cfg_text)
-            records = _records(cfg.dataset_version_id)
+            records, excluded = _records(cfg)
             ctx = setup(run_dir, cfg, records, project_max, job_id, stop=STOP)
+            ctx.dataset.update(excluded)
             ctx.keep_alive = alive if job_id else None
             trainer = fit(ctx)
             save(ctx, trainer)
@@ -353,9 +379,9 @@ def _job_and_data_info(run_dir: Path) -> tuple[int | None, dict, int]:
         return None, {}, 2048
 
 
-def _records(version_id: int) -> dict[str, list[dict]]:
+def _records(cfg: TrainConfig) -> tuple[dict[str, list[dict]], dict]:
     with session_scope() as session:
-        return version_data(session, version_id)
+        return training_records(session, cfg)
 
 
 def cleanup(run_dir: Path, ctx: Context | None, trainer, status: str, error: str, version: dict,
