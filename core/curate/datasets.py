@@ -19,6 +19,7 @@ from core.accounts import require
 from core.curate.dedup import record_hash
 from core.errors import InvalidInput, NotFound
 from core.curate.formats import EXPORT_FORMATS, chat_messages, export_suffix, make_record, write_records
+from core.curate.overlap import prompt_groups
 from storage.models import (DatasetVersion, DatasetVersionItem, Example, ExampleStatus, ImportRecord, Project, User,
                             utcnow, visible_examples)
 
@@ -50,9 +51,24 @@ def split_of(example_id: int, seed: int, fractions: dict) -> str:
     return "train"
 
 
+def _prompt_groups(session: Session, project_id: int) -> dict[int, int]:
+    """Approved example id -> its prompt group (core.curate.overlap.prompt_groups): a version splits by group, so
+    an example and another whose prompt repeats it (exactly or nearly) land in the same split and a test prompt
+    is never one the model was trained on. An example without such copies keeps the split of its own id."""
+    prompts, last = [], 0
+    while True:
+        rows = session.exec(select(Example).where(
+            Example.project_id == project_id, Example.status == ExampleStatus.approved.value, Example.id > last,
+        ).order_by(Example.id).limit(BATCH)).all()
+        if not rows:
+            return prompt_groups(prompts)
+        prompts += [(ex.id, chat_messages(_record(ex))[:-1]) for ex in rows]
+        last = rows[-1].id
+
+
 def freeze_version(session: Session, user: User, project: Project, name: str, *, fractions: dict | None = None,
                    seed: int = 0) -> DatasetVersion:
-    """Freeze the project's approved examples into a new named version."""
+    """Freeze the project's approved examples into a new named version, split by prompt group (``_prompt_groups``)."""
     require(user, "freeze")
     name = (name or "").strip()
     if not name:
@@ -70,6 +86,7 @@ def freeze_version(session: Session, user: User, project: Project, name: str, *,
     try:
         session.add(version)
         session.flush()
+        group = _prompt_groups(session, project.id)
         counts = Counter()
         h = hashlib.sha256()
         last = 0
@@ -81,7 +98,7 @@ def freeze_version(session: Session, user: User, project: Project, name: str, *,
                 break
             items = []
             for ex in rows:
-                split = split_of(ex.id, version.seed, fr)
+                split = split_of(group.get(ex.id, ex.id), version.seed, fr)
                 counts[split] += 1
                 h.update(f"{ex.id}:{split}:{record_hash(_record(ex))}\n".encode())
                 items.append({"version_id": version.id, "example_id": ex.id, "split": split, "system": ex.system,

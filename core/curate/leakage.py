@@ -21,58 +21,17 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Iterable
 
-import numpy as np
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from core.curate.dedup import NEAR_DUP_THRESHOLD, NearDuplicateIndex, content_hash, normalise_text
 from core.curate.datasets import freeze_version, version_records
+from core.curate.overlap import match_prompts, prompt_keys
 from core.errors import NotFound
 from storage.models import (DatasetVersion, DatasetVersionItem, EvalPrompt, EvalSet, Example, Output, Project,
                             Score, User)
 
 HELD_OUT = ("validation", "test")  # splits compared against the train split by split_leaks
 TRAINED = ("train", "validation")  # splits a training run reads (its validation loss steers the choice of settings)
-
-
-def prompt_keys(messages: list[dict]) -> tuple[str, str]:
-    """(exact hash, normalised near text) of a prompt's messages, as core.curate.dedup computes them for an
-    example, both over the turns (roles and contents) without the system prompt: a system prompt is instructions,
-    not the question asked, and an uploaded eval prompt seldom carries the training data's."""
-    turns = [{"role": m.get("role") or "", "content": m.get("content") or ""} for m in messages
-             if m.get("role") != "system"]
-    return content_hash("", turns), normalise_text("\n".join(m["content"] for m in turns))
-
-
-def match_prompts(queries: list[list[dict]], targets: list[list[dict]]) -> list[list[tuple[int, str, float]]]:
-    """For each query prompt, the targets it repeats: ``(target index, "exact"|"near", similarity)``.
-
-    One MinHash LSH index of the targets (core.curate.dedup.NearDuplicateIndex, its threshold and shingles);
-    each query's band keys give the candidates, kept when their signatures agree on at least NEAR_DUP_THRESHOLD
-    of the permutations (the Jaccard estimate), so LSH's chance collisions are not reported.
-    """
-    out: list[list[tuple[int, str, float]]] = [[] for _ in queries]
-    if not queries or not targets:
-        return out
-    target_keys = [prompt_keys(m) for m in targets]
-    query_keys = [prompt_keys(m) for m in queries]
-    by_hash: dict[str, list[int]] = defaultdict(list)
-    for j, (digest, _) in enumerate(target_keys):
-        by_hash[digest].append(j)
-    index = NearDuplicateIndex()
-    target_sigs = index.signatures([near for _, near in target_keys], normalised=True)
-    index.add_many([j for j, (_, near) in enumerate(target_keys) if near],
-                   target_sigs[[bool(near) for _, near in target_keys]])
-    query_sigs = index.signatures([near for _, near in query_keys], normalised=True)
-    for i, ((digest, near), bands) in enumerate(zip(query_keys, index.band_keys(query_sigs))):
-        found = {j: (j, "exact", 1.0) for j in by_hash.get(digest, ())}
-        if near:
-            for j in sorted(index.candidates(bands) - found.keys()):
-                similarity = float(np.mean(query_sigs[i] == target_sigs[j]))
-                if similarity >= NEAR_DUP_THRESHOLD:
-                    found[j] = (j, "near", round(similarity, 3))
-        out[i] = list(found.values())
-    return out
 
 
 def _best(hits: Iterable[tuple]) -> tuple:
