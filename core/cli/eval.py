@@ -1,4 +1,5 @@
-"""``finetune-studio evalsets | generate | results | export-dpo``: evaluation from the command line.
+"""``finetune-studio evalsets | generate | results | export-dpo | send-failures | draft-answers``: evaluation
+from the command line.
 
 The same core functions and role checks as the Generate and Results pages.
 """
@@ -8,11 +9,13 @@ import sys
 import time
 from pathlib import Path
 
+from core.accounts import get_user
 from core.cli.common import project_arg
 from core.curate.datasets import get_version
 from core.errors import InvalidInput, StudioError
 from core.evaluate.evalsets import (create_eval_set_from_file, create_eval_set_from_version, generation_progress,
                                    get_eval_set, launch_generation, list_eval_sets)
+from core.evaluate.failures import RULES, send_failures, sent_failures
 from core.evaluate.results import export_dpo, report_markdown, results, scores_csv
 from core.jobs.queue import LIVE, reconcile
 from core.train.runs import get_run
@@ -111,6 +114,25 @@ def cmd_export_dpo(args, session, user):
     return out
 
 
+def cmd_send_failures(args, session, user):
+    es = _eval_set(session, args)
+    run = _systems(session, args.run, es.project_id)
+    if len(run) != 1 or run[0] == "base":
+        raise InvalidInput("Give one fine-tuned run with --run (its id or name).")
+    assignee = get_user(session, args.assign).id if args.assign else None
+    out = send_failures(session, user, es.id, run[0], rule=args.rule, criterion=args.criterion,
+                        threshold=args.threshold, assignee=assignee)
+    status = sent_failures(session, user, es.id)
+    row = {k: out[k] for k in ("caught", "sent", "already_sent", "duplicate_text")}
+    row["test_split_prompts"] = ",".join(f"#{leak['position']}" for leak in out["leaks"])
+    row["example_ids"] = ",".join(map(str, out["example_ids"]))
+    row.update({f"now_{k}": v for k, v in status["by_status"].items()})
+    if out["leaks"]:
+        print(f"warning: {len(out['leaks'])} sent prompt(s) are test-split examples; keep their drafts out of "
+              "training while this eval set is used for comparison.", file=sys.stderr)
+    return row
+
+
 def register(sub, common) -> None:
     """Add the evaluation subcommands to the main parser."""
     p = sub.add_parser("evalsets", parents=[common], help="list eval sets, or create one from a version or a file")
@@ -149,3 +171,16 @@ def register(sub, common) -> None:
     p.add_argument("--out", required=True, help="folder to write dpo.jsonl and dpo_dataset/ into")
     p.add_argument("--scores-csv", help="also write all scores to this CSV file")
     p.set_defaults(fn=cmd_export_dpo)
+
+    p = sub.add_parser("send-failures", parents=[common],
+                       help="turn every eval prompt a run failed into a draft example for the annotators")
+    p.add_argument("--project")
+    p.add_argument("--eval-set", required=True)
+    p.add_argument("--run", required=True, help="the fine-tuned run: run:12, 12 or its name")
+    p.add_argument("--rule", choices=RULES, default="lost_to_base",
+                   help="lost_to_base: the reviewers' majority preferred the base; low_score: the run's mean score "
+                        "on --criterion is at or below --threshold; either: both")
+    p.add_argument("--criterion", help="rubric criterion for the score rule (e.g. accuracy)")
+    p.add_argument("--threshold", type=float, help="catch mean scores at or below this")
+    p.add_argument("--assign", metavar="USERNAME", help="the annotator whose queue the drafts go to")
+    p.set_defaults(fn=cmd_send_failures)
