@@ -105,6 +105,17 @@ with queue_tab:
                 if o.get("test_split_example_id"):
                     st.warning(f"This prompt is test-split example #{int(o['test_split_example_id'])}: fix that "
                                "example itself and keep this draft out of training data.")
+            if ex.source == "eval_failure" and ex.origin:
+                o = ex.origin
+                st.info("Sent to annotation from the failures of a fine-tuned run on the Results page.",
+                        icon=":material/undo:")
+                st.text(f"Eval set {o.get('eval_set')}, prompt #{o.get('position')}, run {o.get('run_label')}: "
+                        f"{'; '.join(o.get('caught') or [])}; the draft started from the {o.get('start')} answer")
+            drafted = (ex.origin or {}).get("drafted")
+            if isinstance(drafted, dict):
+                # The system's label holds a run's name (user text): escaped for the Markdown of the message.
+                st.info(f"Drafted by {md_literal(drafted.get('label') or drafted.get('system'))} — edit before "
+                        "submitting.", icon=":material/smart_toy:")
             conflict = st.session_state.get("q_conflict")
             if conflict and conflict["id"] != ex.id:
                 conflict = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sqlmodel import select
 from streamlit.testing.v1 import AppTest
 
 from storage.models import Example
@@ -40,7 +41,7 @@ def test_results_sends_failures_to_an_annotator_and_counts_them(session, project
                                              "before and 0 already in the data were skipped."]
     metrics = _metrics(at)
     assert (metrics["Sent to annotation"], metrics["Draft"], metrics["Approved"]) == ("2", "2", "0")
-    sent = session.query(Example).filter(Example.source == "eval_failure").all()
+    sent = session.exec(select(Example).where(Example.source == "eval_failure")).all()
     assert {e.assigned_to for e in sent} == {users["annotator"].id}
     next(b for b in at.button if b.label == "Send failures to annotation").click().run()
     assert at.success[0].value.startswith("0 of 2 failing prompts sent") and "2 already sent" in at.success[0].value
@@ -55,3 +56,68 @@ def test_results_refuses_a_bad_rule_with_a_message(session, project, users, revi
     at.number_input(key="fail_threshold").set_value(9.0)
     next(b for b in at.button if b.label == "Send failures to annotation").click().run()
     assert [e.value for e in at.error] == ["The accuracy threshold must be between 1 and 5."]
+
+
+def _drafted_example(session, project, user, text="Read the dial [from](http://x) left."):
+    """An imported prompt-only example after a draft-answers job by run 'mine*' wrote ``text`` into it."""
+    ex = Example(project_id=project.id, status="draft", created_by=user.id, updated_by=user.id,
+                 turns=[{"role": "user", "content": "How do I read my meter?"}, {"role": "assistant", "content": text}],
+                 origin={"needs_answer": True, "drafted": {"system": "run:7", "label": "run 7: mine*", "job_id": 9,
+                                                           "text": text}})
+    session.add(ex)
+    session.commit()
+    session.refresh(ex)
+    return ex
+
+
+def test_annotate_marks_a_model_draft_and_the_submitted_edit_reaches_the_datasets_stats(session, project, users):
+    ex = _drafted_example(session, project, users["engineer"])
+    at = _page("annotate.py", users["annotator"])
+    at.session_state["project_id"] = project.id
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [i.value for i in at.info] == [r"Drafted by run 7\: mine\* — edit before submitting."]
+    next(t for t in at.text_area if t.label == "Response").set_value("Read the dial from left to right.")
+    next(b for b in at.button if b.label == "Submit").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    session.expire_all()
+    assert (session.get(Example, ex.id).status, session.get(Example, ex.id).updated_by) == ("submitted",
+                                                                                            users["annotator"].id)
+
+    ds = _page("versions.py", users["annotator"])
+    ds.session_state["project_id"] = project.id
+    ds.run()
+    assert not ds.exception, [e.value for e in ds.exception]
+    frame = next(d.value for d in ds.dataframe if "mean edit distance" in d.value.columns)
+    row = frame.iloc[0]
+    assert (row["drafted by"], row["drafts submitted by experts"], row["kept unchanged"]) == ("run 7: mine*", 1, 0)
+    assert 0 < row["mean edit distance"] < 0.5
+    assert "Draft answers" not in [b.label for b in ds.button]  # annotators do not launch jobs
+
+
+def test_datasets_launches_a_draft_answers_job_for_the_examples_that_need_one(session, project, users):
+    from core.jobs.queue import get_job
+    from tests.fixtures_jobs import add_job, live_process
+
+    eng = users["engineer"]
+    for q in ("How do I read my meter?", "Can I pay by card?"):
+        session.add(Example(project_id=project.id, status="draft", origin={"needs_answer": True},
+                            turns=[{"role": "user", "content": q}, {"role": "assistant", "content": ""}]))
+    session.commit()
+    with live_process() as busy:  # the one device slot is taken: the new job waits in the queue, nothing loads
+        add_job(session, project, eng, kind="generate", pid=busy.pid)
+        at = _page("versions.py", eng)
+        at.session_state["project_id"] = project.id
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert _metrics(at)["Examples that need an answer"] == "2"
+        at.number_input(key="draft_max_new").set_value(32)
+        next(b for b in at.button if b.label == "Draft answers").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        [message] = [m.value for m in at.success]
+        job_id = int(message.split()[2])
+        assert message == f"Draft-answers job {job_id} queued for 2 examples."
+        job = get_job(session, job_id)
+        assert (job.kind, job.config["system"], job.config["decoding"]["max_new_tokens"]) == ("draft", "base", 32)
+        jobs = next(d.value for d in at.dataframe if "drafted" in d.value.columns)
+        assert jobs.iloc[0]["job"] == job_id and jobs.iloc[0]["status"] == "queued"

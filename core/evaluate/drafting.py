@@ -24,7 +24,7 @@ from core.accounts import require
 from core.configs import strict_from_dict
 from core.errors import InvalidInput, NotFound
 from core.evaluate.generate_config import Decoding
-from core.evaluate.systems import BASE, parse_system, run_base_model, system_labels
+from core.evaluate.systems import BASE, finished_runs, parse_system, run_base_model, system_labels
 from core.jobs import rundir
 from core.jobs.queue import get_job, resubmit, submit
 from core.train.runs import KIND as TRAIN_KIND
@@ -124,6 +124,9 @@ def launch_drafting(session: Session, user: User, project_id: int, system: str, 
     if not ids:
         raise InvalidInput("No example needs an answer" + (f" with tag {tag!r}" if tag else "") +
                            ": import prompt-only records (a prompt without its answer) first.")
+    if kind == BASE and base_model is None:  # as generation does: the base the project's runs were trained from
+        runs = finished_runs(session, project_id)
+        base_model = run_base_model(runs[-1]) if runs else None
     cfg = DraftConfig(system=system, example_ids=ids, base_model=run_base or base_model,
                       decoding=Decoding(**(decoding or {})), batch_size=batch_size)
     label = system_labels(session, [system])[system]
@@ -188,13 +191,16 @@ def draft_edit_stats(session: Session, user: User, project_id: int) -> list[dict
     require(user, "curate")
     edits = draft_edits(session, project_id)
     waiting: dict[str, int] = {}
+    # The label each system had when it drafted (kept even if the run is deleted later).
+    labels = {r["system"]: r["label"] for r in edits if r["label"]}
     for ex in session.exec(select(Example).where(Example.project_id == project_id,
                                                  Example.status == ExampleStatus.draft.value, visible_examples())):
         drafted = drafted_info(ex)
         if drafted is not None:
             waiting[drafted.get("system")] = waiting.get(drafted.get("system"), 0) + 1
+            labels.setdefault(drafted.get("system"), drafted.get("label"))
     systems = sorted({r["system"] for r in edits} | set(waiting), key=lambda s: (s != BASE, s))
-    labels = system_labels(session, systems)
+    labels = {**system_labels(session, systems), **{k: v for k, v in labels.items() if v}}
     out = []
     for system in systems:
         mine = [r for r in edits if r["system"] == system]
