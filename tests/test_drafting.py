@@ -99,3 +99,23 @@ def test_a_job_drafts_answers_and_the_experts_edits_are_measured(session, projec
     [stats] = draft_edit_stats(session, anna, project.id)
     assert (stats["submitted"], stats["waiting"], stats["unchanged"]) == (1, len(drafted) - 1, 0)
     assert stats["mean_edit_distance"] == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_cli_draft_answers_and_stats(workspace, session, project, users, tiny_model, tmp_path):
+    from tests.helpers import cli
+
+    ids = _import_questions(session, project, users["engineer"], tmp_path)
+    out = cli(workspace, "draft-answers", "--project", str(project.id), "--system", "base", "--base-model",
+              str(tiny_model), "--ids", f"{ids[0]},{ids[2]}", "--temperature", "1.0", "--max-new-tokens", "8",
+              "--wait", "--json")
+    assert out.returncode == 0, out.stderr
+    row = json.loads(out.stdout)
+    assert (row["status"], row["examples"], row["drafted"]) == ("succeeded", 2, 2)
+    session.expire_all()
+    assert [needs_answer(session.get(Example, i)) for i in ids] == [False, True, False]
+    stats = cli(workspace, "draft-stats", "--project", str(project.id), "--json")
+    assert json.loads(stats.stdout) == [{"system": "base", "label": "base model", "submitted": 0,
+                                         "mean_edit_distance": None, "unchanged": 0, "waiting": 2}]
+    bad = cli(workspace, "draft-answers", "--project", str(project.id), "--system", "base", "--ids", str(ids[0]))
+    assert bad.returncode == 1 and bad.stderr.startswith(f"error: Example(s) #{ids[0]} do not need an answer")
