@@ -64,7 +64,9 @@ with queue_tab:
         if current not in ids:
             current = st.session_state["q_current"] = ids[0]
         # Radio options are rendered as Markdown: the excerpt is user text, so it is escaped to show as typed.
-        labels = {e.id: f"#{e.id} · {e.status}{' · sent back' if e.source == 'review_feedback' else ''} · "
+        labels = {e.id: f"#{e.id} · {e.status}{' · sent back' if e.source == 'review_feedback' else ''}"
+                        f"{' · failure' if e.source == 'eval_failure' else ''}"
+                        f"{' · model draft' if (e.origin or {}).get('drafted') else ''} · "
                         f"{md_literal(cur.excerpt(e, 48))}" for e in page}
 
         def _picked(widget_key: str) -> None:

@@ -145,6 +145,27 @@ def test_a_reference_is_the_start_and_test_split_prompts_are_reported(session, p
     assert ex.origin["test_split_example_id"] == 4242
 
 
+def test_lost_to_base_needs_the_base_compared(session, project, users, reviewers):
+    es, systems = make_outputs(session, project, users["engineer"], n_prompts=2, runs=2)
+    run1 = systems[1]
+    # Only the two runs are compared (run 1 scores 2 on accuracy, whichever side it is shown on): nobody has judged
+    # run 1 against the base.
+    for p in eval_prompts(session, es.id):
+        for rev in reviewers[:2]:
+            pair = review.pair_key(run1, systems[2])
+            item = review.get_item(session, rev, es.id, p.id, pair)
+            mine = "A" if item._system_a == run1 else "B"
+            scores = {c: {mine: 2, "B" if mine == "A" else "A": 4} for c in ("accuracy", "tone", "helpfulness")}
+            review.submit_score(session, rev, es.id, p.id, pair, scores=scores, preference="tie")
+    with pytest.raises(InvalidInput, match="No reviewer has compared this run with the base"):
+        send_failures(session, users["engineer"], es.id, run1, rule="lost_to_base")
+    caught = find_failures(session, users["engineer"], es.id, run1, rule="low_score", criterion="accuracy",
+                           threshold=2)
+    assert _positions(caught) == [0, 1]
+    assert {i["judgement"]["means"]["accuracy"]["run"] for i in caught} == {2}
+    assert all(i["judgement"]["votes"]["reviewers"] == 0 for i in caught)
+
+
 def test_bad_assignee_is_refused_and_nothing_is_sent(session, users, failing):
     es, run, _ = failing
     with pytest.raises(InvalidInput, match="Assign"):

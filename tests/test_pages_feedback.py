@@ -77,6 +77,7 @@ def test_annotate_marks_a_model_draft_and_the_submitted_edit_reaches_the_dataset
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert [i.value for i in at.info] == [r"Drafted by run 7\: mine\* — edit before submitting."]
+    assert at.radio(key=f"q_pick_{ex.id}").options[0].endswith("draft · model draft · How do I read my meter?")
     next(t for t in at.text_area if t.label == "Response").set_value("Read the dial from left to right.")
     next(b for b in at.button if b.label == "Submit").click().run()
     assert not at.exception, [e.value for e in at.exception]

@@ -98,6 +98,9 @@ def find_failures(session: Session, user: User, eval_set_id: int, run: str, *, r
     for s in scores_of(session, es.id):
         if run in (s.system_a, s.system_b):
             by_prompt.setdefault(s.prompt_id, []).append(s)
+    if rule == "lost_to_base" and not any(s.pair == pair_key(run, BASE) for rows in by_prompt.values() for s in rows):
+        raise InvalidInput("No reviewer has compared this run with the base model yet: generate the base model's "
+                           "outputs too and score them on Compare, or use the score rule.")
     out = []
     for prompt in eval_prompts(session, es.id):
         scores = by_prompt.get(prompt.id, [])
