@@ -57,7 +57,7 @@ mapping = None
 if fmt == "csv":
     columns = run_action(csv_columns, path) or []
     st.caption("Map the CSV columns (instruction and output are needed unless a conversation column holds "
-               "whole conversations as JSON).")
+               "whole conversations as JSON; without an output column every row is a prompt that needs an answer).")
     cols = st.columns(4)
     mapping = {}
     guessed = guess_csv_mapping(columns)

@@ -765,7 +765,8 @@ def csv_mapping(columns: list[str], mapping: dict | None = None) -> dict:
                 raise InvalidInput(f"The CSV has no column {mapping[name]!r} (columns: {', '.join(columns)}).")
             out[name] = mapping[name]
     if "conversation" not in out and "instruction" not in out:
-        raise InvalidInput("Map the CSV columns: instruction (and output, unless the file holds prompts only) is needed "
+        raise InvalidInput("Map the CSV columns: instruction (and output, unless the file holds prompts only) "
+                           "is needed "
                            f"(columns: {', '.join(columns)}).")
     return out
 

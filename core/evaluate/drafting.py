@@ -181,7 +181,8 @@ def draft_edits(session: Session, project_id: int) -> list[dict]:
         final = ex.turns[-1]["content"] if ex.turns else ""
         rows.append({"example_id": ex.id, "system": drafted.get("system"), "label": drafted.get("label"),
                      "edited_by": names.get(ex.updated_by), "status": ex.status,
-                     "distance": round(edit_distance(drafted["text"], final), 4), "unchanged": drafted["text"] == final})
+                     "distance": round(edit_distance(drafted["text"], final), 4),
+                     "unchanged": drafted["text"] == final})
     return rows
 
 
