@@ -9,9 +9,12 @@ from core.accounts import can
 from core.curate.datasets import export_file, freeze_version, list_versions, stats, token_histogram
 from core.curate.curation import list_tags
 from core.curate.formats import EXPORT_FORMATS, FORMAT_LABELS
-from core.evaluate.drafting import draft_edit_stats, drafting_jobs, launch_drafting, needs_answer_ids
+from core.evaluate.drafting import (draft_edit_stats, drafting_jobs, launch_drafting, needs_answer_ids,
+                                    resume_drafting)
 from core.evaluate.systems import available_systems
+from core.jobs.queue import LIVE, cancel
 from core.webui import db, md_literal, require_page, require_project, run_action
+from storage.models import JobStatus
 
 user = require_page("curate")
 project = require_project()
@@ -140,3 +143,14 @@ if can(user, "evaluate"):
             st.success(f"Draft-answers job {job.id} {job.status} for {len(job.config['example_ids'])} examples.")
     if jobs:
         st.dataframe(pd.DataFrame(jobs), hide_index=True, width="stretch")
+        newest = jobs[0]
+        if newest["status"] in LIVE and st.button(f"Cancel draft-answers job {newest['job']}",
+                                                  help="Answers drafted so far are kept."):
+            with db() as s:
+                if run_action(cancel, s, user, newest["job"]) is not None:
+                    st.rerun()
+        if newest["status"] in (JobStatus.failed.value, JobStatus.canceled.value) and st.button(
+                f"Resume draft-answers job {newest['job']}", help="Drafts only what is still empty."):
+            with db() as s:
+                if run_action(resume_drafting, s, user, newest["job"]) is not None:
+                    st.rerun()

@@ -122,3 +122,12 @@ def test_datasets_launches_a_draft_answers_job_for_the_examples_that_need_one(se
         assert (job.kind, job.config["system"], job.config["decoding"]["max_new_tokens"]) == ("draft", "base", 32)
         jobs = next(d.value for d in at.dataframe if "drafted" in d.value.columns)
         assert jobs.iloc[0]["job"] == job_id and jobs.iloc[0]["status"] == "queued"
+        next(b for b in at.button if b.label == f"Cancel draft-answers job {job_id}").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        session.expire_all()
+        assert get_job(session, job_id).status == "canceled"
+        next(b for b in at.button if b.label == f"Resume draft-answers job {job_id}").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        again = next(d.value for d in at.dataframe if "drafted" in d.value.columns).iloc[0]
+        assert again["job"] != job_id and again["status"] == "queued"
+        assert get_job(session, int(again["job"])).resumed_from == job_id
