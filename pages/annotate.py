@@ -64,7 +64,9 @@ with queue_tab:
         if current not in ids:
             current = st.session_state["q_current"] = ids[0]
         # Radio options are rendered as Markdown: the excerpt is user text, so it is escaped to show as typed.
-        labels = {e.id: f"#{e.id} · {e.status}{' · sent back' if e.source == 'review_feedback' else ''} · "
+        labels = {e.id: f"#{e.id} · {e.status}{' · sent back' if e.source == 'review_feedback' else ''}"
+                        f"{' · failure' if e.source == 'eval_failure' else ''}"
+                        f"{' · model draft' if (e.origin or {}).get('drafted') else ''} · "
                         f"{md_literal(cur.excerpt(e, 48))}" for e in page}
 
         def _picked(widget_key: str) -> None:
@@ -105,6 +107,17 @@ with queue_tab:
                 if o.get("test_split_example_id"):
                     st.warning(f"This prompt is test-split example #{int(o['test_split_example_id'])}: fix that "
                                "example itself and keep this draft out of training data.")
+            if ex.source == "eval_failure" and ex.origin:
+                o = ex.origin
+                st.info("Sent to annotation from the failures of a fine-tuned run on the Results page.",
+                        icon=":material/undo:")
+                st.text(f"Eval set {o.get('eval_set')}, prompt #{o.get('position')}, run {o.get('run_label')}: "
+                        f"{'; '.join(o.get('caught') or [])}; the draft started from the {o.get('start')} answer")
+            drafted = (ex.origin or {}).get("drafted")
+            if isinstance(drafted, dict):
+                # The system's label holds a run's name (user text): escaped for the Markdown of the message.
+                st.info(f"Drafted by {md_literal(drafted.get('label') or drafted.get('system'))} — edit before "
+                        "submitting.", icon=":material/smart_toy:")
             conflict = st.session_state.get("q_conflict")
             if conflict and conflict["id"] != ex.id:
                 conflict = None

@@ -57,7 +57,7 @@ mapping = None
 if fmt == "csv":
     columns = run_action(csv_columns, path) or []
     st.caption("Map the CSV columns (instruction and output are needed unless a conversation column holds "
-               "whole conversations as JSON).")
+               "whole conversations as JSON; without an output column every row is a prompt that needs an answer).")
     cols = st.columns(4)
     mapping = {}
     guessed = guess_csv_mapping(columns)
@@ -83,7 +83,7 @@ if report:
     st.subheader("Report")
     # Green only when everything read came in; rejected records, a cut-off file or nothing new say so.
     getattr(st, report_level(report))(report["message"])
-    c = st.columns(6)
+    c = st.columns(7)
     c[0].metric("Read", report["n_read"])
     c[1].metric("Imported", report["n_imported"])
     c[2].metric("Rejected", report["n_rejected"])
@@ -92,6 +92,9 @@ if report:
     c[5].metric("Repaired", report.get("n_repaired", 0),
                 help="ShareGPT conversations kept after dropping leading assistant messages or a trailing user "
                      "message (FastChat's rule for split dumps); strict mode rejects them instead")
+    c[6].metric("Need an answer", report.get("n_needs_answer", 0),
+                help="Prompt-only records (no answer field, or messages ending on the user), imported as drafts "
+                     "whose answer is still to be written: on Annotate, or drafted by a model on the Datasets page")
     st.caption(f"Format: {report['format']} · encoding: {report['encoding'] or 'n/a'}")
     if report["ended_early"]:
         st.warning(f"The {report['ended_early']}: the last record was cut off; every complete record before it "

@@ -11,6 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from core.evaluate.evalsets import list_eval_sets
+from core.evaluate.failures import RULE_WORDS, RULES, assignees, run_choices, send_failures, sent_failures
+from core.evaluate.review import rubric_of
 from core.evaluate.results import export_dpo, report_markdown, results, score_table, scores_csv
 from core.webui import db, require_page, require_project, run_action
 
@@ -197,3 +199,46 @@ if dpo and Path(dpo["jsonl"]).exists():
     st.success(f"{dpo['pairs']} pairs written to `{dpo['jsonl']}` and `{dpo['dataset']}`.")
     st.download_button("Download dpo.jsonl", Path(dpo["jsonl"]).read_bytes(), file_name=f"dpo-evalset-{es_id}.jsonl",
                        mime="application/jsonl", key="dpo_download")
+
+# ---------------------------------------------------------------- failures back to the experts
+st.subheader("Send failures to annotation")
+with db() as s:
+    runs = run_choices(s, user, es_id)
+    people = assignees(s, user)
+    sent = sent_failures(s, user, es_id)
+if not runs:
+    st.caption("No fine-tuned run has outputs in this eval set yet.")
+else:
+    st.caption("Every prompt the chosen run failed becomes a draft example for the annotators, starting from the "
+               "reference answer (else the better answer: the base's when the run lost), with its eval set, "
+               "prompt, scores and the reviewers' comments. Prompts already sent for this run are skipped.")
+    c1, c2 = st.columns(2)
+    fail_run = c1.selectbox("Run", runs, format_func=lambda k: labels.get(k, k), key="fail_run")
+    rule = c2.radio("Send the prompts where the run", RULES, format_func=RULE_WORDS.get, key="fail_rule")
+    criteria = [c["name"] for c in rubric_of(project)]
+    c1, c2, c3 = st.columns(3)
+    criterion = c1.selectbox("Criterion", criteria, key="fail_criterion", disabled=rule == "lost_to_base")
+    threshold = c2.number_input("At or below (mean score)", value=2.0, step=0.5, key="fail_threshold",
+                                disabled=rule == "lost_to_base")
+    names = {p["id"]: p["username"] for p in people}
+    assignee = c3.selectbox("Assign to", [0] + list(names), format_func=lambda i: names.get(i, "anyone (no assignee)"),
+                            key="fail_assignee")
+    if st.button("Send failures to annotation", type="primary"):
+        with db() as s:
+            out = run_action(send_failures, s, user, es_id, fail_run, rule=rule,
+                             criterion=None if rule == "lost_to_base" else criterion,
+                             threshold=None if rule == "lost_to_base" else threshold, assignee=assignee or None)
+            sent = sent_failures(s, user, es_id)
+        if out is not None:
+            st.success(f"{out['sent']} of {out['caught']} failing prompts sent to annotation as drafts; "
+                       f"{out['already_sent']} already sent before and {out['duplicate_text']} already in the data "
+                       "were skipped.")
+            if out["leaks"]:
+                st.warning(f"{len(out['leaks'])} of the sent prompts are test-split examples (prompt "
+                           + ", ".join(f"#{leak['position']}" for leak in out["leaks"]) + "). Keep their drafts out of "
+                           "training while this eval set is used for comparison.")
+if sent["total"]:
+    cols = st.columns(5)
+    cols[0].metric("Sent to annotation", sent["total"])
+    for col, status in zip(cols[1:], ("draft", "submitted", "approved", "rejected")):
+        col.metric(status.capitalize(), sent["by_status"].get(status, 0))

@@ -6,10 +6,16 @@ import pandas as pd
 import streamlit as st
 
 from core.accounts import can
+from core.curate.curation import list_tags
 from core.curate.datasets import export_file, list_versions, stats, token_histogram
 from core.curate.leakage import freeze_checked
 from core.curate.formats import EXPORT_FORMATS, FORMAT_LABELS
+from core.evaluate.drafting import (draft_edit_stats, drafting_jobs, launch_drafting, needs_answer_ids,
+                                    resume_drafting)
+from core.evaluate.systems import available_systems
+from core.jobs.queue import LIVE, cancel
 from core.webui import db, md_literal, require_page, require_project, run_action
+from storage.models import JobStatus
 
 user = require_page("curate")
 project = require_project()
@@ -131,3 +137,52 @@ if prepared and prepared["for"] == [list(what), fmt] and Path(prepared["path"]).
                        key="export_download")
 elif prepared:
     st.caption("The selection changed: prepare the export again to download it.")
+
+# ---------------------------------------------------------------- model-drafted answers
+st.subheader("Model-drafted answers")
+with db() as s:
+    waiting = len(needs_answer_ids(s, project.id))
+    edits = draft_edit_stats(s, user, project.id)
+st.metric("Examples that need an answer", waiting,
+          help="Drafts whose answer is still empty: prompt-only records from an import, or sent back empty")
+if edits:
+    st.dataframe(pd.DataFrame(edits)[["label", "submitted", "mean_edit_distance", "unchanged", "waiting"]].rename(
+        columns={"label": "drafted by", "submitted": "drafts submitted by experts",
+                 "mean_edit_distance": "mean edit distance", "unchanged": "kept unchanged",
+                 "waiting": "drafts not yet submitted"}), hide_index=True, width="stretch")
+    st.caption("How much the experts changed each system's drafts before submitting them: the normalised "
+               "character-level Levenshtein distance between the drafted and the submitted answer (0 = kept as "
+               "drafted, 1 = rewritten), averaged over the drafts. Lower means the model is closer to the experts.")
+if can(user, "evaluate"):
+    with db() as s:
+        systems = available_systems(s, user, project.id)
+        jobs = drafting_jobs(s, user, project.id)
+        tags = list_tags(s, project)
+    names = {r["system"]: r["label"] for r in systems}
+    c1, c2, c3, c4 = st.columns(4)
+    system = c1.selectbox("Draft with", list(names), format_func=names.get, key="draft_system")
+    tag = c2.selectbox("Only examples tagged", [""] + tags, format_func=lambda t: t or "(any tag)", key="draft_tag")
+    limit = c3.number_input("At most (0: all)", 0, 100_000, 0, key="draft_limit")
+    max_new = c4.number_input("Longest answer (tokens)", 1, 8192, 256, key="draft_max_new")
+    if st.button("Draft answers", disabled=not waiting,
+                 help="A background job writes the chosen system's answer into each example that needs one; "
+                      "annotators then edit and submit it on Annotate."):
+        with db() as s:
+            job = run_action(launch_drafting, s, user, project.id, system, tag=tag or None, limit=int(limit) or None,
+                             decoding={"max_new_tokens": int(max_new)})
+            jobs = drafting_jobs(s, user, project.id) if job is not None else jobs
+        if job is not None:
+            st.success(f"Draft-answers job {job.id} {job.status} for {len(job.config['example_ids'])} examples.")
+    if jobs:
+        st.dataframe(pd.DataFrame(jobs), hide_index=True, width="stretch")
+        newest = jobs[0]
+        if newest["status"] in LIVE and st.button(f"Cancel draft-answers job {newest['job']}",
+                                                  help="Answers drafted so far are kept."):
+            with db() as s:
+                if run_action(cancel, s, user, newest["job"]) is not None:
+                    st.rerun()
+        if newest["status"] in (JobStatus.failed.value, JobStatus.canceled.value) and st.button(
+                f"Resume draft-answers job {newest['job']}", help="Drafts only what is still empty."):
+            with db() as s:
+                if run_action(resume_drafting, s, user, newest["job"]) is not None:
+                    st.rerun()

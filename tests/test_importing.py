@@ -40,7 +40,7 @@ def test_bad_records_are_named_by_line_and_good_ones_kept(session, project, user
     text = (lines(
         GOOD[0],
         '{"messages": [{"role": "user", "content": "broken"',  # 2: malformed JSON
-        {"messages": [{"role": "user", "content": "only a question"}]},  # 3: no assistant reply
+        {"messages": [{"role": "user", "content": "only a question"}]},  # 3: prompt-only: kept, needs an answer
         GOOD[1],
         {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "   "}]},  # 5: empty
         {"messages": [{"role": "tool", "content": "x"}, {"role": "assistant", "content": "y"}]},  # 6: role
@@ -51,18 +51,17 @@ def test_bad_records_are_named_by_line_and_good_ones_kept(session, project, user
     ))
     path = save_upload("mixed.jsonl", text.encode("utf-8"))  # annotators import what they upload
     report = import_file(session, users["annotator"], project, path, "chat")
-    assert (report.n_read, report.n_imported, report.n_rejected) == (9, 3, 6)
+    assert (report.n_read, report.n_imported, report.n_rejected, report.n_needs_answer) == (9, 4, 5, 1)
     bad = rejected_lines(report)
-    assert set(bad) == {2, 3, 5, 6, 7, 8}
+    assert set(bad) == {2, 5, 6, 7, 8}
     assert "malformed JSON" in bad[2]
-    assert "does not end with an assistant" in bad[3]
     assert bad[5] == "empty field 'messages[2].content'"
     assert "unknown role 'tool'" in bad[6]
     assert "do not alternate" in bad[7]
     assert "missing field 'messages'" in bad[8]
-    assert count(session, project) == 3
+    assert count(session, project) == 4
     rec = session.get(ImportRecord, report.import_id)
-    assert (rec.user_id, rec.filename, rec.n_imported, rec.n_rejected) == (users["annotator"].id, "mixed.jsonl", 3, 6)
+    assert (rec.user_id, rec.filename, rec.n_imported, rec.n_rejected) == (users["annotator"].id, "mixed.jsonl", 4, 5)
     assert rec.report["rejected"][0] == {"line": 2, "reason": bad[2]}
 
 
@@ -70,12 +69,13 @@ def test_alpaca_missing_and_empty_fields(session, project, users, tmp_path):
     path = tmp_path / "alpaca.jsonl"
     path.write_text(lines({"instruction": "Explain tariffs", "input": "", "output": "A tariff is a price plan."},
                           {"instruction": "", "output": "x"},
-                          {"instruction": "No output here"},
-                          {"instruction": "Numbers", "output": 42}))
+                          {"instruction": "No output here"},  # prompt-only: imported as needing an answer
+                          {"instruction": "Numbers", "output": 42},
+                          {"instruction": "Empty output", "output": " "}))
     report = import_file(session, users["admin"], project, path)
-    assert rejected_lines(report) == {2: "empty field 'instruction'", 3: "missing field 'output'",
-                                      4: "field 'output' must be text, got int"}
-    assert report.n_imported == 1
+    assert rejected_lines(report) == {2: "empty field 'instruction'", 4: "field 'output' must be text, got int",
+                                      5: "empty field 'output'"}
+    assert (report.n_imported, report.n_needs_answer) == (2, 1)
 
 
 @pytest.mark.parametrize("encoding,bom,name", [

@@ -1,4 +1,5 @@
-"""``finetune-studio evalsets | generate | results | export-dpo``: evaluation from the command line.
+"""``finetune-studio evalsets | generate | results | export-dpo | send-failures | draft-answers``: evaluation
+from the command line.
 
 The same core functions and role checks as the Generate and Results pages.
 """
@@ -8,11 +9,14 @@ import sys
 import time
 from pathlib import Path
 
+from core.accounts import get_user
 from core.cli.common import project_arg
 from core.curate.datasets import get_version
 from core.errors import InvalidInput, StudioError
 from core.evaluate.evalsets import (create_eval_set_from_file, create_eval_set_from_version, generation_progress,
                                    get_eval_set, launch_generation, list_eval_sets)
+from core.evaluate.drafting import draft_edit_stats, launch_drafting
+from core.evaluate.failures import RULES, send_failures, sent_failures
 from core.evaluate.results import export_dpo, report_markdown, results, scores_csv
 from core.jobs.queue import LIVE, reconcile
 from core.train.runs import get_run
@@ -111,6 +115,61 @@ def cmd_export_dpo(args, session, user):
     return out
 
 
+def cmd_send_failures(args, session, user):
+    es = _eval_set(session, args)
+    run = _systems(session, args.run, es.project_id)
+    if len(run) != 1 or run[0] == "base":
+        raise InvalidInput("Give one fine-tuned run with --run (its id or name).")
+    assignee = get_user(session, args.assign).id if args.assign else None
+    out = send_failures(session, user, es.id, run[0], rule=args.rule, criterion=args.criterion,
+                        threshold=args.threshold, assignee=assignee)
+    status = sent_failures(session, user, es.id)
+    row = {k: out[k] for k in ("caught", "sent", "already_sent", "duplicate_text")}
+    row["test_split_prompts"] = ",".join(f"#{leak['position']}" for leak in out["leaks"])
+    row["example_ids"] = ",".join(map(str, out["example_ids"]))
+    row.update({f"now_{k}": v for k, v in status["by_status"].items()})
+    if out["leaks"]:
+        print(f"warning: {len(out['leaks'])} sent prompt(s) are test-split examples; keep their drafts out of "
+              "training while this eval set is used for comparison.", file=sys.stderr)
+    return row
+
+
+def _decoding(args) -> dict:
+    decoding = {"max_new_tokens": args.max_new_tokens, "seed": args.seed}
+    if args.temperature is not None or args.top_p is not None:
+        decoding.update(do_sample=True, temperature=args.temperature if args.temperature is not None else 0.7,
+                        top_p=args.top_p if args.top_p is not None else 1.0)
+    return decoding
+
+
+def cmd_draft_answers(args, session, user):
+    project = project_arg(session, args)
+    systems = _systems(session, args.system, project.id)
+    if len(systems) != 1:
+        raise InvalidInput("Give one system with --system: base, or a finished run.")
+    system = systems[0]
+    ids = [int(i) for i in args.ids.split(",") if i.strip()] if args.ids else None
+    job = launch_drafting(session, user, project.id, system, example_ids=ids, tag=args.tag, limit=args.limit,
+                          base_model=args.base_model, decoding=_decoding(args), batch_size=args.batch_size)
+    if args.wait:
+        while job.status in LIVE:
+            time.sleep(1.0)  # CLI polling only; the pages use st.fragment(run_every=...)
+            session.expire_all()
+            reconcile(session)
+            session.refresh(job)
+        if job.status != JobStatus.succeeded.value:
+            raise StudioError(f"Draft-answers job {job.id} {job.status}: "
+                              f"{job.error.splitlines()[0] if job.error else ''}")
+    out = {"job": job.id, "status": job.status, "system": system, "examples": len(job.config["example_ids"]),
+           "run_dir": job.run_dir}
+    out.update({k: job.result.get(k) for k in ("drafted", "empty", "skipped") if k in (job.result or {})})
+    return out
+
+
+def cmd_draft_stats(args, session, user):
+    return draft_edit_stats(session, user, project_arg(session, args).id)
+
+
 def register(sub, common) -> None:
     """Add the evaluation subcommands to the main parser."""
     p = sub.add_parser("evalsets", parents=[common], help="list eval sets, or create one from a version or a file")
@@ -149,3 +208,37 @@ def register(sub, common) -> None:
     p.add_argument("--out", required=True, help="folder to write dpo.jsonl and dpo_dataset/ into")
     p.add_argument("--scores-csv", help="also write all scores to this CSV file")
     p.set_defaults(fn=cmd_export_dpo)
+
+    p = sub.add_parser("send-failures", parents=[common],
+                       help="turn every eval prompt a run failed into a draft example for the annotators")
+    p.add_argument("--project")
+    p.add_argument("--eval-set", required=True)
+    p.add_argument("--run", required=True, help="the fine-tuned run: run:12, 12 or its name")
+    p.add_argument("--rule", choices=RULES, default="lost_to_base",
+                   help="lost_to_base: the reviewers' majority preferred the base; low_score: the run's mean score "
+                        "on --criterion is at or below --threshold; either: both")
+    p.add_argument("--criterion", help="rubric criterion for the score rule (e.g. accuracy)")
+    p.add_argument("--threshold", type=float, help="catch mean scores at or below this")
+    p.add_argument("--assign", metavar="USERNAME", help="the annotator whose queue the drafts go to")
+    p.set_defaults(fn=cmd_send_failures)
+
+    p = sub.add_parser("draft-answers", parents=[common],
+                       help="a job: a model drafts the answer of every example that needs one (prompt-only imports)")
+    p.add_argument("--project")
+    p.add_argument("--system", required=True, help="base, or a finished run: run:12, 12 or its name")
+    p.add_argument("--tag", help="only examples with this tag")
+    p.add_argument("--limit", type=int, help="at most this many examples")
+    p.add_argument("--ids", help="exactly these example ids (comma-separated)")
+    p.add_argument("--base-model", help="model behind 'base' (default: the runs' base model, else the embedded one)")
+    p.add_argument("--temperature", type=float, help="sample with this temperature (default: greedy)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling threshold (implies sampling)")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--wait", action="store_true", help="wait for the job to end")
+    p.set_defaults(fn=cmd_draft_answers)
+
+    p = sub.add_parser("draft-stats", parents=[common],
+                       help="how much experts changed model-drafted answers: mean edit distance per system")
+    p.add_argument("--project")
+    p.set_defaults(fn=cmd_draft_stats)

@@ -162,10 +162,12 @@ def _derived(record: dict, count_tokens: Callable[[str], int]) -> dict:
 def create_example(session: Session, user: User, project: Project, *, system: str = "", turns: list,
                    input: str = "", tags: Iterable[str] | None = None, note: str = "", submit: bool = False,
                    count_tokens: Callable[[str], int] = estimate_tokens, source: str = "manual",
-                   origin: dict | None = None, answer_to_write: bool = False) -> Example:
+                   origin: dict | None = None, answer_to_write: bool = False,
+                   assigned_to: int | None = None) -> Example:
     """A new example written by hand (or made from a reviewed eval item: ``source`` and ``origin`` say so).
     Exact duplicates are refused; near duplicates are flagged. ``answer_to_write``: a draft whose last answer
-    is still empty, for the annotator to write (it cannot be submitted so)."""
+    is still empty, for the annotator to write (it cannot be submitted so). ``assigned_to``: the annotator whose
+    queue it goes to first (None: anyone's)."""
     require(user, "curate")
     if answer_to_write and submit:
         raise InvalidInput("An example without its answer cannot be submitted; write the answer first.")
@@ -178,7 +180,7 @@ def create_example(session: Session, user: User, project: Project, *, system: st
     ex = Example(project_id=project.id, system=record["system"], turns=record["turns"], input=record["input"],
                  tags=record["tags"], note=record["note"], source=source, origin=dict(origin or {}),
                  created_by=user.id,
-                 updated_by=user.id, assigned_to=None,
+                 updated_by=user.id, assigned_to=assigned_to,
                  status=(ExampleStatus.submitted if submit else ExampleStatus.draft).value,
                  near_duplicate_of=find_near_duplicate(session, project, record), **derived)
     session.add(ex)

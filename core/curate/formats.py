@@ -82,6 +82,7 @@ class Parsed:
     line: int | None = None  # 1-based line where the record starts
     byte: int | None = None  # byte offset where it starts (JSON arrays)
     repaired: str = ""  # what ShareGPT repair dropped to make it a valid conversation ("" when nothing)
+    needs_answer: bool = False  # a prompt-only record: its last (assistant) answer is empty, to be written
 
 
 @dataclass
@@ -139,6 +140,27 @@ def validate_turns(turns: list) -> list:
     if turns[-1]["role"] != "assistant":
         raise BadRecord("the conversation does not end with an assistant reply")
     return turns
+
+
+# A prompt-only record (no answer field at all, or messages ending on the user) is kept as a draft whose last
+# answer is empty and still to be written, by an annotator or first drafted by a model (core.evaluate.drafting).
+# The parsers mark it with this key; _parse moves it to Parsed.needs_answer. An answer field that is present
+# but empty is still refused: that is a broken record, not a question waiting for its answer.
+NEEDS_ANSWER = "_needs_answer"
+
+
+def needs_answer_record(record: dict) -> dict:
+    """Mark ``record`` (whose turns end on a user message) as prompt-only: an empty assistant answer is appended
+    and the alternation of the turns before it is checked."""
+    turns = list(record["turns"])
+    validate_turns(turns + [{"role": "assistant", "content": "-"}])
+    record["turns"] = turns + [{"role": "assistant", "content": ""}]
+    record[NEEDS_ANSWER] = True
+    return record
+
+
+def _ends_on_user(turns: list) -> bool:
+    return bool(turns) and turns[-1]["role"] == "user"
 
 
 def _text(value: Any, name: str, required: bool) -> str:
@@ -212,16 +234,19 @@ def _message_turns(messages: Any, field_name: str, role_key: str, content_key: s
 
 def _from_alpaca(raw: dict) -> dict:
     instruction = _text(raw.get("instruction"), "instruction", True)
-    output = _text(raw.get("output"), "output", True)
+    prompt_only = "output" not in raw  # no answer field at all: a question waiting for its answer
+    output = "" if prompt_only else _text(raw.get("output"), "output", True)
     turns = []
     for i, pair in enumerate(raw.get("history") or [], 1):  # LLaMA-Factory's earlier turns
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
             raise BadRecord(f"history item {i} is not a [user, assistant] pair")
         turns += [{"role": "user", "content": _text(pair[0], f"history[{i}][0]", True)},
                   {"role": "assistant", "content": _text(pair[1], f"history[{i}][1]", True)}]
-    turns += [{"role": "user", "content": instruction}, {"role": "assistant", "content": output}]
-    return make_record(_text(raw.get("system"), "system", False), turns, _text(raw.get("input"), "input", False),
-                       _tags(raw.get("tags")), _text(raw.get("note"), "note", False))
+    turns += [{"role": "user", "content": instruction}] + ([] if prompt_only else [{"role": "assistant",
+                                                                                       "content": output}])
+    record = make_record(_text(raw.get("system"), "system", False), turns, _text(raw.get("input"), "input", False),
+                         _tags(raw.get("tags")), _text(raw.get("note"), "note", False))
+    return needs_answer_record(record) if prompt_only else record
 
 
 def repair_sharegpt_turns(turns: list) -> tuple[list, str]:
@@ -246,6 +271,10 @@ def repair_sharegpt_turns(turns: list) -> tuple[list, str]:
 def _from_sharegpt(raw: dict, repair: bool = False) -> dict:
     """A ShareGPT record; with ``repair``, FastChat's rule first (the record then carries "_repaired")."""
     system, turns = _message_turns(raw.get("conversations"), "conversations", "from", "value", SHAREGPT_ROLES)
+    if len(turns) == 1 and _ends_on_user(turns):  # a lone question: prompt-only, not a chunk to repair
+        top = _text(raw.get("system"), "system", False)
+        return needs_answer_record(make_record("\n\n".join(p for p in (top, system) if p), turns, "",
+                                               _tags(raw.get("tags")), _text(raw.get("note"), "note", False)))
     repaired = ""
     if repair:
         turns, repaired = repair_sharegpt_turns(turns)
@@ -259,12 +288,27 @@ def _from_sharegpt(raw: dict, repair: bool = False) -> dict:
 
 
 def _from_chat(raw: dict) -> dict:
-    system, turns = _messages(raw.get("messages"), "messages", "role", "content", CHAT_ROLES)
-    return make_record(system, turns, "", _tags(raw.get("tags")), _text(raw.get("note"), "note", False))
+    system, turns = _message_turns(raw.get("messages"), "messages", "role", "content", CHAT_ROLES)
+    record = make_record(system, turns, "", _tags(raw.get("tags")), _text(raw.get("note"), "note", False))
+    if _ends_on_user(turns):  # messages ending on the user: the answer is still to be written
+        return needs_answer_record(record)
+    validate_turns(turns)
+    return record
 
 
 def _from_prompt_completion(raw: dict) -> dict:
     prompt, completion = raw.get("prompt"), raw.get("completion")
+    if "completion" not in raw:  # a prompt without its completion: prompt-only
+        if hasattr(prompt, "tolist"):
+            prompt = prompt.tolist()
+        if isinstance(prompt, list):
+            system, turns = _message_turns(prompt, "prompt", "role", "content", CHAT_ROLES)
+        else:
+            system, turns = "", [{"role": "user", "content": _text(prompt, "prompt", True)}]
+        if not _ends_on_user(turns):
+            raise BadRecord("'prompt' has no completion and does not end with a user message")
+        return needs_answer_record(make_record(system, turns, "", _tags(raw.get("tags")),
+                                               _text(raw.get("note"), "note", False)))
     if hasattr(prompt, "tolist"):
         prompt = prompt.tolist()
     if hasattr(completion, "tolist"):
@@ -299,7 +343,7 @@ def detect_record_format(raw: Any) -> str | None:
         return "sharegpt"
     if "instruction" in keys or {"output", "input"} <= keys:
         return "alpaca"
-    if "prompt" in keys and "completion" in keys:
+    if "prompt" in keys:  # with "completion", or alone: a prompt-only record
         return "prompt_completion"
     return None
 
@@ -439,7 +483,7 @@ def read_file(path: str | Path, fmt: str | None = None, mapping: dict | None = N
 def _parse(raw: Any, fmt: str, line: int | None, byte: int | None, info: ReadInfo) -> Parsed | Rejected:
     try:
         record = parse_record(raw, fmt, info.repair_sharegpt)
-        return Parsed(record, line, byte, record.pop("_repaired", ""))
+        return Parsed(record, line, byte, record.pop("_repaired", ""), bool(record.pop(NEEDS_ANSWER, False)))
     except BadRecord as err:
         return Rejected(str(err), line, byte)
     except RecursionError:
@@ -720,8 +764,9 @@ def csv_mapping(columns: list[str], mapping: dict | None = None) -> dict:
             if mapping[name] not in columns:
                 raise InvalidInput(f"The CSV has no column {mapping[name]!r} (columns: {', '.join(columns)}).")
             out[name] = mapping[name]
-    if "conversation" not in out and ("instruction" not in out or "output" not in out):
-        raise InvalidInput("Map the CSV columns: instruction and output are needed "
+    if "conversation" not in out and "instruction" not in out:
+        raise InvalidInput("Map the CSV columns: instruction (and output, unless the file holds prompts only) "
+                           "is needed "
                            f"(columns: {', '.join(columns)}).")
     return out
 
@@ -768,7 +813,8 @@ def _read_csv(path: Path, mapping: dict | None, info: ReadInfo) -> Iterator[Pars
                 continue
             raw = {name: csv_cell_value(row[index[col]]) for name, col in cols.items()}
             try:
-                yield Parsed(_from_csv_row(raw), line)
+                record = _from_csv_row(raw)
+                yield Parsed(record, line, needs_answer=bool(record.pop(NEEDS_ANSWER, False)))
             except BadRecord as err:
                 yield Rejected(str(err), line)
             info.bytes_read = min(info.total_bytes, info.bytes_read + sum(map(len, row)) + len(row))

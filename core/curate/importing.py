@@ -54,6 +54,7 @@ class ImportReport:
     n_duplicates: int = 0
     n_near_duplicates: int = 0
     n_repaired: int = 0  # ShareGPT conversations kept after FastChat's repair (formats.repair_sharegpt_turns)
+    n_needs_answer: int = 0  # prompt-only records imported as drafts whose answer is still to be written
     ended_early: str = ""
     empty: bool = False
     rejected: list[dict] = field(default_factory=list)
@@ -110,7 +111,7 @@ def import_file(
         fixed = {"project_id": project.id, "status": ExampleStatus.draft.value,
                  "reject_reason": "", "near_duplicate_of": None, "source": "import", "import_id": rec.id,
                  "assigned_to": None, "created_by": user.id, "updated_by": user.id, "reviewed_by": None,
-                 "version": 1}
+                 "version": 1, "origin": {}}
         batch: list[dict] = []
         near: list[str] = []  # the normalised near-duplicate text of each row of the batch
         for item in records:
@@ -131,6 +132,9 @@ def import_file(
                     report.repaired.append({"line": item.line, "byte": item.byte, "dropped": item.repaired})
             seen.add(digest)
             batch.append(_row(fixed, r, digest, search, count_tokens))
+            if item.needs_answer:  # a prompt-only record: a draft whose answer an annotator (or a model) writes
+                report.n_needs_answer += 1
+                batch[-1]["origin"] = {"needs_answer": True}
             near.append(near_norm)
             if len(batch) >= BATCH:
                 _flush(session, batch, near, index, report)
@@ -268,6 +272,9 @@ def _summary(r: ImportReport) -> str:
         parts.append(f"{r.n_duplicates:,} exact duplicates skipped")
     if r.n_near_duplicates:
         parts.append(f"{r.n_near_duplicates:,} near duplicates flagged for review")
+    if r.n_needs_answer:
+        parts.append(f"{r.n_needs_answer:,} of them prompt-only: drafts that need an answer (write it on Annotate, or "
+                     "have a model draft it on the Datasets page)")
     if r.n_repaired:
         parts.append(f"{r.n_repaired:,} ShareGPT conversations repaired (leading assistant or trailing user "
                      "messages dropped, as FastChat does)")
@@ -289,6 +296,7 @@ def _fill_record(rec: ImportRecord, report: ImportReport) -> None:
     rec.format = report.format
     rec.report = {"encoding": report.encoding, "ended_early": report.ended_early, "empty": report.empty,
                   "rejected": report.rejected, "n_repaired": report.n_repaired, "repaired": report.repaired,
+                  "n_needs_answer": report.n_needs_answer,
                   "message": report.message}
 
 

@@ -264,6 +264,13 @@ def test_split_leak(session: Session, prompt: EvalPrompt) -> str | None:
             "the comparison unfair. Send it back only to fix the example itself, and keep it out of training.")
 
 
+def prompt_record(prompt: EvalPrompt, answer: str) -> tuple[str, list]:
+    """(system prompt, turns) of a draft example holding an eval prompt and ``answer`` as its reply."""
+    msgs = prompt.messages
+    system = msgs[0]["content"] if msgs and msgs[0]["role"] == "system" else ""
+    return system, [dict(m) for m in msgs if m["role"] != "system"] + [{"role": "assistant", "content": answer}]
+
+
 def send_back_options(session: Session, user: User, eval_set_id: int, prompt_id: int) -> dict:
     """What a reviewer may start the new draft from (``starts``: A, B, the reference when there is one, empty),
     the suggested ``default`` and a ``leak`` warning (``test_split_leak``)."""
@@ -304,9 +311,7 @@ def send_back_to_annotation(session: Session, user: User, eval_set_id: int, prom
         answer = prompt.reference if start == "reference" else ""
     if start != "empty" and not answer.strip():
         raise InvalidInput(f"{START_WORDS[start]} is empty; start from another answer or an empty one.")
-    msgs = prompt.messages
-    system = msgs[0]["content"] if msgs and msgs[0]["role"] == "system" else ""
-    turns = [dict(m) for m in msgs if m["role"] != "system"] + [{"role": "assistant", "content": answer}]
+    system, turns = prompt_record(prompt, answer)
     project = session.get(Project, es.project_id)
     taken = session.exec(select(Example.id).where(Example.project_id == project.id,
                                                   Example.content_hash == content_hash(system, turns))).first()

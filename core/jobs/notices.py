@@ -16,7 +16,8 @@ from core.webui import db
 from storage.models import JobStatus, User, utcnow
 
 POLL = "5s"
-KIND_WORDS = {"train": "Run", "generate": "Generation job", "export": "Export job", "serve": "Serving job"}
+KIND_WORDS = {"train": "Run", "generate": "Generation job", "export": "Export job", "serve": "Serving job",
+              "draft": "Draft-answers job"}
 OUTCOME_WORDS = {JobStatus.succeeded.value: "finished", JobStatus.failed.value: "failed",
                  JobStatus.canceled.value: "was canceled"}
 ICONS = {JobStatus.succeeded.value: ":material/check_circle:", JobStatus.failed.value: ":material/error:",
