@@ -12,6 +12,8 @@ from core.errors import InvalidInput, NotFound
 from core.hardware import detect, estimate_peak_memory, estimate_sum_text, resolve_precision
 from core.jobs import rundir
 from core.jobs.queue import get_job, list_jobs, queue_position, read_metrics, reconcile, resubmit, submit
+from core.curate.preferences import get_preference_version
+from core.train import dpo
 from core.train.config import TrainConfig
 from storage.models import DatasetVersion, Job
 
@@ -24,7 +26,8 @@ def estimate(cfg: TrainConfig, hw=None, max_length: int | None = None) -> dict:
     hw = hw or detect()
     precision = resolve_precision(cfg.precision, hw)
     length = cfg.max_length or max_length or 512
-    est = estimate_peak_memory(cfg.base_model, cfg.method, cfg.per_device_batch_size, length,
+    method, batch = dpo.memory_method(cfg) if cfg.method == "dpo" else (cfg.method, cfg.per_device_batch_size)
+    est = estimate_peak_memory(cfg.base_model, method, batch, length,
                                cfg.gradient_checkpointing, precision, lora_r=cfg.lora_r, device=hw.kind)
     est.update({"available_mb": round(hw.free_mb, 1), "device": hw.describe(), "precision": precision,
                 "max_length": length, "fits": est["peak_mb"] <= hw.free_mb})
@@ -54,6 +57,8 @@ def check_launch(cfg: TrainConfig, hw=None) -> dict:
 def launch(session, user, project_id: int, cfg: TrainConfig, name: str = ""):
     """Check ``cfg`` against the user's role, the data and the hardware, then queue the run (core.jobs.queue.submit)."""
     require(user, "train")
+    if cfg.method == "dpo":
+        return launch_dpo(session, user, project_id, cfg, name)
     version = session.get(DatasetVersion, cfg.dataset_version_id) if cfg.dataset_version_id else None
     if version is None or version.project_id != project_id:
         raise NotFound(f"Dataset version {cfg.dataset_version_id or '(none)'} does not exist in this project; "
@@ -65,6 +70,18 @@ def launch(session, user, project_id: int, cfg: TrainConfig, name: str = ""):
     return submit(session, user, project_id=project_id, kind=KIND, action="train", name=name, config=cfg.to_dict(),
                   module=WORKER, slots=cfg.num_gpus, launcher=cfg.launcher, dataset_version_id=version.id,
                   estimated_peak_mb=est["peak_mb"])
+
+
+def launch_dpo(session, user, project_id: int, cfg: TrainConfig, name: str = ""):
+    """Queue a DPO run (core.train.dpo): its preference version must be in the project and the run it continues
+    (if any) a succeeded LoRA/QLoRA run of the same base with its adapter."""
+    require(user, "train")
+    prefs = get_preference_version(session, cfg.preference_version_id, project_id)
+    dpo.init_run(session, project_id, cfg)
+    est = check_launch(cfg)
+    name = name or f"dpo-{prefs.name}" + (f"-from-{cfg.init_from_run}" if cfg.init_from_run else "")
+    return submit(session, user, project_id=project_id, kind=KIND, action="train", name=name, config=cfg.to_dict(),
+                  module=WORKER, slots=cfg.num_gpus, launcher=cfg.launcher, estimated_peak_mb=est["peak_mb"])
 
 
 def resume_run(session, user, job_id: int):
@@ -138,6 +155,8 @@ def run_summary(session, job: Job) -> dict:
     duration = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
     return {"id": job.id, "name": job.name, "status": job.status, "queue_position": queue_position(session, job),
             "method": cfg.get("method"), "base_model": cfg.get("base_model"),
+            "preference_version": cfg.get("preference_version_id") or None,
+            "reward_accuracy": metrics.get("reward_accuracy_last"), "reward_margin": metrics.get("reward_margin_last"),
             "dataset_version": job.dataset_version_id, "dataset_version_name": _version_name(session, job),
             "train_loss": metrics.get("train_loss"),
             "eval_loss_first": metrics.get("eval_loss_first"), "eval_loss_last": metrics.get("eval_loss_last"),

@@ -13,6 +13,10 @@ from core.jobs import rundir
 from core.train.config import TrainConfig
 
 
+DPO_LOGS = (("reward_margin", "rewards/margins"), ("reward_accuracy", "rewards/accuracies"),
+            ("reward_chosen", "rewards/chosen"), ("reward_rejected", "rewards/rejected"))
+
+
 def log(msg: str) -> None:
     """A timestamped line in the run's log."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
@@ -161,6 +165,9 @@ def progress_callback(ctx):
                    # Peak so far (CUDA allocations on a GPU, the process's RSS on a CPU): the live panel's Memory.
                    "mem_mb": measured_peak_mb(),
                    "time": round(now, 3)}
+            # DPO runs (TRL's DPOTrainer) also log how far the chosen answer's implicit reward is above the
+            # rejected one's and how often it is: the Train page charts them beside the loss.
+            row.update({key: round(logs[src], 6) for key, src in DPO_LOGS if logs.get(src) is not None})
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
             shown = {k: v for k, v in row.items() if v is not None and k not in ("time", "total_steps")}

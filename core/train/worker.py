@@ -27,10 +27,12 @@ from typing import Any
 
 from core.basemodel import load_model, load_tokenizer
 from core.curate.datasets import version_records
+from core.curate.preferences import preference_records
 from core.errors import InvalidInput, NotFound, StudioError
 from core.hardware import detect, estimate_peak_memory, measured_peak_mb, resolve_precision
 from core.jobs import rundir
 from core.jobs.worker import KeepAlive, StopFlag, job_for_run_dir, worker_finish, worker_start
+from core.train import dpo
 from core.train.config import TrainConfig, auto_max_length
 from core.train.sft import (answer_cut_away, log, lora_config, progress_callback, sft_config,
                             studio_trainer_class, use_padding_free)
@@ -192,7 +194,7 @@ def build_trainer(ctx: Context):
 
 def fit(ctx: Context):
     """Train (continuing from cfg.resume_from when set); returns the trainer."""
-    trainer = build_trainer(ctx)
+    trainer = (dpo.build_trainer if ctx.cfg.method == "dpo" else build_trainer)(ctx)
     ctx.model = trainer.model
     resume = ctx.cfg.resume_from or None
     if resume and not (Path(resume) / rundir.COMPLETE_MARKER).exists():
@@ -225,6 +227,9 @@ def _line_step(line: str) -> int:
 
 def save(ctx: Context, trainer) -> None:
     """Adapter (or full model) with tokenizer and chat template into the run folder."""
+    if ctx.cfg.method == "dpo":
+        dpo.save_adapter(ctx, trainer)
+        return
     if ctx.cfg.method == "full":
         out = ctx.run_dir / rundir.FULL_MODEL_DIR
         trainer.model.save_pretrained(out, safe_serialization=True)
@@ -250,7 +255,8 @@ def summarize(ctx: Context, trainer) -> dict:
             "global_step": trainer.state.global_step if trainer is not None else 0,
             "start_step": ctx.start_step,
             "epoch": trainer.state.epoch if trainer is not None else 0,
-            "train_runtime_s": final.get("train_runtime")}
+            "train_runtime_s": final.get("train_runtime"),
+            **(dpo.reward_summary(history) if ctx.cfg.method == "dpo" else {})}
 
 
 def oom_advice(cfg: TrainConfig, max_length: int) -> str:
@@ -311,8 +317,12 @@ def run(run_dir: str | Path) -> dict:
     with KeepAlive(job_id) as alive:
         try:
             cfg = TrainConfig.from_json(cfg_text)
-            records = _records(cfg.dataset_version_id)
-            ctx = setup(run_dir, cfg, records, project_max, job_id, stop=STOP)
+            if cfg.method == "dpo":
+                ctx = Context(run_dir=run_dir, cfg=cfg, job_id=job_id, stop=STOP)
+                dpo.setup(ctx, _preference_records(cfg.preference_version_id), project_max, _load_base)
+            else:
+                records = _records(cfg.dataset_version_id)
+                ctx = setup(run_dir, cfg, records, project_max, job_id, stop=STOP)
             ctx.keep_alive = alive if job_id else None
             trainer = fit(ctx)
             save(ctx, trainer)
@@ -356,6 +366,11 @@ def _job_and_data_info(run_dir: Path) -> tuple[int | None, dict, int]:
 def _records(version_id: int) -> dict[str, list[dict]]:
     with session_scope() as session:
         return version_data(session, version_id)
+
+
+def _preference_records(version_id: int) -> list[dict]:
+    with session_scope() as session:
+        return preference_records(session, version_id)
 
 
 def cleanup(run_dir: Path, ctx: Context | None, trainer, status: str, error: str, version: dict,
