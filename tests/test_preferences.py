@@ -158,3 +158,38 @@ def test_dpo_launch_checks(session, project, users, tmp_path):
             launch(session, eng, project.id, TrainConfig(**cfg, init_from_run=job.id))
     with pytest.raises(NotFound, match="not a training run of this project"):
         launch(session, eng, project.id, TrainConfig(**cfg, init_from_run=12345))
+
+
+def test_cli_prefs_import_list_freeze_and_dpo_launch_errors(workspace, session, project, users, reviewers,
+                                                            tmp_path):
+    from tests.helpers import cli
+
+    good = tmp_path / "prefs.jsonl"
+    good.write_text(GOOD_JSONL + "\n", encoding="utf-8")
+    out = cli(workspace, "prefs", "import", str(good), "--name", "from file", "--user", "engineer1", "--json")
+    assert out.returncode == 0, out.stderr
+    version = json.loads(out.stdout)
+    assert version["pairs"] == 2 and version["sources"] == "file prefs.jsonl: 2 pairs"
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(GOOD_JSONL + '\n{"prompt": "x", "chosen": "y"}\n', encoding="utf-8")
+    out = cli(workspace, "prefs", "import", str(bad), "--user", "engineer1")
+    assert out.returncode == 1 and out.stderr.strip() == "error: bad.jsonl line 3: missing 'rejected'."
+    out = cli(workspace, "prefs", "import", str(good), "--user", "reviewer1")
+    assert out.returncode == 1 and out.stderr.startswith("error: ")
+
+    es, _ = make_outputs(session, project, users["engineer"], n_prompts=2, k=1)
+    _vote(session, es, reviewers[:1], lambda i, pos: "run")
+    out = cli(workspace, "prefs", "freeze", "--eval-set", str(es.id), "--file", str(good), "--user", "engineer1",
+              "--json")
+    assert out.returncode == 0, out.stderr
+    both = json.loads(out.stdout)
+    assert both["pairs"] == 4 and "2 pairs from 2 voted items" in both["sources"] and "file prefs.jsonl" in both["sources"]
+    listed = cli(workspace, "prefs", "list", "--user", "engineer1", "--json")
+    assert [v["name"] for v in json.loads(listed.stdout)] == [both["name"], "from file"]
+
+    out = cli(workspace, "train", "--method", "dpo", "--user", "engineer1")
+    assert out.returncode == 1 and "--method dpo needs --prefs" in out.stderr
+    out = cli(workspace, "train", "--method", "dpo", "--prefs", str(version["id"]), "--from-run", "4242",
+              "--user", "engineer1")
+    assert out.returncode == 1 and out.stderr == "error: Run 4242 does not exist.\n"
