@@ -8,7 +8,8 @@ import streamlit as st
 from core.accounts import can
 from core.curate.datasets import export_file, freeze_version, list_versions, stats, token_histogram
 from core.curate.formats import EXPORT_FORMATS, FORMAT_LABELS
-from core.webui import db, md_literal, require_page, require_project, run_action
+from core.curate.preferences import import_preference_file, list_preference_versions, source_text
+from core.webui import db, flash, md_literal, require_page, require_project, run_action
 
 user = require_page("curate")
 project = require_project()
@@ -99,3 +100,34 @@ if prepared and prepared["for"] == [list(what), fmt] and Path(prepared["path"]).
                        key="export_download")
 elif prepared:
     st.caption("The selection changed: prepare the export again to download it.")
+
+# ---------------------------------------------------------------- preference versions (DPO)
+if can(user, "train"):
+    st.subheader("Preference versions (for DPO)")
+    st.caption("Frozen pairs of a prompt, a chosen and a rejected answer that a DPO run learns from (Train, method "
+               "DPO). Freeze them from reviewers' votes on the Results page, or import a preference file here: "
+               "JSONL or Parquet rows with prompt, chosen and rejected, as text or as lists of chat messages.")
+    with db() as s:
+        prefs = list_preference_versions(s, user, project.id)
+    if prefs:
+        st.dataframe(pd.DataFrame([{"id": v["id"], "name": v["name"], "pairs": v["pairs"],
+                                    "from": source_text(v["sources"]), "created": v["created_at"]} for v in prefs]),
+                     hide_index=True, width="stretch")
+    else:
+        st.caption("No preference versions yet.")
+    with st.form("prefs_import", clear_on_submit=True):
+        upload = st.file_uploader("Preference file", type=["jsonl", "parquet"], key="prefs_file")
+        c1, c2 = st.columns([3, 2])
+        pref_name = c1.text_input("Name", value=f"prefs-{len(prefs) + 1}", key="prefs_name")
+        skip_bad = c2.checkbox("Skip bad rows", help="Leave rows without prompt, chosen or rejected out (they are "
+                                                     "counted); otherwise the first bad row stops the import.")
+        if st.form_submit_button("Import and freeze"):
+            if upload is None:
+                st.error("Choose a preference file first.")
+            else:
+                with db() as s:
+                    pv = run_action(import_preference_file, s, user, project.id, pref_name, upload.getvalue(),
+                                    upload.name, skip_bad=skip_bad)
+                if pv is not None:
+                    flash(f"Preference version {md_literal(pv.name)} frozen: {pv.n_pairs} pairs.")
+                    st.rerun()

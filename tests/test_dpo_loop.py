@@ -39,7 +39,7 @@ def _vote(session, es, reviewers, run_key):
 
 def test_votes_to_dpo_run_to_generation(session, users, project, reviewers, tiny_model):
     from core.evaluate.evalsets import create_eval_set_from_file, launch_generation
-    from core.evaluate.preferences import freeze_from_votes
+    from core.evaluate.preferences import freeze_from_votes, generate_like_before, runs_to_generate
     from core.evaluate.results import results
     from core.train.runs import launch
 
@@ -88,8 +88,9 @@ def test_votes_to_dpo_run_to_generation(session, users, project, reviewers, tiny
     assert result["dataset"]["preference_version_id"] == prefs.id
 
     new_key = f"run:{dpo.id}"
-    gen2 = wait_for(session, launch_generation(session, eng, es.id, [new_key], base_model=str(tiny_model),
-                                               perplexity=False, decoding={"max_new_tokens": 6}).id)
+    assert runs_to_generate(session, eng, es.id)[0]["system"] == new_key  # the one click on Results
+    gen2 = wait_for(session, generate_like_before(session, eng, es.id, dpo.id).id)
+    assert gen2.config["decoding"] == gen.config["decoding"] and gen2.config["perplexity"] is False
     assert gen2.status == JobStatus.succeeded.value, gen2.error
     outputs = session.exec(select(Output).where(Output.job_id == gen2.id)).all()
     assert len(outputs) == 4 and {o.system for o in outputs} == {new_key}

@@ -8,28 +8,13 @@ from pathlib import Path
 
 from core.cli.common import project_arg
 from core.curate.importing import check_import_path
-from core.curate.preferences import import_preference_file, list_preference_versions
+from core.curate.preferences import import_preference_file, list_preference_versions, source_text
 from core.evaluate.evalsets import get_eval_set
 from core.evaluate.preferences import freeze_from_votes
 
 
 def _row(version) -> dict:
     return {"id": version.id, "name": version.name, "pairs": version.n_pairs, "sources": source_text(version.sources)}
-
-
-def source_text(sources: list[dict]) -> str:
-    """Where a version's pairs came from, in one line (pages and CLI)."""
-    parts = []
-    for s in sources or []:
-        if s.get("kind") == "votes":
-            parts.append(f"eval set {s['eval_set']!r}: {s['pairs']} pairs from {s['items_voted']} voted items, "
-                         f"{s['disagreements']} with disagreement (majority), {s['even_split']} dropped for an even "
-                         f"split, {s['ties_or_both_bad']} only tie/both bad"
-                         + (f", {s['missing_answers']} without stored answers" if s.get("missing_answers") else ""))
-        elif s.get("kind") == "file":
-            parts.append(f"file {s['file']}: {s['pairs']} pairs"
-                         + (f", {s['rejected_rows']} bad rows skipped" if s.get("rejected_rows") else ""))
-    return "; ".join(parts)
 
 
 def _file(args, user):

@@ -172,6 +172,21 @@ def file_source(filename: str, read: dict) -> dict:
             "rejected_rows": read["rejected"], "errors": read["errors"]}
 
 
+def source_text(sources: list[dict]) -> str:
+    """Where a version's pairs came from, in one line (pages and CLI)."""
+    parts = []
+    for s in sources or []:
+        if s.get("kind") == "votes":
+            parts.append(f"eval set {s['eval_set']!r}: {s['pairs']} pairs from {s['items_voted']} voted items, "
+                         f"{s['disagreements']} with disagreement (majority), {s['even_split']} dropped for an even "
+                         f"split, {s['ties_or_both_bad']} only tie/both bad"
+                         + (f", {s['missing_answers']} without stored answers" if s.get("missing_answers") else ""))
+        elif s.get("kind") == "file":
+            parts.append(f"file {s['file']}: {s['pairs']} pairs"
+                         + (f", {s['rejected_rows']} bad rows skipped" if s.get("rejected_rows") else ""))
+    return "; ".join(parts)
+
+
 def import_preference_file(session: Session, user: User, project_id: int, name: str, data: bytes | str | Path,
                            filename: str = "", *, skip_bad: bool = False) -> PreferenceVersion:
     """Freeze a preference file (JSONL/Parquet, conversational or text) as a new preference version."""

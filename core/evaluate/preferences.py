@@ -12,9 +12,10 @@ from sqlmodel import Session
 from core.accounts import require
 from core.errors import InvalidInput
 from core.curate.preferences import file_source, freeze_preferences, read_preference_file
-from core.evaluate.evalsets import eval_prompts, get_eval_set, latest_outputs
+from core.evaluate.evalsets import eval_prompts, generation_jobs, get_eval_set, latest_outputs, launch_generation
 from core.evaluate.review import scores_of, split_pair
-from storage.models import PreferenceVersion, User
+from core.evaluate.systems import finished_runs, run_system
+from storage.models import JobStatus, PreferenceVersion, User
 
 
 def winner(preference: str, system_a: str, system_b: str) -> str:
@@ -98,3 +99,28 @@ def freeze_from_votes(session: Session, user: User, project_id: int, name: str, 
     if not sources:
         raise InvalidInput("Choose an eval set with votes, a preference file, or both.")
     return freeze_preferences(session, user, project_id, name, pairs, sources)
+
+
+# ---------------------------------------------------------------- before / after on the same prompts
+
+
+def runs_to_generate(session: Session, user: User, eval_set_id: int) -> list[dict]:
+    """Succeeded runs of the eval set's project that have no answers on it yet, newest first (a DPO run just
+    trained from its votes comes first): each one click from ``generate_like_before``."""
+    require(user, "evaluate")
+    es = get_eval_set(session, eval_set_id)
+    answered = {system for _, system in latest_outputs(session, es.id)}
+    return [{"system": run_system(job.id), "run_id": job.id, "name": job.name,
+             "method": (job.config or {}).get("method")}
+            for job in reversed(finished_runs(session, es.project_id)) if run_system(job.id) not in answered]
+
+
+def generate_like_before(session: Session, user: User, eval_set_id: int, run_id: int):
+    """Queue the eval set's generation job for run ``run_id`` with the decoding, batch size and perplexity setting
+    of the eval set's latest successful generation job, so its answers compare with the earlier ones on the same
+    prompts under the same settings (the defaults when the eval set has none yet)."""
+    require(user, "evaluate")
+    earlier = next((j for j in generation_jobs(session, eval_set_id) if j.status == JobStatus.succeeded.value), None)
+    cfg = (earlier.config or {}) if earlier else {}
+    kwargs = {key: cfg[key] for key in ("decoding", "batch_size", "perplexity") if key in cfg}
+    return launch_generation(session, user, eval_set_id, [run_system(run_id)], **kwargs)
