@@ -37,10 +37,11 @@ def _vote(session, es, reviewers, run_key):
                                 preference=pref)
 
 
-def test_votes_to_dpo_run_to_generation(session, users, project, reviewers, tiny_model):
+def test_votes_to_dpo_run_to_generation(session, users, project, reviewers, tiny_model, tmp_path):
     from core.evaluate.evalsets import create_eval_set_from_file, launch_generation
     from core.evaluate.preferences import freeze_from_votes, generate_like_before, runs_to_generate
     from core.evaluate.results import results
+    from core.ship.deploy import launch_export
     from core.train.runs import launch
 
     eng = users["engineer"]
@@ -96,3 +97,15 @@ def test_votes_to_dpo_run_to_generation(session, users, project, reviewers, tiny
     assert len(outputs) == 4 and {o.system for o in outputs} == {new_key}
     listed = {row["system"] for row in results(session, eng, es.id)["systems"]}
     assert {"base", run_key, new_key} <= listed
+
+    # Merge/export take the DPO run like an SFT run; parity prompts default to its preference version's prompts.
+    out = tmp_path / "export"
+    export = wait_for(session, launch_export(session, eng, dpo.id, out, formats=["adapter", "merged"],
+                                             parity_max_new_tokens=8).id)
+    assert export.status == JobStatus.succeeded.value, export.error
+    parity = export.result["parity"]
+    assert parity["prompts_from"] == "preference version's prompts"
+    assert {k: v.get("summary") for k, v in parity["checks"].items() if k != "endpoint"} == {
+        "merged": "identical 3/3", "adapter": "identical 3/3"}
+    card = (out / "merged" / "README.md").read_text()
+    assert "Preference version: `from votes`" in card and f"Continued from run {sft.id}'s adapter" in card
