@@ -168,7 +168,8 @@ else:
                                            key=k + "gpus", help=DOCS["num_gpus"])
         name = st.text_input("Run name (optional)", key="run_name")
 
-        values = dict(dataset_version_id=version.id if version else 0, **dpo_values, base_model=base_model or EMBEDDED, method=method,
+        values = dict(dataset_version_id=version.id if version else 0, **dpo_values,
+                      base_model=base_model or EMBEDDED, method=method,
                       lora_r=int(lora_r), lora_alpha=int(lora_alpha) or None, lora_dropout=float(lora_dropout),
                       target_modules=target_modules, learning_rate=float(learning_rate), num_epochs=float(num_epochs),
                       max_steps=int(max_steps), per_device_batch_size=int(batch), grad_accum=int(grad_accum),

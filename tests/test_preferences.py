@@ -149,7 +149,8 @@ def test_dpo_launch_checks(session, project, users, tmp_path):
     with pytest.raises(NotFound, match="Preference version 999 does not exist"):
         launch(session, eng, project.id, TrainConfig(**{**cfg, "preference_version_id": 999}))
     (tmp_path / "adapter_config.json").write_text("{}")
-    cases = [(_run(session, project, eng, status=JobStatus.failed.value, run_dir=str(tmp_path)), "failed; DPO continues only a succeeded run"),
+    cases = [(_run(session, project, eng, status=JobStatus.failed.value, run_dir=str(tmp_path)),
+              "failed; DPO continues only a succeeded run"),
              (_run(session, project, eng, method="full", run_dir=str(tmp_path)), "is a full run"),
              (_run(session, project, eng, base="other", run_dir=str(tmp_path)), "same base model"),
              (_run(session, project, eng, run_dir=str(tmp_path / "gone")), "has no saved adapter")]
@@ -184,7 +185,8 @@ def test_cli_prefs_import_list_freeze_and_dpo_launch_errors(workspace, session, 
               "--json")
     assert out.returncode == 0, out.stderr
     both = json.loads(out.stdout)
-    assert both["pairs"] == 4 and "2 pairs from 2 voted items" in both["sources"] and "file prefs.jsonl" in both["sources"]
+    assert both["pairs"] == 4 and "2 pairs from 2 voted items" in both["sources"]
+    assert "file prefs.jsonl: 2 pairs" in both["sources"]
     listed = cli(workspace, "prefs", "list", "--user", "engineer1", "--json")
     assert [v["name"] for v in json.loads(listed.stdout)] == [both["name"], "from file"]
 

@@ -107,8 +107,8 @@ def lineage(session: Session, run: Job) -> dict:
         out["dataset"] = {"name": version.name, "hash": version.content_hash, "train": version.n_train,
                           "validation": version.n_validation, "test": version.n_test,
                           **_people(session, version.id)}
-    prefs = session.get(PreferenceVersion, cfg_prefs) if (cfg_prefs := (run.config or {}).get("preference_version_id")) \
-        else None
+    pref_id = (run.config or {}).get("preference_version_id")
+    prefs = session.get(PreferenceVersion, pref_id) if pref_id else None
     if prefs is not None:  # a DPO run learned from preference pairs, not from a dataset version
         out["preferences"] = {"name": prefs.name, "hash": prefs.content_hash, "pairs": prefs.n_pairs,
                               "init_from_run": (run.config or {}).get("init_from_run") or None}
