@@ -5,14 +5,13 @@ import streamlit as st
 from core.basemodel import EMBEDDED
 from core.curate.datasets import list_versions
 from core.curate.preferences import list_preference_versions
-from core.evaluate.systems import finished_runs
 from core.hardware import detect, estimate_sum_text
 from core.jobs.notices import show_job_notices
 from core.jobs.queue import LIVE, cancel, job_snapshot, list_jobs
 from core.train.runs import check_launch, launch, resume_note, resume_run
 from core.train.config import (DEFAULT_LR, DPO_LOSS_TYPES, PRESET_HELP, PRESETS, TrainConfig, field_docs,
                                preset_config)
-from core.train.dpo import ADAPTER_METHODS
+from core.train.dpo import continuable_runs
 from core.webui import db, flash, require_page, require_project, run_action
 from storage.models import JobStatus
 
@@ -45,7 +44,7 @@ hw = _hardware()
 with db() as s:
     versions = list_versions(s, project)
     prefs = list_preference_versions(s, user, project.id)
-    adapter_runs = [j for j in finished_runs(s, project.id) if (j.config or {}).get("method") in ADAPTER_METHODS]
+    adapter_runs = continuable_runs(s, user, project.id)
 
 left, right = st.columns([3, 2])
 with right:

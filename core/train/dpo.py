@@ -52,6 +52,19 @@ def init_run(session, project_id: int, cfg: TrainConfig) -> Job | None:
     return job
 
 
+def continuable_runs(session, user, project_id: int) -> list[Job]:
+    """Runs a DPO run can continue (the Train page's picker): the project's succeeded LoRA/QLoRA/DPO runs, newest
+    first; engineers and up."""
+    from sqlmodel import select
+
+    from core.accounts import require
+
+    require(user, "train")
+    jobs = session.exec(select(Job).where(Job.project_id == project_id, Job.kind == "train",
+                                          Job.status == JobStatus.succeeded.value).order_by(Job.id.desc())).all()
+    return [j for j in jobs if (j.config or {}).get("method") in ADAPTER_METHODS]
+
+
 def init_adapter_method(run_dir: str) -> str:
     """"qlora" when the continued run trained on a 4-bit base (its config.json says so), else "lora"."""
     try:
