@@ -94,3 +94,35 @@ def test_dpo_continues_the_sft_adapter_and_resumes(session, project, users, tiny
     assert ctx2.start_step == 1 and trainer2.state.global_step == 2
     steps = [json.loads(ln)["step"] for ln in (second / rundir.METRICS).read_text().splitlines()]
     assert steps == [1, 2]
+
+
+def test_a_dpo_job_cancels_with_its_adapter_and_a_checkpoint_and_resumes(session, project, users, tiny_model):
+    """Through the job queue (a real worker process): Cancel stops a DPO run at its next step with the adapter and
+    a complete checkpoint saved, and Resume queues a run that continues from that checkpoint."""
+    import time
+
+    from core.curate.preferences import freeze_preferences
+    from core.jobs.queue import cancel, read_metrics
+    from core.train.runs import launch, resume_run
+    from tests.helpers import wait_for
+
+    eng = users["engineer"]
+    prefs = freeze_preferences(session, eng, project.id, "p", PAIRS, [{"kind": "file", "file": "t"}])
+    cfg = TrainConfig(base_model=str(tiny_model), method="dpo", preference_version_id=prefs.id, max_steps=5000,
+                      max_length=64, per_device_batch_size=2, save_steps=1000)
+    job = launch(session, eng, project.id, cfg)
+    deadline = time.time() + 300
+    while not read_metrics(job) and time.time() < deadline:
+        time.sleep(0.5)
+        session.refresh(job)
+    cancel(session, eng, job.id)
+    done = wait_for(session, job.id)
+    assert done.status == JobStatus.canceled.value, done.error
+    folder = Path(done.run_dir)
+    assert (folder / "adapter_model.safetensors").exists() and (folder / "result.json").exists()
+    ckpt = rundir.last_complete_checkpoint(done.run_dir)
+    assert ckpt is not None
+    again = resume_run(session, eng, done.id)
+    assert again.config["resume_from"] == str(ckpt) and again.config["method"] == "dpo"
+    cancel(session, eng, again.id)
+    wait_for(session, again.id)
