@@ -10,11 +10,14 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from core.accounts import can
 from core.evaluate.evalsets import list_eval_sets
 from core.evaluate.failures import RULE_WORDS, RULES, assignees, run_choices, send_failures, sent_failures
 from core.evaluate.review import rubric_of
+from core.evaluate.preferences import (freeze_from_votes, generate_like_before, runs_to_generate,
+                                      runs_trained_on_votes, vote_pairs)
 from core.evaluate.results import export_dpo, report_markdown, results, score_table, scores_csv
-from core.webui import db, require_page, require_project, run_action
+from core.webui import db, md_literal, require_page, require_project, run_action
 
 OUTCOMES = ("first wins", "tie", "both bad", "second wins")
 OUTCOME_COLOURS = ("#2e7d32", "#9e9e9e", "#ef6c00", "#c62828")
@@ -117,6 +120,12 @@ if res["leaderboard"]:
                "bootstrap refits on resampled votes.")
 else:
     st.caption("No scores yet: reviewers score items on the Compare page.")
+with db() as s:
+    on_votes = runs_trained_on_votes(s, es_id)
+if on_votes:
+    st.warning("Run " + ", ".join(f"#{i}" for i in on_votes) + " learned (DPO) from preference pairs voted on this "
+               "eval set: its scores here are the before/after on the same prompts, not a held-out test. Measure it "
+               "on another eval set too.")
 
 # ---------------------------------------------------------------- mean scores
 if res["means"]:
@@ -178,6 +187,47 @@ if not metrics.empty:
     st.caption("ROUGE-L (rouge-score) and BLEU (sacrebleu) compare each output with its reference answer; "
                "perplexity is the system's perplexity on the reference answers, and validation perplexity on the "
                "validation split of the dataset version the eval set came from (computed by the generation job).")
+
+# ---------------------------------------------------------------- preference training (DPO)
+st.subheader("Preference training (DPO)")
+with db() as s:
+    built = run_action(vote_pairs, s, user, es_id)
+if built:
+    v = built["summary"]
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Pairs from votes", v["pairs"], help=f"Of {v['items_voted']} items with votes: one pair per item, "
+              "the answer the majority of its reviewers preferred as chosen.")
+    c2.metric("Disagreement", v["disagreements"], help="Items whose reviewers preferred different answers; the "
+              "majority decides.")
+    c3.metric("Even split (dropped)", v["even_split"], help="Items whose reviewers preferred each answer equally "
+              "often: no pair.")
+    c4.metric("Only tie / both bad", v["ties_or_both_bad"], help="Items no reviewer preferred an answer on: no pair.")
+    if can(user, "train"):
+        with st.form("prefs_from_votes"):
+            c1, c2 = st.columns([2, 3])
+            pref_name = c1.text_input("Preference version name", value=f"votes-{names[es_id]}"[:200])
+            extra = c2.file_uploader("Add a preference file (optional)", type=["jsonl", "parquet"])
+            if st.form_submit_button("Freeze preference version from these votes"):
+                with db() as s:
+                    pv = run_action(freeze_from_votes, s, user, project.id, pref_name, eval_set_id=es_id,
+                                    file_data=extra.getvalue() if extra else None,
+                                    filename=extra.name if extra else "")
+                if pv is not None:
+                    st.success(f"Froze {pv.n_pairs} pairs as preference version #{pv.id}. Train on it on the Train "
+                               "page: method DPO, continuing from the run reviewers preferred.")
+with db() as s:
+    fresh = run_action(runs_to_generate, s, user, es_id) or []
+if fresh:
+    st.caption("Runs without answers on this eval set yet (a DPO run just trained comes first): generate their "
+               "answers on the same prompts with the same decoding, then review them against the others.")
+    run_pick = st.selectbox("Run", [r["run_id"] for r in fresh], key="gen_run",
+                            format_func=lambda i: next(f"run {r['run_id']} ({r['method']}): {r['name']}"
+                                                       for r in fresh if r["run_id"] == i))
+    if st.button(f"Generate on {md_literal(names[es_id])}", key="gen_same_prompts"):
+        with db() as s:
+            gen = run_action(generate_like_before, s, user, es_id, run_pick)
+        if gen is not None:
+            st.success(f"Generation job {gen.id} queued; follow it on the Generate page.")
 
 # ---------------------------------------------------------------- exports
 st.subheader("Export")

@@ -30,6 +30,9 @@ TABLE_COLUMNS = {  # widths in px, so the whole table fits a laptop window (the 
     "train_loss": st.column_config.NumberColumn("Train loss", format="%.3f", width=84),
     "eval_loss_last": st.column_config.NumberColumn("Validation loss", format="%.3f", width=116,
                                                     help="At the last evaluation"),
+    "reward_accuracy": st.column_config.NumberColumn("Reward acc.", format="%.2f", width=92,
+                                                     help="DPO runs: how often the chosen answer's reward was above "
+                                                          "the rejected one's, at the last step"),
     "steps": st.column_config.NumberColumn("Steps", width=60),
     "peak_gib": st.column_config.NumberColumn("Peak GiB", format="%.2f", width=80,
                                               help="Peak memory measured (estimated before launch while none is "
@@ -43,7 +46,7 @@ def table_frame(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     measured = pd.to_numeric(frame["measured_peak_mb"], errors="coerce")
     frame["peak_gib"] = measured.fillna(pd.to_numeric(frame["estimated_peak_mb"], errors="coerce")) / 1024
-    for key in ("train_loss", "eval_loss_last", "steps"):
+    for key in ("train_loss", "eval_loss_last", "reward_accuracy", "steps"):
         frame[key] = pd.to_numeric(frame[key], errors="coerce")  # empty cells, not "None"
     for key in ("method", "dataset_version_name"):
         frame[key] = frame[key].fillna("-")

@@ -4,12 +4,15 @@ import streamlit as st
 
 from core.basemodel import EMBEDDED
 from core.curate.datasets import list_versions
+from core.curate.preferences import list_preference_versions
 from core.hardware import detect, estimate_sum_text
 from core.jobs.notices import show_job_notices
 from core.jobs.queue import LIVE, cancel, job_snapshot, list_jobs
 from core.curate.leakage import leak_ids
 from core.train.runs import check_launch, launch, resume_note, resume_run, training_leaks
-from core.train.config import PRESET_HELP, PRESETS, TrainConfig, field_docs, preset_config
+from core.train.config import (DEFAULT_LR, DPO_LOSS_TYPES, PRESET_HELP, PRESETS, TrainConfig, field_docs,
+                               preset_config)
+from core.train.dpo import continuable_runs
 from core.webui import db, flash, require_page, require_project, run_action
 from storage.models import JobStatus
 
@@ -38,36 +41,50 @@ def follow(job_id: int) -> None:
     st.session_state["watch_next"] = job_id
 
 
+def leak_key(cfg: TrainConfig) -> str:
+    """Session-state key of the exclusions chosen on this page for the data ``cfg`` trains on."""
+    if cfg.method == "dpo":
+        return f"exclude-pairs-{cfg.preference_version_id}"
+    return f"exclude-{cfg.dataset_version_id}"
+
+
 def leak_panel(cfg: TrainConfig | None) -> None:
-    """Before launch: the version's examples that repeat an eval prompt (a launch with them is refused), one button
-    that excludes them all, and what this run already leaves out (core.train.runs.training_leaks)."""
+    """Before launch: the training data that repeats an eval prompt (a launch with it is refused: examples of the
+    version, or for DPO preference pairs), one button that excludes them all, and what this run already leaves out
+    (core.train.runs.training_leaks)."""
     if cfg is None:
         return
     with db() as s:
         report = run_action(training_leaks, s, cfg)
     if report is None:
         return
-    key = f"exclude-{cfg.dataset_version_id}"
+    key, unit, field = leak_key(cfg), report["unit"], report["field"]
+    chosen = getattr(cfg, field)
     leaks = report["leaks"]
     if leaks:
         ids = leak_ids(leaks)
-        st.warning(f"{len(ids)} example(s) of this version repeat an eval prompt. Trained on, they would make a "
+        data = "preference version" if unit == "pair" else "version"
+        st.warning(f"{len(ids)} {unit}(s) of this {data} repeat an eval prompt. Trained on, they would make a "
                    "comparison on that eval set unfair, so the run is refused until they are excluded.")
-        st.dataframe(pd.DataFrame([{"example": leak["key"], "split": leak["split"], "eval set": leak["eval_set"],
-                                    "eval set id": leak["eval_set_id"], "eval prompt": leak["eval_prompt_id"],
-                                    "match": leak["kind"], "similarity": leak["similarity"]} for leak in leaks]),
+        st.dataframe(pd.DataFrame([{unit: leak["key"], "split": leak.get("split", "pairs"),
+                                    "eval set": leak["eval_set"], "eval set id": leak["eval_set_id"],
+                                    "eval prompt": leak["eval_prompt_id"], "match": leak["kind"],
+                                    "similarity": leak["similarity"]} for leak in leaks]),
                      hide_index=True, width="stretch")
-        if st.button(f"Exclude these {len(ids)} examples", key="exclude_leaked",
-                     help="Adds them to the run's exclude_example_ids: the run leaves them out of its data."):
-            st.session_state[key] = sorted({*cfg.exclude_example_ids, *ids})
+        if st.button(f"Exclude these {len(ids)} {unit}s", key="exclude_leaked",
+                     help=f"Adds them to the run's {field}: the run leaves them out of its data."):
+            st.session_state[key] = sorted({*chosen, *ids})
             st.rerun()
-    if cfg.exclude_example_ids:
+    if chosen:
         c1, c2 = st.columns([4, 1])
-        c1.caption(f"Excluded from this run: {len(cfg.exclude_example_ids)} example(s), "
-                   + ", ".join(f"#{i}" for i in cfg.exclude_example_ids))
-        if c2.button("Clear", key="clear_excluded", help="Train on every example of the version again."):
+        c1.caption(f"Excluded from this run: {len(chosen)} {unit}(s), " + ", ".join(f"#{i}" for i in chosen))
+        if c2.button("Clear", key="clear_excluded", help=f"Train on every {unit} again."):
             st.session_state.pop(key, None)
             st.rerun()
+    if report.get("vote_sets"):
+        st.caption("These pairs were voted on eval set(s) " + ", ".join(f"#{i}" for i in report["vote_sets"])
+                   + ": the run's answers there measure the before/after on the same prompts (Results marks it), "
+                   "not a held-out test.")
     if report["eval_derived_excluded"]:
         st.caption(f"{len(report['eval_derived_excluded'])} example(s) that came from an eval item are left out: "
                    "their eval set is used for comparison (More settings: include examples that came from eval items).")
@@ -76,13 +93,15 @@ def leak_panel(cfg: TrainConfig | None) -> None:
 hw = _hardware()
 with db() as s:
     versions = list_versions(s, project)
+    prefs = list_preference_versions(s, user, project.id)
+    adapter_runs = continuable_runs(s, user, project.id)
 
 left, right = st.columns([3, 2])
 with right:
     st.subheader("Hardware")
     st.caption(hw.describe())
 
-if not versions:
+if not versions and not prefs:
     left.info("No frozen dataset version yet. On the **Datasets** page, freeze the approved examples into a "
               "version (with train / validation / test splits); it appears here to train on.")
 else:
@@ -95,21 +114,45 @@ else:
         base = preset_config(preset)
         k = f"{preset}-"  # widget keys per preset, so choosing a preset refills the form with its values
 
-        version = st.selectbox("Dataset version", versions, key="version",
-                               format_func=lambda v: f"{v.name} (#{v.id}: {v.n_train} train / "
-                                                     f"{v.n_validation} validation)")
+        methods = ["lora", "qlora", "full", "dpo"]
+        method = st.radio("Method", methods, index=methods.index(base.method), horizontal=True, key=k + "method",
+                          format_func={"lora": "LoRA", "qlora": "QLoRA (4-bit)", "full": "Full fine-tuning",
+                                       "dpo": "DPO (preferences)"}.get, help=DOCS["method"])
+        dpo_values: dict = {}
+        init_run = None
+        if method == "dpo":
+            pref = st.selectbox("Preference version", prefs, key="prefs_version", help=DOCS["preference_version_id"],
+                                format_func=lambda v: f"{v['name']} (#{v['id']}: {v['pairs']} pairs)")
+            init_run = st.selectbox("Continue from run", [None, *adapter_runs], key="init_run",
+                                    help=DOCS["init_from_run"],
+                                    format_func=lambda j: "none: a new LoRA adapter on the base model" if j is None
+                                    else f"#{j.id} {j.name} ({j.config.get('method')})")
+            c1, c2 = st.columns(2)
+            beta = c1.number_input("Beta", 0.001, 10.0, 0.1, step=0.05, format="%.3f", key="dpo_beta",
+                                   help=DOCS["dpo_beta"])
+            loss_type = c2.selectbox("Loss type", DPO_LOSS_TYPES, key="dpo_loss", help=DOCS["dpo_loss_type"])
+            dpo_values = dict(preference_version_id=pref["id"] if pref else 0,
+                              init_from_run=init_run.id if init_run else 0, dpo_beta=float(beta),
+                              dpo_loss_type=loss_type)
+            version = None
+            if not prefs:
+                st.info("No preference version yet: freeze one from reviewers' votes on the Results page, or import "
+                        "a preference file on the Datasets page.")
+        else:
+            version = st.selectbox("Dataset version", versions, key="version",
+                                   format_func=lambda v: f"{v.name} (#{v.id}: {v.n_train} train / "
+                                                         f"{v.n_validation} validation)")
         source = st.radio("Base model", ["Embedded SmolLM2-135M-Instruct", "Local model folder",
                                          "Hugging Face hub id (online only)"], horizontal=True, key="source")
-        if source.startswith("Embedded"):
+        if init_run is not None:
+            base_model = init_run.config.get("base_model") or EMBEDDED
+            st.caption("DPO continues that run's adapter, on the base model it was trained from.")
+        elif source.startswith("Embedded"):
             base_model = EMBEDDED
         else:
             base_model = st.text_input("Folder path" if source.startswith("Local") else "Hub id", key="model_path",
                                        placeholder="/models/Llama-3.2-1B-Instruct" if source.startswith("Local")
                                        else "HuggingFaceTB/SmolLM2-360M-Instruct").strip()
-        methods = ["lora", "qlora", "full"]
-        method = st.radio("Method", methods, index=methods.index(base.method), horizontal=True, key=k + "method",
-                          format_func={"lora": "LoRA", "qlora": "QLoRA (4-bit)", "full": "Full fine-tuning"}.get,
-                          help=DOCS["method"])
         if hw.kind != "cuda" and method == "qlora":
             st.caption("QLoRA on this CPU keeps the base weights in 4-bit NF4 (bitsandbytes): a quarter of their "
                        "memory, but each step turns them back into fp32, so it trains somewhat slower than LoRA "
@@ -117,7 +160,7 @@ else:
                        "in memory.")
 
         c1, c2, c3 = st.columns(3)
-        lr_default = base.learning_rate or (2e-5 if method == "full" else 2e-4)
+        lr_default = DEFAULT_LR["dpo"] if method == "dpo" else base.learning_rate or DEFAULT_LR[method]
         learning_rate = c1.number_input("Learning rate", 1e-7, 0.5, float(lr_default), step=1e-5, format="%.1e",
                                         key=k + "lr" + method, help=DOCS["learning_rate"])
         num_epochs = c2.number_input("Epochs", 0.1, 100.0, float(base.num_epochs), step=1.0, key=k + "epochs",
@@ -130,7 +173,7 @@ else:
         max_length = None if auto_len else int(c1.number_input("Max length (tokens)", 16, 131072,
                                                                base.max_length or 512, step=64, key=k + "len"))
         lora_r = c2.number_input("LoRA rank r", 1, 1024, base.lora_r, key=k + "r", help=DOCS["lora_r"],
-                                 disabled=method == "full")
+                                 disabled=method == "full" or init_run is not None)
         grad_accum = c3.number_input("Gradient accumulation", 1, 1024, base.grad_accum, key=k + "accum",
                                      help=DOCS["grad_accum"])
         with st.expander("More settings"):
@@ -176,7 +219,8 @@ else:
                                            key=k + "gpus", help=DOCS["num_gpus"])
         name = st.text_input("Run name (optional)", key="run_name")
 
-        values = dict(dataset_version_id=version.id, base_model=base_model or EMBEDDED, method=method,
+        values = dict(dataset_version_id=version.id if version else 0, **dpo_values,
+                      base_model=base_model or EMBEDDED, method=method,
                       lora_r=int(lora_r), lora_alpha=int(lora_alpha) or None, lora_dropout=float(lora_dropout),
                       target_modules=target_modules, learning_rate=float(learning_rate), num_epochs=float(num_epochs),
                       max_steps=int(max_steps), per_device_batch_size=int(batch), grad_accum=int(grad_accum),
@@ -185,7 +229,9 @@ else:
                       gradient_checkpointing=bool(grad_ckpt), packing=packing, precision=precision,
                       seed=int(seed), num_gpus=int(num_gpus), preset=preset, max_train_examples=int(max_train),
                       max_validation_examples=int(max_val), include_eval_derived=bool(include_derived),
-                      exclude_example_ids=st.session_state.get(f"exclude-{version.id}", []))
+                      exclude_example_ids=st.session_state.get(f"exclude-{version.id}", []) if version else [],
+                      exclude_pair_ids=st.session_state.get(f"exclude-pairs-{dpo_values.get('preference_version_id')}",
+                                                            []))
         cfg = run_action(TrainConfig, **values)
         leak_panel(cfg)
 
@@ -267,6 +313,12 @@ def live() -> None:
                              if r.get(key) is not None])
         if not long.empty:
             st.line_chart(long, x="step", y="loss", color="curve", height=260)
+        rewards = pd.DataFrame([{"step": r["step"], "value": r[key], "curve": name} for r in train
+                                for key, name in (("reward_margin", "reward margin (chosen - rejected)"),
+                                                  ("reward_accuracy", "reward accuracy"))
+                                if r.get(key) is not None])
+        if not rewards.empty:  # DPO runs: is the chosen answer pulling ahead of the rejected one?
+            st.line_chart(rewards, x="step", y="value", color="curve", height=220)
         lrs = pd.DataFrame([{"step": r["step"], "learning rate": r["learning_rate"]} for r in train
                             if r.get("learning_rate") is not None])
         if not lrs.empty:

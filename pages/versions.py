@@ -14,8 +14,9 @@ from core.evaluate.drafting import (draft_edit_stats, drafting_jobs, launch_draf
                                     resume_drafting)
 from core.evaluate.systems import available_systems
 from core.jobs.queue import LIVE, cancel
-from core.webui import db, md_literal, require_page, require_project, run_action
+from core.webui import db, flash, md_literal, require_page, require_project, run_action
 from storage.models import JobStatus
+from core.curate.preferences import import_preference_file, list_preference_versions, source_text
 
 user = require_page("curate")
 project = require_project()
@@ -185,4 +186,35 @@ if can(user, "evaluate"):
                 f"Resume draft-answers job {newest['job']}", help="Drafts only what is still empty."):
             with db() as s:
                 if run_action(resume_drafting, s, user, newest["job"]) is not None:
+                    st.rerun()
+
+# ---------------------------------------------------------------- preference versions (DPO)
+if can(user, "train"):
+    st.subheader("Preference versions (for DPO)")
+    st.caption("Frozen pairs of a prompt, a chosen and a rejected answer that a DPO run learns from (Train, method "
+               "DPO). Freeze them from reviewers' votes on the Results page, or import a preference file here: "
+               "JSONL or Parquet rows with prompt, chosen and rejected, as text or as lists of chat messages.")
+    with db() as s:
+        prefs = list_preference_versions(s, user, project.id)
+    if prefs:
+        st.dataframe(pd.DataFrame([{"id": v["id"], "name": v["name"], "pairs": v["pairs"],
+                                    "from": source_text(v["sources"]), "created": v["created_at"]} for v in prefs]),
+                     hide_index=True, width="stretch")
+    else:
+        st.caption("No preference versions yet.")
+    with st.form("prefs_import", clear_on_submit=True):
+        upload = st.file_uploader("Preference file", type=["jsonl", "parquet"], key="prefs_file")
+        c1, c2 = st.columns([3, 2])
+        pref_name = c1.text_input("Name", value=f"prefs-{len(prefs) + 1}", key="prefs_name")
+        skip_bad = c2.checkbox("Skip bad rows", help="Leave rows without prompt, chosen or rejected out (they are "
+                                                     "counted); otherwise the first bad row stops the import.")
+        if st.form_submit_button("Import and freeze"):
+            if upload is None:
+                st.error("Choose a preference file first.")
+            else:
+                with db() as s:
+                    pv = run_action(import_preference_file, s, user, project.id, pref_name, upload.getvalue(),
+                                    upload.name, skip_bad=skip_bad)
+                if pv is not None:
+                    flash(f"Preference version {md_literal(pv.name)} frozen: {pv.n_pairs} pairs.")
                     st.rerun()

@@ -354,3 +354,43 @@ def json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
     raise TypeError(type(value).__name__)
+
+
+# ---------------------------------------------------------------- preference versions (DPO)
+
+
+class PreferenceVersion(SQLModel, table=True):
+    """A frozen set of preference pairs (prompt, chosen, rejected) that DPO runs train on; never changes after
+    freezing. ``sources`` says where its pairs came from and what was left out (core.curate.preferences)."""
+
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    name: str = Field(max_length=200)
+    content_hash: str = Field(max_length=64)
+    n_pairs: int = 0
+    # [{"kind": "votes", "eval_set_id": 3, "eval_set": "...", "pairs": 12, "disagreements": 2, "even_split": 1,
+    #   "ties_or_both_bad": 4, ...}, {"kind": "file", "file": "prefs.jsonl", "pairs": 40, "rejected_rows": 1}]
+    sources: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_by: Optional[int] = Field(default=None, foreign_key="user.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PreferencePair(SQLModel, table=True):
+    """One frozen pair: ``prompt`` is the messages before the answer, ``chosen``/``rejected`` one assistant
+    message each (TRL's conversational preference format). Where it came from: an eval set's prompt (eval_set_id,
+    eval_prompt_id) or an imported file (source_file, line)."""
+
+    __table_args__ = (Index("ix_prefpair_version", "version_id", "position"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    version_id: int = Field(foreign_key="preferenceversion.id")
+    position: int = 0
+    prompt: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    chosen: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    rejected: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    eval_set_id: Optional[int] = None
+    eval_prompt_id: Optional[int] = None
+    source_file: str = Field(default="", max_length=300)
+    source_line: Optional[int] = None

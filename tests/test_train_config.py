@@ -38,7 +38,12 @@ def test_every_field_is_documented():
 
 
 @pytest.mark.parametrize("bad, words", [
-    ({"method": "dpo"}, "method must be one of"),
+    ({"method": "ppo"}, "method must be one of"),
+    ({"method": "dpo"}, "method dpo needs a preference version"),
+    ({"method": "dpo", "preference_version_id": 1, "dpo_beta": 0.0}, "dpo_beta must be above 0"),
+    ({"method": "dpo", "preference_version_id": 1, "dpo_loss_type": "kto"}, "dpo_loss_type must be one of sigmoid"),
+    ({"method": "dpo", "preference_version_id": 1, "init_from_run": -2}, "init_from_run must be 0 or an id"),
+    ({"method": "lora", "preference_version_id": 3}, "for method dpo only"),
     ({"lora_r": 0}, "lora_r"),
     ({"learning_rate": 5.0}, "learning_rate"),
     ({"per_device_batch_size": 0}, "per_device_batch_size"),

@@ -24,6 +24,7 @@ from core.accounts import (create_user, first_admin, generate_password, get_user
                            set_role)
 from core.cli import data as cli_data
 from core.cli import eval as cli_eval
+from core.cli import prefs as cli_prefs
 from core.cli import ship as cli_ship
 from core.cli import train as cli_train
 from core.errors import StudioError
@@ -192,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--description")
     p.set_defaults(fn=cmd_projects)
 
-    for stage in (cli_data, cli_train, cli_eval, cli_ship):
+    for stage in (cli_data, cli_prefs, cli_train, cli_eval, cli_ship):
         stage.register(sub, common)
     return parser
 

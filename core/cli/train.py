@@ -10,7 +10,8 @@ from core.errors import StudioError
 from core.evaluate.evalsets import get_eval_set
 from core.jobs.queue import TERMINAL, cancel, get_job, job_snapshot, reconcile
 from core.projects import get_project
-from core.train.config import PRESETS, parse_set, preset_config
+from core.curate.preferences import get_preference_version
+from core.train.config import PRESETS, TrainConfig, parse_set, preset_config
 from core.ship.deploy import FORMATS, launch_export
 from core.curate.leakage import leak_ids
 from core.train.runs import get_run, launch, resume_note, resume_run, run_summary, runs_table, training_leaks
@@ -30,18 +31,39 @@ def cmd_train(args, session, user):
     if args.base_model:
         overrides["base_model"] = args.base_model
     project = get_project(session, args.project) if args.project else None
-    version = get_version(session, args.version, project)
-    cfg = preset_config(args.preset, dataset_version_id=version.id, **overrides)
+    if args.method == "dpo":
+        cfg, project_id = _dpo_config(session, args, project, overrides)
+    else:
+        if not args.version:
+            raise StudioError("--version is required (the dataset version to train on).")
+        version = get_version(session, args.version, project)
+        cfg = preset_config(args.preset, dataset_version_id=version.id, **overrides)
+        project_id = version.project_id
     if args.exclude_leaked:
-        leaked = leak_ids(training_leaks(session, cfg)["leaks"])
+        report = training_leaks(session, cfg)
+        leaked, field = leak_ids(report["leaks"]), report["field"]
         if leaked:
-            print(f"excluding {len(leaked)} example(s) that repeat an eval prompt: "
+            print(f"excluding {len(leaked)} {report['unit']}(s) that repeat an eval prompt: "
                   f"{', '.join(f'#{i}' for i in leaked)}", file=sys.stderr, flush=True)
-            cfg = cfg.with_overrides(exclude_example_ids=sorted({*cfg.exclude_example_ids, *leaked}))
-    job = launch(session, user, version.project_id, cfg, name=args.name or "")
+            cfg = cfg.with_overrides(**{field: sorted({*getattr(cfg, field), *leaked})})
+    job = launch(session, user, project_id, cfg, name=args.name or "")
     if not args.wait:
         return _row(session, job)
     return _wait(session, user, job.id)
+
+
+def _dpo_config(session, args, project, overrides: dict):
+    """A DPO run's config: TrainConfig's DPO defaults (not a preset: their SFT learning rates are far too high for
+    DPO) with --prefs, --from-run (its base model unless --base-model says otherwise) and --set."""
+    if not args.prefs:
+        raise StudioError("--method dpo needs --prefs (a preference version id; see `prefs list`).")
+    pref = get_preference_version(session, args.prefs, project.id if project else None)
+    base = {}
+    if args.from_run:
+        run = get_run(session, args.from_run, pref.project_id)
+        base = {"init_from_run": run.id, "base_model": (run.config or {}).get("base_model")}
+    values = {**base, **overrides, "preference_version_id": pref.id}
+    return TrainConfig.from_dict({k: v for k, v in values.items() if v is not None}), pref.project_id
 
 
 def _wait(session, user, job_id: int) -> dict:
@@ -60,7 +82,9 @@ def _wait(session, user, job_id: int) -> dict:
             cur = train[-1] if train else {}
             line = (f"run {job.id}: {job.status} step {cur.get('step', 0)}/{cur.get('total_steps', '?')} "
                     f"loss {_fmt(cur.get('loss'))} val {_fmt(evals[-1]['eval_loss'] if evals else None)} "
-                    f"eta {_fmt(cur.get('eta_s'), 0)}s")
+                    f"eta {_fmt(cur.get('eta_s'), 0)}s"
+                    + (f" reward margin {_fmt(cur['reward_margin'])} accuracy {_fmt(cur.get('reward_accuracy'), 2)}"
+                       if cur.get("reward_margin") is not None else ""))
         if line != last:
             print(line, file=sys.stderr, flush=True)
             last = line
@@ -169,16 +193,19 @@ def cmd_runs_export(args, session, user):
 def register(sub, common) -> None:
     """Add `train` and `runs` to the finetune-studio command line."""
     p = sub.add_parser("train", parents=[common], help="fine-tune on a frozen dataset version (background run)")
-    p.add_argument("--version", required=True, help="dataset version name or id")
+    p.add_argument("--version", help="dataset version name or id (SFT methods)")
     p.add_argument("--project", help="project name or id (to tell apart versions of the same name)")
     p.add_argument("--preset", default="quick", choices=list(PRESETS))
-    p.add_argument("--method", choices=["lora", "qlora", "full"])
+    p.add_argument("--method", choices=["lora", "qlora", "full", "dpo"])
+    p.add_argument("--prefs", type=int, help="dpo: preference version id (see `prefs list`)")
+    p.add_argument("--from-run", help="dpo: continue this succeeded LoRA/QLoRA run's adapter (id or name)")
     p.add_argument("--base-model", help="embedded:SmolLM2-135M-Instruct (default), a local folder or a hub id")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any TrainConfig field, e.g. --set lora_r=8 --set num_epochs=2")
     p.add_argument("--name", help="run name")
     p.add_argument("--exclude-leaked", action="store_true",
-                   help="leave out the train/validation examples that repeat an eval prompt (else the run is refused)")
+                   help="leave out the training examples (DPO: preference pairs) that repeat an eval prompt (else the "
+                        "run is refused)")
     p.add_argument("--wait", action="store_true", help="print progress until the run ends")
     p.set_defaults(fn=cmd_train)
 

@@ -181,10 +181,10 @@ def leak_ids(leaks: list[dict]) -> list[int]:
     return list(dict.fromkeys(leak["key"] for leak in leaks))
 
 
-def describe_leaks(leaks: list[dict], limit: int = 8) -> str:
+def describe_leaks(leaks: list[dict], unit: str = "example", limit: int = 8) -> str:
     """One line naming the leaks by ids (no user text: pages may show it in a Markdown box): "example #12 repeats
-    prompt #5 of eval set #2 (near, 0.91); ..."."""
-    parts = [f"example #{leak['key']} repeats prompt #{leak['eval_prompt_id']} of eval set #{leak['eval_set_id']} "
+    prompt #5 of eval set #2 (near, 0.91); ..." (``unit``: what the keys are, "example" or "pair")."""
+    parts = [f"{unit} #{leak['key']} repeats prompt #{leak['eval_prompt_id']} of eval set #{leak['eval_set_id']} "
              f"({leak['kind']}, {leak['similarity']:.2f})" for leak in leaks[:limit]]
     more = f"; and {len(leaks) - limit} more" if len(leaks) > limit else ""
     return "; ".join(parts) + more

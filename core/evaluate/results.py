@@ -15,8 +15,9 @@ from core.curate.formats import csv_safe_cell
 from core.errors import InvalidInput
 from core.evaluate import stats
 from core.evaluate.checkstore import check_results
+from core.evaluate.preferences import vote_pairs
 from core.evaluate.evalsets import eval_prompts, generation_jobs, get_eval_set, latest_outputs
-from core.evaluate.review import review_progress, rubric_of, scores_of, split_pair
+from core.evaluate.review import review_progress, rubric_of, scores_of
 from core.evaluate.systems import system_labels
 from core.workspace import exports_dir
 from storage.models import Project, Score, User
@@ -151,29 +152,10 @@ def _no_nan(value):
 def dpo_pairs(session: Session, user: User, eval_set_id: int) -> list[dict]:
     """Preference pairs in TRL's conversational format: ``prompt`` (messages), ``chosen``/``rejected``
     (one assistant message each). One pair per item, by majority of the reviewers' A/B preferences; items
-    with only ties, both-bad votes or an even split give none."""
+    with only ties, both-bad votes or an even split give none (core.evaluate.preferences.vote_pairs)."""
     require(user, "evaluate")
-    outputs = latest_outputs(session, eval_set_id)
-    prompts = {p.id: p for p in eval_prompts(session, eval_set_id)}
-    tally: dict[tuple[int, str], dict[str, int]] = {}
-    for s in scores_of(session, eval_set_id):
-        if s.preference in ("A", "B"):
-            t = tally.setdefault((s.prompt_id, s.pair), {})
-            w = _winner(s)
-            t[w] = t.get(w, 0) + 1
-    out = []
-    for (pid, pair), t in sorted(tally.items()):
-        ranked = sorted(t.items(), key=lambda kv: -kv[1])
-        if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
-            continue
-        chosen = ranked[0][0]
-        rejected = next(s for s in split_pair(pair) if s != chosen)
-        if (pid, chosen) not in outputs or (pid, rejected) not in outputs:
-            continue
-        out.append({"prompt": [dict(m) for m in prompts[pid].messages],
-                    "chosen": [{"role": "assistant", "content": outputs[(pid, chosen)].text}],
-                    "rejected": [{"role": "assistant", "content": outputs[(pid, rejected)].text}]})
-    return out
+    return [{k: p[k] for k in ("prompt", "chosen", "rejected")}
+            for p in vote_pairs(session, user, eval_set_id)["pairs"]]
 
 
 def export_dpo(session: Session, user: User, eval_set_id: int, out_dir: str | Path | None = None) -> dict:

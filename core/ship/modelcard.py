@@ -20,7 +20,7 @@ from core.evaluate import stats
 from core.evaluate.results import results
 from core.evaluate.review import scores_of
 from storage.models import (DatasetVersion, DatasetVersionItem, EvalPrompt, EvalSet, Example, ExampleRating, Job,
-                            Output, Project, User)
+                            Output, PreferenceVersion, Project, User)
 
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded GGUF was made from
 BOOTSTRAP_ROUNDS = 200
@@ -107,6 +107,11 @@ def lineage(session: Session, run: Job) -> dict:
         out["dataset"] = {"name": version.name, "hash": version.content_hash, "train": version.n_train,
                           "validation": version.n_validation, "test": version.n_test,
                           **_people(session, version.id)}
+    pref_id = (run.config or {}).get("preference_version_id")
+    prefs = session.get(PreferenceVersion, pref_id) if pref_id else None
+    if prefs is not None:  # a DPO run learned from preference pairs, not from a dataset version
+        out["preferences"] = {"name": prefs.name, "hash": prefs.content_hash, "pairs": prefs.n_pairs,
+                              "init_from_run": (run.config or {}).get("init_from_run") or None}
     user = session.get(User, run.created_by) if run.created_by else None
     out["evaluation"] = evaluation(session, run, user) if user is not None else None
     return out
@@ -124,14 +129,23 @@ def card_text(info: dict, *, library_name: str, what: str, parity: dict | None =
     data = ModelCardData(base_model=hub_base_model(cfg.get("base_model")), library_name=library_name,
                          license=info["license"] or None, pipeline_tag="text-generation",
                          datasets=[info["dataset"]["name"]] if info.get("dataset") else None,
-                         tags=["finetune-studio", "trl", "sft", cfg.get("method") or "lora"])
+                         tags=["finetune-studio", "trl", "dpo" if cfg.get("method") == "dpo" else "sft",
+                               cfg.get("method") or "lora"])
     lines = [f"# {info['project']}: run {info['run']['id']} ({info['run']['name']})", "",
-             f"{what}, fine-tuned from `{cfg.get('base_model')}` with finetune-studio (TRL SFT, "
-             f"{cfg.get('method')}).", "", "## Intended use", "",
+             f"{what}, fine-tuned from `{cfg.get('base_model')}` with finetune-studio ("
+             + ("TRL DPO on preference pairs, LoRA" if cfg.get("method") == "dpo" else f"TRL SFT, {cfg.get('method')}")
+             + ").", "", "## Intended use", "",
              info["intended_use"] or "Not stated: set it on Admin -> Project settings -> Intended use.", ""]
     lines += ["## Training data", ""]
     ds = info.get("dataset")
-    if ds:
+    prefs = info.get("preferences")
+    if prefs:
+        lines += [f"- Preference version: `{prefs['name']}`, content hash `{prefs['hash']}`, {prefs['pairs']} pairs "
+                  "(prompt, chosen, rejected)"]
+        lines += [f"- Continued from run {prefs['init_from_run']}'s adapter (the DPO reference model)"
+                  if prefs["init_from_run"] else "- A new LoRA adapter on the base model"]
+        lines.append("")
+    elif ds:
         lines += [f"- Dataset version: `{ds['name']}`, content hash `{ds['hash']}`",
                   f"- Examples per split: train {ds['train']}, validation {ds['validation']}, test {ds['test']}",
                   f"- Written or edited by {ds['annotators']} annotator(s), approved by {ds['reviewers']} "

@@ -17,6 +17,7 @@ from sqlmodel import Session
 
 from core.basemodel import resolve_model_path
 from core.curate.datasets import version_records
+from core.curate.preferences import preference_records
 from core.errors import InvalidInput
 from core.evaluate.evalsets import eval_prompts, get_eval_set
 from core.evaluate.generate import generate_outputs
@@ -34,12 +35,15 @@ BATCH = 8
 
 def parity_prompts(session: Session, run: Job, eval_set_id: int | None = None) -> tuple[str, list[list[dict]]]:
     """(where they come from, the conversations): the eval set's prompts, else the test split (or, without one,
-    the validation split) of the run's dataset version."""
+    the validation split) of the run's dataset version, else (a DPO run) its preference version's prompts."""
     if eval_set_id:
         es = get_eval_set(session, eval_set_id)
         if es.project_id != run.project_id:
             raise InvalidInput(f"Eval set {eval_set_id} belongs to another project.")
         return f"eval set {es.name}", [list(p.messages) for p in eval_prompts(session, es.id)]
+    pref_id = (run.config or {}).get("preference_version_id")
+    if not run.dataset_version_id and pref_id:  # a DPO run: the prompts of the pairs it learned from
+        return "preference version's prompts", [list(r["prompt"]) for r in preference_records(session, pref_id)]
     if not run.dataset_version_id:
         raise InvalidInput(f"Run {run.id} names no dataset version; choose an eval set for the parity check.")
     for split in ("test", "validation"):

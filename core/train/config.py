@@ -15,11 +15,13 @@ from core.basemodel import EMBEDDED
 from core.configs import strict_from_dict
 from core.errors import InvalidInput
 
-METHODS = ("lora", "qlora", "full")
+METHODS = ("lora", "qlora", "full", "dpo")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
 LAUNCHERS = ("auto", "python", "accelerate")
-DEFAULT_LR = {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5}
+DEFAULT_LR = {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5, "dpo": 5e-5}
+# TRL DPOTrainer loss types the studio offers: each needs no setting beyond beta (see dpo_loss_type).
+DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge", "apo_zero", "apo_down")
 
 
 @dataclass
@@ -35,7 +37,8 @@ class TrainConfig:
     # -- method
     method: str = "lora"
     """"lora" (PEFT adapters), "qlora" (LoRA on a 4-bit NF4 base: a quarter of the memory for the base weights;
-    on a CPU it trains slower than LoRA) or "full" (all weights)."""
+    on a CPU it trains slower than LoRA), "full" (all weights) or "dpo" (preference training with TRL's DPOTrainer
+    on a preference version: a LoRA adapter, new on the base or continuing a finished run's adapter)."""
     lora_r: int = 16
     """LoRA rank: size of the low-rank update; higher learns more and costs more memory."""
     lora_alpha: int | None = None
@@ -45,9 +48,23 @@ class TrainConfig:
     target_modules: str = "all-linear"
     """Which layers get adapters: "all-linear" or a comma-separated list of module names (e.g. "q_proj,v_proj")."""
 
+    # -- preference training (method "dpo")
+    preference_version_id: int = 0
+    """Frozen preference version (prompt, chosen, rejected pairs) a DPO run learns from; built on the Datasets or
+    Results page from reviewers' votes and/or an imported preference file."""
+    init_from_run: int = 0
+    """A succeeded LoRA/QLoRA run (job id) of the same base whose adapter DPO keeps training, so the DPO run's
+    adapter holds SFT and DPO together (its LoRA settings are that run's); 0 starts a new LoRA adapter on the base."""
+    dpo_beta: float = 0.1
+    """How far DPO may move from the reference model (the starting point): higher stays closer. 0.1 is the DPO
+    paper's and TRL's default; 0.01-0.5 is the usual range."""
+    dpo_loss_type: str = "sigmoid"
+    """TRL's DPO loss: "sigmoid" (the DPO paper), "ipo" (IPO: less prone to overfitting small preference sets),
+    "hinge" (SLiC), "apo_zero" / "apo_down" (anchored: when chosen answers are better / worse than the model's)."""
+
     # -- optimisation
     learning_rate: float | None = None
-    """Peak learning rate; None means 2e-4 for LoRA/QLoRA and 2e-5 for full fine-tuning."""
+    """Peak learning rate; None means 2e-4 for LoRA/QLoRA, 2e-5 for full fine-tuning and 5e-5 for DPO."""
     num_epochs: float = 3.0
     """Passes over the train split (ignored when max_steps > 0)."""
     max_train_examples: int = 0
@@ -102,6 +119,9 @@ class TrainConfig:
     exclude_example_ids: list[int] = field(default_factory=list)
     """Examples (by id) left out of the train and validation data, e.g. the ones that repeat an eval prompt: a
     launch is refused while a training example repeats one, unless it is excluded here."""
+    exclude_pair_ids: list[int] = field(default_factory=list)
+    """DPO: preference pairs (by id) left out, e.g. the ones whose prompt repeats a prompt of an eval set other than
+    the ones the pairs were voted on: a DPO launch is refused while a pair repeats one, unless it is excluded here."""
     include_eval_derived: bool = False
     """Train on examples that came from an eval item (sent back from review, or a failure routed to annotation)
     even while that eval set is used for comparison. Off: they are left out, so the eval set stays a fair test."""
@@ -122,6 +142,7 @@ class TrainConfig:
             yield f"method must be one of {', '.join(METHODS)} (got {self.method!r})"
         if not isinstance(self.dataset_version_id, int) or self.dataset_version_id < 0:
             yield "dataset_version_id must be a dataset version id"
+        yield from self._dpo_problems()
         if not str(self.base_model or "").strip():
             yield "base_model is empty"
         if self.lora_r < 1 or self.lora_r > 1024:
@@ -172,8 +193,26 @@ class TrainConfig:
         ids = self.exclude_example_ids
         if not isinstance(ids, list) or any(type(i) is not int or i < 1 for i in ids):
             yield "exclude_example_ids must be a list of example ids (positive whole numbers)"
+        ids = self.exclude_pair_ids
+        if not isinstance(ids, list) or any(type(i) is not int or i < 1 for i in ids):
+            yield "exclude_pair_ids must be a list of preference pair ids (positive whole numbers)"
         if not isinstance(self.include_eval_derived, bool):
             yield "include_eval_derived must be true or false"
+
+    def _dpo_problems(self):
+        for name in ("preference_version_id", "init_from_run"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                yield f"{name} must be 0 or an id"
+        if self.method == "dpo":
+            if not self.preference_version_id:
+                yield "method dpo needs a preference version (preference_version_id): freeze one from reviewers' " \
+                      "votes or import a preference file first"
+            if not 0 < self.dpo_beta <= 10:
+                yield f"dpo_beta must be above 0 and at most 10 (got {self.dpo_beta})"
+            if self.dpo_loss_type not in DPO_LOSS_TYPES:
+                yield f"dpo_loss_type must be one of {', '.join(DPO_LOSS_TYPES)} (got {self.dpo_loss_type!r})"
+        elif self.preference_version_id or self.init_from_run:
+            yield "preference_version_id and init_from_run are for method dpo only"
 
     # -- derived values
     @property

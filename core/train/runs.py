@@ -13,6 +13,8 @@ from core.errors import InvalidInput, NotFound
 from core.hardware import detect, estimate_peak_memory, estimate_sum_text, resolve_precision
 from core.jobs import rundir
 from core.jobs.queue import get_job, list_jobs, queue_position, read_metrics, reconcile, resubmit, submit
+from core.curate.preferences import get_preference_version, preference_leaks
+from core.train import dpo
 from core.train.config import TrainConfig
 from storage.models import DatasetVersion, Job
 
@@ -25,7 +27,8 @@ def estimate(cfg: TrainConfig, hw=None, max_length: int | None = None) -> dict:
     hw = hw or detect()
     precision = resolve_precision(cfg.precision, hw)
     length = cfg.max_length or max_length or 512
-    est = estimate_peak_memory(cfg.base_model, cfg.method, cfg.per_device_batch_size, length,
+    method, batch = dpo.memory_method(cfg) if cfg.method == "dpo" else (cfg.method, cfg.per_device_batch_size)
+    est = estimate_peak_memory(cfg.base_model, method, batch, length,
                                cfg.gradient_checkpointing, precision, lora_r=cfg.lora_r, device=hw.kind)
     est.update({"available_mb": round(hw.free_mb, 1), "device": hw.describe(), "precision": precision,
                 "max_length": length, "fits": est["peak_mb"] <= hw.free_mb})
@@ -55,6 +58,8 @@ def check_launch(cfg: TrainConfig, hw=None) -> dict:
 def launch(session, user, project_id: int, cfg: TrainConfig, name: str = ""):
     """Check ``cfg`` against the user's role, the data and the hardware, then queue the run (core.jobs.queue.submit)."""
     require(user, "train")
+    if cfg.method == "dpo":
+        return launch_dpo(session, user, project_id, cfg, name)
     version = session.get(DatasetVersion, cfg.dataset_version_id) if cfg.dataset_version_id else None
     if version is None or version.project_id != project_id:
         raise NotFound(f"Dataset version {cfg.dataset_version_id or '(none)'} does not exist in this project; "
@@ -70,24 +75,43 @@ def launch(session, user, project_id: int, cfg: TrainConfig, name: str = ""):
 
 
 def training_leaks(session, cfg: TrainConfig) -> dict:
-    """The leakage check of a launch (core.curate.leakage.launch_leaks) for ``cfg``'s version, exclusions and
-    choice about eval-derived examples: what the Train page shows before launch and the CLI's --exclude-leaked
-    excludes."""
-    return launch_leaks(session, cfg.dataset_version_id, cfg.exclude_example_ids, cfg.include_eval_derived)
+    """The leakage check of a launch for ``cfg``: for SFT, the version's train/validation examples against every
+    eval set (core.curate.leakage.launch_leaks, with the run's exclusions and its choice about eval-derived
+    examples); for DPO, the preference pairs against every eval set but the ones they were voted on
+    (core.curate.preferences.preference_leaks; keys are pair ids). ``unit`` names what the keys count. What the Train
+    page shows before launch and the CLI's --exclude-leaked excludes."""
+    if cfg.method == "dpo":
+        report = preference_leaks(session, cfg.preference_version_id, cfg.exclude_pair_ids)
+        return {**report, "unit": "pair", "field": "exclude_pair_ids", "eval_derived_excluded": []}
+    report = launch_leaks(session, cfg.dataset_version_id, cfg.exclude_example_ids, cfg.include_eval_derived)
+    return {**report, "unit": "example", "field": "exclude_example_ids"}
 
 
 def check_leaks(session, cfg: TrainConfig) -> dict:
-    """Refuse a run whose train or validation examples repeat an eval prompt (exactly or nearly) and are not
-    excluded: trained on, they would make every comparison on that eval set unfair."""
+    """Refuse a run whose training data repeats an eval prompt (exactly or nearly) and is not excluded: trained on,
+    it would make every comparison on that eval set unfair."""
     report = training_leaks(session, cfg)
     leaks = report["leaks"]
     if leaks:
-        ids = leak_ids(leaks)
+        ids, unit = leak_ids(leaks), report["unit"]
         raise InvalidInput(
-            f"{len(ids)} training example(s) repeat an eval prompt, so a comparison on that eval set would be "
-            f"unfair: {describe_leaks(leaks)}. Exclude them (\"Exclude these {len(ids)} examples\" on the Train "
-            "page, --exclude-leaked on the command line, or exclude_example_ids) or remove them from the data.")
+            f"{len(ids)} training {unit}(s) repeat an eval prompt, so a comparison on that eval set would be "
+            f"unfair: {describe_leaks(leaks, unit)}. Exclude them (\"Exclude these {len(ids)} {unit}s\" on the "
+            f"Train page, --exclude-leaked on the command line, or {report['field']}) or remove them from the data.")
     return report
+
+
+def launch_dpo(session, user, project_id: int, cfg: TrainConfig, name: str = ""):
+    """Queue a DPO run (core.train.dpo): its preference version must be in the project and the run it continues
+    (if any) a succeeded LoRA/QLoRA run of the same base with its adapter."""
+    require(user, "train")
+    prefs = get_preference_version(session, cfg.preference_version_id, project_id)
+    dpo.init_run(session, project_id, cfg)
+    check_leaks(session, cfg)
+    est = check_launch(cfg)
+    name = name or f"dpo-{prefs.name}" + (f"-from-{cfg.init_from_run}" if cfg.init_from_run else "")
+    return submit(session, user, project_id=project_id, kind=KIND, action="train", name=name, config=cfg.to_dict(),
+                  module=WORKER, slots=cfg.num_gpus, launcher=cfg.launcher, estimated_peak_mb=est["peak_mb"])
 
 
 def resume_run(session, user, job_id: int):
@@ -161,6 +185,8 @@ def run_summary(session, job: Job) -> dict:
     duration = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
     return {"id": job.id, "name": job.name, "status": job.status, "queue_position": queue_position(session, job),
             "method": cfg.get("method"), "base_model": cfg.get("base_model"),
+            "preference_version": cfg.get("preference_version_id") or None,
+            "reward_accuracy": metrics.get("reward_accuracy_last"), "reward_margin": metrics.get("reward_margin_last"),
             "dataset_version": job.dataset_version_id, "dataset_version_name": _version_name(session, job),
             "train_loss": metrics.get("train_loss"),
             "eval_loss_first": metrics.get("eval_loss_first"), "eval_loss_last": metrics.get("eval_loss_last"),

@@ -8,9 +8,14 @@ import os
 import time
 from pathlib import Path
 
+from core.errors import InvalidInput
 from core.hardware import measured_peak_mb
 from core.jobs import rundir
 from core.train.config import TrainConfig
+
+
+DPO_LOGS = (("reward_margin", "rewards/margins"), ("reward_accuracy", "rewards/accuracies"),
+            ("reward_chosen", "rewards/chosen"), ("reward_rejected", "rewards/rejected"))
 
 
 def log(msg: str) -> None:
@@ -52,6 +57,55 @@ def lora_config(cfg: TrainConfig):
                       target_modules=cfg.target_modules_value(), bias="none", task_type="CAUSAL_LM")
 
 
+def trainer_args(ctx) -> dict:
+    """Trainer arguments every run shares (SFT here, DPO in core.train.dpo): checkpoints in the run folder, the
+    precision chosen from the hardware (never TRL's bf16 default: wrong and ~30x slower on a CPU without native
+    bf16), TrainConfig's optimisation settings, logging to the live panel and TensorBoard, two checkpoints kept."""
+    cfg = ctx.cfg
+    return dict(
+        output_dir=str(ctx.run_dir / rundir.CHECKPOINTS),
+        bf16=ctx.precision == "bf16",
+        fp16=ctx.precision == "fp16",
+        learning_rate=cfg.effective_lr,
+        num_train_epochs=cfg.num_epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.per_device_batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
+        weight_decay=cfg.weight_decay,
+        lr_scheduler_type=cfg.lr_scheduler,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        max_length=ctx.max_length,
+        logging_strategy="steps",
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        save_steps=cfg.save_steps or 500,
+        save_total_limit=2,
+        report_to=["tensorboard"],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=ctx.hw.kind == "cuda",
+        include_num_input_tokens_seen="non_padding",
+        ddp_find_unused_parameters=False if cfg.num_gpus != 1 else None,
+    )
+
+
+def prepare_device(ctx) -> None:
+    """Detect the hardware, choose the precision from it (refusing half precision off an NVIDIA GPU) and seed."""
+    import torch
+
+    from core.hardware import detect, resolve_precision
+
+    ctx.hw = detect()
+    ctx.precision = resolve_precision(ctx.cfg.precision, ctx.hw)
+    if ctx.hw.kind != "cuda" and ctx.precision != "fp32":
+        raise InvalidInput("Half precision needs an NVIDIA GPU; on this machine training runs in fp32.")
+    torch.manual_seed(ctx.cfg.seed)
+    log(f"hardware: {ctx.hw.describe()}; precision {ctx.precision}")
+
+
 def sft_config(ctx):
     from trl import SFTConfig
 
@@ -62,23 +116,8 @@ def sft_config(ctx):
     eval_strategy = "no" if not has_eval else ("steps" if cfg.eval_steps else "epoch")
     save_strategy = "steps" if cfg.save_steps else "epoch"
     return SFTConfig(
-        output_dir=str(ctx.run_dir / rundir.CHECKPOINTS),
-        # Precision is chosen here, never left to TRL's bf16 default (wrong and slow on a CPU).
-        bf16=ctx.precision == "bf16",
-        fp16=ctx.precision == "fp16",
-        learning_rate=cfg.effective_lr,
-        num_train_epochs=cfg.num_epochs,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.per_device_batch_size,
+        **trainer_args(ctx),
         per_device_eval_batch_size=cfg.per_device_batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
-        weight_decay=cfg.weight_decay,
-        lr_scheduler_type=cfg.lr_scheduler,
-        max_grad_norm=cfg.max_grad_norm,
-        seed=cfg.seed,
-        data_seed=cfg.seed,
-        max_length=ctx.max_length,
         # Best-fit-decreasing packing: whole examples (cut at max_length) share padding-free rows.
         packing=ctx.padding_free,
         packing_strategy="bfd",
@@ -92,18 +131,7 @@ def sft_config(ctx):
         eval_strategy=eval_strategy,
         eval_steps=cfg.eval_steps or None,
         eval_on_start=has_eval,  # the base model's validation loss is the curve's first point
-        logging_strategy="steps",
-        logging_steps=cfg.logging_steps,
-        logging_first_step=True,
         save_strategy=save_strategy,
-        save_steps=cfg.save_steps or 500,
-        save_total_limit=2,
-        report_to=["tensorboard"],
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        dataloader_pin_memory=ctx.hw.kind == "cuda",
-        include_num_input_tokens_seen="non_padding",
-        ddp_find_unused_parameters=False if ctx.cfg.num_gpus != 1 else None,
     )
 
 
@@ -161,6 +189,9 @@ def progress_callback(ctx):
                    # Peak so far (CUDA allocations on a GPU, the process's RSS on a CPU): the live panel's Memory.
                    "mem_mb": measured_peak_mb(),
                    "time": round(now, 3)}
+            # DPO runs (TRL's DPOTrainer) also log how far the chosen answer's implicit reward is above the
+            # rejected one's and how often it is: the Train page charts them beside the loss.
+            row.update({key: round(logs[src], 6) for key, src in DPO_LOGS if logs.get(src) is not None})
             with open(self.path, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
             shown = {k: v for k, v in row.items() if v is not None and k not in ("time", "total_steps")}

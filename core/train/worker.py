@@ -28,12 +28,14 @@ from typing import Any
 from core.basemodel import load_model, load_tokenizer
 from core.curate.datasets import version_records
 from core.curate.leakage import eval_derived_excluded
+from core.curate.preferences import preference_records
 from core.errors import InvalidInput, NotFound, StudioError
-from core.hardware import detect, estimate_peak_memory, measured_peak_mb, resolve_precision
+from core.hardware import estimate_peak_memory, measured_peak_mb
 from core.jobs import rundir
 from core.jobs.worker import KeepAlive, StopFlag, job_for_run_dir, worker_finish, worker_start
+from core.train import dpo
 from core.train.config import TrainConfig, auto_max_length
-from core.train.sft import (answer_cut_away, log, lora_config, progress_callback, sft_config,
+from core.train.sft import (answer_cut_away, log, lora_config, prepare_device, progress_callback, sft_config,
                             studio_trainer_class, use_padding_free)
 from core.workspace import offline_env
 from storage.db import session_scope
@@ -100,17 +102,11 @@ def setup(run_dir: Path, cfg: TrainConfig, records: dict[str, list[dict]], proje
     """Hardware, precision, tokenizer, datasets, max length, model and the SFT/PEFT configs.
 
     ``model`` / ``tokenizer`` replace loading ``cfg.base_model`` (the throughput bench passes a random model)."""
-    import torch
     from datasets import Dataset
 
 
     ctx = Context(run_dir=run_dir, cfg=cfg, job_id=job_id, stop=stop if stop is not None else StopFlag())
-    ctx.hw = detect()
-    ctx.precision = resolve_precision(cfg.precision, ctx.hw)
-    if ctx.hw.kind != "cuda" and ctx.precision != "fp32":
-        raise InvalidInput("Half precision needs an NVIDIA GPU; on this machine training runs in fp32.")
-    torch.manual_seed(cfg.seed)
-    log(f"hardware: {ctx.hw.describe()}; precision {ctx.precision}")
+    prepare_device(ctx)
 
     ctx.tokenizer = tokenizer or load_tokenizer(cfg.base_model)
     train, val = records.get("train") or [], records.get("validation") or []
@@ -217,7 +213,7 @@ def build_trainer(ctx: Context):
 
 def fit(ctx: Context):
     """Train (continuing from cfg.resume_from when set); returns the trainer."""
-    trainer = build_trainer(ctx)
+    trainer = (dpo.build_trainer if ctx.cfg.method == "dpo" else build_trainer)(ctx)
     ctx.model = trainer.model
     resume = ctx.cfg.resume_from or None
     if resume and not (Path(resume) / rundir.COMPLETE_MARKER).exists():
@@ -250,6 +246,9 @@ def _line_step(line: str) -> int:
 
 def save(ctx: Context, trainer) -> None:
     """Adapter (or full model) with tokenizer and chat template into the run folder."""
+    if ctx.cfg.method == "dpo":
+        dpo.save_adapter(ctx, trainer)
+        return
     if ctx.cfg.method == "full":
         out = ctx.run_dir / rundir.FULL_MODEL_DIR
         trainer.model.save_pretrained(out, safe_serialization=True)
@@ -275,7 +274,8 @@ def summarize(ctx: Context, trainer) -> dict:
             "global_step": trainer.state.global_step if trainer is not None else 0,
             "start_step": ctx.start_step,
             "epoch": trainer.state.epoch if trainer is not None else 0,
-            "train_runtime_s": final.get("train_runtime")}
+            "train_runtime_s": final.get("train_runtime"),
+            **(dpo.reward_summary(history) if ctx.cfg.method == "dpo" else {})}
 
 
 def oom_advice(cfg: TrainConfig, max_length: int) -> str:
@@ -336,9 +336,13 @@ def run(run_dir: str | Path) -> dict:
     with KeepAlive(job_id) as alive:
         try:
             cfg = TrainConfig.from_json(cfg_text)
-            records, excluded = _records(cfg)
-            ctx = setup(run_dir, cfg, records, project_max, job_id, stop=STOP)
-            ctx.dataset.update(excluded)
+            if cfg.method == "dpo":
+                ctx = Context(run_dir=run_dir, cfg=cfg, job_id=job_id, stop=STOP)
+                dpo.setup(ctx, _preference_records(cfg), project_max, _load_base)
+            else:
+                records, excluded = _records(cfg)
+                ctx = setup(run_dir, cfg, records, project_max, job_id, stop=STOP)
+                ctx.dataset.update(excluded)
             ctx.keep_alive = alive if job_id else None
             trainer = fit(ctx)
             save(ctx, trainer)
@@ -382,6 +386,17 @@ def _job_and_data_info(run_dir: Path) -> tuple[int | None, dict, int]:
 def _records(cfg: TrainConfig) -> tuple[dict[str, list[dict]], dict]:
     with session_scope() as session:
         return training_records(session, cfg)
+
+
+def _preference_records(cfg: TrainConfig) -> list[dict]:
+    with session_scope() as session:
+        records = preference_records(session, cfg.preference_version_id, cfg.exclude_pair_ids)
+    if cfg.exclude_pair_ids:
+        log(f"data: {len(cfg.exclude_pair_ids)} preference pair(s) excluded by the run's settings (exclude_pair_ids)")
+    if not records:
+        raise InvalidInput("Every pair of the preference version is excluded (exclude_pair_ids); nothing is left "
+                           "to train on.")
+    return records
 
 
 def cleanup(run_dir: Path, ctx: Context | None, trainer, status: str, error: str, version: dict,
