@@ -87,3 +87,33 @@ def test_results_freezes_votes_and_shows_disagreement(session, users, project, r
     at = _page("versions.py", users["engineer"]).run()
     table = at.dataframe[-1].value
     assert list(table["pairs"]) == [4] and "4 pairs from 4 voted items" in table["from"][0]
+
+
+def test_train_form_refuses_dpo_pairs_that_repeat_another_eval_set_until_excluded(session, users, project, tiny_model,
+                                                                                  tmp_path):
+    from core.evaluate.evalsets import create_eval_set_from_file
+    from core.jobs.queue import list_jobs
+    from tests.fixtures_jobs import add_job, live_process
+
+    eng = users["engineer"]
+    prefs = import_preference_file(session, eng, project.id, "file prefs", PAIRS, "p.jsonl")
+    create_eval_set_from_file(session, eng, project.id, "held out", json.dumps({"prompt": "meter 2?"}) + "\n",
+                              "held.jsonl")
+    with live_process() as proc:  # holds the one slot: the launched run waits in the queue instead of training
+        add_job(session, project, eng, name="busy", pid=proc.pid)
+        at = _page("train.py", eng).run()
+        at.radio(key="quick-method").set_value("dpo").run()
+        at.radio(key="source").set_value("Local model folder").run()
+        at.text_input(key="model_path").input(str(tiny_model)).run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert any("1 pair(s) of this preference version repeat an eval prompt" in w.value for w in at.warning)
+        next(b for b in at.button if b.label == "Train").click().run()
+        assert any("1 training pair(s) repeat an eval prompt" in e.value for e in at.error), \
+            [e.value for e in at.error]
+        at.button(key="exclude_leaked").click().run()
+        assert not any("repeat an eval prompt" in w.value for w in at.warning)
+        next(b for b in at.button if b.label == "Train").click().run()
+        assert not at.error, [e.value for e in at.error]
+    session.expire_all()
+    launched = next(j for j in list_jobs(session, kind="train") if j.name != "busy")
+    assert launched.config["method"] == "dpo" and len(launched.config["exclude_pair_ids"]) == 1
