@@ -24,13 +24,13 @@ st.title("Runs")
 TABLE_COLUMNS = {  # widths in px, so the whole table fits a laptop window (the name takes what is left)
     "id": st.column_config.NumberColumn("Run", format="#%d", width=56),
     "name": st.column_config.TextColumn("Name"),
-    "status": st.column_config.TextColumn("Status", width=92),
+    "status": st.column_config.TextColumn("Status", width=84),
     "method": st.column_config.TextColumn("Method", width=72),
-    "dataset_version_name": st.column_config.TextColumn("Dataset version", width=124),
+    "dataset_version_name": st.column_config.TextColumn("Version", width=100, help="The dataset version trained on"),
     "train_loss": st.column_config.NumberColumn("Train loss", format="%.3f", width=84),
-    "eval_loss_last": st.column_config.NumberColumn("Validation loss", format="%.3f", width=116,
-                                                    help="At the last evaluation"),
-    "reward_accuracy": st.column_config.NumberColumn("Reward acc.", format="%.2f", width=92,
+    "eval_loss_last": st.column_config.NumberColumn("Val. loss", format="%.3f", width=80,
+                                                    help="Validation loss at the last evaluation"),
+    "reward_accuracy": st.column_config.NumberColumn("Reward acc.", format="%.2f", width=88,
                                                      help="DPO runs: how often the chosen answer's reward was above "
                                                           "the rejected one's, at the last step"),
     "steps": st.column_config.NumberColumn("Steps", width=60),
@@ -42,7 +42,8 @@ TABLE_COLUMNS = {  # widths in px, so the whole table fits a laptop window (the 
 
 
 def table_frame(rows: list[dict]) -> pd.DataFrame:
-    """The runs as the table shows them: fewer, human columns, so it fits a laptop screen."""
+    """The runs as the table shows them: fewer, human columns, so it fits a laptop screen (the reward column only
+    when a DPO run is listed)."""
     frame = pd.DataFrame(rows)
     measured = pd.to_numeric(frame["measured_peak_mb"], errors="coerce")
     frame["peak_gib"] = measured.fillna(pd.to_numeric(frame["estimated_peak_mb"], errors="coerce")) / 1024
@@ -50,7 +51,8 @@ def table_frame(rows: list[dict]) -> pd.DataFrame:
         frame[key] = pd.to_numeric(frame[key], errors="coerce")  # empty cells, not "None"
     for key in ("method", "dataset_version_name"):
         frame[key] = frame[key].fillna("-")
-    return frame[list(TABLE_COLUMNS)]
+    columns = [c for c in TABLE_COLUMNS if c != "reward_accuracy" or frame[c].notna().any()]
+    return frame[columns]
 
 
 @st.fragment(run_every="5s")

@@ -174,5 +174,6 @@ def test_runs_table_names_the_dataset_version_in_human_columns(session, users, p
     assert "spring-v3" in list(frame["dataset_version_name"])
     config = json.loads(at.dataframe[0].proto.columns)  # the column_config the browser gets
     shown = {key: spec.get("label") for key, spec in config.items()}
-    assert shown["dataset_version_name"] == "Dataset version" and shown["eval_loss_last"] == "Validation loss"
+    assert shown["dataset_version_name"] == "Version" and shown["eval_loss_last"] == "Val. loss"
+    assert "reward_accuracy" not in frame.columns  # no DPO run listed: no empty reward column
     assert "run_dir" not in frame.columns and "queue_position" not in frame.columns and len(frame.columns) <= 11

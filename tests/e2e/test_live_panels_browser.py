@@ -165,7 +165,8 @@ def test_train_evaluate_and_datasets_pages_fit_narrow_windows(server, server_db,
 
 
 def test_runs_table_is_not_cut_off_on_a_laptop_window(server, server_db, page):
-    """At 1400 px every column of the Runs table is in view: no horizontal scrolling inside the grid."""
+    """At 1400 px every column of the Runs table is in view, with a DPO run's reward column too: no horizontal
+    scrolling inside the grid."""
     from storage.models import DatasetVersion
 
     admin, project = _admin_and_project(server_db)
@@ -174,6 +175,9 @@ def test_runs_table_is_not_cut_off_on_a_laptop_window(server, server_db, page):
         add_job(server_db, project, admin, name=f"lora-demo-v1-try{i}", status="succeeded",
                 dataset_version_id=version.id, config={"method": "lora"}, measured_peak_mb=4700.0 + i,
                 result={"metrics": {"train_loss": 1.234567, "eval_loss_last": 1.1, "global_step": 36}})
+    add_job(server_db, project, admin, name="dpo-votes-from-2", status="succeeded",  # adds the reward column
+            config={"method": "dpo"}, measured_peak_mb=4800.0,
+            result={"metrics": {"train_loss": 0.69, "global_step": 12, "reward_accuracy_last": 0.75}})
     login(page, server.url, *server.admin_credentials())
     go(page, "Runs")
     page.get_by_text("demo-v1").first.wait_for(state="attached")
@@ -182,3 +186,4 @@ def test_runs_table_is_not_cut_off_on_a_laptop_window(server, server_db, page):
         return {scroll: s.scrollWidth, client: s.clientWidth}; }""")
     shot(page, "live-5-runs-table")
     assert grid["scroll"] <= grid["client"] + 1, grid
+    assert page.get_by_text("Reward acc.").count() >= 1  # the DPO run's column is there
