@@ -170,6 +170,16 @@ def cmd_draft_stats(args, session, user):
     return draft_edit_stats(session, user, project_arg(session, args).id)
 
 
+def _decoding_args(p) -> None:
+    """The decoding options `generate` and `draft-answers` share (both run core.evaluate.generate)."""
+    p.add_argument("--base-model", help="model behind 'base' (default: the runs' base model, else the embedded one)")
+    p.add_argument("--temperature", type=float, help="sample with this temperature (default: greedy)")
+    p.add_argument("--top-p", type=float, help="nucleus sampling threshold (implies sampling)")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=8)
+
+
 def register(sub, common) -> None:
     """Add the evaluation subcommands to the main parser."""
     p = sub.add_parser("evalsets", parents=[common], help="list eval sets, or create one from a version or a file")
@@ -186,12 +196,7 @@ def register(sub, common) -> None:
     p.add_argument("--project")
     p.add_argument("--eval-set", required=True, help="eval set id or name")
     p.add_argument("--systems", required=True, help="comma-separated: base,run:12,run:my-run (run ids or names)")
-    p.add_argument("--base-model", help="model behind 'base' (default: the runs' base model, else the embedded one)")
-    p.add_argument("--temperature", type=float, help="sample with this temperature (default: greedy)")
-    p.add_argument("--top-p", type=float, help="nucleus sampling threshold (implies sampling)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=8)
+    _decoding_args(p)
     p.add_argument("--no-perplexity", action="store_true", help="skip perplexity on the reference answers")
     p.add_argument("--wait", action="store_true", help="wait for the job, printing progress to stderr")
     p.set_defaults(fn=cmd_generate)
@@ -229,12 +234,7 @@ def register(sub, common) -> None:
     p.add_argument("--tag", help="only examples with this tag")
     p.add_argument("--limit", type=int, help="at most this many examples")
     p.add_argument("--ids", help="exactly these example ids (comma-separated)")
-    p.add_argument("--base-model", help="model behind 'base' (default: the runs' base model, else the embedded one)")
-    p.add_argument("--temperature", type=float, help="sample with this temperature (default: greedy)")
-    p.add_argument("--top-p", type=float, help="nucleus sampling threshold (implies sampling)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=8)
+    _decoding_args(p)
     p.add_argument("--wait", action="store_true", help="wait for the job to end")
     p.set_defaults(fn=cmd_draft_answers)
 
