@@ -15,7 +15,8 @@ with users_tab:
         users = list_users(s)
     st.dataframe(
         pd.DataFrame([{"username": u.username, "role": u.role, "active": u.active,
-                       "last login": u.last_login_at} for u in users]),
+                       "last login (UTC)": f"{u.last_login_at:%Y-%m-%d %H:%M}" if u.last_login_at else "never"}
+                      for u in users]),
         hide_index=True, width="stretch",
     )
     with st.form("add_user", clear_on_submit=True):

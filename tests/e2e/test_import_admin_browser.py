@@ -1,5 +1,6 @@
-"""Import in a real browser, as a new user tries it (issue 18): the report belongs to the file it was made for,
-it is shown once, and its figures keep their labels whole in a narrow window."""
+"""Import and Admin in a real browser, as a new user tries them (issue 18): the import report belongs to the file
+it was made for, is shown once and keeps its labels whole; an admin is asked before disabling a user, told it was
+done, and resets a password in the browser."""
 import json
 
 import pytest
@@ -59,3 +60,32 @@ def test_import_report_follows_the_file_is_shown_once_and_labels_fit(server, pag
     wait_idle(page)
     assert main_text(page).count("Imported 1 of 1 records") == 1, main_text(page)
     assert "Imported 2 of 3 records" not in main_text(page)
+
+
+def test_admin_confirms_a_disable_and_resets_a_password_in_the_browser(server, page):
+    cli(server, "users", "add", "olga", "--role", "reviewer", "--password", PASSWORD)
+    admin, admin_password = server.admin_credentials()
+    login(page, server.url, admin, admin_password)
+    page.get_by_role("link", name="Admin", exact=True).click()
+    page.get_by_role("heading", name="Change a user").wait_for()
+    wait_idle(page)
+    shot(page, "i2-admin")
+    page.get_by_label("User", exact=True).first.click()
+    page.get_by_role("option", name="olga", exact=True).click()
+    wait_idle(page)
+    page.get_by_role("button", name="Disable", exact=True).click()
+    page.get_by_role("button", name="Yes, disable olga").click()
+    page.get_by_text("Disabled olga: signed out of every browser").wait_for()
+    wait_idle(page)
+    page.get_by_role("button", name="Enable", exact=True).click()
+    page.get_by_text("Enabled olga").wait_for()
+    wait_idle(page)
+    page.get_by_role("button", name="Reset password").click()
+    page.get_by_role("button", name="Yes, reset olga's password").click()
+    page.get_by_text("New password for olga, shown once").wait_for()
+    wait_idle(page)
+    shot(page, "i2-admin-password-reset")
+    new_password = page.get_by_test_id("stCode").inner_text().strip()
+    page.get_by_role("button", name="Log out").click()
+    page.get_by_role("button", name="Log in").wait_for()
+    login(page, server.url, "olga", new_password)
