@@ -50,6 +50,7 @@ with db() as s:
         page = cur.queue_page(s, project, status="submitted", limit=20, **filters)
     matching = cur.count_submitted(s, project, **filters)
 if not page:
+    st.session_state["rv_shown"] = None
     st.success("Nothing waiting for review" + (" with these filters." if any(filters.values()) else "."))
     st.stop()
 
@@ -127,19 +128,26 @@ with st.container(horizontal=True, gap="small"):
     approve = st.button("Approve", type="primary", shortcut="Alt+A")
     reject = st.button("Reject", shortcut="Alt+X")
     skip = st.button("Skip", shortcut="Alt+Right")
-if approve or reject:
+# A click acts on the example the reviewer saw: a shortcut pressed while typing a search, or after another
+# reviewer's step, reaches the server with a list whose first example was never drawn for this reviewer.
+unseen = st.session_state.get("rv_shown") not in (None, (ex.id, ex.version))
+if (approve or reject or skip) and unseen:
+    st.warning(f"The list changed before your click (new filters, or another reviewer's step): nothing was "
+               f"{'approved' if approve else 'rejected' if reject else 'skipped'}: look at #{ex.id}, then decide.")
+elif approve or reject:
     with db() as s:
         done = "Fixed and approved" if approve and fixed else "Approved" if approve else "Rejected"
         if run_action(cur.review_example, s, user, ex.id, "approve" if approve else "reject",
                       reason if reject else "", expected_version=ex.version, fix=fix,
                       success=f"{done} #{ex.id}.") is not None:
             st.rerun()
-if skip and fixed:
+elif skip and fixed:
     st.error(f"You changed #{ex.id}: skipping would drop your fix. Approve it, or turn off "
              "\"Fix it myself\" to drop the fix, then skip.")
 elif skip:
     st.session_state["rv_after"] = ex.id
     st.rerun()
+st.session_state["rv_shown"] = (ex.id, ex.version)
 st.caption(f"{matching:,} waiting with these filters · Shortcuts: Alt+A approve · Alt+X reject · Alt+→ skip")
 with st.sidebar:  # sends the text typed right before a shortcut (a reason, a fix) to the server before it acts
     commit_typing_before_shortcuts(["Alt+A", "Alt+X", "Alt+Right"], key="review_keys")

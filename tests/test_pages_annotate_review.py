@@ -185,6 +185,22 @@ def test_no_review_button_drops_a_typed_fix(session, users, project):
         "approved", "Answer number 0, with the meter type.")
 
 
+def test_a_shortcut_that_arrives_with_new_filters_acts_on_no_unseen_example(session, users, project):
+    made = submitted(session, users, project, n=3)
+    at = app("pages/review_data.py", users["reviewer"], project)
+    assert at.subheader[0].value == f"Example #{made[0].id}"
+    # Search typed, then Alt+A at once: the search and the click reach the server in one run.
+    field(at, "Search text").set_value("Question 2")
+    next(b for b in at.button if b.label == "Approve").click()
+    at.run()
+    assert any(f"nothing was approved: look at #{made[2].id}" in w.value for w in at.warning)
+    session.expire_all()
+    assert [session.get(Example, e.id).status for e in made] == ["submitted"] * 3
+    click(at, "Approve")  # now seen: approved
+    session.expire_all()
+    assert [session.get(Example, e.id).status for e in made] == ["submitted", "submitted", "approved"]
+
+
 def test_bulk_approve_says_how_many_and_asks_first(session, users, project):
     made = submitted(session, users, project, n=3)
     at = app("pages/review_data.py", users["reviewer"], project)
