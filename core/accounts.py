@@ -190,6 +190,18 @@ def set_password(session: Session, actor: User, username: str, new_password: str
     return user
 
 
+def reset_password(session: Session, actor: User, username: str) -> str:
+    """An admin gives a user a new generated password (returned, to be shown once and handed over); like every
+    password change (``set_password``, which the CLI's ``users set-password`` calls too) it ends all of that
+    user's sessions. Admins change their own password on the Account page, which asks for the current one."""
+    require(actor, "manage_users")
+    if actor.username == username:
+        raise InvalidInput("Change your own password on the Account page (it asks for the current one).")
+    password = generate_password()
+    set_password(session, actor, username, password)
+    return password
+
+
 def _active_admins(session: Session) -> int:
     return len(list(session.exec(select(User.id).where(User.role == Role.admin.value, User.active == True))))  # noqa: E712
 

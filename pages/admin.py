@@ -2,9 +2,9 @@
 import pandas as pd
 import streamlit as st
 
-from core.accounts import ROLE_ORDER, create_user, generate_password, list_users, set_active, set_role
+from core.accounts import ROLE_ORDER, create_user, generate_password, list_users, reset_password, set_active, set_role
 from core.projects import create_project, update_project
-from core.webui import current_project, db, require_page, run_action
+from core.webui import current_project, db, md_literal, require_page, run_action
 
 user = require_page("manage_users")
 st.title("Admin")
@@ -15,7 +15,8 @@ with users_tab:
         users = list_users(s)
     st.dataframe(
         pd.DataFrame([{"username": u.username, "role": u.role, "active": u.active,
-                       "last login": u.last_login_at} for u in users]),
+                       "last login (UTC)": f"{u.last_login_at:%Y-%m-%d %H:%M}" if u.last_login_at else "never"}
+                      for u in users]),
         hide_index=True, width="stretch",
     )
     with st.form("add_user", clear_on_submit=True):
@@ -27,20 +28,62 @@ with users_tab:
             password = generate_password()
             with db() as s:
                 if run_action(create_user, s, user, name, password, role) is not None:
-                    st.success(f"Created {name}. One-time password (shown once): `{password}`")
+                    st.success(f"Created {md_literal(name)}. One-time password (shown once): `{password}`")
     st.subheader("Change a user")
     c1, c2, c3 = st.columns(3)
     target = c1.selectbox("User", [u.username for u in users])
+    name = md_literal(target)
     new_role = c2.selectbox("New role", ROLE_ORDER, key="new_role")
     if c2.button("Set role"):
         with db() as s:
-            if run_action(set_role, s, user, target, new_role, success="Role changed.") is not None:
+            if run_action(set_role, s, user, target, new_role) is not None:
+                st.session_state["admin_done"] = {"message": f"{name} is now {new_role}."}
                 st.rerun()
     enabled = next((u.active for u in users if u.username == target), True)
-    if c3.button("Disable" if enabled else "Enable"):
+    with c3.container(horizontal=True, gap="small"):
+        toggle_active = st.button("Disable" if enabled else "Enable")
+        reset = st.button("Reset password")
+    if toggle_active and not enabled:
         with db() as s:
-            if run_action(set_active, s, user, target, not enabled) is not None:
+            if run_action(set_active, s, user, target, True) is not None:
+                st.session_state["admin_done"] = {"message": f"Enabled {name}: they can log in again."}
                 st.rerun()
+    elif toggle_active or reset:  # destructive: asked once more, naming the user
+        st.session_state["admin_confirm"] = ("reset" if reset else "disable", target)
+        st.rerun()
+
+    confirm = st.session_state.get("admin_confirm")
+    if confirm is not None and confirm[1] != target:  # another user picked: the question was about someone else
+        confirm = st.session_state["admin_confirm"] = None
+    if confirm is not None:
+        action = confirm[0]
+        st.warning(f"Disable {name}? They are signed out of every browser and cannot log in until enabled again."
+                   if action == "disable" else f"Reset {name}'s password? They are signed out of every browser; "
+                   "you get a one-time password to hand over.")
+        with st.container(horizontal=True, gap="small"):
+            yes = st.button(f"Yes, disable {name}" if action == "disable" else f"Yes, reset {name}'s password",
+                            type="primary")
+            no = st.button("Cancel", key="admin_cancel")
+        if yes or no:
+            st.session_state["admin_confirm"] = None
+        if yes:
+            with db() as s:
+                result = run_action(set_active if action == "disable" else reset_password, s, user, target,
+                                    *([False] if action == "disable" else []))
+            if result is not None:
+                st.session_state["admin_done"] = (
+                    {"message": f"Disabled {name}: signed out of every browser; they cannot log in until enabled "
+                                "again."} if action == "disable" else
+                    {"message": f"New password for {name}, shown once: hand it over (they can change it on the "
+                                "Account page). They were signed out of every browser.", "password": result})
+                st.rerun()
+        elif no:
+            st.rerun()
+    done = st.session_state.pop("admin_done", None)  # what the last change did, said once (a password too)
+    if done is not None:
+        st.success(done["message"])
+        if done.get("password"):
+            st.code(done["password"], language=None)
 
 with project_tab:
     project = current_project()

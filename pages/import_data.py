@@ -21,13 +21,13 @@ st.caption(f"Into project **{md_literal(project.name)}**. Alpaca, ShareGPT, chat
 sources = ["Upload a file"] + (["A path on the server (big files, dataset folders)"]
                                if can(user, "import_server_files") else [])
 source = st.radio("Source", sources, horizontal=True)
-path = None
+path = source_key = None  # source_key names this file: a report is shown only beside the file it was made for
 if source == "Upload a file":
     upload = st.file_uploader("File", type=["jsonl", "json", "csv", "parquet", "txt"])
     if upload is not None:
-        key = f"{upload.name}:{upload.size}"
-        if st.session_state.get("import_upload_key") != key:
-            st.session_state["import_upload_key"] = key
+        source_key = f"upload:{upload.file_id}"  # each upload has its own id, even of a same-named, same-size file
+        if st.session_state.get("import_upload_key") != source_key:
+            st.session_state["import_upload_key"] = source_key
             st.session_state["import_upload_path"] = str(save_upload(upload.name, upload.getvalue()))
         path = Path(st.session_state["import_upload_path"])
 else:
@@ -40,6 +40,7 @@ else:
         if path is not None and not path.exists():
             st.error("There is no file or folder at that path.")
             path = None
+        source_key = f"path:{path}"
 
 if path is None:
     st.stop()
@@ -75,26 +76,32 @@ if st.button("Import", type="primary", disabled=fmt is None):
         report = run_action(import_file, s, user, project, path, fmt, strict=strict, mapping=mapping,
                             filename=path.name,
                             progress=lambda fraction, message: bar.progress(min(1.0, fraction), text=message))
+    bar.empty()  # its last line is the report's message: the report below says it once
     if report is not None:
-        st.session_state["import_report"] = report.as_dict()
+        st.session_state["import_report"] = {**report.as_dict(), "source_key": source_key}
 
 report = st.session_state.get("import_report")
-if report:
+if report and report.get("source_key") == source_key:
     st.subheader("Report")
     # Green only when everything read came in; rejected records, a cut-off file or nothing new say so.
     getattr(st, report_level(report))(report["message"])
-    c = st.columns(7)
-    c[0].metric("Read", report["n_read"])
-    c[1].metric("Imported", report["n_imported"])
-    c[2].metric("Rejected", report["n_rejected"])
-    c[3].metric("Exact duplicates skipped", report["n_duplicates"])
-    c[4].metric("Near duplicates flagged", report["n_near_duplicates"])
-    c[5].metric("Repaired", report.get("n_repaired", 0),
-                help="ShareGPT conversations kept after dropping leading assistant messages or a trailing user "
-                     "message (FastChat's rule for split dumps); strict mode rejects them instead")
-    c[6].metric("Need an answer", report.get("n_needs_answer", 0),
-                help="Prompt-only records (no answer field, or messages ending on the user), imported as drafts "
-                     "whose answer is still to be written: on Annotate, or drafted by a model on the Datasets page")
+    with st.container(horizontal=True, gap="medium"):  # each figure as wide as its label; wraps when narrow
+        st.metric("Read", report["n_read"], width="content")
+        st.metric("Imported", report["n_imported"], width="content")
+        st.metric("Rejected", report["n_rejected"], width="content")
+        st.metric("Duplicates skipped", report["n_duplicates"], width="content",
+                  help="Records with exactly the text of an example already in the project")
+        st.metric("Near duplicates", report["n_near_duplicates"], width="content",
+                  help="Imported, and flagged for review as close to an existing example")
+        if report.get("n_repaired"):
+            st.metric("Repaired", report["n_repaired"], width="content",
+                      help="ShareGPT conversations kept after dropping leading assistant messages or a trailing "
+                           "user message (FastChat's rule for split dumps); strict mode rejects them instead")
+        if report.get("n_needs_answer"):
+            st.metric("Need an answer", report["n_needs_answer"], width="content",
+                      help="Prompt-only records (no answer field, or messages ending on the user), imported as "
+                           "drafts whose answer is still to be written: on Annotate, or drafted by a model on the "
+                           "Datasets page")
     st.caption(f"Format: {report['format']} · encoding: {report['encoding'] or 'n/a'}")
     if report["ended_early"]:
         st.warning(f"The {report['ended_early']}: the last record was cut off; every complete record before it "

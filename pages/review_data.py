@@ -50,19 +50,23 @@ with db() as s:
         page = cur.queue_page(s, project, status="submitted", limit=20, **filters)
     matching = cur.count_submitted(s, project, **filters)
 if not page:
+    st.session_state["rv_shown"] = None
     st.success("Nothing waiting for review" + (" with these filters." if any(filters.values()) else "."))
     st.stop()
 
 # Bulk approve: say how many, then ask once more with that number.
 bulk = st.session_state.get("rv_bulk")
+fixing_first = bool(st.session_state.get(f"rv_fix_{page[0].id}_{page[0].version}"))  # it would drop that fix
+bulk_help = "Approve or turn off your fix of the example below first." if fixing_first else None
 if bulk is None:
-    if st.button(f"Approve all {matching:,} matching examples…", icon=":material/done_all:"):
+    if st.button(f"Approve all {matching:,} matching examples…", icon=":material/done_all:",
+                 disabled=fixing_first, help=bulk_help):
         st.session_state["rv_bulk"] = matching
         st.rerun()
 else:
     st.warning(f"Approve all {bulk:,} submitted examples that match these filters, without opening each one?")
     with st.container(horizontal=True, gap="small"):
-        if st.button(f"Yes, approve {bulk:,}", type="primary"):
+        if st.button(f"Yes, approve {bulk:,}", type="primary", disabled=fixing_first, help=bulk_help):
             with db() as s:
                 done = run_action(cur.approve_selection, s, user, project, expected=bulk, **filters)
             st.session_state["rv_bulk"] = None
@@ -94,6 +98,7 @@ if past.steps:
                                     "reason": r.reason} for r in past.steps]), hide_index=True, width="stretch")
 
 fixing = st.toggle("Fix it myself (then approve)", key=f"rv_fix_{ex.id}_{ex.version}")
+fix = None  # the text as the reviewer typed it: what Approve approves (core refuses a Reject that would drop it)
 if not fixing:
     if ex.system:
         st.caption("System prompt")
@@ -113,28 +118,36 @@ else:
     input_text = st.text_area("Input (optional)", ex.input, key=f"rv_inp_{k}", height=68) if ex.input else ""
     tag_text = st.text_input("Tags (comma separated)", ", ".join(ex.tags), key=f"rv_tags_{k}")
     note = st.text_input("Note", ex.note, key=f"rv_note_{k}")
-    if st.button("Save fix & approve", type="primary", icon=":material/check:"):
-        with db() as s:
-            if run_action(cur.fix_and_approve, s, user, ex.id, expected_version=ex.version, system=system,
-                          turns=turns, input=input_text, note=note,
-                          tags=[t.strip() for t in tag_text.split(",") if t.strip()],
-                          success=f"Fixed and approved #{ex.id}.") is not None:
-                st.rerun()
+    fix = dict(system=system, turns=turns, input=input_text, note=note,
+               tags=[t.strip() for t in tag_text.split(",") if t.strip()])
+    st.caption("Approve (Alt+A) approves the text as you fixed it, recorded in the history.")
+fixed = fix is not None and cur.fix_changes(ex, fix)
 
 reason = st.text_input("Reason (needed to reject; the annotator sees it)", key=f"reason_{ex.id}")
 with st.container(horizontal=True, gap="small"):
     approve = st.button("Approve", type="primary", shortcut="Alt+A")
     reject = st.button("Reject", shortcut="Alt+X")
     skip = st.button("Skip", shortcut="Alt+Right")
-if approve or reject:
+# A click acts on the example the reviewer saw: a shortcut pressed while typing a search, or after another
+# reviewer's step, reaches the server with a list whose first example was never drawn for this reviewer.
+unseen = st.session_state.get("rv_shown") not in (None, (ex.id, ex.version))
+if (approve or reject or skip) and unseen:
+    st.warning(f"The list changed before your click (new filters, or another reviewer's step): nothing was "
+               f"{'approved' if approve else 'rejected' if reject else 'skipped'}: look at #{ex.id}, then decide.")
+elif approve or reject:
     with db() as s:
+        done = "Fixed and approved" if approve and fixed else "Approved" if approve else "Rejected"
         if run_action(cur.review_example, s, user, ex.id, "approve" if approve else "reject",
-                      reason if reject else "", expected_version=ex.version,
-                      success=f"{'Approved' if approve else 'Rejected'} #{ex.id}.") is not None:
+                      reason if reject else "", expected_version=ex.version, fix=fix,
+                      success=f"{done} #{ex.id}.") is not None:
             st.rerun()
-if skip:
+elif skip and fixed:
+    st.error(f"You changed #{ex.id}: skipping would drop your fix. Approve it, or turn off "
+             "\"Fix it myself\" to drop the fix, then skip.")
+elif skip:
     st.session_state["rv_after"] = ex.id
     st.rerun()
+st.session_state["rv_shown"] = (ex.id, ex.version)
 st.caption(f"{matching:,} waiting with these filters · Shortcuts: Alt+A approve · Alt+X reject · Alt+→ skip")
-with st.sidebar:  # sends a reason typed right before Alt+X / Alt+A to the server before the shortcut acts
-    commit_typing_before_shortcuts(["Alt+A", "Alt+X"], key="review_keys")
+with st.sidebar:  # sends the text typed right before a shortcut (a reason, a fix) to the server before it acts
+    commit_typing_before_shortcuts(["Alt+A", "Alt+X", "Alt+Right"], key="review_keys")

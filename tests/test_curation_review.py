@@ -58,6 +58,25 @@ def test_reviewer_fixes_a_typo_and_approves_in_one_recorded_step(session, projec
                             turns=turns("Can I pay by card?", "Yes."))
 
 
+def test_a_review_with_the_reviewers_fix_approves_the_fix_or_refuses(session, project, users):
+    ann, rev = users["annotator"], users["reviewer"]
+    ex = cur.create_example(session, ann, project, turns=turns("Can I pay by card?", "Yes, by credti card."),
+                            submit=True, tags=["billing"])
+    fix = dict(system="", turns=turns("Can I pay by card?", "Yes, by credit card."), input="", tags=["billing"],
+               note="")
+    with pytest.raises(InvalidInput, match="a rejection would drop your fix"):
+        cur.review_example(session, rev, ex.id, "reject", "Too short.", expected_version=ex.version, fix=fix)
+    done = cur.review_example(session, rev, ex.id, "approve", expected_version=ex.version, fix=fix)
+    assert (done.status, done.turns[1]["content"]) == ("approved", "Yes, by credit card.")
+    assert review_context(session, done).steps[-1].action == "edited and approved"
+    # An untouched fix is a plain review: a rejection goes through, and nothing is recorded as edited.
+    other = cur.create_example(session, ann, project, turns=turns("Opening hours?", "Nine to five."), submit=True)
+    same = dict(system="", turns=turns("Opening hours?", "Nine to five."), input="", tags=[], note="")
+    assert not cur.fix_changes(other, same)
+    rejected = cur.review_example(session, rev, other.id, "reject", "Say which days.", fix=same)
+    assert (rejected.status, review_context(session, rejected).steps[-1].action) == ("rejected", "rejected")
+
+
 def test_fix_and_approve_needs_a_reviewer_and_a_fresh_copy(session, project, users):
     ann, rev = users["annotator"], users["reviewer"]
     ex = cur.create_example(session, ann, project, turns=turns("Opening hours?", "Nine to five, weekdays."),

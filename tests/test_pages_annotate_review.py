@@ -155,12 +155,50 @@ def test_reviewer_fixes_a_typo_and_approves(session, users, project):
     at = app("pages/review_data.py", users["reviewer"], project)
     at.toggle[0].set_value(True).run()
     area(at, "Assistant").set_value("Answer number 0, spelled right.")
-    click(at, "Save fix & approve")
+    click(at, "Approve")  # the one Approve button (and Alt+A) approves the text as fixed
     assert not at.exception
     session.expire_all()
     fixed = session.get(Example, ex.id)
     assert (fixed.status, fixed.turns[1]["content"]) == ("approved", "Answer number 0, spelled right.")
     assert f"Fixed and approved #{ex.id}." in at.session_state["_flash"]
+
+
+def test_no_review_button_drops_a_typed_fix(session, users, project):
+    ex = submitted(session, users, project, n=2)[0]
+    at = app("pages/review_data.py", users["reviewer"], project)
+    at.toggle[0].set_value(True).run()
+    area(at, "Assistant").set_value("Answer number 0, with the meter type.")
+    field(at, "Reason (needed to reject; the annotator sees it)").set_value("Name the meter.")
+    click(at, "Reject")
+    assert any("a rejection would drop your fix" in e.value for e in at.error)
+    click(at, "Skip")
+    assert any("skipping would drop your fix" in e.value for e in at.error)
+    assert at.subheader[0].value == f"Example #{ex.id}"  # still here, the fix still typed
+    assert area(at, "Assistant").value == "Answer number 0, with the meter type."
+    assert next(b for b in at.button if b.label.startswith("Approve all")).disabled
+    session.expire_all()
+    assert (session.get(Example, ex.id).status, session.get(Example, ex.id).turns[1]["content"]) == (
+        "submitted", "Answer number 0 here.")
+    click(at, "Approve")
+    session.expire_all()
+    assert (session.get(Example, ex.id).status, session.get(Example, ex.id).turns[1]["content"]) == (
+        "approved", "Answer number 0, with the meter type.")
+
+
+def test_a_shortcut_that_arrives_with_new_filters_acts_on_no_unseen_example(session, users, project):
+    made = submitted(session, users, project, n=3)
+    at = app("pages/review_data.py", users["reviewer"], project)
+    assert at.subheader[0].value == f"Example #{made[0].id}"
+    # Search typed, then Alt+A at once: the search and the click reach the server in one run.
+    field(at, "Search text").set_value("Question 2")
+    next(b for b in at.button if b.label == "Approve").click()
+    at.run()
+    assert any(f"nothing was approved: look at #{made[2].id}" in w.value for w in at.warning)
+    session.expire_all()
+    assert [session.get(Example, e.id).status for e in made] == ["submitted"] * 3
+    click(at, "Approve")  # now seen: approved
+    session.expire_all()
+    assert [session.get(Example, e.id).status for e in made] == ["submitted", "submitted", "approved"]
 
 
 def test_bulk_approve_says_how_many_and_asks_first(session, users, project):

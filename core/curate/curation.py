@@ -270,12 +270,23 @@ def submit_example(session: Session, user: User, example_id: int, expected_versi
 
 
 def review_example(session: Session, user: User, example_id: int, decision: str, reason: str = "",
-                   expected_version: int | None = None) -> Example:
-    """A reviewer approves or rejects (with a reason) a submitted example."""
+                   expected_version: int | None = None, fix: dict | None = None) -> Example:
+    """A reviewer approves or rejects (with a reason) a submitted example.
+
+    ``fix`` is the text as the reviewer typed it while fixing the example (system, turns, input, tags, note):
+    if it differs from the example, an approval approves the fix and a rejection is refused, so a fix is
+    never dropped unseen.
+    """
     require(user, "review_data")
     ex = get_example(session, example_id)
     if decision not in ("approve", "reject"):
         raise InvalidInput("Decide 'approve' or 'reject'.")
+    if fix is not None and fix_changes(ex, fix):
+        if decision == "reject":
+            raise InvalidInput(f"You changed #{ex.id}: a rejection would drop your fix. Approve the fixed "
+                               "text, or undo your fix to reject the text as submitted.")
+        version = ex.version if expected_version is None else expected_version
+        return fix_and_approve(session, user, ex.id, expected_version=version, **fix)
     if ex.status != ExampleStatus.submitted.value:
         raise InvalidInput(f"Example #{ex.id} is {ex.status}; only submitted examples can be reviewed.")
     reason = (reason or "").strip()
@@ -289,6 +300,15 @@ def review_example(session: Session, user: User, example_id: int, decision: str,
                       user=user, action="approved" if decision == "approve" else "rejected",
                       reason=reason if decision == "reject" else "")
     return ex
+
+
+def fix_changes(example: Example, fix: dict) -> bool:
+    """Whether a reviewer's fix (system, turns, input, tags, note as typed) changes the example."""
+    now = record_of(example)
+    try:
+        return _clean(**fix) != _clean(now["system"], now["turns"], now["input"], now["tags"], now["note"])
+    except InvalidInput:  # a fix that cannot be saved is a change (approving it says why it cannot)
+        return True
 
 
 def fix_and_approve(session: Session, user: User, example_id: int, *, expected_version: int, system: str,
