@@ -21,6 +21,7 @@ from pathlib import Path
 
 from core.errors import StudioError
 from core.jobs.worker import KeepAlive, StopFlag, worker_finish, worker_main, worker_start
+from core.ship.guard import Guard, Refused, guarded_state, refusal_body
 from core.ship.loading import model_of, pick_device, tokenizer_of
 from core.ship.serving import ENDPOINT_FILE, ServeConfig
 from core.ship.systems import resolve
@@ -101,16 +102,17 @@ def model_manager(cfg: ServeConfig, device: str, resolver=_from_database, dtype=
 
 
 def build_app(manager, cfg: ServeConfig, activity: Activity):
-    """transformers' serving app over ``manager``, with requests counted for the idle timeout."""
+    """transformers' serving app over ``manager`` behind the guard (core.ship.guard): what it refuses, how many
+    requests it serves at once, generation that stops when the client goes, requests counted for the idle timeout."""
+    from fastapi.responses import Response
     from transformers.cli.serving.chat_completion import ChatCompletionHandler
     from transformers.cli.serving.completion import CompletionHandler
     from transformers.cli.serving.response import ResponseHandler
     from transformers.cli.serving.server import build_server
     from transformers.cli.serving.systemone import SystemOneHandler
     from transformers.cli.serving.transcription import TranscriptionHandler
-    from transformers.cli.serving.utils import GenerationState
 
-    state = GenerationState(continuous_batching=cfg.continuous_batching)
+    state = guarded_state(cfg.continuous_batching)
     app = build_server(manager, ChatCompletionHandler(model_manager=manager, generation_state=state),
                        completion_handler=CompletionHandler(model_manager=manager, generation_state=state),
                        response_handler=ResponseHandler(model_manager=manager, generation_state=state),
@@ -118,29 +120,11 @@ def build_app(manager, cfg: ServeConfig, activity: Activity):
                        systemone_handler=SystemOneHandler(model_manager=manager, generation_state=state),
                        generation_state=state)
 
-    @app.middleware("http")
-    async def count_use(request, call_next):
-        if not request.url.path.startswith(COUNTED):
-            return await call_next(request)
-        activity.begin()
-        try:
-            response = await call_next(request)
-        except BaseException:
-            activity.end()
-            raise
-        body = response.body_iterator
+    @app.exception_handler(Refused)
+    async def refused(_request, err: Refused):
+        return Response(refusal_body(err), status_code=err.status, headers=err.headers, media_type="application/json")
 
-        async def counted():
-            try:
-                async for chunk in body:
-                    activity.touch()
-                    yield chunk
-            finally:
-                activity.end()
-
-        response.body_iterator = counted()
-        return response
-
+    app.add_middleware(Guard, manager=manager, max_requests=cfg.max_requests, activity=activity, counted=COUNTED)
     return app
 
 
