@@ -196,13 +196,16 @@ class Guard:
         return body_limit(context), context
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
         counted = scope["path"].startswith(self.counted)
         if counted:
             self.activity.begin()
         try:
-            await self._post(scope, receive, send)
+            if scope["method"] == "POST":
+                await self._post(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
         finally:
             if counted:
                 self.activity.end()
