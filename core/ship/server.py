@@ -1,10 +1,11 @@
 """The serving process: ``python -m core.ship.server --run-dir DIR``, a job like any other. Never imports streamlit.
 
 It runs transformers' own OpenAI-compatible server (``transformers serve``: /v1/chat/completions streaming and
-not, /v1/completions, /v1/responses, /v1/models, /health; continuous batching on request) with one change: the
-model manager loads the studio's systems by key (core.ship.systems). transformers' own loader reads a
+not, /v1/completions, /v1/responses, /v1/models, /health; continuous batching on request) with two changes. The
+model manager loads the studio's systems by key (core.ship.systems): transformers' own loader reads a
 ``config.json`` before anything else, so it refuses a PEFT adapter folder; ours loads the adapter on its base
-through transformers' PEFT integration (core.ship.loading), which is also how a user loads it.
+through transformers' PEFT integration (core.ship.loading), which is also how a user loads it. And every request
+passes the guard (core.ship.guard): what one request may ask of the model, and how many are taken at a time.
 
 Once it listens it writes ``endpoint.json`` (url, model) into its run folder. It heartbeats like every job and
 ends by itself after ``idle_timeout_s`` without requests, or at SIGTERM (cancel), freeing its device slot.
