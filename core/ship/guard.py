@@ -191,7 +191,8 @@ class Guard:
 
     def limit(self) -> tuple[int, int]:
         """(body bytes, context tokens): from the largest context among the loaded models."""
-        contexts = [context_length(t.model, t.processor) for t in list(self.manager.loaded_models.values())]
+        loaded = [(t.model, t.processor) for t in list(self.manager.loaded_models.values())]
+        contexts = [context_length(m, p) for m, p in loaded if m is not None]  # None: being unloaded
         context = max(contexts, default=FALLBACK_CONTEXT)
         return body_limit(context), context
 
