@@ -10,7 +10,8 @@ from contextlib import contextmanager
 from core.errors import StudioError
 from core.jobs.queue import TERMINAL, get_job
 from core.projects import list_projects
-from core.ship.serving import DEFAULT_IDLE_S, ServeConfig, launch_server, server_status, stop_server
+from core.ship.serving import (DEFAULT_IDLE_S, DEFAULT_MAX_REQUESTS, ServeConfig, launch_server, server_status,
+                               stop_server)
 from core.ship.systems import resolve
 from core.train.runs import get_run
 from storage.models import Job, JobStatus
@@ -77,7 +78,7 @@ def _system_key(session, key: str) -> str:
 def cmd_serve_model(args, session, user):
     system = resolve(session, _system_key(session, args.system))
     cfg = ServeConfig(system=system.key, host=args.host, port=args.port, idle_timeout_s=args.idle_timeout,
-                      continuous_batching=args.continuous_batching)
+                      continuous_batching=args.continuous_batching, max_requests=args.max_requests)
     job = launch_server(session, user, _project_of(session, system.key), cfg)
     with _ctrl_c() as pressed:
         endpoint = _wait_ready(session, job.id, pressed)
@@ -116,6 +117,9 @@ def register(sub, common) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_S,
                    help=f"stop after this many seconds without requests (default {DEFAULT_IDLE_S})")
+    p.add_argument("--max-requests", type=int, default=DEFAULT_MAX_REQUESTS,
+                   help=f"requests admitted at once, one generating, the rest waiting their turn; more are refused "
+                        f"with 503 and Retry-After (default {DEFAULT_MAX_REQUESTS})")
     p.add_argument("--continuous-batching", action="store_true",
                    help="transformers' continuous batching (many concurrent clients on a GPU)")
     p.add_argument("--detach", action="store_true", help="return once it answers; it runs on until idle")

@@ -1,10 +1,11 @@
 """The serving process: ``python -m core.ship.server --run-dir DIR``, a job like any other. Never imports streamlit.
 
 It runs transformers' own OpenAI-compatible server (``transformers serve``: /v1/chat/completions streaming and
-not, /v1/completions, /v1/responses, /v1/models, /health; continuous batching on request) with one change: the
-model manager loads the studio's systems by key (core.ship.systems). transformers' own loader reads a
+not, /v1/completions, /v1/responses, /v1/models, /health; continuous batching on request) with two changes. The
+model manager loads the studio's systems by key (core.ship.systems): transformers' own loader reads a
 ``config.json`` before anything else, so it refuses a PEFT adapter folder; ours loads the adapter on its base
-through transformers' PEFT integration (core.ship.loading), which is also how a user loads it.
+through transformers' PEFT integration (core.ship.loading), which is also how a user loads it. And every request
+passes the guard (core.ship.guard): what one request may ask of the model, and how many are taken at a time.
 
 Once it listens it writes ``endpoint.json`` (url, model) into its run folder. It heartbeats like every job and
 ends by itself after ``idle_timeout_s`` without requests, or at SIGTERM (cancel), freeing its device slot.
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from core.errors import StudioError
 from core.jobs.worker import KeepAlive, StopFlag, worker_finish, worker_main, worker_start
+from core.ship.guard import Guard, Refused, guarded_state, refusal_body
 from core.ship.loading import model_of, pick_device, tokenizer_of
 from core.ship.serving import ENDPOINT_FILE, ServeConfig
 from core.ship.systems import resolve
@@ -101,16 +103,17 @@ def model_manager(cfg: ServeConfig, device: str, resolver=_from_database, dtype=
 
 
 def build_app(manager, cfg: ServeConfig, activity: Activity):
-    """transformers' serving app over ``manager``, with requests counted for the idle timeout."""
+    """transformers' serving app over ``manager`` behind the guard (core.ship.guard): what it refuses, how many
+    requests it serves at once, generation that stops when the client goes, requests counted for the idle timeout."""
+    from fastapi.responses import Response
     from transformers.cli.serving.chat_completion import ChatCompletionHandler
     from transformers.cli.serving.completion import CompletionHandler
     from transformers.cli.serving.response import ResponseHandler
     from transformers.cli.serving.server import build_server
     from transformers.cli.serving.systemone import SystemOneHandler
     from transformers.cli.serving.transcription import TranscriptionHandler
-    from transformers.cli.serving.utils import GenerationState
 
-    state = GenerationState(continuous_batching=cfg.continuous_batching)
+    state = guarded_state(cfg.continuous_batching)
     app = build_server(manager, ChatCompletionHandler(model_manager=manager, generation_state=state),
                        completion_handler=CompletionHandler(model_manager=manager, generation_state=state),
                        response_handler=ResponseHandler(model_manager=manager, generation_state=state),
@@ -118,29 +121,11 @@ def build_app(manager, cfg: ServeConfig, activity: Activity):
                        systemone_handler=SystemOneHandler(model_manager=manager, generation_state=state),
                        generation_state=state)
 
-    @app.middleware("http")
-    async def count_use(request, call_next):
-        if not request.url.path.startswith(COUNTED):
-            return await call_next(request)
-        activity.begin()
-        try:
-            response = await call_next(request)
-        except BaseException:
-            activity.end()
-            raise
-        body = response.body_iterator
+    @app.exception_handler(Refused)
+    async def refused(_request, err: Refused):
+        return Response(refusal_body(err), status_code=err.status, headers=err.headers, media_type="application/json")
 
-        async def counted():
-            try:
-                async for chunk in body:
-                    activity.touch()
-                    yield chunk
-            finally:
-                activity.end()
-
-        response.body_iterator = counted()
-        return response
-
+    app.add_middleware(Guard, manager=manager, max_requests=cfg.max_requests, activity=activity, counted=COUNTED)
     return app
 
 

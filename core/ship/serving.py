@@ -28,6 +28,7 @@ KIND = "serve"
 WORKER = "core.ship.server"  # python -m core.ship.server --run-dir DIR
 ENDPOINT_FILE = "endpoint.json"  # written by the server once it listens: {"url", "model"}
 DEFAULT_IDLE_S = 600
+DEFAULT_MAX_REQUESTS = 4
 
 
 @dataclass
@@ -46,18 +47,24 @@ class ServeConfig:
     continuous_batching: bool = False
     """transformers' continuous batching with paged attention (for many concurrent clients on a GPU; requests then
     share one generation config)."""
+    max_requests: int = DEFAULT_MAX_REQUESTS
+    """Generation requests admitted at once: one generates while the others wait their turn (with continuous
+    batching they generate together). One more is refused at once with 503 and Retry-After."""
     playground: bool = False
     """Started by the Playground page (found and reused by it)."""
 
     def __post_init__(self):
         try:
             self.port, self.idle_timeout_s = int(self.port), float(self.idle_timeout_s)
+            self.max_requests = int(self.max_requests)
         except (TypeError, ValueError):
-            raise InvalidInput("Port and idle timeout must be numbers.") from None
+            raise InvalidInput("Port, idle timeout and requests at once must be numbers.") from None
         if not 0 <= self.port <= 65535:
             raise InvalidInput("The port must be between 1 and 65535 (or 0 for a free one).")
         if not 10 <= self.idle_timeout_s <= 7 * 24 * 3600:
             raise InvalidInput("The idle timeout must be between 10 seconds and a week.")
+        if not 1 <= self.max_requests <= 1000:
+            raise InvalidInput("The endpoint must admit between 1 and 1000 requests at once.")
         if not re.fullmatch(r"[A-Za-z0-9.:\-\[\]]+", self.host or ""):
             raise InvalidInput(f"Not a host address: {self.host!r}.")
 

@@ -1,0 +1,284 @@
+"""What the serving process refuses, in one layer in front of transformers' handlers (core.ship.server).
+
+``Guard`` is an ASGI middleware that sees every request before transformers does: it admits at most
+``ServeConfig.max_requests`` generation requests at once (beyond that: 503 with Retry-After at once, never minutes
+in a queue), refuses a body larger than the model's context can need before reading it whole (413), parses it once
+and checks the token limits it names (400), and notices when the client goes away. Later request checks (an API
+key, types and ranges of other fields) belong in ``check_body``.
+
+``GuardedState`` hands the handlers generation managers that check the tokenized prompt against the model's
+context before generating (400 naming the limit), refuse an explicit max_tokens the context cannot hold (400),
+lower transformers' own default to what the context leaves, and stop generating when the client disconnects.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+GENERATING = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/systemone")
+"""Routes that generate: they take an admission slot."""
+TOKEN_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
+"""Fields that ask for a number of new tokens, in transformers' order of precedence."""
+FALLBACK_CONTEXT = 32768  # tokens, for a model that states no context (and before any model is loaded)
+BYTES_PER_TOKEN = 32  # more than any real tokenizer's bytes per token, JSON escapes included
+BODY_OVERHEAD = 64 * 1024  # the rest of a request: model name, tools, options
+RETRY_AFTER_S = 5
+NO_LIMIT = 10 ** 8  # tokenizers say 1e30 for "not set"
+
+
+class Refused(Exception):
+    """A request this endpoint will not serve: an HTTP status and a message for the client."""
+
+    def __init__(self, status: int, message: str, headers: dict | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+        self.headers = {k: str(v) for k, v in (headers or {}).items()}
+
+
+@dataclass
+class RequestState:
+    """What the guard learned about the request being handled (a context variable, so handlers see their own)."""
+
+    asked: tuple[str, int] | None = None
+    """The field that asked for new tokens and its value, when the client set one."""
+    gone: threading.Event = field(default_factory=threading.Event)
+    """Set when the client disconnects: generation stops at its next token."""
+
+
+_STATE: ContextVar[RequestState | None] = ContextVar("serve_request", default=None)
+
+
+def refusal_body(err: Refused) -> bytes:
+    """The JSON a refused client gets: FastAPI's ``detail`` and OpenAI's ``error`` object, same message."""
+    kind = "server_busy" if err.status == 503 else "invalid_request_error"
+    return json.dumps({"detail": err.message, "error": {"message": err.message, "type": kind,
+                                                        "code": err.status}}).encode()
+
+
+def context_length(model, processor) -> int:
+    """Tokens the model can attend to (prompt and answer together): the smaller of the model config's positions
+    and the tokenizer's model_max_length, each where it is set."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    limits = [v for v in (getattr(config, n, None) for n in ("max_position_embeddings", "n_positions",
+                                                                 "max_sequence_length", "seq_length"))
+              if isinstance(v, int) and 0 < v < NO_LIMIT][:1]
+    tokenizer_max = getattr(getattr(processor, "tokenizer", processor), "model_max_length", None)
+    if isinstance(tokenizer_max, int) and 0 < tokenizer_max < NO_LIMIT:
+        limits.append(tokenizer_max)
+    return min(limits) if limits else FALLBACK_CONTEXT
+
+
+def body_limit(context: int) -> int:
+    """The largest request body a prompt within ``context`` tokens can need."""
+    return context * BYTES_PER_TOKEN + BODY_OVERHEAD
+
+
+def _whole_number(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise Refused(400, f"{name} must be a whole number of at least 1 (got {json.dumps(value)[:40]}).")
+    return value
+
+
+def check_body(body) -> RequestState:
+    """Checks that need only the parsed body; what the client asked for, for the generation checks."""
+    if not isinstance(body, dict):
+        raise Refused(400, "The request body must be a JSON object.")
+    state = RequestState()
+    for name in TOKEN_FIELDS:
+        if body.get(name) is not None:
+            state.asked = state.asked or (name, _whole_number(name, body[name]))
+    raw = body.get("generation_config")
+    if raw is not None and state.asked is None:
+        try:
+            options = json.loads(raw) if isinstance(raw, str) else None
+        except ValueError:
+            options = None
+        if not isinstance(options, dict):
+            raise Refused(400, "generation_config must be a JSON object in a string.")
+        for name in ("max_new_tokens", "max_length"):
+            if options.get(name) is not None:
+                state.asked = (f"generation_config.{name}", _whole_number(name, options[name]))
+                break
+    return state
+
+
+def check_generation(model, processor, inputs, gen_config, state: RequestState | None) -> None:
+    """Refuse a prompt beyond the context or an answer it cannot hold; cap transformers' default length."""
+    ids = inputs["input_ids"]
+    prompt = len(ids) if isinstance(ids, list) else ids.shape[-1]
+    context = context_length(model, processor)
+    if prompt >= context:
+        raise Refused(400, f"The prompt is {prompt} tokens; this model's context is {context} tokens (prompt and "
+                           f"answer together), so a prompt may have at most {context - 1}.")
+    room = context - prompt
+    wanted = gen_config.max_new_tokens
+    if wanted is None:  # a generation_config without max_new_tokens counts its max_length from the start
+        wanted = max(1, gen_config.max_length - prompt)
+    if wanted > room and state is not None and state.asked is not None:
+        name, value = state.asked
+        raise Refused(400, f"{name} is {value}, but this model can write at most {room} new tokens after this "
+                           f"{prompt}-token prompt (its context is {context} tokens).")
+    gen_config.max_new_tokens = min(wanted, room)
+
+
+def _stop_when_gone(inputs, state: RequestState | None):
+    """``inputs`` plus a stopping criterion that ends generate() once the client has gone."""
+    if state is None:
+        return inputs
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class ClientGone(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), state.gone.is_set(), dtype=torch.bool, device=input_ids.device)
+
+    return {**inputs, "stopping_criteria": StoppingCriteriaList([ClientGone()])}
+
+
+class GuardedManager:
+    """A transformers generation manager whose generations are checked first and stop when the client goes."""
+
+    def __init__(self, inner, batching: bool) -> None:
+        self.inner, self.batching = inner, batching
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def _prepare(self, model, processor, inputs, gen_config):
+        state = _STATE.get()
+        check_generation(model, processor, inputs, gen_config, state)
+        # continuous batching takes no stopping criteria; its streams are canceled by transformers itself
+        return inputs if self.batching else _stop_when_gone(inputs, state)
+
+    def generate_streaming(self, model, processor, inputs, gen_config, **kwargs):
+        inputs = self._prepare(model, processor, inputs, gen_config)
+        return self.inner.generate_streaming(model, processor, inputs, gen_config, **kwargs)
+
+    async def generate_non_streaming(self, model, processor, inputs, gen_config, **kwargs):
+        inputs = self._prepare(model, processor, inputs, gen_config)
+        return await self.inner.generate_non_streaming(model, processor, inputs, gen_config, **kwargs)
+
+
+def guarded_state(continuous_batching: bool):
+    """transformers' GenerationState handing out GuardedManagers."""
+    from transformers.cli.serving.utils import GenerationState
+
+    class GuardedState(GenerationState):
+        def get_manager(self, model_id: str, use_cb: bool = False):
+            return GuardedManager(super().get_manager(model_id, use_cb=use_cb), batching=use_cb)
+
+    return GuardedState(continuous_batching=continuous_batching)
+
+
+async def _send_refusal(send, err: Refused) -> None:
+    body = refusal_body(err)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.lower().encode(), str(v).encode()) for k, v in err.headers.items()]
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    """ASGI middleware: admission, body size, body checks, disconnects, and the idle clock (``activity``)."""
+
+    def __init__(self, app, manager, max_requests: int, activity, counted: tuple[str, ...]) -> None:
+        self.app, self.manager, self.max_requests = app, manager, max_requests
+        self.activity, self.counted = activity, counted
+        self.admitted = 0
+
+    def limit(self) -> tuple[int, int]:
+        """(body bytes, context tokens): from the largest context among the loaded models."""
+        loaded = [(t.model, t.processor) for t in list(self.manager.loaded_models.values())]
+        contexts = [context_length(m, p) for m, p in loaded if m is not None]  # None: being unloaded
+        context = max(contexts, default=FALLBACK_CONTEXT)
+        return body_limit(context), context
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        counted = scope["path"].startswith(self.counted)
+        if counted:
+            self.activity.begin()
+        try:
+            if scope["method"] == "POST":
+                await self._post(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
+        finally:
+            if counted:
+                self.activity.end()
+
+    async def _post(self, scope, receive, send) -> None:
+        generating = scope["path"] in GENERATING
+        if generating and self.admitted >= self.max_requests:
+            return await _send_refusal(send, Refused(
+                503, f"The endpoint is busy: it serves {self.max_requests} requests at a time (one generates, "
+                     f"the others wait their turn). Retry in {RETRY_AFTER_S} s.", {"Retry-After": RETRY_AFTER_S}))
+        self.admitted += generating
+        try:
+            await self._checked(scope, receive, send)
+        finally:
+            self.admitted -= generating
+
+    async def _checked(self, scope, receive, send) -> None:
+        try:
+            body = await self._read(scope, receive)
+            if body is None:
+                return  # the client left before sending its body
+            state = check_body(_parse(body)) if scope["path"] in GENERATING else RequestState()
+        except Refused as err:
+            return await _send_refusal(send, err)
+        token = _STATE.set(state)
+        delivered, gone = False, asyncio.Event()
+
+        async def replay():
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def watch():
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            state.gone.set()
+            gone.set()
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await self.app(scope, replay, send)
+        finally:
+            state.gone.set()  # whatever still generates for this request stops at its next token
+            watcher.cancel()
+            _STATE.reset(token)
+
+    async def _read(self, scope, receive) -> bytes | None:
+        """The whole body, refused (413) as soon as it is larger than the limit: before it is parsed."""
+        cap, context = self.limit()
+        too_big = Refused(413, f"The request body is larger than this endpoint takes ({cap} bytes, enough for a "
+                               f"prompt of the model's full context of {context} tokens).")
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            raise too_big
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > cap:
+                raise too_big
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
+
+def _parse(body: bytes):
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise Refused(400, "The request body is not valid JSON.") from None
