@@ -112,6 +112,9 @@ with left:
                     st.text(text)
                 else:
                     st.caption("(empty answer)")
+    if item.decoding_note:  # values only: which answer had which setting is not said
+        st.warning(f"The two answers were generated with different settings ({item.decoding_note}): a difference "
+                   "in length or style may come from the settings rather than from the answer's quality.")
 
 with right:
     sheet = rubric_sheet(f"cmp_sheet_{item.token}", token=item.token,

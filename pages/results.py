@@ -67,6 +67,11 @@ c3.metric("Scores", res["n_scores"])
 c4.metric("Fully reviewed", f"{progress['complete']} / {progress['items']}",
           help=f"Items with at least {progress['reviewers_per_item']} reviewers")
 
+if res["decoding"]["differences"]:
+    st.warning("Not like with like: the systems' answers were generated with different decoding settings ("
+               + md_literal(res["decoding"]["text"]) + "). Differences below may come from the settings rather than "
+               "the models; generate again with the same settings to compare fairly.")
+
 # ---------------------------------------------------------------- automatic checks
 checks = res["checks"]
 st.subheader("Automatic checks")

@@ -16,7 +16,8 @@ from core.errors import InvalidInput
 from core.evaluate import stats
 from core.evaluate.checkstore import check_results
 from core.evaluate.preferences import vote_pairs
-from core.evaluate.evalsets import eval_prompts, generation_jobs, get_eval_set, latest_outputs
+from core.evaluate.evalsets import eval_prompts, generation_jobs, get_eval_set, latest_outputs, output_decodings
+from core.evaluate.generate_config import decoding_differences, describe_differences
 from core.evaluate.review import review_progress, rubric_of, scores_of
 from core.evaluate.systems import system_labels
 from core.workspace import exports_dir
@@ -127,12 +128,14 @@ def results(session: Session, user: User, eval_set_id: int, *, bootstrap_rounds:
         row["mean_new_tokens"] = sum(toks) / len(toks) if toks else None
         metrics.append(row)
 
+    differences = decoding_differences(output_decodings(session, es.id))
     return _no_nan({"eval_set": {"id": es.id, "name": es.name, "prompts": len(prompts),
                          "reviewers_per_item": es.reviewers_per_item},
             "systems": [{"system": s, "label": labels[s]} for s in systems],
             "progress": review_progress(session, user, es.id), "means": means, "win_tie_loss": wtl,
             "leaderboard": board, "agreement": agreement, "metrics": metrics, "n_scores": len(scores),
-            "checks": check_results(session, es.id, seed=seed)})
+            "checks": check_results(session, es.id, seed=seed),
+            "decoding": {"differences": differences, "text": describe_differences(differences, labels)}})
 
 
 def _no_nan(value):
@@ -211,6 +214,9 @@ def report_markdown(res: dict) -> str:
     lines = [f"# Comparison report: {es['name']}", "",
              f"{es['prompts']} prompts, {res['n_scores']} scores, {res['progress']['complete']} of "
              f"{res['progress']['items']} items with at least {es['reviewers_per_item']} reviewers.", ""]
+    if (res.get("decoding") or {}).get("text"):
+        lines += [f"Not like with like: the systems' answers were generated with different decoding settings "
+                  f"({res['decoding']['text']}).", ""]
     if res["leaderboard"]:
         lines += ["## Leaderboard (Bradley-Terry, Elo scale, 95% bootstrap interval)", "",
                   "| system | rating | 95% interval | votes |", "|---|---:|---|---:|"]

@@ -17,6 +17,7 @@ from core.curate.curation import create_example
 from core.curate.dedup import content_hash
 from core.errors import InvalidInput, NotFound
 from core.evaluate.evalsets import eval_prompts, get_eval_set, latest_outputs
+from core.evaluate.generate_config import decoding_differences, describe_differences
 from core.projects import DEFAULT_RUBRIC
 from storage.models import (DatasetVersion, DatasetVersionItem, EvalPrompt, EvalSet, Example, Project, Score,
                             User, utcnow)
@@ -87,6 +88,7 @@ class ReviewItem:
     existing: dict | None = None  # {"scores": {crit: {"A":..,"B":..}}, "preference":.., "comment":..}
     done_by_me: int = 0
     total_items: int = 0
+    decoding_note: str = ""  # the decoding settings the two answers differ in, values only (no system named)
     _system_a: str = field(default="", repr=False)
     _system_b: str = field(default="", repr=False)
 
@@ -105,11 +107,14 @@ def _build_item(session: Session, es: EvalSet, user: User, prompt_id: int, pair:
     if own is not None:
         # Stored by system, shown in this reviewer's A/B orientation (which never changes for them).
         existing = {"scores": own.scores, "preference": own.preference, "comment": own.comment}
+    differences = decoding_differences({side: [outputs[(prompt_id, system)].decoding or {}]
+                                        for side, system in (("A", a), ("B", b))})
     return ReviewItem(eval_set_id=es.id, prompt_id=prompt_id, pair=pair,
                       token=_digest("token", es.id, prompt_id, pair).hex()[:12], messages=prompt.messages,
                       reference=prompt.reference, text_a=outputs[(prompt_id, a)].text,
                       text_b=outputs[(prompt_id, b)].text, rubric=rubric_of(session.get(Project, es.project_id)),
-                      existing=existing, done_by_me=len(mine), total_items=n_items, _system_a=a, _system_b=b)
+                      existing=existing, done_by_me=len(mine), total_items=n_items,
+                      decoding_note=describe_differences(differences), _system_a=a, _system_b=b)
 
 
 def next_item(session: Session, user: User, eval_set_id: int,
