@@ -8,6 +8,7 @@ import sqlite3
 import pytest
 
 from tests.e2e.conftest import cli, login, shot, wait_idle
+from tests.e2e.test_journey_browser import grid_text
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "e2e-password-123"
@@ -21,7 +22,8 @@ def eval_set(server):
     """An eval set of eight prompts with a reference each, answered by the base model and a run, and a reviewer."""
     prompts = server.workspace / "imports" / "compare-prompts.jsonl"
     prompts.parent.mkdir(parents=True, exist_ok=True)
-    prompts.write_text("".join(json.dumps({"prompt": f"How do I read meter number {i}?", "reference": REFERENCE})
+    prompts.write_text("".join(json.dumps({"prompt": f"How do I read meter number {i}?", "reference": REFERENCE,
+                                           "must_contain": "left to right"})
                                + "\n" for i in range(N_PROMPTS)), encoding="utf-8")
     cli(server, "evalsets", "--create", "compare-set", "--from-file", str(prompts))
     cli(server, "users", "add", "rev", "--role", "reviewer", "--password", PASSWORD)
@@ -44,7 +46,8 @@ def eval_set(server):
             for p in eval_prompts(session, es.id):
                 for system in ("base", f"run:{run.id}"):
                     session.add(Output(prompt_id=p.id, system=system, text=f"Answer {p.id}: look at the display.\n" * 8,
-                                       decoding={"mode": "greedy", "max_new_tokens": 96, "seed": 0}, n_new_tokens=7))
+                                       decoding={"mode": "greedy", "max_new_tokens": 96 if system == "base" else 256,
+                                                 "seed": 0}, n_new_tokens=7))
             session.commit()
             es_id = es.id
         reset_engines()
@@ -142,3 +145,29 @@ def test_reference_and_score_controls_are_in_view_without_scrolling(server, eval
     }""")
     assert in_view == {"sheet": "in view", "submit": "in view", "reference": "in view", "answer_a": "in view"}
     ctx.close()
+
+
+def test_results_tables_fit_the_window_and_say_what_differs(server, eval_set, page):
+    """After the reviews above: every table under human headers with no "None" cell, the failing answers' text
+    columns on the page at 1400 px, and the decoding settings the systems' answers differ in named."""
+    user, password = server.admin_credentials()
+    login(page, server.url, user, password)
+    page.goto(server.url + "/results")
+    page.get_by_text("Automatic metrics against references").wait_for()
+    wait_idle(page)
+    page.get_by_text(re.compile(r"^Failing answers \(\d+\)$")).click()
+    page.wait_for_function("""() => [...document.querySelectorAll('[data-testid="stDataFrame"]')]
+        .some(d => d.textContent.includes('prompt #') && d.textContent.includes('reference'))""")
+    wait_idle(page)
+    shot(page, "results-1400x1000")
+    warning = page.get_by_text(re.compile("different decoding settings")).inner_text()
+    assert "max new tokens: base model 96, run " in warning and "secret-run 256" in warning, warning
+    cells = grid_text(page)
+    assert "None" not in cells.split("\t") and "\tNone" not in cells, cells
+    for header in ("percent_agreement", "validation_perplexity", "mean_new_tokens", "pass_rate"):
+        assert header not in cells
+    assert "% agreement" in cells and "mean new tokens" in cells
+    overflow = page.evaluate("""() => [...document.querySelectorAll('[data-testid=stDataFrame]')]
+        .filter(d => d.textContent.includes('prompt #'))
+        .map(d => { const s = d.querySelector('.dvn-scroller'); return s ? s.scrollWidth - s.clientWidth : -1; })""")
+    assert overflow and all(0 <= px <= 1 for px in overflow), overflow
