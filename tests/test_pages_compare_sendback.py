@@ -66,6 +66,7 @@ def test_send_back_offers_four_starts_and_keeps_the_comment_whole(session, proje
     assert ex.note == COMMENT  # whole, line breaks and all
     assert ex.origin == {"kind": "blind_review", "eval_set_id": es.id, "eval_set": es.name,
                          "prompt_id": item.prompt_id, "position": session.get(EvalPrompt, item.prompt_id).position,
+                         "prompt_number": session.get(EvalPrompt, item.prompt_id).position + 1,  # as people count
                          "reviewer_id": rev.id, "reviewer": rev.username, "comment": COMMENT, "start": "B",
                          "test_split_example_id": None}
 

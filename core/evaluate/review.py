@@ -295,8 +295,9 @@ def send_back_to_annotation(session: Session, user: User, eval_set_id: int, prom
 
     The draft holds the prompt and starts from ``start``: "A" or "B" (the answers as this reviewer saw them),
     "reference" or "empty" (the annotator writes the answer). The reviewer's comment is kept whole as the
-    draft's note, and ``origin`` records the eval set, prompt, reviewer, comment, start and any test-split
-    example the prompt repeats, so the draft can be traced back to the review."""
+    draft's note, and ``origin`` records the eval set, prompt (``prompt_number`` counts from 1, as people see it;
+    ``position`` is the stored index), reviewer, comment, start and any test-split example the prompt repeats, so
+    the draft can be traced back to the review."""
     require(user, "score")
     if start not in SEND_BACK_STARTS:
         raise InvalidInput(f"Start the draft from one of: {', '.join(SEND_BACK_STARTS)}.")
@@ -326,7 +327,8 @@ def send_back_to_annotation(session: Session, user: User, eval_set_id: int, prom
     comment = (comment or "").strip()
     leak = test_split_leak(session, prompt)
     origin = {"kind": "blind_review", "eval_set_id": es.id, "eval_set": es.name, "prompt_id": prompt.id,
-              "position": prompt.position, "reviewer_id": user.id, "reviewer": user.username, "comment": comment,
-              "start": start, "test_split_example_id": prompt.example_id if leak else None}
+              "position": prompt.position, "prompt_number": prompt.position + 1, "reviewer_id": user.id,
+              "reviewer": user.username, "comment": comment, "start": start,
+              "test_split_example_id": prompt.example_id if leak else None}
     return create_example(session, user, project, system=system, turns=turns, note=comment,
                           source="review_feedback", origin=origin, answer_to_write=start == "empty")
