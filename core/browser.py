@@ -228,18 +228,26 @@ _rubric = st.components.v2.component(
 
 
 def rubric_sheet(key: str, *, token: str, rubric: list[dict], scores: dict, pref: str | None, prefs: list[dict],
-                 texts: dict) -> dict:
-    """The score sheet of one review item, scored by mouse or keys in the browser (core/static/rubric.js).
+                 texts: dict, run: int, lock_on: list[str]) -> None:
+    """Draw the score sheet of one review item, scored by mouse or keys in the browser (core/static/rubric.js).
 
     ``rubric``: ``{"name", "label", "description", "min", "max"}`` per criterion; ``scores`` / ``pref``: the
-    item's saved draft; ``prefs``: ``{"value", "label", "key"}`` per overall preference. Returns the sheet as the
-    browser holds it, ``{"token", "scores", "pref"}``, or the saved draft before the first change. The browser
-    sends each change as it happens, so a submit button's click carries the sheet the reviewer saw.
+    item's saved answers to start from; ``prefs``: ``{"value", "label", "key"}`` per overall preference. After
+    Ctrl+Enter, S or a click inside ``lock_on`` (CSS selectors of the page's submit and skip buttons) the sheet
+    refuses keys (``texts["wait"]``) until the next item replaces it, or until it is drawn with another ``run``
+    (the page's submit was refused and the sheet is open again).
     """
-    result = _rubric(key=key, on_draft_change=lambda: None,
-                     data={"token": token, "rubric": rubric, "scores": scores, "pref": pref, "prefs": prefs,
-                           "texts": texts})
-    draft = result.get("draft") if result is not None else None
+    _rubric(key=key, on_draft_change=lambda: None,
+            data={"token": token, "rubric": rubric, "scores": scores, "pref": pref, "prefs": prefs, "texts": texts,
+                  "run": run, "lock_on": lock_on})
+
+
+def rubric_draft(key: str, token: str) -> dict | None:
+    """The sheet as the browser last sent it, ``{"scores", "pref"}``, or None before its first change. The
+    browser sends each change as it happens, so a submit button's click carries the sheet the reviewer saw;
+    it can be read before the sheet is drawn in this run (a submit that succeeds then never redraws it)."""
+    state = st.session_state.get(key)
+    draft = state.get("draft") if hasattr(state, "get") else None
     if isinstance(draft, dict) and draft.get("token") == token:
-        return {"token": token, "scores": draft.get("scores") or {}, "pref": draft.get("pref")}
-    return {"token": token, "scores": scores, "pref": pref}
+        return {"scores": draft.get("scores") or {}, "pref": draft.get("pref")}
+    return None

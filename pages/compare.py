@@ -5,7 +5,7 @@ nothing on this page names a model, run or system. Everything is operable from t
 """
 import streamlit as st
 
-from core.browser import rubric_sheet
+from core.browser import rubric_draft, rubric_sheet
 from core.evaluate.evalsets import list_eval_sets
 from core.evaluate.review import (PREFERENCE_WORDS, PREFERENCES, START_WORDS, get_item, my_scored_items,
                                   next_item, send_back_options, send_back_to_annotation, submit_score)
@@ -74,6 +74,7 @@ SHEET_TEXTS = {
     "refused_all_scored": "Every row is scored, so {value} was not recorded: press ↑ or click a row's letter "
                           "to change one.",
     "overall": "Overall",
+    "wait": "Submitting this item: keys wait for the next one.",
 }
 
 
@@ -117,12 +118,7 @@ with left:
                    "in length or style may come from the settings rather than from the answer's quality.")
 
 with right:
-    sheet = rubric_sheet(f"cmp_sheet_{item.token}", token=item.token,
-                         rubric=[{**c, "label": c["name"].capitalize()} for c in item.rubric],
-                         scores={c: dict(v) for c, v in (old.get("scores") or {}).items()},
-                         pref=old.get("preference"),
-                         prefs=[{"value": p, "label": PREFERENCE_WORDS[p], "key": PREF_KEYS[p]} for p in PREFERENCES],
-                         texts=SHEET_TEXTS)
+    sheet_box = st.container()  # drawn last: a submit that succeeds moves on without redrawing it
     actions = st.container(horizontal=True)
     submitted = actions.button("Submit and next", type="primary", key="cmp_submit", shortcut="Ctrl+Enter")
     actions.button("Skip", key="cmp_skip", shortcut="S", on_click=_skip)
@@ -131,6 +127,9 @@ with right:
     comment = st.text_area("Comment (optional)", key=f"cmp_comment_{item.token}", height=68,
                            placeholder="What is wrong or missing? Used when sending the item back to annotation.")
 
+sheet_key = f"cmp_sheet_{item.token}"
+saved_scores = {c: dict(v) for c, v in (old.get("scores") or {}).items()}
+sheet = rubric_draft(sheet_key, item.token) or {"scores": saved_scores, "pref": old.get("preference")}
 if submitted:
     with db() as s:
         saved = run_action(submit_score, s, user, es_id, item.prompt_id, item.pair, scores=sheet["scores"],
@@ -138,6 +137,14 @@ if submitted:
     if saved is not None:
         st.session_state.pop("cmp_revisit", None)
         st.rerun()
+    # Refused: a new run number reopens the sheet, which held its keys back while the submit was on its way.
+    st.session_state["cmp_sheet_run"] = st.session_state.get("cmp_sheet_run", 0) + 1
+with sheet_box:
+    rubric_sheet(sheet_key, token=item.token, rubric=[{**c, "label": c["name"].capitalize()} for c in item.rubric],
+                 scores=saved_scores, pref=old.get("preference"),
+                 prefs=[{"value": p, "label": PREFERENCE_WORDS[p], "key": PREF_KEYS[p]} for p in PREFERENCES],
+                 texts=SHEET_TEXTS, run=st.session_state.get("cmp_sheet_run", 0),
+                 lock_on=[".st-key-cmp_submit", ".st-key-cmp_skip"])
 
 # ---- send back: a new draft example of this prompt for the annotators, traced to this review
 with st.expander("Send back to annotation"):

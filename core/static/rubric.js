@@ -65,6 +65,7 @@ function draw(state) {
 }
 
 function score(state, index, value) {
+  if (state.sent) return say(state, state.data.texts.wait, true);
   const s = state.slots[index];
   if (value < s.crit.min || value > s.crit.max) {
     say(state, state.data.texts.out_of_range.replace("{value}", value).replace("{criterion}", s.crit.label)
@@ -79,6 +80,7 @@ function score(state, index, value) {
 }
 
 function prefer(state, pref) {
+  if (state.sent) return say(state, state.data.texts.wait, true);
   state.pref = pref;
   send(state);
   draw(state);
@@ -141,8 +143,23 @@ function build(state, root) {
 }
 
 function onKey(state, e) {
+  if (e.ctrlKey && !e.altKey && (e.code === "Enter" || e.code === "NumpadEnter")) {
+    state.sent = true;  // the page's submit: the sheet is on its way; keys now wait for the next item
+    return;
+  }
   if (e.defaultPrevented || e.ctrlKey || e.altKey || e.metaKey || typing(e.target)) return;
+  if (e.code === "KeyS" && !e.shiftKey) {  // the page's skip
+    state.sent = true;
+    return;
+  }
   const digit = DIGIT(e);
+  const arrow = e.code === "ArrowUp" || e.code === "ArrowDown";
+  const isPref = state.data.prefs.some((p) => e.code === "Key" + p.key.toUpperCase()) && !e.shiftKey;
+  if (state.sent && (digit !== null || arrow || isPref)) {
+    e.preventDefault();
+    say(state, state.data.texts.wait, true);
+    return;
+  }
   if (digit !== null) {
     e.preventDefault();
     if (state.focus < state.slots.length) score(state, state.focus, digit);
@@ -168,6 +185,12 @@ function onKey(state, e) {
 export default function ({ parentElement, data, setStateValue }) {
   const state = parentElement.__fts || (parentElement.__fts = {});
   state.setStateValue = setStateValue;
+  if (state.data) state.data.lock_on = data.lock_on;
+  if (state.run !== data.run) {  // the server ran the page again: a refused submit leaves the sheet open
+    state.run = data.run;
+    if (state.sent && state.status) say(state, where(state), false);
+    state.sent = false;
+  }
   if (state.token !== data.token) {  // a new item: start from what the server holds for it
     state.token = data.token;
     state.data = data;
@@ -181,10 +204,16 @@ export default function ({ parentElement, data, setStateValue }) {
   }
   if (!state.listener) {
     state.listener = (e) => onKey(state, e);
+    state.clicks = (e) => {  // the page's submit or skip button, clicked
+      const t = e.target;
+      if (t && t.closest && (state.data.lock_on || []).some((sel) => t.closest(sel))) state.sent = true;
+    };
     window.addEventListener("keydown", state.listener);
+    window.addEventListener("click", state.clicks, true);
   }
   return () => {
     window.removeEventListener("keydown", state.listener);
+    window.removeEventListener("click", state.clicks, true);
     state.listener = null;
   };
 }
