@@ -28,7 +28,8 @@ def _decode(session, es_id: int, by_system: dict[str, dict]) -> None:
 
 
 def test_differences_name_only_the_settings_that_change_answers():
-    from core.evaluate.generate_config import decoding_differences, describe_differences
+    from core.evaluate.generate_config import (Decoding, decoding_arguments, decoding_differences,
+                                               describe_differences)
 
     sample = {"mode": "sample", "temperature": 0.7, "top_p": 0.9, "max_new_tokens": 96, "seed": 1}
     assert decoding_differences({"base": [GREEDY_96], "run:1": [GREEDY_96 | {"seed": 5}]}) == []  # greedy: no seed
@@ -44,6 +45,8 @@ def test_differences_name_only_the_settings_that_change_answers():
     assert describe_differences(diffs, {"base": "base model", "run:1": "run 1: lora"}) == \
         "max new tokens: base model 96, run 1: lora 256"
     assert describe_differences(diffs) == "max new tokens: 96 and 256"  # blind: values only
+    for stored in (GREEDY_96, sample):  # what is stored with an output gives back the same decoding
+        assert Decoding(**decoding_arguments(stored)).stored() == stored
 
 
 def test_a_new_runs_generation_uses_the_decoding_of_the_answers_it_joins(session, project, users):
