@@ -85,8 +85,6 @@ def _skip() -> None:
 
 head_right.progress(min(1.0, item.done_by_me / max(1, item.total_items)),
                    text=f"You have scored {item.done_by_me} of {item.total_items} items.")
-if item.existing:
-    st.info("You scored this item before: your answers are filled in, and submitting again updates them.")
 
 # ---- the prompt, the reference and the two answers on the left, the score sheet on the right, so the sheet is in
 # view without scrolling. All text is shown as plain text, never as markdown or HTML, so nothing in a prompt or a
@@ -122,6 +120,8 @@ with right:
     actions = st.container(horizontal=True)
     submitted = actions.button("Submit and next", type="primary", key="cmp_submit", shortcut="Ctrl+Enter")
     actions.button("Skip", key="cmp_skip", shortcut="S", on_click=_skip)
+    if item.existing:  # below the buttons, so the sheet stays where it always is
+        st.info("You scored this item before: your answers are filled in, and submitting again updates them.")
     st.caption(f"Keys: {lo}–{hi} score the highlighted row (▶) and move on · ↑/↓ change row · A / B / T / X "
                "overall preference · Ctrl+Enter submit and next · S skip.")
     comment = st.text_area("Comment (optional)", key=f"cmp_comment_{item.token}", height=68,
