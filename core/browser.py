@@ -15,6 +15,8 @@ Everything user-written reaches the DOM through ``textContent``, never as HTML.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 SESSION_ROUTE = "/_fts/session"
@@ -193,3 +195,59 @@ def sync_session_cookie() -> None:
     done = result.get("done")
     if isinstance(done, dict) and done.get("nonce") == pending["nonce"]:
         st.session_state.pop("_cookie_call", None)
+
+
+# ---------------------------------------------------------------- the blind review's score sheet (Compare)
+
+_RUBRIC_CSS = """
+.fts-rubric { font-size: 0.875rem; line-height: 1.3; }
+.fts-crit { margin-top: 0.3rem; }
+.fts-desc { color: rgba(49, 51, 63, 0.65); font-size: 0.78rem; }
+.fts-row { display: flex; align-items: center; gap: 0.25rem; padding: 0.08rem 0.25rem; border-radius: 0.4rem;
+           border: 1px solid transparent; }
+.fts-row.fts-focus { border-color: var(--st-primary-color, #ff4b4b); background: rgba(255, 75, 75, 0.06); }
+.fts-mark { width: 0.8rem; color: var(--st-primary-color, #ff4b4b); }
+.fts-side { width: 1.5rem; cursor: pointer; font-weight: 600; }
+.fts-score, .fts-pref { font: inherit; line-height: 1.25; cursor: pointer; border-radius: 0.4rem; background: #fff;
+                        border: 1px solid rgba(49, 51, 63, 0.25); color: inherit; }
+.fts-score { min-width: 1.9rem; padding: 0.1rem 0; }
+.fts-pref { padding: 0.1rem 0.4rem; text-align: left; white-space: nowrap; }
+.fts-pref kbd { margin-left: 0.35rem; font-size: 0.7rem; opacity: 0.7; font-family: inherit; }
+.fts-chosen { background: var(--st-primary-color, #ff4b4b); border-color: var(--st-primary-color, #ff4b4b);
+              color: #fff; }
+.fts-overall { margin-top: 0.45rem; }
+.fts-prefs { display: grid; grid-template-columns: repeat(auto-fill, minmax(5.2rem, 1fr)); gap: 0.25rem;
+             margin-top: 0.2rem; }
+.fts-status { margin-top: 0.35rem; min-height: 1.2rem; color: rgba(49, 51, 63, 0.7); font-size: 0.8rem; }
+.fts-status.fts-refused { color: rgb(125, 53, 59); background: rgba(255, 43, 43, 0.09); border-radius: 0.4rem;
+                          padding: 0.1rem 0.5rem; }
+"""
+_rubric = st.components.v2.component(
+    "fts_rubric_sheet", css=_RUBRIC_CSS,
+    js=(Path(__file__).parent / "static" / "rubric.js").read_text(encoding="utf-8"))
+
+
+def rubric_sheet(key: str, *, token: str, rubric: list[dict], scores: dict, pref: str | None, prefs: list[dict],
+                 texts: dict, run: int, lock_on: list[str]) -> None:
+    """Draw the score sheet of one review item, scored by mouse or keys in the browser (core/static/rubric.js).
+
+    ``rubric``: ``{"name", "label", "description", "min", "max"}`` per criterion; ``scores`` / ``pref``: the
+    item's saved answers to start from; ``prefs``: ``{"value", "label", "key"}`` per overall preference. After
+    Ctrl+Enter, S or a click inside ``lock_on`` (CSS selectors of the page's submit and skip buttons) the sheet
+    refuses keys (``texts["wait"]``) until the next item replaces it, or until it is drawn with another ``run``
+    (the page's submit was refused and the sheet is open again).
+    """
+    _rubric(key=key, on_draft_change=lambda: None,
+            data={"token": token, "rubric": rubric, "scores": scores, "pref": pref, "prefs": prefs, "texts": texts,
+                  "run": run, "lock_on": lock_on})
+
+
+def rubric_draft(key: str, token: str) -> dict | None:
+    """The sheet as the browser last sent it, ``{"scores", "pref"}``, or None before its first change. The
+    browser sends each change as it happens, so a submit button's click carries the sheet the reviewer saw;
+    it can be read before the sheet is drawn in this run (a submit that succeeds then never redraws it)."""
+    state = st.session_state.get(key)
+    draft = state.get("draft") if hasattr(state, "get") else None
+    if isinstance(draft, dict) and draft.get("token") == token:
+        return {"scores": draft.get("scores") or {}, "pref": draft.get("pref")}
+    return None

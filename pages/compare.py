@@ -5,6 +5,7 @@ nothing on this page names a model, run or system. Everything is operable from t
 """
 import streamlit as st
 
+from core.browser import rubric_draft, rubric_sheet
 from core.evaluate.evalsets import list_eval_sets
 from core.evaluate.review import (PREFERENCE_WORDS, PREFERENCES, START_WORDS, get_item, my_scored_items,
                                   next_item, send_back_options, send_back_to_annotation, submit_score)
@@ -22,7 +23,8 @@ if not sets:
     st.info("Nothing to review yet: an engineer creates an eval set and generates answers on the Generate page.")
     st.stop()
 names = {row["id"]: row["name"] for row in sets}
-es_id = st.selectbox("Eval set", list(names), format_func=names.get, key="cmp_eval_set")
+head_left, head_right = st.columns(2, vertical_alignment="bottom")  # one row: the scores stay in view below
+es_id = head_left.selectbox("Eval set", list(names), format_func=names.get, key="cmp_eval_set")
 skipped = st.session_state.setdefault("cmp_skipped", {}).setdefault(es_id, [])
 revisit = st.session_state.get("cmp_revisit")
 
@@ -32,7 +34,6 @@ with db() as s:
     else:
         item = run_action(next_item, s, user, es_id, exclude=skipped)
     mine = my_scored_items(s, user, es_id)
-
 
 
 def scored_items_panel() -> None:
@@ -59,29 +60,22 @@ if item is None:
     scored_items_panel()
     st.stop()
 
-# ---- the draft of this item lives in session_state until it is submitted
-rubric = item.rubric
-slots = [(c["name"], side) for c in rubric for side in ("A", "B")]
-draft = st.session_state.get("cmp_draft")
-if not draft or draft.get("token") != item.token:
-    old = item.existing or {}
-    draft = {"token": item.token, "scores": {c: dict(v) for c, v in (old.get("scores") or {}).items()},
-             "pref": old.get("preference"), "focus": 0}
-    st.session_state["cmp_draft"] = draft
+# ---- the draft of this item: the sheet's scores and preference live in the browser (core.browser.rubric_sheet),
+# so every key press shows at once and none waits on a rerun; the server keeps the saved answers to start from.
+old = item.existing or {}
+if st.session_state.get("cmp_comment_token") != item.token:
+    st.session_state["cmp_comment_token"] = item.token
     st.session_state[f"cmp_comment_{item.token}"] = old.get("comment", "")
-
-
-def _set_score(criterion: str, side: str, value: int) -> None:
-    draft["scores"].setdefault(criterion, {})[side] = value
-    draft["focus"] = min(slots.index((criterion, side)) + 1, len(slots) - 1)
-
-
-def _move(step: int) -> None:
-    draft["focus"] = (draft["focus"] + step) % len(slots)
-
-
-def _set_pref(pref: str) -> None:
-    draft["pref"] = pref
+lo, hi = min(c["min"] for c in item.rubric), max(c["max"] for c in item.rubric)
+SHEET_TEXTS = {
+    "next": f"Next: {{criterion}} for {{side}}. Type {lo}–{hi}; ↑/↓ change row.",
+    "all_scored": "Every row is scored. Press ↑ or click a row's letter to change one.",
+    "out_of_range": "{value} is not a score for {criterion} ({min}–{max}): nothing was recorded.",
+    "refused_all_scored": "Every row is scored, so {value} was not recorded: press ↑ or click a row's letter "
+                          "to change one.",
+    "overall": "Overall",
+    "wait": "Submitting this item: keys wait for the next one.",
+}
 
 
 def _skip() -> None:
@@ -89,78 +83,68 @@ def _skip() -> None:
     st.session_state.pop("cmp_revisit", None)
 
 
-st.progress(min(1.0, item.done_by_me / max(1, item.total_items)),
-            text=f"You have scored {item.done_by_me} of {item.total_items} items.")
-if item.existing:
-    st.info("You scored this item before: your answers are filled in, and submitting again updates them.")
+head_right.progress(min(1.0, item.done_by_me / max(1, item.total_items)),
+                   text=f"You have scored {item.done_by_me} of {item.total_items} items.")
 
-# ---- the prompt, the reference, the two answers: all shown as plain text, never as markdown or HTML, so
-# nothing in a prompt or a model's answer (an image link, say) is rendered or fetched.
-with st.container(border=True):
-    for msg in item.messages:
-        if msg["role"] == "system":
-            st.caption("System prompt")
-            st.text(msg["content"])
-        else:
-            with st.chat_message(msg["role"]):
+# ---- the prompt, the reference and the two answers on the left, the score sheet on the right, so the sheet is in
+# view without scrolling. All text is shown as plain text, never as markdown or HTML, so nothing in a prompt or a
+# model's answer (an image link, say) is rendered or fetched.
+left, right = st.columns([5, 4], gap="medium")
+with left:
+    with st.container(border=True):
+        for msg in item.messages:
+            if msg["role"] == "system":
+                st.caption("System prompt")
                 st.text(msg["content"])
-    if item.reference:
-        with st.expander("Reference answer"):
-            st.text(item.reference)
-
-col_a, col_b = st.columns(2)
-for col, label, text in ((col_a, "A", item.text_a), (col_b, "B", item.text_b)):
-    with col:
-        st.subheader(f"Answer {label}")
-        with st.container(border=True, height=320):
-            if text.strip():
-                st.text(text)
             else:
-                st.caption("(empty answer)")
+                with st.chat_message(msg["role"]):
+                    st.text(msg["content"])
+        if item.reference:
+            st.caption("Reference answer")
+            st.text(item.reference)
+    col_a, col_b = st.columns(2)
+    for col, label, text in ((col_a, "A", item.text_a), (col_b, "B", item.text_b)):
+        with col:
+            st.markdown(f"**Answer {label}**")
+            with st.container(border=True, height=260):
+                if text.strip():
+                    st.text(text)
+                else:
+                    st.caption("(empty answer)")
+    if item.decoding_note:  # values only: which answer had which setting is not said
+        st.warning(f"The two answers were generated with different settings ({item.decoding_note}): a difference "
+                   "in length or style may come from the settings rather than from the answer's quality.")
 
-# ---- rubric: one row of score buttons per criterion and answer; digits score the highlighted row
-st.subheader("Scores")
-focus_slot = slots[draft["focus"]]
-for crit in rubric:
-    name = crit["name"]
-    st.markdown(f"**{name.capitalize()}** — {crit['description']}")
-    cols = st.columns(2)
-    for col, side in zip(cols, ("A", "B")):
-        focused = (name, side) == focus_slot
-        chosen = draft["scores"].get(name, {}).get(side)
-        row = col.container(horizontal=True)
-        row.markdown(f"{'▶ ' if focused else ''}{side}:")
-        for value in range(crit["min"], crit["max"] + 1):
-            row.button(str(value), key=f"cmp_score_{name}_{side}_{value}",
-                       type="primary" if chosen == value else "secondary",
-                       shortcut=str(value) if focused and 0 <= value <= 9 else None,
-                       on_click=_set_score, args=(name, side, value))
-nav = st.container(horizontal=True)
-nav.button("Previous field", key="cmp_prev_field", shortcut="Up", on_click=_move, args=(-1,))
-nav.button("Next field", key="cmp_next_field", shortcut="Down", on_click=_move, args=(1,))
+with right:
+    sheet_box = st.container()  # drawn last: a submit that succeeds moves on without redrawing it
+    actions = st.container(horizontal=True)
+    submitted = actions.button("Submit and next", type="primary", key="cmp_submit", shortcut="Ctrl+Enter")
+    actions.button("Skip", key="cmp_skip", shortcut="S", on_click=_skip)
+    if item.existing:  # below the buttons, so the sheet stays where it always is
+        st.info("You scored this item before: your answers are filled in, and submitting again updates them.")
+    st.caption(f"Keys: {lo}–{hi} score the highlighted row (▶) and move on · ↑/↓ change row · A / B / T / X "
+               "overall preference · Ctrl+Enter submit and next · S skip.")
+    comment = st.text_area("Comment (optional)", key=f"cmp_comment_{item.token}", height=68,
+                           placeholder="What is wrong or missing? Used when sending the item back to annotation.")
 
-st.subheader("Overall")
-prefs = st.container(horizontal=True)
-for pref in PREFERENCES:
-    prefs.button(PREFERENCE_WORDS[pref], key=f"cmp_pref_{pref}", shortcut=PREF_KEYS[pref],
-                 type="primary" if draft["pref"] == pref else "secondary", on_click=_set_pref, args=(pref,))
-comment = st.text_area("Comment (optional)", key=f"cmp_comment_{item.token}",
-                       placeholder="What is wrong or missing? Used when sending the item back to annotation.")
-
-actions = st.container(horizontal=True)
-submitted = actions.button("Submit and next", type="primary", key="cmp_submit", shortcut="Ctrl+Enter")
-actions.button("Skip", key="cmp_skip", shortcut="S", on_click=_skip)
-st.caption("Keys: 1–5 score the highlighted row (▶) and move on · ↑/↓ change row · A / B / T / X overall "
-           "preference · Ctrl+Enter submit and next · S skip.")
-
+sheet_key = f"cmp_sheet_{item.token}"
+saved_scores = {c: dict(v) for c, v in (old.get("scores") or {}).items()}
+sheet = rubric_draft(sheet_key, item.token) or {"scores": saved_scores, "pref": old.get("preference")}
 if submitted:
     with db() as s:
-        saved = run_action(submit_score, s, user, es_id, item.prompt_id, item.pair, scores=draft["scores"],
-                           preference=draft["pref"] or "", comment=comment, success="Saved.")
+        saved = run_action(submit_score, s, user, es_id, item.prompt_id, item.pair, scores=sheet["scores"],
+                           preference=sheet["pref"] or "", comment=comment, success="Saved.")
     if saved is not None:
-        st.session_state.pop("cmp_draft", None)
         st.session_state.pop("cmp_revisit", None)
         st.rerun()
+    # Refused: a new run number reopens the sheet, which held its keys back while the submit was on its way.
+    st.session_state["cmp_sheet_run"] = st.session_state.get("cmp_sheet_run", 0) + 1
+with sheet_box:
+    rubric_sheet(sheet_key, token=item.token, rubric=[{**c, "label": c["name"].capitalize()} for c in item.rubric],
+                 scores=saved_scores, pref=old.get("preference"),
+                 prefs=[{"value": p, "label": PREFERENCE_WORDS[p], "key": PREF_KEYS[p]} for p in PREFERENCES],
+                 texts=SHEET_TEXTS, run=st.session_state.get("cmp_sheet_run", 0),
+                 lock_on=[".st-key-cmp_submit", ".st-key-cmp_skip"])
 
 # ---- send back: a new draft example of this prompt for the annotators, traced to this review
 with st.expander("Send back to annotation"):

@@ -11,9 +11,9 @@ from core.curate.datasets import list_versions
 from core.evaluate.checks import LIST_SEPARATOR, Check, split_terms
 from core.evaluate.checkstore import (apply_fact_checks, export_prompts, prompts_with_checks, set_project_facts,
                                       set_prompt_checks)
-from core.evaluate.evalsets import (create_eval_set_from_file, create_eval_set_from_version,
+from core.evaluate.evalsets import (comparison_decoding, create_eval_set_from_file, create_eval_set_from_version,
                                    generation_progress, launch_generation, list_eval_sets, resume_generation)
-from core.evaluate.generate_config import describe_decoding
+from core.evaluate.generate_config import Decoding, decoding_differences, describe_decoding, describe_differences
 from core.evaluate.systems import available_systems, default_systems, system_labels
 from core.jobs.notices import show_job_notices
 from core.jobs.queue import LIVE, cancel, list_jobs, reconcile
@@ -181,23 +181,41 @@ else:
                             key="gen_systems",
                             help="The base model and finished training runs; each run's adapter is switched on one "
                                  "loaded copy of its base model. Preselected: the base model and the newest run.")
+    # The decoding starts as that of the answers already in the eval set, which the new ones are compared with.
+    with db() as s:
+        like = comparison_decoding(s, es_id)
+    if st.session_state.get("gen_decoding_for") != es_id:
+        st.session_state["gen_decoding_for"] = es_id
+        d = Decoding(**(like or {}))
+        st.session_state.update(gen_mode="Sampling" if d.do_sample else "Greedy", gen_temperature=d.temperature,
+                                gen_top_p=d.top_p, gen_max_new=d.max_new_tokens, gen_seed=d.seed)
     mode = st.radio("Decoding", ["Greedy", "Sampling"], horizontal=True, key="gen_mode",
                     help="Greedy is deterministic and best for comparing systems; temperature and top-p apply to "
                          "sampling only.")
     greedy = mode == "Greedy"
     c1, c2, c3, c4 = st.columns(4)
-    temperature = c1.slider("Temperature", 0.05, 2.0, 0.7, 0.05, key="gen_temperature", disabled=greedy)
-    top_p = c2.slider("Top-p", 0.05, 1.0, 0.9, 0.05, key="gen_top_p", disabled=greedy)
-    max_new = c3.number_input("Max new tokens", 1, 8192, 256, key="gen_max_new")
-    seed = c4.number_input("Seed", 0, 2**31 - 1, 0, key="gen_seed")
+    temperature = c1.slider("Temperature", 0.05, 2.0, step=0.05, key="gen_temperature", disabled=greedy)
+    top_p = c2.slider("Top-p", 0.05, 1.0, step=0.05, key="gen_top_p", disabled=greedy)
+    max_new = c3.number_input("Max new tokens", 1, 8192, key="gen_max_new")
+    seed = c4.number_input("Seed", 0, 2**31 - 1, key="gen_seed")
+    decoding = {"do_sample": not greedy, "temperature": temperature, "top_p": top_p,
+                "max_new_tokens": int(max_new), "seed": int(seed)}
+    if like is not None:
+        before = Decoding(**like).stored()
+        differ = decoding_differences({"before": [before], "now": [Decoding(**decoding).stored()]})
+        if differ:
+            st.warning(f"The answers already in this eval set were made with {describe_decoding(before)}; these "
+                       f"settings differ ({describe_differences(differ)}), so Results will compare unlike with "
+                       "unlike and say so.")
+        else:
+            st.caption(f"Same decoding as the answers already in this eval set ({describe_decoding(before)}), so "
+                       "the new answers compare like with like.")
     c1, c2, c3 = st.columns(3)
     batch = c1.number_input("Batch size", 1, 256, 8, key="gen_batch", help="Larger is faster until memory runs out.")
     base_model = c2.text_input("Base model (optional)", key="gen_base_model",
                                placeholder="the runs' base model, else the embedded one")
     ppl = c3.checkbox("Perplexity on references", value=True, key="gen_ppl")
     if st.button("Start generation", type="primary", key="gen_start"):
-        decoding = {"do_sample": not greedy, "temperature": temperature, "top_p": top_p,
-                    "max_new_tokens": int(max_new), "seed": int(seed)}
         with db() as s:
             job = run_action(launch_generation, s, user, es_id, chosen, decoding=decoding,
                              base_model=base_model.strip() or None, batch_size=int(batch), perplexity=ppl)

@@ -20,6 +20,15 @@ from core.evaluate.results import export_dpo, report_markdown, results, score_ta
 from core.webui import db, md_literal, require_page, require_project, run_action
 
 OUTCOMES = ("first wins", "tie", "both bad", "second wins")
+ROW = alt.Step(34)  # the height of one labelled row in a chart with a row per system or pair
+
+
+def show_table(rows: list[dict], columns: dict[str, str], *, digits: int = 3, widths: dict | None = None) -> None:
+    """Every Results table: the chosen columns under human headers, numbers rounded, a missing value shown as "—"
+    (never "None"), and fixed widths where given, so that long text columns stay on the page."""
+    frame = pd.DataFrame(rows, columns=list(columns)).round(digits).rename(columns=columns)
+    config = {columns[key]: st.column_config.Column(width=w) for key, w in (widths or {}).items()}
+    st.dataframe(frame, hide_index=True, width="stretch", placeholder="—", column_config=config)
 OUTCOME_COLOURS = ("#2e7d32", "#9e9e9e", "#ef6c00", "#c62828")
 
 
@@ -38,7 +47,7 @@ def win_tie_loss_chart(pairs: list[dict]) -> alt.Chart:
         color=alt.Color("outcome:N", title=None, scale=alt.Scale(domain=list(OUTCOMES), range=list(OUTCOME_COLOURS)),
                         legend=alt.Legend(orient="bottom", direction="horizontal", labelLimit=0)),
         order=alt.Order("order:Q"),
-        tooltip=["pair", "outcome", alt.Tooltip("share:Q", format=".0%"), "n"])
+        tooltip=["pair", "outcome", alt.Tooltip("share:Q", format=".0%"), "n"]).properties(height=ROW)
 
 
 user = require_page("evaluate")
@@ -67,6 +76,11 @@ c3.metric("Scores", res["n_scores"])
 c4.metric("Fully reviewed", f"{progress['complete']} / {progress['items']}",
           help=f"Items with at least {progress['reviewers_per_item']} reviewers")
 
+if res["decoding"]["differences"]:
+    st.warning("Not like with like: the systems' answers were generated with different decoding settings ("
+               + md_literal(res["decoding"]["text"]) + "). Differences below may come from the settings rather than "
+               "the models; generate again with the same settings to compare fairly.")
+
 # ---------------------------------------------------------------- automatic checks
 checks = res["checks"]
 st.subheader("Automatic checks")
@@ -75,22 +89,21 @@ if not checks["by_system"]:
                + (", and no outputs yet." if checks["checked_prompts"] else
                   ": add some on the Generate page (or from the project's facts to check)."))
 else:
-    by_system = pd.DataFrame(checks["by_system"])
-    st.dataframe(by_system[["label", "passed", "prompts", "pass_rate", "lo", "hi", "checks_passed", "checks"]].rename(
-        columns={"label": "system", "passed": "prompts passing every check", "prompts": "checked prompts",
-                 "pass_rate": "pass rate", "lo": "95% low", "hi": "95% high", "checks_passed": "checks passed",
-                 "checks": "checks"}).round(3), hide_index=True, width="stretch")
-    bars = alt.Chart(by_system).encode(y=alt.Y("label:N", title=None))
-    st.altair_chart(bars.mark_bar(opacity=0.7).encode(x=alt.X("pass_rate:Q", title="pass rate",
-                                                             scale=alt.Scale(domain=[0, 1])))
-                    + bars.mark_errorbar().encode(x="lo:Q", x2="hi:Q"), width="stretch")
+    show_table(checks["by_system"], {"label": "system", "passed": "prompts passing every check",
+                                     "prompts": "checked prompts", "pass_rate": "pass rate", "lo": "95% low",
+                                     "hi": "95% high", "checks_passed": "checks passed", "checks": "checks"})
+    bars = alt.Chart(pd.DataFrame(checks["by_system"])).encode(y=alt.Y("label:N", title=None,
+                                                                       axis=alt.Axis(labelLimit=0)))
+    rate = alt.X("pass_rate:Q", title="pass rate (95% interval)", scale=alt.Scale(domain=[0, 1]))
+    st.altair_chart((bars.mark_bar(opacity=0.7).encode(x=rate)
+                     + bars.mark_errorbar().encode(x=alt.X("lo:Q", title="pass rate (95% interval)"), x2="hi:Q"))
+                    .properties(height=ROW), width="stretch")
     st.caption("A prompt passes when its answer passes every one of its checks; the interval is the 2.5-97.5 "
                "percentile of bootstrap resamples of the checked prompts.")
     with st.expander("Pass rate per check"):
-        per_check = pd.DataFrame(checks["by_check"])
-        st.dataframe(per_check[["check", "label", "passed", "prompts", "pass_rate", "lo", "hi"]].rename(
-            columns={"label": "system", "pass_rate": "pass rate", "lo": "95% low", "hi": "95% high"}).round(3),
-            hide_index=True, width="stretch")
+        show_table(checks["by_check"], {"check": "check", "label": "system", "passed": "passed",
+                                        "prompts": "prompts", "pass_rate": "pass rate", "lo": "95% low",
+                                        "hi": "95% high"})
     failures = pd.DataFrame(checks["failures"])
     with st.expander(f"Failing answers ({len(failures)})"):
         if failures.empty:
@@ -101,20 +114,22 @@ else:
             check_filter = c2.selectbox("Check", ["all"] + sorted(failures["check"].unique()), key="fail_check")
             shown = failures[((failures["label"] == system_filter) | (system_filter == "all"))
                              & ((failures["check"] == check_filter) | (check_filter == "all"))]
-            st.dataframe(shown[["label", "check", "position", "prompt", "answer", "reference"]].rename(
-                columns={"label": "system", "position": "prompt #"}), hide_index=True, width="stretch")
+            show_table(shown.to_dict("records"), {"label": "system", "check": "check", "prompt_number": "prompt #",
+                                                  "prompt": "prompt", "answer": "answer", "reference": "reference"},
+                       widths={"label": 110, "check": 110, "prompt_number": 70, "prompt": 170, "answer": 210,
+                               "reference": 170})
 
 # ---------------------------------------------------------------- leaderboard
 st.subheader("Leaderboard")
 if res["leaderboard"]:
-    board = pd.DataFrame(res["leaderboard"])
-    st.dataframe(board[["label", "rating", "lo", "hi", "n_votes"]].rename(columns={
-        "label": "system", "lo": "95% low", "hi": "95% high", "n_votes": "votes"}).round(0), hide_index=True,
-        width="stretch")
-    base = alt.Chart(board).encode(y=alt.Y("label:N", sort="-x", title=None, axis=alt.Axis(labelLimit=0)))
-    st.altair_chart(base.mark_rule().encode(x=alt.X("lo:Q", title="Rating (Elo scale)", scale=alt.Scale(zero=False)),
-                                            x2="hi:Q")
-                    + base.mark_point(filled=True, size=80).encode(x="rating:Q"), width="stretch")
+    show_table(res["leaderboard"], {"label": "system", "rating": "rating", "lo": "95% low", "hi": "95% high",
+                                    "n_votes": "votes"}, digits=0)
+    base = alt.Chart(pd.DataFrame(res["leaderboard"])).encode(y=alt.Y("label:N", sort="-x", title=None,
+                                                                      axis=alt.Axis(labelLimit=0)))
+    elo = "Rating (Elo scale, 95% interval)"
+    st.altair_chart((base.mark_rule().encode(x=alt.X("lo:Q", title=elo, scale=alt.Scale(zero=False)), x2="hi:Q")
+                     + base.mark_point(filled=True, size=80).encode(x=alt.X("rating:Q", title=elo)))
+                    .properties(height=ROW), width="stretch")
     st.caption("Bradley-Terry ratings fitted like Chatbot Arena (logistic regression, ties count half a win each "
                "way, 400 points = 10x odds, centred on 1000); the interval is the 2.5-97.5 percentile of "
                "bootstrap refits on resampled votes.")
@@ -131,8 +146,8 @@ if on_votes:
 if res["means"]:
     st.subheader("Mean score per criterion (95% bootstrap interval)")
     means = pd.DataFrame(res["means"])
-    st.dataframe(means[["label", "criterion", "mean", "lo", "hi", "n"]].rename(columns={"label": "system"})
-                 .round(2), hide_index=True, width="stretch")
+    show_table(res["means"], {"label": "system", "criterion": "criterion", "mean": "mean", "lo": "95% low",
+                              "hi": "95% high", "n": "scores"}, digits=2)
     # Grouped bars (criterion, then system) instead of one facet per criterion: a single chart that takes the
     # page's width, so it never runs off a narrow window.
     enc = alt.Chart(means).encode(x=alt.X("criterion:N", title=None, axis=alt.Axis(labelAngle=0)),
@@ -173,17 +188,17 @@ if table:
 
 # ---------------------------------------------------------------- agreement and metrics
 st.subheader("Agreement between reviewers")
-st.dataframe(pd.DataFrame(res["agreement"]).round(3), hide_index=True, width="stretch")
+show_table(res["agreement"], {"criterion": "criterion", "measure": "measure", "alpha": "alpha",
+                              "percent_agreement": "% agreement"})
 st.caption("Krippendorff's alpha: 1 is perfect agreement, 0 is chance level. Rubric scores are ordinal; the "
            "preference (which system, tie or both bad) is nominal. Empty when no item has two reviewers yet.")
 
 st.subheader("Automatic metrics against references")
-metrics = pd.DataFrame(res["metrics"])
-if not metrics.empty:
-    st.dataframe(metrics[["label", "outputs", "references", "rouge_l", "bleu", "exact_match", "perplexity",
-                          "validation_perplexity", "mean_new_tokens"]].rename(columns={"label": "system", "rouge_l": "ROUGE-L",
-                                                              "bleu": "BLEU", "exact_match": "exact match"}).round(3),
-                 hide_index=True, width="stretch")
+if res["metrics"]:
+    show_table(res["metrics"], {"label": "system", "outputs": "outputs", "references": "references",
+                                "rouge_l": "ROUGE-L", "bleu": "BLEU", "exact_match": "exact match",
+                                "perplexity": "perplexity", "validation_perplexity": "validation perplexity",
+                                "mean_new_tokens": "mean new tokens"})
     st.caption("ROUGE-L (rouge-score) and BLEU (sacrebleu) compare each output with its reference answer; "
                "perplexity is the system's perplexity on the reference answers, and validation perplexity on the "
                "validation split of the dataset version the eval set came from (computed by the generation job).")
@@ -284,9 +299,9 @@ else:
                        f"{out['already_sent']} already sent before and {out['duplicate_text']} already in the data "
                        "were skipped.")
             if out["leaks"]:
-                st.warning(f"{len(out['leaks'])} of the sent prompts are test-split examples (prompt "
-                           + ", ".join(f"#{leak['position']}" for leak in out["leaks"]) + "). Keep their drafts out of "
-                           "training while this eval set is used for comparison.")
+                numbers = ", ".join(f"#{leak['position'] + 1}" for leak in out["leaks"])  # counted from 1
+                st.warning(f"{len(out['leaks'])} of the sent prompts are test-split examples (prompt {numbers}). "
+                           "Keep their drafts out of training while this eval set is used for comparison.")
 if sent["total"]:
     cols = st.columns(5)
     cols[0].metric("Sent to annotation", sent["total"])

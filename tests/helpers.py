@@ -81,3 +81,27 @@ def score_all(session, es, reviewers, prefer_run=True, vary=None):
             pref = run_side if prefer_run or (item.prompt_id + i) % 3 else "tie"
             review.submit_score(session, rev, es.id, item.prompt_id, item.pair, scores=scores, preference=pref,
                             comment=f"r{i}")
+
+
+def score_sheet_key(at) -> str:
+    """The widget key of the Compare page's score sheet (a browser component, drawn as an unknown element)."""
+    def walk(node):
+        for child in getattr(node, "children", {}).values():
+            key = getattr(child, "key", None)
+            if isinstance(key, str) and key.startswith("cmp_sheet_"):
+                return key
+            found = walk(child)
+            if found:
+                return found
+        return None
+    key = walk(at._tree)
+    assert key, "no score sheet on the page"
+    return key
+
+
+def fill_score_sheet(at, scores: dict, preference: str | None) -> None:
+    """What the browser's score sheet sends when a reviewer scores the open item: ``scores`` and ``preference``
+    in the reviewer's A/B terms, as the component's state (the page reads it on the next run)."""
+    key = score_sheet_key(at)
+    at.session_state[key] = {"draft": {"token": key.removeprefix("cmp_sheet_"), "scores": scores,
+                                       "pref": preference}}

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.evaluate import evalsets, review
 from storage.models import EvalPrompt, Example, Output
-from tests.helpers import full_scores, make_outputs
+from tests.helpers import fill_score_sheet, full_scores, make_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMENT = "B gets the tariff right but:\n- it never says the number\n- the tone is curt\n\nPlease fix both."
@@ -41,7 +41,7 @@ def test_scored_items_stay_editable_when_everything_is_scored(session, project, 
     assert f"Your scored items ({n})" in [e.label for e in at.expander]
     at.button(key="cmp_revisit_open").click().run()
     assert any("You scored this item before" in i.value for i in at.info)
-    at.button(key="cmp_pref_tie").click().run()
+    fill_score_sheet(at, full_scores(3, 4), "tie")
     at.button(key="cmp_submit").click().run()
     assert not at.exception and not at.error
     assert sorted(s.preference for s in review.scores_of(session, es.id)) == ["B"] * (n - 1) + ["tie"]
@@ -66,6 +66,7 @@ def test_send_back_offers_four_starts_and_keeps_the_comment_whole(session, proje
     assert ex.note == COMMENT  # whole, line breaks and all
     assert ex.origin == {"kind": "blind_review", "eval_set_id": es.id, "eval_set": es.name,
                          "prompt_id": item.prompt_id, "position": session.get(EvalPrompt, item.prompt_id).position,
+                         "prompt_number": session.get(EvalPrompt, item.prompt_id).position + 1,  # as people count
                          "reviewer_id": rev.id, "reviewer": rev.username, "comment": COMMENT, "start": "B",
                          "test_split_example_id": None}
 

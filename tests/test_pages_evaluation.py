@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.helpers import make_outputs, score_all
+from tests.helpers import fill_score_sheet, full_scores, make_outputs, score_all
 
 ROOT = Path(__file__).resolve().parents[1]
 DENIED = "Your role cannot use this page."
@@ -73,10 +73,7 @@ def test_compare_page_is_blind(session, project, users, scored_setup):
             assert secret not in text, secret
         assert not re.search(r"\bbase\b", text, re.IGNORECASE)
         assert "SmolLM" not in text
-        for crit in ("accuracy", "tone", "helpfulness"):
-            for side in ("A", "B"):
-                at.button(key=f"cmp_score_{crit}_{side}_4").click().run()
-        at.button(key="cmp_pref_A").click().run()
+        fill_score_sheet(at, full_scores(4, 4), "A")
         at.button(key="cmp_submit").click().run()
         assert not at.exception, [e.value for e in at.exception]
         assert not at.error, [e.value for e in at.error]
@@ -91,24 +88,18 @@ def test_compare_page_submit_edit_and_send_back(session, project, users, scored_
     rev = users["reviewer"]
     at = page("compare.py", rev)
     at.run()
-    # Keyboard flow: the focused row takes the digit; each click moves focus to the next row.
+    # The digits, arrows and preference keys act in the browser's score sheet (tests/e2e/test_compare_browser.py);
+    # submit and skip are the page's buttons.
     buttons = {b.key: b for b in at.button}
-    assert buttons["cmp_score_accuracy_A_3"].proto.shortcut  # the highlighted row has digit shortcuts
-    assert not buttons["cmp_score_accuracy_B_3"].proto.shortcut
-    assert buttons["cmp_submit"].proto.shortcut and buttons["cmp_pref_tie"].proto.shortcut
-    at.button(key="cmp_score_accuracy_A_3").click().run()
-    buttons = {b.key: b for b in at.button}
-    assert buttons["cmp_score_accuracy_B_3"].proto.shortcut and not buttons["cmp_score_accuracy_A_3"].proto.shortcut
+    assert buttons["cmp_submit"].proto.shortcut and buttons["cmp_skip"].proto.shortcut
 
     # Submitting without all scores is refused with a message, nothing saved.
+    fill_score_sheet(at, {"accuracy": {"A": 3}}, None)
     at.button(key="cmp_submit").click().run()
     assert at.error and "Give" in at.error[0].value
     assert session.exec(select(Score)).all() == []
 
-    for crit in ("accuracy", "tone", "helpfulness"):
-        at.button(key=f"cmp_score_{crit}_A_2").click().run()
-        at.button(key=f"cmp_score_{crit}_B_5").click().run()
-    at.button(key="cmp_pref_B").click().run()
+    fill_score_sheet(at, full_scores(2, 5), "B")
     at.text_area[0].input("B explains the steps").run()
     at.button(key="cmp_send_back").click().run()
     assert any("Sent back" in s.value for s in at.success)
@@ -122,7 +113,7 @@ def test_compare_page_submit_edit_and_send_back(session, project, users, scored_
     # Reopen it from "Your scored items" and change the preference: the same row is edited.
     at.button(key="cmp_revisit_open").click().run()
     assert any("You scored this item before" in i.value for i in at.info)
-    at.button(key="cmp_pref_tie").click().run()
+    fill_score_sheet(at, full_scores(2, 5), "tie")
     at.button(key="cmp_submit").click().run()
     session.expire_all()
     rows = session.exec(select(Score)).all()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
@@ -17,7 +18,7 @@ from core.accounts import can, require
 from core.curate.datasets import version_records
 from core.errors import InvalidInput, NotFound
 from core.evaluate.checks import checks_from_row, fact_checks
-from core.evaluate.generate_config import Decoding, GenerateConfig
+from core.evaluate.generate_config import Decoding, GenerateConfig, decoding_arguments
 from core.evaluate.systems import BASE, parse_system, parse_systems, run_base_model
 from core.jobs import rundir
 from core.jobs.queue import get_job, resubmit, submit
@@ -233,7 +234,9 @@ def set_reviewers_per_item(session: Session, user: User, eval_set_id: int, k: in
 def launch_generation(session: Session, user: User, eval_set_id: int, systems: Iterable[str] | str, *,
                       decoding: dict | None = None, base_model: str | None = None, batch_size: int = 8,
                       perplexity: bool = True, name: str = "") -> Job:
-    """Queue a generation job: one output per prompt for each system, written to the Output table."""
+    """Queue a generation job: one output per prompt for each system, written to the Output table. Without
+    ``decoding``, the decoding of the outputs already in the eval set (``comparison_decoding``), so the new
+    answers compare like with like."""
     require(user, "evaluate")
     es = get_eval_set(session, eval_set_id)
     keys = parse_systems(systems)
@@ -254,6 +257,8 @@ def launch_generation(session: Session, user: User, eval_set_id: int, systems: I
     if base_model is None:
         found = [b for b in bases.values() if b]
         base_model = found[0] if found else None
+    if decoding is None:
+        decoding = comparison_decoding(session, es.id)
     dec = Decoding(**(decoding or {}))
     cfg = GenerateConfig(eval_set_id=es.id, systems=keys, run_bases=bases, base_model=base_model,
                          decoding=dec, batch_size=int(batch_size), perplexity=bool(perplexity))
@@ -313,3 +318,24 @@ def latest_outputs(session: Session, eval_set_id: int) -> dict[tuple[int, str], 
     rows = session.exec(select(Output).join(EvalPrompt, Output.prompt_id == EvalPrompt.id)
                         .where(EvalPrompt.eval_set_id == eval_set_id).order_by(Output.id)).all()
     return {(o.prompt_id, o.system): o for o in rows}
+
+
+def output_decodings(session: Session, eval_set_id: int, *, prompt_id: int | None = None) -> dict[str, list[dict]]:
+    """The decoding stored with each system's newest outputs in the eval set (of one prompt with ``prompt_id``),
+    for ``generate_config.decoding_differences``."""
+    out: dict[str, list[dict]] = {}
+    for (pid, system), output in latest_outputs(session, eval_set_id).items():
+        if prompt_id is None or pid == prompt_id:
+            out.setdefault(system, []).append(output.decoding or {})
+    return out
+
+
+def comparison_decoding(session: Session, eval_set_id: int) -> dict | None:
+    """``Decoding`` arguments of the outputs a new generation on this eval set will be compared with: the decoding
+    most of its newest outputs were made with (the base model's on a tie); None when no output records one."""
+    # The base model's outputs first: on a tie, the base model's decoding (every run is compared with it) wins.
+    outputs = sorted(latest_outputs(session, eval_set_id).values(), key=lambda o: (o.system != BASE, o.id))
+    counts = Counter(json.dumps(o.decoding, sort_keys=True) for o in outputs if o.decoding)
+    if not counts:
+        return None
+    return decoding_arguments(json.loads(counts.most_common(1)[0][0]))

@@ -56,6 +56,76 @@ def describe_decoding(stored: dict) -> str:
     return f"greedy, {limit}"
 
 
+def decoding_arguments(stored: dict) -> dict:
+    """A stored decoding (``Decoding.stored()``) back as ``Decoding``'s arguments (what it does not say keeps
+    ``Decoding``'s default)."""
+    stored = stored or {}
+    out = {"do_sample": stored.get("mode") == "sample" or bool(stored.get("do_sample"))}
+    out.update({k: stored[k] for k in ("temperature", "top_p", "max_new_tokens", "seed") if k in stored})
+    return out
+
+
+# The settings that change answers, in the order they are reported, and their names in words.
+SETTING_WORDS = {"mode": "decoding", "max_new_tokens": "max new tokens", "temperature": "temperature",
+                 "top_p": "top-p", "seed": "seed"}
+
+
+def _settings(stored: dict) -> dict:
+    """The settings of one stored decoding that shape its answers: greedy ignores temperature, top-p and seed."""
+    if not stored:
+        return {}  # made before decodings were stored: nothing known to compare
+    sample = stored.get("mode") == "sample" or bool(stored.get("do_sample"))
+    out = {"mode": "sampling" if sample else "greedy"}
+    for key in ("max_new_tokens",) + (("temperature", "top_p", "seed") if sample else ()):
+        if key in stored:
+            out[key] = stored[key]
+    return out
+
+
+def _order(value) -> tuple:
+    """Numbers in numeric order, before words."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return (not number, value if number else str(value))
+
+
+def decoding_differences(by_system: dict[str, list[dict]]) -> list[dict]:
+    """Which decoding settings differ between systems, from the decodings stored with each system's outputs.
+
+    ``by_system`` maps a system to the stored decodings of its outputs (one per output, repeats allowed). Returns
+    one row per setting that differs, ``{"setting": words, "values": {system: [value, ...]}}`` (a system whose own
+    outputs disagree lists several values). A setting a system's outputs do not record is left out of the
+    comparison, and so is a sampling knob when any system decodes greedily (the mode already differs then)."""
+    per_system = {system: [_settings(d) for d in decodings] for system, decodings in by_system.items()}
+    per_system = {system: [s for s in rows if s] for system, rows in per_system.items()}
+    per_system = {system: rows for system, rows in per_system.items() if rows}
+    if len(per_system) < 2:
+        return []
+    out = []
+    for key, words in SETTING_WORDS.items():
+        if not all(key in row for rows in per_system.values() for row in rows):
+            continue
+        values = {system: sorted({row[key] for row in rows}, key=_order) for system, rows in per_system.items()}
+        if len({v for vs in values.values() for v in vs}) > 1:
+            out.append({"setting": words, "values": values})
+    return out
+
+
+def describe_differences(differences: list[dict], labels: dict[str, str] | None = None) -> str:
+    """Differences in words: "max new tokens: base model 96, run 3: lora 256". Without ``labels`` (the blind
+    review) the systems are not named: "max new tokens: 96 and 256"."""
+    parts = []
+    for row in differences:
+        values = row["values"]
+        if labels is None:
+            shown = sorted({v for vs in values.values() for v in vs}, key=_order)
+            parts.append(f"{row['setting']}: {' and '.join(str(v) for v in shown)}")
+        else:
+            parts.append(f"{row['setting']}: " + ", ".join(f"{labels.get(system, system)} "
+                                                           + " / ".join(str(v) for v in vs)
+                                                           for system, vs in values.items()))
+    return "; ".join(parts)
+
+
 @dataclass
 class GenerateConfig:
     """A generation job's config.json."""

@@ -116,13 +116,13 @@ def runs_to_generate(session: Session, user: User, eval_set_id: int) -> list[dic
 
 
 def generate_like_before(session: Session, user: User, eval_set_id: int, run_id: int):
-    """Queue the eval set's generation job for run ``run_id`` with the decoding, batch size and perplexity setting
-    of the eval set's latest successful generation job, so its answers compare with the earlier ones on the same
-    prompts under the same settings (the defaults when the eval set has none yet)."""
+    """Queue the eval set's generation job for run ``run_id`` with the decoding of the outputs it will be compared
+    with (launch_generation's default: not the latest job's, which may have made other systems' answers) and the
+    batch size and perplexity setting of the eval set's latest successful generation job."""
     require(user, "evaluate")
     earlier = next((j for j in generation_jobs(session, eval_set_id) if j.status == JobStatus.succeeded.value), None)
     cfg = (earlier.config or {}) if earlier else {}
-    kwargs = {key: cfg[key] for key in ("decoding", "batch_size", "perplexity") if key in cfg}
+    kwargs = {key: cfg[key] for key in ("batch_size", "perplexity") if key in cfg}
     return launch_generation(session, user, eval_set_id, [run_system(run_id)], **kwargs)
 
 

@@ -16,7 +16,8 @@ from core.errors import InvalidInput
 from core.evaluate import stats
 from core.evaluate.checkstore import check_results
 from core.evaluate.preferences import vote_pairs
-from core.evaluate.evalsets import eval_prompts, generation_jobs, get_eval_set, latest_outputs
+from core.evaluate.evalsets import eval_prompts, generation_jobs, get_eval_set, latest_outputs, output_decodings
+from core.evaluate.generate_config import decoding_differences, describe_differences
 from core.evaluate.review import review_progress, rubric_of, scores_of
 from core.evaluate.systems import system_labels
 from core.workspace import exports_dir
@@ -32,13 +33,15 @@ def _winner(score: Score) -> str:
 
 
 def score_table(session: Session, user: User, eval_set_id: int) -> list[dict]:
-    """One row per score with systems revealed: per criterion the score of each system, and the winner."""
+    """One row per score with systems revealed: the prompt's number (from 1), per criterion the score of each
+    system, and the winner."""
     require(user, "evaluate")
     names = {u.id: u.username for u in session.exec(select(User))}
     positions = {p.id: p.position for p in eval_prompts(session, eval_set_id)}
     rows = []
     for s in scores_of(session, eval_set_id):
-        row = {"prompt_id": s.prompt_id, "prompt_position": positions.get(s.prompt_id), "pair": s.pair,
+        position = positions.get(s.prompt_id)
+        row = {"prompt_id": s.prompt_id, "prompt_number": None if position is None else position + 1, "pair": s.pair,
                "reviewer": names.get(s.reviewer_id, str(s.reviewer_id)), "system_a": s.system_a,
                "system_b": s.system_b, "preference": s.preference, "winner": _winner(s), "comment": s.comment,
                "updated_at": s.updated_at.isoformat() if s.updated_at else ""}
@@ -127,12 +130,21 @@ def results(session: Session, user: User, eval_set_id: int, *, bootstrap_rounds:
         row["mean_new_tokens"] = sum(toks) / len(toks) if toks else None
         metrics.append(row)
 
+    differences = decoding_differences(output_decodings(session, es.id))
     return _no_nan({"eval_set": {"id": es.id, "name": es.name, "prompts": len(prompts),
                          "reviewers_per_item": es.reviewers_per_item},
             "systems": [{"system": s, "label": labels[s]} for s in systems],
             "progress": review_progress(session, user, es.id), "means": means, "win_tie_loss": wtl,
             "leaderboard": board, "agreement": agreement, "metrics": metrics, "n_scores": len(scores),
-            "checks": check_results(session, es.id, seed=seed)})
+            "checks": _numbered(check_results(session, es.id, seed=seed)),
+            "decoding": {"differences": differences, "text": describe_differences(differences, labels)}})
+
+
+def _numbered(checks: dict) -> dict:
+    """Each failing answer's prompt as people count it, from 1 (``position`` is the stored index, from 0)."""
+    for row in checks["failures"]:
+        row["prompt_number"] = row["position"] + 1
+    return checks
 
 
 def _no_nan(value):
@@ -211,6 +223,9 @@ def report_markdown(res: dict) -> str:
     lines = [f"# Comparison report: {es['name']}", "",
              f"{es['prompts']} prompts, {res['n_scores']} scores, {res['progress']['complete']} of "
              f"{res['progress']['items']} items with at least {es['reviewers_per_item']} reviewers.", ""]
+    if (res.get("decoding") or {}).get("text"):
+        lines += [f"Not like with like: the systems' answers were generated with different decoding settings "
+                  f"({res['decoding']['text']}).", ""]
     if res["leaderboard"]:
         lines += ["## Leaderboard (Bradley-Terry, Elo scale, 95% bootstrap interval)", "",
                   "| system | rating | 95% interval | votes |", "|---|---:|---|---:|"]

@@ -17,6 +17,7 @@ from core.curate.curation import create_example
 from core.curate.dedup import content_hash
 from core.errors import InvalidInput, NotFound
 from core.evaluate.evalsets import eval_prompts, get_eval_set, latest_outputs
+from core.evaluate.generate_config import decoding_differences, describe_differences
 from core.projects import DEFAULT_RUBRIC
 from storage.models import (DatasetVersion, DatasetVersionItem, EvalPrompt, EvalSet, Example, Project, Score,
                             User, utcnow)
@@ -87,6 +88,7 @@ class ReviewItem:
     existing: dict | None = None  # {"scores": {crit: {"A":..,"B":..}}, "preference":.., "comment":..}
     done_by_me: int = 0
     total_items: int = 0
+    decoding_note: str = ""  # the decoding settings the two answers differ in, values only (no system named)
     _system_a: str = field(default="", repr=False)
     _system_b: str = field(default="", repr=False)
 
@@ -105,11 +107,14 @@ def _build_item(session: Session, es: EvalSet, user: User, prompt_id: int, pair:
     if own is not None:
         # Stored by system, shown in this reviewer's A/B orientation (which never changes for them).
         existing = {"scores": own.scores, "preference": own.preference, "comment": own.comment}
+    differences = decoding_differences({side: [outputs[(prompt_id, system)].decoding or {}]
+                                        for side, system in (("A", a), ("B", b))})
     return ReviewItem(eval_set_id=es.id, prompt_id=prompt_id, pair=pair,
                       token=_digest("token", es.id, prompt_id, pair).hex()[:12], messages=prompt.messages,
                       reference=prompt.reference, text_a=outputs[(prompt_id, a)].text,
                       text_b=outputs[(prompt_id, b)].text, rubric=rubric_of(session.get(Project, es.project_id)),
-                      existing=existing, done_by_me=len(mine), total_items=n_items, _system_a=a, _system_b=b)
+                      existing=existing, done_by_me=len(mine), total_items=n_items,
+                      decoding_note=describe_differences(differences), _system_a=a, _system_b=b)
 
 
 def next_item(session: Session, user: User, eval_set_id: int,
@@ -290,8 +295,9 @@ def send_back_to_annotation(session: Session, user: User, eval_set_id: int, prom
 
     The draft holds the prompt and starts from ``start``: "A" or "B" (the answers as this reviewer saw them),
     "reference" or "empty" (the annotator writes the answer). The reviewer's comment is kept whole as the
-    draft's note, and ``origin`` records the eval set, prompt, reviewer, comment, start and any test-split
-    example the prompt repeats, so the draft can be traced back to the review."""
+    draft's note, and ``origin`` records the eval set, prompt (``prompt_number`` counts from 1, as people see it;
+    ``position`` is the stored index), reviewer, comment, start and any test-split example the prompt repeats, so
+    the draft can be traced back to the review."""
     require(user, "score")
     if start not in SEND_BACK_STARTS:
         raise InvalidInput(f"Start the draft from one of: {', '.join(SEND_BACK_STARTS)}.")
@@ -321,7 +327,8 @@ def send_back_to_annotation(session: Session, user: User, eval_set_id: int, prom
     comment = (comment or "").strip()
     leak = test_split_leak(session, prompt)
     origin = {"kind": "blind_review", "eval_set_id": es.id, "eval_set": es.name, "prompt_id": prompt.id,
-              "position": prompt.position, "reviewer_id": user.id, "reviewer": user.username, "comment": comment,
-              "start": start, "test_split_example_id": prompt.example_id if leak else None}
+              "position": prompt.position, "prompt_number": prompt.position + 1, "reviewer_id": user.id,
+              "reviewer": user.username, "comment": comment, "start": start,
+              "test_split_example_id": prompt.example_id if leak else None}
     return create_example(session, user, project, system=system, turns=turns, note=comment,
                           source="review_feedback", origin=origin, answer_to_write=start == "empty")

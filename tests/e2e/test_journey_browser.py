@@ -146,25 +146,25 @@ class People:
         print(f"{time.monotonic() - self.started:6.1f} s  {name}", flush=True)
 
 
-def press_and_wait(page, key: str, chosen: str, next_hint: str | None = None) -> None:
-    """Press a shortcut; wait until the button it acted on shows as chosen and, when the digit keys move on to
-    the next row, that row's buttons carry the key hints."""
-    page.keyboard.press(key)
-    page.locator(f"{chosen} [data-testid=stBaseButton-primary]").wait_for()
-    if next_hint:
-        page.locator(f"{next_hint} kbd").wait_for()
-    settle(page)
+def sheet_choices(page) -> list[str]:
+    """What the Compare page's score sheet shows as chosen: "accuracy_A=4", ..., "pref=A"."""
+    return page.evaluate("""() => [...document.querySelectorAll('*')].filter(e => e.shadowRoot)
+        .flatMap(e => [...e.shadowRoot.querySelectorAll('[aria-pressed=true]')])
+        .map(b => b.dataset.pref ? 'pref=' + b.dataset.pref
+                                 : b.closest('.fts-row').dataset.slot + '=' + b.dataset.value)""")
 
 
 def score_blind(page, values: list[int], preference: str, done_before: int) -> None:
-    """Score the open item with the keyboard only: a digit per criterion and side, the preference key, Ctrl+Enter."""
+    """Score the open item with the keyboard only, at a person's pace: a digit per criterion and side (the sheet
+    moves to the next row itself), the preference key, Ctrl+Enter."""
     page.evaluate("document.activeElement && document.activeElement.blur()")  # keys go to the page, not a field
     settle(page)
     slots = [f"{c}_{side}" for c in ("accuracy", "tone", "helpfulness") for side in ("A", "B")]
-    for i, (slot, value) in enumerate(zip(slots, values)):
-        following = f".st-key-cmp_score_{slots[i + 1]}_1" if i + 1 < len(slots) else None
-        press_and_wait(page, str(value), f".st-key-cmp_score_{slot}_{value}", following)
-    press_and_wait(page, preference.lower(), f".st-key-cmp_pref_{preference}")
+    for key in [str(v) for v in values] + [preference.lower()]:
+        page.keyboard.press(key)
+        page.wait_for_timeout(150)
+    shown = [f"{slot}={v}" for slot, v in zip(slots, values)] + [f"pref={preference}"]
+    assert sheet_choices(page) == shown  # shown at once, in the browser: no rerun to wait for
     page.keyboard.press("Control+Enter")
     wait_text(page, f"You have scored {done_before + 1} of")
     settle(page)
