@@ -46,7 +46,7 @@ def _from_url() -> None:
         x for x in dict.fromkeys(status.split(",")) if x in cur.STATUSES]
     st.session_state["q_tag"] = url.get("tag") if url.get("tag") in tags else "(any)"
     who = url.get("annotator", "")
-    st.session_state["q_annotator"] = int(who) if who.isdigit() and int(who) in people else None
+    st.session_state["q_annotator"] = int(who) if who.isdigit() and int(who) in people else 0
     st.session_state["q_search"] = url.get("search", "")[:200]
     example = url.get("example", "")
     st.session_state["q_url_example"] = int(example) if example.isdigit() else None
@@ -54,12 +54,17 @@ def _from_url() -> None:
 
 if "q_status" not in st.session_state:  # a new session (a reload) or back from another page
     _from_url()
-with st.container(horizontal=True, gap="small", vertical_alignment="bottom"):  # wraps in a narrow window
-    statuses = st.multiselect("Status", cur.STATUSES, key="q_status", width=300)
-    tag = st.selectbox("Tag", ["(any)"] + tags, key="q_tag", width=180)
-    annotator = st.selectbox("Annotator", [None] + list(people), format_func=lambda i: "(anyone)" if i is None
-                             else people[i], key="q_annotator", width=180)
-    search = st.text_input("Search text", key="q_search", width=260)
+# The filters sit above the queue list, in its column: the editor column starts right under the tabs and keeps
+# the instruction, the response and the buttons in a 1024x768 window.
+queue_tab, new_tab = st.tabs(["Queue", "New example"])
+with queue_tab:
+    left, right = st.columns([1, 2.4])
+with left:
+    statuses = st.multiselect("Status", cur.STATUSES, key="q_status")
+    tag = st.selectbox("Tag", ["(any)"] + tags, key="q_tag")
+    annotator = st.selectbox("Annotator", [0] + list(people), format_func=lambda i: people.get(i, "(anyone)"),
+                             key="q_annotator") or None  # 0: anyone (None would show as no choice at all)
+    search = st.text_input("Search text", key="q_search")
     with st.popover("Guidelines", icon=":material/menu_book:"):  # over the page: never pushes the editor away
         # Written by an admin on the Admin page, so markdown is intended here (never user example text).
         st.markdown(project.guidelines or "_No guidelines yet._")
@@ -100,10 +105,10 @@ with db() as s:
             st.toast(f"Example #{linked} of the link is not in this queue any more; showing the first one.")
     page = cur.queue_page(s, project, after_id=cursor[-1] if cursor else None, **filters)
     counts = cur.status_counts(s, project)
-st.caption(" · ".join(f"{k}: {v:,}" for k, v in counts.items()) + f" · tokens: {counter_label}")
+left.caption(" · ".join(f"{k}: {v:,}" for k, v in counts.items()) + f" · tokens: {counter_label}")
 elsewhere = sorted(set(unsaved) - {e.id for e in page})
 if elsewhere:
-    st.caption("Unsaved edits kept for " + ", ".join(f"#{i}" for i in elsewhere) + " (not in this view of the "
+    left.caption("Unsaved edits kept for " + ", ".join(f"#{i}" for i in elsewhere) + " (not in this view of the "
                "queue: change the filters or the page to open them and save).")
 
 
@@ -117,11 +122,10 @@ def _keep_in_url(current: int | None) -> None:
         st.query_params.from_dict(want)
 
 
-queue_tab, new_tab = st.tabs(["Queue", "New example"])
 with queue_tab:
     if not page:
         _keep_in_url(None)
-        st.info("Nothing in this queue. Change the filters, import data, or write a new example.")
+        right.info("Nothing in this queue. Change the filters, import data, or write a new example.")
     else:
         ids = [e.id for e in page]
         current = st.session_state.get("q_current")
@@ -138,7 +142,6 @@ with queue_tab:
         def _picked(widget_key: str) -> None:
             st.session_state["q_current"] = st.session_state[widget_key]
 
-        left, right = st.columns([1, 2.4])
         with left:
             pick_key = f"q_pick_{ids[0]}"
             st.session_state[pick_key] = current  # the list shows q_current, never a stale click of its own
@@ -166,7 +169,8 @@ with queue_tab:
             kept = unsaved.get(ex.id)
             base = bases.setdefault(ex.id, kept["base"] if kept else ex.version)
             draft = conflict["attempted"] if conflict else kept["record"] if kept else cur.record_of(ex)
-            wkey = f"{ex.id}_{base}"
+            resets = st.session_state.setdefault("q_reset", {})  # a discarded edit: new widgets, the saved text
+            wkey = f"{ex.id}_{base}" + (f"_{resets[ex.id]}" if ex.id in resets else "")
             heading = st.empty()
             origin_line = describe(ex.source, ex.origin or {})
             if ex.status == "rejected" and ex.reject_reason:
@@ -307,8 +311,8 @@ with queue_tab:
                 unsaved.pop(ex.id, None)
                 st.session_state.pop("q_conflict", None)
                 bases.pop(ex.id, None)
-                for k in [k for k in st.session_state if isinstance(k, str) and k.endswith(f"_{wkey}")]:
-                    del st.session_state[k]
+                st.session_state.pop("q_open", None)
+                resets[ex.id] = resets.get(ex.id, 0) + 1
                 flash(f"Discarded the unsaved edit of #{ex.id}.")
                 st.rerun()
             with st.sidebar:  # the listener has no looks; the sidebar keeps the editor's spacing as it was
