@@ -192,11 +192,12 @@ with queue_tab:
             if conflict:  # above the editor and its buttons, so both versions are in view
                 st.error(conflict["message"])
                 a, b = st.columns(2)
+                same_system = conflict["current"]["system"] == conflict["attempted"]["system"]
                 for col, title, rec in ((a, "Saved by someone else (now in the database)", conflict["current"]),
                                         (b, "Your edit (still in the form below)", conflict["attempted"])):
-                    col.caption(title)
-                    col.code("\n\n".join([f"[system] {rec['system']}"] + [
-                        f"[{t['role']}] {t['content']}" for t in rec["turns"]]), language=None, wrap_lines=True,
+                    col.caption(title)  # a shared system prompt is left out: it would fill the box
+                    col.code("\n\n".join([f"[{t['role']}] {t['content']}" for t in rec["turns"]] + (
+                        [] if same_system else [f"[system] {rec['system']}"])), language=None, wrap_lines=True,
                         height=160)
             fields: list[dict] = []  # each text area the live hints count, found on the page by its label
 

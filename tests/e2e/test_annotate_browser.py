@@ -241,3 +241,22 @@ def test_the_editor_fits_the_window_and_the_guidelines_do_not_push_it_away(serve
     shot(page, f"a4-guidelines-{width}x{height}")
     assert parts["Response"].bounding_box()["y"] == top and out_of_view() == []
     ctx.close()
+
+
+def test_a_conflict_shows_both_versions_above_the_buttons_in_view(server, drafts, page):
+    login(page, server.url, "ann", PASSWORD)
+    open_annotate(page, server, "?status=approved")
+    first = open_id(page)
+    replace_text(page, "Response", "My answer, typed while someone else saved.")
+    with sqlite3.connect(server.workspace / "studio.db") as con:  # another user's save, meanwhile
+        con.execute("UPDATE example SET version = version + 1, turns = json_set(turns, '$[1].content', "
+                    "'Their answer.') WHERE id = ?", (first,))
+    page.keyboard.press("Control+Enter")
+    page.get_by_text("was changed by someone else").wait_for()
+    wait_idle(page)
+    shot(page, "a4-conflict-1400x1000")
+    save = page.get_by_role("button", name="Save & next").bounding_box()
+    for text in ("Their answer.", "My answer, typed while someone else saved."):
+        box = page.get_by_test_id("stCode").filter(has_text=text).bounding_box()
+        assert 0 <= box["y"] and box["y"] + box["height"] <= save["y"]  # both versions above the buttons
+    assert save["y"] + save["height"] <= 1000  # and the buttons still in the window
