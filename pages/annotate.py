@@ -30,7 +30,7 @@ SHORTCUTS = {"save": "Ctrl+Enter", "submit": "Ctrl+Shift+Enter", "skip": "Alt+Ri
 DEFAULT_STATUSES = ["draft", "rejected"]
 
 # Never waits on the base model: the estimate (labelled so) until the server's tokenizer has loaded.
-count_tokens, counter_label, _exact = current_token_counter()
+count_tokens, counter_label, _ = current_token_counter()
 st.title("Annotate")
 
 with db() as s:
