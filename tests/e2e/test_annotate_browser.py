@@ -191,6 +191,7 @@ def test_text_typed_right_before_alt_right_or_a_filter_change_is_kept(server, dr
     page.keyboard.press("Enter")
     heading(page, f"Example #{first} · approved · unsaved changes")
     assert page.get_by_label("Response", exact=True).first.input_value() == "Typed, then a search at once."
+    page.get_by_text(f"Unsaved edits kept for #{first}").wait_for(state="detached")  # it is in view again
     shot(page, "a4-unsaved-edit-kept")
     assert example(server, first) == saved  # nothing was written
     page.get_by_role("button", name="Discard my changes").click()
