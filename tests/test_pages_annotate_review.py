@@ -68,22 +68,27 @@ def test_save_and_next_moves_on_confirms_and_the_next_edit_lands_on_the_next_exa
     assert first.turns[1]["content"].endswith("ignoring the red ones.")
 
 
-def test_skip_and_previous_move_without_saving(session, users, project):
+def test_skip_and_previous_move_without_saving_and_keep_the_unsaved_edit(session, users, project):
     a, b, c = three_drafts(session, users, project)
     at = app("pages/annotate.py", users["annotator"], project)
-    area(at, "Response").set_value("Not to be kept.")
+    area(at, "Response").set_value("Not saved, but not lost.")
     click(at, "Skip")
     assert heading(at) == f"Example #{b.id} · draft"
+    assert f"#{a.id}'s unsaved edit is kept (not saved): open it again to save it." in at.session_state["_flash"]
+    assert at.radio[0].options[0].startswith(f"#{a.id} · draft · unsaved changes · ")
     click(at, "Skip")
     click(at, "Skip")
     assert heading(at) == f"Example #{c.id} · draft"
     assert "This is the last example in the queue." in at.session_state["_flash"]
     click(at, "Previous")
     click(at, "Previous")
-    assert heading(at) == f"Example #{a.id} · draft"
-    assert area(at, "Response").value == "Note the digits left to right."
+    assert heading(at) == f"Example #{a.id} · draft · unsaved changes"
+    assert area(at, "Response").value == "Not saved, but not lost."
     session.expire_all()
     assert session.get(Example, a.id).version == 1
+    click(at, "Discard my changes")
+    assert heading(at) == f"Example #{a.id} · draft"
+    assert area(at, "Response").value == "Note the digits left to right."
 
 
 def test_clicking_the_queue_opens_that_example(session, users, project):
@@ -112,7 +117,7 @@ def test_hints_go_to_the_live_editor_with_the_same_wording(session, users, proje
     at = app("pages/annotate.py", ann, project)
     hints = next(json.loads(el.proto.json) for el in at.get("bidi_component")
                  if el.proto.component_name == "fts_live_hints")
-    assert [f["label"] for f in hints["fields"]] == ["System prompt", "Instruction", "Input (optional)", "Response"]
+    assert [f["label"] for f in hints["fields"]] == ["Instruction", "Response", "System prompt", "Input (optional)"]
     assert hints["hints"] == [{"level": "warning", "text": "A response is very short (under 3 words).",
                                "kind": "short"}]
     assert hints["line"].startswith(f"{hints['tokens']} tokens of max {project.max_length}")
@@ -227,8 +232,8 @@ def test_a_conversation_is_edited_turn_by_turn_with_live_hints_on_every_turn(ses
     hints = next(json.loads(el.proto.json) for el in at.get("bidi_component")
                  if el.proto.component_name == "fts_live_hints")
     assert [(f["label"], f["role"]) for f in hints["fields"]] == [
-        ("System prompt", "system"), ("Turn 1: user", "user"), ("Turn 2: assistant", "assistant"),
-        ("Turn 3: user", "user"), ("Turn 4: assistant", "assistant")]
+        ("Turn 1: user", "user"), ("Turn 2: assistant", "assistant"), ("Turn 3: user", "user"),
+        ("Turn 4: assistant", "assistant"), ("System prompt", "system")]
     area(at, "Turn 4: assistant").set_value("Then call us on 0800 123; we send an engineer.")
     click(at, "Save & next")
     session.expire_all()

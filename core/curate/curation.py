@@ -154,6 +154,24 @@ def _clean(system: str, turns: list, input: str, tags: Iterable[str] | None, not
     return make_record(system or "", turns, input or "", clean_tags, note or "")
 
 
+def _stored(example: Example) -> dict:
+    """The example's record as ``_clean`` would make it, to tell whether an edit changes anything."""
+    stored = record_of(example)
+    turns = [{"role": t.get("role"), "content": t.get("content") if isinstance(t.get("content"), str) else ""}
+             for t in stored["turns"]]
+    return stored | {"turns": turns, "tags": sorted({t.strip() for t in stored["tags"] if t.strip()})}
+
+
+def is_unchanged(example: Example, record: dict) -> bool:
+    """True when the editor's ``record`` is what ``example`` already stores (saving it would change nothing)."""
+    try:
+        clean = _clean(record["system"], record["turns"], record["input"], record["tags"], record["note"],
+                       answer_to_write=True)
+    except InvalidInput:
+        return False
+    return clean == _stored(example)
+
+
 def _derived(record: dict, count_tokens: Callable[[str], int]) -> dict:
     return {"content_hash": record_hash(record), "search_text": search_text(record),
             "token_count": count_tokens(record_text(record))}
@@ -215,11 +233,14 @@ def save_example(session: Session, user: User, example_id: int, *, expected_vers
     """Save an edit made from ``expected_version``; refuse it with Conflict if someone saved in between.
 
     ``submit`` also moves it to submitted (clearing a reject reason). Without it, an approved example
-    whose text changed goes back to draft.
+    whose text changed goes back to draft. A save that would change nothing (same text, tags and note, and no
+    status change) writes nothing and returns the example as it is: no new version, no history entry.
     """
     require(user, "curate")
     ex = get_example(session, example_id)
     record = _clean(system, turns, input, tags, note)
+    if record == _stored(ex) and (not submit or ex.status == ExampleStatus.submitted.value):
+        return ex
     derived = _derived(record, count_tokens)
     content_changed = derived["content_hash"] != ex.content_hash
     status, reason = ex.status, ex.reject_reason

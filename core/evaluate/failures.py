@@ -22,6 +22,7 @@ from sqlmodel import Session, select
 from core.accounts import can, require
 from core.curate.curation import create_example
 from core.curate.dedup import content_hash
+from core.curate.origins import RULE_WORDS, caught_words, start_words  # noqa: F401 - RULE_WORDS: for the pages
 from core.errors import InvalidInput, NotFound
 from core.evaluate.evalsets import eval_prompts, get_eval_set, latest_outputs
 from core.evaluate.review import pair_key, prompt_record, rubric_of, scores_of, test_split_leak
@@ -30,9 +31,6 @@ from storage.models import Example, ExampleStatus, Project, Score, User
 
 SOURCE = "eval_failure"
 RULES = ("lost_to_base", "low_score", "either")
-RULE_WORDS = {"lost_to_base": "lost to the base model (reviewers' majority preference)",
-              "low_score": "scored at or below the threshold on the criterion (mean over reviewers)",
-              "either": "either of the two"}
 STATUSES = [s.value for s in ExampleStatus]
 
 
@@ -200,8 +198,9 @@ def send_failures(session: Session, user: User, eval_set_id: int, run: str, *, r
 
 def _note(eval_set: str, position: int, label: str, item: dict) -> str:
     """The draft's note, for the annotator: why it came back and what the reviewers said."""
-    lines = [f"Failure of {label} on prompt #{position} of eval set {eval_set}: {'; '.join(item['caught'])}. "
-             f"Starts from the {item['start']} answer; correct it."]
+    lines = [f"Failure of {label} on prompt {position + 1} of eval set {eval_set}: "
+             f"{'; '.join(caught_words(c) for c in item['caught'])}. Starts from {start_words(item['start'])}; "
+             "correct it."]
     lines += [f"{c['reviewer']}: {c['comment'].strip()}" for c in item["comments"]]
     return "\n".join(lines)
 

@@ -153,3 +153,111 @@ def test_buttons_keep_their_labels_in_narrow_windows(server, drafts, browser, wi
     assert labels_fit(page) == []
     shot(page, f"a3-review-data-{width}px")
     ctx.close()
+
+
+def open_annotate(page, server, query: str = "") -> None:
+    page.goto(server.url + "/annotate" + query)
+    page.get_by_role("button", name="Save & next").wait_for(timeout=90_000)  # the first visit compiles the page
+    wait_idle(page)
+
+
+def open_id(page) -> int:
+    """The id of the example open in the editor."""
+    title = page.get_by_role("heading", name=re.compile(r"^Example #\d+")).first.inner_text()
+    return int(re.match(r"Example #(\d+)", title).group(1))
+
+
+def test_text_typed_right_before_alt_right_or_a_filter_change_is_kept(server, drafts, page):
+    login(page, server.url, "ann", PASSWORD)
+    open_annotate(page, server, "?status=approved")
+    first = open_id(page)
+    saved = example(server, first)
+    replace_text(page, "Response", "Typed, then Alt+Right at once.")
+    page.keyboard.press("Alt+ArrowRight")
+    page.get_by_text(f"#{first}'s unsaved edit is kept (not saved)").wait_for()
+    wait_idle(page)
+    assert open_id(page) != first
+    page.keyboard.press("Alt+ArrowLeft")
+    heading(page, f"Example #{first} · approved · unsaved changes")
+    assert page.get_by_label("Response", exact=True).first.input_value() == "Typed, then Alt+Right at once."
+
+    # Typing, then straight to the search box: the filter hides the example, the edit stays with it.
+    replace_text(page, "Response", "Typed, then a search at once.")
+    page.get_by_label("Search text", exact=True).click()
+    page.keyboard.type("no such words anywhere")
+    page.keyboard.press("Enter")
+    page.get_by_text(f"Unsaved edits kept for #{first}").wait_for()
+    page.get_by_label("Search text", exact=True).fill("")
+    page.keyboard.press("Enter")
+    heading(page, f"Example #{first} · approved · unsaved changes")
+    assert page.get_by_label("Response", exact=True).first.input_value() == "Typed, then a search at once."
+    page.get_by_text(f"Unsaved edits kept for #{first}").wait_for(state="detached")  # it is in view again
+    shot(page, "a4-unsaved-edit-kept")
+    assert example(server, first) == saved  # nothing was written
+    page.get_by_role("button", name="Discard my changes").click()
+    page.get_by_role("heading", name=f"Example #{first} · approved", exact=True).wait_for()
+    wait_idle(page)
+    assert page.get_by_label("Response", exact=True).first.input_value() == saved["turns"][1]["content"]
+
+
+def test_a_reload_keeps_the_open_example_and_the_filters(server, drafts, page):
+    login(page, server.url, "ann", PASSWORD)
+    open_annotate(page, server, "?status=approved")
+    page.keyboard.press("Alt+ArrowRight")
+    wait_idle(page)
+    page.keyboard.press("Alt+ArrowRight")
+    wait_idle(page)
+    third = open_id(page)
+    page.reload()
+    page.get_by_role("button", name="Save & next").wait_for()
+    wait_idle(page)
+    assert open_id(page) == third
+    assert example(server, third)["status"] == "approved"  # only approved ones are listed: the filter came back
+    assert "draft ×" not in page.get_by_test_id("stMultiSelect").first.inner_text()
+
+
+@pytest.mark.parametrize("size", [(1400, 1000), (1024, 768)])
+def test_the_editor_fits_the_window_and_the_guidelines_do_not_push_it_away(server, drafts, browser, size):
+    width, height = size
+    ctx = browser.new_context(viewport={"width": width, "height": height})
+    page = ctx.new_page()
+    page.set_default_timeout(30_000)
+    login(page, server.url, "ann", PASSWORD)
+    open_annotate(page, server, "?status=approved")  # a demo example
+    parts = {"Instruction": page.get_by_label("Instruction", exact=True).first,
+             "Response": page.get_by_label("Response", exact=True).first,
+             "Save & next": page.get_by_role("button", name="Save & next"),
+             "Submit": page.get_by_role("button", name="Submit")}
+
+    def out_of_view() -> list[str]:
+        boxes = {name: loc.bounding_box() for name, loc in parts.items()}
+        return [name for name, b in boxes.items()
+                if b is None or b["y"] < 0 or b["y"] + b["height"] > height or b["x"] + b["width"] > width]
+
+    shot(page, f"a4-editor-{width}x{height}")
+    assert out_of_view() == []
+    top = parts["Response"].bounding_box()["y"]
+    page.get_by_role("button", name="Guidelines").click()
+    page.get_by_test_id("stPopoverBody").wait_for()
+    shot(page, f"a4-guidelines-{width}x{height}")
+    assert parts["Response"].bounding_box()["y"] == top and out_of_view() == []
+    ctx.close()
+
+
+def test_a_conflict_shows_both_versions_above_the_buttons_in_view(server, drafts, page):
+    login(page, server.url, "ann", PASSWORD)
+    open_annotate(page, server, "?status=approved")
+    first = open_id(page)
+    replace_text(page, "Response", "My answer, typed while someone else saved.")
+    with sqlite3.connect(server.workspace / "studio.db") as con:  # another user's save, meanwhile
+        con.execute("UPDATE example SET version = version + 1, turns = json_set(turns, '$[1].content', "
+                    "'Their answer.') WHERE id = ?", (first,))
+    page.keyboard.press("Control+Enter")
+    page.get_by_text("was changed by someone else").wait_for()
+    wait_idle(page)
+    shot(page, "a4-conflict-1400x1000")
+    save = page.get_by_role("button", name="Save & next").bounding_box()
+    for text in ("Their answer.", "My answer, typed while someone else saved."):
+        box = page.get_by_test_id("stCode").filter(has_text=text).bounding_box()
+        assert 0 <= box["y"] and box["y"] + box["height"] <= save["y"]  # both versions above the buttons
+    assert save["y"] + save["height"] <= 1000  # and the buttons still in the window

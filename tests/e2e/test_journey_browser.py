@@ -376,8 +376,8 @@ def journey(server, people, tiny_model, tmp_path):
     anna.get_by_role("heading", name=f"Example #{sent_id} · draft").wait_for()
     idle(anna)
     text = body(anna)
-    assert "Sent back from a blind review on the Compare page." in text
-    assert re.search(r"Eval set journey-eval \(#\d+\), prompt #\d+, reviewer rita", text), text
+    assert re.search(r"Sent back from a blind review on the Compare page: eval set journey-eval, prompt \d+, by "
+                     r"reviewer rita", text), text
     assert f"Reviewer's comment: {COMMENT}" in text
     excerpt = row.inner_text().split(" · ", 3)[3].rstrip("…")
     assert " ".join(prompt.split()).startswith(excerpt), (excerpt, prompt)

@@ -1,0 +1,50 @@
+"""Where a draft came from, in words: the one mapping from the keys stored in an example's ``origin`` (a blind
+review's send-back, a run's failures on the Results page) to what the annotator reads. Prompt positions are
+stored 0-based and shown 1-based, as the Generate and Results pages number prompts.
+"""
+from __future__ import annotations
+
+import re
+
+# What the draft's answer started from: a reviewer's choice on Compare, or the failures' pick on Results.
+START_WORDS = {"A": "answer A (as the reviewer saw it)", "B": "answer B (as the reviewer saw it)",
+               "reference": "the reference answer", "empty": "an empty answer (write it)",
+               "base": "the base model's answer", "run": "the fine-tuned run's answer"}
+# How a failure was caught (core.evaluate.failures stores these keys in ``origin["caught"]`` and ``rule``).
+RULE_WORDS = {"lost_to_base": "lost to the base model (reviewers' majority preference)",
+              "low_score": "scored at or below the threshold on the criterion (mean over reviewers)",
+              "either": "either of the two"}
+_LOW_SCORE = re.compile(r"^low_score: (?P<criterion>.+) (?P<mean>\S+) <= (?P<threshold>\S+)$")
+
+
+def start_words(key: str | None) -> str:
+    return START_WORDS.get(key or "", str(key))
+
+
+def caught_words(caught: str) -> str:
+    """One reason a failure was caught, in words: "lost_to_base" or "low_score: accuracy 1.5 <= 2"."""
+    m = _LOW_SCORE.match(caught or "")
+    if m:
+        return f"mean {m['criterion']} score {m['mean']}, at or below {m['threshold']}"
+    return RULE_WORDS.get(caught, caught)
+
+
+def prompt_number(origin: dict) -> str:
+    """The prompt as the Generate and Results pages number it: its 1-based position in the eval set."""
+    position = origin.get("position")
+    return f"prompt {int(position) + 1}" if isinstance(position, int) else f"prompt id {origin.get('prompt_id')}"
+
+
+def describe(source: str, origin: dict) -> str:
+    """One line of plain text saying where a sent-back or failure draft came from ("" for other examples)."""
+    o = origin or {}
+    where = f"eval set {o.get('eval_set')}, {prompt_number(o)}"
+    if source == "review_feedback":
+        return (f"Sent back from a blind review on the Compare page: {where}, by reviewer {o.get('reviewer')}; "
+                f"the draft started from {start_words(o.get('start'))}.")
+    if source == "eval_failure":
+        why = "; ".join(caught_words(c) for c in o.get("caught") or []) or "failed"
+        # run_label is the run's display name ("run 2: name"), so it is not prefixed with "run" again.
+        return (f"A failure of {o.get('run_label') or o.get('run')} on the Results page: {where}: {why}; "
+                f"the draft started from {start_words(o.get('start'))}.")
+    return ""
