@@ -13,6 +13,7 @@ and an error half-way deletes them again, so users see the whole import or nothi
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -398,9 +399,12 @@ def save_upload(name: str, data: bytes) -> Path:
     """Store an uploaded file under the workspace's uploads folder (a fresh name, never overwriting)."""
     import uuid
 
+    from core.names import safe_file_name
     from core.workspace import uploads_dir
 
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(name).name) or "upload"
+    base = Path(str(name).replace("\\", "/")).name
+    suffix = Path(base).suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,10}", Path(base).suffix) else ""
+    safe = safe_file_name(base[:len(base) - len(suffix)], suffix, default="upload")
     folder = uploads_dir() / uuid.uuid4().hex[:12]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / safe

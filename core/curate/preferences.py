@@ -24,6 +24,7 @@ from sqlmodel import Session, select
 from core.accounts import require
 from core.errors import InvalidInput, NotFound
 from core.curate.leakage import find_leaks
+from core.names import check_name
 from storage.models import PreferencePair, PreferenceVersion, User, utcnow
 
 FORMAT = "preference"  # the import format's name: JSONL or Parquet rows with prompt, chosen, rejected
@@ -144,9 +145,7 @@ def freeze_preferences(session: Session, user: User, project_id: int, name: str,
     """Freeze ``pairs`` (each {prompt, chosen, rejected} and its source fields) as a new named version; engineers
     and up. ``sources`` records where they came from and what was left out, shown with the version."""
     require(user, "train")
-    name = (name or "").strip()
-    if not name:
-        raise InvalidInput("A preference version needs a name.")
+    name = check_name(name, "preference version")
     if session.exec(select(PreferenceVersion.id).where(PreferenceVersion.project_id == project_id,
                                                        PreferenceVersion.name == name)).first():
         raise InvalidInput(f"A preference version named {name!r} already exists in this project.")

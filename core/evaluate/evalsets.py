@@ -20,6 +20,7 @@ from core.evaluate.checks import checks_from_row, fact_checks
 from core.evaluate.generate_config import Decoding, GenerateConfig
 from core.evaluate.systems import BASE, parse_system, parse_systems, run_base_model
 from core.jobs import rundir
+from core.names import check_name
 from core.jobs.queue import get_job, resubmit, submit
 from core.jobs.rundir import PROGRESS, read_jsonl
 from core.train.runs import KIND as TRAIN_KIND
@@ -32,9 +33,7 @@ MAX_PROMPTS = 5000
 
 
 def _check_name(session: Session, project_id: int, name: str) -> str:
-    name = (name or "").strip()
-    if not name:
-        raise InvalidInput("An eval set needs a name.")
+    name = check_name(name, "eval set")
     if session.exec(select(EvalSet).where(EvalSet.project_id == project_id, EvalSet.name == name)).first():
         raise InvalidInput(f"An eval set named {name!r} already exists in this project.")
     return name
