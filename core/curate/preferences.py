@@ -14,7 +14,6 @@ module only validates, imports, freezes and reads, so core.train can read pairs.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from sqlmodel import Session, select
 
 from core.accounts import require
 from core.errors import InvalidInput, NotFound
+from core.curate.formats import Rejected, read_rows
 from core.curate.leakage import find_leaks
 from core.names import check_name
 from storage.models import PreferencePair, PreferenceVersion, User, utcnow
@@ -75,31 +75,12 @@ def check_pair(raw: Any) -> dict:
 
 
 def _rows(data: bytes, filename: str):
-    """(line or row number, raw row or a BadPair) for each row of a JSONL or Parquet file."""
-    name = filename.lower()
-    if name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(io.BytesIO(data))
-        except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a damaged file
-            raise InvalidInput(f"{filename} is not a readable Parquet file ({err}).") from None
-        for i, row in enumerate(table.to_pylist(), start=1):
-            yield i, row
-        return
-    if not name.endswith((".jsonl", ".json")):
+    """(line or row number, raw row or a BadPair) for each row of a JSONL, JSON or Parquet file, read by the
+    example importer's reader (core.curate.formats.read_rows) under its limits per record."""
+    if not filename.lower().endswith((".jsonl", ".json", ".parquet")):
         raise InvalidInput(f"{filename}: a preference file must be .jsonl or .parquet.")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise InvalidInput(f"{filename} is not UTF-8 text.") from None
-    for i, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield i, json.loads(line)
-        except json.JSONDecodeError as err:
-            yield i, BadPair(f"not valid JSON ({err.msg})")
+    for row in read_rows(data, filename):
+        yield row.line, (BadPair(row.reason) if isinstance(row, Rejected) else row.value)
 
 
 def read_preference_file(data: bytes | str | Path, filename: str = "", *, skip_bad: bool = False) -> dict:
