@@ -104,3 +104,24 @@ def test_datasets_page_downloads_each_format_under_its_own_name(session, users, 
         assert fmt in name and len(name.encode()) < 160
     assert session.get(DatasetVersion, version.id).name == "v" * 200
     assert os.sep not in "".join(seen.values())
+
+
+def test_projects_and_runs_refuse_hostile_names_too(session, users, project):
+    from core.projects import create_project
+    from core.train.config import TrainConfig
+    from core.train.runs import launch
+
+    for bad in ("p" * (MAX_NAME_CHARS + 1), "tab\there"):
+        with pytest.raises(InvalidInput, match="characters"):
+            create_project(session, users["admin"], bad)
+        with pytest.raises(InvalidInput, match="characters"):
+            launch(session, users["engineer"], project.id, TrainConfig(), name=bad)
+
+
+def test_run_folders_are_named_safely(session, users, project):
+    from core.jobs.queue import submit
+
+    job = submit(session, users["engineer"], project_id=project.id, kind="train", action="train",
+                 name="\x00" + "é" * 300 + "/../x", config={}, module="core.nothing")
+    folder = Path(job.run_dir)
+    assert folder.parent.name == "runs" and folder.is_dir() and len(folder.name.encode()) <= 46
