@@ -125,3 +125,14 @@ def test_run_folders_are_named_safely(session, users, project):
                  name="\x00" + "é" * 300 + "/../x", config={}, module="core.nothing")
     folder = Path(job.run_dir)
     assert folder.parent.name == "runs" and folder.is_dir() and len(folder.name.encode()) <= 46
+
+
+def test_an_export_folder_with_a_long_name_has_a_staging_folder_the_filesystem_takes(tmp_path):
+    from core.ship.deploy import staging_dir
+
+    long_a, long_b = tmp_path / ("a" * 250 + "1"), tmp_path / ("a" * 250 + "2")
+    for out in (long_a, long_b, tmp_path / "plain"):
+        staging = staging_dir(out)
+        assert staging.parent == tmp_path and staging.name.startswith(".")
+        staging.mkdir()  # "File name too long" before: ".<250 characters>.export-tmp" is 263 bytes
+    assert staging_dir(long_a) != staging_dir(long_b)

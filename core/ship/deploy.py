@@ -222,11 +222,20 @@ def _parity(cfg: ExportConfig, tmp: Path, run: Job, artifacts: dict, step) -> di
     return report
 
 
+def staging_dir(out: Path) -> Path:
+    """The hidden folder beside ``out`` the export is written into before it is renamed to ``out``: its name is
+    safe and short whatever ``out`` is called (core.names), and a hash of the full name keeps two long names apart."""
+    import hashlib
+
+    digest = hashlib.sha256(out.name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return out.with_name("." + safe_file_name(out.name, f"-{digest}.export-tmp", default="export"))
+
+
 def export(cfg: ExportConfig, step=lambda name: None) -> dict:
     """Write every asked-for artifact, check parity, write the cards; returns the report."""
     out = Path(cfg.out_dir)
     check_target(out)
-    tmp = out.with_name(f".{out.name}.export-tmp")
+    tmp = staging_dir(out)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     with session_scope() as s:
@@ -307,7 +316,7 @@ def run_job(job_id: int) -> dict:
         finally:
             if cfg is not None:
                 out = Path(cfg.out_dir)
-                shutil.rmtree(out.with_name(f".{out.name}.export-tmp"), ignore_errors=True)
+                shutil.rmtree(staging_dir(out), ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
