@@ -82,7 +82,8 @@ def local_path(path: str | os.PathLike, *, folder: bool = False) -> Path:
         raise InvalidInput(f"{p} is a folder; give a file.")
     try:
         if p.is_dir():
-            next(os.scandir(p), None)
+            with os.scandir(p) as entries:
+                next(entries, None)
         else:
             open(p, "rb").close()
     except OSError as err:
