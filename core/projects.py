@@ -7,6 +7,7 @@ from sqlmodel import Session, select
 
 from core.accounts import require
 from core.errors import InvalidInput, NotFound
+from core.names import check_name
 from storage.models import Project, User
 
 DEFAULT_RUBRIC = [
@@ -32,9 +33,7 @@ def get_project(session: Session, project_id_or_name: int | str) -> Project:
 
 def create_project(session: Session, actor: User, name: str, description: str = "", guidelines: str = "") -> Project:
     require(actor, "manage_project")
-    name = (name or "").strip()
-    if not name:
-        raise InvalidInput("A project needs a name.")
+    name = check_name(name, "project")
     if session.exec(select(Project).where(Project.name == name)).first():
         raise InvalidInput(f"A project named {name!r} already exists.")
     project = Project(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from core.errors import DatabaseBusy, DatabaseWriteFailed, WorkspaceError
+from core.errors import DatabaseBusy, DatabaseWriteFailed, InvalidInput, PermissionDenied, WorkspaceError
 from storage import db as _db
 
 ENV_HOME = "FINETUNE_STUDIO_HOME"
@@ -64,6 +64,53 @@ def import_roots() -> list[Path]:
     raw = os.environ.get(ENV_IMPORT_ROOTS, "")
     folders = [p for p in raw.split(os.pathsep) if p.strip()] or [imports_dir()]
     return [Path(p).expanduser().resolve() for p in folders]
+
+
+# ---------------------------------------------------------------- the two rules for file paths
+# The command line runs as an operating-system user, who may read whatever the OS lets them read: every CLI file
+# argument follows ``local_path``. The web app reads the server's files for its web users, who are not OS users:
+# a path typed on a page follows ``inside_roots`` (the import folders, core.workspace.import_roots, or uploads).
+
+
+def local_path(path: str | os.PathLike, *, folder: bool = False) -> Path:
+    """A file (or, with ``folder``, a folder) named on the command line: any path the OS lets this process read.
+    InvalidInput with a clear message for a missing, unreadable or wrong kind of path."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise InvalidInput(f"No file or folder {p}." if folder else f"No file {p}.")
+    if p.is_dir() and not folder:
+        raise InvalidInput(f"{p} is a folder; give a file.")
+    try:
+        if p.is_dir():
+            with os.scandir(p) as entries:
+                next(entries, None)
+        else:
+            open(p, "rb").close()
+    except OSError as err:
+        raise InvalidInput(f"Cannot read {p}: {err.strerror or err}.") from None
+    return p.resolve()
+
+
+def inside_roots(path: str | os.PathLike, roots: list[Path]) -> Path:
+    """A path a web user typed, if it names an existing file or folder inside one of ``roots`` with no symbolic
+    link below the root and no "..": else PermissionDenied, with one message whatever the reason (outside, link,
+    "..", missing), so a refusal tells nothing about the server's files."""
+    raw = Path(os.path.abspath(Path(path).expanduser())) if ".." not in Path(path).parts else None
+    for root in roots if raw is not None else []:
+        for form in {Path(os.path.abspath(root)), Path(root).resolve()}:
+            if not raw.is_relative_to(form):
+                continue
+            inside = Path(root).resolve()
+            for part in raw.relative_to(form).parts:
+                inside = inside / part
+                if inside.is_symlink():
+                    break
+            else:
+                if inside.exists():
+                    return inside
+    raise PermissionDenied("Import by path reads only files inside the import folders an admin set up ("
+                           + ", ".join(str(r) for r in roots) + "), named without symbolic links or '..'; copy the "
+                           "file there, or upload it.")
 
 
 def offline_vars() -> dict[str, str]:

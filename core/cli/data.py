@@ -29,8 +29,9 @@ def cmd_import(args, session, user):
     def progress(fraction: float, message: str) -> None:
         print(f"\r{fraction:5.0%}  {message}", end="" if fraction < 1 else "\n", file=sys.stderr, flush=True)
 
+    # The CLI's user is the OS user: any file it can read (core.workspace.local_path), not only the import folders.
     report = import_file(session, user, project, args.file, check_format(args.format), strict=args.strict,
-                         mapping=_mapping(args.mapping), progress=progress)
+                         mapping=_mapping(args.mapping), progress=progress, os_user=True)
     out = {"import": report.import_id, "project": project.name, "format": report.format,
            "encoding": report.encoding, "read": report.n_read, "imported": report.n_imported,
            "rejected": report.n_rejected, "duplicates": report.n_duplicates,

@@ -20,6 +20,7 @@ from core.evaluate.failures import RULES, send_failures, sent_failures
 from core.evaluate.results import export_dpo, report_markdown, results, scores_csv
 from core.jobs.queue import LIVE, reconcile
 from core.train.runs import get_run
+from core.workspace import local_path
 from storage.models import JobStatus
 
 
@@ -38,10 +39,9 @@ def cmd_evalsets(args, session, user):
             es = create_eval_set_from_version(session, user, project.id, version.id, args.create, split=args.split,
                                               reviewers_per_item=args.reviewers_per_item, seed=args.seed)
         else:
-            path = Path(args.from_file)
-            if not path.is_file():
-                raise InvalidInput(f"No file {path}.")
-            es = create_eval_set_from_file(session, user, project.id, args.create, path.read_bytes(), path.name,
+            path = local_path(args.from_file)  # the OS decides what the CLI's user may read
+            es = create_eval_set_from_file(session, user, project.id, args.create, path.read_bytes(),
+                                           Path(args.from_file).name,
                                            reviewers_per_item=args.reviewers_per_item, seed=args.seed)
         rows = [r for r in list_eval_sets(session, user, project.id) if r["id"] == es.id]
         return _row(rows[0])

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from core.cli.common import project_arg
-from core.curate.importing import check_import_path
 from core.curate.preferences import import_preference_file, list_preference_versions, source_text
 from core.evaluate.evalsets import get_eval_set
 from core.evaluate.preferences import freeze_from_votes
+from core.workspace import local_path
 
 
 def _row(version) -> dict:
@@ -18,8 +18,8 @@ def _row(version) -> dict:
 
 
 def _file(args, user):
-    path = check_import_path(user, args.file)
-    return path.read_bytes(), Path(path).name
+    path = local_path(args.file)  # the OS decides what the CLI's user may read
+    return path.read_bytes(), Path(args.file).name
 
 
 def cmd_prefs_freeze(args, session, user):

@@ -20,6 +20,7 @@ from core.curate.dedup import record_hash
 from core.errors import InvalidInput, NotFound
 from core.curate.formats import EXPORT_FORMATS, chat_messages, export_suffix, make_record, write_records
 from core.curate.overlap import prompt_groups
+from core.names import check_name, safe_file_name
 from storage.models import (DatasetVersion, DatasetVersionItem, Example, ExampleStatus, ImportRecord, Project, User,
                             utcnow, visible_examples)
 
@@ -70,9 +71,7 @@ def freeze_version(session: Session, user: User, project: Project, name: str, *,
                    seed: int = 0) -> DatasetVersion:
     """Freeze the project's approved examples into a new named version, split by prompt group (``_prompt_groups``)."""
     require(user, "freeze")
-    name = (name or "").strip()
-    if not name:
-        raise InvalidInput("A dataset version needs a name.")
+    name = check_name(name, "dataset version")
     if session.exec(select(DatasetVersion.id).where(DatasetVersion.project_id == project.id,
                                                     DatasetVersion.name == name)).first():
         raise InvalidInput(f"A version named {name!r} already exists in this project.")
@@ -291,8 +290,9 @@ def export(session: Session, user: User, project: Project, fmt: str, out: str | 
 
 
 def export_name(project: Project, fmt: str, version: DatasetVersion | None = None) -> str:
-    stem = f"{project.name}-{version.name if version else 'selection'}".replace(" ", "_").replace("/", "_")
-    return stem + export_suffix(fmt)
+    """``<project>-<version>-<format>.<ext>``: a safe file name of its own for every format (core.names)."""
+    ext = export_suffix(fmt) or ".zip"  # a DatasetDict folder is downloaded zipped
+    return safe_file_name(f"{project.name}-{version.name if version else 'selection'}", f"-{fmt}{ext}")
 
 
 def export_file(session: Session, user: User, project: Project, fmt: str, *, version_id: int | None = None,
@@ -305,8 +305,10 @@ def export_file(session: Session, user: User, project: Project, fmt: str, *, ver
 
     version = get_version(session, version_id, project) if version_id is not None else None
     folder = exports_dir() / uuid.uuid4().hex[:12]
-    out = export(session, user, project, fmt, folder / export_name(project, fmt, version), version_id=version_id,
-                 status=status)
+    target = folder / export_name(project, fmt, version)
+    if fmt == "hf_disk":  # the folder is written beside its zip's name, then zipped
+        target = target.with_suffix("")
+    out = export(session, user, project, fmt, target, version_id=version_id, status=status)
     if fmt == "hf_disk":
         return Path(shutil.make_archive(str(out), "zip", root_dir=out))
     return out

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass
@@ -187,7 +188,9 @@ def _tags(value: Any) -> list[str]:
             try:
                 value = json.loads(value)
             except ValueError:
-                pass
+                pass  # a tag that merely starts with "[" stays text
+            except RecursionError:
+                raise BadRecord(f"field 'tags': {TOO_DEEP}") from None
         if isinstance(value, str):
             return [t.strip() for t in value.split(";") if t.strip()]
     if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
@@ -361,9 +364,25 @@ def parse_record(raw: Any, fmt: str, repair: bool = False) -> dict:
 # ---------------------------------------------------------------- encodings and containers
 
 
-def detect_encoding(path: Path) -> str:
+def _open(source: Path | bytes, encoding: str | None = None, errors: str = "strict", newline: str | None = None,
+          buffering: int = -1):
+    """``source`` (a file, or an upload's bytes: both are read by the same code) opened for reading: binary without
+    ``encoding``, else text."""
+    if isinstance(source, (bytes, bytearray)):
+        raw = io.BytesIO(source)
+        return raw if encoding is None else io.TextIOWrapper(raw, encoding=encoding, errors=errors, newline=newline)
+    if encoding is None:
+        return open(source, "rb", buffering=buffering)
+    return open(source, encoding=encoding, errors=errors, newline=newline)
+
+
+def _size(source: Path | bytes) -> int:
+    return len(source) if isinstance(source, (bytes, bytearray)) else Path(source).stat().st_size
+
+
+def detect_encoding(path: Path | bytes) -> str:
     """UTF-8 (with or without BOM) or UTF-16 with a BOM; else Latin-1. Scans the file in chunks."""
-    with open(path, "rb") as fh:
+    with _open(path) as fh:
         head = fh.read(4)
         if head.startswith(codecs.BOM_UTF8):
             return "utf-8-sig"
@@ -380,8 +399,8 @@ def detect_encoding(path: Path) -> str:
     return "utf-8"
 
 
-def _first_char(path: Path, encoding: str) -> str:
-    with open(path, encoding=encoding, errors="replace") as fh:
+def _first_char(path: Path | bytes, encoding: str) -> str:
+    with _open(path, encoding=encoding, errors="replace") as fh:
         while chunk := fh.read(4096):
             stripped = chunk.lstrip()
             if stripped:
@@ -473,11 +492,45 @@ def read_file(path: str | Path, fmt: str | None = None, mapping: dict | None = N
     info.encoding = detect_encoding(path)
     if fmt == "csv":
         return _read_csv(path, mapping, info)
-    if _first_char(path, info.encoding) == "[":
+    return _read_json(path, lambda raw, line, byte: _parse(raw, fmt, line, byte, info), info)
+
+
+def _read_json(source: Path | bytes, convert: Callable, info: ReadInfo) -> Iterator:
+    """The values of a JSON array or JSON Lines file, each passed through ``convert(value, line, byte)``."""
+    if _first_char(source, info.encoding) == "[":
         info.container = "json_array"
-        return _read_json_array(path, fmt, info)
+        return _read_json_array(source, convert, info)
     info.container = "jsonl"
-    return _read_jsonl(path, fmt, info)
+    return _read_jsonl(source, convert, info)
+
+
+@dataclass
+class Row:
+    """One raw row of a file read by ``read_rows``: a JSON value, or a CSV row as {column: cell}."""
+
+    value: Any
+    line: int | None = None  # 1-based line where it starts (Parquet: the row number)
+    byte: int | None = None  # byte offset where it starts (JSON arrays)
+
+
+def read_rows(source: Path | bytes, filename: str, info: ReadInfo | None = None) -> Iterator[Row | Rejected]:
+    """The raw rows of a JSON Lines, JSON array, CSV or Parquet file (told apart by ``filename``'s extension and
+    the first character), read by the code that reads examples and so under the same limits: MAX_RECORD_BYTES per
+    record or CSV field, and the JSON nesting Python's decoder takes. Preference pairs and eval-set prompts are
+    imported through it. A row that breaks a limit or is not JSON comes as Rejected with its line and reason."""
+    info = info if info is not None else ReadInfo()
+    suffix = Path(filename).suffix.lower()
+    info.total_bytes = _size(source)
+    if suffix in (".parquet", ".pq"):
+        info.container = "parquet"
+        return (Row(raw, n) for n, raw in enumerate(_parquet_rows(source, filename), 1))
+    if info.total_bytes == 0:
+        info.empty = True
+        return iter(())
+    info.encoding = detect_encoding(source)
+    if suffix == ".csv":
+        return _csv_dicts(source, info)
+    return _read_json(source, Row, info)
 
 
 def _parse(raw: Any, fmt: str, line: int | None, byte: int | None, info: ReadInfo) -> Parsed | Rejected:
@@ -512,7 +565,7 @@ def _too_big(size: int) -> str:
             "(split it, or shorten it)")
 
 
-def _read_jsonl(path: Path, fmt: str, info: ReadInfo) -> Iterator[Parsed | Rejected]:
+def _read_jsonl(path: Path | bytes, convert: Callable, info: ReadInfo) -> Iterator:
     any_line = False
     lineno = 0
     for text, offset, size in _lines(path, info):
@@ -540,17 +593,17 @@ def _read_jsonl(path: Path, fmt: str, info: ReadInfo) -> Iterator[Parsed | Rejec
             else:
                 yield Rejected(_json_error(err), lineno)
             continue
-        yield _parse(raw, fmt, lineno, None, info)
+        yield convert(raw, lineno, None)
     info.empty = not any_line
 
 
-def _lines(path: Path, info: ReadInfo) -> Iterator[tuple[bytes | str | None, int | None, int]]:
+def _lines(path: Path | bytes, info: ReadInfo) -> Iterator[tuple[bytes | str | None, int | None, int]]:
     """(line, byte offset, size) for each line; a line over MAX_RECORD_BYTES comes as (None, offset, size) and
     is skipped in pieces, never held whole. UTF-16 cannot be split on b"\n": its lines come from the text layer
     (offsets are then None)."""
     utf16 = info.encoding == "utf-16"
     offset = 0
-    with (open(path, encoding="utf-16", newline="") if utf16 else open(path, "rb", buffering=CHUNK)) as fh:
+    with (_open(path, "utf-16", newline="") if utf16 else _open(path, buffering=CHUNK)) as fh:
         newline = "\n" if utf16 else b"\n"
         while True:
             line = fh.readline(MAX_RECORD_BYTES + 1)
@@ -632,7 +685,7 @@ def _element_end(buf: str, start: int) -> int | None:
     return _ValueEnd().feed(buf, start)
 
 
-def _read_json_array(path: Path, fmt: str, info: ReadInfo) -> Iterator[Parsed | Rejected]:
+def _read_json_array(path: Path | bytes, convert: Callable, info: ReadInfo) -> Iterator:
     """Elements of a top-level JSON array, decoded one at a time from a sliding text buffer.
 
     The buffer holds one chunk plus the element being read. An element that does not decode is stepped over
@@ -642,7 +695,7 @@ def _read_json_array(path: Path, fmt: str, info: ReadInfo) -> Iterator[Parsed | 
     enc = "utf-16" if info.encoding == "utf-16" else info.encoding
     width = 2 if enc == "utf-16" else 1
     index = 0
-    with open(path, encoding=enc, errors="replace", newline="") as fh:
+    with _open(path, enc, errors="replace", newline="") as fh:
         buf = fh.read(CHUNK).lstrip("\ufeff")
         eof = len(buf) == 0
         pos = _skip_ws(buf, 0)
@@ -691,7 +744,7 @@ def _read_json_array(path: Path, fmt: str, info: ReadInfo) -> Iterator[Parsed | 
                         info.bytes_read = min(info.total_bytes, (consumed + end) * width)
                         if end - start > CHUNK:  # a big element: drop its text before the caller works on it
                             buf, consumed, pos = buf[end:], consumed + end, 0
-                        yield _parse(value, fmt, rec_line, here, info)
+                        yield convert(value, rec_line, here)
                         del value
                         continue
                 # The element is cut off by the end of the buffer.
@@ -778,31 +831,62 @@ def csv_columns(path: str | Path) -> list[str]:
         return next(csv.reader(fh), [])
 
 
-def _read_csv(path: Path, mapping: dict | None, info: ReadInfo) -> Iterator[Parsed | Rejected]:
+def _csv_rows(reader) -> Iterator[tuple[int, list | Rejected]]:
+    """(line, cells) for each row that is not blank, (line, Rejected) for one the csv module cannot read (a field
+    over the per-record limit, csv.field_size_limit); reading goes on after it."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            yield reader.line_num, Rejected(f"unreadable CSV row: {err}", reader.line_num)
+            continue
+        if any(cell.strip() for cell in row):
+            yield reader.line_num, row
+
+
+def _csv_header(fh, info: ReadInfo):
+    """A csv reader on ``fh`` under the per-record limit, and the header (None for an empty file)."""
     info.container = "csv"
     csv.field_size_limit(MAX_RECORD_BYTES)
-    with open(path, encoding=info.encoding, newline="") as fh:
-        reader = csv.reader(fh)
+    reader = csv.reader(fh)
+    try:
         header = next(reader, None)
+    except csv.Error as err:
+        raise InvalidInput(f"The CSV header is unreadable: {err}.") from None
+    if not header:
+        info.empty = True
+    return reader, header
+
+
+def _csv_dicts(source: Path | bytes, info: ReadInfo) -> Iterator[Row | Rejected]:
+    """Each CSV row as {column: cell} (None for a missing cell), with its line."""
+    with _open(source, info.encoding, newline="") as fh:
+        reader, header = _csv_header(fh, info)
         if not header:
-            info.empty = True
+            return
+        any_row = False
+        for line, row in _csv_rows(reader):
+            any_row = True
+            yield row if isinstance(row, Rejected) else Row(
+                {col: row[i] if i < len(row) else None for i, col in enumerate(header)}, line)
+        info.empty = not any_row
+
+
+def _read_csv(path: Path, mapping: dict | None, info: ReadInfo) -> Iterator[Parsed | Rejected]:
+    with _open(path, info.encoding, newline="") as fh:
+        reader, header = _csv_header(fh, info)
+        if not header:
             return
         cols = csv_mapping(header, mapping)
         index = {c: i for i, c in enumerate(header)}
         any_row = False
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as err:  # e.g. a field over the per-record limit; the reader goes on after it
-                any_row = True
-                yield Rejected(f"unreadable CSV row: {err}", reader.line_num)
-                continue
-            line = reader.line_num
-            if not any(cell.strip() for cell in row):
-                continue
+        for line, row in _csv_rows(reader):
             any_row = True
+            if isinstance(row, Rejected):
+                yield row
+                continue
             if len(row) < len(header):
                 cut = fh.read(1) == ""
                 if cut:
@@ -821,13 +905,19 @@ def _read_csv(path: Path, mapping: dict | None, info: ReadInfo) -> Iterator[Pars
         info.empty = not any_row
 
 
+def json_value(text: str, name: str = "") -> Any:
+    """The JSON value in a text field (a CSV cell), or BadRecord (naming the column ``name`` if given): malformed,
+    too deep, too long a number. Every importer decodes JSON text inside a record through this."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise BadRecord((f"column '{name}': " if name else "") + _json_error(err)) from None
+
+
 def _from_csv_row(raw: dict) -> dict:
     conv = (raw.get("conversation") or "").strip()
     if conv:
-        try:
-            turns = json.loads(conv)
-        except (ValueError, RecursionError) as err:
-            raise BadRecord(f"column 'conversation': {_json_error(err)}") from None
+        turns = json_value(conv, "conversation")
         system, turns = _messages(turns, "conversation", "role", "content", CHAT_ROLES)
         system = raw.get("system") or system
         return make_record(system, turns, "", _tags(raw.get("tags")), raw.get("note") or "")
@@ -847,20 +937,25 @@ def _rows_to_records(rows: Iterable[dict], info: ReadInfo, fmt: str | None) -> I
     info.empty = n == 0
 
 
-def _read_parquet(path: Path, info: ReadInfo) -> Iterator[Parsed | Rejected]:
+def _parquet_rows(source: Path | bytes, filename: str) -> Iterator[dict]:
+    """The rows of a Parquet file as dicts, a record batch at a time."""
     import pyarrow.parquet as pq
 
-    info.container = "parquet"
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
     except Exception as err:  # pyarrow raises several types for a damaged file
-        raise InvalidInput(f"{path.name} is not a readable Parquet file: {err}") from None
+        raise InvalidInput(f"{filename} is not a readable Parquet file: {err}") from None
 
     def rows():
         for batch in pf.iter_batches(batch_size=2048):
             yield from batch.to_pylist()
 
-    return _rows_to_records(rows(), info, None)
+    return rows()
+
+
+def _read_parquet(path: Path, info: ReadInfo) -> Iterator[Parsed | Rejected]:
+    info.container = "parquet"
+    return _rows_to_records(_parquet_rows(path, path.name), info, None)
 
 
 def _read_hf_disk(path: Path, info: ReadInfo) -> Iterator[Parsed | Rejected]:

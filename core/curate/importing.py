@@ -13,6 +13,7 @@ and an error half-way deletes them again, so users see the whole import or nothi
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -78,6 +79,7 @@ def import_file(
     progress: Progress | None = None,
     count_tokens: Callable[[str], int] | None = None,
     near_duplicates: bool = True,
+    os_user: bool = False,
 ) -> ImportReport:
     """Import ``path`` into ``project`` as ``user``; return the report (also stored on an ImportRecord).
 
@@ -85,10 +87,18 @@ def import_file(
     tags, note, conversation) to column names; ``progress(fraction, message)`` is called per batch;
     ``count_tokens`` gives the token counts stored for hints and stats (default: a word-based estimate).
     ShareGPT conversations that start with the assistant or end on the user (chunks of split dumps) are
-    repaired the way FastChat does and counted as repaired, unless ``strict``.
+    repaired the way FastChat does and counted as repaired, unless ``strict``. ``os_user`` is for the command
+    line, whose user is the operating-system user: any path the OS lets it read (core.workspace.local_path);
+    otherwise the web's rule applies (``check_import_path``).
     """
     filename = filename or Path(path).name
-    path = check_import_path(user, path)
+    if os_user:
+        from core.workspace import local_path
+
+        require(user, "curate")
+        path = local_path(path, folder=True)
+    else:
+        path = check_import_path(user, path)
     count_tokens = count_tokens or estimate_tokens
     info = ReadInfo()
     # raises InvalidInput for an unknown or unreadable format
@@ -239,25 +249,24 @@ def discard_abandoned_imports(session: Session) -> list[int]:
 
 
 def check_import_path(user: User, path: str | Path) -> Path:
-    """The real path (symlinks resolved) of a file or folder ``user`` may import, or PermissionDenied.
+    """The web's rule for a server path (core.workspace.inside_roots), with the roles it needs: the real path of an
+    existing file or folder ``user`` may import, or PermissionDenied.
 
     An upload (a file under the workspace's uploads folder) needs the curate role. Any other path on the server
     needs the import_server_files role (engineers) and must lie inside one of the import folders an admin
-    configured (core.workspace.import_roots). The refusal is the same whether or not the path exists, so it
-    reveals nothing about the server's files.
+    configured (core.workspace.import_roots), named without symbolic links or "..". The refusal is the same whether
+    or not the path exists, so it reveals nothing about the server's files. (The command line does not use this:
+    its user is the OS user, core.workspace.local_path.)
     """
-    from core.workspace import import_roots, uploads_dir
+    from core.workspace import import_roots, inside_roots, uploads_dir
 
     require(user, "curate")
-    resolved = Path(path).expanduser().resolve()
-    if resolved.is_relative_to(uploads_dir().resolve()):
-        return resolved
+    try:
+        return inside_roots(path, [uploads_dir()])
+    except PermissionDenied:
+        pass
     require(user, "import_server_files")
-    roots = import_roots()
-    if any(resolved.is_relative_to(root) for root in roots):
-        return resolved
-    raise PermissionDenied("Import by path reads only files inside the import folders an admin set up ("
-                           + ", ".join(str(r) for r in roots) + "); copy the file there, or upload it.")
+    return inside_roots(path, import_roots())
 
 
 def _fraction(info: ReadInfo) -> float:
@@ -398,9 +407,12 @@ def save_upload(name: str, data: bytes) -> Path:
     """Store an uploaded file under the workspace's uploads folder (a fresh name, never overwriting)."""
     import uuid
 
+    from core.names import safe_file_name
     from core.workspace import uploads_dir
 
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in Path(name).name) or "upload"
+    base = Path(str(name).replace("\\", "/")).name
+    suffix = Path(base).suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,10}", Path(base).suffix) else ""
+    safe = safe_file_name(base[:len(base) - len(suffix)], suffix, default="upload")
     folder = uploads_dir() / uuid.uuid4().hex[:12]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / safe

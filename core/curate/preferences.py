@@ -14,7 +14,6 @@ module only validates, imports, freezes and reads, so core.train can read pairs.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,9 @@ from sqlmodel import Session, select
 
 from core.accounts import require
 from core.errors import InvalidInput, NotFound
+from core.curate.formats import Rejected, read_rows
 from core.curate.leakage import find_leaks
+from core.names import check_name
 from storage.models import PreferencePair, PreferenceVersion, User, utcnow
 
 FORMAT = "preference"  # the import format's name: JSONL or Parquet rows with prompt, chosen, rejected
@@ -74,31 +75,12 @@ def check_pair(raw: Any) -> dict:
 
 
 def _rows(data: bytes, filename: str):
-    """(line or row number, raw row or a BadPair) for each row of a JSONL or Parquet file."""
-    name = filename.lower()
-    if name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(io.BytesIO(data))
-        except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a damaged file
-            raise InvalidInput(f"{filename} is not a readable Parquet file ({err}).") from None
-        for i, row in enumerate(table.to_pylist(), start=1):
-            yield i, row
-        return
-    if not name.endswith((".jsonl", ".json")):
+    """(line or row number, raw row or a BadPair) for each row of a JSONL, JSON or Parquet file, read by the
+    example importer's reader (core.curate.formats.read_rows) under its limits per record."""
+    if not filename.lower().endswith((".jsonl", ".json", ".parquet")):
         raise InvalidInput(f"{filename}: a preference file must be .jsonl or .parquet.")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise InvalidInput(f"{filename} is not UTF-8 text.") from None
-    for i, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            yield i, json.loads(line)
-        except json.JSONDecodeError as err:
-            yield i, BadPair(f"not valid JSON ({err.msg})")
+    for row in read_rows(data, filename):
+        yield row.line, (BadPair(row.reason) if isinstance(row, Rejected) else row.value)
 
 
 def read_preference_file(data: bytes | str | Path, filename: str = "", *, skip_bad: bool = False) -> dict:
@@ -144,9 +126,7 @@ def freeze_preferences(session: Session, user: User, project_id: int, name: str,
     """Freeze ``pairs`` (each {prompt, chosen, rejected} and its source fields) as a new named version; engineers
     and up. ``sources`` records where they came from and what was left out, shown with the version."""
     require(user, "train")
-    name = (name or "").strip()
-    if not name:
-        raise InvalidInput("A preference version needs a name.")
+    name = check_name(name, "preference version")
     if session.exec(select(PreferenceVersion.id).where(PreferenceVersion.project_id == project_id,
                                                        PreferenceVersion.name == name)).first():
         raise InvalidInput(f"A preference version named {name!r} already exists in this project.")

@@ -15,13 +15,13 @@ importing and scoring checks is core.evaluate.checkstore.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
 from core.configs import strict_from_dict
 from core.curate.factsheet import mentions
+from core.curate.formats import BadRecord, json_value
 from core.errors import InvalidInput
 from core.evaluate import stats
 
@@ -176,9 +176,9 @@ def checks_from_row(row: dict, where: str) -> list[dict]:
     raw = row.get("checks")
     if isinstance(raw, str) and raw.strip():
         try:
-            raw = json.loads(raw)
-        except json.JSONDecodeError as err:
-            raise InvalidInput(f"{where}: 'checks' is not valid JSON ({err.msg}).") from None
+            raw = json_value(raw)  # the importers' JSON decoding: too deep is a bad row, not a crash
+        except BadRecord as err:
+            raise InvalidInput(f"{where}: 'checks' is not valid JSON ({err}).") from None
     if raw not in (None, "", []):
         if not isinstance(raw, list):
             raise InvalidInput(f"{where}: 'checks' must be a list of checks.")

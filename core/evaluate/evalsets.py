@@ -3,8 +3,6 @@ dataset version's test split or an uploaded JSONL/CSV file, and the generation j
 write one Output per prompt and system."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 from collections import Counter
 from dataclasses import asdict
@@ -16,11 +14,13 @@ from sqlmodel import Session, select
 
 from core.accounts import can, require
 from core.curate.datasets import version_records
+from core.curate.formats import TOO_DEEP, BadRecord, Rejected, json_value, read_rows
 from core.errors import InvalidInput, NotFound
 from core.evaluate.checks import checks_from_row, fact_checks
 from core.evaluate.generate_config import Decoding, GenerateConfig, decoding_arguments
 from core.evaluate.systems import BASE, parse_system, parse_systems, run_base_model
 from core.jobs import rundir
+from core.names import check_name
 from core.jobs.queue import get_job, resubmit, submit
 from core.jobs.rundir import PROGRESS, read_jsonl
 from core.train.runs import KIND as TRAIN_KIND
@@ -33,9 +33,7 @@ MAX_PROMPTS = 5000
 
 
 def _check_name(session: Session, project_id: int, name: str) -> str:
-    name = (name or "").strip()
-    if not name:
-        raise InvalidInput("An eval set needs a name.")
+    name = check_name(name, "eval set")
     if session.exec(select(EvalSet).where(EvalSet.project_id == project_id, EvalSet.name == name)).first():
         raise InvalidInput(f"An eval set named {name!r} already exists in this project.")
     return name
@@ -115,28 +113,22 @@ def parse_prompt_file(data: bytes | str, filename: str) -> list[dict]:
     """Prompts from an uploaded JSONL or CSV file: a ``prompt`` field (text, or chat messages in JSONL or as JSON
     text in a CSV cell), an optional ``reference`` (also ``response``/``answer``/``completion``), an optional
     ``system``, and optional checks (``checks``, or the shorthands of core.evaluate.checks.checks_from_row)."""
-    text = data.decode("utf-8-sig") if isinstance(data, bytes) else data
+    data = data.encode("utf-8") if isinstance(data, str) else data
     name = (filename or "").lower()
-    rows: list[tuple[str, dict]] = []
-    if name.endswith(".csv"):
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames or "prompt" not in [f.strip().lower() for f in reader.fieldnames]:
-            raise InvalidInput("The CSV needs a 'prompt' column (and optionally 'reference').")
-        for i, row in enumerate(reader, 2):
-            rows.append((f"row {i}", {(k or "").strip().lower(): v for k, v in row.items()}))
-    elif name.endswith((".jsonl", ".json")):
-        for i, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise InvalidInput(f"line {i}: not valid JSON ({err.msg}).") from None
-            if not isinstance(obj, dict):
-                raise InvalidInput(f"line {i}: each line must be a JSON object with a 'prompt'.")
-            rows.append((f"line {i}", obj))
-    else:
+    if not name.endswith((".csv", ".jsonl", ".json")):
         raise InvalidInput("Upload a .jsonl or .csv file with a 'prompt' field.")
+    rows: list[tuple[str, dict]] = []
+    for row in read_rows(data, name):  # the example importer's reader and limits (core.curate.formats)
+        if isinstance(row, Rejected):
+            raise InvalidInput(f"line {row.line}: {row.reason}.")
+        if name.endswith(".csv"):
+            if not rows and "prompt" not in [(k or "").strip().lower() for k in row.value]:
+                raise InvalidInput("The CSV needs a 'prompt' column (and optionally 'reference').")
+            rows.append((f"line {row.line}", {(k or "").strip().lower(): v for k, v in row.value.items()}))
+        elif not isinstance(row.value, dict):
+            raise InvalidInput(f"line {row.line}: each line must be a JSON object with a 'prompt'.")
+        else:
+            rows.append((f"line {row.line}", row.value))
     prompts = []
     for where, row in rows:
         if "prompt" not in row:
@@ -147,9 +139,10 @@ def parse_prompt_file(data: bytes | str, filename: str) -> list[dict]:
         raw = row["prompt"]
         if isinstance(raw, str) and raw.lstrip().startswith("[{"):  # chat messages as JSON text (a CSV cell)
             try:
-                raw = json.loads(raw)
-            except json.JSONDecodeError:
-                pass  # a prompt that merely starts like JSON stays text
+                raw = json_value(raw, "prompt")
+            except BadRecord as err:  # a prompt that merely starts like JSON stays text; one too deep is refused
+                if TOO_DEEP in str(err):
+                    raise InvalidInput(f"{where}: {err}.") from None
         prompts.append({"messages": _prompt_messages(raw, str(row.get("system") or ""), where),
                         "reference": str(reference or ""), "checks": checks_from_row(row, where)})
     if not prompts:

@@ -28,6 +28,7 @@ from core.accounts import ACTIONS, can, require
 from core.errors import InvalidInput, NotFound
 from core.jobs import rundir
 from core.locks import file_lock
+from core.names import safe_file_name
 from core.workspace import database_url, offline_vars, runs_dir, workspace_dir
 from storage.models import DatasetVersion, Job, JobStatus, Project, User, utcnow
 
@@ -43,8 +44,8 @@ HEARTBEAT_STALE_S = float(os.environ.get("FINETUNE_STUDIO_HEARTBEAT_TIMEOUT", "3
 
 
 def _slug(text: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", text or "").strip("-").lower()
-    return slug[:40] or "job"
+    """The run folder's name after the id: the job's name in ASCII letters and digits, made a safe file name."""
+    return safe_file_name(re.sub(r"[^A-Za-z0-9]+", "-", text or "").lower(), default="job", max_bytes=40)
 
 
 def log_path(job: Job) -> Path:

@@ -25,6 +25,7 @@ from core.errors import InvalidInput, StudioError
 from core.evaluate.generate_config import Decoding
 from core.jobs import rundir
 from core.jobs.queue import get_job, list_jobs, read_progress, submit
+from core.names import check_name, safe_file_name
 from core.jobs.worker import KeepAlive, StopFlag, worker_finish, worker_main, worker_start
 from core.ship import gguf, ollama, parity, vllm
 from core.ship.modelcard import lineage, write_card
@@ -72,6 +73,8 @@ class ExportConfig:
             raise InvalidInput("The run and the eval set are given by their ids.") from None
         if not str(self.out_dir or "").strip():
             raise InvalidInput("Choose a folder to export into.")
+        if self.name:
+            self.name = check_name(self.name, "model")
         self.parity_decoding()  # refuses a length Decoding refuses
         try:
             self.parity_max_prompts = int(self.parity_max_prompts)
@@ -219,11 +222,20 @@ def _parity(cfg: ExportConfig, tmp: Path, run: Job, artifacts: dict, step) -> di
     return report
 
 
+def staging_dir(out: Path) -> Path:
+    """The hidden folder beside ``out`` the export is written into before it is renamed to ``out``: its name is
+    safe and short whatever ``out`` is called (core.names), and a hash of the full name keeps two long names apart."""
+    import hashlib
+
+    digest = hashlib.sha256(out.name.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    return out.with_name("." + safe_file_name(out.name, f"-{digest}.export-tmp", default="export"))
+
+
 def export(cfg: ExportConfig, step=lambda name: None) -> dict:
     """Write every asked-for artifact, check parity, write the cards; returns the report."""
     out = Path(cfg.out_dir)
     check_target(out)
-    tmp = out.with_name(f".{out.name}.export-tmp")
+    tmp = staging_dir(out)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     with session_scope() as s:
@@ -247,8 +259,9 @@ def export(cfg: ExportConfig, step=lambda name: None) -> dict:
         if gguf.find_converter() is None:
             artifacts["gguf"] = {"missing": gguf.INSTALL}
         else:
-            gguf.convert(tmp / "merged", tmp / "gguf" / f"{name}-f16.gguf")
-            artifacts["gguf"] = {"path": str(out / "gguf" / f"{name}-f16.gguf")}
+            gguf_name = safe_file_name(name, "-f16.gguf")
+            gguf.convert(tmp / "merged", tmp / "gguf" / gguf_name)
+            artifacts["gguf"] = {"path": str(out / "gguf" / gguf_name)}
     report_parity = _parity(cfg, tmp, run, artifacts, step) if cfg.parity else None
     step("card")
     for kind, library, what in (("adapter", "peft", "A LoRA adapter"), ("merged", "transformers", "A merged model")):
@@ -303,7 +316,7 @@ def run_job(job_id: int) -> dict:
         finally:
             if cfg is not None:
                 out = Path(cfg.out_dir)
-                shutil.rmtree(out.with_name(f".{out.name}.export-tmp"), ignore_errors=True)
+                shutil.rmtree(staging_dir(out), ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

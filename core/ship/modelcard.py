@@ -10,6 +10,7 @@ ModelCard, so the metadata block is the one the Hub reads.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,22 @@ def _fmt(value, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~&])")  # what makes Markdown or HTML (each escapable by "\\")
+
+
+def md(value, *, code: bool = False) -> str:
+    """``value`` as Markdown that shows it as typed, on one line: the one way the card writes names, paths and
+    messages. Plain text backslash-escapes the characters Markdown acts on, so no HTML tag, entity, link, heading,
+    emphasis or table cell is made of it; ``code`` writes a code span fenced with more backticks than the value
+    holds in a row (its content is shown verbatim, HTML included, never rendered)."""
+    text = " ".join(str(value).split())
+    if not code:
+        return _MARKDOWN.sub(r"\\\1", text)
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""  # CommonMark strips one space each side
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def card_text(info: dict, *, library_name: str, what: str, parity: dict | None = None) -> str:
     """The README.md: metadata block, then lineage sections."""
     from huggingface_hub import ModelCardData
@@ -131,22 +148,25 @@ def card_text(info: dict, *, library_name: str, what: str, parity: dict | None =
                          datasets=[info["dataset"]["name"]] if info.get("dataset") else None,
                          tags=["finetune-studio", "trl", "dpo" if cfg.get("method") == "dpo" else "sft",
                                cfg.get("method") or "lora"])
-    lines = [f"# {info['project']}: run {info['run']['id']} ({info['run']['name']})", "",
-             f"{what}, fine-tuned from `{cfg.get('base_model')}` with finetune-studio ("
-             + ("TRL DPO on preference pairs, LoRA" if cfg.get("method") == "dpo" else f"TRL SFT, {cfg.get('method')}")
+    intended = "\n".join(md(line) for line in (info["intended_use"] or "").splitlines())
+    lines = [f"# {md(info['project'])}: run {info['run']['id']} ({md(info['run']['name'])})", "",
+             f"{what}, fine-tuned from {md(cfg.get('base_model'), code=True)} with finetune-studio ("
+             + ("TRL DPO on preference pairs, LoRA" if cfg.get("method") == "dpo"
+                else f"TRL SFT, {md(cfg.get('method'))}")
              + ").", "", "## Intended use", "",
-             info["intended_use"] or "Not stated: set it on Admin -> Project settings -> Intended use.", ""]
+             intended or "Not stated: set it on Admin -> Project settings -> Intended use.", ""]
     lines += ["## Training data", ""]
     ds = info.get("dataset")
     prefs = info.get("preferences")
     if prefs:
-        lines += [f"- Preference version: `{prefs['name']}`, content hash `{prefs['hash']}`, {prefs['pairs']} pairs "
+        lines += [f"- Preference version: {md(prefs['name'], code=True)}, content hash `{prefs['hash']}`, "
+                  f"{prefs['pairs']} pairs "
                   "(prompt, chosen, rejected)"]
         lines += [f"- Continued from run {prefs['init_from_run']}'s adapter (the DPO reference model)"
                   if prefs["init_from_run"] else "- A new LoRA adapter on the base model"]
         lines.append("")
     elif ds:
-        lines += [f"- Dataset version: `{ds['name']}`, content hash `{ds['hash']}`",
+        lines += [f"- Dataset version: {md(ds['name'], code=True)}, content hash `{ds['hash']}`",
                   f"- Examples per split: train {ds['train']}, validation {ds['validation']}, test {ds['test']}",
                   f"- Written or edited by {ds['annotators']} annotator(s), approved by {ds['reviewers']} "
                   "reviewer(s)", ""]
@@ -156,14 +176,15 @@ def card_text(info: dict, *, library_name: str, what: str, parity: dict | None =
     lines += ["## Training", "", f"- Final train loss: {_fmt(losses['train'])}",
               f"- Validation loss: {_fmt(losses['validation_first'])} (base) -> {_fmt(losses['validation_last'])} "
               "(end of training)", f"- Optimizer steps: {_fmt(losses['steps'])}", "", "TrainConfig:", "",
-              "```json", json.dumps(cfg, indent=2, sort_keys=True), "```", ""]
+              # No backtick inside the fence (JSON's \u0060 is the same text), so no value can close it.
+              "```json", json.dumps(cfg, indent=2, sort_keys=True).replace("`", "\\u0060"), "```", ""]
     lines += _evaluation_lines(info.get("evaluation"))
     if parity:
         lines += ["## Parity with the run", "",
                   f"Greedy answers to the same {_prompts(parity)}, by the run and by this export loaded as a user "
                   "loads it:", ""]
         for kind, verdict in parity.get("checks", {}).items():
-            lines.append(f"- {kind}: {verdict.get('summary') or verdict.get('error')}")
+            lines.append(f"- {md(kind)}: {md(verdict.get('summary') or verdict.get('error'))}")
         lines.append("")
     return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)
 
@@ -172,7 +193,7 @@ def _prompts(parity: dict) -> str:
     """"6 prompts (the first 6 of 96 of the test split)" / "6 prompts (eval set held-out)"."""
     n, available = len(parity.get("prompts") or []), parity.get("prompts_available")
     part = f"the first {n} of {available} of the " if available and available > n else ""
-    return f"{n} prompts ({part}{parity.get('prompts_from', '')})"
+    return f"{n} prompts ({part}{md(parity.get('prompts_from', ''))})"
 
 
 def _evaluation_lines(ev: dict | None) -> list[str]:
@@ -180,7 +201,7 @@ def _evaluation_lines(ev: dict | None) -> list[str]:
     if not ev:
         return lines + ["Not evaluated yet: generate outputs for this run on the Generate page and review them.", ""]
     es = ev["eval_set"]
-    lines.append(f"- Eval set `{es['name']}` ({es['prompts']} prompts)")
+    lines.append(f"- Eval set {md(es['name'], code=True)} ({es['prompts']} prompts)")
     bt = ev.get("bradley_terry")
     if bt:
         lines.append(f"- Bradley-Terry rating difference (run - base): {bt['difference']:+.1f} "
@@ -193,7 +214,7 @@ def _evaluation_lines(ev: dict | None) -> list[str]:
     if ev.get("rubric_means"):
         lines += ["", "| criterion | run | base |", "| --- | --- | --- |"]
         for crit, by in ev["rubric_means"].items():
-            lines.append(f"| {crit} | {_fmt(by.get(ev['system']), 2)} | {_fmt(by.get('base'), 2)} |")
+            lines.append(f"| {md(crit)} | {_fmt(by.get(ev['system']), 2)} | {_fmt(by.get('base'), 2)} |")
     rouge = ev.get("rouge_l") or {}
     lines += ["", f"- ROUGE-L against the references: run {_fmt(rouge.get(ev['system']), 3)}, "
                   f"base {_fmt(rouge.get('base'), 3)}", ""]

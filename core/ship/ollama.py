@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,7 +95,7 @@ def go_template(fmt: ChatFormat) -> str:
     parts.append("{{ end }}{{ end }}" + fmt.prefix["assistant"])
     text = "".join(parts)
     for piece in [fmt.start, *fmt.prefix.values(), *fmt.suffix.values()]:
-        if "{{" in piece or '"""' in piece:
+        if "{{" in piece:
             raise ValueError("the chat template's text cannot be written into an Ollama TEMPLATE")
     return text
 
@@ -122,20 +121,86 @@ def _check(tokenizer, fmt: ChatFormat) -> list[str]:
     return out
 
 
-def _quote(text: str) -> str:
-    return '"""' + text + '"""'
+def modelfile_value(text: str | Path, style: str = "bare") -> str:
+    """``text`` written as one Modelfile argument that Ollama reads back exactly: bare when it can be (``style``
+    "bare"), else in double quotes, else in triple quotes ("block" tries those first). Ollama's parser has no
+    escapes: a value is cut at the first line break after which the text so far is a complete quoted string, and
+    drops characters that are not printable. So every candidate is parsed back (``parse_modelfile``) and the first
+    that gives ``text`` is taken; ValueError when none does (a path with a line break right after a quote)."""
+    text = str(text)
+    quoted = ['"' + text + '"', '"""' + text + '"""']
+    candidates = {"bare": [text] + quoted, "quoted": quoted, "block": quoted[::-1]}[style]
+    for value in candidates:
+        try:
+            if parse_modelfile(f"SYSTEM {value}\n") == [("system", text)]:
+                return value
+        except ValueError:
+            continue
+    raise ValueError(f"{text!r} cannot be written into an Ollama Modelfile (its parser has no escapes); rename it")
+
+
+def _unquote(text: str) -> tuple[str, bool]:
+    if text.startswith('"""'):
+        return (text[3:-3], True) if len(text) >= 6 and text.endswith('"""') else ("", False)
+    if text.startswith('"'):
+        return (text[1:-1], True) if len(text) >= 2 and text.endswith('"') else ("", False)
+    return text, True
+
+
+def parse_modelfile(text: str) -> list[tuple[str, str]]:
+    """(command, argument) for each command of a Modelfile, read as Ollama's parser reads it (ollama
+    parser/parser.go ParseFile: a value ends at a line break once it is a complete quoted string, quotes are
+    removed, characters that are not printable are dropped); "from" is named "model" as there. ValueError for
+    what Ollama refuses."""
+    commands, name, state, buf = [], "", "nil", []
+    for ch in text + "\n":
+        if state == "comment":
+            state = "nil" if ch in "\r\n" else state
+        elif state == "nil":
+            if ch == "#":
+                state = "comment"
+            elif ch not in " \t\r\n":
+                state, buf = "name", [ch]
+        elif state == "name":
+            if ch.isascii() and ch.isalpha():
+                buf.append(ch)
+            elif ch in " \t":
+                name, buf = "".join(buf).lower(), []
+                state = "parameter" if name == "parameter" else "value"
+            else:
+                raise ValueError(f"not a Modelfile command: {''.join(buf) + ch!r}")
+        elif state == "parameter":  # PARAMETER <name> <value>: the command is named by the parameter
+            if ch.isascii() and (ch.isalnum() or ch == "_"):
+                buf.append(ch)
+            elif ch in " \t":
+                name, state, buf = "".join(buf), "value", []
+            else:
+                raise ValueError(f"not a parameter name: {''.join(buf) + ch!r}")
+        elif ch in " \t\r\n":  # state == "value"
+            value, ok = _unquote("".join(buf).strip())
+            if ok and ch in "\r\n":
+                commands.append(("model" if name == "from" else name, value))
+                state, buf = "nil", []
+            else:
+                buf.append(ch)
+        elif ch.isprintable():
+            buf.append(ch)
+    if state not in ("nil", "comment"):
+        raise ValueError("the Modelfile ends inside a value")
+    return commands
 
 
 def modelfile(fmt: ChatFormat, *, model_from: str | Path, adapter: str | Path | None = None) -> str:
     """A Modelfile: FROM a merged safetensors folder (or a base folder with ADAPTER), TEMPLATE, SYSTEM when the
-    template has a default one, and one stop PARAMETER per stop string."""
-    lines = ["# Written by finetune-studio from the model's own chat template.", f"FROM {model_from}"]
+    template has a default one, and one stop PARAMETER per stop string. Every value goes through
+    ``modelfile_value``: a folder named with a line break, quotes or triple quotes stays one value."""
+    lines = ["# Written by finetune-studio from the model's own chat template.", f"FROM {modelfile_value(model_from)}"]
     if adapter:
-        lines.append(f"ADAPTER {adapter}")
-    lines.append(f"TEMPLATE {_quote(go_template(fmt))}")
+        lines.append(f"ADAPTER {modelfile_value(adapter)}")
+    lines.append(f"TEMPLATE {modelfile_value(go_template(fmt), 'block')}")
     if fmt.default_system is not None:
-        lines.append(f"SYSTEM {_quote(fmt.default_system)}")
-    lines += [f"PARAMETER stop {json.dumps(stop, ensure_ascii=False)}" for stop in fmt.stops]
+        lines.append(f"SYSTEM {modelfile_value(fmt.default_system, 'block')}")
+    lines += [f"PARAMETER stop {modelfile_value(stop, 'quoted')}" for stop in fmt.stops]
     return "\n".join(lines) + "\n"
 
 
@@ -145,4 +210,7 @@ def model_name(text: str) -> str:
 
 
 def create_command(name: str, path: str | Path) -> str:
-    return f"ollama create {shlex.quote(model_name(name))} -f {shlex.quote(str(path))}"
+    """``ollama create NAME -f MODELFILE`` as a shell command line (core.ship.vllm.command_line quotes it)."""
+    from core.ship.vllm import command_line
+
+    return command_line(["ollama", "create", model_name(name), "-f", str(path)])

@@ -18,19 +18,27 @@ def max_lora_rank(r: int) -> int:
     return next((k for k in LORA_RANKS if k >= int(r)), int(r))
 
 
-def _q(value: str | Path) -> str:
-    return shlex.quote(str(value))
+def command_line(argv: list) -> str:
+    """``argv`` as one shell command line that ``shlex.split`` (and every POSIX shell) turns back into exactly
+    ``argv``: every value is quoted for the shell (shlex.join), whatever quotes, spaces or line breaks a path or a
+    name holds. The one way a vLLM command is written."""
+    return shlex.join(str(a) for a in argv)
+
+
+def adapter_argv(base: str | Path, name: str, adapter: str | Path, lora_r: int,
+                 chat_template: str | Path | None = None) -> list[str]:
+    """``vllm serve BASE --enable-lora --lora-modules NAME=PATH --max-lora-rank R`` (+ ``--chat-template`` when the
+    adapter's template is not its base's)."""
+    argv = ["vllm", "serve", str(base), "--enable-lora", "--lora-modules", f"{name}={adapter}",
+            "--max-lora-rank", str(max_lora_rank(lora_r))]
+    return argv + (["--chat-template", str(chat_template)] if chat_template else [])
 
 
 def adapter_command(base: str | Path, name: str, adapter: str | Path, lora_r: int,
                     chat_template: str | Path | None = None) -> str:
-    """``vllm serve BASE --enable-lora --lora-modules NAME=PATH --max-lora-rank R`` (+ ``--chat-template`` when the
-    adapter's template is not its base's)."""
-    cmd = (f"vllm serve {_q(base)} --enable-lora --lora-modules {_q(f'{name}={adapter}')} "
-           f"--max-lora-rank {max_lora_rank(lora_r)}")
-    return cmd + (f" --chat-template {_q(chat_template)}" if chat_template else "")
+    return command_line(adapter_argv(base, name, adapter, lora_r, chat_template))
 
 
 def merged_command(folder: str | Path, name: str) -> str:
     """``vllm serve MERGED --served-model-name NAME``: the merged folder is a plain model to vLLM."""
-    return f"vllm serve {_q(folder)} --served-model-name {_q(name)}"
+    return command_line(["vllm", "serve", str(folder), "--served-model-name", name])

@@ -12,6 +12,7 @@ from core.curate.leakage import describe_leaks, launch_leaks, leak_ids
 from core.errors import InvalidInput, NotFound
 from core.hardware import detect, estimate_peak_memory, estimate_sum_text, resolve_precision
 from core.jobs import rundir
+from core.names import check_name
 from core.jobs.queue import get_job, list_jobs, queue_position, read_metrics, reconcile, resubmit, submit
 from core.curate.preferences import get_preference_version, preference_leaks
 from core.train import dpo
@@ -58,6 +59,7 @@ def check_launch(cfg: TrainConfig, hw=None) -> dict:
 def launch(session, user, project_id: int, cfg: TrainConfig, name: str = ""):
     """Check ``cfg`` against the user's role, the data and the hardware, then queue the run (core.jobs.queue.submit)."""
     require(user, "train")
+    name = check_name(name, "run") if (name or "").strip() else ""  # a name given is checked; none makes one
     if cfg.method == "dpo":
         return launch_dpo(session, user, project_id, cfg, name)
     version = session.get(DatasetVersion, cfg.dataset_version_id) if cfg.dataset_version_id else None
