@@ -36,10 +36,8 @@ else:
                + " (relative paths start in the first).")
     typed = st.text_input("Path", placeholder="conversations.jsonl")
     if typed.strip():
+        # A missing file is refused by the same rule, with the same words as a path outside the folders.
         path = run_action(check_import_path, user, roots[0] / Path(typed.strip()).expanduser())
-        if path is not None and not path.exists():
-            st.error("There is no file or folder at that path.")
-            path = None
         source_key = f"path:{path}"
 
 if path is None:

@@ -126,10 +126,8 @@ def test_resending_adds_no_duplicates_and_counts_follow_the_drafts(session, user
     assert status["by_run"][run]["approved"] == 1
 
 
-def test_a_reference_is_the_start_and_test_split_prompts_are_reported(session, project, users, reviewers):
-    es, systems = make_outputs(session, project, users["engineer"], n_prompts=4, runs=1, references=True)
-    prompts = _score(session, es, reviewers[:2])
-    # Prompt #0 is an example frozen into a version's test split.
+def _first_prompt_in_a_test_split(session, project, prompts) -> None:
+    """Prompt #0 (the first prompt, "#1" to a person) is an example frozen into a version's test split."""
     version = DatasetVersion(project_id=project.id, name="v1", content_hash="x")
     session.add(version)
     session.commit()
@@ -138,6 +136,12 @@ def test_a_reference_is_the_start_and_test_split_prompts_are_reported(session, p
     prompts[0].example_id = 4242
     session.add(prompts[0])
     session.commit()
+
+
+def test_a_reference_is_the_start_and_test_split_prompts_are_reported(session, project, users, reviewers):
+    es, systems = make_outputs(session, project, users["engineer"], n_prompts=4, runs=1, references=True)
+    prompts = _score(session, es, reviewers[:2])
+    _first_prompt_in_a_test_split(session, project, prompts)
     out = send_failures(session, users["engineer"], es.id, systems[1], rule="lost_to_base")
     assert out["leaks"] == [{"position": 0, "example_id": 4242}]
     ex = session.get(Example, out["example_ids"][0])
@@ -187,3 +191,14 @@ def test_cli_send_failures(workspace, session, users, failing):
     assert json.loads(again.stdout)["already_sent"] == 2
     bad = cli(workspace, "send-failures", "--eval-set", str(es.id), "--run", run, "--rule", "low_score")
     assert bad.returncode == 1 and bad.stderr.startswith("error: Choose a rubric criterion")
+
+
+def test_cli_names_test_split_prompts_counted_from_one_as_every_page_does(workspace, session, project, users,
+                                                                          failing):
+    from tests.helpers import cli
+
+    es, run, prompts = failing
+    _first_prompt_in_a_test_split(session, project, prompts)
+    out = cli(workspace, "send-failures", "--eval-set", str(es.id), "--run", run, "--rule", "lost_to_base", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["test_split_prompts"] == "#1"  # Results and Generate say "prompt 1" too

@@ -125,7 +125,7 @@ def cmd_send_failures(args, session, user):
                         threshold=args.threshold, assignee=assignee)
     status = sent_failures(session, user, es.id)
     row = {k: out[k] for k in ("caught", "sent", "already_sent", "duplicate_text")}
-    row["test_split_prompts"] = ",".join(f"#{leak['position']}" for leak in out["leaks"])
+    row["test_split_prompts"] = ",".join(f"#{leak['position'] + 1}" for leak in out["leaks"])
     row["example_ids"] = ",".join(map(str, out["example_ids"]))
     row.update({f"now_{k}": v for k, v in status["by_status"].items()})
     if out["leaks"]:
