@@ -9,7 +9,7 @@ from core.hardware import detect, estimate_sum_text
 from core.jobs.notices import show_job_notices
 from core.jobs.queue import LIVE, cancel, describe_state, job_snapshot, list_jobs
 from core.curate.leakage import leak_ids
-from core.train.runs import (LOSS_HELP, LOSS_LABEL, check_launch, format_loss, latest_losses, launch,
+from core.train.runs import (DASH, LOSS_HELP, LOSS_LABEL, check_launch, format_loss, latest_losses, launch,
                              resume_note, resume_run, training_leaks)
 from core.train.config import (DEFAULT_LR, DPO_LOSS_TYPES, PRESET_HELP, PRESETS, TrainConfig, field_docs,
                                preset_config)
@@ -30,9 +30,16 @@ def _hardware():
 
 
 @st.cache_data(ttl=600, show_spinner="Estimating memory...")
+def _checked_estimate(cfg_json: str) -> dict:
+    return check_launch(TrainConfig.from_json(cfg_json), _hardware())
+
+
 def _estimate(cfg_json: str):
+    """(estimate, None), or (None, why not). A refusal is not cached (st.cache_data keeps no exception), so a
+    passing failure (a model folder being written, an import race on a fresh server) is retried on the next rerun
+    instead of disabling Train for the cache's ten minutes."""
     try:
-        return check_launch(TrainConfig.from_json(cfg_json), _hardware()), None
+        return _checked_estimate(cfg_json), None
     except Exception as err:  # StudioError: shown as the reason; anything else: the model could not be read
         return None, str(err)
 
@@ -105,16 +112,18 @@ def status_panel(snap: dict, rows: list[dict]) -> None:
     """What is happening to the watched run, from the database (describe_state), and what can be done about it:
     Cancel, or Resume when no continuation of the run is queued or running."""
     job = snap["job"]
-    st.markdown(f"**Status:** {describe_state(job, snap['queue_position'], reported=bool(rows))}")
+    status, b1, b2 = st.columns([4, 1, 1], vertical_alignment="center")  # one row: compact enough for 768 px
+    status.markdown(f"**Status:** {describe_state(job, snap['queue_position'], reported=bool(rows))}")
     if error := st.session_state.pop("live_error", None):
         st.error(error)
-    b1, b2, note = st.columns([1, 1, 4])
+    with b2.popover("Log", help="The last lines of the run's log"):
+        st.code(snap["log_tail"] or "(empty)", language=None)
     if job.status in LIVE and not job.cancel_requested:
         b1.button("Cancel", key=f"cancel{job.id}", on_click=_cancel, args=(job.id,))
     if job.status in (JobStatus.failed.value, JobStatus.canceled.value):
         if snap["continued_by"] is not None:
-            note.caption(f"Run {job.id} is being resumed as run {snap['continued_by'].id}.")
-        elif b2.button("Resume", key=f"resume{job.id}"):
+            st.caption(f"Run {job.id} is being resumed as run {snap['continued_by'].id}.")
+        elif b1.button("Resume", key=f"resume{job.id}"):
             with db() as s:
                 new = run_action(resume_run, s, user, job.id)
             if new is not None:
@@ -155,28 +164,26 @@ def live() -> None:
         total = last.get("total_steps") or 0
         step = last.get("step") or 0
         st.progress(min(1.0, step / total) if total else 0.0, text=f"step {step} / {total or '?'}")
-        c = st.columns(6)
-        c[0].metric("Epoch", f"{last.get('epoch', 0):.2f}" if last else "-")
+        c = [*st.columns(3), *st.columns(3)]  # two rows: whole labels on a 1024 px window too
+        c[0].metric("Epoch", f"{last.get('epoch', 0):.2f}" if last else DASH)
         c[1].metric(LOSS_LABEL, format_loss(latest_losses(rows)["train_loss_last"]), help=LOSS_HELP)
-        c[2].metric("Validation loss", format_loss(evals[-1]["eval_loss"]) if evals else "-",
+        c[2].metric("Validation loss", format_loss(evals[-1]["eval_loss"]) if evals else DASH,
                     delta=f"{evals[-1]['eval_loss'] - evals[0]['eval_loss']:+.3f}" if len(evals) > 1 else None,
                     delta_color="inverse")
         c[3].metric("Tokens/s", f"{train[-1]['tokens_per_s']:.0f}" if train and train[-1].get("tokens_per_s")
-                    else "-")
+                    else DASH)
         eta = last.get("eta_s")
         running = job.status == JobStatus.running.value
-        c[4].metric("ETA", f"{int(eta // 60)}m {int(eta % 60)}s" if eta is not None and running else "-")
+        c[4].metric("ETA", f"{int(eta // 60)}m {int(eta % 60)}s" if eta is not None and running else DASH)
         mem = job.measured_peak_mb if not running and job.measured_peak_mb else \
             next((r.get("mem_mb") or r.get("gpu_mem_mb") for r in reversed(rows)
                   if r.get("mem_mb") or r.get("gpu_mem_mb")), None)
-        c[5].metric("Memory", f"{mem / 1024:.2f} GiB" if mem else "-",
+        c[5].metric("Memory", f"{mem / 1024:.2f} GiB" if mem else DASH,
                     help=f"Peak so far (GPU allocations, or the process's RAM on a CPU); estimated "
                          f"{job.estimated_peak_mb or 0:,.0f} MB before launch.")
         if job.error:
             (st.info if job.status == JobStatus.canceled.value else st.error)(job.error.split("\n")[0])
     curves(rows, train)
-    with st.expander("Log (last lines)"):
-        st.code(snap["log_tail"] or "(empty)", language=None)
 
 
 def curves(rows: list[dict], train: list[dict]) -> None:
@@ -200,9 +207,11 @@ def curves(rows: list[dict], train: list[dict]) -> None:
         st.line_chart(lrs, x="step", y="learning rate", height=160)
 
 
-def live_section() -> None:
+def live_section(heading: bool) -> None:
+    """The live panel; without its heading when it tops the page (the run selector says what it is)."""
     with st.container(key="live-panel"):
-        st.subheader("Live run")
+        if heading:
+            st.subheader("Live run")
         live()
 
 
@@ -216,8 +225,11 @@ with db() as s:
 # so the run is where the user looks, on a laptop screen too, without scrolling.
 live_first = "watch_next" in st.session_state or any(j.status in LIVE for j in train_jobs)
 if live_first:
-    live_section()
-form_box = st.expander("New run", icon=":material/add_circle:") if live_first else st.container()
+    live_section(heading=False)
+if live_first and st.session_state.pop("fold_form", False):
+    st.session_state["new_run_open"] = False  # folded after a launch, even when it had been opened to launch
+form_box = st.expander("New run", icon=":material/add_circle:", key="new_run_open", on_change="rerun") \
+    if live_first else st.container()
 left, right = form_box.columns([3, 2])
 with right:
     st.subheader("Hardware")
@@ -377,9 +389,10 @@ else:
             if job is not None:
                 follow(job.id)
                 flash(f"Run {job.id} {'started' if job.status == JobStatus.running.value else 'queued'}.")
+                st.session_state["fold_form"] = True
                 st.rerun()  # the next run draws the live panel on top, with this run, and folds the form away
 
 if not live_first:
     st.divider()
-    live_section()
+    live_section(heading=True)
 

@@ -316,8 +316,8 @@ def job_label(job: Job) -> str:
 
 
 def describe_state(job: Job, queue_pos: int | None = None, reported: bool = True) -> str:
-    """What is happening to a job, from its row: "queued — position 2 in the queue", "starting — ..." (running,
-    but its worker has reported nothing yet), "Cancel requested — stopping at the next step", or its status.
+    """What is happening to a job, from its row: "queued — position 2 in the queue", "running — starting: ..."
+    (its worker has reported nothing yet), "Cancel requested — stopping at the next step", or its status.
     ``reported``: whether the worker wrote a first progress line."""
     if job.status == JobStatus.queued.value:
         return "queued" + (f" — position {queue_pos} in the queue" if queue_pos else "")
@@ -325,7 +325,7 @@ def describe_state(job: Job, queue_pos: int | None = None, reported: bool = True
         if job.cancel_requested:
             return "Cancel requested — stopping at the next step"
         if not reported:
-            return "starting — the worker is loading the model; its first step shows here"
+            return "running — starting: the worker is loading the model; its first step shows here"
     return job.status
 
 
