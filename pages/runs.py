@@ -21,7 +21,8 @@ st.title("Runs")
 
 
 # What the table shows, under the names people use (core.train.runs.run_summary has the rest). Every cell but the
-# run number is text made by ``cell``: a value not known yet (a running run's validation loss) reads "—", never "None".
+# run number is text made by ``cell``: a value not known yet (a running run's validation loss) reads "—", not
+# "None".
 TABLE_COLUMNS = {  # widths in px, so the whole table fits a laptop window (the name takes what is left)
     "id": st.column_config.NumberColumn("Run", format="#%d", width=56),
     "name": st.column_config.TextColumn("Name"),

@@ -4,8 +4,8 @@ Training and generation take minutes to hours; nobody watches the live panel all
 is a small fragment that polls the database every few seconds and shows a toast for each job that ended since
 this browser session started (each job once, even when several pages call it). Jobs the user may act on are
 announced; a reviewer, who may not, hears when a generation job of the project made new answers to score, with the
-eval set and where to go (Compare), and no job or system name. An annotator is told about none. Streamlit is imported here and only here in
-core/jobs: workers never import this module.
+eval set and where to go (Compare), and no job or system name. An annotator is told about none. Streamlit is
+imported here and only here in core/jobs: workers never import this module.
 """
 from __future__ import annotations
 
