@@ -66,7 +66,7 @@ def table_frame(rows: list[dict]) -> pd.DataFrame:
     out = []
     for row in rows:
         peak = row.get("measured_peak_mb") or row.get("estimated_peak_mb")
-        shown = {**row, "peak_gib": peak / 1024 if peak else None}
+        shown = {**row, "peak_gib": peak / 1024 if peak else None, "status": row["state"]}  # "stopping" too
         out.append({c: row["id"] if c == "id" else cell(c, shown) for c in columns})
     return pd.DataFrame(out, columns=columns)
 

@@ -92,6 +92,9 @@ def test_runs_table_and_live_panel_show_one_labelled_train_loss_and_never_none(s
         going = add_job(session, project, users["engineer"], name="going", pid=proc.pid, config={"method": "lora"},
                         metrics=[{"step": 1, "total_steps": 9, "loss": 3.1}, {"step": 2, "total_steps": 9,
                                                                              "loss": 3.05}])
+        stopping = add_job(session, project, users["engineer"], name="stopping", pid=proc.pid, cancel_requested=True,
+                           metrics=[{"step": 1, "total_steps": 9, "loss": 3.2}])
+        fresh = add_job(session, project, users["engineer"], name="fresh", pid=proc.pid)
         at = _page("runs.py", users["engineer"]).run()
         assert not at.exception, [e.value for e in at.exception]
         frame = at.dataframe[0].value
@@ -102,6 +105,8 @@ def test_runs_table_and_live_panel_show_one_labelled_train_loss_and_never_none(s
         assert by_id[going.id][loss_column] == "3.050"  # the latest step of the running run
         assert by_id[done.id][loss_column] == "2.676"
         assert by_id[going.id]["eval_loss_last"] == "—"
+        assert [by_id[j.id]["status"] for j in (going, stopping, fresh, done)] == [
+            "running", "stopping", "starting", "succeeded"]  # the Runs table says what the panel says
         import json
 
         labels = {k: spec.get("label") for k, spec in json.loads(at.dataframe[0].proto.columns).items()}

@@ -315,18 +315,28 @@ def job_label(job: Job) -> str:
     return f"{KIND_WORDS.get(job.kind, 'job')} {job.id}" + (f" ({task})" if task else "")
 
 
-def describe_state(job: Job, queue_pos: int | None = None, reported: bool = True) -> str:
-    """What is happening to a job, from its row: "queued — position 2 in the queue", "running — starting: ..."
-    (its worker has reported nothing yet), "Cancel requested — stopping at the next step", or its status.
-    ``reported``: whether the worker wrote a first progress line."""
-    if job.status == JobStatus.queued.value:
-        return "queued" + (f" — position {queue_pos} in the queue" if queue_pos else "")
+def job_state(job: Job, reported: bool = True) -> str:
+    """The job's status, plus two states its row implies: "stopping" (running, cancel requested) and "starting"
+    (running, but its worker has not ``reported`` a first progress line yet)."""
     if job.status == JobStatus.running.value:
         if job.cancel_requested:
-            return "Cancel requested — stopping at the next step"
+            return "stopping"
         if not reported:
-            return "running — starting: the worker is loading the model; its first step shows here"
+            return "starting"
     return job.status
+
+
+STATE_TEXT = {"stopping": "Cancel requested — stopping at the next step",
+              "starting": "running — starting: the worker is loading the model; its first step shows here"}
+
+
+def describe_state(job: Job, queue_pos: int | None = None, reported: bool = True) -> str:
+    """``job_state`` in a sentence for a live panel: "queued — position 2 in the queue", "Cancel requested —
+    stopping at the next step"..."""
+    state = job_state(job, reported)
+    if state == JobStatus.queued.value:
+        return "queued" + (f" — position {queue_pos} in the queue" if queue_pos else "")
+    return STATE_TEXT.get(state, state)
 
 
 def _alive(job: Job) -> bool:

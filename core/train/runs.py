@@ -12,7 +12,8 @@ from core.curate.leakage import describe_leaks, launch_leaks, leak_ids
 from core.errors import InvalidInput, NotFound
 from core.hardware import detect, estimate_peak_memory, estimate_sum_text, resolve_precision
 from core.jobs import rundir
-from core.jobs.queue import get_job, list_jobs, queue_position, read_metrics, reconcile, resubmit, submit
+from core.jobs.queue import (get_job, job_state, list_jobs, queue_position, read_metrics, reconcile, resubmit,
+                             submit)
 from core.curate.preferences import get_preference_version, preference_leaks
 from core.train import dpo
 from core.train.config import TrainConfig
@@ -201,13 +202,15 @@ def format_loss(value) -> str:
 
 def run_summary(session, job: Job) -> dict:
     """One training run as a row (Runs page, CLI): status, method, data, losses, steps, time and memory.
-    ``train_loss_last`` (the last step's, as the live panel shows it) and ``eval_loss_last`` come from metrics.jsonl
+    ``state`` is the status with "starting" and "stopping" (core.jobs.queue.job_state); ``train_loss_last`` (the
+    last step's, as the live panel shows it) and ``eval_loss_last`` come from metrics.jsonl
     while the run trains; ``train_loss`` is the trainer's mean over the run, known once it ends."""
     metrics = (job.result or {}).get("metrics", {})
     latest = latest_losses(read_metrics(job))
     cfg = job.config or {}
     duration = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
-    return {"id": job.id, "name": job.name, "status": job.status, "queue_position": queue_position(session, job),
+    return {"id": job.id, "name": job.name, "status": job.status, "state": job_state(job, latest["steps"] is not None),
+            "queue_position": queue_position(session, job),
             "method": cfg.get("method"), "base_model": cfg.get("base_model"),
             "preference_version": cfg.get("preference_version_id") or None,
             "reward_accuracy": metrics.get("reward_accuracy_last"), "reward_margin": metrics.get("reward_margin_last"),
