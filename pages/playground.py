@@ -13,7 +13,7 @@ import streamlit as st
 from core.errors import StudioError
 from core.evaluate.generate_config import Decoding
 from core.ship import client
-from core.ship.playground import chat_messages, save_exchange, systems
+from core.ship.playground import chat_messages, save_exchange, systems, waiting_text
 from core.ship.serving import DEFAULT_IDLE_S, find_playground_server, playground_server, server_status, stop_server
 from core.webui import db, flash, md_literal, require_page, require_project, run_action
 from storage.models import JobStatus
@@ -84,15 +84,24 @@ b1, b2, b3 = st.columns([1, 1, 4])
 if b1.button("New chat", icon=":material/restart_alt:"):
     st.session_state.update(pg_chats={0: [], 1: []}, pg_outbox=None, pg_chat_no=st.session_state["pg_chat_no"] + 1)
     st.rerun()
-with db() as s:
-    live = find_playground_server(s)
-if live is not None and b2.button("Stop serving", help="End the model endpoint now and free the device."):
+stop_slot, note_slot = b2.empty(), b3.empty()  # filled once this run knows whether an endpoint is live
+
+
+def serving_controls() -> None:
+    """"Stop serving" and what the endpoint is doing, drawn after this run may have queued the endpoint, so the
+    button is there in the same interaction that started it."""
     with db() as s:
-        run_action(stop_server, s, user, live.id, success="The model endpoint is stopping.")
-    st.rerun()
-if live is not None:
-    b3.caption(f"Model endpoint: serving job {live.id}, {live.status}; it stops after "
-               f"{int(DEFAULT_IDLE_S // 60)} minutes without requests.")
+        live = find_playground_server(s)
+    if live is None:
+        return
+    if stop_slot.button("Stop serving", key="pg_stop_serving", help="End the model endpoint now and free the device."):
+        with db() as s:
+            run_action(stop_server, s, user, live.id, success="The model endpoint is stopping.")
+        st.session_state["pg_outbox"] = None  # a message still waiting for it is not sent (it would start another)
+        st.rerun()
+    note_slot.caption(f"Model endpoint: serving job {live.id}, {live.status}; it stops after "
+                      f"{int(DEFAULT_IDLE_S // 60)} minutes without requests.")
+
 
 columns = st.columns(len(panes))
 
@@ -141,11 +150,9 @@ def wait_for_endpoint(job_id: int) -> None:
     job = status["job"]
     if status["endpoint"] and client.health(status["endpoint"]["url"]):
         st.rerun()
-    elif job.status == JobStatus.queued.value:
-        ahead = md_literal(status["running_ahead"] or "another job")
-        st.info(f"Waiting for the device: {ahead} is running; the answer starts when it is free.")
-    elif job.status == JobStatus.running.value:
-        st.info("Starting the model endpoint...")
+    elif job.status in (JobStatus.queued.value, JobStatus.running.value):
+        with db() as s:
+            st.info(waiting_text(s, job_id))  # no user text: jobs by kind and number
     else:
         st.error("The model endpoint stopped: " + md_literal(((job.error or job.status).splitlines() or [""])[0]))
 
@@ -205,6 +212,8 @@ if targets:
     with db() as s:
         job = run_action(playground_server, s, user, project.id)
         status = server_status(s, job.id) if job is not None else None
+serving_controls()
+if targets:
     endpoint = status["endpoint"] if status else None
     if endpoint and client.health(endpoint["url"]):
         st.button("Stop", icon=":material/stop_circle:", key="pg_stop", help="Stop the answers; keep what arrived.")

@@ -10,7 +10,7 @@ from core.jobs.queue import LIVE, job_snapshot
 from core.jobs.rundir import has_model
 from core.evaluate.evalsets import list_eval_sets
 from core.ship.deploy import FORMATS, default_formats, exports_of, launch_export
-from core.train.runs import compare_runs, runs_table
+from core.train.runs import DASH, LOSS_HELP, LOSS_LABEL, compare_runs, format_loss, runs_table
 from core.webui import db, flash, md_literal, require_page, require_project, run_action
 from core.workspace import exports_dir
 from storage.models import JobStatus
@@ -20,39 +20,55 @@ project = require_project()
 st.title("Runs")
 
 
-# What the table shows, under the names people use (core.train.runs.run_summary has the rest).
+# What the table shows, under the names people use (core.train.runs.run_summary has the rest). Every cell but the
+# run number is text made by ``cell``: a value not known yet (a running run's validation loss) reads "—", not
+# "None".
 TABLE_COLUMNS = {  # widths in px, so the whole table fits a laptop window (the name takes what is left)
     "id": st.column_config.NumberColumn("Run", format="#%d", width=56),
     "name": st.column_config.TextColumn("Name"),
     "status": st.column_config.TextColumn("Status", width=84),
     "method": st.column_config.TextColumn("Method", width=72),
     "dataset_version_name": st.column_config.TextColumn("Version", width=100, help="The dataset version trained on"),
-    "train_loss": st.column_config.NumberColumn("Train loss", format="%.3f", width=84),
-    "eval_loss_last": st.column_config.NumberColumn("Val. loss", format="%.3f", width=80,
-                                                    help="Validation loss at the last evaluation"),
-    "reward_accuracy": st.column_config.NumberColumn("Reward acc.", format="%.2f", width=88,
-                                                     help="DPO runs: how often the chosen answer's reward was above "
-                                                          "the rejected one's, at the last step"),
-    "steps": st.column_config.NumberColumn("Steps", width=60),
-    "peak_gib": st.column_config.NumberColumn("Peak GiB", format="%.2f", width=80,
-                                              help="Peak memory measured (estimated before launch while none is "
-                                                   "measured)"),
-    "started": st.column_config.DatetimeColumn("Started", format="MMM D HH:mm", width=108),
+    "train_loss_last": st.column_config.TextColumn(LOSS_LABEL, width=116, help=LOSS_HELP),
+    "eval_loss_last": st.column_config.TextColumn("Val. loss", width=72,
+                                                  help="Validation loss at the last evaluation"),
+    "reward_accuracy": st.column_config.TextColumn("Reward acc.", width=88,
+                                                   help="DPO runs: how often the chosen answer's reward was above "
+                                                        "the rejected one's, at the last step"),
+    "steps": st.column_config.TextColumn("Steps", width=56),
+    "peak_gib": st.column_config.TextColumn("Peak GiB", width=72,
+                                            help="Peak memory measured (estimated before launch while none is "
+                                                 "measured)"),
+    "started": st.column_config.TextColumn("Started", width=100, help="When the run started (UTC)"),
 }
+
+
+def cell(key: str, row: dict) -> str:
+    """One cell of the Runs table as text; a dash for a value not known (yet)."""
+    value = row.get(key)
+    if key in ("train_loss_last", "eval_loss_last"):
+        return format_loss(value)
+    if value is None or value != value:
+        return DASH
+    if key == "reward_accuracy":
+        return f"{value:.2f}"
+    if key == "peak_gib":
+        return f"{value:.2f}"
+    if key == "started":
+        return f"{value:%b} {value.day} {value:%H:%M}"
+    return f"{value:,}" if key == "steps" else str(value)
 
 
 def table_frame(rows: list[dict]) -> pd.DataFrame:
     """The runs as the table shows them: fewer, human columns, so it fits a laptop screen (the reward column only
     when a DPO run is listed)."""
-    frame = pd.DataFrame(rows)
-    measured = pd.to_numeric(frame["measured_peak_mb"], errors="coerce")
-    frame["peak_gib"] = measured.fillna(pd.to_numeric(frame["estimated_peak_mb"], errors="coerce")) / 1024
-    for key in ("train_loss", "eval_loss_last", "reward_accuracy", "steps"):
-        frame[key] = pd.to_numeric(frame[key], errors="coerce")  # empty cells, not "None"
-    for key in ("method", "dataset_version_name"):
-        frame[key] = frame[key].fillna("-")
-    columns = [c for c in TABLE_COLUMNS if c != "reward_accuracy" or frame[c].notna().any()]
-    return frame[columns]
+    columns = [c for c in TABLE_COLUMNS if c != "reward_accuracy" or any(r.get(c) is not None for r in rows)]
+    out = []
+    for row in rows:
+        peak = row.get("measured_peak_mb") or row.get("estimated_peak_mb")
+        shown = {**row, "peak_gib": peak / 1024 if peak else None, "status": row["state"]}  # "stopping" too
+        out.append({c: row["id"] if c == "id" else cell(c, shown) for c in columns})
+    return pd.DataFrame(out, columns=columns)
 
 
 @st.fragment(run_every="5s")

@@ -7,12 +7,14 @@ from core.curate.datasets import list_versions
 from core.curate.preferences import list_preference_versions
 from core.hardware import detect, estimate_sum_text
 from core.jobs.notices import show_job_notices
-from core.jobs.queue import LIVE, cancel, job_snapshot, list_jobs
+from core.jobs.queue import LIVE, cancel, describe_state, job_snapshot, list_jobs
 from core.curate.leakage import leak_ids
-from core.train.runs import check_launch, launch, resume_note, resume_run, training_leaks
+from core.train.runs import (DASH, LOSS_HELP, LOSS_LABEL, check_launch, format_loss, latest_losses, launch,
+                             resume_note, resume_run, training_leaks)
 from core.train.config import (DEFAULT_LR, DPO_LOSS_TYPES, PRESET_HELP, PRESETS, TrainConfig, field_docs,
                                preset_config)
 from core.train.dpo import continuable_runs
+from core.errors import StudioError
 from core.webui import db, flash, require_page, require_project, run_action
 from storage.models import JobStatus
 
@@ -28,9 +30,16 @@ def _hardware():
 
 
 @st.cache_data(ttl=600, show_spinner="Estimating memory...")
+def _checked_estimate(cfg_json: str) -> dict:
+    return check_launch(TrainConfig.from_json(cfg_json), _hardware())
+
+
 def _estimate(cfg_json: str):
+    """(estimate, None), or (None, why not). A refusal is not cached (st.cache_data keeps no exception), so a
+    passing failure (a model folder being written, an import race on a fresh server) is retried on the next rerun
+    instead of disabling Train for the cache's ten minutes."""
     try:
-        return check_launch(TrainConfig.from_json(cfg_json), _hardware()), None
+        return _checked_estimate(cfg_json), None
     except Exception as err:  # StudioError: shown as the reason; anything else: the model could not be read
         return None, str(err)
 
@@ -90,13 +99,138 @@ def leak_panel(cfg: TrainConfig | None) -> None:
                    "their eval set is used for comparison (More settings: include examples that came from eval items).")
 
 
+def _cancel(job_id: int) -> None:
+    """Cancel's on_click: runs before the panel redraws, so the panel shows the request in the same click."""
+    try:
+        with db() as s:
+            cancel(s, user, job_id)
+    except StudioError as err:
+        st.session_state["live_error"] = str(err)
+
+
+def status_panel(snap: dict, rows: list[dict]) -> None:
+    """What is happening to the watched run, from the database (describe_state), and what can be done about it:
+    Cancel, or Resume when no continuation of the run is queued or running."""
+    job = snap["job"]
+    status, b1, b2 = st.columns([4, 1, 1], vertical_alignment="center")  # one row: compact enough for 768 px
+    status.markdown(f"**Status:** {describe_state(job, snap['queue_position'], reported=bool(rows))}")
+    if error := st.session_state.pop("live_error", None):
+        st.error(error)
+    with b2.popover("Log", help="The last lines of the run's log"):
+        st.code(snap["log_tail"] or "(empty)", language=None)
+    if job.status in LIVE and not job.cancel_requested:
+        b1.button("Cancel", key=f"cancel{job.id}", on_click=_cancel, args=(job.id,))
+    if job.status in (JobStatus.failed.value, JobStatus.canceled.value):
+        if snap["continued_by"] is not None:
+            st.caption(f"Run {job.id} is being resumed as run {snap['continued_by'].id}.")
+        elif b1.button("Resume", key=f"resume{job.id}"):
+            with db() as s:
+                new = run_action(resume_run, s, user, job.id)
+            if new is not None:
+                flash(resume_note(new))  # from its checkpoint, or from step 0 when it saved none: say which
+                follow(new.id)
+                st.rerun(scope="app")
+
+
+@st.fragment(run_every="2s")
+def live() -> None:
+    """The run selector and the watched run, redrawn together every 2 s, so a label never says "(running)"
+    after the run ended; a run just started or resumed is followed (``follow``)."""
+    show_job_notices(user, project.id)  # a toast when any job of the project ends
+    with db() as s:
+        recent = list_jobs(s, project_id=project.id, kind="train", user=user)[:30]
+    if not recent:
+        st.caption("No runs yet.")
+        return
+    ids = [j.id for j in recent]
+    wanted = st.session_state.pop("watch_next", None)
+    if wanted in ids:
+        st.session_state["watch_select"] = wanted
+    if st.session_state.get("watch_select") not in ids:
+        active = [j.id for j in recent if j.status in LIVE]
+        st.session_state["watch_select"] = active[0] if active else ids[0]
+    labels = {j.id: f"#{j.id} {j.name} ({j.status})" for j in recent}
+    with st.container(key="live-summary"):  # the part that must be in view: which run, its state, its controls
+        job_id = st.selectbox("Run", ids, format_func=labels.get, key="watch_select")
+        with db() as s:
+            snap = run_action(job_snapshot, s, user, job_id)
+        if snap is None:
+            return
+        job, rows = snap["job"], snap["metrics"]
+        status_panel(snap, rows)
+        train = [r for r in rows if r.get("loss") is not None]
+        evals = [r for r in rows if r.get("eval_loss") is not None]
+        last = train[-1] if train else (rows[-1] if rows else {})
+        total = last.get("total_steps") or 0
+        step = last.get("step") or 0
+        st.progress(min(1.0, step / total) if total else 0.0, text=f"step {step} / {total or '?'}")
+        c = [*st.columns(3), *st.columns(3)]  # two rows: whole labels on a 1024 px window too
+        c[0].metric("Epoch", f"{last.get('epoch', 0):.2f}" if last else DASH)
+        c[1].metric(LOSS_LABEL, format_loss(latest_losses(rows)["train_loss_last"]), help=LOSS_HELP)
+        c[2].metric("Validation loss", format_loss(evals[-1]["eval_loss"]) if evals else DASH,
+                    delta=f"{evals[-1]['eval_loss'] - evals[0]['eval_loss']:+.3f}" if len(evals) > 1 else None,
+                    delta_color="inverse")
+        c[3].metric("Tokens/s", f"{train[-1]['tokens_per_s']:.0f}" if train and train[-1].get("tokens_per_s")
+                    else DASH)
+        eta = last.get("eta_s")
+        running = job.status == JobStatus.running.value
+        c[4].metric("ETA", f"{int(eta // 60)}m {int(eta % 60)}s" if eta is not None and running else DASH)
+        mem = job.measured_peak_mb if not running and job.measured_peak_mb else \
+            next((r.get("mem_mb") or r.get("gpu_mem_mb") for r in reversed(rows)
+                  if r.get("mem_mb") or r.get("gpu_mem_mb")), None)
+        c[5].metric("Memory", f"{mem / 1024:.2f} GiB" if mem else DASH,
+                    help=f"Peak so far (GPU allocations, or the process's RAM on a CPU); estimated "
+                         f"{job.estimated_peak_mb or 0:,.0f} MB before launch.")
+        if job.error:
+            (st.info if job.status == JobStatus.canceled.value else st.error)(job.error.split("\n")[0])
+    curves(rows, train)
+
+
+def curves(rows: list[dict], train: list[dict]) -> None:
+    """Loss, DPO reward and learning-rate curves of the watched run."""
+    if not rows:
+        return
+    long = pd.DataFrame([{"step": r["step"], "loss": r[key], "curve": name}
+                         for r in rows for key, name in (("loss", "train"), ("eval_loss", "validation"))
+                         if r.get(key) is not None])
+    if not long.empty:
+        st.line_chart(long, x="step", y="loss", color="curve", height=260)
+    rewards = pd.DataFrame([{"step": r["step"], "value": r[key], "curve": name} for r in train
+                            for key, name in (("reward_margin", "reward margin (chosen - rejected)"),
+                                              ("reward_accuracy", "reward accuracy"))
+                            if r.get(key) is not None])
+    if not rewards.empty:  # DPO runs: is the chosen answer pulling ahead of the rejected one?
+        st.line_chart(rewards, x="step", y="value", color="curve", height=220)
+    lrs = pd.DataFrame([{"step": r["step"], "learning rate": r["learning_rate"]} for r in train
+                        if r.get("learning_rate") is not None])
+    if not lrs.empty:
+        st.line_chart(lrs, x="step", y="learning rate", height=160)
+
+
+def live_section(heading: bool) -> None:
+    """The live panel; without its heading when it tops the page (the run selector says what it is)."""
+    with st.container(key="live-panel"):
+        if heading:
+            st.subheader("Live run")
+        live()
+
+
 hw = _hardware()
 with db() as s:
     versions = list_versions(s, project)
     prefs = list_preference_versions(s, user, project.id)
     adapter_runs = continuable_runs(s, user, project.id)
-
-left, right = st.columns([3, 2])
+    train_jobs = list_jobs(s, project_id=project.id, kind="train", user=user)
+# While a run is queued or running (or one was just started), its live panel comes first and the form folds away,
+# so the run is where the user looks, on a laptop screen too, without scrolling.
+live_first = "watch_next" in st.session_state or any(j.status in LIVE for j in train_jobs)
+if live_first:
+    live_section(heading=False)
+if live_first and st.session_state.pop("fold_form", False):
+    st.session_state["new_run_open"] = False  # folded after a launch, even when it had been opened to launch
+form_box = st.expander("New run", icon=":material/add_circle:", key="new_run_open", on_change="rerun") \
+    if live_first else st.container()
+left, right = form_box.columns([3, 2])
 with right:
     st.subheader("Hardware")
     st.caption(hw.describe())
@@ -106,7 +240,8 @@ if not versions and not prefs:
               "version (with train / validation / test splits); it appears here to train on.")
 else:
     with left:
-        st.subheader("New run")
+        if not live_first:
+            st.subheader("New run")
         names = list(PRESETS)
         preset = st.segmented_control("Preset", names, default="quick", key="preset",
                                       help="\n".join(f"**{n}**: {PRESET_HELP[n]}" for n in names)) or "quick"
@@ -249,95 +384,15 @@ else:
     with left:
         if st.button("Train", type="primary", disabled=cfg is None or bool(reason), shortcut="ctrl+enter",
                      help="Starts a background run; it keeps going if you close this tab."):
-            with db() as s:
+            with db() as s, st.spinner("Checking the settings and queuing the run..."):
                 job = run_action(launch, s, user, project.id, cfg, name)
             if job is not None:
                 follow(job.id)
                 flash(f"Run {job.id} {'started' if job.status == JobStatus.running.value else 'queued'}.")
+                st.session_state["fold_form"] = True
+                st.rerun()  # the next run draws the live panel on top, with this run, and folds the form away
 
-st.divider()
-st.subheader("Live run")
+if not live_first:
+    st.divider()
+    live_section(heading=True)
 
-
-@st.fragment(run_every="2s")
-def live() -> None:
-    """The run selector and the watched run, redrawn together every 2 s, so a label never says "(running)"
-    after the run ended; a run just started or resumed is followed (``follow``)."""
-    show_job_notices(user, project.id)  # a toast when any job of the project ends
-    with db() as s:
-        recent = list_jobs(s, project_id=project.id, kind="train", user=user)[:30]
-    if not recent:
-        st.caption("No runs yet.")
-        return
-    ids = [j.id for j in recent]
-    wanted = st.session_state.pop("watch_next", None)
-    if wanted in ids:
-        st.session_state["watch_select"] = wanted
-    if st.session_state.get("watch_select") not in ids:
-        active = [j.id for j in recent if j.status in LIVE]
-        st.session_state["watch_select"] = active[0] if active else ids[0]
-    labels = {j.id: f"#{j.id} {j.name} ({j.status})" for j in recent}
-    job_id = st.selectbox("Run", ids, format_func=labels.get, key="watch_select")
-    with db() as s:
-        snap = run_action(job_snapshot, s, user, job_id)
-    if snap is None:
-        return
-    job, rows = snap["job"], snap["metrics"]
-    train = [r for r in rows if r.get("loss") is not None]
-    evals = [r for r in rows if r.get("eval_loss") is not None]
-    last = train[-1] if train else (rows[-1] if rows else {})
-    status = job.status + (f" — position {snap['queue_position']} in the queue" if snap["queue_position"] else "")
-    st.markdown(f"**Status:** {status}")
-    total = last.get("total_steps") or 0
-    step = last.get("step") or 0
-    st.progress(min(1.0, step / total) if total else 0.0, text=f"step {step} / {total or '?'}")
-    c = st.columns(6)
-    c[0].metric("Epoch", f"{last.get('epoch', 0):.2f}" if last else "-")
-    c[1].metric("Train loss", f"{train[-1]['loss']:.4f}" if train else "-")
-    c[2].metric("Validation loss", f"{evals[-1]['eval_loss']:.4f}" if evals else "-",
-                delta=f"{evals[-1]['eval_loss'] - evals[0]['eval_loss']:+.4f}" if len(evals) > 1 else None,
-                delta_color="inverse")
-    c[3].metric("Tokens/s", f"{train[-1]['tokens_per_s']:.0f}" if train and train[-1].get("tokens_per_s") else "-")
-    eta = last.get("eta_s")
-    running = job.status == JobStatus.running.value
-    c[4].metric("ETA", f"{int(eta // 60)}m {int(eta % 60)}s" if eta is not None and running else "-")
-    mem = job.measured_peak_mb if not running and job.measured_peak_mb else \
-        next((r.get("mem_mb") or r.get("gpu_mem_mb") for r in reversed(rows) if r.get("mem_mb") or r.get("gpu_mem_mb")),
-             None)
-    c[5].metric("Memory", f"{mem / 1024:.2f} GiB" if mem else "-",
-                help=f"Peak so far (GPU allocations, or the process's RAM on a CPU); estimated "
-                     f"{job.estimated_peak_mb or 0:,.0f} MB before launch.")
-    if rows:
-        long = pd.DataFrame([{"step": r["step"], "loss": r[key], "curve": name}
-                             for r in rows for key, name in (("loss", "train"), ("eval_loss", "validation"))
-                             if r.get(key) is not None])
-        if not long.empty:
-            st.line_chart(long, x="step", y="loss", color="curve", height=260)
-        rewards = pd.DataFrame([{"step": r["step"], "value": r[key], "curve": name} for r in train
-                                for key, name in (("reward_margin", "reward margin (chosen - rejected)"),
-                                                  ("reward_accuracy", "reward accuracy"))
-                                if r.get(key) is not None])
-        if not rewards.empty:  # DPO runs: is the chosen answer pulling ahead of the rejected one?
-            st.line_chart(rewards, x="step", y="value", color="curve", height=220)
-        lrs = pd.DataFrame([{"step": r["step"], "learning rate": r["learning_rate"]} for r in train
-                            if r.get("learning_rate") is not None])
-        if not lrs.empty:
-            st.line_chart(lrs, x="step", y="learning rate", height=160)
-    if job.error:
-        (st.info if job.status == JobStatus.canceled.value else st.error)(job.error.split("\n")[0])
-    b1, b2, _ = st.columns([1, 1, 4])
-    if job.status in LIVE and b1.button("Cancel", key=f"cancel{job.id}"):
-        with db() as s:
-            run_action(cancel, s, user, job.id, success="Cancel requested; the run stops at its next step.")
-    if job.status in (JobStatus.failed.value, JobStatus.canceled.value) and b2.button("Resume", key=f"resume{job.id}"):
-        with db() as s:
-            new = run_action(resume_run, s, user, job.id)
-        if new is not None:
-            flash(resume_note(new))  # from its checkpoint, or from step 0 when it saved none: say which
-            follow(new.id)
-            st.rerun(scope="app")
-    with st.expander("Log (last lines)"):
-        st.code(snap["log_tail"] or "(empty)", language=None)
-
-
-live()

@@ -76,10 +76,14 @@ def test_resume_follows_the_new_run_and_a_second_click_is_refused(session, users
     assert len(continuations) == 1
     assert at.selectbox(key="watch_select").value == continuations[0].id  # follows the new run
     assert f"resume{old.id}" not in [b.key for b in at.button]  # no Resume offered on the live continuation
-    # The old run, picked again, still offers Resume; a second click is refused in words and adds nothing.
+    # The old run, picked again, offers no second Resume but says which run continues it; the core refuses one too.
     at.selectbox(key="watch_select").set_value(old.id).run()
-    at.button(key=f"resume{old.id}").click().run()
-    assert f"Run {old.id} is already being resumed as run {continuations[0].id}." in _errors(at)
+    assert f"resume{old.id}" not in [b.key for b in at.button]
+    assert any(f"being resumed as run {continuations[0].id}" in c.value for c in at.caption)
+    from core.train.runs import resume_run
+
+    with pytest.raises(InvalidInput, match=f"Run {old.id} is already being resumed as run {continuations[0].id}."):
+        resume_run(session, users["engineer"], old.id)
     assert len(session.exec(select(Job).where(Job.resumed_from == old.id)).all()) == 1
 
 

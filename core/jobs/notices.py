@@ -2,22 +2,21 @@
 
 Training and generation take minutes to hours; nobody watches the live panel all that time. ``job_notices``
 is a small fragment that polls the database every few seconds and shows a toast for each job that ended since
-this browser session started (each job once, even when several pages call it). Only jobs the user may act on
-are announced (an annotator is not told about training runs). Streamlit is imported here and only here in
-core/jobs: workers never import this module.
+this browser session started (each job once, even when several pages call it). Jobs the user may act on are
+announced; a reviewer, who may not, hears when a generation job of the project made new answers to score, with the
+eval set and where to go (Compare), and no job or system name. An annotator is told about none. Streamlit is
+imported here and only here in core/jobs: workers never import this module.
 """
 from __future__ import annotations
 
 import streamlit as st
 
 from core.accounts import can
-from core.jobs.queue import ended_jobs
-from core.webui import db
-from storage.models import JobStatus, User, utcnow
+from core.jobs.queue import KIND_WORDS, ended_jobs
+from core.webui import db, md_literal
+from storage.models import EvalSet, Job, JobStatus, User, utcnow
 
 POLL = "5s"
-KIND_WORDS = {"train": "Run", "generate": "Generation job", "export": "Export job", "serve": "Serving job",
-              "draft": "Draft-answers job"}
 OUTCOME_WORDS = {JobStatus.succeeded.value: "finished", JobStatus.failed.value: "failed",
                  JobStatus.canceled.value: "was canceled"}
 ICONS = {JobStatus.succeeded.value: ":material/check_circle:", JobStatus.failed.value: ":material/error:",
@@ -26,7 +25,18 @@ ICONS = {JobStatus.succeeded.value: ":material/check_circle:", JobStatus.failed.
 
 def notice_text(job) -> str:
     """"Run 3 finished." / "Generation job 5 failed." (no user text: toasts render Markdown)."""
-    return f"{KIND_WORDS.get(job.kind, 'Job')} {job.id} {OUTCOME_WORDS.get(job.status, job.status)}."
+    return f"{KIND_WORDS.get(job.kind, 'job').capitalize()} {job.id} {OUTCOME_WORDS.get(job.status, job.status)}."
+
+
+def review_notice(session, job: Job) -> str | None:
+    """For a reviewer: a generation job that finished made new answers to score blind on its eval set. Names the
+    eval set and the page, never the job (its name can carry a system's) nor the systems."""
+    if job.kind != "generate" or job.status != JobStatus.succeeded.value or not job.eval_set_id:
+        return None
+    es = session.get(EvalSet, job.eval_set_id)
+    if es is None:
+        return None
+    return f"New answers to score on eval set {md_literal(es.name)}: open Compare."
 
 
 def pending_notices(session, user: User, project_id: int) -> list[tuple[str, str]]:
@@ -37,10 +47,18 @@ def pending_notices(session, user: User, project_id: int) -> list[tuple[str, str
     seen: set[int] = state.setdefault("_job_notices_seen", set())
     out = []
     for job in ended_jobs(session, project_id, since):
-        if job.id in seen or not can(user, job.action or "train"):
+        if job.id in seen:
+            continue
+        if can(user, job.action or "train"):
+            text = notice_text(job)
+        elif can(user, "score"):
+            text = review_notice(session, job)
+        else:
+            text = None
+        if text is None:
             continue
         seen.add(job.id)
-        out.append((notice_text(job), ICONS.get(job.status, ":material/info:")))
+        out.append((text, ICONS.get(job.status, ":material/info:")))
     return out
 
 

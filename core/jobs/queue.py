@@ -107,13 +107,27 @@ def resubmit(session: Session, user: User, job: Job, config: dict | None = None,
     session.refresh(job)
     if job.status not in (JobStatus.failed.value, JobStatus.canceled.value):
         raise InvalidInput(f"Only failed or canceled runs can be resumed; run {job.id} is {job.status}.")
-    live = session.exec(select(Job.id).where(Job.resumed_from == job.id, Job.status.in_(LIVE))).first()
+    live = live_continuation(session, job)
     if live is not None:
-        raise InvalidInput(f"Run {job.id} is already being resumed as run {live}.")
+        raise InvalidInput(f"Run {job.id} is already being resumed as run {live.id}.")
     return submit(session, user, project_id=job.project_id, kind=job.kind, action=job.action or "train",
                   name=job.name, config=dict(job.config if config is None else config), module=job.module,
                   slots=job.slots, launcher=job.launcher or "python", dataset_version_id=job.dataset_version_id,
                   eval_set_id=job.eval_set_id, resumed_from=job.id, estimated_peak_mb=estimated_peak_mb)
+
+
+def live_continuation(session: Session, job: Job) -> Job | None:
+    """The queued or running job that continues ``job``, directly or through a chain of resumes (run 1 resumed
+    as run 2, which failed and was resumed as run 3), or None: while there is one, ``job`` is not resumed again."""
+    frontier, seen = [job.id], {job.id}
+    while frontier:
+        children = session.exec(select(Job).where(Job.resumed_from.in_(frontier)).order_by(Job.id)).all()
+        for child in children:
+            if child.status in LIVE:
+                return child
+        frontier = [c.id for c in children if c.id not in seen]
+        seen.update(frontier)
+    return None
 
 
 def gpu_ids() -> list[str]:
@@ -281,6 +295,51 @@ def queue_position(session: Session, job: Job) -> int | None:
     return len(ahead) + 1
 
 
+def jobs_ahead(session: Session, job: Job) -> list[Job]:
+    """What a queued ``job`` waits for: the jobs holding the device now, then those queued before it."""
+    if job.status != JobStatus.queued.value:
+        return []
+    running = session.exec(select(Job).where(Job.status == JobStatus.running.value).order_by(Job.id)).all()
+    queued = session.exec(select(Job).where(Job.status == JobStatus.queued.value, Job.id < job.id)
+                          .order_by(Job.id)).all()
+    return [*running, *queued]
+
+
+KIND_WORDS = {"train": "run", "generate": "generation job", "export": "export job", "serve": "serving job",
+              "draft": "draft-answers job"}
+KIND_TASKS = {"train": "training"}
+
+
+def job_label(job: Job) -> str:
+    """A job in words, without its name (user text): "run 3 (training)", "generation job 5"."""
+    task = KIND_TASKS.get(job.kind)
+    return f"{KIND_WORDS.get(job.kind, 'job')} {job.id}" + (f" ({task})" if task else "")
+
+
+def job_state(job: Job, reported: bool = True) -> str:
+    """The job's status, plus two states its row implies: "stopping" (running, cancel requested) and "starting"
+    (running, but its worker has not ``reported`` a first progress line yet)."""
+    if job.status == JobStatus.running.value:
+        if job.cancel_requested:
+            return "stopping"
+        if not reported:
+            return "starting"
+    return job.status
+
+
+STATE_TEXT = {"stopping": "Cancel requested — stopping at the next step",
+              "starting": "running — starting: the worker is loading the model; its first step shows here"}
+
+
+def describe_state(job: Job, queue_pos: int | None = None, reported: bool = True) -> str:
+    """``job_state`` in a sentence for a live panel: "queued — position 2 in the queue", "Cancel requested —
+    stopping at the next step"..."""
+    state = job_state(job, reported)
+    if state == JobStatus.queued.value:
+        return "queued" + (f" — position {queue_pos} in the queue" if queue_pos else "")
+    return STATE_TEXT.get(state, state)
+
+
 def _alive(job: Job) -> bool:
     """Whether the job's own process still runs (not gone, not a zombie, not a later process with its pid)."""
     import psutil
@@ -381,4 +440,5 @@ def job_snapshot(session: Session, user: User, job_id: int) -> dict:
     job = get_job(session, job_id)
     session.refresh(job)
     return {"job": job, "queue_position": queue_position(session, job), "metrics": read_metrics(job),
-            "log_tail": log_tail(job)}
+            "log_tail": log_tail(job),
+            "continued_by": live_continuation(session, job) if job.status in TERMINAL else None}

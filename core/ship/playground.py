@@ -14,8 +14,9 @@ from core.accounts import require
 from core.curate.curation import create_example
 from core.errors import InvalidInput
 from core.evaluate.generate_config import Decoding
+from core.jobs.queue import get_job, job_label, jobs_ahead, reconcile
 from core.ship.systems import Servable, project_systems
-from storage.models import Example, Project, User
+from storage.models import Example, JobStatus, Project, User
 
 SOURCE = "playground"
 
@@ -24,6 +25,24 @@ def systems(session: Session, user: User, project_id: int) -> list[Servable]:
     """The systems of a project the Playground offers: base models, succeeded runs, merged exports."""
     require(user, "evaluate")
     return project_systems(session, project_id)
+
+
+def waiting_text(session: Session, job_id: int) -> str:
+    """What the Playground says while its endpoint (serving job ``job_id``) waits for the device: every job ahead of
+    it, by kind and number ("Waiting for run 3 (training) to free the device; queued before the endpoint: generation
+    job 5."), or that the endpoint is starting."""
+    reconcile(session)
+    job = get_job(session, job_id)
+    session.refresh(job)
+    if job.status != JobStatus.queued.value:
+        return "Starting the model endpoint..."
+    ahead = jobs_ahead(session, job)
+    running = [job_label(j) for j in ahead if j.status == JobStatus.running.value]
+    queued = [job_label(j) for j in ahead if j.status == JobStatus.queued.value]
+    text = f"Waiting for {' and '.join(running) or 'the device'} to free the device"
+    if queued:
+        text += f"; queued before the endpoint: {', '.join(queued)}"
+    return text + ". The answer starts when the endpoint is up."
 
 
 def chat_messages(system_prompt: str, turns: list[dict]) -> list[dict]:

@@ -12,8 +12,9 @@ from core.curate.leakage import describe_leaks, launch_leaks, leak_ids
 from core.errors import InvalidInput, NotFound
 from core.hardware import detect, estimate_peak_memory, estimate_sum_text, resolve_precision
 from core.jobs import rundir
+from core.jobs.queue import (get_job, job_state, list_jobs, queue_position, read_metrics, reconcile, resubmit,
+                             submit)
 from core.names import check_name
-from core.jobs.queue import get_job, list_jobs, queue_position, read_metrics, reconcile, resubmit, submit
 from core.curate.preferences import get_preference_version, preference_leaks
 from core.train import dpo
 from core.train.config import TrainConfig
@@ -180,22 +181,53 @@ def get_run(session, run: int | str, project_id: int | None = None) -> Job:
     return get_job(session, ids[0])
 
 
+DASH = "—"
+LOSS_LABEL = "Train loss (last step)"  # the one train loss the Runs table and the live panel show
+LOSS_HELP = ("The training loss logged at the run's last step so far (a running run's latest). The trainer's mean "
+             "over the whole run is in Compare runs as train loss (mean over the run).")
+
+
+def latest_losses(rows: list[dict]) -> dict:
+    """The losses a run shows while it trains and after, from its metrics.jsonl lines: the train loss at the last
+    logged step, the validation loss at the last evaluation, and the last step reached (None where none yet)."""
+    train = [r for r in rows if r.get("loss") is not None]
+    evals = [r for r in rows if r.get("eval_loss") is not None]
+    steps = [r["step"] for r in rows if r.get("step") is not None]
+    return {"train_loss_last": train[-1]["loss"] if train else None,
+            "eval_loss_last": evals[-1]["eval_loss"] if evals else None, "steps": steps[-1] if steps else None}
+
+
+def format_loss(value) -> str:
+    """A loss as every page shows it: 3 decimals, or a dash when there is none yet."""
+    return DASH if value is None or value != value else f"{value:.3f}"
+
+
 def run_summary(session, job: Job) -> dict:
-    """One training run as a row (Runs page, CLI): status, method, data, losses, steps, time and memory."""
+    """One training run as a row (Runs page, CLI): status, method, data, losses, steps, time and memory.
+    ``state`` is the status with "starting" and "stopping" (core.jobs.queue.job_state); ``train_loss_last`` (the
+    last step's, as the live panel shows it) and ``eval_loss_last`` come from metrics.jsonl
+    while the run trains; ``train_loss`` is the trainer's mean over the run, known once it ends."""
     metrics = (job.result or {}).get("metrics", {})
+    latest = latest_losses(read_metrics(job))
     cfg = job.config or {}
     duration = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
-    return {"id": job.id, "name": job.name, "status": job.status, "queue_position": queue_position(session, job),
+    return {"id": job.id, "name": job.name, "status": job.status, "state": job_state(job, latest["steps"] is not None),
+            "queue_position": queue_position(session, job),
             "method": cfg.get("method"), "base_model": cfg.get("base_model"),
             "preference_version": cfg.get("preference_version_id") or None,
             "reward_accuracy": metrics.get("reward_accuracy_last"), "reward_margin": metrics.get("reward_margin_last"),
             "dataset_version": job.dataset_version_id, "dataset_version_name": _version_name(session, job),
-            "train_loss": metrics.get("train_loss"),
-            "eval_loss_first": metrics.get("eval_loss_first"), "eval_loss_last": metrics.get("eval_loss_last"),
-            "steps": metrics.get("global_step"),
+            "train_loss": metrics.get("train_loss"), "train_loss_last": latest["train_loss_last"],
+            "eval_loss_first": metrics.get("eval_loss_first"),
+            "eval_loss_last": _first(metrics.get("eval_loss_last"), latest["eval_loss_last"]),
+            "steps": _first(metrics.get("global_step"), latest["steps"]),
             "duration_s": round(duration, 1) if duration is not None else None,
             "estimated_peak_mb": job.estimated_peak_mb, "measured_peak_mb": job.measured_peak_mb,
             "resumed_from": job.resumed_from, "started": job.started_at, "run_dir": job.run_dir}
+
+
+def _first(*values):
+    return next((v for v in values if v is not None), None)
 
 
 def _version_name(session, job: Job) -> str | None:
@@ -227,10 +259,13 @@ def compare_runs(session, user, job_ids: list[int]) -> dict:
     curves = []
     for job in jobs:
         m = (job.result or {}).get("metrics", {})
-        metrics.append({"run": job.id, "status": job.status, "train_loss": m.get("train_loss"),
+        rows = read_metrics(job)
+        metrics.append({"run": job.id, "status": job.status,
+                        "train loss (last step)": latest_losses(rows)["train_loss_last"],
+                        "train loss (mean over the run)": m.get("train_loss"),
                         "eval_loss_first": m.get("eval_loss_first"), "eval_loss_last": m.get("eval_loss_last"),
                         "steps": m.get("global_step"), "measured_peak_mb": job.measured_peak_mb})
-        for row in read_metrics(job):
+        for row in rows:
             for series in ("loss", "eval_loss"):
                 if row.get(series) is not None:
                     curves.append({"step": row["step"], "value": row[series],
