@@ -5,6 +5,7 @@ password is read from its terminal output. Screenshots go to ./artifacts/screens
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -81,14 +82,21 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("e2e") / "ws")
+@contextlib.contextmanager
+def running_server(tmp_path_factory, name: str = "e2e"):
+    """A started server on a fresh workspace, stopped on leaving."""
+    srv = Server(tmp_path_factory.mktemp(name) / "ws")
     try:
         srv.wait_ready()
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with running_server(tmp_path_factory) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +150,26 @@ def shot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def window_shot(page, name: str) -> Path:
+    """A screenshot of the window alone (what a person sees without scrolling), beside the full-page ones."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=False)
+    return path
+
+
+def out_of_view(page, parts: dict) -> dict:
+    """The named locators whose box is not wholly inside the window, each with where it is (None: not drawn)."""
+    size = page.viewport_size
+    out = {}
+    for name, locator in parts.items():
+        box = locator.bounding_box()
+        if (box is None or box["x"] < 0 or box["y"] < 0 or box["x"] + box["width"] > size["width"]
+                or box["y"] + box["height"] > size["height"]):
+            out[name] = box
+    return out
 
 
 def wait_idle(page, timeout: float = 90_000) -> None:

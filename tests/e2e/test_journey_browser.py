@@ -6,7 +6,11 @@ approves the rest with Alt+A and freezes a version; an engineer trains with the 
 model from a local folder, a few steps) and generates answers of the base model and the run on the version's
 test split; two reviewers score blind (no system is named on the page), one sends an item back and the
 annotator finds it in the queue with its origin; the engineer reads the leaderboard and downloads DPO pairs.
-Every step asserts what the page shows and leaves a screenshot artifacts/screenshots/journey-NN-*.png.
+Every step asserts what the page shows and leaves a screenshot artifacts/screenshots/journey-WxH-NN-*.png.
+
+It runs in a 1400x1000 and a 1024x768 window (a fresh server each): at both sizes the annotator's editor, the
+engineer's live panel and the reviewer's score controls are in the window without scrolling, and a screenshot of
+the window alone (journey-WxH-NN-*-window.png) shows each.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import time
 import pytest
 
 from core.train.config import PRESET_HELP
-from tests.e2e.conftest import cli, login, shot, wait_idle
+from tests.e2e.conftest import cli, login, out_of_view, running_server, shot, wait_idle, window_shot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 PASSWORD = "e2e-password-123"
@@ -130,12 +134,13 @@ def grid_text(page) -> str:
 class People:
     """One browser context (so one session cookie) per person; on a failure, a screenshot of each one's page."""
 
-    def __init__(self, browser, server):
+    def __init__(self, browser, server, size: tuple[int, int]):
         self.browser, self.server, self.pages = browser, server, {}
+        self.width, self.height = size
         self.started = time.monotonic()
 
     def open(self, username: str):
-        ctx = self.browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        ctx = self.browser.new_context(viewport={"width": self.width, "height": self.height}, accept_downloads=True)
         page = self.pages[username] = ctx.new_page()
         page.set_default_timeout(60_000)
         login(page, self.server.url, username, PASSWORD)
@@ -143,7 +148,16 @@ class People:
 
     def step(self, name: str) -> None:
         """Print the time into the journey (shown with -s or on a failure): where the minutes go."""
-        print(f"{time.monotonic() - self.started:6.1f} s  {name}", flush=True)
+        print(f"{self.width}x{self.height} {time.monotonic() - self.started:6.1f} s  {name}", flush=True)
+
+    def shot(self, page, name: str) -> None:
+        """A full-page screenshot named after the window size: journey-WxH-NN-what.png."""
+        shot(page, f"journey-{self.width}x{self.height}-{name}")
+
+    def in_view(self, page, name: str, **parts) -> None:
+        """Assert each named locator is wholly in the window, and keep a screenshot of the window alone."""
+        window_shot(page, f"journey-{self.width}x{self.height}-{name}-window")
+        assert out_of_view(page, parts) == {}, f"out of the {self.width}x{self.height} window at {name}"
 
 
 def sheet_choices(page) -> list[str]:
@@ -177,13 +191,25 @@ def assert_blind(page, names: list[str]) -> None:
         assert name.lower() not in html, f"the blind review page names a system: {name!r}"
 
 
-def test_whole_loop_with_four_roles(server, browser, tiny_model, tmp_path):
-    people = People(browser, server)
+@pytest.fixture(params=[(1400, 1000), (1024, 768)], ids=["1400x1000", "1024x768"])
+def size(request) -> tuple[int, int]:
+    return request.param
+
+
+@pytest.fixture
+def fresh_server(tmp_path_factory):
+    """A server of its own for each window size: the journey's users, versions and eval sets are made anew."""
+    with running_server(tmp_path_factory, "journey") as srv:
+        yield srv
+
+
+def test_whole_loop_with_four_roles(fresh_server, browser, tiny_model, tmp_path, size):
+    people = People(browser, fresh_server, size)
     try:
-        journey(server, people, tiny_model, tmp_path)
+        journey(fresh_server, people, tiny_model, tmp_path)
     except BaseException:
         for username, page in people.pages.items():
-            shot(page, f"journey-failed-{username}")
+            people.shot(page, f"failed-{username}")
         raise
     finally:
         for page in people.pages.values():
@@ -210,7 +236,7 @@ def journey(server, people, tiny_model, tmp_path):
     assert "Read\n\n7" in text and "Imported\n\n5" in text and "Rejected\n\n2" in text, text
     rejected = grid_text(anna)
     assert "3\tmalformed JSON" in rejected and "6\tempty field 'output'" in rejected, rejected
-    shot(anna, "journey-01-import-two-rejected")
+    people.shot(anna, "01-import-two-rejected")
     first, *rest = ids = drafts(server)
     assert len(ids) == 5
 
@@ -219,6 +245,10 @@ def journey(server, people, tiny_model, tmp_path):
     go(anna, "Annotate")
     anna.get_by_role("heading", name=f"Example #{first} · draft").wait_for()
     idle(anna)
+    people.in_view(anna, "02-editor", instruction=anna.get_by_label("Instruction", exact=True).first,
+                   response=anna.get_by_label("Response", exact=True).first,
+                   save=anna.get_by_role("button", name="Save & next"),
+                   submit=anna.get_by_role("button", name="Submit").first)
     replace_text(anna, "Response", "Use the website to send the reading.")
     anna.keyboard.press("Control+Enter")
     anna.get_by_text(f"Saved #{first} (version 2).").wait_for()
@@ -229,7 +259,7 @@ def journey(server, people, tiny_model, tmp_path):
         anna.get_by_text(f"Submitted #{example_id} for review").wait_for()
     anna.get_by_text("Nothing in this queue.").wait_for()
     idle(anna)
-    shot(anna, "journey-02-annotated-and-submitted")
+    people.shot(anna, "02-annotated-and-submitted")
 
     # 3. A reviewer types a reason and presses Alt+X at once: the typed reason is the one used.
     people.step("3 reject with Alt+X")
@@ -245,7 +275,7 @@ def journey(server, people, tiny_model, tmp_path):
     rex.get_by_role("heading", name=f"Example #{rest[0]}").wait_for()
     idle(rex)
     assert "Say why you reject it" not in body(rex)
-    shot(rex, "journey-03-rejected-with-alt-x")
+    people.shot(rex, "03-rejected-with-alt-x")
 
     # 4. The annotator sees the reason, fixes the answer and resubmits ...
     people.step("4 fix, resubmit, approve")
@@ -257,7 +287,7 @@ def journey(server, people, tiny_model, tmp_path):
     anna.keyboard.press("Control+Shift+Enter")
     anna.get_by_text(f"Submitted #{first} for review").wait_for()
     idle(anna)
-    shot(anna, "journey-04a-fixed-and-resubmitted")
+    people.shot(anna, "04a-fixed-and-resubmitted")
     # ... and the reviewer, seeing the earlier reason and what changed, approves it and the rest with Alt+A.
     rex.goto(server.url + "/review-data")
     rex.get_by_role("heading", name=f"Example #{first}").wait_for()
@@ -265,7 +295,7 @@ def journey(server, people, tiny_model, tmp_path):
     text = body(rex)
     assert "Rejected before. The reason given then:" in text and REASON in text
     wait_text(rex, "enter the numbers shown on the meter")
-    shot(rex, "journey-04b-resubmitted-with-history")
+    people.shot(rex, "04b-resubmitted-with-history")
     for example_id in [first] + rest:
         rex.get_by_role("heading", name=f"Example #{example_id}").wait_for()
         idle(rex)
@@ -285,7 +315,7 @@ def journey(server, people, tiny_model, tmp_path):
     # Three or more test prompts: each of the three blind scores below lands on an item of its own.
     assert n_train >= 50 and n_validation >= 1 and n_test >= 3, froze.inner_text()
     idle(rex)
-    shot(rex, "journey-05-frozen")
+    people.shot(rex, "05-frozen")
 
     # 6. The engineer trains with the quick preset: the tiny model from a local folder, a few steps.
     people.step("6 train")
@@ -305,12 +335,15 @@ def journey(server, people, tiny_model, tmp_path):
     started = eve.get_by_text(re.compile(r"^Run \d+ (started|queued)\.$"))
     started.wait_for()
     run_id = int(re.search(r"\d+", started.inner_text()).group())
+    # The run just launched is where the engineer looks: its panel tops the page, the form folded away.
+    people.in_view(eve, "06-live-panel", run=eve.get_by_label("Run", exact=True).first,
+                   status=eve.get_by_text(re.compile(r"^Status:")).first)
     wait_text(eve, "Status: succeeded", LONG)
     wait_text(eve, "step 3 / 3")
     eve.wait_for_function("""t => [...document.querySelectorAll('[data-testid="stSelectbox"] input')]
         .some(i => i.getAttribute('aria-label') === 'Run' && i.value === t)""", arg=f"#{run_id} journey-run (succeeded)")
     idle(eve)
-    shot(eve, "journey-06-trained")
+    people.shot(eve, "06-trained")
 
     # 7. ... makes an eval set of the version's test split and generates answers of the base model and the run.
     people.step("7 generate")
@@ -334,7 +367,7 @@ def journey(server, people, tiny_model, tmp_path):
         .some(d => d.textContent.includes('journey-eval') && d.textContent.includes('journey-run'))""")
     idle(eve)
     eve.get_by_text("Generation jobs").scroll_into_view_if_needed()
-    shot(eve, "journey-07-generated")
+    people.shot(eve, "07-generated")
     go(eve, "Home", "finetune-studio")  # nothing live left polling on the engineer's page while the reviewers work
 
     # 8. Two reviewers score blind; no page names a system. The second sends an item back to annotation.
@@ -344,10 +377,13 @@ def journey(server, people, tiny_model, tmp_path):
     pick(rex, "Eval set", "journey-eval")
     wait_text(rex, f"You have scored 0 of {n_test} items.")
     assert_blind(rex, hidden)
+    # The controls, not the answers: a long prompt and its answers scroll in their column beside them.
+    people.in_view(rex, "08-score-controls", sheet=rex.locator(".fts-rubric").first,
+                   submit=rex.get_by_role("button", name="Submit and next"))
     score_blind(rex, [4, 2, 4, 3, 4, 2], "A", 0)
     assert_blind(rex, hidden)
     score_blind(rex, [2, 4, 3, 3, 2, 4], "B", 1)
-    shot(rex, "journey-08a-scored-blind")
+    people.shot(rex, "08a-scored-blind")
 
     rita = people.open("rita")
     go(rita, "Compare")
@@ -366,7 +402,7 @@ def journey(server, people, tiny_model, tmp_path):
     sent.wait_for()
     sent_id = int(re.search(r"\d+", sent.inner_text()).group())
     assert_blind(rita, hidden)
-    shot(rita, "journey-08b-sent-back")
+    people.shot(rita, "08b-sent-back")
 
     # ... and the annotator finds the draft in the queue, marked as sent back, with its origin and the comment.
     anna.goto(server.url + "/annotate")
@@ -381,7 +417,7 @@ def journey(server, people, tiny_model, tmp_path):
     assert f"Reviewer's comment: {COMMENT}" in text
     excerpt = row.inner_text().split(" · ", 3)[3].rstrip("…")
     assert " ".join(prompt.split()).startswith(excerpt), (excerpt, prompt)
-    shot(anna, "journey-08c-sent-back-draft-in-queue")
+    people.shot(anna, "08c-sent-back-draft-in-queue")
 
     # 9. The engineer reads the results (the only page naming systems) and downloads the DPO pairs.
     people.step("9 results")
@@ -394,7 +430,7 @@ def journey(server, people, tiny_model, tmp_path):
         .some(d => d.textContent.includes('base model') && d.textContent.includes(run))""", arg=f"run {run_id}: journey-run")
     eve.wait_for_function("""() => document.querySelectorAll('[data-testid="stVegaLiteChart"] canvas,'
         + ' [data-testid="stVegaLiteChart"] svg').length >= 2""")
-    shot(eve, "journey-09a-results")
+    people.shot(eve, "09a-results")
     # The win rate of the run against the base model, as the page's report gives it, is the reviewers' votes.
     report = download(eve, "Comparison report (Markdown)", tmp_path)
     section = report.split("## Win / tie / loss")[1].split("\n## ")[0]
@@ -415,5 +451,5 @@ def journey(server, people, tiny_model, tmp_path):
         assert set(p) == {"prompt", "chosen", "rejected"}, p
         assert p["prompt"][-1]["role"] == "user" and p["chosen"][0]["role"] == p["rejected"][0]["role"] == "assistant"
     idle(eve)
-    shot(eve, "journey-09b-dpo-exported")
+    people.shot(eve, "09b-dpo-exported")
     people.step("done")
