@@ -315,9 +315,7 @@ def run_job(job_id: int) -> dict:
             worker_finish(job_id, JobStatus.failed.value, error=message)
             return {}
         finally:
-            if cfg is not None:
-                out = Path(cfg.out_dir)
-                shutil.rmtree(staging_dir(out), ignore_errors=True)
+            scratch.clean(run_dir)  # the staging folder, unless the export renamed it into place
 
 
 def main(argv: list[str] | None = None) -> int:
