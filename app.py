@@ -11,7 +11,7 @@ from core.browser import sync_session_cookie
 from core.errors import StudioError
 from core.jobs.notices import job_notices
 from core.workspace import database_url, workspace_dir
-from core.webui import PAGES, current_project, current_user, db, logout, show_flash, visible_pages
+from core.webui import PAGES, current_project, current_user, db, logout, md_literal, show_flash, visible_pages
 
 # A bundled icon: a Material or emoji page icon makes every browser fetch the favicon from a font/emoji CDN.
 LIVE_PANEL_PAGES = {"train", "runs", "generate"}  # url paths of the pages that call show_job_notices themselves
@@ -64,7 +64,7 @@ else:
             chosen = st.selectbox("Project", ids, index=ids.index(project.id),
                                   format_func=lambda i: next(p.name for p in projects if p.id == i))
             st.session_state["project_id"] = chosen
-        st.caption(f"Signed in as **{user.username}** · {user.role}")
+        st.caption(f"Signed in as **{md_literal(user.username)}** · {user.role}")
         st.caption(f"Workspace `{workspace}`")
         if st.button("Log out", icon=":material/logout:", key="logout"):
             logout()

@@ -17,6 +17,20 @@ DEFAULT_RUBRIC = [
 ]
 
 
+# Image syntax of CommonMark: inline ``![alt](dest "title")`` and reference ``![alt][ref]``, ``![alt][]``.
+_IMAGE = re.compile(r"!\[([^\]]*)\]"  # ![alt] then an optional (destination "title") or [reference]
+                    r"(?:\((?:[^()\s]|\([^()]*\))*(?:\s+(?:\"[^\"]*\"|'[^']*'|\([^()]*\)))?\s*\)|\[[^\]]*\])?")
+
+
+def inert_markdown(text: str) -> str:
+    """Admin-written Markdown (guidelines) with every image shown as its alt text, so rendering it makes no
+    browser fetch anything from anywhere (a remote image would tell another host who reads the page, and when).
+    Links, emphasis and lists stay; raw HTML is never rendered as HTML by the pages (no unsafe_allow_html)."""
+    text = _IMAGE.sub(lambda m: m.group(1), text or "")
+    # Whatever image syntax is left (nested brackets, an odd title) loses its "!": at worst a link, never an image.
+    return text.replace("![", "&#33;[")
+
+
 def list_projects(session: Session) -> list[Project]:
     return list(session.exec(select(Project).order_by(Project.id)))
 

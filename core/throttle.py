@@ -12,20 +12,26 @@ one UPDATE, so two attempts at the same moment cannot both slip under the limit.
 """
 from __future__ import annotations
 
+import ipaddress
 import math
+import os
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import case, delete, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from core.errors import StudioError
+from core.errors import InvalidInput, StudioError
 from storage.models import LoginThrottle, utcnow
 
 FREE_FAILURES = {"account": 5, "client": 20}  # failures allowed before the first wait
 FIRST_WAIT_S = 1.0
 MAX_WAIT_S = 15 * 60.0
 FORGET_AFTER = timedelta(hours=1)
+TRUSTED_PROXIES_ENV = "FINETUNE_STUDIO_TRUSTED_PROXIES"
+"""Comma-separated addresses or networks of the reverse proxies in front of the server, named by an admin."""
+SERVER_PROXY_ENV = "FORWARDED_ALLOW_IPS"
+"""uvicorn's own setting: the peers whose X-Forwarded-For it believes (its default trusts loopback)."""
 
 
 class LoginThrottled(StudioError):
@@ -42,6 +48,28 @@ def keys_for(username: str, client: str | None) -> list[str]:
     if client:
         keys.append(f"client:{client[:150]}")
     return keys
+
+
+def trusted_proxies(environ=None) -> str:
+    """The proxies an admin named in FINETUNE_STUDIO_TRUSTED_PROXIES, normalized ("" when none).
+
+    The client address the back-off counts is the TCP peer's, unless that peer is a named proxy: then it is the
+    right-most address in X-Forwarded-For that is not a named proxy. Trusting loopback by default (uvicorn's
+    default) let anyone on this machine, or any local tunnel, claim a fresh address on every attempt."""
+    raw = (os.environ if environ is None else environ).get(TRUSTED_PROXIES_ENV, "")
+    items = [item.strip() for item in raw.split(",") if item.strip()]
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise InvalidInput(f"{TRUSTED_PROXIES_ENV}: {item!r} is not an IP address or network "
+                               "(e.g. 127.0.0.1,10.0.0.0/24).") from None
+    return ",".join(items)
+
+
+def server_environment(environ=None) -> dict[str, str]:
+    """What the web server process needs in its environment so it trusts exactly the named proxies."""
+    return {SERVER_PROXY_ENV: trusted_proxies(environ)}
 
 
 def wait_after(kind: str, failures: int) -> float:

@@ -2,11 +2,11 @@
 import streamlit as st
 
 from core.accounts import authenticate, set_password
-from core.webui import client_address, db, require_page, run_action
+from core.webui import client_address, db, md_literal, require_page, run_action
 
 user = require_page(None)
 st.title("Account")
-st.write(f"**{user.username}** · role **{user.role}**")
+st.write(f"**{md_literal(user.username)}** · role **{user.role}**")
 with st.form("password", clear_on_submit=True):
     old = st.text_input("Current password", type="password")
     new = st.text_input("New password", type="password")

@@ -90,7 +90,7 @@ with project_tab:
     if project is None:
         st.info("No project yet.")
     else:
-        st.subheader(project.name)
+        st.subheader(md_literal(project.name))
         with st.form("project_settings"):
             guidelines = st.text_area("Guidelines (markdown, shown beside the editor)", project.guidelines,
                                       height=220)
@@ -125,4 +125,4 @@ with new_tab:
                 created = run_action(create_project, s, user, name, description)
             if created is not None:
                 st.session_state["project_id"] = created.id
-                st.success(f"Created {created.name}.")
+                st.success(f"Created {md_literal(created.name)}.")

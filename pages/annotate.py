@@ -22,6 +22,7 @@ from core.curate.dedup import record_text
 from core.curate.origins import describe
 from core.curate.tokencount import current_token_counter
 from core.errors import Conflict, StudioError
+from core.projects import inert_markdown
 from core.webui import db, flash, md_literal, require_page, require_project, run_action
 
 user = require_page("curate")
@@ -67,7 +68,7 @@ with left:
     search = st.text_input("Search text", key="q_search")
     with st.popover("Guidelines", icon=":material/menu_book:"):  # over the page: never pushes the editor away
         # Written by an admin on the Admin page, so markdown is intended here (never user example text).
-        st.markdown(project.guidelines or "_No guidelines yet._")
+        st.markdown(inert_markdown(project.guidelines) or "_No guidelines yet._")  # images as alt text
 filters = dict(status=statuses or None, tag=None if tag == "(any)" else tag, annotator=annotator,
                search=search or None)
 filter_key = repr(sorted((k, str(v)) for k, v in filters.items()))

@@ -1,17 +1,17 @@
 """Home: where the current project stands and what to do next."""
 import streamlit as st
 
-from core.projects import project_summary
-from core.webui import current_project, db, require_page
+from core.projects import inert_markdown, project_summary
+from core.webui import current_project, db, md_literal, require_page
 
 user = require_page(None)
 st.title("finetune-studio")
-st.caption(f"Welcome, {user.username}.")
+st.caption(f"Welcome, {md_literal(user.username)}.")
 project = current_project()
 if project is None:
     st.info("No project yet. An admin can create one on the Admin page.")
     st.stop()
-st.header(project.name)
+st.header(md_literal(project.name))
 if project.description:
     st.text(project.description)
 with db() as s:
@@ -23,9 +23,10 @@ cols[2].metric("Dataset versions", summary["versions"])
 cols[3].metric("Training runs", summary["runs"])
 cols[4].metric("Eval sets", summary["eval_sets"])
 if project.guidelines:
-    # Admin-written Markdown by design (Admin -> Project settings), rendered as the Annotate page renders it.
+    # Admin-written Markdown by design (Admin -> Project settings), rendered as the Annotate page renders it:
+    # images as their alt text, so reading them fetches nothing from another host.
     with st.expander("Guidelines and fact sheet", expanded=False):
-        st.markdown(project.guidelines)
+        st.markdown(inert_markdown(project.guidelines))
 st.subheader("The loop")
 st.markdown(
     "1. **Curate** — import examples, edit them on *Annotate*, approve them on *Review data*.\n"

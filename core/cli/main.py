@@ -31,6 +31,7 @@ from core.errors import StudioError
 from core.jobs.queue import reconcile_on_start
 from core.projects import create_project, list_projects
 from core.setup import UPKEEP_BY_SERVE, init_workspace, start_upkeep
+from core.throttle import server_environment
 from core.workspace import offline_env, set_workspace
 from storage.db import get_engine, init_db
 
@@ -97,6 +98,7 @@ def cmd_init(args, session, user):
 
 
 def cmd_serve(args, session, user):
+    proxies = server_environment()  # X-Forwarded-For counts only from the proxies an admin named; checked first
     res = init_workspace()
     if res.admin_password:
         # Shown once, like a notebook server's token; never stored in clear.
@@ -114,6 +116,7 @@ def cmd_serve(args, session, user):
     reconcile_on_start()  # jobs whose process died while the server was down become failed now
     start_upkeep()  # and from now on every few seconds, whether or not a page is open
     env = dict(os.environ, **{UPKEEP_BY_SERVE: "1"})  # the app need not start its own
+    env.update(proxies)
     return subprocess.call(argv, env=env) or None
 
 

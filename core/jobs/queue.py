@@ -26,7 +26,7 @@ from sqlmodel import Session, select
 
 from core.accounts import ACTIONS, can, require
 from core.errors import InvalidInput, NotFound
-from core.jobs import rundir
+from core.jobs import rundir, scratch
 from core.locks import file_lock
 from core.names import safe_file_name
 from core.workspace import database_url, offline_vars, runs_dir, workspace_dir
@@ -405,6 +405,7 @@ def reconcile(session: Session) -> list[Job]:
             status=status, finished_at=now, error=error)).rowcount
         session.commit()
         if changed:
+            scratch.clean(job.run_dir)  # a dead export's hidden staging folder (hundreds of MB) goes with it
             session.refresh(job)
             failed.append(job)
     queued = session.exec(select(Job.id).where(Job.status == JobStatus.queued.value)).first()

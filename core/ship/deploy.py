@@ -23,7 +23,7 @@ from core.basemodel import resolve_model_path
 from core.configs import strict_from_dict
 from core.errors import InvalidInput, StudioError
 from core.evaluate.generate_config import Decoding
-from core.jobs import rundir
+from core.jobs import rundir, scratch
 from core.jobs.queue import get_job, list_jobs, read_progress, submit
 from core.names import check_name, safe_file_name
 from core.jobs.worker import KeepAlive, StopFlag, worker_finish, worker_main, worker_start
@@ -299,6 +299,7 @@ def run_job(job_id: int) -> dict:
     with keep_alive:
         try:
             cfg = ExportConfig.from_dict(job.config)
+            scratch.register(run_dir, staging_dir(Path(cfg.out_dir)))  # so a killed export's leftovers go too
             report = export(cfg, step)
             report["seconds"] = round(time.time() - t0, 1)
             with open(run_dir / rundir.PROGRESS, "a", encoding="utf-8") as fh:
@@ -314,9 +315,7 @@ def run_job(job_id: int) -> dict:
             worker_finish(job_id, JobStatus.failed.value, error=message)
             return {}
         finally:
-            if cfg is not None:
-                out = Path(cfg.out_dir)
-                shutil.rmtree(staging_dir(out), ignore_errors=True)
+            scratch.clean(run_dir)  # the staging folder, unless the export renamed it into place
 
 
 def main(argv: list[str] | None = None) -> int:
