@@ -18,6 +18,8 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from datetime import timedelta, timezone
 from pathlib import Path
 
@@ -38,6 +40,14 @@ LIVE = (JobStatus.queued.value, JobStatus.running.value)
 LAUNCHERS = ("python", "auto", "accelerate")
 # A worker heartbeats every step and from a background thread every 30 s; five silent minutes means hung.
 HEARTBEAT_STALE_S = float(os.environ.get("FINETUNE_STUDIO_HEARTBEAT_TIMEOUT", "300"))
+# A canceled job has this long to stop after SIGTERM (finish its step, save, mark itself canceled: a training step
+# and an adapter save fit in it); then its process group gets SIGKILL. Read at each cancel.
+DEFAULT_CANCEL_GRACE_S = 30.0
+
+
+def cancel_grace_s() -> float:
+    """Seconds between a cancel's SIGTERM and its SIGKILL (FINETUNE_STUDIO_CANCEL_GRACE, default 30)."""
+    return float(os.environ.get("FINETUNE_STUDIO_CANCEL_GRACE") or DEFAULT_CANCEL_GRACE_S)
 
 
 # ---------------------------------------------------------------- launching
@@ -237,7 +247,8 @@ def list_jobs(session: Session, project_id: int | None = None, kind: str | None 
 
 def cancel(session: Session, user: User, job_id: int) -> Job:
     """Queued: canceled at once. Running: SIGTERM to its process group; the worker stops at the next step,
-    saves what it has and marks itself canceled."""
+    saves what it has and marks itself canceled. A process still there ``cancel_grace_s()`` later (busy in a
+    generation, or ignoring SIGTERM) gets SIGKILL and its job is marked canceled, so its device slot frees."""
     job = get_job(session, job_id)
     require(user, job.action or "train")
     session.refresh(job)
@@ -254,12 +265,43 @@ def cancel(session: Session, user: User, job_id: int) -> Job:
                 os.killpg(job.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+            # not a daemon: a CLI that cancels and exits still waits for the escalation (or the job's end)
+            threading.Thread(target=_kill_after_grace, args=(job.id, job.pid, job.pid_create_time, cancel_grace_s()),
+                             name=f"cancel-{job.id}").start()
         else:
             reconcile(session)
     else:
         raise InvalidInput(f"Run {job.id} already finished ({job.status}); nothing to cancel.")
     session.refresh(job)
     return job
+
+
+def _kill_after_grace(job_id: int, pid: int, create_time: float | None, grace: float) -> None:
+    """SIGKILL the canceled job's process group if its process outlives ``grace`` seconds, then mark it canceled
+    (conditionally: a status the worker wrote meanwhile stands)."""
+    from storage.db import session_scope
+
+    probe = Job(pid=pid, pid_create_time=create_time)
+    deadline = time.monotonic() + grace
+    while _alive(probe):
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    else:
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    gone_by = time.monotonic() + 10  # the device is free once the process is gone, not when the signal is sent
+    while _alive(probe) and time.monotonic() < gone_by:
+        time.sleep(0.1)
+    with session_scope() as session:
+        session.exec(update(Job).where(Job.id == job_id, Job.status == JobStatus.running.value).values(
+            status=JobStatus.canceled.value, finished_at=utcnow(),
+            error=f"Did not stop within {grace:g} s of the cancel (SIGTERM); killed (SIGKILL)."))
+        session.commit()
+        schedule(session)
 
 
 def ended_jobs(session: Session, project_id: int, since, kinds: tuple[str, ...] | None = None) -> list[Job]:
