@@ -178,3 +178,33 @@ def test_cancel_kills_a_job_that_ignores_sigterm_after_the_grace_period(session,
     ended = _status(job.id)
     assert ended.status == "canceled" and "SIGKILL" in ended.error, ended.error
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.slow
+def test_the_playground_endpoint_takes_the_same_key_and_its_client_sends_it(session, users, project, tiny_model,
+                                                                            monkeypatch):
+    from core.evaluate.generate_config import Decoding
+    from core.jobs.queue import cancel
+    from core.ship import client
+    from core.ship.serving import playground_server, server_status
+
+    monkeypatch.setenv("FINETUNE_STUDIO_API_KEY", KEY)
+    job = playground_server(session, users["engineer"], project.id)
+    assert KEY not in json.dumps(job.config)
+    deadline = time.monotonic() + WAIT_S * 2
+    while not (status := server_status(session, job.id))["endpoint"]:
+        assert status["job"].status in ("queued", "running") and time.monotonic() < deadline, status["job"].error
+        time.sleep(0.3)
+    url, system = status["endpoint"]["url"], f"base:{tiny_model}"
+    try:
+        assert requests.post(f"{url}/load_model", json={"model": system}, timeout=WAIT_S).status_code == 401
+        client.load(url, system)  # the Playground's client sends the key
+        answer = client.complete(url, system, HELLO, Decoding(max_new_tokens=3))
+        streamed = client.Answer()
+        assert "".join(client.stream_answer(url, system, HELLO, Decoding(max_new_tokens=3), streamed)) == streamed.text
+        assert answer.completion_tokens == streamed.completion_tokens == 3
+        monkeypatch.delenv("FINETUNE_STUDIO_API_KEY")
+        with pytest.raises(client.EndpointError, match="401"):
+            client.complete(url, system, HELLO, Decoding(max_new_tokens=3))
+    finally:
+        cancel(session, users["engineer"], job.id)
