@@ -87,7 +87,7 @@ def _exposure(host: str, bind: str, keyed: bool) -> str:
 
 def cmd_serve_model(args, session, user):
     system = resolve(session, _system_key(session, args.system))
-    key = args.api_key or env_api_key()
+    key = (args.api_key or "").strip() or env_api_key()
     cfg = ServeConfig(system=system.key, host=args.host, port=args.port, idle_timeout_s=args.idle_timeout,
                       continuous_batching=args.continuous_batching, max_requests=args.max_requests,
                       api_key_hash=key_hash(key) if key else "", expose=args.expose)
