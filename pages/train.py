@@ -7,7 +7,8 @@ from core.curate.datasets import list_versions
 from core.curate.preferences import list_preference_versions
 from core.hardware import detect, estimate_sum_text
 from core.jobs.notices import show_job_notices
-from core.jobs.queue import LIVE, cancel, describe_state, job_snapshot, list_jobs
+from core.jobs.queue import LIVE, cancel, job_snapshot, list_jobs
+from core.jobs.states import describe_state
 from core.curate.leakage import leak_ids
 from core.train.runs import (DASH, LOSS_HELP, LOSS_LABEL, check_launch, format_loss, latest_losses, launch,
                              resume_note, resume_run, training_leaks)

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from core.jobs import rundir
-from core.jobs.queue import create_time
+from core.jobs.processes import create_time
 from core.workspace import runs_dir
 from storage.models import Job, JobStatus, utcnow
 

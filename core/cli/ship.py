@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from core.errors import StudioError
 from core.jobs.queue import TERMINAL, get_job
 from core.projects import list_projects
-from core.ship.serving import (DEFAULT_IDLE_S, DEFAULT_MAX_REQUESTS, ServeConfig, launch_server, server_status,
-                               stop_server)
+from core.ship.serving import (API_KEY_ENV, DEFAULT_IDLE_S, DEFAULT_MAX_REQUESTS, ServeConfig, env_api_key,
+                               is_loopback, key_hash, launch_server, server_status, stop_server)
 from core.ship.systems import resolve
 from core.train.runs import get_run
 from storage.models import Job, JobStatus
@@ -75,10 +75,22 @@ def _system_key(session, key: str) -> str:
     return key
 
 
+def _exposure(host: str, bind: str, keyed: bool) -> str:
+    """The line that says where the endpoint listens and who may use it."""
+    if is_loopback(host):
+        return f"listening on {bind}: this machine only" + ("; API key required" if keyed else "")
+    reach = "every network interface" if host in ("0.0.0.0", "::") else host
+    return (f"listening on {bind} ({reach}): other machines can reach it; " +
+            ("API key required on every route but /health" if keyed else
+             "WARNING: no API key, anyone who reaches this port can use the model (--expose)"))
+
+
 def cmd_serve_model(args, session, user):
     system = resolve(session, _system_key(session, args.system))
+    key = (args.api_key or "").strip() or env_api_key()
     cfg = ServeConfig(system=system.key, host=args.host, port=args.port, idle_timeout_s=args.idle_timeout,
-                      continuous_batching=args.continuous_batching, max_requests=args.max_requests)
+                      continuous_batching=args.continuous_batching, max_requests=args.max_requests,
+                      api_key_hash=key_hash(key) if key else "", expose=args.expose)
     job = launch_server(session, user, _project_of(session, system.key), cfg)
     with _ctrl_c() as pressed:
         endpoint = _wait_ready(session, job.id, pressed)
@@ -86,6 +98,7 @@ def cmd_serve_model(args, session, user):
             print(f"serving {system.label} on {endpoint['url']}/v1 (OpenAI-compatible; model \"{system.key}\"); "
                   f"job {job.id} stops after {args.idle_timeout:.0f} s without requests" +
                   ("" if args.detach else ", or on Ctrl-C"), flush=True)
+            print(_exposure(args.host, endpoint.get("bind") or endpoint["url"], bool(key)), flush=True)
             if args.detach:
                 return {"job": job.id, "url": f"{endpoint['url']}/v1", "model": system.key}
             while not pressed.wait(1):
@@ -114,7 +127,15 @@ def register(sub, common) -> None:
                        help="serve a system on a local OpenAI-compatible endpoint (/v1/chat/completions)")
     p.add_argument("system", help="base, base:<model>, run:<run id or name> (or just the id) or export:<export id>")
     p.add_argument("--port", type=int, default=8000, help="0 takes a free port (default 8000)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only); any other needs --api-key "
+                        "or --expose")
+    p.add_argument("--api-key", default="",
+                   help=f"a key every route but /health asks for (Authorization: Bearer KEY, an OpenAI client's "
+                        f"api_key); default: the {API_KEY_ENV} environment variable (safer: not in the process "
+                        f"list); only its SHA-256 is stored")
+    p.add_argument("--expose", action="store_true",
+                   help="listen on a non-loopback --host without an API key (anyone who reaches the port may use it)")
     p.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_S,
                    help=f"stop after this many seconds without requests (default {DEFAULT_IDLE_S})")
     p.add_argument("--max-requests", type=int, default=DEFAULT_MAX_REQUESTS,

@@ -12,7 +12,8 @@ from __future__ import annotations
 import streamlit as st
 
 from core.accounts import can
-from core.jobs.queue import KIND_WORDS, ended_jobs
+from core.jobs.queue import ended_jobs
+from core.jobs.states import KIND_WORDS
 from core.webui import db, md_literal
 from storage.models import EvalSet, Job, JobStatus, User, utcnow
 

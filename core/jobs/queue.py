@@ -18,6 +18,8 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from datetime import timedelta, timezone
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from sqlmodel import Session, select
 from core.accounts import ACTIONS, can, require
 from core.errors import InvalidInput, NotFound
 from core.jobs import rundir, scratch
+from core.jobs.processes import alive, create_time
 from core.locks import file_lock
 from core.names import safe_file_name
 from core.workspace import database_url, offline_vars, runs_dir, workspace_dir
@@ -38,6 +41,14 @@ LIVE = (JobStatus.queued.value, JobStatus.running.value)
 LAUNCHERS = ("python", "auto", "accelerate")
 # A worker heartbeats every step and from a background thread every 30 s; five silent minutes means hung.
 HEARTBEAT_STALE_S = float(os.environ.get("FINETUNE_STUDIO_HEARTBEAT_TIMEOUT", "300"))
+# A canceled job has this long to stop after SIGTERM (finish its step, save, mark itself canceled: a training step
+# and an adapter save fit in it); then its process group gets SIGKILL. Read at each cancel.
+DEFAULT_CANCEL_GRACE_S = 30.0
+
+
+def cancel_grace_s() -> float:
+    """Seconds between a cancel's SIGTERM and its SIGKILL (FINETUNE_STUDIO_CANCEL_GRACE, default 30)."""
+    return float(os.environ.get("FINETUNE_STUDIO_CANCEL_GRACE") or DEFAULT_CANCEL_GRACE_S)
 
 
 # ---------------------------------------------------------------- launching
@@ -216,16 +227,6 @@ def _argv(job: Job, n_devices: int) -> list[str]:
     return [sys.executable, "-m", job.module, "--run-dir", job.run_dir]
 
 
-def create_time(pid: int) -> float | None:
-    """psutil's create time of a process (tells it apart from a later process with the same pid)."""
-    import psutil
-
-    try:
-        return psutil.Process(pid).create_time()
-    except psutil.Error:
-        return None
-
-
 # ---------------------------------------------------------------- control
 
 
@@ -251,7 +252,8 @@ def list_jobs(session: Session, project_id: int | None = None, kind: str | None 
 
 def cancel(session: Session, user: User, job_id: int) -> Job:
     """Queued: canceled at once. Running: SIGTERM to its process group; the worker stops at the next step,
-    saves what it has and marks itself canceled."""
+    saves what it has and marks itself canceled. A process still there ``cancel_grace_s()`` later (busy in a
+    generation, or ignoring SIGTERM) gets SIGKILL and its job is marked canceled, so its device slot frees."""
     job = get_job(session, job_id)
     require(user, job.action or "train")
     session.refresh(job)
@@ -263,17 +265,48 @@ def cancel(session: Session, user: User, job_id: int) -> Job:
     elif job.status == JobStatus.running.value:
         session.exec(update(Job).where(Job.id == job.id).values(cancel_requested=True))
         session.commit()
-        if _alive(job):
+        if alive(job):
             try:
                 os.killpg(job.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+            # not a daemon: a CLI that cancels and exits still waits for the escalation (or the job's end)
+            threading.Thread(target=_kill_after_grace, args=(job.id, job.pid, job.pid_create_time, cancel_grace_s()),
+                             name=f"cancel-{job.id}").start()
         else:
             reconcile(session)
     else:
         raise InvalidInput(f"Run {job.id} already finished ({job.status}); nothing to cancel.")
     session.refresh(job)
     return job
+
+
+def _kill_after_grace(job_id: int, pid: int, create_time: float | None, grace: float) -> None:
+    """SIGKILL the canceled job's process group if its process outlives ``grace`` seconds, then mark it canceled
+    (conditionally: a status the worker wrote meanwhile stands)."""
+    from storage.db import session_scope
+
+    probe = Job(pid=pid, pid_create_time=create_time)
+    deadline = time.monotonic() + grace
+    while alive(probe):
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    else:
+        return
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    gone_by = time.monotonic() + 10  # the device is free once the process is gone, not when the signal is sent
+    while alive(probe) and time.monotonic() < gone_by:
+        time.sleep(0.1)
+    with session_scope() as session:
+        session.exec(update(Job).where(Job.id == job_id, Job.status == JobStatus.running.value).values(
+            status=JobStatus.canceled.value, finished_at=utcnow(),
+            error=f"Did not stop within {grace:g} s of the cancel (SIGTERM); killed (SIGKILL)."))
+        session.commit()
+        schedule(session)
 
 
 def ended_jobs(session: Session, project_id: int, since, kinds: tuple[str, ...] | None = None) -> list[Job]:
@@ -305,68 +338,6 @@ def jobs_ahead(session: Session, job: Job) -> list[Job]:
     return [*running, *queued]
 
 
-KIND_WORDS = {"train": "run", "generate": "generation job", "export": "export job", "serve": "serving job",
-              "draft": "draft-answers job"}
-KIND_TASKS = {"train": "training"}
-
-
-def job_label(job: Job) -> str:
-    """A job in words, without its name (user text): "run 3 (training)", "generation job 5"."""
-    task = KIND_TASKS.get(job.kind)
-    return f"{KIND_WORDS.get(job.kind, 'job')} {job.id}" + (f" ({task})" if task else "")
-
-
-def job_state(job: Job, reported: bool = True) -> str:
-    """The job's status, plus two states its row implies: "stopping" (running, cancel requested) and "starting"
-    (running, but its worker has not ``reported`` a first progress line yet)."""
-    if job.status == JobStatus.running.value:
-        if job.cancel_requested:
-            return "stopping"
-        if not reported:
-            return "starting"
-    return job.status
-
-
-STATE_TEXT = {"stopping": "Cancel requested — stopping at the next step",
-              "starting": "running — starting: the worker is loading the model; its first step shows here"}
-
-
-def describe_state(job: Job, queue_pos: int | None = None, reported: bool = True) -> str:
-    """``job_state`` in a sentence for a live panel: "queued — position 2 in the queue", "Cancel requested —
-    stopping at the next step"..."""
-    state = job_state(job, reported)
-    if state == JobStatus.queued.value:
-        return "queued" + (f" — position {queue_pos} in the queue" if queue_pos else "")
-    return STATE_TEXT.get(state, state)
-
-
-def _alive(job: Job) -> bool:
-    """Whether the job's own process still runs (not gone, not a zombie, not a later process with its pid)."""
-    import psutil
-
-    if not job.pid:
-        return False
-    try:
-        proc = psutil.Process(job.pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            _reap(job.pid)
-            return False
-        if job.pid_create_time and abs(proc.create_time() - job.pid_create_time) > 1.0:
-            return False
-        return True
-    except psutil.NoSuchProcess:
-        return False
-    except psutil.Error:
-        return True  # exists but we may not inspect it
-
-
-def _reap(pid: int) -> None:
-    try:
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-
-
 def log_tail(job: Job, lines: int = rundir.LOG_TAIL_LINES) -> str:
     """The last ``lines`` lines of the job's log ("" when there is none)."""
     return rundir.log_tail(log_path(job), lines) if job.run_dir else ""
@@ -380,7 +351,7 @@ def reconcile(session: Session) -> list[Job]:
     now = utcnow()
     for job in session.exec(select(Job).where(Job.status == JobStatus.running.value)).all():
         reason = None
-        if not _alive(job):
+        if not alive(job):
             reason = "The job's process ended without reporting a result"
         else:
             beat = job.heartbeat_at

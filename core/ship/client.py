@@ -3,6 +3,9 @@
 ``stream_answer`` yields the answer's text pieces as the endpoint's server-sent events arrive and fills an
 ``Answer`` with what the Playground shows beside it: time to first token, tokens per second, why it ended.
 Closing the generator closes the connection, and the server stops generating (Stop).
+
+Every call sends the API key of FINETUNE_STUDIO_API_KEY when it is set, as the Playground's endpoint then asks
+for it (core.ship.serving.playground_server starts it with that key).
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from typing import Iterator
 
 from core.errors import StudioError
 from core.evaluate.generate_config import Decoding
+from core.ship.serving import env_api_key
 
 CONNECT_TIMEOUT_S = 5
 READ_TIMEOUT_S = 600  # the first request to a system waits while the server loads it
@@ -45,6 +49,12 @@ class Answer:
         return (self.completion_tokens - 1) / span if span > 0 and self.completion_tokens > 1 else None
 
 
+def headers() -> dict:
+    """The Authorization header of the configured API key, or none."""
+    key = env_api_key()
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
 def request_body(model: str | None, messages: list[dict], decoding: Decoding, stream: bool) -> dict:
     """An OpenAI chat-completions body for ``decoding``: greedy is temperature 0; sampling sends the full
     generation config (transformers' extension), so it samples even where the model's default is greedy."""
@@ -63,7 +73,7 @@ def _post(url: str, body: dict, stream: bool):
     import requests
 
     try:
-        response = requests.post(f"{url}/v1/chat/completions", json=body, stream=stream,
+        response = requests.post(f"{url}/v1/chat/completions", json=body, stream=stream, headers=headers(),
                                  timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
     except requests.RequestException as err:
         raise EndpointError(f"The model endpoint at {url} did not answer ({type(err).__name__}).") from None
@@ -136,7 +146,7 @@ def load(url: str, model: str) -> None:
     import requests
 
     try:
-        response = requests.post(f"{url}/load_model", json={"model": model}, stream=True,
+        response = requests.post(f"{url}/load_model", json={"model": model}, stream=True, headers=headers(),
                                  timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
     except requests.RequestException as err:
         raise EndpointError(f"The model endpoint at {url} did not answer ({type(err).__name__}).") from None

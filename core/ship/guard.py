@@ -3,8 +3,9 @@
 ``Guard`` is an ASGI middleware that sees every request before transformers does: it admits at most
 ``ServeConfig.max_requests`` generation requests at once (beyond that: 503 with Retry-After at once, never minutes
 in a queue), refuses a body larger than the model's context can need before reading it whole (413), parses it once
-and checks the token limits it names (400), and notices when the client goes away. Later request checks (an API
-key, types and ranges of other fields) belong in ``check_body``.
+and checks the token limits it names (400), and notices when the client goes away. With an API key set, every route but
+/health asks for it (``Authorization: Bearer KEY``, as OpenAI clients send it; 401 otherwise) before anything is
+read. ``check_body`` checks the fields a client sends (required ones, types, ranges): 400 naming the field.
 
 ``GuardedState`` hands the handlers generation managers that check the tokenized prompt against the model's
 context before generating (400 naming the limit), refuse an explicit max_tokens the context cannot hold (400),
@@ -13,7 +14,10 @@ lower transformers' own default to what the context leaves, and stop generating 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
+import math
 import threading
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -27,6 +31,13 @@ BYTES_PER_TOKEN = 32  # more than any real tokenizer's bytes per token, JSON esc
 BODY_OVERHEAD = 64 * 1024  # the rest of a request: model name, tools, options
 RETRY_AFTER_S = 5
 NO_LIMIT = 10 ** 8  # tokenizers say 1e30 for "not set"
+OPEN_PATHS = ("/health",)  # answered without the API key: a load balancer's probe says only "up"
+REQUIRED = {"/v1/chat/completions": "messages", "/v1/completions": "prompt", "/v1/responses": "input"}
+"""The field each generating route cannot do without."""
+NUMBERS = {"temperature": (0.0, 2.0, True), "top_p": (0.0, 1.0, False), "frequency_penalty": (-2.0, 2.0, True),
+           "presence_penalty": (-2.0, 2.0, True)}
+"""Number fields of OpenAI's API: (lowest, highest, whether the lowest itself is allowed)."""
+KINDS = {"model": (str,), "stream": (bool,), "seed": (int,), "stop": (str, list), "user": (str,)}
 
 
 class Refused(Exception):
@@ -53,7 +64,7 @@ _STATE: ContextVar[RequestState | None] = ContextVar("serve_request", default=No
 
 def refusal_body(err: Refused) -> bytes:
     """The JSON a refused client gets: FastAPI's ``detail`` and OpenAI's ``error`` object, same message."""
-    kind = "server_busy" if err.status == 503 else "invalid_request_error"
+    kind = {503: "server_busy", 401: "authentication_error"}.get(err.status, "invalid_request_error")
     return json.dumps({"detail": err.message, "error": {"message": err.message, "type": kind,
                                                         "code": err.status}}).encode()
 
@@ -76,16 +87,62 @@ def body_limit(context: int) -> int:
     return context * BYTES_PER_TOKEN + BODY_OVERHEAD
 
 
+def _shown(value) -> str:
+    return json.dumps(value)[:40]
+
+
+def _number(name: str, value, low: float, high: float, low_ok: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise Refused(400, f"{name} must be a number (got {_shown(value)}).")
+    if value > high or value < low or (value == low and not low_ok):
+        bound = "at least" if low_ok else "above"
+        raise Refused(400, f"{name} must be {bound} {low:g} and at most {high:g} (got {_shown(value)}).")
+
+
+def _check_messages(messages) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise Refused(400, "messages must be a non-empty list of {\"role\", \"content\"} objects.")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise Refused(400, f"messages[{i}] must be an object with a role and a content (got {_shown(message)}).")
+        if not isinstance(message.get("role"), str):
+            raise Refused(400, f"messages[{i}].role must be a string (got {_shown(message.get('role'))}).")
+        content = message.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise Refused(400, f"messages[{i}].content must be a string or a list of parts (got {_shown(content)}).")
+
+
+def check_fields(body: dict, path: str) -> None:
+    """Required fields, types and ranges (OpenAI's): a client's mistake is a 400 naming the field, never a 500."""
+    required = REQUIRED.get(path)
+    if required and body.get(required) is None:
+        raise Refused(400, f"{required} is required.")
+    if path == "/v1/chat/completions":
+        _check_messages(body["messages"])
+    elif required and not isinstance(body[required], (str, list)):
+        raise Refused(400, f"{required} must be a string or a list (got {_shown(body[required])}).")
+    for name, kinds in KINDS.items():
+        value = body.get(name)
+        if value is not None and (not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool))):
+            names = " or ".join({str: "a string", bool: "true or false", int: "a whole number", list: "a list"}[k]
+                                for k in kinds)
+            raise Refused(400, f"{name} must be {names} (got {_shown(value)}).")
+    for name, (low, high, low_ok) in NUMBERS.items():
+        if body.get(name) is not None:
+            _number(name, body[name], low, high, low_ok)
+
+
 def _whole_number(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise Refused(400, f"{name} must be a whole number of at least 1 (got {json.dumps(value)[:40]}).")
     return value
 
 
-def check_body(body) -> RequestState:
+def check_body(body, path: str = "") -> RequestState:
     """Checks that need only the parsed body; what the client asked for, for the generation checks."""
     if not isinstance(body, dict):
         raise Refused(400, "The request body must be a JSON object.")
+    check_fields(body, path)
     state = RequestState()
     for name in TOKEN_FIELDS:
         if body.get(name) is not None:
@@ -98,6 +155,9 @@ def check_body(body) -> RequestState:
             options = None
         if not isinstance(options, dict):
             raise Refused(400, "generation_config must be a JSON object in a string.")
+        for name, high in (("temperature", 100.0), ("top_p", 1.0)):
+            if options.get(name) is not None:
+                _number(f"generation_config.{name}", options[name], 0.0, high, name == "temperature")
         for name in ("max_new_tokens", "max_length"):
             if options.get(name) is not None:
                 state.asked = (f"generation_config.{name}", _whole_number(name, options[name]))
@@ -184,9 +244,10 @@ async def _send_refusal(send, err: Refused) -> None:
 class Guard:
     """ASGI middleware: admission, body size, body checks, disconnects, and the idle clock (``activity``)."""
 
-    def __init__(self, app, manager, max_requests: int, activity, counted: tuple[str, ...]) -> None:
+    def __init__(self, app, manager, max_requests: int, activity, counted: tuple[str, ...],
+                 api_key_hash: str = "") -> None:
         self.app, self.manager, self.max_requests = app, manager, max_requests
-        self.activity, self.counted = activity, counted
+        self.activity, self.counted, self.api_key_hash = activity, counted, api_key_hash
         self.admitted = 0
 
     def limit(self) -> tuple[int, int]:
@@ -199,6 +260,10 @@ class Guard:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if self.api_key_hash and scope["path"] not in OPEN_PATHS and not self._authorized(scope):
+            return await _send_refusal(send, Refused(
+                401, "This endpoint needs its API key: send the header 'Authorization: Bearer KEY' (an OpenAI "
+                     "client's api_key).", {"WWW-Authenticate": "Bearer"}))
         counted = scope["path"].startswith(self.counted)
         if counted:
             self.activity.begin()
@@ -210,6 +275,12 @@ class Guard:
         finally:
             if counted:
                 self.activity.end()
+
+    def _authorized(self, scope) -> bool:
+        """Whether the request carries the key: its hash compared in constant time with the one configured."""
+        scheme, _, key = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
+        presented = hashlib.sha256(key.strip()).hexdigest()  # the key's UTF-8 bytes, as key_hash hashes them
+        return scheme.lower() == b"bearer" and hmac.compare_digest(presented, self.api_key_hash)
 
     async def _post(self, scope, receive, send) -> None:
         generating = scope["path"] in GENERATING
@@ -228,7 +299,8 @@ class Guard:
             body = await self._read(scope, receive)
             if body is None:
                 return  # the client left before sending its body
-            state = check_body(_parse(body)) if scope["path"] in GENERATING else RequestState()
+            path = scope["path"]
+            state = check_body(_parse(body), path) if path in GENERATING else RequestState()
         except Refused as err:
             return await _send_refusal(send, err)
         token = _STATE.set(state)

@@ -14,7 +14,8 @@ from core.accounts import require
 from core.curate.curation import create_example
 from core.errors import InvalidInput
 from core.evaluate.generate_config import Decoding
-from core.jobs.queue import get_job, job_label, jobs_ahead, reconcile
+from core.jobs.queue import get_job, jobs_ahead, reconcile
+from core.jobs.states import job_label
 from core.ship.systems import Servable, project_systems
 from storage.models import Example, JobStatus, Project, User
 

@@ -125,7 +125,8 @@ def build_app(manager, cfg: ServeConfig, activity: Activity):
     async def refused(_request, err: Refused):
         return Response(refusal_body(err), status_code=err.status, headers=err.headers, media_type="application/json")
 
-    app.add_middleware(Guard, manager=manager, max_requests=cfg.max_requests, activity=activity, counted=COUNTED)
+    app.add_middleware(Guard, manager=manager, max_requests=cfg.max_requests, activity=activity, counted=COUNTED,
+                       api_key_hash=cfg.api_key_hash)
     return app
 
 
@@ -143,9 +144,14 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _address(host: str, port: int) -> str:
+    return f"{'[' + host + ']' if ':' in host else host}:{port}"
+
+
 def _url(host: str, port: int) -> str:
+    """A URL this machine reaches the endpoint at (a wildcard bind is reached on loopback)."""
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    return f"http://{_address(host, port)}"
 
 
 def _uvicorn(app):
@@ -187,6 +193,7 @@ def serve(keep_alive: KeepAlive, run_dir: Path, cfg: ServeConfig) -> dict:
     app = build_app(manager, cfg, activity)
     sock = listen(cfg.host, cfg.port)
     url = _url(cfg.host, sock.getsockname()[1])
+    bind = _address(cfg.host, sock.getsockname()[1])  # what it listens on, said as is (0.0.0.0: every interface)
     server = _uvicorn(app)
     reason = {"why": "canceled"}
 
@@ -200,9 +207,12 @@ def serve(keep_alive: KeepAlive, run_dir: Path, cfg: ServeConfig) -> dict:
             time.sleep(0.5)
         server.should_exit = True
 
-    (run_dir / ENDPOINT_FILE).write_text(json.dumps({"url": url, "model": cfg.system or None}), encoding="utf-8")
+    (run_dir / ENDPOINT_FILE).write_text(json.dumps({"url": url, "bind": bind, "model": cfg.system or None}),
+                                         encoding="utf-8")
     keep_alive.beat(url=url, device=device)
-    print(f"serving on {url} ({cfg.system or 'any system'}); stops after {cfg.idle_timeout_s:.0f} s idle", flush=True)
+    print(f"listening on {bind}, reached here at {url} ({cfg.system or 'any system'}); "
+          f"{'API key required' if cfg.api_key_hash else 'no API key'}; stops after {cfg.idle_timeout_s:.0f} s idle",
+          flush=True)
     activity.touch()  # idle time counts from when it listens, not from before the model loaded
     threading.Thread(target=watch, daemon=True).start()
     try:

@@ -8,7 +8,10 @@ the endpoint over HTTP (core.ship.client).
 """
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import json
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,9 +29,31 @@ from storage.models import Job, JobStatus, User
 
 KIND = "serve"
 WORKER = "core.ship.server"  # python -m core.ship.server --run-dir DIR
-ENDPOINT_FILE = "endpoint.json"  # written by the server once it listens: {"url", "model"}
+ENDPOINT_FILE = "endpoint.json"  # written by the server once it listens: {"url", "bind", "model"}
 DEFAULT_IDLE_S = 600
 DEFAULT_MAX_REQUESTS = 4
+API_KEY_ENV = "FINETUNE_STUDIO_API_KEY"  # the key serve-model and the Playground's endpoint take when it is set
+
+
+def key_hash(key: str) -> str:
+    """What the run folder and the database keep of an API key: its SHA-256, never the key (the server compares
+    the hash of what a client sends, in constant time)."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def env_api_key() -> str:
+    """The API key from FINETUNE_STUDIO_API_KEY, or ""."""
+    return os.environ.get(API_KEY_ENV, "").strip()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is an address of this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
 
 
 @dataclass
@@ -52,6 +77,11 @@ class ServeConfig:
     batching they generate together). One more is refused at once with 503 and Retry-After."""
     playground: bool = False
     """Started by the Playground page (found and reused by it)."""
+    api_key_hash: str = ""
+    """SHA-256 of the API key every route but /health asks for (``Authorization: Bearer KEY``); "" asks none.
+    Only the hash is stored (config.json, the job row); core.ship.serving.key_hash makes it."""
+    expose: bool = False
+    """Listen on a host other than loopback without an API key: anyone who reaches the port may use it."""
 
     def __post_init__(self):
         try:
@@ -67,6 +97,12 @@ class ServeConfig:
             raise InvalidInput("The endpoint must admit between 1 and 1000 requests at once.")
         if not re.fullmatch(r"[A-Za-z0-9.:\-\[\]]+", self.host or ""):
             raise InvalidInput(f"Not a host address: {self.host!r}.")
+        if self.api_key_hash and not re.fullmatch(r"[0-9a-f]{64}", self.api_key_hash):
+            raise InvalidInput("api_key_hash must be a SHA-256 in hex (core.ship.serving.key_hash), not a key.")
+        if not is_loopback(self.host) and not (self.api_key_hash or self.expose):
+            raise InvalidInput(f"Listening on {self.host} lets any machine that reaches this one use the endpoint: "
+                               f"set an API key (--api-key or {API_KEY_ENV}) or say --expose to serve it without "
+                               f"one.")
 
     @classmethod
     def from_dict(cls, data: dict) -> "ServeConfig":
@@ -101,12 +137,13 @@ def playground_server(session: Session, user: User, project_id: int) -> Job:
     """The Playground's endpoint: the live one, or a new one queued now (one for the whole workspace)."""
     require(user, "evaluate")
     with file_lock(runs_dir() / ".playground.lock"):
-        return find_playground_server(session) or launch_server(session, user, project_id,
-                                                                ServeConfig(playground=True))
+        key = env_api_key()
+        return find_playground_server(session) or launch_server(
+            session, user, project_id, ServeConfig(playground=True, api_key_hash=key_hash(key) if key else ""))
 
 
 def endpoint(job: Job) -> dict | None:
-    """{"url", "model"} of a running serving process once it listens, else None."""
+    """{"url", "bind", "model"} of a running serving process once it listens, else None."""
     if job.status != JobStatus.running.value or not job.run_dir:
         return None
     path = Path(job.run_dir) / ENDPOINT_FILE

@@ -12,8 +12,8 @@ from core.curate.leakage import describe_leaks, launch_leaks, leak_ids
 from core.errors import InvalidInput, NotFound
 from core.hardware import detect, estimate_peak_memory, estimate_sum_text, resolve_precision
 from core.jobs import rundir
-from core.jobs.queue import (get_job, job_state, list_jobs, queue_position, read_metrics, reconcile, resubmit,
-                             submit)
+from core.jobs.queue import get_job, list_jobs, queue_position, read_metrics, reconcile, resubmit, submit
+from core.jobs.states import job_state
 from core.names import check_name
 from core.curate.preferences import get_preference_version, preference_leaks
 from core.train import dpo
@@ -204,7 +204,7 @@ def format_loss(value) -> str:
 
 def run_summary(session, job: Job) -> dict:
     """One training run as a row (Runs page, CLI): status, method, data, losses, steps, time and memory.
-    ``state`` is the status with "starting" and "stopping" (core.jobs.queue.job_state); ``train_loss_last`` (the
+    ``state`` is the status with "starting" and "stopping" (core.jobs.states.job_state); ``train_loss_last`` (the
     last step's, as the live panel shows it) and ``eval_loss_last`` come from metrics.jsonl
     while the run trains; ``train_loss`` is the trainer's mean over the run, known once it ends."""
     metrics = (job.result or {}).get("metrics", {})
