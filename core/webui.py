@@ -5,7 +5,8 @@ traceback. session_state only holds ids; the database is the truth.
 
 Who is signed in: ``user_id`` plus ``login_session_id``, the core.sessions row that a log-in or the session
 cookie (after a refresh, in a second tab, on a deep link) stands for. Each run re-checks that row, so a
-log-out elsewhere, a password reset, a disabled account or a lowered role ends it at the next click.
+log-out elsewhere, a password reset, a disabled account or a lowered role ends it at the next click, and
+live panels (``live_fragment``) re-check it on each of their timed reruns, so an open page ends it with no click.
 (Page tests that set only ``user_id`` act as that user without a session row: session_state lives on the
 server and a browser cannot write it.)
 """
@@ -13,8 +14,9 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TypeVar
 
+import functools
 import re
 import secrets
 
@@ -121,6 +123,35 @@ def require_page(action: str | None) -> User:
         st.error("Your role cannot use this page.")
         st.stop()
     return user
+
+
+F = TypeVar("F", bound=Callable)
+
+
+def live_fragment(run_every: str, action: str | None) -> Callable[[F], F]:
+    """``st.fragment(run_every=...)`` for a live panel that may be used only by a signed-in user whose role may
+    do ``action`` (None: any signed-in user).
+
+    A timed fragment rerun skips the page's ``require_page``, so a panel that trusted the user of the first render
+    would go on streaming after a log-out elsewhere, a password reset, a disabled account or a lowered role. Each
+    run re-checks the session first (``current_user``, which forgets an ended login) and, when it no longer
+    holds, reruns the whole app instead of drawing: the log-in form, or the page's own refusal for a role that
+    may no longer use it (the page must ``require_page`` at least ``action``, or that rerun would come back here)."""
+
+    def decorate(draw: F) -> F:
+        @functools.wraps(draw)
+        def checked(*args, **kwargs):
+            was_signed_in = st.session_state.get("user_id") is not None
+            user = current_user()
+            if user is None or (action is not None and not can(user, action)):
+                if was_signed_in:
+                    st.rerun(scope="app")
+                st.stop()  # nobody was signed in: nothing to redraw, and no rerun loop
+            return draw(*args, **kwargs)
+
+        return st.fragment(checked, run_every=run_every)
+
+    return decorate
 
 
 def current_project() -> Project | None:

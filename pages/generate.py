@@ -17,7 +17,7 @@ from core.evaluate.generate_config import Decoding, decoding_differences, descri
 from core.evaluate.systems import available_systems, default_systems, system_labels
 from core.jobs.notices import show_job_notices
 from core.jobs.queue import LIVE, cancel, list_jobs, reconcile
-from core.webui import db, flash, require_page, require_project, run_action
+from core.webui import db, flash, live_fragment, require_page, require_project, run_action
 from storage.models import JobStatus
 
 user = require_page("evaluate")
@@ -232,7 +232,7 @@ def _eta(seconds: float | None) -> str:
     return f" · about {int(seconds // 60)}m {int(seconds % 60):02d}s left"
 
 
-@st.fragment(run_every="2s")
+@live_fragment("2s", "evaluate")
 def jobs_panel() -> None:
     with db() as s:
         reconcile(s)

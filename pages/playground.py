@@ -15,7 +15,7 @@ from core.evaluate.generate_config import Decoding
 from core.ship import client
 from core.ship.playground import chat_messages, save_exchange, systems, waiting_text
 from core.ship.serving import DEFAULT_IDLE_S, find_playground_server, playground_server, server_status, stop_server
-from core.webui import db, flash, md_literal, require_page, require_project, run_action
+from core.webui import db, flash, live_fragment, md_literal, require_page, require_project, run_action
 from storage.models import JobStatus
 
 user = require_page("evaluate")
@@ -142,7 +142,7 @@ if prompt:
     st.session_state["pg_outbox"] = list(panes)
 
 
-@st.fragment(run_every="2s")
+@live_fragment("2s", "evaluate")
 def wait_for_endpoint(job_id: int) -> None:
     """Poll the serving job until it answers, then rerun the page to send the message."""
     with db() as s:

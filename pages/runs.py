@@ -11,7 +11,7 @@ from core.jobs.rundir import has_model
 from core.evaluate.evalsets import list_eval_sets
 from core.ship.deploy import FORMATS, default_formats, exports_of, launch_export
 from core.train.runs import DASH, LOSS_HELP, LOSS_LABEL, compare_runs, format_loss, runs_table
-from core.webui import db, flash, md_literal, require_page, require_project, run_action
+from core.webui import db, flash, live_fragment, md_literal, require_page, require_project, run_action
 from core.workspace import exports_dir
 from storage.models import JobStatus
 
@@ -71,7 +71,7 @@ def table_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out, columns=columns)
 
 
-@st.fragment(run_every="5s")
+@live_fragment("5s", "train")
 def table() -> None:
     show_job_notices(user, project.id)  # a toast when any job of the project ends
     with db() as s:
@@ -173,7 +173,7 @@ def export_report(report: dict) -> None:
             right.text(diff["export"])
 
 
-@st.fragment(run_every="2s")
+@live_fragment("2s", "train")
 def exports_panel(run_id: int) -> None:
     """This run's exports, live: a background job each (artifacts, parity check, model card)."""
     with db() as s:

@@ -16,7 +16,7 @@ from core.train.config import (DEFAULT_LR, DPO_LOSS_TYPES, PRESET_HELP, PRESETS,
                                preset_config)
 from core.train.dpo import continuable_runs
 from core.errors import StudioError
-from core.webui import db, flash, require_page, require_project, run_action
+from core.webui import db, flash, live_fragment, require_page, require_project, run_action
 from storage.models import JobStatus
 
 user = require_page("train")
@@ -133,7 +133,7 @@ def status_panel(snap: dict, rows: list[dict]) -> None:
                 st.rerun(scope="app")
 
 
-@st.fragment(run_every="2s")
+@live_fragment("2s", "train")
 def live() -> None:
     """The run selector and the watched run, redrawn together every 2 s, so a label never says "(running)"
     after the run ended; a run just started or resumed is followed (``follow``)."""

@@ -14,7 +14,7 @@ import streamlit as st
 from core.accounts import can
 from core.jobs.queue import ended_jobs
 from core.jobs.states import KIND_WORDS
-from core.webui import db, md_literal
+from core.webui import db, live_fragment, md_literal
 from storage.models import EvalSet, Job, JobStatus, User, utcnow
 
 POLL = "5s"
@@ -75,7 +75,7 @@ def show_job_notices(user: User, project_id: int) -> None:
 def job_notices(user: User, project_id: int) -> None:
     """A polling fragment that shows the notices, for a page (or the app frame) without a live panel of its own."""
 
-    @st.fragment(run_every=POLL)
+    @live_fragment(POLL, None)  # any signed-in user; a session that ended shows the log-in form
     def _poll() -> None:
         show_job_notices(user, project_id)
 
