@@ -15,8 +15,8 @@ So a log-in takes two steps:
    HTTPS). Page JavaScript never sees the token, and the ticket is useless once spent or after a minute.
 
 A new websocket (refresh, second tab, a link such as ``/annotate``) then finds the cookie and ``resume`` turns
-it into the user, and every script run re-checks the row (``check``), so ending a session takes effect at the
-next click: log-out ends that row; changing one's own password ends the other rows; an admin's password reset,
+it into the user, and every script run, timed live-panel refreshes included (core.webui.live_fragment), re-checks
+the row (``check``), so ending a session takes effect at the next click or refresh: log-out ends that row; changing one's own password ends the other rows; an admin's password reset,
 disabling the account or lowering its role ends all of them (``end_all``, called by core.accounts).
 
 The token is 256 random bits looked up by its SHA-256, the way Django keeps database sessions: a signature
@@ -123,7 +123,7 @@ def resume(session: Session, token: str | None, now: datetime | None = None) -> 
 
 
 def check(session: Session, session_id: int, now: datetime | None = None) -> User | None:
-    """The user of a live session (run on every page load, so an ended session stops at the next click)."""
+    """The user of a live session (run on every page load and live-panel refresh, so an ended session stops there)."""
     found = _owner(session, session.get(LoginSession, session_id), now or utcnow())
     return found[0] if found else None
 
