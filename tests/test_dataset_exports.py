@@ -134,6 +134,21 @@ def test_varied_records_keep_system_prompt_input_and_turns(fmt, session, users, 
     _check_splits(fmt, _load(out, tmp_path, fmt), _expected(session, version), version)
 
 
+def test_prompt_completion_export_is_what_a_training_run_reads(session, users, tmp_path):
+    from trl.data_utils import is_conversational
+
+    from core.curate.datasets import version_records
+
+    project, version = _varied_version(session, users)
+    loaded = _load(export(session, users["admin"], project, "prompt_completion", tmp_path / "out",
+                          version_id=version.id), tmp_path, "prompt_completion")
+    for split in loaded:
+        trained = [{"prompt": r["prompt"], "completion": r["completion"]} for r in version_records(
+            session, version.id, split)]
+        assert [{"prompt": r["prompt"], "completion": r["completion"]} for r in loaded[split]] == trained
+        assert all(is_conversational(row) for row in loaded[split])  # TRL's conversational prompt-completion
+
+
 def test_the_download_is_one_zip_with_a_file_per_split_that_datasets_loads(session, users, tmp_path):
     project, version = _varied_version(session, users)
     path = export_file(session, users["admin"], project, "chat_jsonl", version_id=version.id)
