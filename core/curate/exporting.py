@@ -12,27 +12,28 @@
                                  ``dataset: train``, ``eval_dataset: validation``
 
 A single file would either mix the test examples into what another tool trains on or need a ``split`` column every
-tool ignores; a file per split is what ``datasets``, LLaMA-Factory, TRL and axolotl load as splits without edits.
+tool ignores; a file per split is what ``datasets``, LLaMA-Factory and TRL load as splits without edits.
 """
 from __future__ import annotations
 
+import copy
 import json
 from itertools import chain
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from core.curate.formats import export_suffix, write_records
+from core.curate.formats import SPLIT_NAMES, export_suffix, write_records
 from core.errors import InvalidInput
-
-SPLITS = ("train", "validation", "test")
 
 # LLaMA-Factory's dataset_info.json attributes per format (its data/README.md; the names are the fields its
 # parser.DatasetAttr reads). Alpaca: the system prompt and the earlier [user, assistant] pairs are columns, which
 # a minimal entry leaves unmapped (so LLaMA-Factory drops them). ShareGPT and chat: a leading message whose role is
 # ``system_tag`` is the system prompt; ``tags`` name the role and content keys and the role values.
+_ALPACA = {"formatting": "alpaca", "columns": {"prompt": "instruction", "query": "input", "response": "output",
+                                             "system": "system", "history": "history"}}
 LLAMAFACTORY = {
-    "alpaca": {"formatting": "alpaca", "columns": {"prompt": "instruction", "query": "input", "response": "output",
-                                                   "system": "system", "history": "history"}},
+    "alpaca_json": _ALPACA,
+    "alpaca_jsonl": _ALPACA,
     "sharegpt": {"formatting": "sharegpt", "columns": {"messages": "conversations"},
                  "tags": {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
                           "system_tag": "system"}},
@@ -40,7 +41,6 @@ LLAMAFACTORY = {
                    "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
                             "assistant_tag": "assistant", "system_tag": "system"}},
 }
-LLAMAFACTORY["alpaca_json"] = LLAMAFACTORY["alpaca_jsonl"] = LLAMAFACTORY["alpaca"]
 
 
 def llamafactory_entries(fmt: str, files: dict[str, str]) -> dict:
@@ -50,7 +50,7 @@ def llamafactory_entries(fmt: str, files: dict[str, str]) -> dict:
     attrs = LLAMAFACTORY.get(fmt)
     if attrs is None:
         return {}
-    return {split: {"file_name": name, **json.loads(json.dumps(attrs))} for split, name in files.items()}
+    return {split: {"file_name": name, **copy.deepcopy(attrs)} for split, name in files.items()}
 
 
 def _card(fmt: str, files: dict[str, str], counts: dict[str, int], llamafactory: bool) -> str:
@@ -92,7 +92,7 @@ def write_split_folder(split_records: Callable[[str], Iterable[dict]], fmt: str,
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     counts: dict[str, int] = {}
-    for split in SPLITS:
+    for split in SPLIT_NAMES:
         records = _first(iter(split_records(split)))
         if records is None:
             continue
