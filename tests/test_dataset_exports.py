@@ -257,3 +257,13 @@ def test_cli_export_writes_the_split_folder_and_will_not_mix_with_an_old_one(wor
     # Again into the same folder: its split files would be loaded as the new export's, so it is refused.
     assert main(args) == 1
     assert "not an empty folder" in capsys.readouterr().err
+
+
+def test_a_version_without_test_examples_exports_only_its_splits(session, users, tmp_path):
+    project, _ = _varied_version(session, users)
+    version = freeze_version(session, users["reviewer"], project, "all-train",
+                             fractions={"train": 1.0, "validation": 0.0, "test": 0.0})
+    out = export(session, users["admin"], project, "sharegpt", tmp_path / "out", version_id=version.id)
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "dataset_info.json", "train.json"]
+    assert list(json.loads((out / "dataset_info.json").read_text())) == ["train"]
+    _check_splits("sharegpt", _load(out, tmp_path, "sharegpt"), _expected(session, version), version)
