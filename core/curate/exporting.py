@@ -55,15 +55,15 @@ def llamafactory_entries(fmt: str, files: dict[str, str]) -> dict:
 
 def _card(fmt: str, files: dict[str, str], counts: dict[str, int], llamafactory: bool) -> str:
     """README.md: YAML ``configs`` naming the split files (read by ``datasets``), then how to load them."""
-    lines = ["---", "configs:", "- config_name: default", "  data_files:"]
+    lines = ["---", "configs:", "- config_name: default", "  data_files:"] if files else []
     for split, name in files.items():
         lines += [f"  - split: {split}", f"    path: {name}"]
-    lines += ["---", "", "# Dataset export", "",
-              f"Format: `{fmt}`. One file per split, as the dataset version froze them:", ""]
-    lines += [f"- `{files[s]}`: {counts[s]} examples ({s})" for s in files]
+    lines += (["---", ""] if files else []) + ["# Dataset export", "", f"Format: `{fmt}`. One file per split:", ""]
+    lines += [f"- {s}: `{files[s]}`, {counts[s]:,} record{'s' if counts[s] != 1 else ''}" for s in files]
     lines += ["", "Load the splits with `datasets.load_dataset(\"<this folder>\")`."]
     if llamafactory:
-        lines += ["", "LLaMA-Factory: `dataset_dir: <this folder>`, `dataset: train`, `eval_dataset: validation` "
+        evaluate = ", `eval_dataset: validation`" if "validation" in files else ""
+        lines += ["", f"LLaMA-Factory: `dataset_dir: <this folder>`, `dataset: train`{evaluate} "
                       "(`dataset_info.json` maps the system prompt and every turn)."]
     return "\n".join(lines) + "\n"
 
