@@ -123,6 +123,10 @@ what = e1.selectbox("What", [("version", v.id) for v in versions] + [("status", 
                     format_func=lambda w: f"Version {next(v.name for v in versions if v.id == w[1])}"
                     if w[0] == "version" else f"All {w[1]} examples")
 fmt = e2.selectbox("Format", EXPORT_FORMATS, format_func=lambda f: FORMAT_LABELS.get(f, f))
+st.caption("The download is a zip with a file per split (train, validation, test; a selection of examples gets the "
+           "default 80/10/10 split), a README.md that `datasets.load_dataset(folder)` reads the splits from, and "
+           "for Alpaca, ShareGPT and chat JSONL a LLaMA-Factory `dataset_info.json` (dataset_dir: the folder; "
+           "dataset: train; eval_dataset: validation).")
 if st.button("Prepare export"):
     with db() as s:
         path = run_action(export_file, s, user, project, fmt, version_id=what[1] if what[0] == "version" else None,

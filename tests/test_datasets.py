@@ -122,10 +122,10 @@ def test_cli_freeze_export_versions(workspace, session, project, users, tmp_path
     approved(session, users, project, 3)
     assert main(["freeze", "cli-v1", "--project", project.name, "--split", "0.6/0.2/0.2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["name"] == "cli-v1"
-    out = tmp_path / "v.jsonl"
+    out = tmp_path / "v"
     assert main(["export", "--version", "cli-v1", "--project", project.name, "--format", "chat_jsonl",
                  "--out", str(out)]) == 0
-    assert len(out.read_text().splitlines()) == 3
+    assert sum(len(f.read_text().splitlines()) for f in out.glob("*.jsonl")) == 3  # a file per split
     capsys.readouterr()
     assert main(["versions", "--project", project.name, "--json"]) == 0
     assert [v["name"] for v in json.loads(capsys.readouterr().out)] == ["cli-v1"]

@@ -58,6 +58,7 @@ def _seed(session, users, records):
     ("alpaca_jsonl", lambda r: r),
     ("sharegpt", _chat_view),
     ("chat_jsonl", _chat_view),
+    ("prompt_completion", _chat_view),
     ("csv", None),
     ("hf_disk", _chat_view),
 ])
@@ -72,9 +73,9 @@ def test_round_trip(fmt, view, session, users, tmp_path):
     got = _records(session, target)
     # CSV keeps Alpaca input for single-turn pairs and whole conversations for multi-turn ones.
     expected = [view(r) for r in records] if view else records
-    if fmt == "hf_disk":  # a DatasetDict comes back split by split
-        got = sorted(got, key=json.dumps)
-        expected = sorted(expected, key=json.dumps)
+    # Every export is split (a DatasetDict, or a file per split): it comes back split by split.
+    got = sorted(got, key=json.dumps)
+    expected = sorted(expected, key=json.dumps)
     assert got == expected
 
 

@@ -103,7 +103,8 @@ def register(sub, common) -> None:
     p.add_argument("--version", help="version name or id")
     p.add_argument("--status", choices=["draft", "submitted", "approved", "rejected"])
     p.add_argument("--format", required=True, choices=EXPORT_FORMATS)
-    p.add_argument("--out", required=True, help="file (or folder for hf_disk) to write")
+    p.add_argument("--out", required=True, help="folder to write: a file per split (train, validation, test), "
+                   "README.md for datasets.load_dataset and LLaMA-Factory's dataset_info.json; hf_disk: a DatasetDict")
     p.set_defaults(fn=cmd_export)
 
     p = sub.add_parser("versions", parents=[common], help="list dataset versions")

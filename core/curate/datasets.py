@@ -18,7 +18,8 @@ from sqlmodel import Session, select
 from core.accounts import require
 from core.curate.dedup import record_hash
 from core.errors import InvalidInput, NotFound
-from core.curate.formats import EXPORT_FORMATS, chat_messages, export_suffix, make_record, write_records
+from core.curate.exporting import write_split_folder
+from core.curate.formats import EXPORT_FORMATS, chat_messages, make_record, write_records
 from core.curate.overlap import prompt_groups
 from core.names import check_name, safe_file_name
 from storage.models import (DatasetVersion, DatasetVersionItem, Example, ExampleStatus, ImportRecord, Project, User,
@@ -249,8 +250,10 @@ def token_histogram(lengths: list[int], max_bins: int = 30) -> list[dict]:
 # ---------------------------------------------------------------- export
 
 
-def _selection(session: Session, project: Project, status: str | None, ids: Iterable[int] | None
-               ) -> Iterator[tuple[str, dict]]:
+def _selection(session: Session, project: Project, status: str | None, ids: Iterable[int] | None,
+               split: str | None = None) -> Iterator[tuple[str, dict]]:
+    """(split, record) for the project's examples by status / ids; the split is the default 80/10/10 one (seed 0),
+    and with ``split`` only that split's examples come."""
     wanted = set(ids) if ids is not None else None
     last = 0
     while True:
@@ -261,17 +264,20 @@ def _selection(session: Session, project: Project, status: str | None, ids: Iter
         if not rows:
             return
         for ex in rows:
-            if wanted is None or ex.id in wanted:
-                yield split_of(ex.id, 0, DEFAULT_FRACTIONS), _record(ex)
+            ex_split = split_of(ex.id, 0, DEFAULT_FRACTIONS)
+            if (wanted is None or ex.id in wanted) and split in (None, ex_split):
+                yield ex_split, _record(ex)
         last = rows[-1].id
 
 
 def export(session: Session, user: User, project: Project, fmt: str, out: str | Path, *,
            version_id: int | None = None, status: str | None = None, ids: Iterable[int] | None = None) -> Path:
-    """Write a version (or a selection of the project's examples by status / ids) in ``fmt`` to ``out``.
+    """Write a version (or a selection of the project's examples by status / ids) in ``fmt`` to the folder ``out``.
 
-    Formats: alpaca_json, alpaca_jsonl, sharegpt, chat_jsonl, csv, hf_disk (a DatasetDict folder with
-    train/validation/test; a selection uses the default 80/10/10 split with seed 0).
+    Every format keeps the split: hf_disk is a DatasetDict folder with train/validation/test; the file formats
+    (alpaca_json, alpaca_jsonl, sharegpt, chat_jsonl, prompt_completion, csv) write one file per split with a
+    dataset card and LLaMA-Factory's dataset_info.json (core.curate.exporting). A selection uses the default
+    80/10/10 split with seed 0.
     """
     require(user, "curate")
     if fmt not in EXPORT_FORMATS:
@@ -280,24 +286,27 @@ def export(session: Session, user: User, project: Project, fmt: str, out: str | 
         raise InvalidInput(f"Unknown status {status!r}.")
     if version_id is not None:
         get_version(session, version_id, project)
-        pairs = list(iter_version(session, version_id)) if fmt == "hf_disk" else iter_version(session, version_id)
-    else:
-        pairs = list(_selection(session, project, status, ids)) if fmt == "hf_disk" else \
-            _selection(session, project, status, ids)
+
+    def pairs(split: str | None = None) -> Iterator[tuple[str, dict]]:
+        if version_id is not None:
+            return iter_version(session, version_id, split)
+        return _selection(session, project, status, ids, split)
+
     if fmt == "hf_disk":
-        return write_records((r for _, r in pairs), fmt, out, splits=[s for s, _ in pairs])
-    return write_records((r for _, r in pairs), fmt, out)
+        both = list(pairs())
+        return write_records((r for _, r in both), fmt, out, splits=[s for s, _ in both])
+    return write_split_folder(lambda split: (r for _, r in pairs(split)), fmt, out)
 
 
 def export_name(project: Project, fmt: str, version: DatasetVersion | None = None) -> str:
-    """``<project>-<version>-<format>.<ext>``: a safe file name of its own for every format (core.names)."""
-    ext = export_suffix(fmt) or ".zip"  # a DatasetDict folder is downloaded zipped
-    return safe_file_name(f"{project.name}-{version.name if version else 'selection'}", f"-{fmt}{ext}")
+    """``<project>-<version>-<format>.zip``: a safe file name of its own for every format (core.names)."""
+    # Every export is a folder (a DatasetDict, or a file per split): it downloads zipped.
+    return safe_file_name(f"{project.name}-{version.name if version else 'selection'}", f"-{fmt}.zip")
 
 
 def export_file(session: Session, user: User, project: Project, fmt: str, *, version_id: int | None = None,
                 status: str | None = None) -> Path:
-    """Export into the workspace's exports folder; a DatasetDict folder is zipped so it downloads as one file."""
+    """Export into the workspace's exports folder, zipped so the folder downloads as one file."""
     import shutil
     import uuid
 
@@ -306,9 +315,5 @@ def export_file(session: Session, user: User, project: Project, fmt: str, *, ver
     version = get_version(session, version_id, project) if version_id is not None else None
     folder = exports_dir() / uuid.uuid4().hex[:12]
     target = folder / export_name(project, fmt, version)
-    if fmt == "hf_disk":  # the folder is written beside its zip's name, then zipped
-        target = target.with_suffix("")
-    out = export(session, user, project, fmt, target, version_id=version_id, status=status)
-    if fmt == "hf_disk":
-        return Path(shutil.make_archive(str(out), "zip", root_dir=out))
-    return out
+    out = export(session, user, project, fmt, target.with_suffix(""), version_id=version_id, status=status)
+    return Path(shutil.make_archive(str(out), "zip", root_dir=out))

@@ -31,12 +31,12 @@ from core.errors import InvalidInput
 
 RECORD_FORMATS = ["alpaca", "sharegpt", "chat", "prompt_completion"]
 FILE_FORMATS = RECORD_FORMATS + ["csv", "parquet", "hf_disk"]
-EXPORT_FORMATS = ["alpaca_json", "alpaca_jsonl", "sharegpt", "chat_jsonl", "csv", "hf_disk"]
+EXPORT_FORMATS = ["alpaca_json", "alpaca_jsonl", "sharegpt", "chat_jsonl", "prompt_completion", "csv", "hf_disk"]
 FORMAT_LABELS = {
     "alpaca": "Alpaca (instruction / input / output)",
     "sharegpt": "ShareGPT (conversations of from / value)",
     "chat": "Chat JSONL (messages of role / content)",
-    "prompt_completion": "TRL prompt / completion",
+    "prompt_completion": "TRL prompt / completion (what training here uses)",
     "csv": "CSV with a column mapping",
     "parquet": "Parquet",
     "hf_disk": "Hugging Face save_to_disk folder",
@@ -444,9 +444,13 @@ def detect_format(path: str | Path) -> str:
     """The file format of ``path``: by folder contents, extension, then the keys of its first record."""
     path = Path(path)
     if path.is_dir():
-        if any((path / name).exists() for name in ("dataset_info.json", "state.json", "dataset_dict.json")):
+        if any((path / name).exists() for name in ("state.json", "dataset_dict.json")):
             return "hf_disk"
-        raise InvalidInput(f"{path.name} is a folder but not a Hugging Face dataset saved with save_to_disk.")
+        files = split_files(path)
+        if files:
+            return detect_format(files[0])
+        raise InvalidInput(f"{path.name} is a folder but neither a Hugging Face dataset saved with save_to_disk nor "
+                           "an export with a file per split (train, validation, test).")
     suffix = path.suffix.lower()
     if suffix == ".csv":
         return "csv"
@@ -481,6 +485,8 @@ def read_file(path: str | Path, fmt: str | None = None, mapping: dict | None = N
     info.format = fmt
     if fmt == "hf_disk":
         return _read_hf_disk(path, info)
+    if path.is_dir():
+        return _read_split_files(split_files(path), fmt, mapping, info, repair)
     if not path.exists():
         raise InvalidInput(f"No file {path}.")
     info.total_bytes = path.stat().st_size
@@ -493,6 +499,33 @@ def read_file(path: str | Path, fmt: str | None = None, mapping: dict | None = N
     if fmt == "csv":
         return _read_csv(path, mapping, info)
     return _read_json(path, lambda raw, line, byte: _parse(raw, fmt, line, byte, info), info)
+
+
+SPLIT_NAMES = ("train", "validation", "test")
+
+
+def split_files(folder: Path) -> list[Path]:
+    """The split files of an export folder (core.curate.exporting): train, validation, test in that order."""
+    return [f for name in SPLIT_NAMES for f in sorted(folder.glob(f"{name}.*"))
+            if f.is_file() and f.suffix.lower() in (".json", ".jsonl", ".csv", ".parquet")]
+
+
+def _read_split_files(files: list[Path], fmt: str, mapping: dict | None, info: ReadInfo, repair: bool
+                      ) -> Iterator[Parsed | Rejected]:
+    """The records of each split file in turn; a rejection names its file."""
+    info.total_bytes = sum(f.stat().st_size for f in files)
+    done, seen = 0, False
+    for f in files:
+        part = ReadInfo()
+        for item in read_file(f, fmt, mapping, part, repair):
+            if isinstance(item, Rejected):
+                item.reason = f"{f.name}: {item.reason}"
+            info.bytes_read, seen = done + part.bytes_read, True
+            yield item
+        done += part.total_bytes
+        info.encoding, info.container = part.encoding, part.container
+        info.ended_early = info.ended_early or (f"{f.name}: {part.ended_early}" if part.ended_early else "")
+    info.empty = not seen
 
 
 def _read_json(source: Path | bytes, convert: Callable, info: ReadInfo) -> Iterator:
@@ -989,20 +1022,19 @@ def chat_messages(record: dict) -> list[dict]:
 
 
 def _with_meta(out: dict, record: dict) -> dict:
-    if record.get("tags"):
-        out["tags"] = list(record["tags"])
-    if record.get("note"):
-        out["note"] = record["note"]
+    # Every record of a file has the same keys: a column that only some records have is missing from a split
+    # where none has it, and a loader that maps it (LLaMA-Factory's system or history) fails on that split.
+    out["tags"] = list(record.get("tags") or [])
+    out["note"] = record.get("note") or ""
     return out
 
 
 def to_alpaca(record: dict) -> dict:
+    """Alpaca with LLaMA-Factory's ``system`` and ``history`` (the earlier [user, assistant] pairs) columns."""
     turns = record["turns"]
-    out = {"instruction": turns[-2]["content"], "input": record.get("input", ""), "output": turns[-1]["content"]}
-    if record.get("system"):
-        out["system"] = record["system"]
-    if len(turns) > 2:
-        out["history"] = [[turns[i]["content"], turns[i + 1]["content"]] for i in range(0, len(turns) - 2, 2)]
+    out = {"instruction": turns[-2]["content"], "input": record.get("input", ""), "output": turns[-1]["content"],
+           "system": record.get("system") or "",
+           "history": [[turns[i]["content"], turns[i + 1]["content"]] for i in range(0, len(turns) - 2, 2)]}
     return _with_meta(out, record)
 
 
@@ -1057,7 +1089,7 @@ def to_csv_row(record: dict) -> dict:
 def to_prompt_completion(record: dict) -> dict:
     """TRL conversational prompt/completion: everything before the final assistant message, and that message."""
     msgs = chat_messages(record)
-    return {"prompt": msgs[:-1], "completion": msgs[-1:]}
+    return _with_meta({"prompt": msgs[:-1], "completion": msgs[-1:]}, record)
 
 
 def write_records(records: Iterable[dict], fmt: str, out: str | Path, splits: Iterable[str] | None = None) -> Path:

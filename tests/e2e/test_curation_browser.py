@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,8 @@ def test_import_annotate_review_freeze_export(server, page, tmp_path):
         download_button.click()
     exported = tmp_path / info.value.suggested_filename
     info.value.save_as(exported)
-    text = exported.read_text(encoding="utf-8")
+    with zipfile.ZipFile(exported) as zf:  # a file per split, with its dataset card
+        assert {"train.json", "README.md", "dataset_info.json"} <= set(zf.namelist())
+        text = "".join(zf.read(name).decode("utf-8") for name in zf.namelist())
     assert "cycle through the readings" in text
     shot(page, "c5-exported")
