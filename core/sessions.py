@@ -16,8 +16,9 @@ So a log-in takes two steps:
 
 A new websocket (refresh, second tab, a link such as ``/annotate``) then finds the cookie and ``resume`` turns
 it into the user, and every script run, timed live-panel refreshes included (core.webui.live_fragment), re-checks
-the row (``check``), so ending a session takes effect at the next click or refresh: log-out ends that row; changing one's own password ends the other rows; an admin's password reset,
-disabling the account or lowering its role ends all of them (``end_all``, called by core.accounts).
+the row (``check``), so ending a session takes effect at the next click or refresh: log-out ends that row;
+changing one's own password ends the other rows; an admin's password reset, disabling the account or lowering
+its role ends all of them (``end_all``, called by core.accounts).
 
 The token is 256 random bits looked up by its SHA-256, the way Django keeps database sessions: a signature
 would only repeat the lookup's check, and hashing means a copy of the database holds no usable cookie.
