@@ -90,7 +90,9 @@ STOP_COMMAND = "finetune-studio serve-model --stop {job}"
 
 def cmd_stop_server(args, session, user) -> dict:
     """`serve-model --stop N`: stop a serving job (a detached one, or any other) and wait until it has ended."""
-    job = get_job(session, args.stop)
+    job = session.get(Job, args.stop)
+    if job is None:
+        raise StudioError(f"No serving job {args.stop}.")
     if job.kind != KIND:
         raise StudioError(f"Job {job.id} is not a serving job (it is a {job.kind} job).")
     if job.status in TERMINAL:
