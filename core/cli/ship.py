@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from core.errors import StudioError
 from core.jobs.queue import TERMINAL, get_job
 from core.projects import list_projects
-from core.ship.serving import (API_KEY_ENV, DEFAULT_IDLE_S, DEFAULT_MAX_REQUESTS, ServeConfig, env_api_key,
+from core.ship.serving import (API_KEY_ENV, DEFAULT_IDLE_S, DEFAULT_MAX_REQUESTS, KIND, ServeConfig, env_api_key,
                                is_loopback, key_hash, launch_server, server_status, stop_server)
 from core.ship.systems import resolve
 from core.train.runs import get_run
@@ -85,7 +85,29 @@ def _exposure(host: str, bind: str, keyed: bool) -> str:
              "WARNING: no API key, anyone who reaches this port can use the model (--expose)"))
 
 
+STOP_COMMAND = "finetune-studio serve-model --stop {job}"
+
+
+def cmd_stop_server(args, session, user) -> dict:
+    """`serve-model --stop N`: stop a serving job (a detached one, or any other) and wait until it has ended."""
+    job = session.get(Job, args.stop)
+    if job is None:
+        raise StudioError(f"No serving job {args.stop}.")
+    if job.kind != KIND:
+        raise StudioError(f"Job {job.id} is not a serving job (it is a {job.kind} job).")
+    if job.status in TERMINAL:
+        raise StudioError(f"Serving job {job.id} already ended ({job.status}); nothing to stop.")
+    with _ctrl_c() as pressed:
+        return _stop(session, user, job.id, pressed)
+
+
 def cmd_serve_model(args, session, user):
+    if args.stop is not None:
+        if args.system:
+            raise StudioError("Give a system to serve or --stop JOB, not both.")
+        return cmd_stop_server(args, session, user)
+    if not args.system:
+        raise StudioError("Name the system to serve (base, run:<id or name>, export:<id>), or --stop JOB.")
     system = resolve(session, _system_key(session, args.system))
     key = (args.api_key or "").strip() or env_api_key()
     cfg = ServeConfig(system=system.key, host=args.host, port=args.port, idle_timeout_s=args.idle_timeout,
@@ -100,7 +122,9 @@ def cmd_serve_model(args, session, user):
                   ("" if args.detach else ", or on Ctrl-C"), flush=True)
             print(_exposure(args.host, endpoint.get("bind") or endpoint["url"], bool(key)), flush=True)
             if args.detach:
-                return {"job": job.id, "url": f"{endpoint['url']}/v1", "model": system.key}
+                print(f"stop it with: {STOP_COMMAND.format(job=job.id)}", flush=True)
+                return {"job": job.id, "url": f"{endpoint['url']}/v1", "model": system.key,
+                        "stop": STOP_COMMAND.format(job=job.id)}
             while not pressed.wait(1):
                 session.expire_all()
                 if get_job(session, job.id).status in TERMINAL:
@@ -125,7 +149,8 @@ def register(sub, common) -> None:
     """Add `serve-model` to the finetune-studio command line."""
     p = sub.add_parser("serve-model", parents=[common],
                        help="serve a system on a local OpenAI-compatible endpoint (/v1/chat/completions)")
-    p.add_argument("system", help="base, base:<model>, run:<run id or name> (or just the id) or export:<export id>")
+    p.add_argument("system", nargs="?", default="",
+                   help="base, base:<model>, run:<run id or name> (or just the id) or export:<export id>")
     p.add_argument("--port", type=int, default=8000, help="0 takes a free port (default 8000)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only); any other needs --api-key "
@@ -143,7 +168,10 @@ def register(sub, common) -> None:
                         f"with 503 and Retry-After (default {DEFAULT_MAX_REQUESTS})")
     p.add_argument("--continuous-batching", action="store_true",
                    help="transformers' continuous batching (many concurrent clients on a GPU)")
-    p.add_argument("--detach", action="store_true", help="return once it answers; it runs on until idle")
+    p.add_argument("--detach", action="store_true",
+                   help="return once it answers; it runs on until idle or `serve-model --stop JOB` (printed)")
+    p.add_argument("--stop", type=int, metavar="JOB",
+                   help="stop the serving job JOB (as --detach printed it) and wait until it has ended")
     p.set_defaults(fn=cmd_serve_model)
 
 

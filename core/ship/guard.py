@@ -5,11 +5,15 @@
 in a queue), refuses a body larger than the model's context can need before reading it whole (413), parses it once
 and checks the token limits it names (400), and notices when the client goes away. With an API key set, every route but
 /health asks for it (``Authorization: Bearer KEY``, as OpenAI clients send it; 401 otherwise) before anything is
-read. ``check_body`` checks the fields a client sends (required ones, types, ranges): 400 naming the field.
+read. ``check_body`` checks the fields a client sends (required ones, types, ranges, and only those the endpoint
+honours: core.ship.params): 400 naming the field.
 
 ``GuardedState`` hands the handlers generation managers that check the tokenized prompt against the model's
 context before generating (400 naming the limit), refuse an explicit max_tokens the context cannot hold (400),
-lower transformers' own default to what the context leaves, and stop generating when the client disconnects.
+lower transformers' own default to what the context leaves, and stop generating when the client disconnects. They
+also apply OpenAI's semantics that transformers' handlers miss: temperature above 0 (or top_p below 1) samples,
+``seed`` seeds the generation itself (on the inference thread, so another request cannot draw from it between), and
+the answer ends before its stop sequence, streamed or not.
 """
 from __future__ import annotations
 
@@ -19,8 +23,11 @@ import hmac
 import json
 import math
 import threading
+import traceback
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+
+from core.ship import params
 
 GENERATING = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/systemone")
 """Routes that generate: they take an admission slot."""
@@ -57,6 +64,12 @@ class RequestState:
     """The field that asked for new tokens and its value, when the client set one."""
     gone: threading.Event = field(default_factory=threading.Event)
     """Set when the client disconnects: generation stops at its next token."""
+    sample: bool | None = None
+    """Whether to sample, by OpenAI's rules for temperature and top_p (None: the model's generation config)."""
+    seed: int | None = None
+    """The seed sampling starts from, when the client sent one."""
+    stops: list[str] = field(default_factory=list)
+    """Stop sequences: the answer ends before the first one."""
 
 
 _STATE: ContextVar[RequestState | None] = ContextVar("serve_request", default=None)
@@ -64,7 +77,8 @@ _STATE: ContextVar[RequestState | None] = ContextVar("serve_request", default=No
 
 def refusal_body(err: Refused) -> bytes:
     """The JSON a refused client gets: FastAPI's ``detail`` and OpenAI's ``error`` object, same message."""
-    kind = {503: "server_busy", 401: "authentication_error"}.get(err.status, "invalid_request_error")
+    kind = {503: "server_busy", 401: "authentication_error", 500: "server_error"}.get(err.status,
+                                                                                     "invalid_request_error")
     return json.dumps({"detail": err.message, "error": {"message": err.message, "type": kind,
                                                         "code": err.status}}).encode()
 
@@ -138,27 +152,42 @@ def _whole_number(name: str, value) -> int:
     return value
 
 
+def _generation_options(raw) -> dict:
+    """transformers' ``generation_config`` extension: a JSON object in a string that makes a valid GenerationConfig."""
+    try:
+        options = json.loads(raw) if isinstance(raw, str) else None
+    except ValueError:
+        options = None
+    if not isinstance(options, dict):
+        raise Refused(400, "generation_config must be a JSON object in a string.")
+    for name, high in (("temperature", 100.0), ("top_p", 1.0)):
+        if options.get(name) is not None:
+            _number(f"generation_config.{name}", options[name], 0.0, high, name == "temperature")
+    from transformers import GenerationConfig
+
+    try:
+        GenerationConfig(**options)  # validates what it can (more fails in generate(): a 500 naming no field)
+    except (TypeError, ValueError) as err:
+        raise Refused(400, f"generation_config is not a valid generation config: {str(err)[:300]}") from None
+    return options
+
+
 def check_body(body, path: str = "") -> RequestState:
     """Checks that need only the parsed body; what the client asked for, for the generation checks."""
     if not isinstance(body, dict):
         raise Refused(400, "The request body must be a JSON object.")
     check_fields(body, path)
-    state = RequestState()
+    message = params.refusal(body, path)
+    if message:
+        raise Refused(400, message)
+    state = RequestState(sample=params.sampling(body), seed=body.get("seed"), stops=params.stops_of(body))
     for name in TOKEN_FIELDS:
         if body.get(name) is not None:
             state.asked = state.asked or (name, _whole_number(name, body[name]))
     raw = body.get("generation_config")
-    if raw is not None and state.asked is None:
-        try:
-            options = json.loads(raw) if isinstance(raw, str) else None
-        except ValueError:
-            options = None
-        if not isinstance(options, dict):
-            raise Refused(400, "generation_config must be a JSON object in a string.")
-        for name, high in (("temperature", 100.0), ("top_p", 1.0)):
-            if options.get(name) is not None:
-                _number(f"generation_config.{name}", options[name], 0.0, high, name == "temperature")
-        for name in ("max_new_tokens", "max_length"):
+    if raw is not None:
+        options = _generation_options(raw)
+        for name in ("max_new_tokens", "max_length") if state.asked is None else ():
             if options.get(name) is not None:
                 state.asked = (f"generation_config.{name}", _whole_number(name, options[name]))
                 break
@@ -198,6 +227,25 @@ def _stop_when_gone(inputs, state: RequestState | None):
     return {**inputs, "stopping_criteria": StoppingCriteriaList([ClientGone()])}
 
 
+def _seeded(inputs, seed: int):
+    """``inputs`` plus a logits processor that seeds torch's generator when the first token is drawn: on the
+    inference thread, right before sampling, so the same seed gives the same answer whatever ran before."""
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class SeedOnce(LogitsProcessor):
+        def __init__(self) -> None:
+            self.done = False
+
+        def __call__(self, input_ids, scores):
+            if not self.done:
+                self.done = True
+                torch.manual_seed(seed)
+            return scores
+
+    return {**inputs, "logits_processor": LogitsProcessorList([SeedOnce()])}
+
+
 class GuardedManager:
     """A transformers generation manager whose generations are checked first and stop when the client goes."""
 
@@ -210,16 +258,26 @@ class GuardedManager:
     def _prepare(self, model, processor, inputs, gen_config):
         state = _STATE.get()
         check_generation(model, processor, inputs, gen_config, state)
-        # continuous batching takes no stopping criteria; its streams are canceled by transformers itself
-        return inputs if self.batching else _stop_when_gone(inputs, state)
+        if state is not None and state.sample is not None:
+            gen_config.do_sample = state.sample  # transformers only ever turns sampling off (temperature 0)
+        if self.batching:  # continuous batching takes no stopping criteria nor processors; transformers cancels
+            return inputs
+        if state is not None and state.seed is not None:
+            inputs = _seeded(inputs, state.seed)
+        return _stop_when_gone(inputs, state)
 
     def generate_streaming(self, model, processor, inputs, gen_config, **kwargs):
         inputs = self._prepare(model, processor, inputs, gen_config)
-        return self.inner.generate_streaming(model, processor, inputs, gen_config, **kwargs)
+        queue, streamer = self.inner.generate_streaming(model, processor, inputs, gen_config, **kwargs)
+        state = _STATE.get()
+        return (params.StopQueue(queue, state.stops) if state is not None and state.stops else queue), streamer
 
     async def generate_non_streaming(self, model, processor, inputs, gen_config, **kwargs):
         inputs = self._prepare(model, processor, inputs, gen_config)
-        return await self.inner.generate_non_streaming(model, processor, inputs, gen_config, **kwargs)
+        text, input_len, generated = await self.inner.generate_non_streaming(model, processor, inputs, gen_config,
+                                                                              **kwargs)
+        state = _STATE.get()
+        return (params.cut_at_stop(text, state.stops)[0] if state is not None else text), input_len, generated
 
 
 def guarded_state(continuous_batching: bool):
@@ -321,8 +379,21 @@ class Guard:
             gone.set()
 
         watcher = asyncio.create_task(watch())
+        started = False
+
+        async def sending(message):
+            nonlocal started
+            started = True
+            await send(message)
+
         try:
-            await self.app(scope, replay, send)
+            await self.app(scope, replay, sending)
+        except Exception:  # noqa: BLE001 - answered here, a failure keeps the connection; re-raised, uvicorn drops it
+            traceback.print_exc()
+            if started:
+                raise
+            await _send_refusal(send, Refused(500, "The endpoint failed on this request (its log says why); it "
+                                                   "still serves others."))
         finally:
             state.gone.set()  # whatever still generates for this request stops at its next token
             watcher.cancel()

@@ -106,6 +106,7 @@ def build_app(manager, cfg: ServeConfig, activity: Activity):
     """transformers' serving app over ``manager`` behind the guard (core.ship.guard): what it refuses, how many
     requests it serves at once, generation that stops when the client goes, requests counted for the idle timeout."""
     from fastapi.responses import Response
+    from starlette.exceptions import HTTPException
     from transformers.cli.serving.chat_completion import ChatCompletionHandler
     from transformers.cli.serving.completion import CompletionHandler
     from transformers.cli.serving.response import ResponseHandler
@@ -124,6 +125,10 @@ def build_app(manager, cfg: ServeConfig, activity: Activity):
     @app.exception_handler(Refused)
     async def refused(_request, err: Refused):
         return Response(refusal_body(err), status_code=err.status, headers=err.headers, media_type="application/json")
+
+    @app.exception_handler(HTTPException)
+    async def http_refused(_request, err: HTTPException):  # transformers' own refusals, in OpenAI's shape too
+        return await refused(_request, Refused(err.status_code, str(err.detail), getattr(err, "headers", None)))
 
     app.add_middleware(Guard, manager=manager, max_requests=cfg.max_requests, activity=activity, counted=COUNTED,
                        api_key_hash=cfg.api_key_hash)
