@@ -1,8 +1,9 @@
 """What this machine can train on, and how much memory a run will need before it starts.
 
 The estimate uses only the model's config (parameters counted on the model built on the meta device, without
-memory or weights), so it works before any weights are loaded. It is deliberately simple and a little generous; every run records the estimate beside
-the measured peak so the numbers can be checked against reality.
+memory or weights), so it works before any weights are loaded. Its per-token terms come from the model's shapes,
+its CPU overhead is fitted to measured peaks (bench/memory_estimate.py prints both); every run records the
+estimate beside the measured peak so the numbers can be checked against reality.
 """
 from __future__ import annotations
 
@@ -151,14 +152,20 @@ def estimate_peak_memory(model_config_or_name, method: str, batch: int, max_leng
         activations += tokens * (16 * h + 3 * inter) * act_bytes  # one layer recomputed at a time
     # Logits in fp32 (forward + their gradient) dominate for small models with big vocabularies.
     logits = tokens * counts["vocab"] * 4 * 2
-    # Framework and allocator slack: on a GPU the CUDA context and caching allocator; on a CPU the whole
-    # process's RSS (torch, transformers, TRL, datasets and the allocator's free lists). The CPU figure is
-    # calibrated on the quick preset with the embedded model: 4.7 GB measured peak RSS.
     on_gpu = device == "cuda" if device else (half or method == "qlora")
-    overhead = (600 if method == "qlora" else 300) * MB if on_gpu else 2000 * MB
+    # On a CPU, attention materialises each layer's scores and probabilities (batch x heads x length^2) and keeps
+    # them for the backward pass; a GPU's fused SDPA/FlashAttention kernels do not. Quadratic in the length: at
+    # batch 4 x 512 on the embedded model they are ~2.2 GB of the 7.8 GB measured (bench/memory_estimate.py).
+    attention = 0 if on_gpu else \
+        batch * counts["heads"] * max_length ** 2 * 2 * act_bytes * (1 if gradient_checkpointing else layers)
+    # Framework and allocator slack: on a GPU the CUDA context and caching allocator; on a CPU the rest of the
+    # process's RSS (torch, transformers, TRL, datasets and the allocator's free lists), ~1.1 GB: fitted with
+    # bench/memory_estimate.py on the embedded model (measured 2,880 and 2,997 MB peak RSS in two runs at batch
+    # 2 x 256, the quick preset, and 7,837 MB at batch 4 x 512; estimated 2,960 and 7,856).
+    overhead = (600 if method == "qlora" else 300) * MB if on_gpu else 1100 * MB
     # Whole MB per part, and the peak is their sum, so the breakdown a page prints adds up to the total shown.
     parts = {"weights_mb": weights, "gradients_mb": grads, "optimizer_mb": optimizer,
-             "activations_mb": activations + logits, "overhead_mb": overhead}
+             "activations_mb": activations + attention + logits, "overhead_mb": overhead}
     parts = {key: int(round(value / MB)) for key, value in parts.items()}
     return {"peak_mb": sum(parts.values()), **parts, "params": total, "trainable_params": trainable}
 
