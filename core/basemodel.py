@@ -171,7 +171,9 @@ def load_tokenizer(name: str | None = EMBEDDED):
     else:
         tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(name))
     if not tokenizer.chat_template:
-        raise InvalidInput(f"The tokenizer of {name} has no chat template; choose an instruct/chat model.")
+        raise InvalidInput(f"The tokenizer of {name} has no chat template, so its examples cannot be laid out as chat "
+                           "turns (a base model, not an instruct one). Choose an instruct/chat model, or copy an "
+                           "instruct model's chat_template.jinja into its folder beside tokenizer.json.")
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -1,8 +1,9 @@
 """What this machine can train on, and how much memory a run will need before it starts.
 
-The estimate uses only the model's config (parameter counts from its dimensions), so it works before any
-weights are loaded. It is deliberately simple and a little generous; every run records the estimate beside
-the measured peak so the numbers can be checked against reality.
+The estimate uses only the model's config (parameters counted on the model built on the meta device, without
+memory or weights), so it works before any weights are loaded. Its per-token terms come from the model's shapes,
+its CPU overhead is fitted to measured peaks (bench/memory_estimate.py prints both); every run records the
+estimate beside the measured peak so the numbers can be checked against reality.
 """
 from __future__ import annotations
 
@@ -82,34 +83,41 @@ def resolve_precision(precision: str, hw: Hardware | None = None) -> str:
     return "fp32"
 
 
-def param_counts(config) -> dict:
-    """Parameter counts from a decoder config's dimensions (no weights needed).
+def param_counts(config, target_modules: str | list[str] = "all-linear") -> dict:
+    """Parameter counts of the model ``config`` describes, read from the model itself: transformers builds it on
+    the meta device (shapes only, no memory, no weights), so every architecture (GQA, QK norms, biases, GPT-2's
+    Conv1D, untied or tied embeddings) counts exactly.
 
-    Returns total, the embedding share, per-layer linear weights and the LoRA parameters per rank unit for
-    "all-linear" targets (each linear d_in x d_out gets r * (d_in + d_out)).
+    Returns total (tied weights once), the embedding share, the LoRA parameters per rank unit on
+    ``target_modules`` and the dimensions the activation estimate uses (layers, hidden, intermediate, vocab, heads).
+    LoRA follows PEFT's rule (tests/test_config_roundtrip.py compares it with PEFT): r * (d_in + d_out) on each
+    targeted linear or Conv1D layer; "all-linear" is every one but the output head. PEFT itself is not imported
+    here: its import costs seconds, on a page.
     """
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.pytorch_utils import Conv1D
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    total = sum(p.numel() for p in model.parameters())
+    embed = model.get_input_embeddings().weight.numel()
+    head = model.get_output_embeddings()
+    names = None if target_modules == "all-linear" else \
+        [target_modules] if isinstance(target_modules, str) else list(target_modules)
+    lora_per_rank = sum(sum(module.weight.shape) for name, module in model.named_modules()
+                        if isinstance(module, (torch.nn.Linear, Conv1D)) and module is not head
+                        and (names is None or any(name == t or name.endswith("." + t) for t in names)))
     cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
     h = cfg.hidden_size
-    layers = cfg.num_hidden_layers
-    heads = cfg.num_attention_heads
-    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-    head_dim = getattr(cfg, "head_dim", None) or h // heads
-    inter = getattr(cfg, "intermediate_size", None) or 4 * h
-    vocab = cfg.vocab_size
-    q_out, kv_out = heads * head_dim, kv_heads * head_dim
-    linears = [(h, q_out), (h, kv_out), (h, kv_out), (q_out, h), (h, inter), (h, inter), (inter, h)]
-    per_layer = sum(a * b for a, b in linears) + 2 * h
-    embed = vocab * h
-    tied = bool(getattr(cfg, "tie_word_embeddings", False) or getattr(config, "tie_word_embeddings", False))
-    total = layers * per_layer + embed + (0 if tied else embed) + h
-    lora_per_rank = layers * sum(a + b for a, b in linears)
-    return {"total": total, "embedding": embed, "layers": layers, "hidden": h, "intermediate": inter,
-            "vocab": vocab, "lora_per_rank": lora_per_rank, "heads": heads}
+    return {"total": total, "embedding": embed, "layers": cfg.num_hidden_layers, "hidden": h,
+            "intermediate": getattr(cfg, "intermediate_size", None) or getattr(cfg, "n_inner", None) or 4 * h,
+            "vocab": cfg.vocab_size, "lora_per_rank": lora_per_rank, "heads": cfg.num_attention_heads}
 
 
 def estimate_peak_memory(model_config_or_name, method: str, batch: int, max_length: int,
                          gradient_checkpointing: bool = False, precision: str = "fp32", lora_r: int = 16,
-                         device: str | None = None) -> dict:
+                         device: str | None = None, target_modules: str | list[str] = "all-linear") -> dict:
     """Peak training memory in MB: weights + gradients + AdamW states of trainable parameters + activations
     (with the logits) + the framework's own overhead; every part in whole MB, and ``peak_mb`` is their sum.
 
@@ -122,7 +130,7 @@ def estimate_peak_memory(model_config_or_name, method: str, batch: int, max_leng
         from core.basemodel import load_config
 
         config = load_config(config)
-    counts = param_counts(config)
+    counts = param_counts(config, target_modules)
     total = counts["total"]
     half = precision in ("bf16", "fp16")
     weight_bytes = 0.5 if method == "qlora" else (2 if half else 4)
@@ -144,14 +152,20 @@ def estimate_peak_memory(model_config_or_name, method: str, batch: int, max_leng
         activations += tokens * (16 * h + 3 * inter) * act_bytes  # one layer recomputed at a time
     # Logits in fp32 (forward + their gradient) dominate for small models with big vocabularies.
     logits = tokens * counts["vocab"] * 4 * 2
-    # Framework and allocator slack: on a GPU the CUDA context and caching allocator; on a CPU the whole
-    # process's RSS (torch, transformers, TRL, datasets and the allocator's free lists). The CPU figure is
-    # calibrated on the quick preset with the embedded model: 4.7 GB measured peak RSS.
     on_gpu = device == "cuda" if device else (half or method == "qlora")
-    overhead = (600 if method == "qlora" else 300) * MB if on_gpu else 2000 * MB
+    # On a CPU, attention materialises each layer's scores and probabilities (batch x heads x length^2) and keeps
+    # them for the backward pass; a GPU's fused SDPA/FlashAttention kernels do not. Quadratic in the length: at
+    # batch 4 x 512 on the embedded model they are ~2.2 GB of the 7.8 GB measured (bench/memory_estimate.py).
+    attention = 0 if on_gpu else \
+        batch * counts["heads"] * max_length ** 2 * 2 * act_bytes * (1 if gradient_checkpointing else layers)
+    # Framework and allocator slack: on a GPU the CUDA context and caching allocator; on a CPU the rest of the
+    # process's RSS (torch, transformers, TRL, datasets and the allocator's free lists), ~1.1 GB: fitted with
+    # bench/memory_estimate.py on the embedded model (measured 2,880 and 2,997 MB peak RSS in two runs at batch
+    # 2 x 256, the quick preset, and 7,837 MB at batch 4 x 512; estimated 2,960 and 7,856).
+    overhead = (600 if method == "qlora" else 300) * MB if on_gpu else 1100 * MB
     # Whole MB per part, and the peak is their sum, so the breakdown a page prints adds up to the total shown.
     parts = {"weights_mb": weights, "gradients_mb": grads, "optimizer_mb": optimizer,
-             "activations_mb": activations + logits, "overhead_mb": overhead}
+             "activations_mb": activations + attention + logits, "overhead_mb": overhead}
     parts = {key: int(round(value / MB)) for key, value in parts.items()}
     return {"peak_mb": sum(parts.values()), **parts, "params": total, "trainable_params": trainable}
 

@@ -70,7 +70,7 @@ def test_cli_set_values_are_typed():
     assert parse_set(["lora_r=8", "learning_rate=1e-4", "gradient_checkpointing=on", "max_length=auto",
                       "packing=off"]) == {"lora_r": 8, "learning_rate": 1e-4, "gradient_checkpointing": True,
                                          "max_length": None, "packing": "off"}
-    with pytest.raises(InvalidInput, match="lora_r must be a number"):
+    with pytest.raises(InvalidInput, match="lora_r: invalid int value: .big."):
         parse_set(["lora_r=big"])
     with pytest.raises(InvalidInput, match="key=value"):
         parse_set(["lora_r"])

@@ -11,7 +11,7 @@ from core.evaluate.evalsets import get_eval_set
 from core.jobs.queue import TERMINAL, cancel, get_job, job_snapshot, reconcile
 from core.projects import get_project
 from core.curate.preferences import get_preference_version
-from core.train.config import PRESETS, TrainConfig, parse_set, preset_config
+from core.train.config import PRESETS, TrainConfig, config_file_settings, parse_set, preset_config
 from core.ship.deploy import FORMATS, launch_export
 from core.curate.leakage import leak_ids
 from core.train.runs import get_run, launch, resume_note, resume_run, run_summary, runs_table, training_leaks
@@ -25,19 +25,19 @@ def _run(session, args) -> Job:
 
 
 def cmd_train(args, session, user):
-    overrides = parse_set(args.set)
-    if args.method:
-        overrides["method"] = args.method
-    if args.base_model:
-        overrides["base_model"] = args.base_model
+    values, given = _settings(args)
     project = get_project(session, args.project) if args.project else None
-    if args.method == "dpo":
-        cfg, project_id = _dpo_config(session, args, project, overrides)
+    if values.get("method") == "dpo":
+        cfg, project_id = _dpo_config(session, args, project, values, given)
     else:
-        if not args.version:
-            raise StudioError("--version is required (the dataset version to train on).")
-        version = get_version(session, args.version, project)
-        cfg = preset_config(args.preset, dataset_version_id=version.id, **overrides)
+        ref = args.version or values.get("dataset_version_id")
+        if not ref:
+            raise StudioError("--version is required (the dataset version to train on), or --config with a run's "
+                              "config.json.")
+        version = get_version(session, ref, project)
+        _agree(values, given, "dataset_version_id", version.id if args.version else None, f"--version {args.version}")
+        values["dataset_version_id"] = version.id
+        cfg = TrainConfig.from_dict(values) if args.config else preset_config(args.preset or "quick", **values)
         project_id = version.project_id
     if args.exclude_leaked:
         report = training_leaks(session, cfg)
@@ -52,17 +52,44 @@ def cmd_train(args, session, user):
     return _wait(session, user, job.id)
 
 
-def _dpo_config(session, args, project, overrides: dict):
+def _settings(args) -> tuple[dict, set]:
+    """The run's settings: --config's file (a run's config.json, re-run as it is), then --set, then --method and
+    --base-model; and the keys --set gave (an option that disagrees with one of them is refused)."""
+    if args.config and args.preset:
+        raise StudioError("--config and --preset both give the settings; use one (--set still overrides --config).")
+    values = config_file_settings(args.config) if args.config else {}
+    overrides = parse_set(args.set)
+    values.update(overrides)
+    _agree(values, set(overrides), "method", args.method, f"--method {args.method}")
+    _agree(values, set(overrides), "base_model", args.base_model, f"--base-model {args.base_model}")
+    return values, set(overrides)
+
+
+def _agree(values: dict, given: set, key: str, option_value, option: str) -> None:
+    """Apply ``option_value`` (an option's value for ``key``) unless --set gave ``key`` a different value."""
+    if option_value is None:
+        return
+    if key in given and values[key] != option_value:
+        raise StudioError(f"{option} and --set {key}={values[key]} disagree; give one of them.")
+    values[key] = option_value
+
+
+def _dpo_config(session, args, project, values: dict, given: set):
     """A DPO run's config: TrainConfig's DPO defaults (not a preset: their SFT learning rates are far too high for
-    DPO) with --prefs, --from-run (its base model unless --base-model says otherwise) and --set."""
-    if not args.prefs:
+    DPO) or --config's file, with --prefs, --from-run (its base model unless --base-model or the file says
+    otherwise) and --set."""
+    prefs = args.prefs or values.get("preference_version_id")
+    if not prefs:
         raise StudioError("--method dpo needs --prefs (a preference version id; see `prefs list`).")
-    pref = get_preference_version(session, args.prefs, project.id if project else None)
-    base = {}
+    pref = get_preference_version(session, prefs, project.id if project else None)
+    _agree(values, given, "preference_version_id", pref.id if args.prefs else None, f"--prefs {args.prefs}")
+    values["preference_version_id"] = pref.id
     if args.from_run:
         run = get_run(session, args.from_run, pref.project_id)
-        base = {"init_from_run": run.id, "base_model": (run.config or {}).get("base_model")}
-    values = {**base, **overrides, "preference_version_id": pref.id}
+        _agree(values, given, "init_from_run", run.id, f"--from-run {args.from_run}")
+        values["init_from_run"] = run.id
+        if not (args.base_model or args.config or "base_model" in given):
+            values["base_model"] = (run.config or {}).get("base_model") or values.get("base_model")
     return TrainConfig.from_dict({k: v for k, v in values.items() if v is not None}), pref.project_id
 
 
@@ -195,13 +222,17 @@ def register(sub, common) -> None:
     p = sub.add_parser("train", parents=[common], help="fine-tune on a frozen dataset version (background run)")
     p.add_argument("--version", help="dataset version name or id (SFT methods)")
     p.add_argument("--project", help="project name or id (to tell apart versions of the same name)")
-    p.add_argument("--preset", default="quick", choices=list(PRESETS))
+    p.add_argument("--preset", choices=list(PRESETS), help="starting settings (default quick; not with --config)")
+    p.add_argument("--config", metavar="FILE",
+                   help="re-run a run exactly: its runs/<id>-<name>/config.json (any JSON object of TrainConfig "
+                        "fields); --set and the options above override it")
     p.add_argument("--method", choices=["lora", "qlora", "full", "dpo"])
     p.add_argument("--prefs", type=int, help="dpo: preference version id (see `prefs list`)")
     p.add_argument("--from-run", help="dpo: continue this succeeded LoRA/QLoRA run's adapter (id or name)")
     p.add_argument("--base-model", help="embedded:SmolLM2-135M-Instruct (default), a local folder or a hub id")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any TrainConfig field, e.g. --set lora_r=8 --set num_epochs=2")
+                   help="any TrainConfig field, e.g. --set lora_r=8 --set num_epochs=2 (lists comma-separated, "
+                        "none/auto clears an optional number, on/off for true/false)")
     p.add_argument("--name", help="run name")
     p.add_argument("--exclude-leaked", action="store_true",
                    help="leave out the training examples (DPO: preference pairs) that repeat an eval prompt (else the "

@@ -6,9 +6,13 @@ Fields left as ``None`` / ``"auto"`` are decided from the data and the hardware 
 """
 from __future__ import annotations
 
+import difflib
 import json
 import math
+import re
+import typing
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 from core.basemodel import EMBEDDED
@@ -294,39 +298,84 @@ def preset_config(name: str = "quick", **overrides) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
+# Settings the launcher fills in: a config file or --set that carried one would resume an unrelated checkpoint.
+LAUNCHER_ONLY = {"resume_from": "`finetune-studio runs resume RUN` continues a run from its checkpoint"}
+
+
 def parse_set(pairs: list[str]) -> dict[str, Any]:
-    """``["lora_r=8", "packing=off"]`` -> typed overrides, using the field types (for the CLI's --set)."""
-    types = {f.name: f.type for f in fields(TrainConfig)}
-    out: dict[str, Any] = {}
+    """``["lora_r=8", "packing=off"]`` -> typed overrides (the CLI's --set), parsed by transformers'
+    HfArgumentParser built from TrainConfig's fields; refused in one line (InvalidInput) when a key is unknown or a
+    value does not fit its field's type. Lists are comma-separated; none/null/auto clears an optional number;
+    on/off is a boolean."""
+    values: dict[str, Any] = {}
     for pair in pairs or []:
         if "=" not in pair:
             raise InvalidInput(f"--set needs key=value (got {pair!r}).")
         key, raw = (p.strip() for p in pair.split("=", 1))
-        if key not in types:
-            raise InvalidInput(f"Unknown training setting {key!r}.")
-        kind = str(types[key])
-        if raw.lower() in ("none", "null", "auto") and "None" in kind:
-            out[key] = None
-        elif kind.startswith("bool"):
-            if raw.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-                raise InvalidInput(f"{key} must be true or false (got {raw!r}).")
-            out[key] = raw.lower() in ("true", "1", "yes", "on")
-        elif kind.startswith("list[int]"):
-            out[key] = [_num(key, part.strip(), int) for part in raw.split(",") if part.strip()]
-        elif kind.startswith("int"):
-            out[key] = _num(key, raw, int)
-        elif kind.startswith("float"):
-            out[key] = _num(key, raw, float)
-        else:
-            out[key] = raw
-    return out
+        values[key] = raw
+    return typed_settings(values, "--set")
 
 
-def _num(key: str, raw: str, kind):
+def config_file_settings(path: str | Path) -> dict[str, Any]:
+    """The settings of a run's config.json (or any JSON object of TrainConfig fields), typed like --set; what
+    ``finetune-studio train --config`` re-runs. Refused in one line when the file is missing, not JSON, carries an
+    unknown key or a value of the wrong type. A resumed run's ``resume_from`` is left out: a re-run starts at step 0
+    (`finetune-studio runs resume` continues a run)."""
+    path = Path(path).expanduser()
     try:
-        return kind(float(raw)) if kind is int and float(raw).is_integer() else kind(raw)
-    except ValueError:
-        raise InvalidInput(f"{key} must be a number (got {raw!r}).") from None
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise InvalidInput(f"Cannot read the config file {path}: {err.strerror or err}.") from None
+    except ValueError as err:
+        raise InvalidInput(f"{path} is not a JSON file: {err}.") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{path} must hold a JSON object of training settings (a run's config.json).")
+    data.pop("resume_from", None)
+    return typed_settings(data, str(path))
+
+
+def typed_settings(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """``values`` (strings, or JSON values) checked and converted by TrainConfig's HfArgumentParser; ``source``
+    ("--set" or a file) starts each refusal."""
+    known = typing.get_type_hints(TrainConfig)  # not fields' .type: HfArgumentParser rewrites those in place
+    unknown = [key for key in values if key not in known]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        raise InvalidInput(f"{source}: unknown training setting {unknown[0]!r}"
+                           + (f" (did you mean {close[0]!r}?)" if close else "") + "; the settings are the "
+                           "TrainConfig fields (core/train/config.py).")
+    argv, out = [], {}
+    for key, value in values.items():
+        kind = known[key]
+        optional = type(None) in typing.get_args(kind)
+        if key in LAUNCHER_ONLY and value not in ("", None):
+            raise InvalidInput(f"{source}: {key} is set by the launcher, not by hand; {LAUNCHER_ONLY[key]}.")
+        text = value if isinstance(value, str) else json.dumps(value)
+        if optional and (value is None or text.strip().lower() in ("none", "null", "auto")):
+            out[key] = None
+        elif typing.get_origin(kind) is list:
+            items = value if isinstance(value, list) else [v for v in text.split(",") if v.strip()]
+            if items:
+                argv += [f"--{key}", *(str(v).strip() for v in items)]
+            else:
+                out[key] = []
+        elif kind is bool:
+            argv += [f"--{key}", {"on": "true", "off": "false"}.get(text.strip().lower(), text.strip())]
+        else:
+            argv += [f"--{key}", value if isinstance(value, str) else str(value)]
+    parsed = vars(_settings_parser(source).parse_args(argv))
+    return {key: out[key] if key in out else parsed[key] for key in values}
+
+
+def _settings_parser(source: str):
+    from transformers import HfArgumentParser
+
+    class Parser(HfArgumentParser):
+        def error(self, message):  # argparse would print its usage and exit; the CLI prints one line instead
+            message = re.sub(r"argument --(\w+)(/--[\w-]+)?", r"\1", message).rstrip(".")
+            raise InvalidInput(f"{source}: {message}.")
+
+    return Parser(TrainConfig)
 
 
 def auto_max_length(token_lengths: list[int], cap: int) -> int:

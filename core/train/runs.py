@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from core.accounts import require
-from core.basemodel import check_model_name
+from core.basemodel import check_model_name, is_embedded, load_tokenizer
 from core.curate.leakage import describe_leaks, launch_leaks, leak_ids
 from core.errors import InvalidInput, NotFound
 from core.hardware import detect, estimate_peak_memory, estimate_sum_text, resolve_precision
@@ -31,7 +31,8 @@ def estimate(cfg: TrainConfig, hw=None, max_length: int | None = None) -> dict:
     length = cfg.max_length or max_length or 512
     method, batch = dpo.memory_method(cfg) if cfg.method == "dpo" else (cfg.method, cfg.per_device_batch_size)
     est = estimate_peak_memory(cfg.base_model, method, batch, length,
-                               cfg.gradient_checkpointing, precision, lora_r=cfg.lora_r, device=hw.kind)
+                               cfg.gradient_checkpointing, precision, lora_r=cfg.lora_r, device=hw.kind,
+                               target_modules=cfg.target_modules_value())
     est.update({"available_mb": round(hw.free_mb, 1), "device": hw.describe(), "precision": precision,
                 "max_length": length, "fits": est["peak_mb"] <= hw.free_mb})
     return est
@@ -46,6 +47,8 @@ def check_launch(cfg: TrainConfig, hw=None) -> dict:
     if hw.kind == "cuda" and cfg.num_gpus > hw.gpu_count:
         raise InvalidInput(f"num_gpus={cfg.num_gpus} but only {hw.gpu_count} GPU(s) are visible.")
     check_model_name(cfg.base_model)
+    if not is_embedded(cfg.base_model):
+        load_tokenizer(cfg.base_model)  # refuses a base without a chat template now, not in the worker 30 s later
     est = estimate(cfg, hw)
     if not est["fits"]:
         raise InvalidInput(

@@ -128,7 +128,8 @@ def setup(run_dir: Path, cfg: TrainConfig, records: dict[str, list[dict]], proje
 
     ctx.estimate = estimate_peak_memory(model.config if model is not None else cfg.base_model, cfg.method,
                                         cfg.per_device_batch_size, ctx.max_length, cfg.gradient_checkpointing,
-                                        ctx.precision, lora_r=cfg.lora_r, device=ctx.hw.kind)
+                                        ctx.precision, lora_r=cfg.lora_r, device=ctx.hw.kind,
+                                        target_modules=cfg.target_modules_value())
     ctx.model = model if model is not None else _load_base(cfg, ctx.precision, ctx.hw.kind)
     ctx.padding_free = use_padding_free(cfg, ctx.model)
     if not ctx.padding_free:
