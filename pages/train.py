@@ -32,7 +32,9 @@ def _hardware():
 
 @st.cache_data(ttl=600, show_spinner="Estimating memory...")
 def _checked_estimate(cfg_json: str) -> dict:
-    return check_launch(TrainConfig.from_json(cfg_json), _hardware())
+    cfg = TrainConfig.from_json(cfg_json)
+    # A typed base model keeps to the model folders; DPO continuing a run uses that run's base (launch re-checks).
+    return check_launch(cfg, _hardware(), trusted_paths=bool(cfg.init_from_run))
 
 
 def _estimate(cfg_json: str):
