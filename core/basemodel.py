@@ -158,7 +158,7 @@ def web_model_name(name: str | None) -> str:
     folder. Anything else is PermissionDenied with one message, whether the folder exists, lacks config.json or is
     a hub id while offline: a refusal tells nothing about the server's files. (The CLI's --base-model is any
     folder its OS user can read: check_model_name.)"""
-    name = (name or EMBEDDED).strip()
+    name = str(name or EMBEDDED).strip()
     if is_embedded(name):
         check_model_name(name)
         return name

@@ -16,6 +16,7 @@ from core.jobs.queue import list_jobs
 from core.train.config import TrainConfig
 from storage.models import Job, JobStatus
 from tests.fixtures_models import make_dataset_version
+from tests.helpers import make_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -167,3 +168,21 @@ def test_launch_refuses_a_base_model_outside_the_model_folders_unless_called_fro
         launch(session, eng, project.id, cfg)
     assert not list_jobs(session, kind="train")
     assert check_launch(cfg, trusted_paths=True)["peak_mb"] > 0  # the CLI's --base-model: any readable folder
+
+
+def test_generation_reads_a_typed_base_model_only_inside_the_model_folders(session, users, project, default_roots,
+                                                                          tiny_model, tmp_path):
+    """The Generate page's "Base model (optional)" follows the same rule as Train's (the class, not one page)."""
+    from core.evaluate.evalsets import launch_generation
+
+    eng = users["engineer"]
+    es, _ = make_outputs(session, project, eng, n_prompts=1, runs=0)
+    (tmp_path / "elsewhere").mkdir()
+    before = len(list_jobs(session, kind="generate"))
+    refusals = set()
+    for folder in (tiny_model, tmp_path / "elsewhere" / "missing", tmp_path / "elsewhere"):
+        with pytest.raises(PermissionDenied, match="model folders") as err:
+            launch_generation(session, eng, es.id, ["base"], base_model=str(folder))
+        refusals.add(str(err.value).replace(str(folder), "<typed>"))
+    assert len(refusals) == 1, refusals
+    assert len(list_jobs(session, kind="generate")) == before
