@@ -140,6 +140,14 @@ EXPORT_REFUSAL = ("The web app exports only into the export folders an admin set
                   "them, or export from the command line (--out).")
 
 
+def default_export_folder(name: str) -> Path:
+    """Where the Runs page proposes to export: <workspace>/exports/NAME, or inside the first export folder when
+    the admin's export folders do not hold the workspace's."""
+    roots = export_roots()
+    home = exports_dir().resolve()
+    return (home if any(home.is_relative_to(r) for r in roots) else roots[0]) / name
+
+
 def export_folder(path: str | os.PathLike) -> Path:
     """The web's rule for an export destination: a folder (new or not) inside the export folders, else
     PermissionDenied with one message whether it exists or not."""

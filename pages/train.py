@@ -17,6 +17,7 @@ from core.train.config import (DEFAULT_LR, DPO_LOSS_TYPES, PRESET_HELP, PRESETS,
 from core.train.dpo import continuable_runs
 from core.errors import StudioError
 from core.webui import db, flash, require_page, require_project, run_action
+from core.workspace import model_roots
 from storage.models import JobStatus
 
 user = require_page("train")
@@ -288,9 +289,13 @@ else:
         elif source.startswith("Embedded"):
             base_model = EMBEDDED
         else:
-            base_model = st.text_input("Folder path" if source.startswith("Local") else "Hub id", key="model_path",
-                                       placeholder="/models/Llama-3.2-1B-Instruct" if source.startswith("Local")
-                                       else "HuggingFaceTB/SmolLM2-360M-Instruct").strip()
+            local = source.startswith("Local")
+            roots = model_roots()  # the web reads a local base model only inside these (basemodel.web_model_name)
+            base_model = st.text_input("Folder path" if local else "Hub id", key="model_path",
+                                       placeholder=str(roots[0] / "Llama-3.2-1B-Instruct") if local
+                                       else "HuggingFaceTB/SmolLM2-360M-Instruct",
+                                       help=f"A model folder inside {', '.join(map(str, roots))}." if local
+                                       else None).strip()
         if hw.kind != "cuda" and method == "qlora":
             st.caption("QLoRA on this CPU keeps the base weights in 4-bit NF4 (bitsandbytes): a quarter of their "
                        "memory, but each step turns them back into fp32, so it trains somewhat slower than LoRA "
