@@ -290,12 +290,12 @@ else:
             base_model = EMBEDDED
         else:
             local = source.startswith("Local")
-            roots = model_roots()  # the web reads a local base model only inside these (basemodel.web_model_name)
+            # The web reads a local base model only inside the model folders (basemodel.web_model_name): the
+            # placeholder shows the first; a refusal names them all. (No help icon: it would share the label.)
+            roots = model_roots()
             base_model = st.text_input("Folder path" if local else "Hub id", key="model_path",
                                        placeholder=str(roots[0] / "Llama-3.2-1B-Instruct") if local
-                                       else "HuggingFaceTB/SmolLM2-360M-Instruct",
-                                       help=f"A model folder inside {', '.join(map(str, roots))}." if local
-                                       else None).strip()
+                                       else "HuggingFaceTB/SmolLM2-360M-Instruct").strip()
         if hw.kind != "cuda" and method == "qlora":
             st.caption("QLoRA on this CPU keeps the base weights in 4-bit NF4 (bitsandbytes): a quarter of their "
                        "memory, but each step turns them back into fp32, so it trains somewhat slower than LoRA "
