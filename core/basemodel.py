@@ -148,7 +148,7 @@ def check_model_name(name: str | None) -> None:
 
 MODEL_REFUSAL = ("{name} is neither a model folder inside the model folders an admin set up ({roots}; "
                  f"{ENV_MODEL_ROOTS}), named without symbolic links or '..', nor a hub id this server may download "
-                 "(FINETUNE_STUDIO_ONLINE=1); copy the model folder there, or train from the command line "
+                 "(FINETUNE_STUDIO_ONLINE=1); copy the model folder there, or name it to the command line "
                  "(--base-model).")
 
 
