@@ -14,9 +14,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound, PermissionDenied
 from core.locks import file_lock
-from core.workspace import models_dir
+from core.workspace import ENV_MODEL_ROOTS, inside_roots, model_roots, models_dir
 
 EMBEDDED = "embedded:SmolLM2-135M-Instruct"
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
@@ -144,6 +144,33 @@ def check_model_name(name: str | None) -> None:
             f"{name!r} looks like a hub id, but hub downloads are off; "
             "use a local folder or set FINETUNE_STUDIO_ONLINE=1."
         )
+
+
+MODEL_REFUSAL = ("{name} is neither a model folder inside the model folders an admin set up ({roots}; "
+                 f"{ENV_MODEL_ROOTS}), named without symbolic links or '..', nor a hub id this server may download "
+                 "(FINETUNE_STUDIO_ONLINE=1); copy the model folder there, or name it to the command line "
+                 "(--base-model).")
+
+
+def web_model_name(name: str | None) -> str:
+    """The web's rule for a base model typed on a page: the embedded model, a hub id (when online), or a folder
+    inside the model folders (core.workspace.model_roots), returned as its real path so the job reads that very
+    folder. Anything else is PermissionDenied with one message, whether the folder exists, lacks config.json or is
+    a hub id while offline: a refusal tells nothing about the server's files. (The CLI's --base-model is any
+    folder its OS user can read: check_model_name.)"""
+    name = str(name or EMBEDDED).strip()
+    if is_embedded(name):
+        check_model_name(name)
+        return name
+    refusal = MODEL_REFUSAL.replace("{name}", name)
+    if _looks_like_hub_id(name) and not Path(name).expanduser().exists():
+        if os.environ.get("FINETUNE_STUDIO_ONLINE") != "1":
+            raise PermissionDenied(refusal.replace("{roots}", ", ".join(str(r) for r in model_roots())))
+        return name
+    folder = inside_roots(name, model_roots(), refusal=refusal)
+    if not (folder / "config.json").is_file():
+        raise InvalidInput(f"{folder} is not a Hugging Face model folder (it has no config.json).")
+    return str(folder)
 
 
 def load_config(name: str | None = EMBEDDED):

@@ -17,6 +17,10 @@ ENV_DB = "DATABASE_URL"
 # Folders on the server that "import a path on the server" may read, separated by os.pathsep (":"); an admin's
 # choice, like the workspace itself. Default: <workspace>/imports (created on start).
 ENV_IMPORT_ROOTS = "FINETUNE_STUDIO_IMPORT_ROOTS"
+# The same for the folders the web may export into (default <workspace>/exports) and read a local base model from
+# (default <workspace>/models).
+ENV_EXPORT_ROOTS = "FINETUNE_STUDIO_EXPORT_ROOTS"
+ENV_MODEL_ROOTS = "FINETUNE_STUDIO_MODEL_ROOTS"
 
 
 def workspace_dir() -> Path:
@@ -58,18 +62,35 @@ def imports_dir() -> Path:
     return workspace_dir() / "imports"
 
 
-def import_roots() -> list[Path]:
-    """The folders server-path imports may read, symlinks resolved: FINETUNE_STUDIO_IMPORT_ROOTS, else
-    <workspace>/imports."""
-    raw = os.environ.get(ENV_IMPORT_ROOTS, "")
-    folders = [p for p in raw.split(os.pathsep) if p.strip()] or [imports_dir()]
+def _roots(env: str, default: Path) -> list[Path]:
+    raw = os.environ.get(env, "")
+    folders = [p for p in raw.split(os.pathsep) if p.strip()] or [default]
     return [Path(p).expanduser().resolve() for p in folders]
 
 
+def import_roots() -> list[Path]:
+    """The folders server-path imports may read, symlinks resolved: FINETUNE_STUDIO_IMPORT_ROOTS, else
+    <workspace>/imports."""
+    return _roots(ENV_IMPORT_ROOTS, imports_dir())
+
+
+def export_roots() -> list[Path]:
+    """The folders the web's exports (Runs page) may write into: FINETUNE_STUDIO_EXPORT_ROOTS, else
+    <workspace>/exports."""
+    return _roots(ENV_EXPORT_ROOTS, exports_dir())
+
+
+def model_roots() -> list[Path]:
+    """The folders the web may read a local base model from (Train page): FINETUNE_STUDIO_MODEL_ROOTS, else
+    <workspace>/models (where the embedded model is converted)."""
+    return _roots(ENV_MODEL_ROOTS, models_dir())
+
+
 # ---------------------------------------------------------------- the two rules for file paths
-# The command line runs as an operating-system user, who may read whatever the OS lets them read: every CLI file
-# argument follows ``local_path``. The web app reads the server's files for its web users, who are not OS users:
-# a path typed on a page follows ``inside_roots`` (the import folders, core.workspace.import_roots, or uploads).
+# The command line runs as an operating-system user, who may read and write whatever the OS lets them: every CLI
+# path argument (import files, --out, --base-model) follows ``local_path`` or the OS itself. The web app reads and
+# writes the server's files for its web users, who are not OS users: a path typed on a page follows ``inside_roots``
+# (the import folders or uploads for imports, the export folders for exports, the model folders for base models).
 
 
 def local_path(path: str | os.PathLike, *, folder: bool = False) -> Path:
@@ -91,10 +112,11 @@ def local_path(path: str | os.PathLike, *, folder: bool = False) -> Path:
     return p.resolve()
 
 
-def inside_roots(path: str | os.PathLike, roots: list[Path]) -> Path:
-    """A path a web user typed, if it names an existing file or folder inside one of ``roots`` with no symbolic
-    link below the root and no "..": else PermissionDenied, with one message whatever the reason (outside, link,
-    "..", missing), so a refusal tells nothing about the server's files."""
+def inside_roots(path: str | os.PathLike, roots: list[Path], *, new: bool = False, refusal: str = "") -> Path:
+    """A path a web user typed, if it names an existing file or folder (with ``new``: or one still to be made)
+    inside one of ``roots`` with no symbolic link below the root and no "..": else PermissionDenied, with one
+    message whatever the reason (outside, link, "..", missing), so a refusal tells nothing about the server's files.
+    ``refusal`` is that message ("{roots}" is replaced by the roots); by default the import pages' one."""
     raw = Path(os.path.abspath(Path(path).expanduser())) if ".." not in Path(path).parts else None
     for root in roots if raw is not None else []:
         for form in {Path(os.path.abspath(root)), Path(root).resolve()}:
@@ -106,11 +128,30 @@ def inside_roots(path: str | os.PathLike, roots: list[Path]) -> Path:
                 if inside.is_symlink():
                     break
             else:
-                if inside.exists():
+                if new or inside.exists():
                     return inside
-    raise PermissionDenied("Import by path reads only files inside the import folders an admin set up ("
-                           + ", ".join(str(r) for r in roots) + "), named without symbolic links or '..'; copy the "
-                           "file there, or upload it.")
+    raise PermissionDenied((refusal or IMPORT_REFUSAL).replace("{roots}", ", ".join(str(r) for r in roots)))
+
+
+IMPORT_REFUSAL = ("Import by path reads only files inside the import folders an admin set up ({roots}), named "
+                  "without symbolic links or '..'; copy the file there, or upload it.")
+EXPORT_REFUSAL = ("The web app exports only into the export folders an admin set up ({roots}; "
+                  f"{ENV_EXPORT_ROOTS}), named without symbolic links or '..'; choose a new folder inside one of "
+                  "them, or export from the command line (--out).")
+
+
+def default_export_folder(name: str) -> Path:
+    """Where the Runs page proposes to export: <workspace>/exports/NAME, or inside the first export folder when
+    the admin's export folders do not hold the workspace's."""
+    roots = export_roots()
+    home = exports_dir().resolve()
+    return (home if any(home.is_relative_to(r) for r in roots) else roots[0]) / name
+
+
+def export_folder(path: str | os.PathLike) -> Path:
+    """The web's rule for an export destination: a folder (new or not) inside the export folders, else
+    PermissionDenied with one message whether it exists or not."""
+    return inside_roots(path, export_roots(), new=True, refusal=EXPORT_REFUSAL)
 
 
 def offline_vars() -> dict[str, str]:

@@ -19,7 +19,7 @@ from core.accounts import list_users
 from core.browser import commit_typing_before_shortcuts, live_hints
 from core.curate import curation as cur
 from core.curate.dedup import record_text
-from core.curate.origins import describe
+from core.curate.origins import describe, sees_systems
 from core.curate.tokencount import current_token_counter
 from core.errors import Conflict, StudioError
 from core.projects import inert_markdown
@@ -173,7 +173,9 @@ with queue_tab:
             resets = st.session_state.setdefault("q_reset", {})  # a discarded edit: new widgets, the saved text
             wkey = f"{ex.id}_{base}" + (f"_{resets[ex.id]}" if ex.id in resets else "")
             heading = st.empty()
-            origin_line = describe(ex.source, ex.origin or {})
+            # A draft from an eval item names no system, score or start below engineer while its review is blind.
+            blind = not sees_systems(user, ex.origin or {})
+            origin_line = describe(ex.source, ex.origin or {}, blind=blind)
             if ex.status == "rejected" and ex.reject_reason:
                 st.error("Rejected by the reviewer:")
                 st.text(ex.reject_reason)
@@ -188,8 +190,8 @@ with queue_tab:
             drafted = (ex.origin or {}).get("drafted")
             if isinstance(drafted, dict):
                 # The system's label holds a run's name (user text): escaped for the Markdown of the message.
-                st.info(f"Drafted by {md_literal(drafted.get('label') or drafted.get('system'))} — edit before "
-                        "submitting.", icon=":material/smart_toy:")
+                by = "a model" if blind else md_literal(drafted.get('label') or drafted.get('system'))
+                st.info(f"Drafted by {by} — edit before submitting.", icon=":material/smart_toy:")
             if conflict:  # above the editor and its buttons, so both versions are in view
                 st.error(conflict["message"])
                 a, b = st.columns(2)

@@ -275,8 +275,9 @@ if not runs:
     st.caption("No fine-tuned run has outputs in this eval set yet.")
 else:
     st.caption("Every prompt the chosen run failed becomes a draft example for the annotators, starting from the "
-               "reference answer (else the better answer: the base's when the run lost), with its eval set, "
-               "prompt, scores and the reviewers' comments. Prompts already sent for this run are skipped.")
+               "reference answer (else empty, to write: reviewers can annotate, and a system's answer would "
+               "unblind them), with the reviewers' comments. Its run, scores and rule are shown to engineers only. "
+               "Prompts already sent for this run are skipped.")
     c1, c2 = st.columns(2)
     fail_run = c1.selectbox("Run", runs, format_func=lambda k: labels.get(k, k), key="fail_run")
     rule = c2.radio("Send the prompts where the run", RULES, format_func=RULE_WORDS.get, key="fail_rule")

@@ -12,7 +12,7 @@ from core.evaluate.evalsets import list_eval_sets
 from core.ship.deploy import FORMATS, default_formats, exports_of, launch_export
 from core.train.runs import DASH, LOSS_HELP, LOSS_LABEL, compare_runs, format_loss, runs_table
 from core.webui import db, flash, live_fragment, md_literal, require_page, require_project, run_action
-from core.workspace import exports_dir
+from core.workspace import default_export_folder, export_roots
 from storage.models import JobStatus
 
 user = require_page("train")
@@ -210,7 +210,9 @@ if snap:
             eval_sets = {es["id"]: es["name"] for es in list_eval_sets(s, user, project.id)}
         with st.form("export"):
             st.markdown("**Export**")
-            out = st.text_input("Export folder (new, empty)", str(exports_dir() / f"run-{run_id}"))
+            # The web exports only inside the export folders (core.workspace.export_folder).
+            out = st.text_input("Export folder (new, empty)", str(default_export_folder(f"run-{run_id}")),
+                                help=f"A new folder inside {', '.join(map(str, export_roots()))}.")
             formats = st.multiselect("Formats", FORMATS, default=default_formats(job), format_func=FORMAT_LABELS.get)
             c1, c2, c3 = st.columns([3, 1, 1])
             eval_set = c1.selectbox("Parity prompts", [None, *eval_sets],

@@ -17,6 +17,7 @@ from core.train.config import (DEFAULT_LR, DPO_LOSS_TYPES, PRESET_HELP, PRESETS,
 from core.train.dpo import continuable_runs
 from core.errors import StudioError
 from core.webui import db, flash, live_fragment, require_page, require_project, run_action
+from core.workspace import model_roots
 from storage.models import JobStatus
 
 user = require_page("train")
@@ -32,7 +33,9 @@ def _hardware():
 
 @st.cache_data(ttl=600, show_spinner="Estimating memory...")
 def _checked_estimate(cfg_json: str) -> dict:
-    return check_launch(TrainConfig.from_json(cfg_json), _hardware())
+    cfg = TrainConfig.from_json(cfg_json)
+    # A typed base model keeps to the model folders; DPO continuing a run uses that run's base (launch re-checks).
+    return check_launch(cfg, _hardware(), trusted_paths=bool(cfg.init_from_run))
 
 
 def _estimate(cfg_json: str):
@@ -286,8 +289,12 @@ else:
         elif source.startswith("Embedded"):
             base_model = EMBEDDED
         else:
-            base_model = st.text_input("Folder path" if source.startswith("Local") else "Hub id", key="model_path",
-                                       placeholder="/models/Llama-3.2-1B-Instruct" if source.startswith("Local")
+            local = source.startswith("Local")
+            # The web reads a local base model only inside the model folders (basemodel.web_model_name): the
+            # placeholder shows the first; a refusal names them all. (No help icon: it would share the label.)
+            roots = model_roots()
+            base_model = st.text_input("Folder path" if local else "Hub id", key="model_path",
+                                       placeholder=str(roots[0] / "Llama-3.2-1B-Instruct") if local
                                        else "HuggingFaceTB/SmolLM2-360M-Instruct").strip()
         if hw.kind != "cuda" and method == "qlora":
             st.caption("QLoRA on this CPU keeps the base weights in 4-bit NF4 (bitsandbytes): a quarter of their "

@@ -65,6 +65,18 @@ def db_templates(tmp_path_factory):
     return get
 
 
+@pytest.fixture(scope="session", autouse=True)
+def web_roots(tmp_path_factory):
+    """Tests keep their models (tiny_model) and export folders in pytest's temporary folders: those are the model
+    and export folders an admin would set for the web (FINETUNE_STUDIO_MODEL_ROOTS, FINETUNE_STUDIO_EXPORT_ROOTS),
+    here and in the servers the browser tests start. tests/test_web_paths.py checks the defaults and refusals."""
+    base = str(tmp_path_factory.getbasetemp())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FINETUNE_STUDIO_MODEL_ROOTS", base)
+        mp.setenv("FINETUNE_STUDIO_EXPORT_ROOTS", base)
+        yield
+
+
 @pytest.fixture
 def workspace(tmp_path, monkeypatch, request, db_templates):
     """An initialised workspace (database at head, first admin, no demo project); with the ``users`` fixture

@@ -73,7 +73,7 @@ def test_each_rule_picks_the_right_prompts(session, users, failing):
         send_failures(session, users["reviewer"], es.id, run)
 
 
-def test_drafts_keep_their_lineage_start_from_the_better_answer_and_go_to_the_assignee(session, users, failing):
+def test_drafts_keep_their_lineage_start_empty_without_a_reference_and_go_to_the_assignee(session, users, failing):
     es, run, prompts = failing
     eng, anna = users["engineer"], users["annotator"]
     out = send_failures(session, eng, es.id, run, rule="either", criterion="accuracy", threshold=2,
@@ -92,9 +92,9 @@ def test_drafts_keep_their_lineage_start_from_the_better_answer_and_go_to_the_as
     assert lost.origin["scores"]["means"]["accuracy"] == {"run": 2, "base": 3}
     assert [c["comment"] for c in lost.origin["comments"]] == ["too vague"]
     assert lost.origin["comments"][0]["reviewer"] == users["reviewer"].username
-    # No reference: the run lost, so the draft starts from the base's answer; where it won, from its own.
-    assert (lost.origin["start"], lost.turns[-1]["content"]) == ("base", f"I am not sure about {prompts[0].id}.")
-    assert (low.origin["start"], low.turns[-1]["content"]) == ("run", "Call us on 0800 000.")
+    # No reference: the annotator writes the answer (a system's answer would unblind reviewers who can annotate).
+    assert (lost.origin["start"], lost.turns[-1]["content"]) == ("empty", "")
+    assert (low.origin["start"], low.turns[-1]["content"]) == ("empty", "")
     assert "too vague" in lost.note and "wrong number" in low.note
     assert next_for(session, es_project(session, es), anna).id == min(out["example_ids"])
 

@@ -12,7 +12,7 @@ def test_every_start_and_rule_key_has_words():
 
 def test_a_send_back_from_compare_in_words():
     line = describe("review_feedback", {"eval_set": "billing", "eval_set_id": 3, "prompt_id": 41, "position": 4,
-                                        "reviewer": "rita", "start": "empty", "comment": "too vague"})
+                                        "reviewer": "rita", "start": "empty", "comment": "too vague"}, blind=True)
     assert line == ("Sent back from a blind review on the Compare page: eval set billing, prompt 5, by reviewer "
                     "rita; the draft started from an empty answer (write it).")
-    assert describe("manual", {}) == ""
+    assert describe("manual", {}, blind=True) == ""

@@ -138,11 +138,16 @@ def test_sent_back_drafts_say_where_they_came_from_in_words(session, users, proj
                             turns=[{"role": "user", "content": "Why is my bill high?"},
                                    {"role": "assistant", "content": "Because of usage."}],
                             note="A long note.\nWith a second line the annotator must see.")
-    at = app(users["annotator"], project)
+    at = app(users["engineer"], project)
     shown = "\n".join(str(t.value) for t in at.text)
     assert ("A failure of run 2: lora-r16 on the Results page: eval set billing-v1, prompt 1: lost to the base "
             "model (reviewers' majority preference); mean accuracy score 1.5, at or below 2; the draft started "
             "from the base model's answer.") in shown
     assert "lost_to_base" not in shown and "run run" not in shown
+    # Below engineer the review is still blind: the same draft names no run, no score and not its start.
+    at = app(users["annotator"], project)
+    shown = "\n".join(str(t.value) for t in at.text)
+    assert "A failure found on the Results page: eval set billing-v1, prompt 1." in shown
+    assert not any(word in shown for word in ("lora-r16", "run 2", "accuracy", "base model")), shown
     assert area(at, "Note").value == "A long note.\nWith a second line the annotator must see."
     assert heading(at) == f"Example #{ex.id} · draft"

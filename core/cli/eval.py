@@ -74,7 +74,8 @@ def cmd_generate(args, session, user):
         decoding.update(do_sample=True, temperature=args.temperature if args.temperature is not None else 0.7,
                         top_p=args.top_p if args.top_p is not None else 1.0)
     job = launch_generation(session, user, es.id, _systems(session, args.systems, es.project_id), decoding=decoding,
-                            base_model=args.base_model, batch_size=args.batch_size, perplexity=not args.no_perplexity)
+                            base_model=args.base_model, batch_size=args.batch_size, perplexity=not args.no_perplexity,
+                            trusted_paths=True)  # the CLI's user is the OS user (docs/SECURITY.md)
     if args.wait:
         last = None
         while True:

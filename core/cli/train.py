@@ -46,7 +46,8 @@ def cmd_train(args, session, user):
             print(f"excluding {len(leaked)} {report['unit']}(s) that repeat an eval prompt: "
                   f"{', '.join(f'#{i}' for i in leaked)}", file=sys.stderr, flush=True)
             cfg = cfg.with_overrides(**{field: sorted({*getattr(cfg, field), *leaked})})
-    job = launch(session, user, project_id, cfg, name=args.name or "")
+    # --base-model is trusted: the CLI's user is the OS user (docs/SECURITY.md); the web keeps to the model folders.
+    job = launch(session, user, project_id, cfg, name=args.name or "", trusted_paths=True)
     if not args.wait:
         return _row(session, job)
     return _wait(session, user, job.id)
@@ -188,7 +189,8 @@ def _wait_export(session, job) -> dict:
 
 def cmd_runs_merge(args, session, user):
     run = _run(session, args)
-    job = launch_export(session, user, run.id, args.out, formats=["merged"], parity_check=False)
+    # --out is trusted: the CLI's user is the OS user (docs/SECURITY.md); the web keeps to the export folders.
+    job = launch_export(session, user, run.id, args.out, formats=["merged"], parity_check=False, trusted_paths=True)
     report = _wait_export(session, job)
     return {"run": run.id, "export_job": job.id, "exported_to": report["artifacts"]["merged"]["path"]}
 
@@ -199,7 +201,8 @@ def cmd_runs_export(args, session, user):
     eval_set = get_eval_set(session, args.eval_set, run.project_id).id if args.eval_set else None
     job = launch_export(session, user, run.id, args.out, formats=formats, eval_set_id=eval_set,
                         parity_check=not args.no_parity, name=args.name or "",
-                        parity_max_new_tokens=args.parity_max_new_tokens, parity_max_prompts=args.parity_prompts)
+                        parity_max_new_tokens=args.parity_max_new_tokens, parity_max_prompts=args.parity_prompts,
+                        trusted_paths=True)
     report = _wait_export(session, job)
     out = {"run": run.id, "export_job": job.id, "exported_to": report["out_dir"]}
     for kind, artifact in report["artifacts"].items():

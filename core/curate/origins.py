@@ -1,10 +1,15 @@
 """Where a draft came from, in words: the one mapping from the keys stored in an example's ``origin`` (a blind
 review's send-back, a run's failures on the Results page) to what the annotator reads. Prompt positions are
 stored 0-based and shown 1-based, as the Generate and Results pages number prompts.
+
+A draft made from an eval item keeps its review blind: below engineer, nobody reads which systems, scores or answer
+are behind it (``sees_systems``, ``describe(..., blind=True)``), as nobody below engineer reads them on Results.
 """
 from __future__ import annotations
 
 import re
+
+from core.accounts import can
 
 # What the draft's answer started from: a reviewer's choice on Compare, or the failures' pick on Results.
 START_WORDS = {"A": "answer A (as the reviewer saw it)", "B": "answer B (as the reviewer saw it)",
@@ -35,10 +40,31 @@ def prompt_number(origin: dict) -> str:
     return f"prompt {int(position) + 1}" if isinstance(position, int) else f"prompt id {origin.get('prompt_id')}"
 
 
-def describe(source: str, origin: dict) -> str:
-    """One line of plain text saying where a sent-back or failure draft came from ("" for other examples)."""
+def sees_systems(user, origin: dict) -> bool:
+    """Whether ``user`` may read which systems, scores and answers are behind a draft with this ``origin``.
+
+    A draft made from an eval item (its origin names an ``eval_set_id``) is blind while that eval set's review is
+    open. The project has no explicit "review closed" state: Compare hands out an eval set's items for as long as
+    the set exists (core.evaluate.review.next_item keeps taking scores after every item has its K reviewers), so
+    the review is never closed, and systems are revealed only where the Results page reveals them: to engineers
+    and admins (the "evaluate" right). Other drafts hide nothing."""
+    return not (origin or {}).get("eval_set_id") or can(user, "evaluate")
+
+
+# What a blind reader may be told the draft started from: answers no system wrote.
+BLIND_STARTS = ("reference", "empty")
+
+
+def describe(source: str, origin: dict, *, blind: bool) -> str:
+    """One line of plain text saying where a sent-back or failure draft came from ("" for other examples).
+    ``blind`` (``not sees_systems(user, origin)``): a failure draft's line names no run, no score, no rule that
+    caught it and, unless it started from the reference or empty, not what it started from."""
     o = origin or {}
     where = f"eval set {o.get('eval_set')}, {prompt_number(o)}"
+    if source == "eval_failure" and blind:
+        start = o.get("start")
+        started = f"; the draft started from {start_words(start)}" if start in BLIND_STARTS else ""
+        return f"A failure found on the Results page: {where}{started}."
     if source == "review_feedback":
         return (f"Sent back from a blind review on the Compare page: {where}, by reviewer {o.get('reviewer')}; "
                 f"the draft started from {start_words(o.get('start'))}.")

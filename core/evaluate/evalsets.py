@@ -13,6 +13,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from core.accounts import can, require
+from core.basemodel import web_model_name
 from core.curate.datasets import version_records
 from core.curate.formats import TOO_DEEP, BadRecord, Rejected, json_value, read_rows
 from core.errors import InvalidInput, NotFound
@@ -226,11 +227,14 @@ def set_reviewers_per_item(session: Session, user: User, eval_set_id: int, k: in
 
 def launch_generation(session: Session, user: User, eval_set_id: int, systems: Iterable[str] | str, *,
                       decoding: dict | None = None, base_model: str | None = None, batch_size: int = 8,
-                      perplexity: bool = True, name: str = "") -> Job:
+                      perplexity: bool = True, name: str = "", trusted_paths: bool = False) -> Job:
     """Queue a generation job: one output per prompt for each system, written to the Output table. Without
     ``decoding``, the decoding of the outputs already in the eval set (``comparison_decoding``), so the new
-    answers compare like with like."""
+    answers compare like with like. A ``base_model`` given keeps to the web's rule (core.basemodel.web_model_name:
+    inside the model folders) unless ``trusted_paths`` (the command line's --base-model)."""
     require(user, "evaluate")
+    if base_model is not None and not trusted_paths:
+        base_model = web_model_name(base_model)
     es = get_eval_set(session, eval_set_id)
     keys = parse_systems(systems)
     bases: dict[str, str | None] = {}

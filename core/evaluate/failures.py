@@ -4,10 +4,12 @@ A prompt is a failure of a run when the reviewers' majority preferred the base m
 (``lost_to_base``: more than half of the reviewers who compared the two chose the base), or when the run's mean
 score on a rubric criterion, over every reviewer who scored it on that prompt, is at or below a threshold
 (``low_score``); ``either`` catches both. Each caught prompt becomes a draft (source ``eval_failure``) that
-starts from the prompt's reference answer when it has one, else from the better answer (the base's when the run
-lost), so the annotator corrects instead of writing from nothing. Its ``origin`` keeps the lineage: eval set,
-prompt id and position, the run, the rule that caught it, the votes and mean scores, every reviewer's comment,
-and the test-split example the prompt repeats (review.test_split_leak), if any.
+starts from the prompt's reference answer when it has one, else empty for the annotator to write: never from a
+system's answer, since reviewers can open Annotate while the eval set is still scored blind on Compare (a system's
+answer word for word would tell them which side is which). Its ``origin`` keeps the lineage for engineers: eval
+set, prompt id and position, the run, the rule that caught it, the votes and mean scores, every reviewer's comment,
+and the test-split example the prompt repeats (review.test_split_leak), if any. Below engineer, the draft's note and
+its provenance (core.curate.origins.describe) name no run, no score and no rule.
 
 Sending is idempotent: a prompt already sent for the same run and eval set is skipped and counted, so a second
 click after more reviews only adds the new failures. ``sent_failures`` says where the sent drafts are now.
@@ -22,7 +24,7 @@ from sqlmodel import Session, select
 from core.accounts import can, require
 from core.curate.curation import create_example
 from core.curate.dedup import content_hash
-from core.curate.origins import RULE_WORDS, caught_words, start_words  # noqa: F401 - RULE_WORDS: for the pages
+from core.curate.origins import RULE_WORDS  # noqa: F401 - RULE_WORDS: for the pages
 from core.errors import InvalidInput, NotFound
 from core.evaluate.evalsets import eval_prompts, get_eval_set, latest_outputs
 from core.evaluate.review import pair_key, prompt_record, rubric_of, scores_of, test_split_leak
@@ -80,7 +82,7 @@ def find_failures(session: Session, user: User, eval_set_id: int, run: str, *, r
                   criterion: str | None = None, threshold: float | None = None) -> list[dict]:
     """The prompts of an eval set where ``run`` failed by ``rule``, in prompt order, each with what caught it
     (``caught``), the votes and mean scores (``judgement``), the reviewers' comments and the answer the draft
-    would start from (``start``: "reference", "base" or "run", and ``answer``)."""
+    would start from (``start``: "reference" or "empty", and ``answer``)."""
     require(user, "evaluate")
     es = get_eval_set(session, eval_set_id)
     kind, _ = parse_system(run)
@@ -115,28 +117,12 @@ def find_failures(session: Session, user: User, eval_set_id: int, run: str, *, r
                 caught.append(f"low_score: {criterion} {run_mean:g} <= {threshold:g}")
         if not caught:
             continue
-        base_out = outputs.get((prompt.id, BASE))
-        if prompt.reference.strip():
-            start, answer = "reference", prompt.reference
-        elif base_out is not None and base_out.text.strip() and _base_is_better(judged, criterion):
-            start, answer = "base", base_out.text
-        else:
-            start, answer = "run", outputs[(prompt.id, run)].text
+        start, answer = ("reference", prompt.reference) if prompt.reference.strip() else ("empty", "")
         comments = [{"reviewer": names.get(s.reviewer_id, str(s.reviewer_id)), "pair": s.pair,
                      "preferred": _winner(s), "comment": s.comment} for s in scores if s.comment.strip()]
         out.append({"prompt": prompt, "caught": caught, "judgement": judged, "comments": comments, "start": start,
                     "answer": answer})
     return out
-
-
-def _base_is_better(judged: dict, criterion: str | None) -> bool:
-    """The base's answer is the better one when more reviewers preferred it, or, votes even, when it has the
-    higher mean on the chosen criterion."""
-    votes = judged["votes"]
-    if votes["base"] != votes["run"]:
-        return votes["base"] > votes["run"]
-    means = judged["means"].get(criterion or "", {})
-    return None not in (means.get("base"), means.get("run")) and means["base"] > means["run"]
 
 
 def _already_sent(session: Session, project_id: int, eval_set_id: int, run: str) -> set[int]:
@@ -186,9 +172,10 @@ def send_failures(session: Session, user: User, eval_set_id: int, run: str, *, r
                   "caught": item["caught"], "criterion": criterion, "threshold": threshold,
                   "scores": item["judgement"], "comments": item["comments"], "start": item["start"],
                   "test_split_example_id": prompt.example_id if leak else None}
-        ex = create_example(session, user, project, system=system, turns=turns, note=_note(es.name, prompt.position,
-                                                                                            label, item),
-                            source=SOURCE, origin=origin, assigned_to=person.id if person else None)
+        ex = create_example(session, user, project, system=system, turns=turns,
+                            note=_note(es.name, prompt.position, item),
+                            source=SOURCE, origin=origin, assigned_to=person.id if person else None,
+                            answer_to_write=item["start"] == "empty")
         report["sent"] += 1
         report["example_ids"].append(ex.id)
         if leak:
@@ -196,11 +183,12 @@ def send_failures(session: Session, user: User, eval_set_id: int, run: str, *, r
     return report
 
 
-def _note(eval_set: str, position: int, label: str, item: dict) -> str:
-    """The draft's note, for the annotator: why it came back and what the reviewers said."""
-    lines = [f"Failure of {label} on prompt {position + 1} of eval set {eval_set}: "
-             f"{'; '.join(caught_words(c) for c in item['caught'])}. Starts from {start_words(item['start'])}; "
-             "correct it."]
+def _note(eval_set: str, position: int, item: dict) -> str:
+    """The draft's note, for whoever opens it (reviewers too, while the review is still blind): which prompt came
+    back and what the reviewers said; no run, no score, no rule (those stay in ``origin``, for engineers)."""
+    lines = [f"A failure on prompt {position + 1} of eval set {eval_set}. "
+             + ("It starts from the reference answer; correct it." if item["start"] == "reference"
+                else "Write the answer.")]
     lines += [f"{c['reviewer']}: {c['comment'].strip()}" for c in item["comments"]]
     return "\n".join(lines)
 

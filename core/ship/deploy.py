@@ -32,6 +32,7 @@ from core.ship.modelcard import lineage, write_card
 from core.ship.systems import EXPORT_KIND
 from core.train.export import check_target, has_adapter, merge_to_folder, run_config, save_adapter_folder
 from core.train.runs import KIND as TRAIN_KIND
+from core.workspace import export_folder
 from storage.db import session_scope
 from storage.models import Job, JobStatus, Project
 
@@ -116,9 +117,13 @@ def default_formats(run: Job) -> list[str]:
 
 def launch_export(session, user, run_id: int, out_dir: str | Path, *, formats: list[str] | None = None,
                   eval_set_id: int | None = None, parity_check: bool = True, name: str = "",
-                  parity_max_new_tokens: int = 256, parity_max_prompts: int = 6) -> Job:
-    """Queue an export of a training run into ``out_dir`` (a new or empty folder)."""
+                  parity_max_new_tokens: int = 256, parity_max_prompts: int = 6, trusted_paths: bool = False) -> Job:
+    """Queue an export of a training run into ``out_dir`` (a new or empty folder). ``out_dir`` must be inside the
+    export folders (core.workspace.export_folder: the web's rule, the same refusal whether it exists or not)
+    unless ``trusted_paths``: the command line, whose user is the OS user and may write wherever the OS lets it."""
     require(user, "train")
+    if not trusted_paths:
+        out_dir = export_folder(out_dir)
     run = get_job(session, int(run_id))
     if run.kind != TRAIN_KIND:
         raise InvalidInput(f"Job {run.id} is not a training run.")

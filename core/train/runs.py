@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from core.accounts import require
-from core.basemodel import check_model_name, is_embedded, load_tokenizer
+from core.basemodel import check_model_name, is_embedded, load_tokenizer, web_model_name
 from core.curate.leakage import describe_leaks, launch_leaks, leak_ids
 from core.errors import InvalidInput, NotFound
 from core.hardware import detect, estimate_peak_memory, estimate_sum_text, resolve_precision
@@ -38,9 +38,13 @@ def estimate(cfg: TrainConfig, hw=None, max_length: int | None = None) -> dict:
     return est
 
 
-def check_launch(cfg: TrainConfig, hw=None) -> dict:
+def check_launch(cfg: TrainConfig, hw=None, *, trusted_paths: bool = False) -> dict:
     """Refuse settings that cannot run here (half precision on a CPU, a clearly too-big run); returns the
-    memory estimate. QLoRA runs on a CPU too (bitsandbytes' NF4 layers, fp32 compute), slower than LoRA."""
+    memory estimate. QLoRA runs on a CPU too (bitsandbytes' NF4 layers, fp32 compute), slower than LoRA.
+    A local base model must be inside the model folders (core.basemodel.web_model_name: the web's rule, checked
+    before the folder is read) unless ``trusted_paths``: the command line's --base-model, or a run's own base."""
+    if not trusted_paths:
+        web_model_name(cfg.base_model)
     hw = hw or detect()
     if hw.kind != "cuda" and cfg.precision in ("bf16", "fp16"):
         raise InvalidInput(f"{cfg.precision} needs a GPU; on a CPU training runs in fp32 (precision=auto).")
@@ -60,12 +64,13 @@ def check_launch(cfg: TrainConfig, hw=None) -> dict:
     return est
 
 
-def launch(session, user, project_id: int, cfg: TrainConfig, name: str = ""):
-    """Check ``cfg`` against the user's role, the data and the hardware, then queue the run (core.jobs.queue.submit)."""
+def launch(session, user, project_id: int, cfg: TrainConfig, name: str = "", *, trusted_paths: bool = False):
+    """Check ``cfg`` against the user's role, the data and the hardware, then queue the run (core.jobs.queue.submit).
+    ``trusted_paths``: the base model may be any folder the OS user can read (the CLI); else the web's rule."""
     require(user, "train")
     name = check_name(name, "run") if (name or "").strip() else ""  # a name given is checked; none makes one
     if cfg.method == "dpo":
-        return launch_dpo(session, user, project_id, cfg, name)
+        return launch_dpo(session, user, project_id, cfg, name, trusted_paths=trusted_paths)
     version = session.get(DatasetVersion, cfg.dataset_version_id) if cfg.dataset_version_id else None
     if version is None or version.project_id != project_id:
         raise NotFound(f"Dataset version {cfg.dataset_version_id or '(none)'} does not exist in this project; "
@@ -73,7 +78,8 @@ def launch(session, user, project_id: int, cfg: TrainConfig, name: str = ""):
     if version.n_train < 1:
         raise InvalidInput(f"Dataset version {version.name} has no training examples.")
     check_leaks(session, cfg)
-    est = check_launch(cfg)
+    cfg = _web_base(cfg, trusted_paths)
+    est = check_launch(cfg, trusted_paths=True)
     name = name or f"{cfg.method}-{version.name}"
     return submit(session, user, project_id=project_id, kind=KIND, action="train", name=name, config=cfg.to_dict(),
                   module=WORKER, slots=cfg.num_gpus, launcher=cfg.launcher, dataset_version_id=version.id,
@@ -107,14 +113,21 @@ def check_leaks(session, cfg: TrainConfig) -> dict:
     return report
 
 
-def launch_dpo(session, user, project_id: int, cfg: TrainConfig, name: str = ""):
+def _web_base(cfg: TrainConfig, trusted_paths: bool) -> TrainConfig:
+    """``cfg`` with its base model as the web's rule resolves it (the real folder the job will read)."""
+    return cfg if trusted_paths else cfg.with_overrides(base_model=web_model_name(cfg.base_model))
+
+
+def launch_dpo(session, user, project_id: int, cfg: TrainConfig, name: str = "", *, trusted_paths: bool = False):
     """Queue a DPO run (core.train.dpo): its preference version must be in the project and the run it continues
-    (if any) a succeeded LoRA/QLoRA run of the same base with its adapter."""
+    (if any) a succeeded LoRA/QLoRA run of the same base with its adapter (whose base is then trusted: it was
+    checked when that run was launched, and the page offers no other)."""
     require(user, "train")
     prefs = get_preference_version(session, cfg.preference_version_id, project_id)
-    dpo.init_run(session, project_id, cfg)
+    init = dpo.init_run(session, project_id, cfg)
     check_leaks(session, cfg)
-    est = check_launch(cfg)
+    cfg = _web_base(cfg, trusted_paths or init is not None)
+    est = check_launch(cfg, trusted_paths=True)
     name = name or f"dpo-{prefs.name}" + (f"-from-{cfg.init_from_run}" if cfg.init_from_run else "")
     return submit(session, user, project_id=project_id, kind=KIND, action="train", name=name, config=cfg.to_dict(),
                   module=WORKER, slots=cfg.num_gpus, launcher=cfg.launcher, estimated_peak_mb=est["peak_mb"])
@@ -143,7 +156,7 @@ def resume_run(session, user, job_id: int):
                 "of its schedule (the learning rate is already at its final value). Use its saved adapter as it is, "
                 "or start a new run with more epochs or steps.")
     cfg = TrainConfig.from_dict({**job.config, "resume_from": str(ckpt) if ckpt else ""})
-    est = check_launch(cfg)
+    est = check_launch(cfg, trusted_paths=True)  # its base model was checked when the run was launched
     return resubmit(session, user, job, config=cfg.to_dict(), estimated_peak_mb=est["peak_mb"])
 
 
