@@ -202,6 +202,10 @@ def test_a_detached_server_has_a_stop_command_that_stops_it(session, users, work
         url = re.search(r"on (http://\S+)/v1 ", started.stdout).group(1)
         assert requests.get(f"{url}/health", timeout=WAIT_S).status_code == 200
 
+        # runs cancel, the training runs' stop, points to the endpoint's own stop instead of "No training run N"
+        wrong = _cli(workspace, "runs", "cancel", str(job_id))
+        assert wrong.returncode != 0 and said.group(1) in wrong.stdout + wrong.stderr, wrong.stdout + wrong.stderr
+
         stopped = _cli(workspace, *said.group(1).split()[1:])
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         session.expire_all()

@@ -113,7 +113,8 @@ def setup(ctx, records: list[dict], project_max_length: int, load_base, model=No
     est_method, est_batch = memory_method(cfg, method)
     ctx.estimate = estimate_peak_memory(model.config if model is not None else cfg.base_model, est_method,
                                         est_batch, ctx.max_length, cfg.gradient_checkpointing, ctx.precision,
-                                        lora_r=cfg.lora_r, device=ctx.hw.kind)
+                                        lora_r=cfg.lora_r, device=ctx.hw.kind,
+                                        target_modules=cfg.target_modules_value())
     if model is None:
         model = load_base(TrainConfig.from_dict({**cfg.to_dict(), "method": method, "preference_version_id": 0,
                                                  "init_from_run": 0}), ctx.precision, ctx.hw.kind)

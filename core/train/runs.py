@@ -185,6 +185,9 @@ def get_run(session, run: int | str, project_id: int | None = None) -> Job:
         job = get_job(session, int(run))
         if job.kind == KIND and (project_id is None or job.project_id == project_id):
             return job
+        if job.kind == "serve":  # a detached serve-model endpoint is a job too, stopped by its own command
+            raise NotFound(f"Job {run} is a serve-model endpoint, not a training run: stop it with "
+                           f"`finetune-studio serve-model --stop {run}`.")
         raise NotFound(f"No training run {run}.")
     query = select(Job.id).where(Job.kind == KIND, Job.name == str(run))
     if project_id is not None:
