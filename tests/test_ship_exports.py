@@ -142,6 +142,19 @@ def test_gguf_without_a_converter_is_refused_with_the_install_not_a_succeeded_ex
 
 
 @pytest.mark.slow
+def test_a_format_that_could_not_be_written_fails_the_export(exported, tmp_path):
+    from core.errors import StudioError
+    from core.ship.deploy import ExportConfig, export
+
+    *_, run = exported
+    out = tmp_path / 'a"""\n"'  # Ollama's Modelfile parser has no escapes: no FROM line can name it
+    with pytest.raises(StudioError, match="did not write every format asked for .ollama: No Modelfile"):
+        export(ExportConfig(run_id=run.id, out_dir=str(out), formats=["merged", "ollama"], parity=False))
+    assert not out.exists()
+
+
+
+@pytest.mark.slow
 def test_the_modelfile_system_is_the_prompt_the_model_was_trained_with(exported):
     report, out, trained_system, *_ = exported
     assert trained_system.startswith("You are")  # demo-v1's examples carry the Brightwater prompt

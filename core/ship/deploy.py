@@ -282,6 +282,11 @@ def export(cfg: ExportConfig, step=lambda name: None) -> dict:
         gguf_name = safe_file_name(name, "-f16.gguf")
         gguf.convert(tmp / "merged", tmp / "gguf" / gguf_name, name=name)  # fails the job when it cannot convert
         artifacts["gguf"] = {"path": str(out / "gguf" / gguf_name), "metadata": _gguf_names(tmp / "gguf" / gguf_name)}
+    unmade = {f: (artifacts.get(f) or {}).get("error", "not written") for f in cfg.formats
+              if "error" in artifacts.get(f, {"error": ""})}
+    if unmade:  # a job that "succeeded" without a format asked for would be believed
+        raise StudioError("The export did not write every format asked for ("
+                          + "; ".join(f"{f}: {why}" for f, why in unmade.items()) + "); export again without it.")
     if "adapter" in artifacts:
         shutil.make_archive(str(tmp / "adapter"), "zip", root_dir=tmp / "adapter")
     report = {"out_dir": str(out), "name": name, "artifacts": artifacts, "parity": report_parity,

@@ -200,8 +200,8 @@ def card_text(info: dict, *, library_name: str, what: str, parity: dict | None =
         lines.append("")
     lines += _quick_start(info, adapter, folder)
     versions = info.get("versions") or {}
-    lines += ["## Framework versions", "", *(f"- {md(k)}: {md(v, code=True)}" for k, v in sorted(versions.items())), ""] \
-        if versions else ["## Framework versions", "", "- Not recorded by the run.", ""]
+    lines += ["## Framework versions", "", *([f"- {md(k)}: {md(v, code=True)}" for k, v in sorted(versions.items())]
+                                           or ["- Not recorded by the run."]), ""]
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
 
 
