@@ -10,6 +10,7 @@ from core.jobs.queue import LIVE, job_snapshot
 from core.jobs.rundir import has_model
 from core.evaluate.evalsets import list_eval_sets
 from core.ship.deploy import FORMATS, default_formats, exports_of, launch_export
+from core.ship.gguf import INSTALL as GGUF_INSTALL, find_converter
 from core.train.runs import DASH, LOSS_HELP, LOSS_LABEL, compare_runs, format_loss, runs_table
 from core.webui import db, flash, live_fragment, md_literal, require_page, require_project, run_action
 from core.workspace import default_export_folder, export_roots
@@ -138,7 +139,7 @@ def export_report(report: dict) -> None:
             st.code(Path(item["modelfile"]).read_text(encoding="utf-8"), language=None)
         st.code(item["command"], language="bash")
     if ollama.get("files"):
-        st.caption(ollama["note"])
+        (st.info if ollama.get("template") == "ollama" else st.caption)(md_literal(ollama["note"]))
     if ollama.get("template_mismatches"):
         st.warning(f"The Ollama TEMPLATE renders {len(ollama['template_mismatches'])} sample conversation(s) "
                    "differently from the model's chat template; check it before use.")
@@ -151,6 +152,10 @@ def export_report(report: dict) -> None:
         st.warning(gguf["missing"])
     elif gguf.get("path"):
         st.code(gguf["path"], language=None)
+        meta = gguf.get("metadata") or {}
+        if meta:
+            st.text("GGUF metadata (as llama.cpp and Ollama read it): "
+                    + "; ".join(f"{key.removeprefix('general.')}: {value}" for key, value in meta.items()))
     parity = report.get("parity") or {}
     checks = parity.get("checks", {})
     if checks:
@@ -214,6 +219,8 @@ if snap:
             out = st.text_input("Export folder (new, empty)", str(default_export_folder(f"run-{run_id}")),
                                 help=f"A new folder inside {', '.join(map(str, export_roots()))}.")
             formats = st.multiselect("Formats", FORMATS, default=default_formats(job), format_func=FORMAT_LABELS.get)
+            if find_converter() is None:
+                st.caption(md_literal(GGUF_INSTALL))
             c1, c2, c3 = st.columns([3, 1, 1])
             eval_set = c1.selectbox("Parity prompts", [None, *eval_sets],
                                     format_func=lambda i: "the run's test split" if i is None else eval_sets[i])

@@ -185,7 +185,7 @@ def test_model_card_carries_the_lineage(session, users, project, reviewers):
     body = card.text
     assert "`v1`, content hash `test-v1`" in body and "train 6, validation 2, test 0" in body
     assert "1 annotator(s), approved by 0 reviewer(s)" in body
-    assert '"learning_rate": 0.0002' in body and "Final train loss: 1.2340" in body
+    assert '"learning_rate": 0.0002' in body and "Train loss, mean over all training steps: 1.2340" in body
     assert "2.5000 (base) -> 1.7500" in body
     bt = info["evaluation"]["bradley_terry"]
     assert bt["difference"] > 0 and bt["lo"] <= bt["difference"] <= bt["hi"] and bt["n_votes"] == 12

@@ -128,7 +128,9 @@ def test_exports_answer_like_the_run_and_a_broken_template_is_caught(session, us
     vllm_commands = report["artifacts"]["vllm"]["commands"]
     assert f"--lora-modules utility-support-assistant-run-{run.id}={out / 'adapter'} --max-lora-rank 16" \
         in vllm_commands[0]
-    assert "llama.cpp" in report["artifacts"]["gguf"]["missing"]
+    # The PyPI converter (dev extra) made the GGUF after the card: it names the model and its base.
+    assert report["artifacts"]["gguf"]["metadata"]["general.name"] == f"utility-support-assistant-run-{run.id}"
+    assert report["artifacts"]["gguf"]["metadata"]["general.base_model.0.repo_url"].endswith("SmolLM2-135M-Instruct")
     assert json.loads((out / "deploy.json").read_text())["parity"]["checks"]["merged"]["identical"] == 6
 
     # A merged folder whose chat template was changed: the same weights, answering other prompts.
@@ -202,7 +204,7 @@ def test_cli_export_prints_the_commands_and_writes_the_adapter(session, users, p
             "--max-lora-rank 16") in done.stdout
     assert f"ollama command 2: ollama create support-bot-adapter -f {out / 'ollama' / 'Modelfile.adapter'}" \
         in done.stdout  # GGUF brought the merged folder along, so Modelfile (merged) is command 1
-    assert "gguf missing: GGUF needs llama.cpp's converter" in done.stdout
+    assert f"gguf path: {out / 'gguf' / 'support-bot-f16.gguf'}" in done.stdout  # the PyPI converter (dev extra)
     assert (out / "adapter" / "README.md").read_text().startswith("---\n")
     refused = cli(workspace, "runs", "export", "1", "--out", str(out))
     assert refused.returncode == 1 and "is not empty" in refused.stderr

@@ -206,7 +206,7 @@ def cmd_runs_export(args, session, user):
     report = _wait_export(session, job)
     out = {"run": run.id, "export_job": job.id, "exported_to": report["out_dir"]}
     for kind, artifact in report["artifacts"].items():
-        for key in ("path", "zip", "missing", "error"):
+        for key in ("path", "zip", "missing", "error", "note"):
             if artifact.get(key):
                 out[f"{kind} {key}"] = artifact[key]
         for i, f in enumerate(artifact.get("files", [])):

@@ -104,15 +104,16 @@ class ExportConfig:
 def plan(cfg: ExportConfig) -> list[str]:
     """The job's steps in order, as progress.jsonl names them."""
     steps = [f for f in ("adapter", "merged") if f in cfg.formats] + ["recipes"]
-    steps += ["gguf"] if "gguf" in cfg.formats else []
     if cfg.parity:
         steps += [f"parity ({k})" for k in ("merged", "adapter") if k in cfg.formats] + ["parity (endpoint)"]
-    return steps + ["card"]
+    return steps + ["card"] + (["gguf"] if "gguf" in cfg.formats else [])  # GGUF reads the merged card
 
 
 def default_formats(run: Job) -> list[str]:
-    """Every format the run can give: all of them, less the adapter for a full fine-tuned run."""
-    return [f for f in FORMATS if f != "adapter" or has_adapter(run.run_dir or "")]
+    """Every format the run can give: all of them, less the adapter for a full fine-tuned run and GGUF where this
+    machine has no converter."""
+    return [f for f in FORMATS if (f != "adapter" or has_adapter(run.run_dir or ""))
+            and (f != "gguf" or gguf.find_converter() is not None)]
 
 
 def launch_export(session, user, run_id: int, out_dir: str | Path, *, formats: list[str] | None = None,
@@ -137,6 +138,8 @@ def launch_export(session, user, run_id: int, out_dir: str | Path, *, formats: l
     if "adapter" in cfg.formats and not has_adapter(run.run_dir):
         raise InvalidInput(f"Run {run.id} was fully fine-tuned: it has no adapter; export the merged model.")
     check_target(Path(cfg.out_dir))
+    if "gguf" in cfg.formats and gguf.find_converter() is None:
+        raise InvalidInput(gguf.INSTALL)  # not a job that "succeeds" without the format asked for
     if cfg.parity:
         parity.parity_prompts(session, run, cfg.eval_set_id)  # refuse now, not after minutes of work
     return submit(session, user, project_id=run.project_id, kind=KIND, action="train",
@@ -163,8 +166,9 @@ def _name(cfg: ExportConfig, project: str) -> str:
     return ollama.model_name(cfg.name or f"{project}-run-{cfg.run_id}")
 
 
-def _recipes(cfg: ExportConfig, tmp: Path, out: Path, run: Job, name: str, artifacts: dict) -> None:
-    """Ollama Modelfiles and vLLM commands; paths are the final ones (``out``), files go into ``tmp``."""
+def _recipes(cfg: ExportConfig, tmp: Path, out: Path, run: Job, name: str, artifacts: dict, system: str = "") -> None:
+    """Ollama Modelfiles and vLLM commands; paths are the final ones (``out``), files go into ``tmp``. ``system``:
+    the system prompt the model was trained with."""
     train_cfg = run_config(run.run_dir)
     base = resolve_model_path(train_cfg.base_model)
     merged, adapter = artifacts.get("merged"), artifacts.get("adapter")
@@ -172,24 +176,29 @@ def _recipes(cfg: ExportConfig, tmp: Path, out: Path, run: Job, name: str, artif
         from transformers import AutoTokenizer
 
         try:
-            fmt = ollama.read_format(AutoTokenizer.from_pretrained(tmp / ("merged" if merged else "adapter")))
+            fmt, why = ollama.derived_format(AutoTokenizer.from_pretrained(tmp / ("merged" if merged else "adapter")))
             (tmp / "ollama").mkdir()
             made = []
             if merged:
-                (tmp / "ollama" / "Modelfile").write_text(ollama.modelfile(fmt, model_from=out / "merged"))
+                (tmp / "ollama" / "Modelfile").write_text(
+                    ollama.modelfile(fmt, model_from=out / "merged", system=system))
                 made.append({"modelfile": str(out / "ollama" / "Modelfile"),
                              "command": ollama.create_command(name, out / "ollama" / "Modelfile")})
             if adapter:
                 (tmp / "ollama" / "Modelfile.adapter").write_text(
-                    ollama.modelfile(fmt, model_from=base, adapter=out / "adapter"))
+                    ollama.modelfile(fmt, model_from=base, adapter=out / "adapter", system=system))
                 made.append({"modelfile": str(out / "ollama" / "Modelfile.adapter"),
                              "command": ollama.create_command(f"{name}-adapter", out / "ollama" / "Modelfile.adapter")})
-            artifacts["ollama"] = {"files": made, "template_mismatches": fmt.mismatches,
-                                   "note": "Ollama samples by default; `PARAMETER temperature 0` gives the greedy "
-                                           "answers the parity check compares."}
+            notes = ["Ollama samples by default; `PARAMETER temperature 0` gives the greedy answers the parity "
+                     "check compares."]
+            if fmt is None:
+                notes.insert(0, f"No TEMPLATE in the Modelfile: {why}. Ollama detects the template from the "
+                                "model's own chat template when it creates the model; check it with "
+                                f"`ollama show --template {ollama.model_name(name)}`.")
+            artifacts["ollama"] = {"files": made, "template_mismatches": fmt.mismatches if fmt else [],
+                                   "template": "derived" if fmt else "ollama", "note": " ".join(notes)}
         except (ValueError, OSError) as err:
-            artifacts["ollama"] = {"error": f"No Modelfile: {err}. Write the TEMPLATE by hand from "
-                                            "chat_template.jinja."}
+            artifacts["ollama"] = {"error": f"No Modelfile: {err}."}
     if "vllm" in cfg.formats:
         commands = []
         if adapter:
@@ -227,6 +236,14 @@ def _parity(cfg: ExportConfig, tmp: Path, run: Job, artifacts: dict, step) -> di
     return report
 
 
+def _gguf_names(path: Path) -> dict:
+    """The GGUF's name, base model, dataset and license as llama.cpp reads them (for the report)."""
+    meta = gguf.metadata(path)
+    return {k: v for k, v in meta.items() if k in ("general.name", "general.base_model.0.name",
+                                                   "general.base_model.0.repo_url", "general.dataset.0.name",
+                                                   "general.license")}
+
+
 def staging_dir(out: Path) -> Path:
     """The hidden folder beside ``out`` the export is written into before it is renamed to ``out``: its name is
     safe and short whatever ``out`` is called (core.names), and a hash of the full name keeps two long names apart."""
@@ -258,20 +275,23 @@ def export(cfg: ExportConfig, step=lambda name: None) -> dict:
         merge_to_folder(run.run_dir, tmp / "merged")
         artifacts["merged"] = {"path": str(out / "merged")}
     step("recipes")
-    _recipes(cfg, tmp, out, run, name, artifacts)
-    if "gguf" in cfg.formats:
-        step("gguf")
-        if gguf.find_converter() is None:
-            artifacts["gguf"] = {"missing": gguf.INSTALL}
-        else:
-            gguf_name = safe_file_name(name, "-f16.gguf")
-            gguf.convert(tmp / "merged", tmp / "gguf" / gguf_name)
-            artifacts["gguf"] = {"path": str(out / "gguf" / gguf_name)}
+    _recipes(cfg, tmp, out, run, name, artifacts, info.get("system_prompt") or "")
     report_parity = _parity(cfg, tmp, run, artifacts, step) if cfg.parity else None
     step("card")
     for kind, library, what in (("adapter", "peft", "A LoRA adapter"), ("merged", "transformers", "A merged model")):
         if kind in artifacts:
-            write_card(tmp / kind, info, library_name=library, what=what, parity=report_parity)
+            write_card(tmp / kind, info, library_name=library, what=what, parity=report_parity, name=name,
+                       final=out / kind)
+    if "gguf" in cfg.formats:  # after the card: the converter takes name, base model, datasets, license from it
+        step("gguf")
+        gguf_name = safe_file_name(name, "-f16.gguf")
+        gguf.convert(tmp / "merged", tmp / "gguf" / gguf_name, name=name)  # fails the job when it cannot convert
+        artifacts["gguf"] = {"path": str(out / "gguf" / gguf_name), "metadata": _gguf_names(tmp / "gguf" / gguf_name)}
+    unmade = {f: (artifacts.get(f) or {}).get("error", "not written") for f in cfg.formats
+              if "error" in artifacts.get(f, {"error": ""})}
+    if unmade:  # a job that "succeeded" without a format asked for would be believed
+        raise StudioError("The export did not write every format asked for ("
+                          + "; ".join(f"{f}: {why}" for f, why in unmade.items()) + "); export again without it.")
     if "adapter" in artifacts:
         shutil.make_archive(str(tmp / "adapter"), "zip", root_dir=tmp / "adapter")
     report = {"out_dir": str(out), "name": name, "artifacts": artifacts, "parity": report_parity,

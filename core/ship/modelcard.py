@@ -14,22 +14,31 @@ import re
 from pathlib import Path
 
 import numpy as np
-from sqlmodel import Session, select
+from sqlmodel import Session, func, select
 
-from core.basemodel import is_embedded
 from core.evaluate import stats
 from core.evaluate.results import results
 from core.evaluate.review import scores_of
+from core.train.export import EMBEDDED_HUB_ID, base_label, hub_id, portable_base
 from storage.models import (DatasetVersion, DatasetVersionItem, EvalPrompt, EvalSet, Example, ExampleRating, Job,
                             Output, PreferenceVersion, Project, User)
 
-EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded GGUF was made from
+__all__ = ["EMBEDDED_HUB_ID", "card_text", "lineage", "write_card"]
 BOOTSTRAP_ROUNDS = 200
 
 
-def hub_base_model(name: str | None) -> str:
-    """The base model as the Hub names it (the embedded model's origin; a local folder stays a path)."""
-    return EMBEDDED_HUB_ID if is_embedded(name) else str(name)
+def hub_base_model(name: str | None) -> str | None:
+    """The base model as the Hub names it (the embedded model's origin); None for a local folder with no name."""
+    return hub_id(name)
+
+
+def training_system_prompt(session: Session, version_id: int) -> str:
+    """The system prompt the model was trained with: the one most training examples of the version carry ("" when
+    most carry none, and the chat template's default applied)."""
+    counts = session.exec(select(DatasetVersionItem.system, func.count()).where(
+        DatasetVersionItem.version_id == version_id, DatasetVersionItem.split == "train")
+        .group_by(DatasetVersionItem.system).order_by(func.count().desc(), DatasetVersionItem.system)).first()
+    return counts[0] if counts else ""
 
 
 def _people(session: Session, version_id: int) -> dict:
@@ -98,16 +107,25 @@ def lineage(session: Session, run: Job) -> dict:
     """Everything the card says about where the model comes from (also stored in deploy.json)."""
     project = session.get(Project, run.project_id)
     metrics = (run.result or {}).get("metrics", {})
+    result = run.result or {}
+    metrics, trained = result.get("metrics", {}), result.get("dataset", {})
+    base = (run.config or {}).get("base_model")
     out: dict = {"project": project.name, "run": {"id": run.id, "name": run.name}, "config": dict(run.config or {}),
                  "license": getattr(project, "license", "") or "",
                  "intended_use": getattr(project, "intended_use", "") or "",
-                 "losses": {"train": metrics.get("train_loss"), "validation_first": metrics.get("eval_loss_first"),
-                            "validation_last": metrics.get("eval_loss_last"), "steps": metrics.get("global_step")}}
+                 "base": {"hub_id": hub_id(base), "label": base_label(base), "adapter_note": portable_base(base)[1]},
+                 "losses": {"train": metrics.get("train_loss"), "train_last": metrics.get("train_loss_last"),
+                            "validation_first": metrics.get("eval_loss_first"),
+                            "validation_last": metrics.get("eval_loss_last"), "steps": metrics.get("global_step")},
+                 "trained_on": {k: trained.get(k) for k in ("n_train", "n_train_available", "n_validation",
+                                                            "n_validation_available")},
+                 "versions": dict(result.get("versions") or {}), "system_prompt": ""}
     version = session.get(DatasetVersion, run.dataset_version_id) if run.dataset_version_id else None
     if version is not None:
         out["dataset"] = {"name": version.name, "hash": version.content_hash, "train": version.n_train,
                           "validation": version.n_validation, "test": version.n_test,
                           **_people(session, version.id)}
+        out["system_prompt"] = training_system_prompt(session, version.id)
     pref_id = (run.config or {}).get("preference_version_id")
     prefs = session.get(PreferenceVersion, pref_id) if pref_id else None
     if prefs is not None:  # a DPO run learned from preference pairs, not from a dataset version
@@ -138,46 +156,40 @@ def md(value, *, code: bool = False) -> str:
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
-def card_text(info: dict, *, library_name: str, what: str, parity: dict | None = None) -> str:
-    """The README.md: metadata block, then lineage sections."""
-    from huggingface_hub import ModelCardData
+def card_text(info: dict, *, library_name: str, what: str, parity: dict | None = None, name: str = "",
+              folder: str | Path | None = None) -> str:
+    """The README.md, built with huggingface_hub's ModelCard: the metadata block the Hub (and llama.cpp's GGUF
+    converter) reads, then lineage sections. ``name`` is the model's name; ``folder`` where the card will lie (for
+    the quick-start snippet)."""
+    from huggingface_hub import ModelCard, ModelCardData
 
-    cfg = info["config"]
-    data = ModelCardData(base_model=hub_base_model(cfg.get("base_model")), library_name=library_name,
+    cfg, base = info["config"], info.get("base") or {"hub_id": hub_id(info["config"].get("base_model")),
+                                                      "label": base_label(info["config"].get("base_model"))}
+    adapter = library_name == "peft"
+    data = ModelCardData(base_model=base["hub_id"], library_name=library_name, model_name=name or None,
                          license=info["license"] or None, pipeline_tag="text-generation",
                          datasets=[info["dataset"]["name"]] if info.get("dataset") else None,
                          tags=["finetune-studio", "trl", "dpo" if cfg.get("method") == "dpo" else "sft",
                                cfg.get("method") or "lora"])
+    if base["hub_id"]:
+        data.base_model_relation = "adapter" if adapter else "merge" if cfg.get("method") != "full" else "finetune"
+    shown = {**cfg, "base_model": base["label"]} if "base_model" in cfg else cfg  # a name, not this machine's path
     intended = "\n".join(md(line) for line in (info["intended_use"] or "").splitlines())
     lines = [f"# {md(info['project'])}: run {info['run']['id']} ({md(info['run']['name'])})", "",
-             f"{what}, fine-tuned from {md(cfg.get('base_model'), code=True)} with finetune-studio ("
+             f"{what}, fine-tuned from {md(base['label'], code=True)} with finetune-studio ("
              + ("TRL DPO on preference pairs, LoRA" if cfg.get("method") == "dpo"
                 else f"TRL SFT, {md(cfg.get('method'))}")
-             + ").", "", "## Intended use", "",
+             + ")." + ("" if base["hub_id"] else " The base model is a local folder with no Hugging Face Hub name."),
+             "", "## Intended use", "",
              intended or "Not stated: set it on Admin -> Project settings -> Intended use.", ""]
-    lines += ["## Training data", ""]
-    ds = info.get("dataset")
-    prefs = info.get("preferences")
-    if prefs:
-        lines += [f"- Preference version: {md(prefs['name'], code=True)}, content hash `{prefs['hash']}`, "
-                  f"{prefs['pairs']} pairs "
-                  "(prompt, chosen, rejected)"]
-        lines += [f"- Continued from run {prefs['init_from_run']}'s adapter (the DPO reference model)"
-                  if prefs["init_from_run"] else "- A new LoRA adapter on the base model"]
-        lines.append("")
-    elif ds:
-        lines += [f"- Dataset version: {md(ds['name'], code=True)}, content hash `{ds['hash']}`",
-                  f"- Examples per split: train {ds['train']}, validation {ds['validation']}, test {ds['test']}",
-                  f"- Written or edited by {ds['annotators']} annotator(s), approved by {ds['reviewers']} "
-                  "reviewer(s)", ""]
-    else:
-        lines += ["- No dataset version is recorded for this run.", ""]
+    lines += _data_lines(info)
     losses = info["losses"]
-    lines += ["## Training", "", f"- Final train loss: {_fmt(losses['train'])}",
+    lines += ["## Training", "", f"- Train loss, mean over all training steps: {_fmt(losses['train'])}",
+              f"- Train loss at the last logged step: {_fmt(losses.get('train_last'))}",
               f"- Validation loss: {_fmt(losses['validation_first'])} (base) -> {_fmt(losses['validation_last'])} "
               "(end of training)", f"- Optimizer steps: {_fmt(losses['steps'])}", "", "TrainConfig:", "",
               # No backtick inside the fence (JSON's \u0060 is the same text), so no value can close it.
-              "```json", json.dumps(cfg, indent=2, sort_keys=True).replace("`", "\\u0060"), "```", ""]
+              "```json", _json(shown), "```", ""]
     lines += _evaluation_lines(info.get("evaluation"))
     if parity:
         lines += ["## Parity with the run", "",
@@ -186,7 +198,58 @@ def card_text(info: dict, *, library_name: str, what: str, parity: dict | None =
         for kind, verdict in parity.get("checks", {}).items():
             lines.append(f"- {md(kind)}: {md(verdict.get('summary') or verdict.get('error'))}")
         lines.append("")
-    return f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)
+    lines += _quick_start(info, adapter, folder)
+    versions = info.get("versions") or {}
+    lines += ["## Framework versions", "", *([f"- {md(k)}: {md(v, code=True)}" for k, v in sorted(versions.items())]
+                                           or ["- Not recorded by the run."]), ""]
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
+
+
+def _json(value) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False).replace("`", "\\u0060")
+
+
+def _data_lines(info: dict) -> list[str]:
+    lines = ["## Training data", ""]
+    ds, prefs, trained = info.get("dataset"), info.get("preferences"), info.get("trained_on") or {}
+    if prefs:
+        lines += [f"- Preference version: {md(prefs['name'], code=True)}, content hash `{prefs['hash']}`, "
+                  f"{prefs['pairs']} pairs (prompt, chosen, rejected)"]
+        lines += [f"- Continued from run {prefs['init_from_run']}'s adapter (the DPO reference model)"
+                  if prefs["init_from_run"] else "- A new LoRA adapter on the base model"]
+    elif ds:
+        lines += [f"- Dataset version: {md(ds['name'], code=True)}, content hash `{ds['hash']}`",
+                  f"- Examples per split of the version: train {ds['train']}, validation {ds['validation']}, "
+                  f"test {ds['test']}",
+                  f"- Written or edited by {ds['annotators']} annotator(s), approved by {ds['reviewers']} "
+                  "reviewer(s)"]
+    else:
+        lines += ["- No dataset version is recorded for this run."]
+    n, available = trained.get("n_train"), trained.get("n_train_available")
+    if n is not None:
+        sample = f" (a seeded random sample of the {available} available)" if available and available > n else ""
+        lines.append(f"- Trained on {n} examples{sample}; validation loss on {trained.get('n_validation')}")
+    if info.get("system_prompt"):
+        lines.append(f"- System prompt of the training examples: {md(info['system_prompt'], code=True)}")
+    return lines + [""]
+
+
+def _quick_start(info: dict, adapter: bool, folder: str | Path | None) -> list[str]:
+    """A snippet that loads this folder and answers with the system prompt the model was trained with."""
+    where = json.dumps(str(folder or "path/to/this/folder"), ensure_ascii=False)
+    messages = ([{"role": "system", "content": info["system_prompt"]}] if info.get("system_prompt") else [])
+    messages.append({"role": "user", "content": "Hello!"})
+    load = (["from peft import AutoPeftModelForCausalLM", "from transformers import AutoTokenizer", "",
+             f"model = AutoPeftModelForCausalLM.from_pretrained({where})  # loads the base model it names too"]
+            if adapter else ["from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+                             f"model = AutoModelForCausalLM.from_pretrained({where})"])
+    code = [*load, f"tokenizer = AutoTokenizer.from_pretrained({where})",
+            f"messages = {json.dumps(messages, ensure_ascii=False)}",
+            "inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors=\"pt\", "
+            "return_dict=True)", "out = model.generate(**inputs, max_new_tokens=256, do_sample=False)",
+            "print(tokenizer.decode(out[0][inputs[\"input_ids\"].shape[1]:], skip_special_tokens=True))"]
+    note = [md((info.get("base") or {}).get("adapter_note") or ""), ""] if adapter else []
+    return (["## Quick start", "", *note, "```python", *(line.replace("`", "\\u0060") for line in code), "```", ""])
 
 
 def _prompts(parity: dict) -> str:
@@ -221,7 +284,10 @@ def _evaluation_lines(ev: dict | None) -> list[str]:
     return lines
 
 
-def write_card(folder: str | Path, info: dict, *, library_name: str, what: str, parity: dict | None = None) -> Path:
+def write_card(folder: str | Path, info: dict, *, library_name: str, what: str, parity: dict | None = None,
+               name: str = "", final: str | Path | None = None) -> Path:
+    """Write README.md into ``folder`` (``final``: where that folder will be once the export is in place)."""
     path = Path(folder) / "README.md"
-    path.write_text(card_text(info, library_name=library_name, what=what, parity=parity), encoding="utf-8")
+    path.write_text(card_text(info, library_name=library_name, what=what, parity=parity, name=name,
+                              folder=final or folder), encoding="utf-8")
     return path

@@ -190,18 +190,38 @@ def parse_modelfile(text: str) -> list[tuple[str, str]]:
     return commands
 
 
-def modelfile(fmt: ChatFormat, *, model_from: str | Path, adapter: str | Path | None = None) -> str:
-    """A Modelfile: FROM a merged safetensors folder (or a base folder with ADAPTER), TEMPLATE, SYSTEM when the
-    template has a default one, and one stop PARAMETER per stop string. Every value goes through
-    ``modelfile_value``: a folder named with a line break, quotes or triple quotes stays one value."""
-    lines = ["# Written by finetune-studio from the model's own chat template.", f"FROM {modelfile_value(model_from)}"]
+def modelfile(fmt: ChatFormat | None, *, model_from: str | Path, adapter: str | Path | None = None,
+              system: str | None = None) -> str:
+    """A Modelfile: FROM a merged safetensors folder (or a base folder with ADAPTER), TEMPLATE, SYSTEM, and one stop
+    PARAMETER per stop string. SYSTEM is ``system``, the system prompt the model was trained with, else the
+    template's default one. Without ``fmt`` (a chat template prefixes and suffixes cannot express) there is no
+    TEMPLATE and no stop: Ollama detects both from the model's own chat template when it imports the folder.
+    Every value goes through ``modelfile_value``: a folder named with a line break, quotes or triple quotes stays
+    one value."""
+    lines = ["# Written by finetune-studio from the model's own chat template." if fmt is not None else
+             "# Written by finetune-studio; no TEMPLATE: Ollama detects it from the model's chat template.",
+             f"FROM {modelfile_value(model_from)}"]
     if adapter:
         lines.append(f"ADAPTER {modelfile_value(adapter)}")
-    lines.append(f"TEMPLATE {modelfile_value(go_template(fmt), 'block')}")
-    if fmt.default_system is not None:
-        lines.append(f"SYSTEM {modelfile_value(fmt.default_system, 'block')}")
-    lines += [f"PARAMETER stop {modelfile_value(stop, 'quoted')}" for stop in fmt.stops]
+    if fmt is not None:
+        lines.append(f"TEMPLATE {modelfile_value(go_template(fmt), 'block')}")
+    system = system or (fmt.default_system if fmt is not None else None)
+    if system is not None:
+        lines.append(f"SYSTEM {modelfile_value(system, 'block')}")
+    lines += [f"PARAMETER stop {modelfile_value(stop, 'quoted')}" for stop in (fmt.stops if fmt else [])]
     return "\n".join(lines) + "\n"
+
+
+def derived_format(tokenizer) -> tuple[ChatFormat | None, str]:
+    """(the chat format, "") when a TEMPLATE can be derived from ``tokenizer``'s chat template, else (None, why)."""
+    try:
+        fmt = read_format(tokenizer)
+        go_template(fmt)
+    except ValueError as err:
+        return None, str(err)
+    except Exception as err:  # noqa: BLE001 - jinja's TemplateError: the template refuses the sample conversation
+        return None, f"the chat template refuses a system, user, assistant, user conversation ({err})"
+    return fmt, ""
 
 
 def model_name(text: str) -> str:

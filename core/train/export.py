@@ -18,13 +18,50 @@ import os
 import shutil
 from pathlib import Path
 
-from core.basemodel import load_model, resolve_model_path
+from core.basemodel import EMBEDDED, is_embedded, load_model, resolve_model_path
 from core.errors import InvalidInput, NotFound
 from core.jobs import rundir
 from core.train.config import TrainConfig
 
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded GGUF was made from
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json",
                    "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json")
+
+
+def hub_id(base_model: str | None) -> str | None:
+    """The base model's Hugging Face Hub id, which another machine resolves: the embedded model's origin, a hub id
+    as given, a folder of the Hugging Face cache by its repository (``models--org--name/snapshots/...``); None
+    for any other local folder (it has no name outside this machine)."""
+    name = (base_model or EMBEDDED).strip()
+    if is_embedded(name):
+        return EMBEDDED_HUB_ID
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        parts = name.split("/")
+        return name if len(parts) == 2 and all(parts) and not name.startswith((".", "~")) else None
+    for part in reversed(path.resolve().parts):
+        if part.startswith("models--"):
+            return part[len("models--"):].replace("--", "/")
+    return None
+
+
+def base_label(base_model: str | None) -> str:
+    """How a card names the base model: its hub id, else the local folder's name (never a workspace path)."""
+    return hub_id(base_model) or Path(str(base_model).rstrip("/")).name
+
+
+def portable_base(base_model: str | None) -> tuple[str, str]:
+    """(``base_model_name_or_path`` for adapter_config.json, a note): the hub id where one exists, else this
+    machine's folder, with a note saying the adapter needs that folder (or the same model under its own name)."""
+    found = hub_id(base_model)
+    if found:
+        note = (" (the embedded model is that model's Q4_1 GGUF, converted: the adapter was trained on those "
+                "weights)") if is_embedded(base_model) else ""
+        return found, f"adapter_config.json names the base model {found}{note}."
+    path = Path(str(base_model)).expanduser()
+    local = str(path.resolve()) if path.is_dir() else str(base_model)
+    return local, (f"The base model is a local folder with no Hub name, so adapter_config.json names its path on "
+                   f"this machine ({local}); on another machine, copy that folder or set base_model_name_or_path.")
 
 
 def check_target(out: Path) -> None:
@@ -126,13 +163,22 @@ def save_adapter_folder(run_dir: str | Path, out: str | Path) -> Path:
     for name in rundir.ADAPTER_FILES + TOKENIZER_FILES:
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, tmp / name)
-    base = resolve_model_path(run_config(run_dir).base_model)
+    base_model = run_config(run_dir).base_model
+    _name_base(tmp / rundir.ADAPTER_FILES[0], base_model)
+    base = resolve_model_path(base_model)
     try:
         generation = GenerationConfig.from_pretrained(base)
     except OSError:  # a base without generation_config.json: its model config's defaults
         generation = GenerationConfig.from_model_config(load_model_config(base))
     generation.save_pretrained(tmp)
     return _into_place(tmp, out)
+
+
+def _name_base(adapter_config: Path, base_model: str | None) -> None:
+    """Write into adapter_config.json a base model another machine resolves (peft wrote the folder it loaded)."""
+    data = json.loads(adapter_config.read_text(encoding="utf-8"))
+    data["base_model_name_or_path"] = portable_base(base_model)[0]
+    adapter_config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def load_model_config(path):
