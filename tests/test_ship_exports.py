@@ -129,6 +129,8 @@ def test_gguf_loads_in_llama_cpp_where_it_is_installed(exported):
     report, *_ = exported
     llm = llama_cpp.Llama(model_path=report["artifacts"]["gguf"]["path"], n_ctx=128, verbose=False)
     assert llm.metadata["general.name"] == NAME.lower().replace(" ", "-")
+    answer = llm.create_chat_completion([{"role": "user", "content": "Hello"}], max_tokens=4, temperature=0)
+    assert answer["usage"]["completion_tokens"] > 0  # it runs, through the chat template the GGUF carries
 
 
 def test_gguf_without_a_converter_is_refused_with_the_install_not_a_succeeded_export(session, users, project,
