@@ -65,3 +65,12 @@ def test_stop_ends_the_text_before_the_stop_sequence_even_split_across_pieces():
     text, pieces = _streamed(["Hello w", "ater"], ["world"])  # "w" held back, then let go: nothing lost
     assert pieces == ["Hello ", "water"]
     assert _streamed(["a", "b"], ["zz"]) == ("ab", ["a", "b"])
+
+
+def test_continuous_batching_refuses_what_one_shared_generation_config_would_ignore():
+    for field, value in (("temperature", 0.7), ("top_p", 0.5), ("seed", 1),
+                         ("generation_config", '{"do_sample": true}')):
+        message = params.batching_refusal({"messages": HI, field: value})
+        assert message and message.startswith(field) and "continuous batching" in message, (field, message)
+    assert params.batching_refusal({"messages": HI, "stop": "x", "max_tokens": 5}) is None
+    assert params.batching_refusal({"messages": HI, "generation_config": '{"max_new_tokens": 5}'}) is None

@@ -172,12 +172,13 @@ def _generation_options(raw) -> dict:
     return options
 
 
-def check_body(body, path: str = "") -> RequestState:
-    """Checks that need only the parsed body; what the client asked for, for the generation checks."""
+def check_body(body, path: str = "", batching: bool = False) -> RequestState:
+    """Checks that need only the parsed body; what the client asked for, for the generation checks. ``batching``:
+    the server batches requests continuously (per-request sampling fields are refused: core.ship.params)."""
     if not isinstance(body, dict):
         raise Refused(400, "The request body must be a JSON object.")
     check_fields(body, path)
-    message = params.refusal(body, path)
+    message = params.refusal(body, path) or (params.batching_refusal(body) if batching else None)
     if message:
         raise Refused(400, message)
     state = RequestState(sample=params.sampling(body), seed=body.get("seed"), stops=params.stops_of(body))
@@ -303,8 +304,8 @@ class Guard:
     """ASGI middleware: admission, body size, body checks, disconnects, and the idle clock (``activity``)."""
 
     def __init__(self, app, manager, max_requests: int, activity, counted: tuple[str, ...],
-                 api_key_hash: str = "") -> None:
-        self.app, self.manager, self.max_requests = app, manager, max_requests
+                 api_key_hash: str = "", batching: bool = False) -> None:
+        self.app, self.manager, self.max_requests, self.batching = app, manager, max_requests, batching
         self.activity, self.counted, self.api_key_hash = activity, counted, api_key_hash
         self.admitted = 0
 
@@ -358,7 +359,7 @@ class Guard:
             if body is None:
                 return  # the client left before sending its body
             path = scope["path"]
-            state = check_body(_parse(body), path) if path in GENERATING else RequestState()
+            state = check_body(_parse(body), path, self.batching) if path in GENERATING else RequestState()
         except Refused as err:
             return await _send_refusal(send, err)
         token = _STATE.set(state)

@@ -52,6 +52,31 @@ WHY = {
 }
 """Why a field is refused, where a reason helps the client's author."""
 MAX_STOPS = 4  # OpenAI's limit
+SHARED_IN_BATCH = ("temperature", "top_p", "seed", "generation_config")
+"""Fields continuous batching cannot honour per request: transformers' batching samples every request it batches
+with one generation config (the model's own), and draws from one generator. Refused there (400 naming them)."""
+PER_REQUEST_IN_BATCH = {"max_new_tokens", "max_length"}
+"""generation_config keys continuous batching does take per request (the length of each answer)."""
+
+
+def batching_refusal(body: dict) -> str | None:
+    """The 400 message for the first field of ``body`` continuous batching would ignore, naming it; None when
+    there is none. A generation_config that only sets the answer's length is honoured."""
+    for name in SHARED_IN_BATCH:
+        value = body.get(name)
+        if value is None:
+            continue
+        if name == "generation_config":
+            try:
+                options = json.loads(value) if isinstance(value, str) else None
+            except ValueError:
+                options = None  # not JSON: core.ship.guard refuses it as such
+            if not isinstance(options, dict) or set(options) <= PER_REQUEST_IN_BATCH:
+                continue
+        return (f"{name} is not supported with continuous batching: the requests batched together share one "
+                f"generation config (the model's own), so a per-request {name} would be ignored. Leave it out, or "
+                f"serve without --continuous-batching.")
+    return None
 
 
 def _same(value, ok) -> bool:
