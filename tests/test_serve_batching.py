@@ -29,8 +29,9 @@ def test_continuous_batching_refuses_per_request_sampling_by_name(serve, tiny_mo
         assert message.startswith(name) and "continuous batching" in message, (name, message)
     with pytest.raises(BadRequestError, match="temperature.*continuous batching"):
         client.completions.create(model=model, prompt="Hi", max_tokens=3, temperature=0.5)
-    # what batching takes per request is still served: the length and the stop strings
-    length = json.dumps({"max_new_tokens": 3})
+    with pytest.raises(BadRequestError, match="generation_config"):  # the first one would become everyone's
+        client.chat.completions.create(model=model, messages=HELLO,
+                                       extra_body={"generation_config": json.dumps({"max_new_tokens": 3})})
+    # what batching takes per request is still served: the answer's length
     answer = client.chat.completions.create(model=model, messages=HELLO, max_tokens=3)
     assert answer.usage.completion_tokens <= 3
-    client.chat.completions.create(model=model, messages=HELLO, extra_body={"generation_config": length})

@@ -73,7 +73,7 @@ def test_continuous_batching_refuses_what_one_shared_generation_config_would_ign
         message = params.batching_refusal({"messages": HI, field: value})
         assert message and message.startswith(field) and "continuous batching" in message, (field, message)
     assert params.batching_refusal({"messages": HI, "stop": "x", "max_tokens": 5}) is None
-    assert params.batching_refusal({"messages": HI, "generation_config": '{"max_new_tokens": 5}'}) is None
+    assert params.batching_refusal({"messages": HI, "generation_config": '{"max_new_tokens": 5}'})  # would be shared
 
 
 def test_sampling_draws_from_the_whole_distribution_unless_the_model_sets_top_k(tiny_model):

@@ -54,28 +54,18 @@ WHY = {
 MAX_STOPS = 4  # OpenAI's limit
 SHARED_IN_BATCH = ("temperature", "top_p", "seed", "generation_config")
 """Fields continuous batching cannot honour per request: transformers' batching samples every request it batches
-with one generation config (the model's own), and draws from one generator. Refused there (400 naming them)."""
-PER_REQUEST_IN_BATCH = {"max_new_tokens", "max_length"}
-"""generation_config keys continuous batching does take per request (the length of each answer)."""
+with one generation config, the one it started with, and draws from one generator. Refused there (400 naming them;
+a generation_config too, even one that only sets a length: the first request's would become everyone's)."""
 
 
 def batching_refusal(body: dict) -> str | None:
     """The 400 message for the first field of ``body`` continuous batching would ignore, naming it; None when
-    there is none. A generation_config that only sets the answer's length is honoured."""
+    there is none."""
     for name in SHARED_IN_BATCH:
-        value = body.get(name)
-        if value is None:
-            continue
-        if name == "generation_config":
-            try:
-                options = json.loads(value) if isinstance(value, str) else None
-            except ValueError:
-                options = None  # not JSON: core.ship.guard refuses it as such
-            if not isinstance(options, dict) or set(options) <= PER_REQUEST_IN_BATCH:
-                continue
-        return (f"{name} is not supported with continuous batching: the requests batched together share one "
-                f"generation config (the model's own), so a per-request {name} would be ignored. Leave it out, or "
-                f"serve without --continuous-batching.")
+        if body.get(name) is not None:
+            return (f"{name} is not supported with continuous batching: the requests batched together share one "
+                    f"generation config (the model's own), so a per-request {name} would be ignored. Leave it out "
+                    f"(max_tokens still sets each answer's length), or serve without --continuous-batching.")
     return None
 
 
