@@ -122,3 +122,12 @@ def test_a_config_file_takes_a_json_list_for_a_comma_list_field_and_refuses_othe
         with pytest.raises(InvalidInput, match=words) as refused:
             settings(**{key: value})
         assert "\n" not in str(refused.value), str(refused.value)
+
+
+def test_target_modules_given_as_a_list_of_names_is_the_comma_list_it_means():
+    cfg = TrainConfig(target_modules=["q_proj", " v_proj"])
+    assert cfg.target_modules == "q_proj,v_proj" and cfg.target_modules_value() == ["q_proj", "v_proj"]
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+    for bad in (5, ["q_proj", 3], {"q_proj": 1}):
+        with pytest.raises(InvalidInput, match="target_modules must be"):
+            TrainConfig(target_modules=bad)

@@ -137,6 +137,9 @@ class TrainConfig:
     """Name of the preset this config started from (informational)."""
 
     def __post_init__(self) -> None:
+        names = self.target_modules
+        if isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names):
+            self.target_modules = ",".join(n.strip() for n in names)  # the comma list a list of names means
         problems = list(self._problems())
         if problems:
             raise InvalidInput("Invalid training settings: " + "; ".join(problems) + ".")
@@ -155,7 +158,9 @@ class TrainConfig:
             yield "lora_alpha must be positive"
         if not 0 <= self.lora_dropout < 1:
             yield "lora_dropout must be in [0, 1)"
-        if not str(self.target_modules).strip():
+        if not isinstance(self.target_modules, str):
+            yield 'target_modules must be "all-linear" or module names (comma-separated, or a list of strings)'
+        elif not self.target_modules.strip():
             yield "target_modules is empty"
         if self.learning_rate is not None and not (0 < self.learning_rate < 1):
             yield f"learning_rate must be between 0 and 1 (got {self.learning_rate})"
