@@ -1,6 +1,7 @@
 """The one TrainConfig: every shipped preset validates, bad values are refused clearly, JSON round-trips."""
 from __future__ import annotations
 
+import json
 from dataclasses import fields
 
 import pytest
@@ -98,3 +99,35 @@ def test_memory_estimate_orders_methods_and_counts_parameters_from_the_config():
     assert 4_000 < peak["qlora"] < 16_000 and peak["full"] > 100_000  # an 8B model: ~5 GB in 4 bit, >100 GB full
     no_ckpt = estimate_peak_memory(big, "lora", 1, 1024, False, "bf16")
     assert no_ckpt["activations_mb"] > estimate_peak_memory(big, "lora", 1, 1024, True, "bf16")["activations_mb"]
+
+
+def test_a_config_file_takes_a_json_list_for_a_comma_list_field_and_refuses_other_wrong_types(tmp_path):
+    from core.train.config import config_file_settings
+
+    def settings(**values):
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps(values))
+        return config_file_settings(path)
+
+    typed = settings(target_modules=["q_proj", "v_proj"], exclude_example_ids=[3, 4], lora_r=8, lora_dropout=0)
+    assert typed == {"target_modules": "q_proj,v_proj", "exclude_example_ids": [3, 4], "lora_r": 8, "lora_dropout": 0}
+    assert TrainConfig(**typed).target_modules_value() == ["q_proj", "v_proj"]
+    for key, value, words in (("method", ["lora"], "method must be a string, not a list"),
+                              ("target_modules", [1, 2], "target_modules must be a string or a list of strings"),
+                              ("packing", True, "packing must be a string, not true"),
+                              ("lora_r", [8], "lora_r must be a whole number, not a list"),
+                              ("lora_dropout", True, "lora_dropout must be a number, not true"),
+                              ("gradient_checkpointing", "maybe", "gradient_checkpointing"),
+                              ("exclude_example_ids", {"3": 1}, "exclude_example_ids must be a list")):
+        with pytest.raises(InvalidInput, match=words) as refused:
+            settings(**{key: value})
+        assert "\n" not in str(refused.value), str(refused.value)
+
+
+def test_target_modules_given_as_a_list_of_names_is_the_comma_list_it_means():
+    cfg = TrainConfig(target_modules=["q_proj", " v_proj"])
+    assert cfg.target_modules == "q_proj,v_proj" and cfg.target_modules_value() == ["q_proj", "v_proj"]
+    assert TrainConfig.from_json(cfg.to_json()) == cfg
+    for bad in (5, ["q_proj", 3], {"q_proj": 1}):
+        with pytest.raises(InvalidInput, match="target_modules must be"):
+            TrainConfig(target_modules=bad)

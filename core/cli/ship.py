@@ -167,7 +167,9 @@ def register(sub, common) -> None:
                    help=f"requests admitted at once, one generating, the rest waiting their turn; more are refused "
                         f"with 503 and Retry-After (default {DEFAULT_MAX_REQUESTS})")
     p.add_argument("--continuous-batching", action="store_true",
-                   help="transformers' continuous batching (many concurrent clients on a GPU)")
+                   help="transformers' continuous batching (many concurrent clients on a GPU; the batched requests "
+                        "share the model's generation config, so temperature, top_p, seed and generation_config are "
+                        "refused)")
     p.add_argument("--detach", action="store_true",
                    help="return once it answers; it runs on until idle or `serve-model --stop JOB` (printed)")
     p.add_argument("--stop", type=int, metavar="JOB",

@@ -11,7 +11,8 @@ honours: core.ship.params): 400 naming the field.
 ``GuardedState`` hands the handlers generation managers that check the tokenized prompt against the model's
 context before generating (400 naming the limit), refuse an explicit max_tokens the context cannot hold (400),
 lower transformers' own default to what the context leaves, and stop generating when the client disconnects. They
-also apply OpenAI's semantics that transformers' handlers miss: temperature above 0 (or top_p below 1) samples,
+also apply OpenAI's semantics that transformers' handlers miss: temperature above 0 (or top_p below 1) samples
+(from the whole distribution: no top_k of 50 unless the model's generation config sets one),
 ``seed`` seeds the generation itself (on the inference thread, so another request cannot draw from it between), and
 the answer ends before its stop sequence, streamed or not.
 """
@@ -37,6 +38,7 @@ FALLBACK_CONTEXT = 32768  # tokens, for a model that states no context (and befo
 BYTES_PER_TOKEN = 32  # more than any real tokenizer's bytes per token, JSON escapes included
 BODY_OVERHEAD = 64 * 1024  # the rest of a request: model name, tools, options
 RETRY_AFTER_S = 5
+DEFAULT_MAX_LENGTH = 20  # transformers' global default, where neither the request nor the model sets max_length
 NO_LIMIT = 10 ** 8  # tokenizers say 1e30 for "not set"
 OPEN_PATHS = ("/health",)  # answered without the API key: a load balancer's probe says only "up"
 REQUIRED = {"/v1/chat/completions": "messages", "/v1/completions": "prompt", "/v1/responses": "input"}
@@ -70,6 +72,8 @@ class RequestState:
     """The seed sampling starts from, when the client sent one."""
     stops: list[str] = field(default_factory=list)
     """Stop sequences: the answer ends before the first one."""
+    openai_sampling: bool = True
+    """Whether sampling follows OpenAI's parameters (no generation_config, transformers' own extension, was sent)."""
 
 
 _STATE: ContextVar[RequestState | None] = ContextVar("serve_request", default=None)
@@ -172,15 +176,17 @@ def _generation_options(raw) -> dict:
     return options
 
 
-def check_body(body, path: str = "") -> RequestState:
-    """Checks that need only the parsed body; what the client asked for, for the generation checks."""
+def check_body(body, path: str = "", batching: bool = False) -> RequestState:
+    """Checks that need only the parsed body; what the client asked for, for the generation checks. ``batching``:
+    the server batches requests continuously (per-request sampling fields are refused: core.ship.params)."""
     if not isinstance(body, dict):
         raise Refused(400, "The request body must be a JSON object.")
     check_fields(body, path)
-    message = params.refusal(body, path)
+    message = params.refusal(body, path) or (params.batching_refusal(body) if batching else None)
     if message:
         raise Refused(400, message)
-    state = RequestState(sample=params.sampling(body), seed=body.get("seed"), stops=params.stops_of(body))
+    state = RequestState(sample=params.sampling(body), seed=body.get("seed"), stops=params.stops_of(body),
+                         openai_sampling=body.get("generation_config") is None)
     for name in TOKEN_FIELDS:
         if body.get(name) is not None:
             state.asked = state.asked or (name, _whole_number(name, body[name]))
@@ -205,7 +211,8 @@ def check_generation(model, processor, inputs, gen_config, state: RequestState |
     room = context - prompt
     wanted = gen_config.max_new_tokens
     if wanted is None:  # a generation_config without max_new_tokens counts its max_length from the start
-        wanted = max(1, gen_config.max_length - prompt)
+        total = gen_config.max_length or model.generation_config.max_length or DEFAULT_MAX_LENGTH
+        wanted = max(1, total - prompt)
     if wanted > room and state is not None and state.asked is not None:
         name, value = state.asked
         raise Refused(400, f"{name} is {value}, but this model can write at most {room} new tokens after this "
@@ -260,6 +267,8 @@ class GuardedManager:
         check_generation(model, processor, inputs, gen_config, state)
         if state is not None and state.sample is not None:
             gen_config.do_sample = state.sample  # transformers only ever turns sampling off (temperature 0)
+        if state is not None and state.openai_sampling and gen_config.do_sample and gen_config.top_k is None:
+            gen_config.top_k = 0  # OpenAI has no top_k; generate() would fill in transformers' default of 50
         if self.batching:  # continuous batching takes no stopping criteria nor processors; transformers cancels
             return inputs
         if state is not None and state.seed is not None:
@@ -303,8 +312,8 @@ class Guard:
     """ASGI middleware: admission, body size, body checks, disconnects, and the idle clock (``activity``)."""
 
     def __init__(self, app, manager, max_requests: int, activity, counted: tuple[str, ...],
-                 api_key_hash: str = "") -> None:
-        self.app, self.manager, self.max_requests = app, manager, max_requests
+                 api_key_hash: str = "", batching: bool = False) -> None:
+        self.app, self.manager, self.max_requests, self.batching = app, manager, max_requests, batching
         self.activity, self.counted, self.api_key_hash = activity, counted, api_key_hash
         self.admitted = 0
 
@@ -358,7 +367,7 @@ class Guard:
             if body is None:
                 return  # the client left before sending its body
             path = scope["path"]
-            state = check_body(_parse(body), path) if path in GENERATING else RequestState()
+            state = check_body(_parse(body), path, self.batching) if path in GENERATING else RequestState()
         except Refused as err:
             return await _send_refusal(send, err)
         token = _STATE.set(state)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from core.evaluate.results import results
 from core.evaluate.review import scores_of
 from core.train.export import EMBEDDED_HUB_ID, base_label, hub_id, portable_base
 from storage.models import (DatasetVersion, DatasetVersionItem, EvalPrompt, EvalSet, Example, ExampleRating, Job,
-                            Output, PreferenceVersion, Project, User)
+                            Output, PreferencePair, PreferenceVersion, Project, User)
 
 __all__ = ["EMBEDDED_HUB_ID", "card_text", "lineage", "write_card"]
 BOOTSTRAP_ROUNDS = 200
@@ -39,6 +40,30 @@ def training_system_prompt(session: Session, version_id: int) -> str:
         DatasetVersionItem.version_id == version_id, DatasetVersionItem.split == "train")
         .group_by(DatasetVersionItem.system).order_by(func.count().desc(), DatasetVersionItem.system)).first()
     return counts[0] if counts else ""
+
+
+def preference_system_prompt(session: Session, version_id: int) -> str:
+    """The system prompt most pairs of a preference version open with ("" when most open with none)."""
+    counts = Counter(p[0].get("content") or "" if p and isinstance(p[0], dict) and p[0].get("role") == "system"
+                     else "" for p in session.exec(select(PreferencePair.prompt)
+                                                   .where(PreferencePair.version_id == version_id)))
+    return min(counts.items(), key=lambda kv: (-kv[1], kv[0]))[0] if counts else ""
+
+
+def trained_system_prompt(session: Session, run: Job) -> str:
+    """The system prompt ``run`` was trained with: its dataset version's; for a DPO run, its preference pairs',
+    else that of the run it continued (the SFT run whose adapter it kept training); "" when none has one (the chat
+    template's default then applies)."""
+    seen: set[int] = set()
+    while run is not None and run.id not in seen:
+        seen.add(run.id)
+        config = run.config or {}
+        prompt = (preference_system_prompt(session, config["preference_version_id"])
+                  if config.get("preference_version_id") else "")
+        if prompt or run.dataset_version_id:
+            return prompt or training_system_prompt(session, run.dataset_version_id)
+        run = session.get(Job, config["init_from_run"]) if config.get("init_from_run") else None
+    return ""
 
 
 def _people(session: Session, version_id: int) -> dict:
@@ -125,12 +150,12 @@ def lineage(session: Session, run: Job) -> dict:
         out["dataset"] = {"name": version.name, "hash": version.content_hash, "train": version.n_train,
                           "validation": version.n_validation, "test": version.n_test,
                           **_people(session, version.id)}
-        out["system_prompt"] = training_system_prompt(session, version.id)
     pref_id = (run.config or {}).get("preference_version_id")
     prefs = session.get(PreferenceVersion, pref_id) if pref_id else None
     if prefs is not None:  # a DPO run learned from preference pairs, not from a dataset version
         out["preferences"] = {"name": prefs.name, "hash": prefs.content_hash, "pairs": prefs.n_pairs,
                               "init_from_run": (run.config or {}).get("init_from_run") or None}
+    out["system_prompt"] = trained_system_prompt(session, run)
     user = session.get(User, run.created_by) if run.created_by else None
     out["evaluation"] = evaluation(session, run, user) if user is not None else None
     return out

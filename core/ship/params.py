@@ -52,6 +52,21 @@ WHY = {
 }
 """Why a field is refused, where a reason helps the client's author."""
 MAX_STOPS = 4  # OpenAI's limit
+SHARED_IN_BATCH = ("temperature", "top_p", "seed", "generation_config")
+"""Fields continuous batching cannot honour per request: transformers' batching samples every request it batches
+with one generation config, the one it started with, and draws from one generator. Refused there (400 naming them;
+a generation_config too, even one that only sets a length: the first request's would become everyone's)."""
+
+
+def batching_refusal(body: dict) -> str | None:
+    """The 400 message for the first field of ``body`` continuous batching would ignore, naming it; None when
+    there is none."""
+    for name in SHARED_IN_BATCH:
+        if body.get(name) is not None:
+            return (f"{name} is not supported with continuous batching: the requests batched together share one "
+                    f"generation config (the model's own), so a per-request {name} would be ignored. Leave it out "
+                    f"(max_tokens still sets each answer's length), or serve without --continuous-batching.")
+    return None
 
 
 def _same(value, ok) -> bool:

@@ -131,7 +131,7 @@ def build_app(manager, cfg: ServeConfig, activity: Activity):
         return await refused(_request, Refused(err.status_code, str(err.detail), getattr(err, "headers", None)))
 
     app.add_middleware(Guard, manager=manager, max_requests=cfg.max_requests, activity=activity, counted=COUNTED,
-                       api_key_hash=cfg.api_key_hash)
+                       api_key_hash=cfg.api_key_hash, batching=cfg.continuous_batching)
     return app
 
 

@@ -137,6 +137,9 @@ class TrainConfig:
     """Name of the preset this config started from (informational)."""
 
     def __post_init__(self) -> None:
+        names = self.target_modules
+        if isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names):
+            self.target_modules = ",".join(n.strip() for n in names)  # the comma list a list of names means
         problems = list(self._problems())
         if problems:
             raise InvalidInput("Invalid training settings: " + "; ".join(problems) + ".")
@@ -155,7 +158,9 @@ class TrainConfig:
             yield "lora_alpha must be positive"
         if not 0 <= self.lora_dropout < 1:
             yield "lora_dropout must be in [0, 1)"
-        if not str(self.target_modules).strip():
+        if not isinstance(self.target_modules, str):
+            yield 'target_modules must be "all-linear" or module names (comma-separated, or a list of strings)'
+        elif not self.target_modules.strip():
             yield "target_modules is empty"
         if self.learning_rate is not None and not (0 < self.learning_rate < 1):
             yield f"learning_rate must be between 0 and 1 (got {self.learning_rate})"
@@ -298,6 +303,8 @@ def preset_config(name: str = "quick", **overrides) -> TrainConfig:
     return TrainConfig.from_dict(values)
 
 
+# str fields that hold a comma-separated list: a config file may give them as a JSON list of strings.
+COMMA_LISTS = ("target_modules",)
 # Settings the launcher fills in: a config file or --set that carried one would resume an unrelated checkpoint.
 LAUNCHER_ONLY = {"resume_from": "`finetune-studio runs resume RUN` continues a run from its checkpoint"}
 
@@ -319,7 +326,8 @@ def parse_set(pairs: list[str]) -> dict[str, Any]:
 def config_file_settings(path: str | Path) -> dict[str, Any]:
     """The settings of a run's config.json (or any JSON object of TrainConfig fields), typed like --set; what
     ``finetune-studio train --config`` re-runs. Refused in one line when the file is missing, not JSON, carries an
-    unknown key or a value of the wrong type. A resumed run's ``resume_from`` is left out: a re-run starts at step 0
+    unknown key or a value of the wrong JSON type (a comma-list field, ``target_modules``, also takes a JSON list
+    of strings). A resumed run's ``resume_from`` is left out: a re-run starts at step 0
     (`finetune-studio runs resume` continues a run)."""
     path = Path(path).expanduser()
     try:
@@ -350,6 +358,7 @@ def typed_settings(values: dict[str, Any], source: str) -> dict[str, Any]:
         optional = type(None) in typing.get_args(kind)
         if key in LAUNCHER_ONLY and value not in ("", None):
             raise InvalidInput(f"{source}: {key} is set by the launcher, not by hand; {LAUNCHER_ONLY[key]}.")
+        value = _json_typed(key, kind, value, source)
         text = value if isinstance(value, str) else json.dumps(value)
         if optional and (value is None or text.strip().lower() in ("none", "null", "auto")):
             out[key] = None
@@ -365,6 +374,29 @@ def typed_settings(values: dict[str, Any], source: str) -> dict[str, Any]:
             argv += [f"--{key}", value if isinstance(value, str) else str(value)]
     parsed = vars(_settings_parser(source).parse_args(argv))
     return {key: out[key] if key in out else parsed[key] for key in values}
+
+
+def _json_kind(value) -> str:
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    return {str: "a string", int: "a number", float: "a number", list: "a list", dict: "an object"}[type(value)]
+
+
+def _json_typed(key: str, kind, value, source: str):
+    """A JSON value (a config file's) as its field takes it: a list of strings joined for a comma-list field,
+    a value of another JSON type refused in one line (a string is parsed as --set parses it)."""
+    if isinstance(value, str) or value is None:
+        return value
+    if key in COMMA_LISTS and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ",".join(v.strip() for v in value)
+    base = list if typing.get_origin(kind) is list else next(k for k in (str, bool, int, float)
+                                                              if k is kind or k in typing.get_args(kind))
+    if not {str: False, list: isinstance(value, list), bool: isinstance(value, bool), int: type(value) is int,
+            float: type(value) in (int, float)}[base]:
+        want = ("a string or a list of strings" if key in COMMA_LISTS else
+                {str: "a string", bool: "true or false", int: "a whole number", float: "a number"}.get(base, "a list"))
+        raise InvalidInput(f"{source}: {key} must be {want}, not {_json_kind(value)}.")
+    return value
 
 
 def _settings_parser(source: str):
