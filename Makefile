@@ -44,7 +44,7 @@ run: install
 	$(BIN)/finetune-studio serve --port $(PORT)
 
 test: install test-deps
-	$(BIN)/python -m pytest -q --timeout=1200
+	$(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) .pytest_cache artifacts
