@@ -90,6 +90,7 @@ def _real_count(config) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.slow  # loads the embedded model: 25 s on 2 busy cores
 def test_memory_estimate_counts_the_parameters_of_the_model_itself(tiny_model):
     from transformers import AutoModelForCausalLM, Gemma3TextConfig, GPT2Config
 
