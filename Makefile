@@ -1,6 +1,7 @@
 # Two commands for a fresh Linux machine with Python 3.11+:
 #   make run    install everything into .venv and start the app on the embedded default
 #   make test   install everything (test tools and Chromium too) and run the whole test suite
+#   make test-fast   the edit loop: the suite without the slow and browser tests
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -11,7 +12,7 @@ TORCH_GPU ?= torch
 TORCH_ARGS ?=
 PORT ?= 8501
 
-.PHONY: run test install test-deps clean
+.PHONY: run test test-fast install test-deps clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +45,11 @@ run: install
 	$(BIN)/finetune-studio serve --port $(PORT)
 
 test: install test-deps
-	$(BIN)/python -m pytest -q --timeout=1200
+	$(BIN)/python -m pytest -q
+
+# The edit loop: everything but real training/generation/export (slow) and the browser (e2e).
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow and not e2e"
 
 clean:
 	rm -rf $(VENV) .pytest_cache artifacts

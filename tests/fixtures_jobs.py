@@ -24,6 +24,17 @@ def live_process():
         proc.wait()
 
 
+@contextmanager
+def stubborn_process():
+    """A process that ignores SIGTERM, like a worker in the middle of a long step: it stops only when killed."""
+    proc = subprocess.Popen(["sh", "-c", "trap '' TERM; exec sleep 600"], start_new_session=True)
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def add_job(session, project, user, *, kind: str = "train", status: str = JobStatus.running.value,
             pid: int | None = None, name: str = "run", config: dict | None = None, metrics: list[dict] | None = None,
             progress: list[dict] | None = None, **fields) -> Job:

@@ -7,8 +7,7 @@ from __future__ import annotations
 from core.curate import origins
 from core.evaluate.failures import send_failures
 from storage.models import Example
-from tests.helpers import make_outputs
-from tests.test_failures import _score
+from tests.helpers import make_outputs, score_failures
 
 BASE_TEXT = "I am not sure about"  # every base answer of make_outputs starts so
 RUN_TEXT = "Call us on 0800 000."  # every run answer (and the reference, when there is one)
@@ -17,7 +16,7 @@ SECRETS = ("secret-lora", "run:", "run ", "base model", "accuracy", "mean", "<="
 
 def _drafts(session, project, users, reviewers, references: bool) -> tuple[list[Example], str]:
     es, systems = make_outputs(session, project, users["engineer"], n_prompts=4, runs=1, references=references)
-    _score(session, es, reviewers[:2])
+    score_failures(session, es, reviewers[:2])
     out = send_failures(session, users["engineer"], es.id, systems[1], rule="either", criterion="accuracy",
                         threshold=2)
     assert out["sent"] == 2

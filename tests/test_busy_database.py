@@ -159,7 +159,7 @@ def test_a_full_disk_is_a_clear_message(session, users, project, workspace):
 
 
 def test_the_cli_says_the_database_is_busy_in_one_line(users, project, workspace):
-    from tests.test_cli import cli
+    from tests.helpers import cli
 
     lock = _hold_write_lock(workspace)
     try:

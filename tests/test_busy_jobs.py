@@ -14,19 +14,10 @@ from sqlmodel import select
 from core.train.config import TrainConfig
 from storage.models import JobStatus, Output
 from tests.fixtures_models import make_dataset_version, tiny_model_fixture  # noqa: F401 (the tiny_model fixture)
-from tests.test_train import wait_for
+from tests.helpers import wait_for, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 LOCK_S = 16
-
-
-def _wait(predicate, what: str, timeout: float = 240):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -55,7 +46,7 @@ def test_a_run_stepping_through_a_16_s_lock_succeeds(session, users, project, wo
                       per_device_batch_size=1, max_steps=60, save_steps=1000, eval_steps=1000)
     job = launch(session, eng, project.id, cfg)
     metrics = Path(job.run_dir) / "metrics.jsonl"
-    _wait(lambda: any(r.get("loss") is not None for r in _jsonl(metrics)), "the first training steps")
+    wait_until(lambda: any(r.get("loss") is not None for r in _jsonl(metrics)), 240, "the first training steps")
     step_before = max(r["step"] for r in _jsonl(metrics))
     taken = _hold_lock(workspace, LOCK_S)
     stepped_during = [r["step"] for r in _jsonl(metrics) if r.get("loss") is not None and taken < r["time"]
@@ -75,7 +66,7 @@ def test_a_generation_job_through_a_16_s_lock_keeps_every_output(session, users,
     job = launch_generation(session, eng, es.id, ["base"], base_model=str(tiny_model), batch_size=2,
                             perplexity=False, decoding={"max_new_tokens": 24})
     progress = Path(job.run_dir) / "progress.jsonl"
-    _wait(lambda: bool(_jsonl(progress)), "the first generated batch")
+    wait_until(lambda: bool(_jsonl(progress)), 240, "the first generated batch")
     _hold_lock(workspace, LOCK_S)
     done = wait_for(session, job.id, timeout=300)
     assert done.status == JobStatus.succeeded.value, done.error

@@ -259,7 +259,7 @@ def test_results_show_pass_rates_and_the_failing_answers(session, project, users
 
 
 def test_cli_results_json_includes_the_checks(workspace, session, project, users):
-    from tests.test_cli import cli
+    from tests.helpers import cli
 
     es, run = _outputs(session, project, users["engineer"], {"base": ["Call 0800 555 0105."] * 4})
     out = cli(workspace, "results", "--eval-set", str(es.id), "--json", "--bootstrap-rounds", "10")

@@ -8,7 +8,7 @@ import pytest
 
 from storage.models import Job, JobStatus
 from tests.fixtures_models import make_dataset_version, tiny_model_fixture  # noqa: F401 (the tiny_model fixture)
-from tests.test_cli import cli
+from tests.helpers import cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -69,12 +69,12 @@ def test_a_base_model_without_chat_template_is_refused_at_launch(session, users,
     from core.errors import InvalidInput
     from core.train.config import preset_config
     from core.train.runs import launch
-    from tests.test_pages_train_live import _page
+    from tests.helpers import page
 
     with pytest.raises(InvalidInput, match="no chat template"):  # the Train form launches through the same call
         launch(session, users["engineer"], project.id, preset_config("quick", dataset_version_id=version.id,
                                                                      base_model=str(plain), max_steps=1))
-    at = _page("train.py", users["engineer"]).run()  # and the form says so as soon as the folder is given
+    at = page("train.py", users["engineer"]).run()  # and the form says so as soon as the folder is given
     at.radio(key="source").set_value("Local model folder").run()
     at.text_input(key="model_path").input(str(plain)).run()
     assert any("no chat template" in w.value for w in at.warning)
@@ -90,6 +90,7 @@ def _real_count(config) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.slow  # loads the embedded model: 25 s on 2 busy cores
 def test_memory_estimate_counts_the_parameters_of_the_model_itself(tiny_model):
     from transformers import AutoModelForCausalLM, Gemma3TextConfig, GPT2Config
 

@@ -52,7 +52,7 @@ def test_dataset_csv_neutralises_formula_cells_and_round_trips(session, users, t
 def test_scores_csv_neutralises_comments_and_names(session, project, users):
     from core.accounts import create_user
     from core.evaluate import results, review
-    from tests.test_evaluation import full_scores, make_outputs
+    from tests.helpers import full_scores, make_outputs
 
     es, _ = make_outputs(session, project, users["engineer"], n_prompts=1, runs=1)
     rev = create_user(session, users["admin"], "@rev", "correct-horse-battery", "reviewer")

@@ -12,8 +12,7 @@ from core.evaluate.results import report_markdown, results
 from core.jobs import rundir
 from storage.models import Output
 from tests.fixtures_jobs import add_job, live_process
-from tests.helpers import make_outputs
-from tests.test_pages_evaluation import page, rendered_text
+from tests.helpers import make_outputs, page, rendered_text
 
 GREEDY_96 = {"mode": "greedy", "max_new_tokens": 96, "seed": 0}
 GREEDY_256 = {"mode": "greedy", "max_new_tokens": 256, "seed": 0}

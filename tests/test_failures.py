@@ -13,36 +13,12 @@ from core.evaluate import review
 from core.evaluate.evalsets import eval_prompts
 from core.evaluate.failures import find_failures, send_failures, sent_failures
 from storage.models import DatasetVersion, DatasetVersionItem, Example
-from tests.helpers import make_outputs
-
-# Per prompt position, per reviewer: (preferred: "run" | "base" | "tie", the run's accuracy score, comment).
-PLAN = {
-    0: [("base", 2, "too vague"), ("base", 2, "")],  # lost (2 of 2), accuracy mean 2
-    1: [("base", 3, ""), ("tie", 2, "")],  # not lost (1 of 2), accuracy mean 2.5
-    2: [("run", 4, ""), ("run", 5, "")],  # won, scored well
-    3: [("run", 1, "wrong number"), ("run", 2, "")],  # won, yet accuracy mean 1.5
-}
-
-
-def _score(session, es, reviewers):
-    prompts = eval_prompts(session, es.id)
-    for p in prompts:
-        for rev, (pref, acc, comment) in zip(reviewers, PLAN[p.position]):
-            pair = review.review_items(session, es.id)[0][1]
-            item = review.get_item(session, rev, es.id, p.id, pair)
-            run_side = "A" if item._system_a.startswith("run") else "B"
-            base_side = "B" if run_side == "A" else "A"
-            scores = {c: {run_side: acc if c == "accuracy" else 3, base_side: 3}
-                      for c in ("accuracy", "tone", "helpfulness")}
-            choice = {"run": run_side, "base": base_side, "tie": "tie"}[pref]
-            review.submit_score(session, rev, es.id, p.id, pair, scores=scores, preference=choice, comment=comment)
-    return {p.position: p for p in prompts}
-
+from tests.helpers import make_outputs, score_failures
 
 @pytest.fixture
 def failing(session, project, users, reviewers):
     es, systems = make_outputs(session, project, users["engineer"], n_prompts=4, runs=1, references=False)
-    prompts = _score(session, es, reviewers[:2])
+    prompts = score_failures(session, es, reviewers[:2])
     return es, systems[1], prompts
 
 
@@ -140,7 +116,7 @@ def _first_prompt_in_a_test_split(session, project, prompts) -> None:
 
 def test_a_reference_is_the_start_and_test_split_prompts_are_reported(session, project, users, reviewers):
     es, systems = make_outputs(session, project, users["engineer"], n_prompts=4, runs=1, references=True)
-    prompts = _score(session, es, reviewers[:2])
+    prompts = score_failures(session, es, reviewers[:2])
     _first_prompt_in_a_test_split(session, project, prompts)
     out = send_failures(session, users["engineer"], es.id, systems[1], rule="lost_to_base")
     assert out["leaks"] == [{"position": 0, "example_id": 4242}]

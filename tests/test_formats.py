@@ -138,12 +138,12 @@ def test_sharegpt_role_names_from_the_wild(tmp_path):
 
 
 def test_json_array_elements_across_buffer_refills(tmp_path, monkeypatch):
-    import core.curate.formats as formats
+    from core.curate.formats import limits
 
     recs = [{"instruction": f"q{i} " + "[{\"x\"}] " * i, "input": "", "output": f"a{i}"} for i in range(30)]
     path = tmp_path / "a.json"
     path.write_text(json.dumps(recs, indent=2))
-    monkeypatch.setattr(formats, "CHUNK", 7)  # every element spans many refills
+    monkeypatch.setattr(limits, "CHUNK", 7)  # every element spans many refills
     items = list(read_file(path))
     assert [i.record["turns"][0]["content"] for i in items] == [r["instruction"] for r in recs]
     assert [i.line for i in items] == [2 + 5 * i for i in range(30)]

@@ -12,7 +12,7 @@ from core.errors import InvalidInput
 from core.train.config import TrainConfig
 from storage.models import Job, JobStatus, Output
 from tests.fixtures_models import make_dataset_version, tiny_model_fixture  # noqa: F401 (the tiny_model fixture)
-from tests.test_train import wait_for
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

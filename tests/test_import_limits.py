@@ -11,6 +11,7 @@ import pytest
 from sqlmodel import select
 
 import core.curate.formats as formats
+from core.curate.formats import limits
 from core.curate.formats import Parsed, Rejected, read_file
 from core.curate.importing import import_file
 from storage.models import Example
@@ -47,8 +48,8 @@ def test_deep_nesting_and_long_integers_are_rejected_records(container, session,
 
 
 def test_records_over_the_size_limit_are_rejected_and_reading_goes_on(tmp_path, monkeypatch):
-    monkeypatch.setattr(formats, "MAX_RECORD_BYTES", 2000)
-    monkeypatch.setattr(formats, "CHUNK", 300)  # the big record spans many buffer refills
+    monkeypatch.setattr(limits, "MAX_RECORD_BYTES", 2000)
+    monkeypatch.setattr(limits, "CHUNK", 300)  # the big record spans many buffer refills
     big = json.dumps(chat("big one", "x " * 5000))
     small = [json.dumps(chat(f"q{i}", f"a{i}")) for i in range(2)]
     jsonl = tmp_path / "big.jsonl"
@@ -64,8 +65,8 @@ def test_records_over_the_size_limit_are_rejected_and_reading_goes_on(tmp_path, 
 
 
 def test_a_cut_off_oversized_last_element_is_reported_as_cut_off(tmp_path, monkeypatch):
-    monkeypatch.setattr(formats, "MAX_RECORD_BYTES", 2000)
-    monkeypatch.setattr(formats, "CHUNK", 300)
+    monkeypatch.setattr(limits, "MAX_RECORD_BYTES", 2000)
+    monkeypatch.setattr(limits, "CHUNK", 300)
     path = tmp_path / "cut.json"
     path.write_text("[" + json.dumps(chat("q", "a")) + ', {"messages": "' + "y" * 5000, encoding="utf-8")
     info = formats.ReadInfo()

@@ -9,6 +9,7 @@ import pytest
 from sqlmodel import select
 
 import core.curate.formats as formats
+from core.curate.formats import limits
 from core.curate.formats import Rejected, read_file
 from core.curate.preferences import import_preference_file, list_preference_versions, read_preference_file
 from core.errors import InvalidInput
@@ -45,7 +46,7 @@ def test_a_deeply_nested_eval_set_row_or_csv_cell_is_a_named_bad_row():
 
 
 def test_every_importer_has_the_same_size_limit_per_record(monkeypatch):
-    monkeypatch.setattr(formats, "MAX_RECORD_BYTES", 2000)
+    monkeypatch.setattr(limits, "MAX_RECORD_BYTES", 2000)
     big_pair = json.dumps({"prompt": "q", "chosen": "a" * 5000, "rejected": "b"})
     with pytest.raises(InvalidInput, match=r"^p.jsonl line 2: record too large: .*2,000 bytes per record"):
         read_preference_file((PAIR + "\n" + big_pair + "\n").encode(), "p.jsonl")

@@ -104,7 +104,7 @@ def test_import_page_refuses_server_files_outside_the_roots(session, users, proj
 
 def test_cli_import_is_not_bound_by_the_web_rule(users, project, default_roots, workspace, tmp_path):
     """The CLI's user is the OS user: it reads what the OS lets it read (tests/test_path_rules.py has the rest)."""
-    from tests.test_cli import cli
+    from tests.helpers import cli
 
     own = tmp_path / "own.jsonl"
     own.write_text(RECORD, encoding="utf-8")

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from core.errors import InvalidInput, NotFound, PermissionDenied
 from core.train.config import TrainConfig
 from tests.fixtures_models import make_dataset_version
-from tests.helpers import wait_for
+from tests.helpers import wait_for, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -28,15 +27,6 @@ def _metrics(job) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-
-
-def _wait_until(predicate, timeout=240, what=""):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _job_count(session) -> int:
@@ -75,7 +65,7 @@ def test_sigterm_cancels_with_adapter_and_resume_continues_from_checkpoint(sessi
     # Many steps so the run is surely still going when we cancel it.
     job = __import__("core.train.runs", fromlist=["launch"]).launch(
         session, eng, project.id, _cfg(tiny_model, version.id, max_steps=400, save_steps=2, eval_steps=1000))
-    _wait_until(lambda: any(r["loss"] is not None and r["step"] >= 3 for r in _metrics(job)), what="3 steps")
+    wait_until(lambda: any(r["loss"] is not None and r["step"] >= 3 for r in _metrics(job)), 240, "3 steps")
     cancel(session, eng, job.id)
     job = wait_for(session, job.id)
     assert job.status == "canceled", job.error
@@ -96,8 +86,8 @@ def test_sigterm_cancels_with_adapter_and_resume_continues_from_checkpoint(sessi
     new = resume_run(session, eng, job.id)
     assert new.resumed_from == job.id and new.id != job.id
     assert TrainConfig.from_json((Path(new.run_dir) / "config.json").read_text()).resume_from == str(ckpt)
-    _wait_until(lambda: any(r["loss"] is not None and r["step"] > stopped_at for r in _metrics(new)),
-                what="resumed steps")
+    wait_until(lambda: any(r["loss"] is not None and r["step"] > stopped_at for r in _metrics(new)), 240,
+               "resumed steps")
     cancel(session, eng, new.id)
     new = wait_for(session, new.id)
     assert new.status == "canceled", new.error
@@ -125,9 +115,9 @@ def test_sigkill_is_failed_within_one_poll_and_queue_moves_on(session, users, pr
     cancel(session, eng, third.id)
     assert get_job(session, third.id).status == "canceled"  # a queued job is canceled at once
 
-    _wait_until(lambda: any(r["loss"] is not None for r in _metrics(first)), what="first step")
+    wait_until(lambda: any(r["loss"] is not None for r in _metrics(first)), 240, "first step")
     os.killpg(first.pid, signal.SIGKILL)
-    _wait_until(lambda: _gone_or_zombie(first.pid), what="process death")
+    wait_until(lambda: _gone_or_zombie(first.pid), 240, "process death")
     failed = reconcile(session)
     assert [j.id for j in failed] == [first.id]
     first = get_job(session, first.id)

@@ -11,70 +11,30 @@ import pytest
 from core.curate.leakage import find_leaks, freeze_checked, launch_leaks, split_leaks
 from core.curate.datasets import split_of
 from core.errors import InvalidInput
-from core.evaluate.evalsets import create_eval_set_from_file, eval_prompts
+from core.evaluate.evalsets import eval_prompts
 from core.jobs.queue import list_jobs
 from core.train.config import TrainConfig, parse_set
 from core.train.runs import launch
 from core.train.worker import training_records
 from storage.models import Example
 from tests.fixtures_jobs import add_job, live_process
-from tests.helpers import make_outputs
-
-SYSTEM = "You are the support assistant of a small bicycle shop."
-# Distinct questions: no two share many word 3-grams, so only what a test plants is a duplicate.
-QUESTIONS = [
-    "How long does it take to true a buckled rear wheel after a crash on a gravel road near the river bank",
-    "Which tyre pressure should a sixty kilo rider use on twenty eight millimetre road tyres in wet weather",
-    "Can you order a replacement derailleur hanger for a twenty nineteen aluminium frame touring bike soon",
-    "My hydraulic disc brakes squeal loudly when descending steep hills, what could be contaminating the pads",
-    "Do you offer a winter service package that includes chain cleaning, cable replacement and a bearing check",
-    "Is it safe to ride an electric cargo bike with two toddlers seated in the front box on icy mornings",
-    "What size frame fits a person one metre seventy tall with a rather short inseam and long arms",
-    "How often should tubeless sealant be topped up when the bike is stored indoors through humid summers",
-    "Could the creaking noise from my bottom bracket come from a dry thread or a worn out cartridge bearing",
-    "Are clip in pedals a good idea for a nervous beginner commuting through heavy city traffic every day",
-    "Why does my front light flicker whenever I ride over cobblestones on the old market square at night",
-    "Will you buy back my old steel racing bike in part exchange for a new gravel bike from your shop",
-]
-
-
-def _example(session, project, user, question: str, answer: str = "Bring it in and we will look.", **kw) -> Example:
-    ex = Example(project_id=project.id, system=SYSTEM, turns=[{"role": "user", "content": question},
-                                                              {"role": "assistant", "content": answer}],
-                 status="approved", created_by=user.id, **kw)
-    session.add(ex)
-    session.commit()
-    session.refresh(ex)
-    return ex
-
-
-def _eval_set(session, project, user, name: str, prompts: list[str]):
-    lines = "\n".join(json.dumps({"prompt": p, "reference": "Come by the shop."}) for p in prompts)
-    return create_eval_set_from_file(session, user, project.id, name, lines, "prompts.jsonl")
-
-
-def _near_copy(question: str) -> str:
-    """The question as a user might send it again: other case and spacing, one word more at the end."""
-    return "  " + question.upper().replace(" ", "   ") + " thanks"
-
-
-ALL_TRAIN = {"train": 1.0, "validation": 0.0, "test": 0.0}
-
+from tests.helpers import (ALL_TRAIN, BIKE_SHOP, QUESTIONS, leak_eval_set, leak_example, make_outputs,
+                           near_copy)
 
 @pytest.fixture
 def planted(session, users, project):
     """Ten approved examples and an eval set holding a near copy of example 3's question, an exact copy (other
     case and spacing) of example 5's, and two questions no example asks."""
     eng = users["engineer"]
-    examples = [_example(session, project, eng, q) for q in QUESTIONS[:10]]
-    es = _eval_set(session, project, eng, "held-out questions",
-                   [QUESTIONS[10], _near_copy(QUESTIONS[3]), f"\t{QUESTIONS[5].lower()} ", QUESTIONS[11]])
+    examples = [leak_example(session, project, eng, q) for q in QUESTIONS[:10]]
+    es = leak_eval_set(session, project, eng, "held-out questions",
+                   [QUESTIONS[10], near_copy(QUESTIONS[3]), f"\t{QUESTIONS[5].lower()} ", QUESTIONS[11]])
     return examples, es
 
 
 def test_find_leaks_reports_planted_near_and_exact_duplicates_only(session, project, planted):
     examples, es = planted
-    prompts = [{"key": ex.id, "messages": [{"role": "system", "content": SYSTEM}, ex.turns[0]]} for ex in examples]
+    prompts = [{"key": ex.id, "messages": [{"role": "system", "content": BIKE_SHOP}, ex.turns[0]]} for ex in examples]
     leaks = find_leaks(session, project.id, prompts)
     positions = {p.id: p.position for p in eval_prompts(session, es.id)}
     got = {(leak["key"], positions[leak["eval_prompt_id"]], leak["kind"]) for leak in leaks}
@@ -127,7 +87,7 @@ def test_near_copies_share_a_split_and_an_older_versions_cross_split_copies_are_
     fractions = {"train": 0.6, "validation": 0.2, "test": 0.2}
     pairs = []
     for q in QUESTIONS:  # each question twice: as asked, and a near copy of it
-        pairs.append((_example(session, project, eng, q), _example(session, project, eng, _near_copy(q))))
+        pairs.append((leak_example(session, project, eng, q), leak_example(session, project, eng, near_copy(q))))
     by_id = {ex.id: split_of(ex.id, 3, fractions) for pair in pairs for ex in pair}
     assert any(by_id[a.id] != by_id[b.id] for a, b in pairs), "the seed must split some pair by example id"
     report = freeze_checked(session, eng, project, "v1", fractions=fractions, seed=3)
@@ -152,7 +112,7 @@ def test_near_copies_share_a_split_and_an_older_versions_cross_split_copies_are_
 def _derived(session, project, user, es, position: int) -> Example:
     """An approved example made from an eval item, as a blind-review send-back records it."""
     prompt = eval_prompts(session, es.id)[position]
-    return _example(session, project, user, prompt.messages[-1]["content"], answer="Fixed by an expert.",
+    return leak_example(session, project, user, prompt.messages[-1]["content"], answer="Fixed by an expert.",
                     source="review_feedback", origin={"kind": "blind_review", "eval_set_id": es.id,
                                                       "eval_set": es.name, "prompt_id": prompt.id})
 
@@ -160,8 +120,8 @@ def _derived(session, project, user, es, position: int) -> Example:
 def test_eval_derived_examples_left_out_while_their_eval_set_compares_systems(session, users, project, tiny_model):
     eng = users["engineer"]
     compared, _ = make_outputs(session, project, eng, n_prompts=4, runs=1)  # outputs of base and a run
-    only_base = _eval_set(session, project, eng, "not compared yet", [QUESTIONS[11]])
-    plain = [_example(session, project, eng, q) for q in QUESTIONS[:5]]
+    only_base = leak_eval_set(session, project, eng, "not compared yet", [QUESTIONS[11]])
+    plain = [leak_example(session, project, eng, q) for q in QUESTIONS[:5]]
     from_compared = _derived(session, project, eng, compared, 2)
     version = freeze_checked(session, eng, project, "v1", fractions=ALL_TRAIN)["version"]
     cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=version.id)
@@ -205,7 +165,7 @@ def test_a_run_records_what_it_left_out(session, users, project, tiny_model):
 
     eng = users["engineer"]
     compared, _ = make_outputs(session, project, eng, n_prompts=4, runs=1)
-    plain = [_example(session, project, eng, q) for q in QUESTIONS[:6]]
+    plain = [leak_example(session, project, eng, q) for q in QUESTIONS[:6]]
     _derived(session, project, eng, compared, 1)
     version = freeze_checked(session, eng, project, "v1", fractions=ALL_TRAIN)["version"]
     cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=version.id, max_length=96,

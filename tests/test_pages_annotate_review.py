@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.curate import curation as cur
 from storage.models import Example
+from tests.helpers import area, click, heading
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEM = "You are the support assistant of Brightwater Gas & Electric."
@@ -31,21 +32,8 @@ def three_drafts(session, users, project):
                          ("Why did my bill double?", "Check the meter reading first.")]]
 
 
-def area(at, label):
-    return next(t for t in at.text_area if t.label == label)
-
-
 def field(at, label):
     return next(t for t in at.text_input if t.label == label)
-
-
-def click(at, label):
-    next(b for b in at.button if b.label == label).click()
-    return at.run()
-
-
-def heading(at) -> str:
-    return next(h.value for h in at.subheader if h.value.startswith("Example #"))
 
 
 def test_save_and_next_moves_on_confirms_and_the_next_edit_lands_on_the_next_example(session, users, project):

@@ -15,7 +15,7 @@ from core import basemodel
 from core.curate import curation as cur
 from core.curate import tokencount
 from storage.models import Example, ExampleRevision
-from tests.test_pages_annotate_review import area, click, heading
+from tests.helpers import area, click, heading
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = [("How do I read my meter?", "Note the digits left to right."),

@@ -5,42 +5,11 @@ import re
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from tests.helpers import fill_score_sheet, full_scores, make_outputs, score_all
+from tests.helpers import fill_score_sheet, full_scores, make_outputs, page, rendered_text, score_all
 
 ROOT = Path(__file__).resolve().parents[1]
 DENIED = "Your role cannot use this page."
-
-
-def page(name: str, user) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages" / name), default_timeout=60)
-    at.session_state["user_id"] = user.id
-    return at
-
-
-def rendered_text(at: AppTest) -> str:
-    """Every string the page sends to the browser: values, labels, bodies, help, options, placeholders."""
-    parts: list[str] = []
-
-    def walk(node) -> None:
-        proto = getattr(node, "proto", None)
-        if proto is not None:
-            parts.append(str(proto))
-        for attr in ("value", "label", "body", "help", "options", "placeholder", "caption"):
-            try:
-                val = getattr(node, attr, None)
-            except Exception:  # some elements compute values lazily and refuse when not applicable
-                val = None
-            if val is not None and not callable(val):
-                parts.append(str(val))
-        children = getattr(node, "children", None)
-        if isinstance(children, dict):
-            for child in children.values():
-                walk(child)
-
-    walk(at._tree)
-    return "\n".join(parts)
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ from sqlmodel import select
 from streamlit.testing.v1 import AppTest
 
 from storage.models import Example
-from tests.helpers import make_outputs
-from tests.test_failures import _score
+from tests.helpers import make_outputs, score_failures
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +26,7 @@ def _metrics(at: AppTest) -> dict:
 
 def test_results_sends_failures_to_an_annotator_and_counts_them(session, project, users, reviewers):
     es, systems = make_outputs(session, project, users["engineer"], n_prompts=4, runs=1, references=False)
-    _score(session, es, reviewers[:2])
+    score_failures(session, es, reviewers[:2])
     at = _page("results.py", users["engineer"]).run()
     assert not at.exception, [e.value for e in at.exception]
     assert "Sent to annotation" not in _metrics(at)
@@ -50,7 +49,7 @@ def test_results_sends_failures_to_an_annotator_and_counts_them(session, project
 
 def test_results_refuses_a_bad_rule_with_a_message(session, project, users, reviewers):
     es, systems = make_outputs(session, project, users["engineer"], n_prompts=2, runs=1)
-    _score(session, es, reviewers[:2])
+    score_failures(session, es, reviewers[:2])
     at = _page("results.py", users["engineer"]).run()
     at.radio(key="fail_rule").set_value("low_score").run()
     at.number_input(key="fail_threshold").set_value(9.0)

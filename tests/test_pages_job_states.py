@@ -5,8 +5,6 @@ the run that started the endpoint and names the jobs ahead of it, and a reviewer
 from __future__ import annotations
 
 import math
-import subprocess
-from contextlib import contextmanager
 
 import pytest
 from sqlmodel import select
@@ -14,43 +12,32 @@ from streamlit.testing.v1 import AppTest
 
 from core.errors import InvalidInput
 from storage.models import Job
-from tests.fixtures_jobs import add_job, finish, live_process
-from tests.test_pages_train_live import _page, _status_line
+from tests.fixtures_jobs import add_job, finish, live_process, stubborn_process
+from tests.helpers import page, status_line
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@contextmanager
-def stubborn_process():
-    """A process that ignores SIGTERM, like a worker in the middle of a long step: it stops only when killed."""
-    proc = subprocess.Popen(["sh", "-c", "trap '' TERM; exec sleep 600"], start_new_session=True)
-    try:
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def test_a_run_that_reported_no_step_yet_says_it_is_starting(session, users, project):
     with live_process() as proc:
         add_job(session, project, users["engineer"], name="fresh", pid=proc.pid)
-        at = _page("train.py", users["engineer"]).run()
+        at = page("train.py", users["engineer"]).run()
         assert not at.exception, [e.value for e in at.exception]
-        assert "starting" in _status_line(at)
+        assert "starting" in status_line(at)
 
 
 def test_cancel_says_cancel_requested_in_the_same_click(session, users, project):
     with stubborn_process() as proc:
         job = add_job(session, project, users["engineer"], name="long-step", pid=proc.pid,
                       metrics=[{"step": 1, "total_steps": 50, "loss": 2.5}])
-        at = _page("train.py", users["engineer"]).run()
-        assert _status_line(at) == "**Status:** running"
+        at = page("train.py", users["engineer"]).run()
+        assert status_line(at) == "**Status:** running"
         at.button(key=f"cancel{job.id}").click().run()
         assert not at.exception, [e.value for e in at.exception]
-        assert "Cancel requested — stopping at the next step" in _status_line(at)
+        assert "Cancel requested — stopping at the next step" in status_line(at)
         assert f"cancel{job.id}" not in [b.key for b in at.button]  # asked once; nothing more to click
         at.run()  # and it stays said on the next poll, from the database
-        assert "Cancel requested — stopping at the next step" in _status_line(at)
+        assert "Cancel requested — stopping at the next step" in status_line(at)
 
 
 @pytest.fixture
@@ -68,7 +55,7 @@ def test_resume_is_not_offered_while_the_run_is_being_resumed_even_through_a_cha
     second = add_job(session, project, users["engineer"], name="first", status="failed", resumed_from=first.id,
                      error="Out of memory.")
     third = add_job(session, project, users["engineer"], name="first", status="queued", resumed_from=second.id)
-    at = _page("train.py", users["engineer"]).run()
+    at = page("train.py", users["engineer"]).run()
     for old in (first, second):
         at.selectbox(key="watch_select").set_value(old.id).run()
         assert not at.exception, [e.value for e in at.exception]
@@ -95,7 +82,7 @@ def test_runs_table_and_live_panel_show_one_labelled_train_loss_and_never_none(s
         stopping = add_job(session, project, users["engineer"], name="stopping", pid=proc.pid, cancel_requested=True,
                            metrics=[{"step": 1, "total_steps": 9, "loss": 3.2}])
         fresh = add_job(session, project, users["engineer"], name="fresh", pid=proc.pid)
-        at = _page("runs.py", users["engineer"]).run()
+        at = page("runs.py", users["engineer"]).run()
         assert not at.exception, [e.value for e in at.exception]
         frame = at.dataframe[0].value
         cells = _cells(frame)
@@ -111,7 +98,7 @@ def test_runs_table_and_live_panel_show_one_labelled_train_loss_and_never_none(s
 
         labels = {k: spec.get("label") for k, spec in json.loads(at.dataframe[0].proto.columns).items()}
         assert "last step" in labels[loss_column]
-        train = _page("train.py", users["engineer"]).run()
+        train = page("train.py", users["engineer"]).run()
         train.selectbox(key="watch_select").set_value(done.id).run()
         metric = next(m for m in train.metric if m.label.lower().startswith("train loss"))
         assert "last step" in metric.label and metric.value == "2.676"
@@ -119,7 +106,7 @@ def test_runs_table_and_live_panel_show_one_labelled_train_loss_and_never_none(s
 
 def test_playground_offers_stop_serving_at_once_and_names_the_jobs_ahead(session, users, project, busy):
     ahead = add_job(session, project, users["engineer"], kind="generate", name="gen", status="queued")
-    at = _page("playground.py", users["engineer"]).run()
+    at = page("playground.py", users["engineer"]).run()
     assert "Stop serving" not in [b.label for b in at.button]
     at.chat_input[0].set_value("Hello?").run()
     assert not at.exception, [e.value for e in at.exception]

@@ -11,8 +11,7 @@ from streamlit.testing.v1 import AppTest
 from core.curate.leakage import freeze_checked
 from core.jobs.queue import list_jobs
 from tests.fixtures_jobs import add_job, live_process
-from tests.helpers import cli
-from tests.test_leakage import ALL_TRAIN, QUESTIONS, _eval_set, _example, _near_copy
+from tests.helpers import ALL_TRAIN, QUESTIONS, cli, leak_eval_set, leak_example, near_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,8 +30,8 @@ def _frames(at: AppTest) -> list:
 def leaky(session, users, project):
     """Eight approved examples; an eval set (named like Markdown) holds a near copy of example 2's question."""
     eng = users["engineer"]
-    examples = [_example(session, project, eng, q) for q in QUESTIONS[:8]]
-    es = _eval_set(session, project, eng, "**bold** [set](http://x)", [_near_copy(QUESTIONS[2]), QUESTIONS[10]])
+    examples = [leak_example(session, project, eng, q) for q in QUESTIONS[:8]]
+    es = leak_eval_set(session, project, eng, "**bold** [set](http://x)", [near_copy(QUESTIONS[2]), QUESTIONS[10]])
     return examples, es
 
 

@@ -15,15 +15,10 @@ from core.errors import InvalidInput
 from storage.models import Job
 from tests.fixtures_jobs import add_job, finish, live_process
 from tests.fixtures_models import make_dataset_version
+from tests.helpers import page, status_line
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.timeout(300)
-
-
-def _page(name: str, user) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "pages" / name), default_timeout=60)
-    at.session_state["user_id"] = user.id
-    return at
 
 
 def _errors(at: AppTest) -> list[str]:
@@ -37,10 +32,6 @@ def _train_config(tiny_model, version_id: int, **kw) -> dict:
                        per_device_batch_size=2, max_steps=4, **kw).to_dict()
 
 
-def _status_line(at: AppTest) -> str:
-    return next(m.value for m in at.markdown if m.value.startswith("**Status:**"))
-
-
 @pytest.fixture
 def busy(session, project, users):
     """A running job that holds the machine's one slot, so anything launched now waits in the queue."""
@@ -50,7 +41,7 @@ def busy(session, project, users):
 
 def test_panel_follows_the_run_just_started(session, users, project, tiny_model, busy):
     version = make_dataset_version(session, project, users["engineer"], n_train=4, n_validation=1)
-    at = _page("train.py", users["engineer"]).run()
+    at = page("train.py", users["engineer"]).run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key="watch_select").value == busy.id
     at.radio(key="source").set_value("Local model folder").run()
@@ -60,7 +51,7 @@ def test_panel_follows_the_run_just_started(session, users, project, tiny_model,
     new = session.exec(select(Job).where(Job.id != busy.id)).one()
     assert new.dataset_version_id == version.id
     assert at.selectbox(key="watch_select").value == new.id  # not still the run watched before
-    assert "queued" in _status_line(at)
+    assert "queued" in status_line(at)
 
 
 def test_resume_follows_the_new_run_and_a_second_click_is_refused(session, users, project, tiny_model, busy):
@@ -68,7 +59,7 @@ def test_resume_follows_the_new_run_and_a_second_click_is_refused(session, users
     old = add_job(session, project, users["engineer"], name="stopped", status="canceled",
                   config=_train_config(tiny_model, version.id), dataset_version_id=version.id,
                   error="Canceled by engineer1.")
-    at = _page("train.py", users["engineer"]).run()
+    at = page("train.py", users["engineer"]).run()
     at.selectbox(key="watch_select").set_value(old.id).run()
     at.button(key=f"resume{old.id}").click().run()
     assert not at.exception and not _errors(at), _errors(at)
@@ -107,7 +98,7 @@ def test_resume_of_a_complete_schedule_says_so_instead_of_training(session, user
     with pytest.raises(InvalidInput, match="nothing left to train: its last checkpoint is at step 12 of 12"):
         resume_run(session, users["engineer"], job.id)
     assert session.exec(select(Job).where(Job.resumed_from == job.id)).first() is None
-    at = _page("train.py", users["engineer"]).run()
+    at = page("train.py", users["engineer"]).run()
     at.button(key=f"resume{job.id}").click().run()
     assert any("nothing left to train" in e for e in _errors(at)), _errors(at)
     assert session.exec(select(Job).where(Job.resumed_from == job.id)).first() is None
@@ -118,7 +109,7 @@ def test_memory_shows_a_live_figure_while_the_run_trains(session, users, project
              "tokens_per_s": 100.0, "eta_s": 30.0, "mem_mb": 1536.0 + s, "time": 0} for s in (1, 2)]
     with live_process() as proc:
         add_job(session, project, users["engineer"], name="going", pid=proc.pid, metrics=rows, estimated_peak_mb=2000)
-        at = _page("train.py", users["engineer"]).run()
+        at = page("train.py", users["engineer"]).run()
         memory = next(m for m in at.metric if m.label == "Memory")
         assert memory.value == "1.50 GiB"
 
@@ -145,7 +136,7 @@ def test_estimate_parts_add_up_to_the_total(kw):
 
 def test_train_page_estimate_caption_adds_up(session, users, project, tiny_model):
     make_dataset_version(session, project, users["engineer"], n_train=4, n_validation=1)
-    at = _page("train.py", users["engineer"]).run()
+    at = page("train.py", users["engineer"]).run()
     at.radio(key="source").set_value("Local model folder").run()
     at.text_input(key="model_path").input(str(tiny_model)).run()
     shown = next(m.value for m in at.metric if m.label == "Estimated peak")
@@ -158,7 +149,7 @@ def test_train_page_estimate_caption_adds_up(session, users, project, tiny_model
 def test_a_toast_says_when_a_run_ends(session, users, project):
     with live_process() as proc:
         job = add_job(session, project, users["engineer"], name="going", pid=proc.pid)
-        at = _page("train.py", users["engineer"]).run()
+        at = page("train.py", users["engineer"]).run()
         assert not [t.value for t in at.toast]
         finish(session, job)
         at.run()
@@ -172,7 +163,7 @@ def test_runs_table_names_the_dataset_version_in_human_columns(session, users, p
     add_job(session, project, users["engineer"], name="r1", status="succeeded", dataset_version_id=version.id,
             config={"method": "lora"}, result={"metrics": {"train_loss": 1.2, "global_step": 4}},
             measured_peak_mb=3072)
-    at = _page("runs.py", users["engineer"]).run()
+    at = page("runs.py", users["engineer"]).run()
     assert not at.exception, [e.value for e in at.exception]
     frame = at.dataframe[0].value
     assert "spring-v3" in list(frame["dataset_version_name"])

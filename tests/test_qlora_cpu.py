@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from core.train.config import TrainConfig
 from storage.models import JobStatus
 from tests.fixtures_models import make_dataset_version
-from tests.test_train import wait_for
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 

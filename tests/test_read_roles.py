@@ -10,7 +10,7 @@ import pytest
 
 from core.errors import PermissionDenied
 from storage.models import Job, JobStatus
-from tests.test_evaluation import full_scores, make_outputs
+from tests.helpers import full_scores, make_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,7 @@ def test_job_lists_on_pages_hold_only_jobs_the_role_controls(session, users, pro
 
 
 def test_the_cli_refuses_an_annotator_the_eval_sets(session, users, project, workspace):
-    from tests.test_cli import cli
+    from tests.helpers import cli
 
     es, _ = make_outputs(session, project, users["engineer"], n_prompts=1, runs=1)
     denied = cli(workspace, "evalsets", "--user", "annotator1")

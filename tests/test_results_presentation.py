@@ -7,8 +7,7 @@ import json
 
 from core.evaluate import evalsets
 from core.evaluate.results import results, score_table
-from tests.helpers import make_outputs, score_all
-from tests.test_pages_evaluation import page
+from tests.helpers import make_outputs, page, score_all
 
 
 def _failing_setup(session, project, users, reviewers):

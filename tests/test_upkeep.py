@@ -10,6 +10,7 @@ import pytest
 from sqlmodel import Session
 
 from storage.models import Job, JobStatus
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -28,6 +29,13 @@ def _status(job_id: int) -> str:
         return s.get(Job, job_id).status
 
 
+def _heartbeat(job_id: int):
+    from storage.db import get_engine
+
+    with Session(get_engine()) as s:
+        return s.get(Job, job_id).heartbeat_at
+
+
 def test_a_killed_job_fails_and_the_next_starts_with_no_page_open(session, users, project, workspace, monkeypatch):
     from core.jobs.queue import cancel
     from tests.e2e.conftest import Server
@@ -40,23 +48,21 @@ def test_a_killed_job_fails_and_the_next_starts_with_no_page_open(session, users
         first = _submit(session, eng, project, "first")
         second = _submit(session, eng, project, "second")
         assert (first.status, second.status) == (JobStatus.running.value, JobStatus.queued.value)
-        time.sleep(2)  # both are settled: the first job heartbeats, the second waits for the device
+        launched = _heartbeat(first.id)  # written by the queue at launch; then the job process heartbeats itself
+        wait_until(lambda: _heartbeat(first.id) != launched, 30, "the first job's own heartbeat")
         assert (_status(first.id), _status(second.id)) == ("running", "queued")
 
         os.kill(first.pid, signal.SIGKILL)
         killed_at = time.time()
-        while time.time() - killed_at < 30 and (_status(first.id), _status(second.id)) != ("failed", "running"):
-            time.sleep(0.2)
-        assert (_status(first.id), _status(second.id)) == ("failed", "running")
+        wait_until(lambda: (_status(first.id), _status(second.id)) == ("failed", "running"), 30,
+                   lambda: f"the killed job failed and the next running, not {(_status(first.id), _status(second.id))}")
         assert time.time() - killed_at < 15
         with Session(session.get_bind()) as s:
             assert "ended without reporting a result" in s.get(Job, first.id).error
             cancel(s, eng, second.id)  # let the second job end cleanly
-        deadline = time.time() + 30
-        while time.time() < deadline and _status(second.id) != "canceled":
-            time.sleep(0.2)
         with Session(session.get_bind()) as s:
-            assert _status(second.id) == "canceled", s.get(Job, second.id).error
+            wait_until(lambda: _status(second.id) == "canceled", 30,
+                       lambda: f"the second job canceled, not {_status(second.id)}: {s.get(Job, second.id).error}")
     finally:
         server.stop()
         try:

@@ -13,11 +13,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -53,17 +54,16 @@ class Server:
             self.lines.append(line)
 
     def wait_ready(self, timeout: float = 120) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
+        def healthy() -> bool:
             if self.proc.poll() is not None:
                 raise RuntimeError("server exited:\n" + "".join(self.lines))
             try:
                 with urllib.request.urlopen(self.url + "/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
+                    return r.status == 200
             except OSError:
-                time.sleep(0.5)
-        raise RuntimeError("server did not start:\n" + "".join(self.lines))
+                return False
+
+        wait_until(healthy, timeout, lambda: "the server to start:\n" + "".join(self.lines), interval=0.5)
 
     def admin_credentials(self) -> tuple[str, str]:
         for line in self.lines:
@@ -170,6 +170,12 @@ def out_of_view(page, parts: dict) -> dict:
                 or box["y"] + box["height"] > size["height"]):
             out[name] = box
     return out
+
+
+def grid_text(page) -> str:
+    """The cells of every table on the page (the grid's accessible table), one row a line, tab-separated."""
+    return page.evaluate("""() => [...document.querySelectorAll('[data-testid="stDataFrame"] tr')]
+        .map(r => [...r.querySelectorAll('th, td')].map(c => c.textContent).join('\\t')).join('\\n')""")
 
 
 def wait_idle(page, timeout: float = 90_000) -> None:

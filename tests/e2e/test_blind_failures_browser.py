@@ -7,8 +7,7 @@ from sqlmodel import select
 from core.evaluate.failures import send_failures
 from storage.models import Project, User
 from tests.e2e.conftest import cli, login, shot, wait_idle
-from tests.helpers import make_outputs
-from tests.test_failures import _score
+from tests.helpers import make_outputs, score_failures
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "e2e-password-123"
@@ -27,7 +26,7 @@ def sent_draft(session) -> tuple[int, dict]:
     who = {u.username: u for u in session.exec(select(User))}
     project = session.exec(select(Project).order_by(Project.id)).first()
     es, systems = make_outputs(session, project, who["blindeng"], n_prompts=4, runs=1, references=False)
-    _score(session, es, [who["blindrev"], who["blindrev2"]])
+    score_failures(session, es, [who["blindrev"], who["blindrev2"]])
     out = send_failures(session, who["blindeng"], es.id, systems[1], rule="either", criterion="accuracy",
                         threshold=2, assignee=who["blindrev"].id)
     assert out["sent"] == 2, out

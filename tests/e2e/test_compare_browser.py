@@ -7,8 +7,7 @@ import sqlite3
 
 import pytest
 
-from tests.e2e.conftest import cli, login, shot, wait_idle
-from tests.e2e.test_journey_browser import grid_text
+from tests.e2e.conftest import cli, grid_text, login, shot, wait_idle
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "e2e-password-123"

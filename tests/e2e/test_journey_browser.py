@@ -22,7 +22,7 @@ import time
 import pytest
 
 from core.train.config import PRESET_HELP
-from tests.e2e.conftest import cli, login, out_of_view, running_server, shot, wait_idle, window_shot
+from tests.e2e.conftest import cli, grid_text, login, out_of_view, running_server, shot, wait_idle, window_shot
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 PASSWORD = "e2e-password-123"
@@ -123,12 +123,6 @@ def replace_text(page, label: str, text: str) -> None:
     page.get_by_label(label, exact=True).first.click()
     page.keyboard.press("Control+A")
     page.keyboard.type(text)
-
-
-def grid_text(page) -> str:
-    """The cells of every table on the page (the grid's accessible table), one row a line, tab-separated."""
-    return page.evaluate("""() => [...document.querySelectorAll('[data-testid="stDataFrame"] tr')]
-        .map(r => [...r.querySelectorAll('th, td')].map(c => c.textContent).join('\\t')).join('\\n')""")
 
 
 class People:

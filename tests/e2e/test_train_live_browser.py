@@ -10,9 +10,8 @@ import pytest
 from sqlmodel import select
 
 from tests.e2e.conftest import ARTIFACTS, login, shot, wait_idle
-from tests.fixtures_jobs import add_job
+from tests.fixtures_jobs import add_job, stubborn_process
 from tests.fixtures_models import make_dataset_version, tiny_model_fixture  # noqa: F401 (the tiny_model fixture)
-from tests.test_pages_job_states import stubborn_process
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
