@@ -21,7 +21,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # Servers the tests start (`finetune-studio serve`) run their own upkeep thread regardless.
 os.environ.setdefault("FINETUNE_STUDIO_UPKEEP_BY_SERVE", "1")
 
-pytest_plugins = ["tests.fixtures_models"]  # tiny_model: a small random Llama with the embedded tokenizer
+# tiny_model: a small random Llama with the embedded tokenizer; serve: serve-model on a model folder
+pytest_plugins = ["tests.fixtures_models", "tests.fixtures_serve"]
 
 from tests.helpers import PASSWORD  # noqa: E402
 ROLES = ("engineer", "reviewer", "annotator")

@@ -73,3 +73,19 @@ def make_dataset_version(session, project, user, n_train: int = 8, n_validation:
                                        split="train" if i < n_train else "validation", system=system, turns=turns))
     session.commit()
     return version
+
+
+def random_adapter(base_path: str, folder: Path, seed: int) -> Path:
+    """A LoRA adapter with random (non-zero) weights, saved like a finished training run."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base_path)
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj"],
+                                            init_lora_weights=False))
+    folder.mkdir(parents=True, exist_ok=True)
+    peft.save_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps({"base_model": base_path}))
+    return folder

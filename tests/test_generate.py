@@ -12,6 +12,7 @@ from sqlmodel import select
 
 from core.errors import InvalidInput, PermissionDenied
 from storage.models import Job, JobStatus, Output
+from tests.fixtures_models import random_adapter as _adapter
 
 PROMPTS = [
     "My bill doubled this month, why?",
@@ -29,22 +30,6 @@ def tiny_model(tmp_path_factory):
     from tests.fixtures_models import tiny_model_dir
 
     return str(tiny_model_dir(tmp_path_factory))
-
-
-def _adapter(base_path: str, folder: Path, seed: int) -> Path:
-    """A LoRA adapter with random (non-zero) weights, saved like a finished training run."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base_path)
-    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj"],
-                                            init_lora_weights=False))
-    folder.mkdir(parents=True, exist_ok=True)
-    peft.save_pretrained(folder)
-    (folder / "config.json").write_text(json.dumps({"base_model": base_path}))
-    return folder
 
 
 def _finished_run(session, project, user, base_path: str, folder: Path, seed: int) -> Job:

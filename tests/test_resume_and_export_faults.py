@@ -45,7 +45,7 @@ def test_resume_with_the_run_folder_deleted_is_refused_with_the_reason(session, 
 
 def test_merge_of_a_run_with_a_corrupted_config_is_one_line(session, users, project, workspace, tiny_model,
                                                            tmp_path):
-    from tests.test_generate import _adapter
+    from tests.fixtures_models import random_adapter as _adapter
 
     folder = _adapter(str(tiny_model), workspace / "runs" / "00001-lora", seed=1)
     job = _run_row(session, project, users["engineer"], folder, status=JobStatus.succeeded.value,

@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from tests.test_serve_limits import serve  # noqa: F401 - the fixture: serve-model on a folder, stopped at the end
 
 HELLO = [{"role": "user", "content": "Tell me about my bill."}]
 

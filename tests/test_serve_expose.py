@@ -20,8 +20,7 @@ from sqlmodel import Session, select
 
 from storage.models import Job
 from tests.helpers import ROOT
-from tests.test_serve_limits import HELLO, WAIT_S, _post
-from tests.test_ship_models import _serve_model
+from tests.fixtures_serve import HELLO, WAIT_S, post as _post, serve_model as _serve_model
 
 KEY = "sk-test-7f3a9c1e5b2d4f60"
 

@@ -6,48 +6,17 @@ long one (a million tokens) makes an abandoned generation long enough to block e
 from __future__ import annotations
 
 import json
-import shutil
-import signal
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import pytest
-import requests
 
 from core.jobs.queue import list_jobs
-from tests.test_ship_models import _serve_model
+from tests.fixtures_serve import HELLO, WAIT_S, post as _post, with_context as _with_context
 
 LONG = {"max_new_tokens": 200_000, "min_new_tokens": 200_000, "do_sample": False}  # minutes on a CPU, no early EOS
-HELLO = [{"role": "user", "content": "Hi"}]
-WAIT_S = 120  # generous: the machine is shared; a request stuck behind an abandoned generation waits far longer
-
-
-def _with_context(tiny_model, out, context: int):
-    """The tiny model with ``context`` positions (config and tokenizer agree)."""
-    shutil.copytree(tiny_model, out)
-    for name, key in (("config.json", "max_position_embeddings"), ("tokenizer_config.json", "model_max_length")):
-        data = json.loads((out / name).read_text())
-        data[key] = context
-        (out / name).write_text(json.dumps(data))
-    return out
-
-
-@pytest.fixture
-def serve(workspace, project):
-    """Start serve-model on a model folder; stopped (Ctrl-C) at the end. Yields a function: folder -> /v1 URL."""
-    started = []
-
-    def start(folder, *args: str) -> str:
-        proc, url, lines = _serve_model(workspace, f"base:{folder}", "--port", "0", "--idle-timeout", "600", *args)
-        started.append((proc, lines))
-        return url
-
-    yield start
-    for proc, lines in started:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 0, "".join(lines)
 
 
 def _server_rss(session) -> int:
@@ -55,10 +24,6 @@ def _server_rss(session) -> int:
 
     job = next(j for j in list_jobs(session, kind="serve") if j.status == "running")
     return psutil.Process(job.pid).memory_info().rss
-
-
-def _post(url: str, path: str, body: dict, timeout: float = WAIT_S) -> requests.Response:
-    return requests.post(f"{url}{path}", json=body, timeout=timeout)
 
 
 def _open(url: str, body: dict, path: str = "/chat/completions") -> socket.socket:

@@ -19,8 +19,7 @@ import pytest
 from sqlmodel import Session
 
 from tests.helpers import ROOT
-from tests.test_serve_limits import _with_context
-from tests.test_ship_models import _serve_model
+from tests.fixtures_serve import serve_model as _serve_model, with_context as _with_context
 
 HELLO = [{"role": "user", "content": "Tell me about my bill."}]
 CONTEXT = 128

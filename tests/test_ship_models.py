@@ -3,13 +3,8 @@ answer like their run (and a broken chat template is caught)."""
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,34 +17,8 @@ from core.train.config import TrainConfig
 from core.train.runs import launch
 from storage.models import Output
 from tests.fixtures_models import make_dataset_version
-from tests.helpers import ROOT, wait_for
-
-SERVING_RE = re.compile(r"serving .* on (http://127\.0\.0\.1:\d+/v1) \(OpenAI-compatible; model \"([^\"]+)\"\)")
-
-
-def _serve_model(workspace: Path, *args: str) -> tuple[subprocess.Popen, str, list[str]]:
-    """Start `finetune-studio serve-model` as a user does; returns the process, its /v1 URL and its output lines."""
-    env = dict(os.environ, FINETUNE_STUDIO_HOME=str(workspace))
-    env.pop("DATABASE_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "core.cli", "serve-model", *args], cwd=ROOT, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    lines: list[str] = []
-    found: list[str] = []
-
-    def drain() -> None:
-        for line in proc.stdout:
-            lines.append(line)
-            m = SERVING_RE.search(line)
-            if m:
-                found.append(m.group(1))
-
-    threading.Thread(target=drain, daemon=True).start()
-    deadline = time.time() + 300
-    while not found:
-        assert proc.poll() is None and time.time() < deadline, "".join(lines)
-        time.sleep(0.2)
-    return proc, found[0], lines
-
+from tests.fixtures_serve import serve_model as _serve_model
+from tests.helpers import wait_for
 
 @pytest.mark.slow
 def test_serve_model_answers_a_runs_adapter_like_its_generation_job(session, users, project, tiny_model, workspace):
