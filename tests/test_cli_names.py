@@ -1,5 +1,5 @@
 """Every CLI option that names a dataset version, eval set, run or project takes its name or its id (as the
-README's `train --version demo-v1` does); a name two of them share is refused with what to give instead."""
+user guide's `train --version demo-v1` does); a name two of them share is refused with what to give instead."""
 from __future__ import annotations
 
 import json

@@ -117,7 +117,7 @@ def test_export_and_serve_configs_refuse_what_cannot_work(tmp_path):
         ServeConfig(port=70000)
     with pytest.raises(InvalidInput, match="host"):
         ServeConfig(host="127.0.0.1; rm -rf /")
-    assert ServeConfig().max_requests == 4  # README and SECURITY promise this many requests at a time
+    assert ServeConfig().max_requests == 4  # USER_GUIDE and SECURITY promise this many requests at a time
     with pytest.raises(InvalidInput, match="between 1 and 1000 requests"):
         ServeConfig(max_requests=0)
 

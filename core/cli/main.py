@@ -4,8 +4,9 @@ Every command acts as a named user (``--user NAME``, default the first admin) an
 core functions and role checks as the pages. Plain text for people, ``--json`` for scripts. Exit code 0 on
 success; non-zero with a one-line reason on failure.
 
-Subcommands of later capabilities live beside their domain (core/cli_data.py, core/cli_train.py,
-core/cli_eval.py); each exposes ``register(subparsers)`` and handlers ``fn(args, session, user) -> object``.
+This module holds the workspace, user and project commands; each stage's subcommands live in their own module
+(core/cli/data.py, train.py, eval.py, prefs.py, ship.py; core/cli/common.py holds what they share). Each exposes
+``register(subparsers, common)`` and handlers ``fn(args, session, user) -> object``.
 """
 from __future__ import annotations
 

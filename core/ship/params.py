@@ -1,8 +1,8 @@
 """Which fields of an OpenAI request serve-model honours, and how: one table per generating route.
 
 Plain data, pure functions and ``StopQueue`` (core.ship.guard raises the refusals and applies the rest), so
-the README's list of what is supported and what the endpoint does are the same table. A field is either honoured
-(``HONOURED``), accepted only at the value that asks for what the endpoint does anyway (``ONLY_AS``: ``n`` 1,
+docs/USER_GUIDE.md's list of what is supported and what the endpoint does are the same table. A field is either
+honoured (``HONOURED``), accepted only at the value that asks for what the endpoint does anyway (``ONLY_AS``: ``n`` 1,
 ``logprobs`` false, a zero penalty...), or refused with a 400 naming it: never a 200 that silently ignores it.
 
 OpenAI's semantics, as its API reference states them: ``temperature`` 0 is greedy, above 0 samples, and so does
