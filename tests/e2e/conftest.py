@@ -191,6 +191,8 @@ def wait_idle(page, timeout: float = 90_000) -> None:
 
 def login(page, url: str, username: str, password: str) -> None:
     page.goto(url)
+    # The first page a fresh server draws imports the app (seconds alone, over 30 s on a loaded 2-core machine).
+    page.get_by_label("Username", exact=True).wait_for(timeout=120_000)
     page.get_by_label("Username", exact=True).fill(username)
     page.get_by_label("Password", exact=True).fill(password)
     page.get_by_role("button", name="Log in").click()
