@@ -7,11 +7,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.browser import sync_session_cookie
+from ui.browser import sync_session_cookie
 from core.errors import StudioError
-from core.jobs.notices import job_notices
+from ui.notices import job_notices
 from core.workspace import database_url, workspace_dir
-from core.webui import PAGES, current_project, current_user, db, logout, md_literal, show_flash, visible_pages
+from ui.frame import PAGES, current_project, current_user, db, logout, md_literal, show_flash, visible_pages
 
 # A bundled icon: a Material or emoji page icon makes every browser fetch the favicon from a font/emoji CDN.
 LIVE_PANEL_PAGES = {"train", "runs", "generate"}  # url paths of the pages that call show_job_notices themselves

@@ -30,8 +30,8 @@ from starlette.routing import Route
 
 import core.workspace  # noqa: F401  (points storage at the workspace database)
 from core import sessions, throttle
-from core.browser import SESSION_ROUTE
 from storage.db import get_engine
+from ui.browser import SESSION_ROUTE
 
 
 
@@ -46,7 +46,7 @@ def _inline_script_hashes() -> str:
 
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'self'",
-    # blob:: Streamlit v2 components (core.browser, the rubric sheet) run their JavaScript from a blob URL, which
+    # blob:: Streamlit v2 components (ui.browser, the rubric sheet) run their JavaScript from a blob URL, which
     # only a script already running on this page can make.
     f"script-src 'self' blob: {_inline_script_hashes()}".strip(),
     "style-src 'self' 'unsafe-inline'",  # Streamlit's components style themselves inline

@@ -9,13 +9,13 @@ So a log-in takes two steps:
 
 1. The log-in form checks the password in the script (``core.accounts.authenticate``, throttled) and calls
    ``start``: a ``LoginSession`` row with a one-time *ticket* (random, valid for ``TICKET_SECONDS``).
-2. The page mounts a few lines of JavaScript (``core.browser.store_session_cookie``) that POST the ticket to
+2. The page mounts a few lines of JavaScript (``ui.browser.store_session_cookie``) that POST the ticket to
    ``/_fts/session``. That route calls ``exchange_ticket``, which makes the long-lived token and answers
    ``Set-Cookie: fts_session=<token>; HttpOnly; SameSite=Strict; Path=/; Max-Age=<lifetime>`` (``Secure`` over
    HTTPS). Page JavaScript never sees the token, and the ticket is useless once spent or after a minute.
 
 A new websocket (refresh, second tab, a link such as ``/annotate``) then finds the cookie and ``resume`` turns
-it into the user, and every script run, timed live-panel refreshes included (core.webui.live_fragment), re-checks
+it into the user, and every script run, timed live-panel refreshes included (ui.frame.live_fragment), re-checks
 the row (``check``), so ending a session takes effect at the next click or refresh: log-out ends that row;
 changing one's own password ends the other rows; an admin's password reset, disabling the account or lowering
 its role ends all of them (``end_all``, called by core.accounts).

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from core.accounts import authenticate, set_password
-from core.webui import client_address, db, md_literal, require_page, run_action
+from ui.frame import client_address, db, md_literal, require_page, run_action
 
 user = require_page(None)
 st.title("Account")

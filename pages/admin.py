@@ -4,7 +4,7 @@ import streamlit as st
 
 from core.accounts import ROLE_ORDER, create_user, generate_password, list_users, reset_password, set_active, set_role
 from core.projects import create_project, update_project
-from core.webui import current_project, db, md_literal, require_page, run_action
+from ui.frame import current_project, db, md_literal, require_page, run_action
 
 user = require_page("manage_users")
 st.title("Admin")

@@ -16,14 +16,14 @@ import pandas as pd
 import streamlit as st
 
 from core.accounts import list_users
-from core.browser import commit_typing_before_shortcuts, live_hints
+from ui.browser import commit_typing_before_shortcuts, live_hints
 from core.curate import curation as cur
 from core.curate.dedup import record_text
 from core.curate.origins import describe, sees_systems
 from core.curate.tokencount import current_token_counter
 from core.errors import Conflict, StudioError
 from core.projects import inert_markdown
-from core.webui import db, flash, md_literal, require_page, require_project, run_action
+from ui.frame import db, flash, md_literal, require_page, require_project, run_action
 
 user = require_page("curate")
 project = require_project()

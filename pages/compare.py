@@ -5,11 +5,11 @@ nothing on this page names a model, run or system. Everything is operable from t
 """
 import streamlit as st
 
-from core.browser import rubric_draft, rubric_sheet
+from ui.browser import rubric_draft, rubric_sheet
 from core.evaluate.evalsets import list_eval_sets
 from core.evaluate.review import (PREFERENCE_WORDS, PREFERENCES, START_WORDS, get_item, my_scored_items,
                                   next_item, send_back_options, send_back_to_annotation, submit_score)
-from core.webui import db, require_page, require_project, run_action
+from ui.frame import db, require_page, require_project, run_action
 
 PREF_KEYS = {"A": "A", "B": "B", "tie": "T", "both_bad": "X"}
 
@@ -60,7 +60,7 @@ if item is None:
     scored_items_panel()
     st.stop()
 
-# ---- the draft of this item: the sheet's scores and preference live in the browser (core.browser.rubric_sheet),
+# ---- the draft of this item: the sheet's scores and preference live in the browser (ui.browser.rubric_sheet),
 # so every key press shows at once and none waits on a rerun; the server keeps the saved answers to start from.
 old = item.existing or {}
 if st.session_state.get("cmp_comment_token") != item.token:

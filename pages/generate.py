@@ -15,10 +15,10 @@ from core.evaluate.evalsets import (comparison_decoding, create_eval_set_from_fi
                                    generation_progress, launch_generation, list_eval_sets, resume_generation)
 from core.evaluate.generate_config import Decoding, decoding_differences, describe_decoding, describe_differences
 from core.evaluate.systems import available_systems, default_systems, system_labels
-from core.jobs.notices import show_job_notices
 from core.jobs.queue import LIVE, cancel, list_jobs, reconcile
-from core.webui import db, flash, live_fragment, require_page, require_project, run_action
 from storage.models import JobStatus
+from ui.notices import show_job_notices
+from ui.frame import db, flash, live_fragment, require_page, require_project, run_action
 
 user = require_page("evaluate")
 project = require_project()

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from core.projects import inert_markdown, project_summary
-from core.webui import current_project, db, md_literal, require_page
+from ui.frame import current_project, db, md_literal, require_page
 
 user = require_page(None)
 st.title("finetune-studio")

@@ -8,8 +8,8 @@ from core.curate.formats import CSV_FIELDS, FILE_FORMATS, FORMAT_LABELS, csv_col
 from core.accounts import can
 from core.curate.importing import check_import_path, import_file, import_history, report_level, save_upload
 from core.errors import StudioError
-from core.webui import db, md_literal, require_page, require_project, run_action
 from core.workspace import import_roots
+from ui.frame import db, md_literal, require_page, require_project, run_action
 
 user = require_page("curate")
 project = require_project()

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from core.accounts import authenticate
-from core.webui import client_address, db, login, run_action
+from ui.frame import client_address, db, login, run_action
 
 st.title("finetune-studio")
 st.caption("Curate examples, fine-tune a model on them, and review it blind.")

@@ -15,8 +15,8 @@ from core.evaluate.generate_config import Decoding
 from core.ship import client
 from core.ship.playground import chat_messages, save_exchange, systems, waiting_text
 from core.ship.serving import DEFAULT_IDLE_S, find_playground_server, playground_server, server_status, stop_server
-from core.webui import db, flash, live_fragment, md_literal, require_page, require_project, run_action
 from storage.models import JobStatus
+from ui.frame import db, flash, live_fragment, md_literal, require_page, require_project, run_action
 
 user = require_page("evaluate")
 project = require_project()

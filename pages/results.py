@@ -17,7 +17,7 @@ from core.evaluate.review import rubric_of
 from core.evaluate.preferences import (freeze_from_votes, generate_like_before, runs_to_generate,
                                       runs_trained_on_votes, vote_pairs)
 from core.evaluate.results import export_dpo, report_markdown, results, score_table, scores_csv
-from core.webui import db, md_literal, require_page, require_project, run_action
+from ui.frame import db, md_literal, require_page, require_project, run_action
 
 OUTCOMES = ("first wins", "tie", "both bad", "second wins")
 ROW = alt.Step(34)  # the height of one labelled row in a chart with a row per system or pair

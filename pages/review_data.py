@@ -9,10 +9,10 @@ import pandas as pd
 import streamlit as st
 
 from core.accounts import list_users
-from core.browser import commit_typing_before_shortcuts
+from ui.browser import commit_typing_before_shortcuts
 from core.curate import curation as cur
 from core.curate.history import review_context
-from core.webui import db, flash, require_page, require_project, run_action
+from ui.frame import db, flash, require_page, require_project, run_action
 
 user = require_page("review_data")
 project = require_project()

@@ -5,16 +5,16 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.jobs.notices import show_job_notices
 from core.jobs.queue import LIVE, job_snapshot
 from core.jobs.rundir import has_model
 from core.evaluate.evalsets import list_eval_sets
 from core.ship.deploy import FORMATS, default_formats, exports_of, launch_export
 from core.ship.gguf import INSTALL as GGUF_INSTALL, find_converter
 from core.train.runs import DASH, LOSS_HELP, LOSS_LABEL, compare_runs, format_loss, runs_table
-from core.webui import db, flash, live_fragment, md_literal, require_page, require_project, run_action
 from core.workspace import default_export_folder, export_roots
 from storage.models import JobStatus
+from ui.notices import show_job_notices
+from ui.frame import db, flash, live_fragment, md_literal, require_page, require_project, run_action
 
 user = require_page("train")
 project = require_project()

@@ -6,7 +6,6 @@ from core.basemodel import EMBEDDED
 from core.curate.datasets import list_versions
 from core.curate.preferences import list_preference_versions
 from core.hardware import detect, estimate_sum_text
-from core.jobs.notices import show_job_notices
 from core.jobs.queue import LIVE, cancel, job_snapshot, list_jobs
 from core.jobs.states import describe_state
 from core.curate.leakage import leak_ids
@@ -16,9 +15,10 @@ from core.train.config import (DEFAULT_LR, DPO_LOSS_TYPES, PRESET_HELP, PRESETS,
                                preset_config)
 from core.train.dpo import continuable_runs
 from core.errors import StudioError
-from core.webui import db, flash, live_fragment, require_page, require_project, run_action
 from core.workspace import model_roots
 from storage.models import JobStatus
+from ui.notices import show_job_notices
+from ui.frame import db, flash, live_fragment, require_page, require_project, run_action
 
 user = require_page("train")
 project = require_project()

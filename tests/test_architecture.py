@@ -1,28 +1,32 @@
 """The house's shape holds: each layer imports only downward, no import cycles (module-level or inside
-functions alike), storage imports nothing from core, and no core file grows past one idea's size."""
+functions alike), storage imports nothing from core, nothing under core/ or storage/ imports Streamlit (the UI lives
+in ui/ and pages/), and no core file grows past one idea's size."""
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ["core", "storage", "pages", "app.py", "asgi.py"]
+SOURCES = ["core", "storage", "ui", "pages", "app.py", "asgi.py"]
 # Lower number = lower layer. A module may import its own layer or lower ones, never higher. The stages are ordered
 # as the loop runs (a later stage may use an earlier one: ship -> evaluate -> train -> curate), never backwards.
 LAYERS = [
     (0, "storage"),
     (1, "core.errors"), (1, "core.workspace"), (1, "core.locks"), (1, "core.accounts"), (1, "core.projects"),
-    (1, "core.hardware"), (1, "core.basemodel"), (1, "core.webui"), (1, "core.configs"),
-    (1, "core.sessions"), (1, "core.throttle"), (1, "core.browser"), (1, "core.names"),
+    (1, "core.hardware"), (1, "core.basemodel"), (1, "core.configs"),
+    (1, "core.sessions"), (1, "core.throttle"), (1, "core.names"),
     (2, "core.jobs"),
     (3, "core.curate"),
     (4, "core.train"),
     (5, "core.evaluate"),
     (6, "core.ship"),
-    (7, "core.cli"), (7, "core.setup"), (7, "pages"), (7, "app"), (7, "asgi"),
+    (7, "ui"),  # the Streamlit frame, browser helpers and widgets every page shares: above all of core
+    (8, "core.cli"), (8, "core.setup"), (8, "pages"), (8, "app"), (8, "asgi"),
 ]
-NAMES = {0: "storage", 1: "shared base", 2: "jobs", 3: "curate", 4: "train", 5: "evaluate", 6: "ship",
-         7: "pages/cli/start-up"}
+NAMES = {0: "storage", 1: "shared base", 2: "jobs", 3: "curate", 4: "train", 5: "evaluate", 6: "ship", 7: "ui",
+         8: "pages/cli/start-up"}
+# Streamlit belongs to the pages and to ui/; worker processes and the CLI import core and must not pull it in.
+NO_STREAMLIT = ["core", "storage"]
 
 
 def module_name(path: Path) -> str:
@@ -64,7 +68,8 @@ def imports_of(path: Path, name: str, known: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
             for alias in node.names:
                 full = f"{base}.{alias.name}"
                 add(full if full in known else base)
@@ -102,6 +107,39 @@ def test_storage_imports_nothing_from_core():
     assert not bad, bad
 
 
+def test_core_imports_nothing_from_ui():
+    """The CLI and start-up sit above the stages but beside ui/, not above it: a job process or a command
+    must not load Streamlit through ui."""
+    bad = [f"{m} imports {t}" for m, ts in graph().items() if m.startswith(("core", "storage")) for t in ts
+           if t == "ui" or t.startswith("ui.")]
+    assert not bad, bad
+
+
+def streamlit_imports(path: Path) -> list[int]:
+    """Lines of the file that import streamlit (module level or inside functions)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    lines = []
+    for node in ast.walk(tree):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+        if any(n == "streamlit" or n.startswith("streamlit.") for n in names):
+            lines.append(node.lineno)
+    return lines
+
+
+def test_nothing_under_core_or_storage_imports_streamlit():
+    found = {str(p.relative_to(ROOT)): lines for src in NO_STREAMLIT for p in sorted((ROOT / src).rglob("*.py"))
+             if (lines := streamlit_imports(p))}
+    assert not found, f"move these to ui/ (streamlit imported at lines): {found}"
+
+
+def test_the_streamlit_check_sees_every_form_of_import(tmp_path):
+    f = tmp_path / "mod.py"
+    f.write_text("import os\ndef later():\n    from streamlit.runtime import exists\nimport streamlit as st\n"
+                 "from streamlit_lib import x\n", encoding="utf-8")
+    assert sorted(streamlit_imports(f)) == [3, 4]  # not streamlit_lib: another package
+
+
 def test_no_import_cycles():
     g = graph()
     cycles, state, stack = [], {}, []
@@ -128,12 +166,12 @@ def test_the_checker_sees_function_level_imports_and_cycles(tmp_path):
     f = tmp_path / "mod.py"
     f.write_text("def later():\n    from core.jobs.queue import submit\n", encoding="utf-8")
     assert imports_of(f, "core.fake", {"core.jobs.queue", "core.jobs"}) == {"core.jobs.queue"}
-    assert layer("core.jobs.queue") < layer("core.train.runs") < layer("pages.train")
+    assert layer("core.jobs.queue") < layer("core.train.runs") < layer("ui.frame") < layer("pages.train")
 
 
 def test_no_core_file_holds_more_than_one_ideas_worth_of_lines():
     # No exception: a long idea becomes a package of modules (core/curate/formats/).
     limit = 450
-    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "core").rglob("*.py")
+    long = {str(p.relative_to(ROOT)): n for src in ("core", "ui") for p in (ROOT / src).rglob("*.py")
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > limit}
     assert not long, f"split these by idea (over {limit} lines): {long}"

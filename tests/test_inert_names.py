@@ -44,7 +44,7 @@ def _markdown_text_args(call: ast.Call) -> list[ast.AST]:
 
 def test_no_page_renders_a_user_given_name_as_markdown():
     offenders = []
-    for path in sorted([*ROOT.joinpath("pages").glob("*.py"), ROOT / "app.py"]):
+    for path in sorted([*ROOT.joinpath("pages").glob("*.py"), *ROOT.joinpath("ui").glob("*.py"), ROOT / "app.py"]):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and getattr(node.func, "attr", None) in MARKDOWN_CALLS:

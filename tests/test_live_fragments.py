@@ -1,4 +1,4 @@
-"""Live panels re-check who is signed in on every run (issue 19): ``core.webui.live_fragment`` draws nothing for an
+"""Live panels re-check who is signed in on every run (issue 19): ``ui.frame.live_fragment`` draws nothing for an
 ended session or a disabled account, and no page or core module polls with a bare ``st.fragment``, which would
 keep the user of the first render. The timed reruns themselves are driven in a real browser:
 tests/e2e/test_live_session_browser.py."""
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _panel_script():
     import streamlit as st
 
-    from core.webui import live_fragment
+    from ui.frame import live_fragment
 
     @live_fragment("60s", "train")
     def panel() -> None:
@@ -76,7 +76,7 @@ def _bare_fragments(path: Path) -> list[int]:
 
 
 def test_every_polling_fragment_goes_through_live_fragment():
-    files = [ROOT / "app.py", *(ROOT / "pages").rglob("*.py"), *(ROOT / "core").rglob("*.py")]
-    offenders = {str(f.relative_to(ROOT)): lines for f in files if f != ROOT / "core" / "webui.py"
+    files = [ROOT / "app.py", *(f for src in ("pages", "ui", "core") for f in (ROOT / src).rglob("*.py"))]
+    offenders = {str(f.relative_to(ROOT)): lines for f in files if f != ROOT / "ui" / "frame.py"
                  if (lines := _bare_fragments(f))}
-    assert offenders == {}, "poll with core.webui.live_fragment, which re-checks the session on every run"
+    assert offenders == {}, "poll with ui.frame.live_fragment, which re-checks the session on every run"

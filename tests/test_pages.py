@@ -7,8 +7,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.accounts import can
-from core.webui import PAGES, visible_pages
 from tests.helpers import PASSWORD
+from ui.frame import PAGES, visible_pages
 
 ROLES = ["admin", "engineer", "reviewer", "annotator"]
 DENIED = "Your role cannot use this page."

@@ -122,8 +122,8 @@ def test_playground_offers_stop_serving_at_once_and_names_the_jobs_ahead(session
 def _notice_script():
     import streamlit as st
 
-    from core.jobs.notices import show_job_notices
-    from core.webui import db
+    from ui.notices import show_job_notices
+    from ui.frame import db
     from storage.models import User
 
     with db() as s:
@@ -151,7 +151,7 @@ def test_a_reviewer_hears_when_answers_to_score_are_ready_without_system_names(s
         annotator.run()
     toasts = [t.value for t in reviewer.toast]
     assert len(toasts) == 1, toasts
-    from core.webui import md_literal
+    from ui.frame import md_literal
 
     assert md_literal("billing-questions") in toasts[0] and "Compare" in toasts[0]
     assert "secret" not in toasts[0] and job.name not in toasts[0]

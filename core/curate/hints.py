@@ -1,5 +1,5 @@
 """Tokens and quality hints for the example editor: length against the project's max length, empty or very
-short answers, duplicates. The page shows them live while typing (core.browser.live_hints uses the same
+short answers, duplicates. The page shows them live while typing (ui.browser.live_hints uses the same
 wording, ``HINT_TEXTS``); the server's figures use the base model's tokenizer when it can be loaded.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Hint:
     kind: str = ""  # "length" | "empty" | "short" | "duplicate": the live editor recomputes all but duplicates
 
 
-# One wording for the server's hints and the editor's live ones (core.browser.live_hints fills the same templates).
+# One wording for the server's hints and the editor's live ones (ui.browser.live_hints fills the same templates).
 HINT_TEXTS = {
     "too_long": "{tokens} tokens: longer than the project's max length of {max}; training will cut it.",
     "near_max": "{tokens} tokens: close to the max length of {max}.",

@@ -1,8 +1,8 @@
 """The real app in headless Chromium: first-start admin logs in, visits every page, logs out."""
 import pytest
 
-from core.webui import PAGES
 from tests.e2e.conftest import login, shot, wait_idle
+from ui.frame import PAGES
 
 pytestmark = pytest.mark.e2e
 

@@ -11,8 +11,8 @@ import pytest
 
 from sqlmodel import select
 
-from core.webui import PAGES
 from tests.e2e.conftest import cli, login, shot, wait_idle
+from ui.frame import PAGES
 
 pytestmark = pytest.mark.e2e
 

@@ -229,7 +229,7 @@ _rubric = st.components.v2.component(
 
 def rubric_sheet(key: str, *, token: str, rubric: list[dict], scores: dict, pref: str | None, prefs: list[dict],
                  texts: dict, run: int, lock_on: list[str]) -> None:
-    """Draw the score sheet of one review item, scored by mouse or keys in the browser (core/static/rubric.js).
+    """Draw the score sheet of one review item, scored by mouse or keys in the browser (ui/static/rubric.js).
 
     ``rubric``: ``{"name", "label", "description", "min", "max"}`` per criterion; ``scores`` / ``pref``: the
     item's saved answers to start from; ``prefs``: ``{"value", "label", "key"}`` per overall preference. After

@@ -1,4 +1,4 @@
-// The blind review's score sheet (core.browser.rubric_sheet): the rubric rows, the overall preference and their
+// The blind review's score sheet (ui.browser.rubric_sheet): the rubric rows, the overall preference and their
 // keys, all handled here in the browser. A key press changes what is shown at once and never waits on a server
 // rerun, so presses made while the server is busy are neither lost nor applied to a stale row. Each change is
 // sent to the server as the component's state ("draft"); the page's submit reads it. Text reaches the DOM through

@@ -23,10 +23,11 @@ import secrets
 import streamlit as st
 from sqlmodel import Session
 
-from core import browser, sessions
+from core import sessions
 from core.accounts import can
 from core.errors import StudioError
 from storage.models import Project, User
+from ui import browser
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ Training and generation take minutes to hours; nobody watches the live panel all
 is a small fragment that polls the database every few seconds and shows a toast for each job that ended since
 this browser session started (each job once, even when several pages call it). Jobs the user may act on are
 announced; a reviewer, who may not, hears when a generation job of the project made new answers to score, with the
-eval set and where to go (Compare), and no job or system name. An annotator is told about none. Streamlit is
-imported here and only here in core/jobs: workers never import this module.
+eval set and where to go (Compare), and no job or system name. An annotator is told about none. Finding the jobs
+that ended is core's (core.jobs.queue.ended_jobs); what this browser session has announced is Streamlit's.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import streamlit as st
 from core.accounts import can
 from core.jobs.queue import ended_jobs
 from core.jobs.states import KIND_WORDS
-from core.webui import db, live_fragment, md_literal
 from storage.models import EvalSet, Job, JobStatus, User, utcnow
+from ui.frame import db, live_fragment, md_literal
 
 POLL = "5s"
 OUTCOME_WORDS = {JobStatus.succeeded.value: "finished", JobStatus.failed.value: "failed",
