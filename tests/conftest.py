@@ -24,20 +24,16 @@ os.environ.setdefault("FINETUNE_STUDIO_UPKEEP_BY_SERVE", "1")
 # tiny_model: a small random Llama with the embedded tokenizer; serve: serve-model on a model folder
 pytest_plugins = ["tests.fixtures_models", "tests.fixtures_serve"]
 
-from tests.helpers import PASSWORD  # noqa: E402
+from tests.helpers import PASSWORD, studio_home  # noqa: E402
 ROLES = ("engineer", "reviewer", "annotator")
 
 
 def _make_template(folder, with_users: bool, with_demo: bool = False):
     from core.accounts import create_user, first_admin, set_password
     from core.setup import init_workspace
-    from storage.db import get_engine, reset_engines
+    from storage.db import get_engine
 
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FINETUNE_STUDIO_HOME", str(folder))
-    mp.delenv("DATABASE_URL", raising=False)
-    try:
-        reset_engines()
+    with studio_home(folder):  # its end closes every connection: the WAL is checkpointed into the file
         init_workspace(with_demo=with_demo)
         if with_users:
             with Session(get_engine(), expire_on_commit=False) as s:
@@ -45,9 +41,6 @@ def _make_template(folder, with_users: bool, with_demo: bool = False):
                 set_password(s, admin, admin.username, PASSWORD)
                 for role in ROLES:
                     create_user(s, admin, role + "1", PASSWORD, role)
-        reset_engines()  # closes every connection: the WAL is checkpointed into the file
-    finally:
-        mp.undo()
     return folder / "studio.db"
 
 

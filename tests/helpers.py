@@ -6,8 +6,9 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from core.evaluate import evalsets, review
 from storage.models import Example, Job, JobStatus, Output
@@ -251,3 +252,23 @@ def score_failures(session, es, reviewers):
             choice = {"run": run_side, "base": base_side, "tie": "tie"}[pref]
             review.submit_score(session, rev, es.id, p.id, pair, scores=scores, preference=choice, comment=comment)
     return {p.position: p for p in prompts}
+
+
+@contextmanager
+def studio_home(folder: Path) -> Iterator[Path]:
+    """The app pointed at the workspace ``folder`` (SQLite there, any DATABASE_URL ignored) for fixtures wider than
+    one test, whose ``monkeypatch`` is function-scoped; the database engines are closed on the way in and out (the
+    WAL checkpointed into the file) and the environment restored."""
+    import pytest
+
+    from storage.db import reset_engines
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FINETUNE_STUDIO_HOME", str(folder))
+    mp.delenv("DATABASE_URL", raising=False)
+    try:
+        reset_engines()
+        yield folder
+    finally:
+        reset_engines()
+        mp.undo()

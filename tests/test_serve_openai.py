@@ -18,7 +18,7 @@ import time
 import pytest
 from sqlmodel import Session
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, studio_home
 from tests.fixtures_serve import serve_model as _serve_model, with_context as _with_context
 
 HELLO = [{"role": "user", "content": "Tell me about my bill."}]
@@ -33,20 +33,15 @@ def module_workspace(tmp_path_factory, db_templates):
 
     from core.accounts import first_admin
     from core.projects import create_project
-    from storage.db import get_engine, reset_engines
+    from storage.db import get_engine
 
     ws = tmp_path_factory.mktemp("serve-openai") / "ws"
     ws.mkdir()
     shutil.copyfile(db_templates("users"), ws / "studio.db")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FINETUNE_STUDIO_HOME", str(ws))
-    mp.delenv("DATABASE_URL", raising=False)
-    reset_engines()
-    with Session(get_engine(), expire_on_commit=False) as s:
-        create_project(s, first_admin(s), "Serve project", "")
-    yield ws
-    reset_engines()
-    mp.undo()
+    with studio_home(ws):
+        with Session(get_engine(), expire_on_commit=False) as s:
+            create_project(s, first_admin(s), "Serve project", "")
+        yield ws
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ import pytest
 from huggingface_hub import ModelCard
 
 from core.ship import gguf, ollama
+from tests.helpers import studio_home
 
 BASE_REPO = "test-org/tiny-llama"
 NAME = "Brightwater support"
@@ -58,7 +59,7 @@ def exported(tmp_path_factory, db_templates, tiny_model):
     from core.projects import list_projects, update_project
     from core.setup import init_workspace
     from core.ship.deploy import ExportConfig, export
-    from storage.db import get_engine, reset_engines
+    from storage.db import get_engine
     from storage.models import DatasetVersionItem, Job, User
 
     root = tmp_path_factory.mktemp("ship-exports")
@@ -67,11 +68,7 @@ def exported(tmp_path_factory, db_templates, tiny_model):
     shutil.copyfile(db_templates("demo"), ws / "studio.db")
     base = root / "hub" / f"models--{BASE_REPO.replace('/', '--')}" / "snapshots" / "0123abc"
     shutil.copytree(tiny_model, base)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("FINETUNE_STUDIO_HOME", str(ws))
-    mp.delenv("DATABASE_URL", raising=False)
-    try:
-        reset_engines()
+    with studio_home(ws):
         init_workspace(with_demo=False)
         with Session(get_engine(), expire_on_commit=False) as s:
             admin = s.exec(select(User).where(User.role == "admin")).first()
@@ -95,9 +92,6 @@ def exported(tmp_path_factory, db_templates, tiny_model):
             report = export(ExportConfig(run_id=run.id, out_dir=str(out), parity=False, name=NAME,
                                          formats=["adapter", "merged", "ollama", "gguf"]))
         yield report, out, systems.most_common(1)[0][0], result, run
-    finally:
-        reset_engines()
-        mp.undo()
 
 
 # ---------------------------------------------------------------- GGUF

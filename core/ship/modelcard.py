@@ -28,11 +28,6 @@ __all__ = ["EMBEDDED_HUB_ID", "card_text", "lineage", "write_card"]
 BOOTSTRAP_ROUNDS = 200
 
 
-def hub_base_model(name: str | None) -> str | None:
-    """The base model as the Hub names it (the embedded model's origin); None for a local folder with no name."""
-    return hub_id(name)
-
-
 def training_system_prompt(session: Session, version_id: int) -> str:
     """The system prompt the model was trained with: the one most training examples of the version carry ("" when
     most carry none, and the chat template's default applied)."""
