@@ -189,10 +189,19 @@ def wait_idle(page, timeout: float = 90_000) -> None:
     page.wait_for_timeout(300)
 
 
+def logout(page) -> None:
+    """Log out and wait for the log-in form: navigating away at once can drop the click before the server ran it,
+    and the still-valid session cookie then logs the next page in as the same person."""
+    page.get_by_role("button", name="Log out").click()
+    page.get_by_role("button", name="Log in").wait_for(timeout=60_000)
+
+
 def login(page, url: str, username: str, password: str) -> None:
     page.goto(url)
     # The first page a fresh server draws imports the app (seconds alone, over 30 s on a loaded 2-core machine).
-    page.get_by_label("Username", exact=True).wait_for(timeout=120_000)
+    form, signed_in = page.get_by_label("Username", exact=True), page.get_by_role("button", name="Log out")
+    form.or_(signed_in).first.wait_for(timeout=120_000)
+    assert signed_in.count() == 0, f"{url} opened signed in already (log out first, with logout(page))"
     page.get_by_label("Username", exact=True).fill(username)
     page.get_by_label("Password", exact=True).fill(password)
     page.get_by_role("button", name="Log in").click()

@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from tests.e2e.conftest import cli, login, shot, wait_idle
+from tests.e2e.conftest import cli, login, logout, shot, wait_idle
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "e2e-password-123"
@@ -119,8 +119,7 @@ def test_reason_typed_right_before_alt_x_is_the_reason_used(server, drafts, page
     page.keyboard.press("Control+Shift+Enter")
     page.get_by_text(f"Submitted #{drafts[0]} for review").wait_for()
     wait_idle(page)
-    page.get_by_role("button", name="Log out").click()
-    page.get_by_role("button", name="Log in").wait_for()
+    logout(page)
 
     login(page, server.url, "rev", PASSWORD)
     page.get_by_role("link", name="Review data", exact=True).click()

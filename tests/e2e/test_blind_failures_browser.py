@@ -6,7 +6,7 @@ from sqlmodel import select
 
 from core.evaluate.failures import send_failures
 from storage.models import Project, User
-from tests.e2e.conftest import cli, login, shot, wait_idle
+from tests.e2e.conftest import cli, login, logout, shot, wait_idle
 from tests.helpers import make_outputs, score_failures
 
 pytestmark = pytest.mark.e2e
@@ -61,7 +61,7 @@ def test_a_reviewer_opening_a_failure_draft_reads_no_run_score_or_base_answer(se
         assert secret not in shown, f"{secret!r} is shown to a reviewer:\n{shown}"
 
     # The engineer who sent it still sees where it came from.
-    page.get_by_role("button", name="Log out").click()
+    logout(page)
     login(page, server.url, "blindeng", PASSWORD)
     open_draft(page, server, example_id)
     assert "secret-lora-0" in everything_shown(page)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import login, shot, wait_idle
+from tests.e2e.conftest import login, logout, shot, wait_idle
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,11 +26,6 @@ def add_user(server, name: str, role: str) -> None:
 def go(page, title: str) -> None:
     page.get_by_role("link", name=title, exact=True).click()
     wait_idle(page)
-
-
-def logout(page) -> None:
-    page.get_by_role("button", name="Log out").click()
-    page.get_by_role("button", name="Log in").wait_for()
 
 
 def test_import_annotate_review_freeze_export(server, page, tmp_path):

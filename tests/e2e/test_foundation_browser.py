@@ -1,7 +1,7 @@
 """The real app in headless Chromium: first-start admin logs in, visits every page, logs out."""
 import pytest
 
-from tests.e2e.conftest import login, shot, wait_idle
+from tests.e2e.conftest import login, logout, shot, wait_idle
 from ui.frame import PAGES
 
 pytestmark = pytest.mark.e2e
@@ -31,7 +31,6 @@ def test_admin_logs_in_sees_every_page_and_logs_out(server, page):
         assert "Traceback" not in body and "Error" not in page.title(), spec.title
         assert page.locator('[data-testid="stException"]').count() == 0, f"{spec.title} raised"
         shot(page, f"{i:02d}-{spec.path.split('/')[-1][:-3]}")
-    page.get_by_role("button", name="Log out").click()
-    page.get_by_role("button", name="Log in").wait_for()
+    logout(page)
     assert page.get_by_role("button", name="Log out").count() == 0
     shot(page, "99-logged-out")

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.e2e.conftest import cli, login, shot, wait_idle
+from tests.e2e.conftest import cli, login, logout, shot, wait_idle
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "e2e-password-123"
@@ -86,6 +86,5 @@ def test_admin_confirms_a_disable_and_resets_a_password_in_the_browser(server, p
     wait_idle(page)
     shot(page, "i2-admin-password-reset")
     new_password = page.get_by_test_id("stCode").inner_text().strip()
-    page.get_by_role("button", name="Log out").click()
-    page.get_by_role("button", name="Log in").wait_for()
+    logout(page)
     login(page, server.url, "olga", new_password)

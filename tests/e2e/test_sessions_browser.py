@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from tests.e2e.conftest import cli, login, shot, wait_idle
+from tests.e2e.conftest import cli, login, logout, shot, wait_idle
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "e2e-password-123"
@@ -53,8 +53,7 @@ def test_refresh_second_tab_and_log_out(people, browser):
     assert title(second) == "Import"
     assert second.get_by_role("button", name="Log out").count() == 1
 
-    page.get_by_role("button", name="Log out").click()
-    page.get_by_role("button", name="Log in").wait_for()
+    logout(page)
     for _ in range(40):
         if not any(c["name"] == "fts_session" for c in ctx.cookies()):
             break
