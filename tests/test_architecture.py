@@ -14,7 +14,7 @@ LAYERS = [
     (0, "storage"),
     (1, "core.errors"), (1, "core.workspace"), (1, "core.locks"), (1, "core.accounts"), (1, "core.projects"),
     (1, "core.hardware"), (1, "core.basemodel"), (1, "core.configs"),
-    (1, "core.sessions"), (1, "core.throttle"), (1, "core.names"),
+    (1, "core.sessions"), (1, "core.throttle"), (1, "core.names"), (1, "core.systems"),
     (2, "core.jobs"),
     (3, "core.curate"),
     (4, "core.train"),

@@ -14,7 +14,8 @@ from core.errors import InvalidInput
 from core.curate.preferences import file_source, freeze_preferences, read_preference_file
 from core.evaluate.evalsets import eval_prompts, generation_jobs, get_eval_set, latest_outputs, launch_generation
 from core.evaluate.review import scores_of, split_pair
-from core.evaluate.systems import finished_runs, run_system
+from core.evaluate.systems import finished_runs
+from core.systems import run_key
 from storage.models import JobStatus, PreferencePair, PreferenceVersion, User
 
 
@@ -110,9 +111,9 @@ def runs_to_generate(session: Session, user: User, eval_set_id: int) -> list[dic
     require(user, "evaluate")
     es = get_eval_set(session, eval_set_id)
     answered = {system for _, system in latest_outputs(session, es.id)}
-    return [{"system": run_system(job.id), "run_id": job.id, "name": job.name,
+    return [{"system": run_key(job.id), "run_id": job.id, "name": job.name,
              "method": (job.config or {}).get("method")}
-            for job in reversed(finished_runs(session, es.project_id)) if run_system(job.id) not in answered]
+            for job in reversed(finished_runs(session, es.project_id)) if run_key(job.id) not in answered]
 
 
 def generate_like_before(session: Session, user: User, eval_set_id: int, run_id: int):
@@ -123,7 +124,7 @@ def generate_like_before(session: Session, user: User, eval_set_id: int, run_id:
     earlier = next((j for j in generation_jobs(session, eval_set_id) if j.status == JobStatus.succeeded.value), None)
     cfg = (earlier.config or {}) if earlier else {}
     kwargs = {key: cfg[key] for key in ("batch_size", "perplexity") if key in cfg}
-    return launch_generation(session, user, eval_set_id, [run_system(run_id)], **kwargs)
+    return launch_generation(session, user, eval_set_id, [run_key(run_id)], **kwargs)
 
 
 def runs_trained_on_votes(session: Session, eval_set_id: int) -> list[int]:
