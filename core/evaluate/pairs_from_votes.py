@@ -1,5 +1,5 @@
 """Preference pairs from an eval set's blind votes, and freezing them (with an optional preference file) into a
-preference version (core.curate.preferences) that DPO runs train on.
+preference version (core.curate.preference_versions) that DPO runs train on.
 
 One pair per reviewed item (prompt x pair of systems) by majority of the reviewers' A/B preferences: ties and
 "both bad" votes say neither answer is better, so they count for neither side; an item whose A/B votes split
@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 
 from core.accounts import require
 from core.errors import InvalidInput
-from core.curate.preferences import file_source, freeze_preferences, read_preference_file
+from core.curate.preference_versions import file_source, freeze_preferences, read_preference_file
 from core.evaluate.evalsets import eval_prompts, generation_jobs, get_eval_set, latest_outputs, launch_generation
 from core.evaluate.review import scores_of, split_pair
 from core.evaluate.systems import finished_runs
