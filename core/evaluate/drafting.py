@@ -110,7 +110,8 @@ def launch_drafting(session: Session, user: User, project_id: int, system: str, 
     require(user, "evaluate")
     if session.get(Project, project_id) is None:
         raise NotFound(f"Project {project_id} does not exist.")
-    system = str(evaluated_system(system))
+    key = evaluated_system(system)
+    kind, system = key.kind, str(key)
     run_base = _system_base(session, project_id, system)
     if example_ids:
         wanted = set(needs_answer_ids(session, project_id))
