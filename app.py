@@ -22,7 +22,7 @@ st.set_page_config(page_title="finetune-studio", page_icon=FAVICON, layout="wide
 @st.cache_resource(show_spinner="Preparing the workspace...")
 def _workspace(folder: str, url: str):
     """Once per workspace and database: folders, migrations, first admin (password printed once), demo project."""
-    from core.setup import init_workspace, start_app_upkeep
+    from core.startup import init_workspace, start_app_upkeep
 
     res = init_workspace()
     start_app_upkeep()  # jobs are reconciled on a timer (unless `finetune-studio serve` already does it)

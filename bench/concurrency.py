@@ -142,7 +142,7 @@ def main() -> int:
     from core.accounts import create_user, first_admin
     from core.curate.curation import create_example
     from core.projects import create_project
-    from core.setup import init_workspace
+    from core.startup import init_workspace
     from storage.db import get_engine, reset_engines
     from storage.models import Job, JobStatus, utcnow
 

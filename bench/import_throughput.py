@@ -74,7 +74,7 @@ def run_project(path: Path, tmp: Path) -> dict:
     from core.accounts import first_admin
     from core.curate.importing import import_file
     from core.projects import create_project
-    from core.setup import init_workspace
+    from core.startup import init_workspace
     from storage.db import get_engine
 
     init_workspace(with_demo=False)

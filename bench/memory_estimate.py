@@ -1,4 +1,4 @@
-"""The memory estimate beside the measured peak: core.hardware.estimate_peak_memory (what the Train page shows and
+"""The memory estimate beside the measured peak: core.train.hardware.estimate_peak_memory (what the Train page shows and
 a launch checks) vs the peak RSS of a fresh process that trains the embedded model for two steps with the
 project's trainer (core.train.worker setup -> fit), on the demo data. Each case runs in its own process, so the
 peak is that case's alone. Two optimizer steps reach the steady peak (weights, AdamW states, one step's

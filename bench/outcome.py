@@ -76,7 +76,7 @@ def main() -> int:
     from core.evaluate.evalsets import create_eval_set_from_version, launch_generation
     from core.evaluate.results import results
     from core.projects import list_projects
-    from core.setup import init_workspace
+    from core.startup import init_workspace
     from core.train.config import parse_set, preset_config
     from core.train.runs import launch
     from storage.db import get_engine

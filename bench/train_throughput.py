@@ -67,7 +67,7 @@ def make_model(args, tokenizer):
 
 def flops_per_token(config, seq: int) -> float:
     """6N for a training step (forward + backward) plus attention's 12 * layers * hidden * seq."""
-    from core.hardware import param_counts
+    from core.train.hardware import param_counts
 
     n = param_counts(config)["total"]
     return 6 * n + 12 * config.num_hidden_layers * config.hidden_size * seq

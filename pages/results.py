@@ -14,7 +14,7 @@ from core.accounts import can
 from core.evaluate.evalsets import list_eval_sets
 from core.evaluate.failures import RULE_WORDS, RULES, assignees, run_choices, send_failures, sent_failures
 from core.evaluate.review import rubric_of
-from core.evaluate.preferences import (freeze_from_votes, generate_like_before, runs_to_generate,
+from core.evaluate.pairs_from_votes import (freeze_from_votes, generate_like_before, runs_to_generate,
                                       runs_trained_on_votes, vote_pairs)
 from core.evaluate.results import export_dpo, report_markdown, results, score_table, scores_csv
 from ui.frame import db, md_literal, require_page, require_project, run_action

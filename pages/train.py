@@ -4,8 +4,8 @@ import streamlit as st
 
 from core.basemodel import EMBEDDED
 from core.curate.datasets import list_versions
-from core.curate.preferences import list_preference_versions
-from core.hardware import detect, estimate_sum_text
+from core.curate.preference_versions import list_preference_versions
+from core.train.hardware import detect, estimate_sum_text
 from core.jobs.queue import LIVE, cancel, job_snapshot, list_jobs
 from core.jobs.states import describe_state
 from core.curate.leakage import leak_ids

@@ -361,7 +361,7 @@ def json_default(value: Any) -> Any:
 
 class PreferenceVersion(SQLModel, table=True):
     """A frozen set of preference pairs (prompt, chosen, rejected) that DPO runs train on; never changes after
-    freezing. ``sources`` says where its pairs came from and what was left out (core.curate.preferences)."""
+    freezing. ``sources`` says where its pairs came from and what was left out (core.curate.preference_versions)."""
 
     __table_args__ = (UniqueConstraint("project_id", "name"),)
 

@@ -30,7 +30,7 @@ ROLES = ("engineer", "reviewer", "annotator")
 
 def _make_template(folder, with_users: bool, with_demo: bool = False):
     from core.accounts import create_user, first_admin, set_password
-    from core.setup import init_workspace
+    from core.startup import init_workspace
     from storage.db import get_engine
 
     with studio_home(folder):  # its end closes every connection: the WAL is checkpointed into the file
@@ -75,7 +75,7 @@ def web_roots(tmp_path_factory):
 def workspace(tmp_path, monkeypatch, request, db_templates):
     """An initialised workspace (database at head, first admin, no demo project); with the ``users`` fixture
     its users are already in the database, with the ``demo`` fixture the demo project too."""
-    from core.setup import init_workspace
+    from core.startup import init_workspace
     from storage.db import reset_engines
 
     ws = tmp_path / "ws"

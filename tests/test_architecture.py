@@ -7,24 +7,25 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ["core", "storage", "ui", "pages", "app.py", "asgi.py"]
+SOURCES = ["core", "storage", "ui", "pages", "app.py", "asgi.py", "tools"]
 # Lower number = lower layer. A module may import its own layer or lower ones, never higher. The stages are ordered
 # as the loop runs (a later stage may use an earlier one: ship -> evaluate -> train -> curate), never backwards.
 LAYERS = [
     (0, "storage"),
     (1, "core.errors"), (1, "core.workspace"), (1, "core.locks"), (1, "core.accounts"), (1, "core.projects"),
-    (1, "core.hardware"), (1, "core.basemodel"), (1, "core.configs"),
-    (1, "core.sessions"), (1, "core.throttle"), (1, "core.names"),
+    (1, "core.basemodel"), (1, "core.configs"),
+    (1, "core.sessions"), (1, "core.throttle"), (1, "core.names"), (1, "core.systems"),
     (2, "core.jobs"),
     (3, "core.curate"),
     (4, "core.train"),
     (5, "core.evaluate"),
     (6, "core.ship"),
     (7, "ui"),  # the Streamlit frame, browser helpers and widgets every page shares: above all of core
-    (8, "core.cli"), (8, "core.setup"), (8, "pages"), (8, "app"), (8, "asgi"),
+    (8, "core.cli"), (8, "core.startup"), (8, "pages"), (8, "app"), (8, "asgi"),
+    (8, "tools"),  # offline generators beside the installed packages (tools/demogen writes core/curate/data)
 ]
 NAMES = {0: "storage", 1: "shared base", 2: "jobs", 3: "curate", 4: "train", 5: "evaluate", 6: "ship", 7: "ui",
-         8: "pages/cli/start-up"}
+         8: "pages/cli/start-up/tools"}
 # Streamlit belongs to the pages and to ui/; worker processes and the CLI import core and must not pull it in.
 NO_STREAMLIT = ["core", "storage"]
 
@@ -112,6 +113,14 @@ def test_core_imports_nothing_from_ui():
     must not load Streamlit through ui."""
     bad = [f"{m} imports {t}" for m, ts in graph().items() if m.startswith(("core", "storage")) for t in ts
            if t == "ui" or t.startswith("ui.")]
+    assert not bad, bad
+
+
+def test_installed_packages_import_nothing_from_tools():
+    """tools/ is not installed (pyproject's packages are core, storage and ui): an import of it from those would
+    work in a checkout and fail in an installed studio."""
+    bad = [f"{m} imports {t}" for m, ts in graph().items() if m.startswith(("core", "storage", "ui")) for t in ts
+           if t == "tools" or t.startswith("tools.")]
     assert not bad, bad
 
 

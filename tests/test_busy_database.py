@@ -78,7 +78,7 @@ def test_rows_of_an_import_stay_invisible_until_it_finishes(session, users, proj
 def test_an_abandoned_import_is_discarded(session, users, project, tmp_path, monkeypatch):
     """A server killed mid-import leaves hidden rows of a pending import; the next start removes them."""
     import core.curate.importing as importing
-    from core.setup import init_workspace
+    from core.startup import init_workspace
 
     monkeypatch.setattr(importing, "BATCH", 10)
     path = write_jsonl(tmp_path / "a.jsonl", 30)
@@ -130,7 +130,7 @@ def test_a_locked_database_is_a_clear_message_in_core_and_on_the_page(session, u
             with pytest.raises(DatabaseBusy, match="The database is busy.*Nothing was saved"):
                 cur.save_example(s, users["annotator"], ex.id, expected_version=ex.version, system="",
                                  turns=[{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "B."}])
-        at = AppTest.from_file(str(ROOT / "pages/versions.py"), default_timeout=60)
+        at = AppTest.from_file(str(ROOT / "pages/datasets.py"), default_timeout=60)
         at.session_state["user_id"] = users["reviewer"].id
         at.session_state["project_id"] = project.id
         at.run()  # reading works while another writer holds the lock (WAL)

@@ -95,7 +95,7 @@ def test_memory_estimate_counts_the_parameters_of_the_model_itself(tiny_model):
     from transformers import AutoModelForCausalLM, Gemma3TextConfig, GPT2Config
 
     from core.basemodel import load_config, load_model
-    from core.hardware import estimate_peak_memory, param_counts
+    from core.train.hardware import estimate_peak_memory, param_counts
 
     embedded = load_model()
     assert param_counts(load_config())["total"] == sum(p.numel() for p in embedded.parameters())

@@ -51,7 +51,7 @@ def test_differences_name_only_the_settings_that_change_answers():
 def test_a_new_runs_generation_uses_the_decoding_of_the_answers_it_joins(session, project, users):
     """The base answers were made with 96 new tokens by a job whose config does not say so (the CLI, an older
     version): "Generate on <eval set>" for a new run used the default 256."""
-    from core.evaluate.preferences import generate_like_before
+    from core.evaluate.pairs_from_votes import generate_like_before
 
     eng = users["engineer"]
     es, _ = make_outputs(session, project, eng, n_prompts=2, runs=1)

@@ -14,8 +14,8 @@ from sqlmodel import select
 from streamlit.testing.v1 import AppTest
 
 from core.curate import demo
-from core.curate.demogen.build import build, near_duplicate_pairs
-from core.curate.demogen.intents import FOLLOW_UPS, INTENTS
+from tools.demogen.build import build, near_duplicate_pairs
+from tools.demogen.intents import FOLLOW_UPS, INTENTS
 from core.curate.factsheet import facts_to_check, load_fact_sheet, parse_fact_sheet
 from core.curate.importing import import_file, save_upload
 from core.evaluate.evalsets import create_eval_set_from_version, eval_prompts
@@ -57,7 +57,7 @@ def test_every_fact_in_an_answer_comes_from_the_fact_sheet():
 
 def test_the_file_is_what_the_generator_writes():
     records = build(INTENTS, FOLLOW_UPS, SHEET)
-    assert records == RECORDS  # regenerate with `python -m core.curate.demogen` after changing an intent or the sheet
+    assert records == RECORDS  # regenerate with `python -m tools.demogen` after changing an intent or the sheet
 
 
 def test_no_two_examples_are_near_duplicates_by_the_projects_own_check(session, project, users):

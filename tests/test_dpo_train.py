@@ -101,7 +101,7 @@ def test_a_dpo_job_cancels_with_its_adapter_and_a_checkpoint_and_resumes(session
     a complete checkpoint saved, and Resume queues a run that continues from that checkpoint."""
     import time
 
-    from core.curate.preferences import freeze_preferences
+    from core.curate.preference_versions import freeze_preferences
     from core.jobs.queue import cancel, read_metrics
     from core.train.runs import launch, resume_run
     from tests.helpers import wait_for

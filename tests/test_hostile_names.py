@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from core.curate.datasets import export_file, freeze_version, list_versions
 from core.curate.formats import EXPORT_FORMATS
 from core.curate.importing import save_upload
-from core.curate.preferences import import_preference_file
+from core.curate.preference_versions import import_preference_file
 from core.errors import InvalidInput
 from core.evaluate.evalsets import create_eval_set_from_file, list_eval_sets
 from core.names import FILE_NAME_BYTES, MAX_NAME_CHARS, safe_file_name
@@ -86,7 +86,7 @@ def test_an_uploaded_file_with_a_hostile_name_is_stored_safely(workspace):
 
 def test_datasets_page_downloads_each_format_under_its_own_name(session, users, project):
     version = make_dataset_version(session, project, users["engineer"], n_train=3, n_validation=1, name="v" * 200)
-    at = AppTest.from_file(str(ROOT / "pages/versions.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "pages/datasets.py"), default_timeout=60)
     at.session_state["user_id"] = users["engineer"].id
     at.session_state["project_id"] = project.id
     at.run()

@@ -85,7 +85,7 @@ if mode == "import":
     from core.accounts import first_admin
     from core.curate.importing import import_file
     from core.projects import create_project
-    from core.setup import init_workspace
+    from core.startup import init_workspace
     from storage.db import get_engine
     init_workspace(with_demo=False)
     session = Session(get_engine(), expire_on_commit=False)

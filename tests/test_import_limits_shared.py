@@ -11,7 +11,7 @@ from sqlmodel import select
 import core.curate.formats as formats
 from core.curate.formats import limits
 from core.curate.formats import Rejected, read_file
-from core.curate.preferences import import_preference_file, list_preference_versions, read_preference_file
+from core.curate.preference_versions import import_preference_file, list_preference_versions, read_preference_file
 from core.errors import InvalidInput
 from core.evaluate.evalsets import create_eval_set_from_file, list_eval_sets, parse_prompt_file
 from storage.models import EvalSet, PreferenceVersion

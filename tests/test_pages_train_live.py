@@ -124,7 +124,7 @@ def _numbers(text: str) -> list[int]:
 def test_estimate_parts_add_up_to_the_total(kw):
     from transformers import LlamaConfig
 
-    from core.hardware import estimate_breakdown, estimate_peak_memory, estimate_sum_text
+    from core.train.hardware import estimate_breakdown, estimate_peak_memory, estimate_sum_text
 
     config = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                          num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True)

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from core.curate.preferences import (import_preference_file, list_preference_versions, preference_records,
+from core.curate.preference_versions import (import_preference_file, list_preference_versions, preference_records,
                                      read_preference_file)
 from core.errors import InvalidInput, NotFound, PermissionDenied
 from core.evaluate import review
-from core.evaluate.preferences import freeze_from_votes, majority, vote_pairs
+from core.evaluate.pairs_from_votes import freeze_from_votes, majority, vote_pairs
 from core.train.config import TrainConfig
 from storage.models import Job, JobStatus
 from tests.helpers import full_scores, make_outputs
@@ -204,7 +204,7 @@ def test_pairs_repeating_another_eval_sets_prompt_refuse_a_dpo_launch_until_excl
     from sqlmodel import select
 
     from core.evaluate.evalsets import create_eval_set_from_file, eval_prompts
-    from core.evaluate.preferences import runs_trained_on_votes
+    from core.evaluate.pairs_from_votes import runs_trained_on_votes
     from core.train.runs import check_leaks, launch, training_leaks
 
     eng = users["engineer"]

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_two_qlora_steps_on_the_cpu_through_the_worker(session, users, project, tiny_model):
-    from core.hardware import detect
+    from core.train.hardware import detect
     from core.train.runs import launch
 
     if detect().kind == "cuda":
@@ -38,7 +38,7 @@ def test_two_qlora_steps_on_the_cpu_through_the_worker(session, users, project, 
 
 
 def test_the_train_page_offers_qlora_on_a_cpu_with_a_speed_note(session, users, project):
-    from core.hardware import detect
+    from core.train.hardware import detect
 
     if detect().kind == "cuda":
         pytest.skip("checks the CPU page")

@@ -200,7 +200,7 @@ def test_model_card_carries_the_lineage(session, users, project, reviewers):
 def test_upgrade_adds_project_settings_and_moves_export_jobs(tmp_path, monkeypatch):
     from sqlalchemy import text
 
-    from core.setup import init_workspace
+    from core.startup import init_workspace
     from storage.db import current_revision, get_engine, make_engine, reset_engines, upgrade
 
     ws = tmp_path / "old"

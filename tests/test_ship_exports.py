@@ -57,7 +57,7 @@ def exported(tmp_path_factory, db_templates, tiny_model):
 
     from core.curate.datasets import get_version
     from core.projects import list_projects, update_project
-    from core.setup import init_workspace
+    from core.startup import init_workspace
     from core.ship.deploy import ExportConfig, export
     from storage.db import get_engine
     from storage.models import DatasetVersionItem, Job, User

@@ -16,7 +16,7 @@ from sqlalchemy import inspect, text
 from sqlmodel import Session, select
 
 from core.errors import WorkspaceError
-from core.setup import init_workspace
+from core.startup import init_workspace
 from storage.db import current_revision, get_engine, make_engine, reset_engines, upgrade
 from storage.models import Project, User
 

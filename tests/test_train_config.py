@@ -87,7 +87,7 @@ def test_auto_max_length_uses_the_95th_percentile():
 def test_memory_estimate_orders_methods_and_counts_parameters_from_the_config():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from core.hardware import estimate_peak_memory, param_counts
+    from core.train.hardware import estimate_peak_memory, param_counts
 
     config = LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                          intermediate_size=128, vocab_size=1000, tie_word_embeddings=True)

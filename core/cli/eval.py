@@ -19,6 +19,7 @@ from core.evaluate.drafting import draft_edit_stats, launch_drafting
 from core.evaluate.failures import RULES, send_failures, sent_failures
 from core.evaluate.results import export_dpo, report_markdown, results, scores_csv
 from core.jobs.queue import LIVE, reconcile
+from core.systems import BASE, RUN, run_key
 from core.train.runs import get_run
 from core.workspace import local_path
 from storage.models import JobStatus
@@ -60,10 +61,10 @@ def _systems(session, text: str, project_id: int) -> list[str]:
     for item in (part.strip() for part in text.split(",")):
         if not item:
             continue
-        if item == "base":
+        if item == BASE:
             out.append(item)
             continue
-        out.append(f"run:{get_run(session, item.removeprefix('run:'), project_id).id}")
+        out.append(run_key(get_run(session, item.removeprefix(f"{RUN}:"), project_id).id))
     return out
 
 
@@ -119,7 +120,7 @@ def cmd_export_dpo(args, session, user):
 def cmd_send_failures(args, session, user):
     es = _eval_set(session, args)
     run = _systems(session, args.run, es.project_id)
-    if len(run) != 1 or run[0] == "base":
+    if len(run) != 1 or run[0] == BASE:
         raise InvalidInput("Give one fine-tuned run with --run (its id or name).")
     assignee = get_user(session, args.assign).id if args.assign else None
     out = send_failures(session, user, es.id, run[0], rule=args.rule, criterion=args.criterion,

@@ -31,7 +31,7 @@ from core.cli import train as cli_train
 from core.errors import StudioError
 from core.jobs.queue import reconcile_on_start
 from core.projects import create_project, list_projects
-from core.setup import UPKEEP_BY_SERVE, init_workspace, start_upkeep
+from core.startup import UPKEEP_BY_SERVE, init_workspace, start_upkeep
 from core.throttle import server_environment
 from core.workspace import offline_env, set_workspace
 from storage.db import get_engine, init_db

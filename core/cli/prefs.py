@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 from core.cli.common import project_arg
-from core.curate.preferences import import_preference_file, list_preference_versions, source_text
+from core.curate.preference_versions import import_preference_file, list_preference_versions, source_text
 from core.evaluate.evalsets import get_eval_set
-from core.evaluate.preferences import freeze_from_votes
+from core.evaluate.pairs_from_votes import freeze_from_votes
 from core.workspace import local_path
 
 

@@ -13,14 +13,15 @@ from core.projects import list_projects
 from core.ship.serving import (API_KEY_ENV, DEFAULT_IDLE_S, DEFAULT_MAX_REQUESTS, KIND, ServeConfig, env_api_key,
                                is_loopback, key_hash, launch_server, server_status, stop_server)
 from core.ship.systems import resolve
+from core.systems import RUN, SystemKey, run_key
 from core.train.runs import get_run
 from storage.models import Job, JobStatus
 
 
 def _project_of(session, key: str) -> int:
-    kind, _, raw = key.partition(":")
-    if kind in ("run", "export"):
-        return session.get(Job, int(raw)).project_id
+    job_id = SystemKey.parse(key).job_id
+    if job_id is not None:
+        return session.get(Job, job_id).project_id
     projects = list_projects(session)
     if not projects:
         raise StudioError("No project yet: create one first.")
@@ -70,8 +71,8 @@ def _wait_ready(session, job_id: int, pressed: threading.Event) -> dict | None:
 def _system_key(session, key: str) -> str:
     """``run:NAME`` -> ``run:<id>``: the CLI names runs by name or id everywhere (as `generate --systems` does)."""
     kind, sep, raw = key.strip().partition(":")
-    if sep and kind == "run" and raw and not raw.isdigit():
-        return f"run:{get_run(session, raw).id}"
+    if sep and kind == RUN and raw and not raw.isdigit():
+        return run_key(get_run(session, raw).id)
     return key
 
 

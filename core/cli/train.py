@@ -10,7 +10,7 @@ from core.errors import StudioError
 from core.evaluate.evalsets import get_eval_set
 from core.jobs.queue import TERMINAL, cancel, get_job, job_snapshot, reconcile
 from core.projects import get_project
-from core.curate.preferences import get_preference_version
+from core.curate.preference_versions import get_preference_version
 from core.train.config import PRESETS, TrainConfig, config_file_settings, parse_set, preset_config
 from core.ship.deploy import FORMATS, launch_export
 from core.curate.leakage import leak_ids

@@ -1,6 +1,6 @@
 """The demo project: 1,130 customer-support examples for a fictional gas & electric utility, and its fact sheet.
 
-The examples (data/demo_utility.jsonl) are written by ``python -m core.curate.demogen`` from one hand-written fact
+The examples (data/demo_utility.jsonl) are written by ``python -m tools.demogen`` from one hand-written fact
 sheet (data/demo_fact_sheet.md), so every answer gives the same phone lines, web pages and time limits. The sheet is
 the project's guidelines, below the house style, and its checked rows are the project's facts to check.
 

@@ -2,7 +2,7 @@
 
 The sheet is for people first (it is the demo project's guidelines, shown beside the editor), so it stays plain
 Markdown: a few tables whose first column is a ``key`` and whose last column says whether the fact is checked.
-The demo generator (``core.curate.demogen``) fills every answer from these values, so the 1,000 examples cannot
+The demo generator (``tools.demogen``) fills every answer from these values, so the 1,000 examples cannot
 disagree with the sheet; the seed turns the ``check = yes`` rows into the project's facts to check
 (``facts_to_check``), from which eval prompts get their automatic checks (core.evaluate.checks).
 """

@@ -24,7 +24,8 @@ from core.accounts import require
 from core.configs import strict_from_dict
 from core.errors import InvalidInput, NotFound
 from core.evaluate.generate_config import Decoding
-from core.evaluate.systems import BASE, finished_runs, parse_system, run_base_model, system_labels
+from core.evaluate.systems import (BASE, evaluated_system, finished_runs, parse_system, run_base_model,
+                                   system_labels)
 from core.jobs import rundir
 from core.jobs.queue import get_job, resubmit, submit
 from core.train.runs import KIND as TRAIN_KIND
@@ -109,8 +110,8 @@ def launch_drafting(session: Session, user: User, project_id: int, system: str, 
     require(user, "evaluate")
     if session.get(Project, project_id) is None:
         raise NotFound(f"Project {project_id} does not exist.")
-    kind, _ = parse_system(system)
-    system = BASE if kind == BASE else f"run:{parse_system(system)[1]}"
+    key = evaluated_system(system)
+    kind, system = key.kind, str(key)
     run_base = _system_base(session, project_id, system)
     if example_ids:
         wanted = set(needs_answer_ids(session, project_id))

@@ -8,7 +8,7 @@ starts from the prompt's reference answer when it has one, else empty for the an
 system's answer, since reviewers can open Annotate while the eval set is still scored blind on Compare (a system's
 answer word for word would tell them which side is which). Its ``origin`` keeps the lineage for engineers: eval
 set, prompt id and position, the run, the rule that caught it, the votes and mean scores, every reviewer's comment,
-and the test-split example the prompt repeats (review.test_split_leak), if any. Below engineer, the draft's note and
+and the test-split example the prompt repeats (review.split_leak_warning), if any. Below engineer, the draft's note and
 its provenance (core.curate.origins.describe) name no run, no score and no rule.
 
 Sending is idempotent: a prompt already sent for the same run and eval set is skipped and counted, so a second
@@ -27,7 +27,7 @@ from core.curate.dedup import content_hash
 from core.curate.origins import RULE_WORDS  # noqa: F401 - RULE_WORDS: for the pages
 from core.errors import InvalidInput, NotFound
 from core.evaluate.evalsets import eval_prompts, get_eval_set, latest_outputs
-from core.evaluate.review import pair_key, prompt_record, rubric_of, scores_of, test_split_leak
+from core.evaluate.review import pair_key, prompt_record, rubric_of, scores_of, split_leak_warning
 from core.evaluate.systems import BASE, parse_system, system_labels
 from storage.models import Example, ExampleStatus, Project, Score, User
 
@@ -166,7 +166,7 @@ def send_failures(session: Session, user: User, eval_set_id: int, run: str, *, r
                                                  Example.content_hash == content_hash(system, turns))).first():
             report["duplicate_text"] += 1
             continue
-        leak = test_split_leak(session, prompt)
+        leak = split_leak_warning(session, prompt)
         origin = {"kind": SOURCE, "eval_set_id": es.id, "eval_set": es.name, "prompt_id": prompt.id,
                   "position": prompt.position, "run": run, "run_label": label, "rule": rule,
                   "caught": item["caught"], "criterion": criterion, "threshold": threshold,

@@ -15,9 +15,9 @@ from core.curate.formats import csv_safe_cell
 from core.errors import InvalidInput
 from core.evaluate import stats
 from core.evaluate.checkstore import check_results
-from core.evaluate.preferences import vote_pairs
 from core.evaluate.evalsets import eval_prompts, generation_jobs, get_eval_set, latest_outputs, output_decodings
 from core.evaluate.generate_config import decoding_differences, describe_differences
+from core.evaluate.pairs_from_votes import vote_pairs
 from core.evaluate.review import review_progress, rubric_of, scores_of
 from core.evaluate.systems import system_labels
 from core.workspace import exports_dir
@@ -164,7 +164,7 @@ def _no_nan(value):
 def dpo_pairs(session: Session, user: User, eval_set_id: int) -> list[dict]:
     """Preference pairs in TRL's conversational format: ``prompt`` (messages), ``chosen``/``rejected``
     (one assistant message each). One pair per item, by majority of the reviewers' A/B preferences; items
-    with only ties, both-bad votes or an even split give none (core.evaluate.preferences.vote_pairs)."""
+    with only ties, both-bad votes or an even split give none (core.evaluate.pairs_from_votes.vote_pairs)."""
     require(user, "evaluate")
     return [{k: p[k] for k in ("prompt", "chosen", "rejected")}
             for p in vote_pairs(session, user, eval_set_id)["pairs"]]

@@ -252,7 +252,7 @@ SEND_BACK_STARTS = ("A", "B", "reference", "empty")
 START_WORDS = {"A": "Answer A", "B": "Answer B", "reference": "The reference answer", "empty": "An empty answer"}
 
 
-def test_split_leak(session: Session, prompt: EvalPrompt) -> str | None:
+def split_leak_warning(session: Session, prompt: EvalPrompt) -> str | None:
     """A warning when the prompt is an example frozen into a test split: a draft of it, once approved, would
     carry an eval prompt into the training data of the next version; None otherwise."""
     if not prompt.example_id:
@@ -278,7 +278,7 @@ def prompt_record(prompt: EvalPrompt, answer: str) -> tuple[str, list]:
 
 def send_back_options(session: Session, user: User, eval_set_id: int, prompt_id: int) -> dict:
     """What a reviewer may start the new draft from (``starts``: A, B, the reference when there is one, empty),
-    the suggested ``default`` and a ``leak`` warning (``test_split_leak``)."""
+    the suggested ``default`` and a ``leak`` warning (``split_leak_warning``)."""
     require(user, "score")
     es = get_eval_set(session, eval_set_id)
     prompt = session.get(EvalPrompt, prompt_id)
@@ -286,7 +286,7 @@ def send_back_options(session: Session, user: User, eval_set_id: int, prompt_id:
         raise NotFound("That prompt is not in this eval set.")
     starts = [k for k in SEND_BACK_STARTS if k != "reference" or prompt.reference.strip()]
     return {"starts": starts, "default": "reference" if "reference" in starts else "empty",
-            "leak": test_split_leak(session, prompt)}
+            "leak": split_leak_warning(session, prompt)}
 
 
 def send_back_to_annotation(session: Session, user: User, eval_set_id: int, prompt_id: int, pair: str | None = None,
@@ -325,7 +325,7 @@ def send_back_to_annotation(session: Session, user: User, eval_set_id: int, prom
         raise InvalidInput(f"Example #{taken} already holds this prompt with this answer; edit it on the Annotate "
                            "page, or start the draft from another answer.")
     comment = (comment or "").strip()
-    leak = test_split_leak(session, prompt)
+    leak = split_leak_warning(session, prompt)
     origin = {"kind": "blind_review", "eval_set_id": es.id, "eval_set": es.name, "prompt_id": prompt.id,
               "position": prompt.position, "prompt_number": prompt.position + 1, "reviewer_id": user.id,
               "reviewer": user.username, "comment": comment, "start": start,

@@ -1,5 +1,6 @@
 """Systems under evaluation: ``"base"`` (the base model) or ``"run:<job id>"`` (a finished training run: its
-adapter on the base it was trained from, or a full fine-tuned run's own model)."""
+adapter on the base it was trained from, or a full fine-tuned run's own model), keys of the grammar in
+core.systems that shipping shares."""
 from __future__ import annotations
 
 import json
@@ -11,25 +12,23 @@ from sqlmodel import Session, select
 from core.accounts import require
 from core.errors import InvalidInput
 from core.jobs import rundir
+from core.systems import BASE, RUN, SystemKey, run_key
 from core.train.runs import KIND as TRAIN_KIND
 from storage.models import Job, JobStatus, User
 
-BASE = "base"
+EVALUATED = (BASE, RUN)
+"""The kinds of system an eval set compares (its outputs, votes and drafts name no other)."""
 
 
-def run_system(job_id: int) -> str:
-    return f"run:{job_id}"
+def evaluated_system(key: str) -> SystemKey:
+    """The system ``key`` names, refused unless evaluation can generate with it (``base`` or a run)."""
+    return SystemKey.parse(key, EVALUATED, base_models=False)
 
 
 def parse_system(key: str) -> tuple[str, int | None]:
     """``"base"`` -> ("base", None); ``"run:12"`` (or ``"12"``) -> ("run", 12)."""
-    key = (key or "").strip()
-    if key == BASE:
-        return BASE, None
-    raw = key.removeprefix("run:")
-    if raw.isdigit():
-        return "run", int(raw)
-    raise InvalidInput(f"Unknown system {key!r}: use 'base' or 'run:<run id>'.")
+    found = evaluated_system(key)
+    return found.kind, found.job_id
 
 
 def parse_systems(text: str | Iterable[str]) -> list[str]:
@@ -39,8 +38,7 @@ def parse_systems(text: str | Iterable[str]) -> list[str]:
     for item in items:
         if not str(item).strip():
             continue
-        kind, job_id = parse_system(str(item))
-        key = BASE if kind == BASE else run_system(job_id)
+        key = str(evaluated_system(str(item)))
         if key not in out:
             out.append(key)
     if not out:
@@ -76,9 +74,9 @@ def finished_runs(session: Session, project_id: int) -> list[Job]:
 def available_systems(session: Session, user: User, project_id: int) -> list[dict]:
     """Systems an engineer can generate with: the base model and each finished run, with labels."""
     require(user, "evaluate")
-    out = [{"system": BASE, "label": "Base model (no adapter)", "base_model": None}]
+    out = [{"system": BASE, "label": SystemKey(BASE).label("no adapter"), "base_model": None}]
     for job in finished_runs(session, project_id):
-        out.append({"system": run_system(job.id), "label": f"Run {job.id}: {job.name}",
+        out.append({"system": run_key(job.id), "label": SystemKey(RUN, job.id).label(job.name),
                     "base_model": run_base_model(job)})
     return out
 

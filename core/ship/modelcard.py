@@ -20,6 +20,7 @@ from sqlmodel import Session, func, select
 from core.evaluate import stats
 from core.evaluate.results import results
 from core.evaluate.review import scores_of
+from core.systems import BASE, run_key
 from core.train.export import EMBEDDED_HUB_ID, base_label, hub_id, portable_base
 from storage.models import (DatasetVersion, DatasetVersionItem, EvalPrompt, EvalSet, Example, ExampleRating, Job,
                             Output, PreferencePair, PreferenceVersion, Project, User)
@@ -96,7 +97,7 @@ def rating_difference(votes, system: str, base: str, rounds: int = BOOTSTRAP_ROU
 def evaluation(session: Session, run: Job, user: User) -> dict | None:
     """The run against its base on the newest eval set that has the run's outputs (blind-review figures when
     that pair was scored), or None when the run was never evaluated."""
-    system, base = f"run:{run.id}", "base"
+    system, base = run_key(run.id), BASE
     sets = session.exec(select(EvalSet.id).join(EvalPrompt, EvalPrompt.eval_set_id == EvalSet.id)
                         .join(Output, Output.prompt_id == EvalPrompt.id)
                         .where(EvalSet.project_id == run.project_id, Output.system == system)

@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from core.basemodel import resolve_model_path
 from core.curate.datasets import version_records
-from core.curate.preferences import preference_records
+from core.curate.preference_versions import preference_records
 from core.errors import InvalidInput
 from core.evaluate.evalsets import eval_prompts, get_eval_set
 from core.evaluate.generate import generate_outputs

@@ -1,9 +1,10 @@
 """What can be served: a base model, a finished training run, or a merged export. Cheap to import (no torch).
 
-A system is named by a key that means the same thing in every process of the workspace, so one serving process
-can answer for any of them: ``base:<model>`` (a base model as core.basemodel names it), ``run:<job id>`` (a run's
-adapter on the base it was trained from, or a full fine-tuned run's own model) or ``export:<job id>`` (the merged
-model folder an export job wrote).
+A system is named by a key of the grammar in core.systems (shared with evaluation), which means the same thing
+in every process of the workspace, so one serving process can answer for any of them: ``base:<model>`` (a base
+model as core.basemodel names it; plain ``base`` is the embedded model), ``run:<job id>`` (a run's adapter on the
+base it was trained from, or a full fine-tuned run's own model) or ``export:<job id>`` (the merged model folder an
+export job wrote).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from core.basemodel import EMBEDDED, EMBEDDED_NAME, is_embedded
 from core.errors import InvalidInput, NotFound
 from core.evaluate.systems import run_base_model
 from core.jobs import rundir
+from core.systems import BASE, EXPORT, RUN, SystemKey, export_key, run_key
 from core.train.runs import KIND as TRAIN_KIND
 from storage.models import Job, JobStatus
 
@@ -40,11 +42,12 @@ class Servable:
 
 
 def base_key(model: str | None) -> str:
-    return f"base:{EMBEDDED if is_embedded(model) else model}"
+    """``base:<model>``, the embedded model under its one name."""
+    return str(SystemKey(BASE, EMBEDDED if is_embedded(model) else model))
 
 
 def _base_label(model: str) -> str:
-    return f"Base model ({EMBEDDED_NAME if is_embedded(model) else Path(model).name or model})"
+    return SystemKey(BASE).label(EMBEDDED_NAME if is_embedded(model) else Path(model).name or model)
 
 
 def _run_config(job: Job) -> dict:
@@ -68,12 +71,12 @@ def run_servable(job: Job) -> Servable:
         raise InvalidInput(f"Job {job.id} is not a training run.")
     if job.status != JobStatus.succeeded.value or not rundir.has_model(job.run_dir or ""):
         raise InvalidInput(f"Run {job.id} has no finished model ({job.status}); only succeeded runs can be served.")
-    label = f"Run {job.id}: {job.name}"
+    label = SystemKey(RUN, job.id).label(job.name)
     full = Path(job.run_dir) / rundir.FULL_MODEL_DIR
     if (full / "config.json").is_file():
-        return Servable(f"run:{job.id}", label, model_dir=str(full))
+        return Servable(run_key(job.id), label, model_dir=str(full))
     cfg = _run_config(job)
-    return Servable(f"run:{job.id}", label, base_model=run_base_model(job) or EMBEDDED, adapter_dir=job.run_dir,
+    return Servable(run_key(job.id), label, base_model=run_base_model(job) or EMBEDDED, adapter_dir=job.run_dir,
                     lora_r=int(cfg.get("lora_r") or 0) or None)
 
 
@@ -83,25 +86,20 @@ def export_servable(job: Job) -> Servable:
     if folder is None:
         raise InvalidInput(f"Export {job.id} has no merged model folder to serve.")
     run_id = (job.config or {}).get("run_id")
-    return Servable(f"export:{job.id}", f"Export {job.id} (merged run {run_id})", model_dir=folder)
+    return Servable(export_key(job.id), SystemKey(EXPORT, job.id).label(f"merged run {run_id}"), model_dir=folder)
 
 
 def resolve(session: Session, key: str) -> Servable:
     """The system named by ``key``: ``base`` (the embedded model), ``base:<model>``, ``run:<id>`` (or ``<id>``),
     ``export:<id>``."""
-    key = (key or "").strip()
-    if key in ("base", "base:"):
-        key = base_key(EMBEDDED)
-    if key.startswith("base:"):
-        model = key.removeprefix("base:")
+    found = SystemKey.parse(key)
+    if found.kind == BASE:
+        model = found.ref or EMBEDDED
         return Servable(base_key(model), _base_label(model), base_model=EMBEDDED if is_embedded(model) else model)
-    kind, _, raw = key.rpartition(":") if ":" in key else ("run", "", key)
-    if kind not in ("run", "export") or not raw.isdigit():
-        raise InvalidInput(f"Unknown system {key!r}: use base, base:<model>, run:<run id> or export:<export id>.")
-    job = session.get(Job, int(raw))
+    job = session.get(Job, found.job_id)
     if job is None:
-        raise NotFound(f"No {'run' if kind == 'run' else 'export'} {raw}.")
-    return run_servable(job) if kind == "run" else export_servable(job)
+        raise NotFound(f"No {found.kind} {found.job_id}.")
+    return run_servable(job) if found.kind == RUN else export_servable(job)
 
 
 def project_systems(session: Session, project_id: int) -> list[Servable]:

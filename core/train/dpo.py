@@ -75,7 +75,7 @@ def init_adapter_method(run_dir: str) -> str:
 
 
 def memory_method(cfg: TrainConfig, init_method: str = "lora") -> tuple[str, int]:
-    """(method, batch) for core.hardware.estimate_peak_memory: DPO trains a LoRA adapter and every step runs the
+    """(method, batch) for core.train.hardware.estimate_peak_memory: DPO trains a LoRA adapter and every step runs the
     chosen and the rejected answer of each pair in one batch, so twice the pairs."""
     return init_method, 2 * cfg.per_device_batch_size
 
@@ -88,7 +88,7 @@ def setup(ctx, records: list[dict], project_max_length: int, load_base, model=No
     from datasets import Dataset
 
     from core.basemodel import load_tokenizer
-    from core.hardware import estimate_peak_memory
+    from core.train.hardware import estimate_peak_memory
     from core.train.config import auto_max_length
 
     cfg = ctx.cfg

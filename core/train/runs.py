@@ -9,15 +9,15 @@ from pathlib import Path
 from core.accounts import require
 from core.basemodel import check_model_name, is_embedded, load_tokenizer, web_model_name
 from core.curate.leakage import describe_leaks, launch_leaks, leak_ids
+from core.curate.preference_versions import get_preference_version, preference_leaks
 from core.errors import InvalidInput, NotFound
-from core.hardware import detect, estimate_peak_memory, estimate_sum_text, resolve_precision
 from core.jobs import rundir
 from core.jobs.queue import get_job, list_jobs, queue_position, read_metrics, reconcile, resubmit, submit
 from core.jobs.states import job_state
 from core.names import check_name
-from core.curate.preferences import get_preference_version, preference_leaks
 from core.train import dpo
 from core.train.config import TrainConfig
+from core.train.hardware import detect, estimate_peak_memory, estimate_sum_text, resolve_precision
 from storage.models import DatasetVersion, Job
 
 KIND = "train"
@@ -90,8 +90,8 @@ def training_leaks(session, cfg: TrainConfig) -> dict:
     """The leakage check of a launch for ``cfg``: for SFT, the version's train/validation examples against every
     eval set (core.curate.leakage.launch_leaks, with the run's exclusions and its choice about eval-derived
     examples); for DPO, the preference pairs against every eval set but the ones they were voted on
-    (core.curate.preferences.preference_leaks; keys are pair ids). ``unit`` names what the keys count. What the Train
-    page shows before launch and the CLI's --exclude-leaked excludes."""
+    (core.curate.preference_versions.preference_leaks; keys are pair ids). ``unit`` names what the keys count.
+    What the Train page shows before launch and the CLI's --exclude-leaked excludes."""
     if cfg.method == "dpo":
         report = preference_leaks(session, cfg.preference_version_id, cfg.exclude_pair_ids)
         return {**report, "unit": "pair", "field": "exclude_pair_ids", "eval_derived_excluded": []}

@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 from core.errors import InvalidInput
-from core.hardware import measured_peak_mb
 from core.jobs import rundir
 from core.train.config import TrainConfig
+from core.train.hardware import measured_peak_mb
 
 
 DPO_LOGS = (("reward_margin", "rewards/margins"), ("reward_accuracy", "rewards/accuracies"),
@@ -96,7 +96,7 @@ def prepare_device(ctx) -> None:
     """Detect the hardware, choose the precision from it (refusing half precision off an NVIDIA GPU) and seed."""
     import torch
 
-    from core.hardware import detect, resolve_precision
+    from core.train.hardware import detect, resolve_precision
 
     ctx.hw = detect()
     ctx.precision = resolve_precision(ctx.cfg.precision, ctx.hw)
@@ -213,7 +213,7 @@ def studio_trainer_class():
     and takes the summed cross-entropy over them divided by the answer-token count -- the same loss, same labels
     (the collator's completion mask), same gradients. What it drops there: the per-step ``entropy`` and
     ``mean_token_accuracy`` log entries, which nothing in the studio shows (metrics.jsonl keeps loss/eval_loss).
-    The full logits it holds are answer tokens x vocabulary, within core.hardware's memory estimate."""
+    The full logits it holds are answer tokens x vocabulary, within core.train.hardware's memory estimate."""
     import sys as _sys
 
     import torch

@@ -28,9 +28,9 @@ from typing import Any
 from core.basemodel import load_model, load_tokenizer
 from core.curate.datasets import version_records
 from core.curate.leakage import eval_derived_excluded
-from core.curate.preferences import preference_records
+from core.curate.preference_versions import preference_records
 from core.errors import InvalidInput, NotFound, StudioError
-from core.hardware import estimate_peak_memory, measured_peak_mb
+from core.train.hardware import estimate_peak_memory, measured_peak_mb
 from core.jobs import rundir
 from core.jobs.worker import KeepAlive, StopFlag, job_for_run_dir, worker_finish, worker_start
 from core.train import dpo

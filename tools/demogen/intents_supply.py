@@ -1,5 +1,5 @@
 """Power cuts and gas safety: the urgent ones, where the right number must come first."""
-from core.curate.demogen.engine import Intent
+from tools.demogen.engine import Intent
 
 GAS_DONTS = ["Don't use light switches, plugs, naked flames or anything that could cause a spark, and don't smoke.",
              "Don't touch switches or plugs, don't light anything and don't smoke.",

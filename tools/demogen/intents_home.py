@@ -1,5 +1,5 @@
 """Moving home and tariffs."""
-from core.curate.demogen.engine import Intent
+from tools.demogen.engine import Intent
 
 INTENTS = [
     Intent(

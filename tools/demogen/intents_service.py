@@ -1,5 +1,5 @@
 """Complaints, the account, and saving energy."""
-from core.curate.demogen.engine import Intent
+from tools.demogen.engine import Intent
 
 INTENTS = [
     Intent(

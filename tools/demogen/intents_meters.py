@@ -1,5 +1,5 @@
 """Meters: smart meter installs, faults, accuracy and inspections."""
-from core.curate.demogen.engine import Intent
+from tools.demogen.engine import Intent
 
 INTENTS = [
     Intent(

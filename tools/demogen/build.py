@@ -1,7 +1,7 @@
 """Build the demo dataset: every intent rendered many times, single-turn and multi-turn, with no near duplicates.
 
-``python -m core.curate.demogen`` rewrites core/curate/data/demo_utility.jsonl from the fact sheet
-(core/curate/data/demo_fact_sheet.md) and the intents (core/curate/demogen/intents_*.py). The output is the same
+``python -m tools.demogen`` rewrites core/curate/data/demo_utility.jsonl from the fact sheet
+(core/curate/data/demo_fact_sheet.md) and the intents (tools/demogen/intents_*.py). The output is the same
 on every run: each example's choices come from ``random.Random`` seeded with the intent and the example number.
 
 Two guards make the file trustworthy:
@@ -18,14 +18,11 @@ import random
 from collections import Counter
 from pathlib import Path
 
-from core.curate.demogen.engine import (SYSTEM_PROMPT, TONES_BY_KIND, Intent, answer, customer_message, draw_slots,
-                                        fill)
 from core.curate.dedup import NearDuplicateIndex, normalise_text
+from core.curate.demo import DEMO_FILE as OUTPUT, FACT_SHEET  # package data the demo project is seeded from
 from core.curate.factsheet import FactSheet, load_fact_sheet, mentions
+from tools.demogen.engine import SYSTEM_PROMPT, TONES_BY_KIND, Intent, answer, customer_message, draw_slots, fill
 
-DATA = Path(__file__).resolve().parent.parent / "data"
-FACT_SHEET = DATA / "demo_fact_sheet.md"
-OUTPUT = DATA / "demo_utility.jsonl"
 SEED = 2026
 MAX_JACCARD = 0.5  # well under Import's 0.8 near-duplicate threshold, so MinHash's error never flags a pair
 MAX_TRIES = 60
@@ -182,7 +179,7 @@ def write(records: list[dict], path: Path = OUTPUT) -> None:
 
 
 def main() -> None:
-    from core.curate.demogen.intents import FOLLOW_UPS, INTENTS
+    from tools.demogen.intents import FOLLOW_UPS, INTENTS
 
     sheet = load_fact_sheet(FACT_SHEET)
     records = build(INTENTS, FOLLOW_UPS, sheet)

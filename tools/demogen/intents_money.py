@@ -1,5 +1,5 @@
 """Payment difficulty and solar export."""
-from core.curate.demogen.engine import Intent
+from tools.demogen.engine import Intent
 
 INTENTS = [
     Intent(

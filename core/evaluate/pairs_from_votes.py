@@ -1,5 +1,5 @@
 """Preference pairs from an eval set's blind votes, and freezing them (with an optional preference file) into a
-preference version (core.curate.preferences) that DPO runs train on.
+preference version (core.curate.preference_versions) that DPO runs train on.
 
 One pair per reviewed item (prompt x pair of systems) by majority of the reviewers' A/B preferences: ties and
 "both bad" votes say neither answer is better, so they count for neither side; an item whose A/B votes split
@@ -11,10 +11,11 @@ from sqlmodel import Session, select
 
 from core.accounts import require
 from core.errors import InvalidInput
-from core.curate.preferences import file_source, freeze_preferences, read_preference_file
+from core.curate.preference_versions import file_source, freeze_preferences, read_preference_file
 from core.evaluate.evalsets import eval_prompts, generation_jobs, get_eval_set, latest_outputs, launch_generation
 from core.evaluate.review import scores_of, split_pair
-from core.evaluate.systems import finished_runs, run_system
+from core.evaluate.systems import finished_runs
+from core.systems import run_key
 from storage.models import JobStatus, PreferencePair, PreferenceVersion, User
 
 
@@ -110,9 +111,9 @@ def runs_to_generate(session: Session, user: User, eval_set_id: int) -> list[dic
     require(user, "evaluate")
     es = get_eval_set(session, eval_set_id)
     answered = {system for _, system in latest_outputs(session, es.id)}
-    return [{"system": run_system(job.id), "run_id": job.id, "name": job.name,
+    return [{"system": run_key(job.id), "run_id": job.id, "name": job.name,
              "method": (job.config or {}).get("method")}
-            for job in reversed(finished_runs(session, es.project_id)) if run_system(job.id) not in answered]
+            for job in reversed(finished_runs(session, es.project_id)) if run_key(job.id) not in answered]
 
 
 def generate_like_before(session: Session, user: User, eval_set_id: int, run_id: int):
@@ -123,7 +124,7 @@ def generate_like_before(session: Session, user: User, eval_set_id: int, run_id:
     earlier = next((j for j in generation_jobs(session, eval_set_id) if j.status == JobStatus.succeeded.value), None)
     cfg = (earlier.config or {}) if earlier else {}
     kwargs = {key: cfg[key] for key in ("batch_size", "perplexity") if key in cfg}
-    return launch_generation(session, user, eval_set_id, [run_system(run_id)], **kwargs)
+    return launch_generation(session, user, eval_set_id, [run_key(run_id)], **kwargs)
 
 
 def runs_trained_on_votes(session: Session, eval_set_id: int) -> list[int]:

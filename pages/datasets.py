@@ -15,7 +15,7 @@ from core.evaluate.drafting import (draft_edit_stats, drafting_jobs, launch_draf
 from core.evaluate.systems import available_systems
 from core.jobs.queue import LIVE, cancel
 from storage.models import JobStatus
-from core.curate.preferences import import_preference_file, list_preference_versions, source_text
+from core.curate.preference_versions import import_preference_file, list_preference_versions, source_text
 from ui.frame import db, flash, md_literal, require_page, require_project, run_action
 
 user = require_page("curate")

@@ -8,7 +8,7 @@ each -- whatever they came from: a pair from plain-text strings becomes a user m
 pairs from votes and from files can sit in one version (TRL needs one format per dataset) and a DPO run sees the
 chat template its SFT run and the generation job use.
 
-Building pairs from an eval set's votes lives in core.evaluate.preferences (it reads the evaluation tables); this
+Building pairs from an eval set's votes lives in core.evaluate.pairs_from_votes (it reads the evaluation tables); this
 module only validates, imports, freezes and reads, so core.train can read pairs.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Bills, direct debits, refunds and meter readings: what customers ask most."""
-from core.curate.demogen.engine import Intent
+from tools.demogen.engine import Intent
 
 INTENTS = [
     Intent(

@@ -1,6 +1,6 @@
 """Every intent of the demo, and the follow-up questions that make two-question conversations."""
-from core.curate.demogen import (intents_billing, intents_home, intents_meters, intents_money, intents_service,
-                                 intents_supply)
+from tools.demogen import (intents_billing, intents_home, intents_meters, intents_money, intents_service,
+                           intents_supply)
 
 INTENTS = (intents_billing.INTENTS + intents_meters.INTENTS + intents_supply.INTENTS + intents_home.INTENTS
            + intents_money.INTENTS + intents_service.INTENTS)

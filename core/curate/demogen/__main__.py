@@ -1,3 +1,0 @@
-from core.curate.demogen.build import main
-
-main()

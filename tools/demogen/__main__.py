@@ -1,0 +1,3 @@
+from tools.demogen.build import main
+
+main()
