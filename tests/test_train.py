@@ -172,7 +172,8 @@ def test_incomplete_checkpoint_is_skipped(tmp_path):
 def test_out_of_memory_is_named_with_advice():
     import torch
 
-    from core.train.train_job import is_oom, oom_advice
+    from core.jobs.worker import is_oom
+    from core.train.train_job import oom_advice
 
     assert is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert is_oom(RuntimeError("CUDA out of memory"))

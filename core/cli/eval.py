@@ -172,7 +172,8 @@ def cmd_draft_stats(args, session, user):
 
 
 def _decoding_args(p) -> None:
-    """The decoding options `generate` and `draft-answers` share (both run core.evaluate.generate)."""
+    """The decoding options `generate` and `draft-answers` share (both answer with
+    core.evaluate.generate.generate_outputs)."""
     p.add_argument("--base-model", help="model behind 'base' (default: the runs' base model, else the embedded one)")
     p.add_argument("--temperature", type=float, help="sample with this temperature (default: greedy)")
     p.add_argument("--top-p", type=float, help="nucleus sampling threshold (implies sampling)")
