@@ -84,9 +84,9 @@ class Clock:
 
 
 def bench_project(args, tokenizer, pairs, model) -> dict:
-    """The project's DPO path, built as `python -m core.train.worker` builds a DPO run."""
+    """The project's DPO path, built as `python -m core.train.train_job` builds a DPO run."""
     from core.train import dpo
-    from core.train.worker import Context
+    from core.train.train_job import Context
 
     ctx = Context(run_dir=Path(tempfile.mkdtemp(prefix="bench-dpo-")), cfg=config(args))
     dpo.setup(ctx, pairs, 2048, load_base=None, model=model, tokenizer=tokenizer)

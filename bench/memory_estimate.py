@@ -1,6 +1,6 @@
 """The memory estimate beside the measured peak: core.train.hardware.estimate_peak_memory (what the Train page shows and
 a launch checks) vs the peak RSS of a fresh process that trains the embedded model for two steps with the
-project's trainer (core.train.worker setup -> fit), on the demo data. Each case runs in its own process, so the
+project's trainer (core.train.train_job setup -> fit), on the demo data. Each case runs in its own process, so the
 peak is that case's alone. Two optimizer steps reach the steady peak (weights, AdamW states, one step's
 activations); more steps only add time.
 
@@ -28,7 +28,7 @@ def child(args) -> dict:
     """Train two steps in this process; return the estimate the worker made and the measured peak RSS."""
     from bench.train_throughput import demo_records
     from core.train.config import preset_config
-    from core.train.worker import fit, setup
+    from core.train.train_job import fit, setup
 
     cfg = preset_config("quick", dataset_version_id=1, method=args.method, per_device_batch_size=args.batch,
                         max_length=args.length, max_steps=2, max_validation_examples=0, save_steps=1000,

@@ -73,7 +73,8 @@ def main() -> int:
 
     from core.accounts import first_admin
     from core.curate.datasets import get_version
-    from core.evaluate.evalsets import create_eval_set_from_version, launch_generation
+    from core.evaluate.evalsets import create_eval_set_from_version
+    from core.evaluate.generate import launch_generation
     from core.evaluate.results import results
     from core.projects import list_projects
     from core.startup import init_workspace

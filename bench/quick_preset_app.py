@@ -67,7 +67,8 @@ def compare_answers(workspace: Path, n_prompts: int) -> None:
 
     from core.accounts import first_admin
     from core.curate.datasets import get_version
-    from core.evaluate.evalsets import create_eval_set_from_version, eval_prompts, latest_outputs, launch_generation
+    from core.evaluate.evalsets import create_eval_set_from_version, eval_prompts, latest_outputs
+    from core.evaluate.generate import launch_generation
     from core.jobs.queue import get_job, list_jobs
     from core.projects import get_project
     from storage.db import get_engine

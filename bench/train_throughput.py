@@ -77,7 +77,7 @@ def bench_project(args, tokenizer, records, model) -> dict:
     """The project's trainer, built exactly as `python -m core.train` builds it."""
     from transformers import TrainerCallback
 
-    from core.train.worker import build_trainer, setup
+    from core.train.train_job import build_trainer, setup
     from core.train.config import TrainConfig
 
     cfg = TrainConfig(dataset_version_id=1, base_model=args.model, method="lora", max_steps=args.steps + 1,

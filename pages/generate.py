@@ -12,7 +12,8 @@ from core.evaluate.checks import LIST_SEPARATOR, Check, split_terms
 from core.evaluate.checkstore import (apply_fact_checks, export_prompts, prompts_with_checks, set_project_facts,
                                       set_prompt_checks)
 from core.evaluate.evalsets import (comparison_decoding, create_eval_set_from_file, create_eval_set_from_version,
-                                   generation_progress, launch_generation, list_eval_sets, resume_generation)
+                                    list_eval_sets)
+from core.evaluate.generate import generation_progress, launch_generation, resume_generation
 from core.evaluate.generate_config import Decoding, decoding_differences, describe_decoding, describe_differences
 from core.evaluate.systems import available_systems, default_systems, system_labels
 from core.jobs.queue import LIVE, cancel, list_jobs, reconcile

@@ -5,20 +5,16 @@ from __future__ import annotations
 import sys
 import time
 
-from core.jobs.worker import KeepAlive, StopFlag, worker_finish, worker_main, worker_start
-from storage.models import JobStatus
-
-STOP = StopFlag()
+from core.jobs.worker import JobContext, worker_main
 
 
-def run_job(job_id: int) -> bool:
-    worker_start(job_id)
-    with KeepAlive(job_id, every_s=1.0):
-        while not STOP.is_set():
-            time.sleep(0.1)
-    worker_finish(job_id, JobStatus.canceled.value, error="Canceled.")
-    return True
+def sleep(ctx: JobContext) -> dict:
+    ctx.keep_alive.every_s = 1.0  # heartbeat every second from here on (the beat wakes the thread to take it)
+    ctx.beat()
+    while not ctx.stop.is_set():
+        time.sleep(0.1)
+    return {}
 
 
 if __name__ == "__main__":
-    sys.exit(worker_main("python -m tests.sleeping_worker", __doc__.splitlines()[0], STOP, run_job))
+    sys.exit(worker_main("python -m tests.sleeping_worker", __doc__.splitlines()[0], sleep))

@@ -6,19 +6,17 @@ import signal
 import sys
 import time
 
-from core.jobs.worker import KeepAlive, StopFlag, worker_main, worker_start
-
-STOP = StopFlag()
+from core.jobs.worker import JobContext, worker_main
 
 
-def run_job(job_id: int) -> bool:
-    worker_start(job_id)
+def wait_forever(ctx: JobContext) -> dict:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     print("ignoring SIGTERM", flush=True)
-    with KeepAlive(job_id, every_s=1.0):
-        while True:
-            time.sleep(0.1)
+    ctx.keep_alive.every_s = 1.0  # heartbeat every second from here on (the beat wakes the thread to take it)
+    ctx.beat()
+    while True:
+        time.sleep(0.1)
 
 
 if __name__ == "__main__":
-    sys.exit(worker_main("python -m tests.stubborn_worker", __doc__.splitlines()[0], STOP, run_job))
+    sys.exit(worker_main("python -m tests.stubborn_worker", __doc__.splitlines()[0], wait_forever))

@@ -58,7 +58,8 @@ def test_a_run_stepping_through_a_16_s_lock_succeeds(session, users, project, wo
 
 
 def test_a_generation_job_through_a_16_s_lock_keeps_every_output(session, users, project, workspace, tiny_model):
-    from core.evaluate.evalsets import create_eval_set_from_file, launch_generation
+    from core.evaluate.evalsets import create_eval_set_from_file
+    from core.evaluate.generate import launch_generation
 
     eng = users["engineer"]
     prompts = "".join(json.dumps({"prompt": f"Question {i}: how do I read meter {i}?"}) + "\n" for i in range(40))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from core.jobs import scratch
 from core.jobs.queue import get_job, reconcile
-from core.ship.deploy import staging_dir
+from core.ship.export_job import staging_dir
 from tests.fixtures_jobs import add_job
 
 
@@ -21,7 +21,7 @@ def test_a_killed_exports_staging_folder_goes_when_it_is_marked_failed(session, 
     out = tmp_path / "ship" / "my-model"
     job = add_job(session, project, users["engineer"], kind="export", name="export", config={"out_dir": str(out)})
     staging = staging_dir(out)
-    # What the export worker does before writing (core.ship.deploy.run_job), then half a merged model.
+    # What the export worker does before writing (core.ship.export_job.export_run), then half a merged model.
     scratch.register(job.run_dir, staging)
     (staging / "merged").mkdir(parents=True)
     (staging / "merged" / "model.safetensors").write_bytes(b"\0" * 4096)

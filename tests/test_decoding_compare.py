@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlmodel import select
 
-from core.evaluate import evalsets, review
+from core.evaluate import generate, review
 from core.evaluate.results import report_markdown, results
 from core.jobs import rundir
 from storage.models import Output
@@ -64,7 +64,7 @@ def test_a_new_runs_generation_uses_the_decoding_of_the_answers_it_joins(session
         assert job.status == "queued"
         assert job.config["decoding"]["max_new_tokens"] == 96 and not job.config["decoding"]["do_sample"]
         # ... and so does any launch that does not choose a decoding.
-        job = evalsets.launch_generation(session, eng, es.id, ["base"])
+        job = generate.launch_generation(session, eng, es.id, ["base"])
         assert job.config["decoding"]["max_new_tokens"] == 96
 
 

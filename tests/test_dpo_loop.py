@@ -38,7 +38,8 @@ def _vote(session, es, reviewers, run_key):
 
 
 def test_votes_to_dpo_run_to_generation(session, users, project, reviewers, tiny_model, tmp_path):
-    from core.evaluate.evalsets import create_eval_set_from_file, launch_generation
+    from core.evaluate.evalsets import create_eval_set_from_file
+    from core.evaluate.generate import launch_generation
     from core.evaluate.pairs_from_votes import freeze_from_votes, generate_like_before, runs_to_generate
     from core.evaluate.results import results
     from core.ship.deploy import launch_export

@@ -43,7 +43,7 @@ def _sft_adapter(session, project, user, tiny_model, folder: Path) -> Job:
 
 def _ctx(run_dir: Path, cfg: TrainConfig):
     from core.train import dpo
-    from core.train.worker import Context, _load_base
+    from core.train.train_job import Context, _load_base
 
     ctx = Context(run_dir=run_dir, cfg=cfg)
     dpo.setup(ctx, PAIRS, 2048, _load_base)
@@ -56,7 +56,7 @@ def test_dpo_continues_the_sft_adapter_and_resumes(session, project, users, tiny
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from core.train.worker import fit, save
+    from core.train.train_job import fit, save
 
     sft = _sft_adapter(session, project, users["engineer"], tiny_model, tmp_path / "sft")
     cfg = TrainConfig(base_model=str(tiny_model), method="dpo", preference_version_id=1, init_from_run=sft.id,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sqlmodel import select
 
-from core.evaluate import evalsets, results as res_mod, review
+from core.evaluate import evalsets, generate, results as res_mod, review
 from core.errors import InvalidInput, NotFound, PermissionDenied
 from storage.models import Example, Score
 from tests.helpers import full_scores, make_outputs, score_all
@@ -170,7 +170,7 @@ def test_role_refusals(session, project, users):
     with pytest.raises(PermissionDenied):
         review.submit_score(session, ann, es.id, item.prompt_id, item.pair, scores=full_scores(3, 3), preference="A")
     for fn in (lambda u: evalsets.create_eval_set_from_file(session, u, project.id, "x", '{"prompt": "a"}', "a.jsonl"),
-               lambda u: evalsets.launch_generation(session, u, es.id, ["base"]),
+               lambda u: generate.launch_generation(session, u, es.id, ["base"]),
                lambda u: res_mod.results(session, u, es.id),
                lambda u: res_mod.export_dpo(session, u, es.id),
                lambda u: res_mod.scores_csv(session, u, es.id)):

@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def test_a_succeeded_full_run_can_be_evaluated(session, users, project, tiny_model, tmp_path):
-    from core.evaluate.evalsets import create_eval_set_from_file, launch_generation
+    from core.evaluate.evalsets import create_eval_set_from_file
+    from core.evaluate.generate import launch_generation
     from core.train.runs import launch
 
     eng = users["engineer"]

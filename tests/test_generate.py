@@ -58,7 +58,7 @@ def _gen_job(session, project, user, eval_set, systems, base_path, run_bases, re
 
     cfg = GenerateConfig(eval_set_id=eval_set.id, systems=systems, run_bases=run_bases, base_model=base_path,
                          decoding=Decoding(max_new_tokens=max_new), batch_size=4)
-    job = Job(project_id=project.id, kind="generate", action="evaluate", name="gen", module="core.evaluate.generate", config=asdict(cfg),
+    job = Job(project_id=project.id, kind="generate", action="evaluate", name="gen", module="core.evaluate.generate_job", config=asdict(cfg),
               created_by=user.id, eval_set_id=eval_set.id, resumed_from=resumed_from)
     session.add(job)
     session.commit()
@@ -94,7 +94,7 @@ def test_batched_greedy_equals_one_at_a_time(tiny_model):
 @pytest.mark.slow
 def test_job_writes_outputs_resumes_and_adapters_differ(session, project, users, tiny_model, tmp_path):
     from core.evaluate.evalsets import latest_outputs
-    from core.evaluate.generate import run_job
+    from core.evaluate.generate_job import run_job
 
     eng = users["engineer"]
     run_a = _finished_run(session, project, eng, tiny_model, tmp_path / "run-a", seed=1)
@@ -154,7 +154,7 @@ def test_generation_config_refuses_unknown_settings():
 
 
 def test_launch_generation_checks_roles_and_runs(session, project, users, tiny_model, tmp_path):
-    from core.evaluate.evalsets import launch_generation
+    from core.evaluate.generate import launch_generation
 
     es = _eval_set(session, project, users["engineer"], n=2)
     with pytest.raises(PermissionDenied):
@@ -178,7 +178,8 @@ def test_generation_job_runs_as_a_background_process(session, project, users, ti
     """End to end through the job queue: launch, the worker process generates, the row says succeeded."""
     import time
 
-    from core.evaluate.evalsets import latest_outputs, launch_generation
+    from core.evaluate.evalsets import latest_outputs
+    from core.evaluate.generate import launch_generation
 
     eng = users["engineer"]
     run = _finished_run(session, project, eng, tiny_model, tmp_path / "run", seed=3)
@@ -202,7 +203,7 @@ def test_generation_job_runs_as_a_background_process(session, project, users, ti
 
 def test_validation_perplexity_for_an_eval_set_frozen_from_a_version(session, project, users, tiny_model, tmp_path):
     from core.evaluate.evalsets import create_eval_set_from_version
-    from core.evaluate.generate import run_job
+    from core.evaluate.generate_job import run_job
     from tests.fixtures_models import make_dataset_version
 
     eng = users["engineer"]
@@ -243,7 +244,7 @@ def test_full_fine_tuned_run_generates_from_its_own_model(session, project, user
     from core.evaluate.evalsets import latest_outputs
 
     from core.evaluate.systems import run_base_model
-    from core.evaluate.generate import run_job
+    from core.evaluate.generate_job import run_job
 
     eng = users["engineer"]
     folder = tmp_path / "full-run"

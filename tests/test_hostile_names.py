@@ -128,7 +128,7 @@ def test_run_folders_are_named_safely(session, users, project):
 
 
 def test_an_export_folder_with_a_long_name_has_a_staging_folder_the_filesystem_takes(tmp_path):
-    from core.ship.deploy import staging_dir
+    from core.ship.export_job import staging_dir
 
     long_a, long_b = tmp_path / ("a" * 250 + "1"), tmp_path / ("a" * 250 + "2")
     for out in (long_a, long_b, tmp_path / "plain"):

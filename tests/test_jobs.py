@@ -143,10 +143,10 @@ def test_generic_jobs_check_roles_and_versions(session, users, project):
 
     with pytest.raises(PermissionDenied, match="run evaluations"):
         submit(session, users["reviewer"], project_id=project.id, kind="generate", action="evaluate", name="g",
-               config={}, module="core.evaluate.generate")
+               config={}, module="core.evaluate.generate_job")
     with pytest.raises(NotFound, match="Dataset version 42"):
         submit(session, users["engineer"], project_id=project.id, kind="train", action="train", name="t", config={},
-               module="core.train.worker", dataset_version_id=42)
+               module="core.train.train_job", dataset_version_id=42)
     with pytest.raises(InvalidInput, match="module"):
         submit(session, users["engineer"], project_id=project.id, kind="generate", action="evaluate", name="g",
                config={}, module="core.evaluate.generate; rm -rf /")

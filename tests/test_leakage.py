@@ -15,7 +15,7 @@ from core.evaluate.evalsets import eval_prompts
 from core.jobs.queue import list_jobs
 from core.train.config import TrainConfig, parse_set
 from core.train.runs import launch
-from core.train.worker import training_records
+from core.train.train_job import training_records
 from storage.models import Example
 from tests.fixtures_jobs import add_job, live_process
 from tests.helpers import (ALL_TRAIN, BIKE_SHOP, QUESTIONS, leak_eval_set, leak_example, make_outputs,

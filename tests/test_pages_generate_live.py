@@ -8,7 +8,7 @@ import pytest
 from sqlmodel import select
 from streamlit.testing.v1 import AppTest
 
-from core.evaluate import evalsets
+from core.evaluate import evalsets, generate
 from storage.models import Job, Output
 from tests.fixtures_jobs import add_job, live_process
 from tests.helpers import make_outputs
@@ -56,7 +56,7 @@ def test_progress_counts_real_outputs_from_the_start_with_an_eta(session, projec
             ' "tokens_per_s": 30.0}\n')
         at.run()
     assert _progress_texts(at) == ["3/8 outputs · generating · 30.0 tokens/s · about 0m 10s left"]
-    progress = evalsets.generation_progress(session, job)
+    progress = generate.generation_progress(session, job)
     assert (progress["done"], progress["total"], progress["eta_s"]) == (3, 8, 10.0)
 
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def _run_row(session, project, user, run_dir: Path, status=JobStatus.failed.value, config=None) -> Job:
-    job = Job(project_id=project.id, kind="train", module="core.train.worker", action="train", name="old run",
+    job = Job(project_id=project.id, kind="train", module="core.train.train_job", action="train", name="old run",
               status=status, run_dir=str(run_dir), created_by=user.id,
               config=config or {"base_model": "embedded:SmolLM2-135M-Instruct", "dataset_version_id": 1})
     session.add(job)

@@ -230,7 +230,7 @@ def test_upgrade_adds_project_settings_and_moves_export_jobs(tmp_path, monkeypat
     # upgraded to the head, whatever later migrations follow 0008 (its settings are checked below)
     assert current_revision(url) == ScriptDirectory.from_config(_alembic_config("sqlite://")).get_current_head()
     with get_engine().connect() as conn:
-        assert conn.execute(text("SELECT module FROM job")).scalar() == "core.ship.deploy"
+        assert conn.execute(text("SELECT module FROM job")).scalar() == "core.ship.export_job"
         row = conn.execute(text("SELECT default_system_prompt, license, intended_use FROM project")).one()
     assert tuple(row) == ("", "", "")
     cfg = ExportConfig.from_dict({"run_id": 1, "out_dir": "/x"})  # an old export's config still reads

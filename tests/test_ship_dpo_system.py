@@ -1,6 +1,6 @@
 """A DPO run's export says the system prompt it was trained with (issue 20): its preference pairs' system prompt,
 else that of the SFT run it continued, and the chat template's default only when neither has one. The Modelfile's
-SYSTEM and the card take it from the lineage (core.ship.deploy._recipes), so the lineage is what is checked, then
+SYSTEM and the card take it from the lineage (core.ship.export_job._recipes), so the lineage is what is checked, then
 the Modelfile it gives."""
 from __future__ import annotations
 

@@ -58,7 +58,8 @@ def exported(tmp_path_factory, db_templates, tiny_model):
     from core.curate.datasets import get_version
     from core.projects import list_projects, update_project
     from core.startup import init_workspace
-    from core.ship.deploy import ExportConfig, export
+    from core.ship.deploy import ExportConfig
+    from core.ship.export_job import export
     from storage.db import get_engine
     from storage.models import DatasetVersionItem, Job, User
 
@@ -147,7 +148,8 @@ def test_gguf_without_a_converter_is_refused_with_the_install_not_a_succeeded_ex
 @pytest.mark.slow
 def test_a_format_that_could_not_be_written_fails_the_export(exported, tmp_path):
     from core.errors import StudioError
-    from core.ship.deploy import ExportConfig, export
+    from core.ship.deploy import ExportConfig
+    from core.ship.export_job import export
 
     *_, run = exported
     out = tmp_path / 'a"""\n"'  # Ollama's Modelfile parser has no escapes: no FROM line can name it
@@ -181,7 +183,8 @@ GEMMA3_TEMPLATE = (
 
 @pytest.mark.slow
 def test_a_gemma_template_gives_a_modelfile_that_leaves_the_template_to_ollama(exported, tmp_path):
-    from core.ship.deploy import ExportConfig, _recipes
+    from core.ship.deploy import ExportConfig
+    from core.ship.export_job import _recipes
 
     report, out, trained_system, _, run = exported
     merged = tmp_path / "merged"  # the exported tokenizer with a Gemma 3 chat template (system merged into user)

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from core.evaluate.evalsets import create_eval_set_from_file, eval_prompts, launch_generation
+from core.evaluate.evalsets import create_eval_set_from_file, eval_prompts
+from core.evaluate.generate import launch_generation
 from core.jobs.queue import get_job, list_jobs
 from core.train.config import TrainConfig
 from core.train.runs import launch

@@ -6,7 +6,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -86,11 +85,11 @@ def test_jobs_recorded_before_the_stage_packages_still_resume(tmp_path, monkeypa
     with Session(engine) as s:
         jobs = {j.kind: j for j in s.exec(select(Job))}
         assert (jobs["train"].module, jobs["train"].action, jobs["train"].slots, jobs["train"].launcher) == \
-            ("core.train.worker", "train", 2, "accelerate")
+            ("core.train.train_job", "train", 2, "accelerate")
         assert (jobs["generate"].module, jobs["generate"].action, jobs["generate"].slots) == \
-            ("core.evaluate.generate", "evaluate", 1)
+            ("core.evaluate.generate_job", "evaluate", 1)
     engine.dispose()
-    for module in ("core.train.worker", "core.evaluate.generate"):  # the names stored are importable modules
+    for module in ("core.train.train_job", "core.evaluate.generate_job"):  # the names stored are importable modules
         assert __import__(module, fromlist=["main"]).main
 
 

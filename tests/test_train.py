@@ -28,7 +28,7 @@ def test_lora_trains_adapter_only_and_saved_adapter_gives_same_logits(tiny_model
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from core.train.worker import fit, save, setup
+    from core.train.train_job import fit, save, setup
 
     cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=1, max_steps=4, max_length=96,
                       per_device_batch_size=2, learning_rate=1e-2, save_steps=100)
@@ -57,7 +57,7 @@ def test_lora_trains_adapter_only_and_saved_adapter_gives_same_logits(tiny_model
 
 
 def test_precision_on_cpu_is_fp32(tiny_model, tmp_path):
-    from core.train.worker import setup
+    from core.train.train_job import setup
 
     cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=1, max_steps=1, max_length=128)
     ctx = setup(tmp_path, cfg, {"train": _records(2), "validation": []})  # prompts of ~70 tokens: answers fit
@@ -74,7 +74,7 @@ def _sized(words: int) -> dict:
 def test_max_length_comes_from_the_data(tiny_model, tmp_path):
     """max_length is the 95th percentile of the examples' token lengths rounded up to 64: with 38 short
     examples and 2 long ones, exactly the 2 long ones are cut, and the project's cap wins over the data."""
-    from core.train.worker import setup
+    from core.train.train_job import setup
 
     cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=1, max_steps=1, max_length=None)
     records = [_sized(60 + i) for i in range(38)] + [_sized(400), _sized(500)]
@@ -90,7 +90,7 @@ def test_examples_whose_prompt_fills_max_length_are_named_and_never_crash_the_ru
     only such examples gives a run without validation loss (not an IndexError at the first evaluation); a train
     split of only such examples is refused with what to change."""
     from core.errors import InvalidInput
-    from core.train.worker import setup
+    from core.train.train_job import setup
 
     long_prompt = {"prompt": [{"role": "user", "content": "My bill " * 60}],
                    "completion": [{"role": "assistant", "content": "Call us."}]}
@@ -106,7 +106,7 @@ def test_examples_whose_prompt_fills_max_length_are_named_and_never_crash_the_ru
 
 
 def test_a_quick_run_trains_on_a_seeded_sample_of_the_splits(tiny_model, tmp_path):
-    from core.train.worker import setup
+    from core.train.train_job import setup
 
     records = {"train": _records(12), "validation": _records(6)}
     cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=1, max_steps=1, max_length=128,
@@ -172,7 +172,8 @@ def test_incomplete_checkpoint_is_skipped(tmp_path):
 def test_out_of_memory_is_named_with_advice():
     import torch
 
-    from core.train.worker import is_oom, oom_advice
+    from core.jobs.worker import is_oom
+    from core.train.train_job import oom_advice
 
     assert is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert is_oom(RuntimeError("CUDA out of memory"))
@@ -209,7 +210,7 @@ def test_lean_cpu_loss_equals_trl_loss_and_gradients(tiny_model, tmp_path):
     import torch
     from trl import SFTTrainer
 
-    from core.train.worker import build_trainer, setup
+    from core.train.train_job import build_trainer, setup
 
     cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=1, max_steps=1, max_length=96,
                       per_device_batch_size=4, lora_dropout=0.0, save_steps=100)

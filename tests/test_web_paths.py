@@ -173,7 +173,7 @@ def test_launch_refuses_a_base_model_outside_the_model_folders_unless_called_fro
 def test_generation_reads_a_typed_base_model_only_inside_the_model_folders(session, users, project, default_roots,
                                                                           tiny_model, tmp_path):
     """The Generate page's "Base model (optional)" follows the same rule as Train's (the class, not one page)."""
-    from core.evaluate.evalsets import launch_generation
+    from core.evaluate.generate import launch_generation
 
     eng = users["engineer"]
     es, _ = make_outputs(session, project, eng, n_prompts=1, runs=0)

@@ -50,7 +50,7 @@ def pending_notices(session, user: User, project_id: int) -> list[tuple[str, str
     for job in ended_jobs(session, project_id, since):
         if job.id in seen:
             continue
-        if can(user, job.action or "train"):
+        if can(user, job.action):
             text = notice_text(job)
         elif can(user, "score"):
             text = review_notice(session, job)

@@ -13,8 +13,8 @@ from core.accounts import get_user
 from core.cli.common import project_arg
 from core.curate.datasets import get_version
 from core.errors import InvalidInput, StudioError
-from core.evaluate.evalsets import (create_eval_set_from_file, create_eval_set_from_version, generation_progress,
-                                   get_eval_set, launch_generation, list_eval_sets)
+from core.evaluate.evalsets import create_eval_set_from_file, create_eval_set_from_version, get_eval_set, list_eval_sets
+from core.evaluate.generate import generation_progress, launch_generation
 from core.evaluate.drafting import draft_edit_stats, launch_drafting
 from core.evaluate.failures import RULES, send_failures, sent_failures
 from core.evaluate.results import export_dpo, report_markdown, results, scores_csv
@@ -173,7 +173,8 @@ def cmd_draft_stats(args, session, user):
 
 
 def _decoding_args(p) -> None:
-    """The decoding options `generate` and `draft-answers` share (both run core.evaluate.generate)."""
+    """The decoding options `generate` and `draft-answers` share (both answer with
+    core.evaluate.generate.generate_outputs)."""
     p.add_argument("--base-model", help="model behind 'base' (default: the runs' base model, else the embedded one)")
     p.add_argument("--temperature", type=float, help="sample with this temperature (default: greedy)")
     p.add_argument("--top-p", type=float, help="nucleus sampling threshold (implies sampling)")

@@ -1,4 +1,4 @@
-"""Model-drafted answers: a background job (core.evaluate.draftjob) has a chosen system, the base model or a
+"""Model-drafted answers: a background job (core.evaluate.draft_job) has a chosen system, the base model or a
 finished run, write a first answer into each example that still needs one, so annotators edit instead of
 writing from nothing; and a measure of how much the experts changed those drafts.
 
@@ -32,7 +32,7 @@ from core.train.runs import KIND as TRAIN_KIND
 from storage.models import Example, ExampleStatus, Job, JobStatus, Project, User, visible_examples
 
 KIND = "draft"
-WORKER = "core.evaluate.draftjob"
+WORKER = "core.evaluate.draft_job"
 OPEN = (ExampleStatus.draft.value, ExampleStatus.rejected.value)  # statuses an annotator still works on
 MAX_EXAMPLES = 100_000
 

@@ -1,34 +1,24 @@
-"""Eval sets and generation: frozen prompt lists (with optional reference answers and automatic checks) from a
-dataset version's test split or an uploaded JSONL/CSV file, and the generation jobs (core.evaluate.generate) that
-write one Output per prompt and system."""
+"""Eval sets: frozen prompt lists (with optional reference answers and automatic checks) from a dataset version's
+test split or an uploaded JSONL/CSV file, and the outputs generated for them (one Output per prompt and system,
+written by the generation jobs of core.evaluate.generate)."""
 from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict
-from pathlib import Path
-from typing import Iterable
 
 from sqlalchemy import func
 from sqlmodel import Session, select
 
 from core.accounts import can, require
-from core.basemodel import web_model_name
 from core.curate.datasets import version_records
 from core.curate.formats import TOO_DEEP, BadRecord, Rejected, json_value, read_rows
 from core.errors import InvalidInput, NotFound
 from core.evaluate.checks import checks_from_row, fact_checks
-from core.evaluate.generate_config import Decoding, GenerateConfig, decoding_arguments
-from core.evaluate.systems import BASE, parse_system, parse_systems, run_base_model
-from core.jobs import rundir
+from core.evaluate.generate_config import decoding_arguments
+from core.evaluate.systems import BASE
 from core.names import check_name
-from core.jobs.queue import get_job, resubmit, submit
-from core.jobs.rundir import PROGRESS, read_jsonl
-from core.train.runs import KIND as TRAIN_KIND
-from storage.models import DatasetVersion, EvalPrompt, EvalSet, Job, JobStatus, Output, Project, Score, User
+from storage.models import DatasetVersion, EvalPrompt, EvalSet, Output, Project, Score, User
 
-KIND = "generate"
-WORKER = "core.evaluate.generate"  # python -m core.evaluate.generate --run-dir DIR
 DEFAULT_REVIEWERS_PER_ITEM = 2
 MAX_PROMPTS = 5000
 
@@ -220,94 +210,6 @@ def set_reviewers_per_item(session: Session, user: User, eval_set_id: int, k: in
     session.commit()
     session.refresh(es)
     return es
-
-
-# ---------------------------------------------------------------- generation
-
-
-def launch_generation(session: Session, user: User, eval_set_id: int, systems: Iterable[str] | str, *,
-                      decoding: dict | None = None, base_model: str | None = None, batch_size: int = 8,
-                      perplexity: bool = True, name: str = "", trusted_paths: bool = False) -> Job:
-    """Queue a generation job: one output per prompt for each system, written to the Output table. Without
-    ``decoding``, the decoding of the outputs already in the eval set (``comparison_decoding``), so the new
-    answers compare like with like. A ``base_model`` given keeps to the web's rule (core.basemodel.web_model_name:
-    inside the model folders) unless ``trusted_paths`` (the command line's --base-model)."""
-    require(user, "evaluate")
-    if base_model is not None and not trusted_paths:
-        base_model = web_model_name(base_model)
-    es = get_eval_set(session, eval_set_id)
-    keys = parse_systems(systems)
-    bases: dict[str, str | None] = {}
-    for key in keys:
-        kind, job_id = parse_system(key)
-        if kind == BASE:
-            continue
-        run = session.get(Job, job_id)
-        if run is None or run.project_id != es.project_id or run.kind != TRAIN_KIND:
-            raise NotFound(f"No training run {job_id} in this project.")
-        if run.status != JobStatus.succeeded.value:
-            raise InvalidInput(f"Run {job_id} has not finished successfully ({run.status}); only finished runs "
-                               "can be evaluated.")
-        if not rundir.has_model(run.run_dir):  # a LoRA/QLoRA adapter, or a full fine-tune's model/ folder
-            raise InvalidInput(f"Run {job_id} has no saved adapter or model in its run folder ({run.run_dir}).")
-        bases[key] = run_base_model(run)
-    if base_model is None:
-        found = [b for b in bases.values() if b]
-        base_model = found[0] if found else None
-    if decoding is None:
-        decoding = comparison_decoding(session, es.id)
-    dec = Decoding(**(decoding or {}))
-    cfg = GenerateConfig(eval_set_id=es.id, systems=keys, run_bases=bases, base_model=base_model,
-                         decoding=dec, batch_size=int(batch_size), perplexity=bool(perplexity))
-    label = name.strip() or f"generate {es.name}: {', '.join(keys)}"
-    return submit(session, user, project_id=es.project_id, kind=KIND, action="evaluate", name=label[:200],
-                  config=asdict(cfg), module=WORKER, eval_set_id=es.id)
-
-
-def resume_generation(session: Session, user: User, job_id: int) -> Job:
-    """Continue a failed or canceled generation job: outputs it already wrote are kept and skipped."""
-    require(user, "evaluate")
-    job = get_job(session, job_id)
-    if job.kind != KIND:
-        raise InvalidInput(f"Job {job_id} is not a generation job.")
-    return resubmit(session, user, job)
-
-
-def generation_jobs(session: Session, eval_set_id: int) -> list[Job]:
-    return list(session.exec(select(Job).where(Job.kind == KIND, Job.eval_set_id == eval_set_id)
-                             .order_by(Job.id.desc())))
-
-
-def job_chain(session: Session, job: Job) -> list[int]:
-    """This job and the jobs it resumes: their outputs count as done."""
-    ids, current = [], job
-    while current is not None and current.id not in ids:
-        ids.append(current.id)
-        current = session.get(Job, current.resumed_from) if current.resumed_from else None
-    return ids
-
-
-def generation_progress(session: Session, job: Job) -> dict:
-    """Where a generation job stands, true from its first second: ``done`` / ``total`` outputs counted in the
-    database (outputs of earlier attempts it resumes count as done), the ``stage`` and ``system`` its worker
-    last reported (progress.jsonl), its speed and ``eta_s`` (seconds per output so far times those left)."""
-    cfg = job.config or {}
-    systems = list(cfg.get("systems") or [])
-    n_prompts = session.exec(select(func.count()).select_from(EvalPrompt)
-                             .where(EvalPrompt.eval_set_id == cfg.get("eval_set_id"))).one()
-    done = session.exec(select(func.count()).select_from(Output).join(EvalPrompt, Output.prompt_id == EvalPrompt.id)
-                        .where(EvalPrompt.eval_set_id == cfg.get("eval_set_id"), Output.system.in_(systems),
-                               Output.job_id.in_(job_chain(session, job)))).one()
-    total = n_prompts * len(systems)
-    rows = read_jsonl(Path(job.run_dir) / PROGRESS) if job.run_dir else []
-    batches = [r for r in rows if r.get("batch")]
-    last = rows[-1] if rows else {}
-    generated, seconds = sum(r["batch"] for r in batches), sum(r.get("seconds") or 0 for r in batches)
-    eta = seconds / generated * (total - done) if generated and seconds and total > done else None
-    return {"done": int(done), "total": int(total), "stage": last.get("stage") or ("generating" if batches else
-                                                                                   "starting"),
-            "system": last.get("system"), "tokens_per_s": last.get("tokens_per_s"),
-            "eta_s": round(eta, 1) if eta is not None else None}
 
 
 def latest_outputs(session: Session, eval_set_id: int) -> dict[tuple[int, str], Output]:

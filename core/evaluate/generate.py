@@ -1,38 +1,121 @@
-"""The generation job: ``python -m core.evaluate.generate --run-dir DIR``. Never imports streamlit.
-
-setup -> for each base model: load it once -> attach every run's adapter (PEFT multi-adapter) -> for each
-system: batched generation, outputs written to the database batch by batch -> perplexity on references ->
-finish. A system is ``"base"`` (adapters disabled) or ``"run:<job id>"`` (that run's adapter switched on).
-
-Fast by design: one model load per base model rather than per run; left-padded, length-sorted batches;
-each finished batch is committed, so a crashed or canceled job resumed later skips prompts already answered.
-Progress is appended to ``progress.jsonl`` in the run folder and sent as heartbeats through core.jobs.worker.
+"""Generation: queueing a generation job (one output per prompt of an eval set and per system, written by the
+process core.evaluate.generate_job), where it stands, and the batched generation every job that generates
+uses (the generation and draft-answers jobs, the export's parity check, bench/). Never imports streamlit; torch
+and transformers are imported inside the functions that need them.
 """
 from __future__ import annotations
 
-import json
-import sys
 import time
-import traceback
-from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
-from sqlmodel import select
+from sqlalchemy import func
+from sqlmodel import Session, select
 
-from core.basemodel import EMBEDDED, load_model, load_tokenizer
-from core.curate.datasets import version_records
-from core.errors import InvalidInput
-from core.evaluate.evalsets import eval_prompts, job_chain
+from core.accounts import require
+from core.basemodel import web_model_name
+from core.errors import InvalidInput, NotFound
+from core.evaluate.evalsets import comparison_decoding, get_eval_set
 from core.evaluate.generate_config import Decoding, GenerateConfig
-from core.evaluate.stats import perplexity
-from core.evaluate.systems import BASE, parse_system
+from core.evaluate.systems import BASE, parse_system, parse_systems, run_base_model
 from core.jobs import rundir
-from core.jobs.worker import KeepAlive, StopFlag, worker_finish, worker_main, worker_start
-from storage.db import retry_busy, session_scope
-from storage.models import EvalSet, Job, JobStatus, Output, utcnow
+from core.jobs.queue import get_job, resubmit, submit
+from core.jobs.rundir import PROGRESS, read_jsonl
+from core.train.runs import KIND as TRAIN_KIND
+from storage.models import EvalPrompt, Job, JobStatus, Output, User
 
+KIND = "generate"
+WORKER = "core.evaluate.generate_job"  # python -m core.evaluate.generate_job --run-dir DIR
 MAX_PROMPT_TOKENS = 4096
+
+
+# ---------------------------------------------------------------- the generation job: queue, resume, progress
+
+
+def launch_generation(session: Session, user: User, eval_set_id: int, systems: Iterable[str] | str, *,
+                      decoding: dict | None = None, base_model: str | None = None, batch_size: int = 8,
+                      perplexity: bool = True, name: str = "", trusted_paths: bool = False) -> Job:
+    """Queue a generation job: one output per prompt for each system, written to the Output table. Without
+    ``decoding``, the decoding of the outputs already in the eval set (``comparison_decoding``), so the new
+    answers compare like with like. A ``base_model`` given keeps to the web's rule (core.basemodel.web_model_name:
+    inside the model folders) unless ``trusted_paths`` (the command line's --base-model)."""
+    require(user, "evaluate")
+    if base_model is not None and not trusted_paths:
+        base_model = web_model_name(base_model)
+    es = get_eval_set(session, eval_set_id)
+    keys = parse_systems(systems)
+    bases: dict[str, str | None] = {}
+    for key in keys:
+        kind, job_id = parse_system(key)
+        if kind == BASE:
+            continue
+        run = session.get(Job, job_id)
+        if run is None or run.project_id != es.project_id or run.kind != TRAIN_KIND:
+            raise NotFound(f"No training run {job_id} in this project.")
+        if run.status != JobStatus.succeeded.value:
+            raise InvalidInput(f"Run {job_id} has not finished successfully ({run.status}); only finished runs "
+                               "can be evaluated.")
+        if not rundir.has_model(run.run_dir):  # a LoRA/QLoRA adapter, or a full fine-tune's model/ folder
+            raise InvalidInput(f"Run {job_id} has no saved adapter or model in its run folder ({run.run_dir}).")
+        bases[key] = run_base_model(run)
+    if base_model is None:
+        found = [b for b in bases.values() if b]
+        base_model = found[0] if found else None
+    if decoding is None:
+        decoding = comparison_decoding(session, es.id)
+    dec = Decoding(**(decoding or {}))
+    cfg = GenerateConfig(eval_set_id=es.id, systems=keys, run_bases=bases, base_model=base_model,
+                         decoding=dec, batch_size=int(batch_size), perplexity=bool(perplexity))
+    label = name.strip() or f"generate {es.name}: {', '.join(keys)}"
+    return submit(session, user, project_id=es.project_id, kind=KIND, action="evaluate", name=label[:200],
+                  config=asdict(cfg), module=WORKER, eval_set_id=es.id)
+
+
+def resume_generation(session: Session, user: User, job_id: int) -> Job:
+    """Continue a failed or canceled generation job: outputs it already wrote are kept and skipped."""
+    require(user, "evaluate")
+    job = get_job(session, job_id)
+    if job.kind != KIND:
+        raise InvalidInput(f"Job {job_id} is not a generation job.")
+    return resubmit(session, user, job)
+
+
+def generation_jobs(session: Session, eval_set_id: int) -> list[Job]:
+    return list(session.exec(select(Job).where(Job.kind == KIND, Job.eval_set_id == eval_set_id)
+                             .order_by(Job.id.desc())))
+
+
+def job_chain(session: Session, job: Job) -> list[int]:
+    """This job and the jobs it resumes: their outputs count as done."""
+    ids, current = [], job
+    while current is not None and current.id not in ids:
+        ids.append(current.id)
+        current = session.get(Job, current.resumed_from) if current.resumed_from else None
+    return ids
+
+
+def generation_progress(session: Session, job: Job) -> dict:
+    """Where a generation job stands, true from its first second: ``done`` / ``total`` outputs counted in the
+    database (outputs of earlier attempts it resumes count as done), the ``stage`` and ``system`` its worker
+    last reported (progress.jsonl), its speed and ``eta_s`` (seconds per output so far times those left)."""
+    cfg = job.config or {}
+    systems = list(cfg.get("systems") or [])
+    n_prompts = session.exec(select(func.count()).select_from(EvalPrompt)
+                             .where(EvalPrompt.eval_set_id == cfg.get("eval_set_id"))).one()
+    done = session.exec(select(func.count()).select_from(Output).join(EvalPrompt, Output.prompt_id == EvalPrompt.id)
+                        .where(EvalPrompt.eval_set_id == cfg.get("eval_set_id"), Output.system.in_(systems),
+                               Output.job_id.in_(job_chain(session, job)))).one()
+    total = n_prompts * len(systems)
+    rows = read_jsonl(Path(job.run_dir) / PROGRESS) if job.run_dir else []
+    batches = [r for r in rows if r.get("batch")]
+    last = rows[-1] if rows else {}
+    generated, seconds = sum(r["batch"] for r in batches), sum(r.get("seconds") or 0 for r in batches)
+    eta = seconds / generated * (total - done) if generated and seconds and total > done else None
+    return {"done": int(done), "total": int(total), "stage": last.get("stage") or ("generating" if batches else
+                                                                                   "starting"),
+            "system": last.get("system"), "tokens_per_s": last.get("tokens_per_s"),
+            "eta_s": round(eta, 1) if eta is not None else None}
 
 
 # ---------------------------------------------------------------- batched generation (shared with bench/)
@@ -162,190 +245,3 @@ def reference_nll(model, tokenizer, conversations: Sequence[list[dict]], referen
         total += float(loss)
         count += int((labels[:, 1:] != -100).sum())
     return total, count
-
-
-# ---------------------------------------------------------------- the job
-
-
-STOP = StopFlag()  # set by SIGTERM (core.jobs.queue.cancel): stop after the current batch, keep what was written
-
-
-def _adapter_name(system: str) -> str:
-    return system.replace(":", "_")
-
-
-def _append_progress(run_dir: Path, row: dict) -> None:
-    with open(run_dir / rundir.PROGRESS, "a", encoding="utf-8") as fh:
-        fh.write(json.dumps(row) + "\n")
-
-
-def _load(base: str | None):
-    import torch
-
-    use_cuda = torch.cuda.is_available()
-    tokenizer = load_tokenizer(base)
-    model = load_model(base, dtype=torch.bfloat16 if use_cuda else torch.float32)
-    if use_cuda:
-        model = model.to("cuda")
-    model.eval()
-    return model, tokenizer
-
-
-MAX_VALIDATION = 200
-
-
-def _validation_records(session, eval_set_id: int) -> list[dict]:
-    """The validation split of the dataset version an eval set was frozen from (capped), for validation
-    perplexity; [] for uploaded eval sets."""
-    es = session.get(EvalSet, eval_set_id)
-    if es is None or not es.dataset_version_id:
-        return []
-    return version_records(session, es.dataset_version_id, "validation")[:MAX_VALIDATION]
-
-
-def run_job(job_id: int) -> dict:
-    """Generate every missing output of a generation job; returns the job's result."""
-    job = worker_start(job_id)
-    run_dir = Path(job.run_dir)
-    t_start = time.perf_counter()
-    result: dict = {}
-    keep_alive = KeepAlive(job_id).start()
-    try:
-        cfg = GenerateConfig.from_dict(job.config)
-        with session_scope() as s:
-            prompts = eval_prompts(s, cfg.eval_set_id)
-            validation = _validation_records(s, cfg.eval_set_id) if cfg.perplexity else []
-            chain = job_chain(s, s.get(Job, job_id))
-            done = set(s.exec(select(Output.prompt_id, Output.system).where(Output.job_id.in_(chain))).all())
-        if not prompts:
-            raise InvalidInput(f"Eval set {cfg.eval_set_id} has no prompts.")
-        default_base = cfg.base_model or next((b for b in cfg.run_bases.values() if b), None) or EMBEDDED
-        groups: dict[str, list[str]] = {}
-        for system in cfg.systems:
-            base = default_base if system == BASE else (cfg.run_bases.get(system) or default_base)
-            groups.setdefault(base, []).append(system)
-        total = len(prompts) * len(cfg.systems)
-        counters = {"done": sum(1 for p in prompts for sys_ in cfg.systems if (p.id, sys_) in done),
-                    "new_tokens": 0, "gen_seconds": 0.0}
-        result = {"systems": cfg.systems, "decoding": cfg.decoding.stored(), "total": total,
-                  "skipped_existing": counters["done"], "perplexity": {}, "validation_perplexity": {},
-                  "tokens_per_s": {}}
-        keep_alive.beat(done=counters["done"], total=total)
-        _append_progress(run_dir, {"stage": "starting", "done": counters["done"], "total": total, "time": time.time()})
-        for base, systems in groups.items():
-            if STOP.is_set():
-                break
-            _run_group(job_id, run_dir, cfg, base, systems, prompts, done, counters, total, result, validation,
-                       keep_alive)
-        result.update(done=counters["done"], new_tokens=counters["new_tokens"],
-                      seconds=round(time.perf_counter() - t_start, 2))
-        status = JobStatus.canceled.value if STOP.is_set() else JobStatus.succeeded.value
-        worker_finish(job_id, status, error="Canceled; outputs written so far are kept." if STOP.is_set() else "",
-                      result=result)
-        return result
-    except Exception as err:  # the job's truth goes to the database, the traceback to the log
-        traceback.print_exc()
-        message = str(err) if isinstance(err, InvalidInput) else f"{type(err).__name__}: {err}"
-        worker_finish(job_id, JobStatus.failed.value, error=message, result=result or None)
-        raise
-    finally:
-        keep_alive.stop()
-
-
-def _run_group(job_id: int, run_dir: Path, cfg: GenerateConfig, base: str, systems: list[str], prompts: list,
-               done: set, counters: dict, total: int, result: dict, validation: list[dict],
-               keep_alive: KeepAlive) -> None:
-    """All systems on one base model: load it once, attach each run's adapter, switch between them. Outputs are
-    written batch by batch (retried while another writer holds the database); heartbeats go through
-    ``keep_alive`` so generation never waits on them."""
-    print(f"loading base model {base} for {', '.join(systems)}", flush=True)
-    _append_progress(run_dir, {"stage": "loading the model", "done": counters["done"], "total": total,
-                               "time": time.time()})
-    model, tokenizer = _load(base)
-    peft_model = None
-    plain = {BASE}  # systems that are the loaded model itself: the base, or a full fine-tuned run's own model
-    for system in systems:
-        if system == BASE:
-            continue
-        _, run_id = parse_system(system)
-        with session_scope() as s:
-            adapter_dir = s.get(Job, run_id).run_dir
-        if not (Path(adapter_dir) / rundir.ADAPTER_FILES[0]).exists():
-            plain.add(system)
-            continue
-        if peft_model is None:
-            from peft import PeftModel
-
-            peft_model = PeftModel.from_pretrained(model, adapter_dir, adapter_name=_adapter_name(system))
-        else:
-            peft_model.load_adapter(adapter_dir, adapter_name=_adapter_name(system))
-        print(f"attached adapter of {system} from {adapter_dir}", flush=True)
-    if peft_model is not None:
-        peft_model.eval()
-    decoding = cfg.decoding
-    stored = decoding.stored()
-    for system in systems:
-        if STOP.is_set():
-            return
-        todo = [p for p in prompts if (p.id, system) not in done]
-        if system in plain:
-            active = peft_model or model
-            context = peft_model.disable_adapter() if peft_model is not None else nullcontext()
-        else:
-            peft_model.set_adapter(_adapter_name(system))
-            active, context = peft_model, nullcontext()
-        sys_tokens, sys_seconds = 0, 0.0
-
-        def write(indices: list[int], batch: list[dict], system=system, todo=todo) -> None:
-            nonlocal sys_tokens, sys_seconds
-
-            def save() -> None:
-                with session_scope() as s:
-                    for i, r in zip(indices, batch):
-                        s.add(Output(prompt_id=todo[i].id, system=system, job_id=job_id, text=r["text"],
-                                     decoding=stored, n_new_tokens=r["n_new_tokens"], seconds=r["seconds"],
-                                     created_at=utcnow()))
-
-            retry_busy(save)
-            tokens = sum(r["n_new_tokens"] for r in batch)
-            seconds = sum(r["seconds"] for r in batch)
-            sys_tokens += tokens
-            sys_seconds += seconds
-            counters["done"] += len(batch)
-            counters["new_tokens"] += tokens
-            row = {"stage": "generating", "system": system, "done": counters["done"], "total": total,
-                   "batch": len(batch),
-                   "new_tokens": tokens, "seconds": round(seconds, 3),
-                   "tokens_per_s": round(tokens / seconds, 1) if seconds else None, "time": time.time()}
-            _append_progress(run_dir, row)
-            keep_alive.beat(done=counters["done"], total=total, system=system)
-
-        with context:
-            if todo:
-                print(f"{system}: generating {len(todo)} outputs", flush=True)
-                generate_outputs(active, tokenizer, [p.messages for p in todo], decoding,
-                                 batch_size=cfg.batch_size, on_batch=write, should_stop=lambda: STOP.is_set())
-            if sys_seconds:
-                result["tokens_per_s"][system] = round(sys_tokens / sys_seconds, 1)
-            with_refs = [p for p in prompts if p.reference.strip()]
-            if cfg.perplexity and with_refs and not STOP.is_set():
-                _append_progress(run_dir, {"stage": "perplexity on the references", "system": system,
-                                           "done": counters["done"], "total": total, "time": time.time()})
-                nll, n = reference_nll(active, tokenizer, [p.messages for p in with_refs],
-                                       [p.reference for p in with_refs], batch_size=cfg.batch_size)
-                result["perplexity"][system] = perplexity(nll, n)
-                keep_alive.beat(done=counters["done"], total=total, system=system)
-            if validation and not STOP.is_set():
-                nll, n = reference_nll(active, tokenizer, [r["prompt"] for r in validation],
-                                       [r["completion"][-1]["content"] for r in validation], batch_size=cfg.batch_size)
-                result["validation_perplexity"][system] = perplexity(nll, n)
-    del model, peft_model
-
-
-def main(argv: list[str] | None = None) -> int:
-    return worker_main("python -m core.evaluate.generate", __doc__.splitlines()[0], STOP,
-                       lambda job_id: run_job(job_id) is not None, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

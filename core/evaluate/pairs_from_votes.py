@@ -12,7 +12,8 @@ from sqlmodel import Session, select
 from core.accounts import require
 from core.errors import InvalidInput
 from core.curate.preference_versions import file_source, freeze_preferences, read_preference_file
-from core.evaluate.evalsets import eval_prompts, generation_jobs, get_eval_set, latest_outputs, launch_generation
+from core.evaluate.evalsets import eval_prompts, get_eval_set, latest_outputs
+from core.evaluate.generate import generation_jobs, launch_generation
 from core.evaluate.review import scores_of, split_pair
 from core.evaluate.systems import finished_runs
 from core.systems import run_key

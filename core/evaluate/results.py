@@ -15,7 +15,8 @@ from core.curate.formats import csv_safe_cell
 from core.errors import InvalidInput
 from core.evaluate import stats
 from core.evaluate.checkstore import check_results
-from core.evaluate.evalsets import eval_prompts, generation_jobs, get_eval_set, latest_outputs, output_decodings
+from core.evaluate.evalsets import eval_prompts, get_eval_set, latest_outputs, output_decodings
+from core.evaluate.generate import generation_jobs
 from core.evaluate.generate_config import decoding_differences, describe_differences
 from core.evaluate.pairs_from_votes import vote_pairs
 from core.evaluate.review import review_progress, rubric_of, scores_of

@@ -114,14 +114,14 @@ def resubmit(session: Session, user: User, job: Job, config: dict | None = None,
     """Queue a new job that continues a failed or canceled ``job`` (same module, kind and inputs; ``config``
     replaces its config). Refused while another continuation of it is queued or running, so a double click
     cannot start two."""
-    require(user, job.action or "train")
+    require(user, job.action)
     session.refresh(job)
     if job.status not in (JobStatus.failed.value, JobStatus.canceled.value):
         raise InvalidInput(f"Only failed or canceled runs can be resumed; run {job.id} is {job.status}.")
     live = live_continuation(session, job)
     if live is not None:
         raise InvalidInput(f"Run {job.id} is already being resumed as run {live.id}.")
-    return submit(session, user, project_id=job.project_id, kind=job.kind, action=job.action or "train",
+    return submit(session, user, project_id=job.project_id, kind=job.kind, action=job.action,
                   name=job.name, config=dict(job.config if config is None else config), module=job.module,
                   slots=job.slots, launcher=job.launcher or "python", dataset_version_id=job.dataset_version_id,
                   eval_set_id=job.eval_set_id, resumed_from=job.id, estimated_peak_mb=estimated_peak_mb)
@@ -247,7 +247,7 @@ def list_jobs(session: Session, project_id: int | None = None, kind: str | None 
     if kind is not None:
         query = query.where(Job.kind == kind)
     jobs = list(session.exec(query))
-    return jobs if user is None else [j for j in jobs if can(user, j.action or "train")]
+    return jobs if user is None else [j for j in jobs if can(user, j.action)]
 
 
 def cancel(session: Session, user: User, job_id: int) -> Job:
@@ -255,7 +255,7 @@ def cancel(session: Session, user: User, job_id: int) -> Job:
     saves what it has and marks itself canceled. A process still there ``cancel_grace_s()`` later (busy in a
     generation, or ignoring SIGTERM) gets SIGKILL and its job is marked canceled, so its device slot frees."""
     job = get_job(session, job_id)
-    require(user, job.action or "train")
+    require(user, job.action)
     session.refresh(job)
     if job.status == JobStatus.queued.value:
         session.exec(update(Job).where(Job.id == job.id, Job.status == JobStatus.queued.value).values(
@@ -407,7 +407,7 @@ def read_progress(job: Job) -> dict:
 def job_snapshot(session: Session, user: User, job_id: int) -> dict:
     """Everything a live view shows, after a reconcile: the job, its queue position, metrics and log tail; for
     users whose role may control the job (its action)."""
-    require(user, get_job(session, job_id).action or "train")
+    require(user, get_job(session, job_id).action)
     reconcile(session)
     job = get_job(session, job_id)
     session.refresh(job)

@@ -1,10 +1,14 @@
-"""What a job process calls: start, heartbeat, finish, the stop flag and the keep-alive thread.
+"""The one lifecycle of a job process: start, heartbeat, the stop flag, the end's classification, finish.
 
-A worker runs as ``python -m <module> --run-dir DIR`` (started by core.jobs.queue or by hand). It says it
-started (``worker_start``), heartbeats while it works (``KeepAlive.beat`` on each step or batch, written by the
-keep-alive thread, which also beats every 30 s while a long model load or step runs), stops at the next step
-when SIGTERM arrives (``StopFlag``) and records its final status and result (``worker_finish``), which lets the
-next queued job start.
+A job process runs as ``python -m <module> --run-dir DIR`` (started by core.jobs.queue or by hand); its module's
+``main`` is ``worker_main(prog, description, body)`` and all it writes is ``body(ctx)``, the work itself.
+``run_worker`` does the rest, the same for every kind of job: it says the job started (``worker_start``), runs
+the keep-alive thread (``ctx.beat`` on each step or batch; it also beats every 30 s while a long model load or
+step runs), lets SIGTERM set the stop flag (``StopFlag``: the body stops at the next step or batch), then
+classifies the end -- succeeded; canceled when the stop flag was set; failed with a clear message (a StudioError's
+own words, else the exception's type and text; out of memory recognised and given its advice) -- prints the
+traceback to the job's log and records the final status and result (``worker_finish``), which lets the next
+queued job start.
 
 The database may be locked by another writer for a while (a long transaction elsewhere): every write here is
 retried with growing waits (storage.db.retry_busy), and step heartbeats are handed to the keep-alive thread, so
@@ -12,16 +16,21 @@ training never waits on the database and a busy database never kills a job.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import threading
+import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from sqlalchemy import update
 from sqlmodel import select
 
 from core.errors import InvalidInput, NotFound, StudioError
+from core.jobs import rundir
 from core.jobs.queue import TERMINAL, create_time, schedule
 from storage.db import retry_busy, session_scope
 from storage.models import Job, JobStatus, utcnow
@@ -123,10 +132,12 @@ def job_id_of_worker(run_dir: str | Path) -> int | None:
         return None
 
 
-def worker_main(prog: str, description: str, stop: StopFlag, run_job, argv: list[str] | None = None) -> int:
-    """The command line of a job process (``python -m <module> --run-dir DIR``): offline, SIGTERM sets ``stop``,
-    find the job that owns the run folder and call ``run_job(job_id)``, which records its own final status.
-    Exit code 0 when ``run_job`` returned something true, else 1."""
+def worker_main(prog: str, description: str, body: "Callable[[JobContext], dict]", argv: list[str] | None = None,
+                stop: StopFlag | None = None, needs_job: bool = True) -> int:
+    """The command line of a job process (``python -m <module> --run-dir DIR``): offline, SIGTERM sets the stop
+    flag, find the job that owns the run folder and run ``body`` through ``run_worker``. ``needs_job=False`` also
+    runs on a folder no job owns (the outcome then goes to the run folder only). Exit code 0 when the job
+    succeeded or was canceled, 1 when it failed or no job owns the folder."""
     import argparse
 
     from core.workspace import offline_env
@@ -135,15 +146,113 @@ def worker_main(prog: str, description: str, stop: StopFlag, run_job, argv: list
     parser.add_argument("--run-dir", required=True, help="run folder holding config.json")
     args = parser.parse_args(argv)
     offline_env()
-    stop.install()
+    stop = (stop or StopFlag()).install()
     job_id = job_id_of_worker(args.run_dir)
-    if job_id is None:
+    if job_id is None and needs_job:
         print(f"No job uses the run folder {args.run_dir}.", file=sys.stderr)
         return 1
+    status, _ = run_worker(job_id, body, run_dir=args.run_dir, stop=stop)
+    return 0 if status in (JobStatus.succeeded.value, JobStatus.canceled.value) else 1
+
+
+class Stopped(Exception):
+    """Raised by a body (``JobContext.check_stop``) at a step boundary once the stop flag is set."""
+
+
+@dataclass
+class JobContext:
+    """What a job's body gets from the lifecycle, and the few things it may tell the lifecycle about its end."""
+
+    job_id: int | None
+    """The job's id; None for a worker started by hand on a folder no job owns."""
+    run_dir: Path
+    """The job's run folder."""
+    config: dict
+    """The job's config.json (the config it was queued with)."""
+    stop: StopFlag
+    """Set by SIGTERM (a cancel): stop at the next step or batch and return what was done."""
+    keep_alive: KeepAlive
+    result: dict = field(default_factory=dict)
+    """The result so far: recorded when the job fails or is stopped before its body returns a result."""
+    canceled_message: str = "Canceled."
+    """The job's error text when it ends canceled (what was kept, how to continue)."""
+    oom_advice: Callable[[], str] | None = None
+    """What to try when the job runs out of memory (the job's own settings); None gives the general advice."""
+    on_end: Callable[[str, str, dict | None], dict | None] | None = None
+    """Called with (status, error, result) before they are recorded, however the job ended; returns the result
+    to record (the training job writes result.json there)."""
+    memory: dict = field(default_factory=dict)
+    """measured_peak_mb / estimated_peak_mb for the job row, when the body knows them."""
+
+    def beat(self, **extra) -> None:
+        """Progress for the job row (result["progress"]), written by the keep-alive thread; never blocks."""
+        self.keep_alive.beat(**extra)
+
+    def check_stop(self) -> None:
+        """End the body here as canceled if the stop flag is set."""
+        if self.stop.is_set():
+            raise Stopped
+
+
+def is_oom(err: BaseException) -> bool:
+    """Whether ``err`` is running out of memory: torch's OutOfMemoryError, Python's MemoryError, or an error
+    whose text says so (CUDA and bitsandbytes raise RuntimeErrors)."""
     try:
-        return 0 if run_job(job_id) else 1
-    except Exception:  # the worker recorded the failure and printed the traceback to its log
-        return 1
+        import torch
+
+        if isinstance(err, torch.OutOfMemoryError):
+            return True
+    except (ImportError, AttributeError):
+        pass
+    return isinstance(err, MemoryError) or "out of memory" in str(err).lower()
+
+
+def out_of_memory(tips: list[str], what: str = "job") -> str:
+    """The out-of-memory message with what to try."""
+    return (f"Out of memory: the {what} needed more memory than the device has. Try " + ", ".join(tips) + ".")
+
+
+GENERAL_OOM_TIPS = ["a smaller batch size", "a smaller model", "waiting until other jobs on the device finish"]
+
+
+def run_worker(job_id: int | None, body: "Callable[[JobContext], dict]", *, run_dir: str | Path | None = None,
+               stop: StopFlag | None = None) -> tuple[str, dict | None]:
+    """Run ``body(ctx)`` as job ``job_id`` from start to recorded end; returns the final (status, result).
+
+    Never raises for the body's failure: every end becomes a truthful status, with the traceback in the log."""
+    job = worker_start(job_id) if job_id else None
+    folder = Path(run_dir or job.run_dir).resolve()
+    config_file = folder / rundir.CONFIG
+    config = json.loads(config_file.read_text(encoding="utf-8")) if config_file.exists() else dict(job.config or {})
+    stop = stop if stop is not None else StopFlag()
+    with KeepAlive(job_id) as keep_alive:
+        ctx = JobContext(job_id=job_id, run_dir=folder, config=config, stop=stop, keep_alive=keep_alive)
+        status, error, result = JobStatus.failed.value, "", None
+        try:
+            result = body(ctx)
+            status = JobStatus.canceled.value if stop.is_set() else JobStatus.succeeded.value
+            error = ctx.canceled_message if stop.is_set() else ""
+        except BaseException as err:  # noqa: BLE001 - every end must be recorded as a truthful status
+            traceback.print_exc()
+            result = ctx.result or None
+            status, error = end_of(err, ctx)
+        finally:
+            if ctx.on_end is not None:
+                result = ctx.on_end(status, error, result)
+            if job_id:
+                worker_finish(job_id, status, error, result=result, **ctx.memory)
+    return status, result
+
+
+def end_of(err: BaseException, ctx: JobContext) -> tuple[str, str]:
+    """The status and message a body's exception ends its job with."""
+    if isinstance(err, (KeyboardInterrupt, Stopped)) or ctx.stop.is_set() and not is_oom(err):
+        return JobStatus.canceled.value, ctx.canceled_message
+    if is_oom(err):
+        return JobStatus.failed.value, ctx.oom_advice() if ctx.oom_advice else out_of_memory(GENERAL_OOM_TIPS)
+    if isinstance(err, StudioError):
+        return JobStatus.failed.value, str(err)
+    return JobStatus.failed.value, f"{type(err).__name__}: {err}".strip()[:2000]
 
 
 def worker_start(job_id: int) -> Job:

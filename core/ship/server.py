@@ -1,4 +1,5 @@
-"""The serving process: ``python -m core.ship.server --run-dir DIR``, a job like any other. Never imports streamlit.
+"""The OpenAI-compatible endpoint the serving job (core.ship.serve_job) runs, and in a thread of another process
+(``InProcess``: the export's parity check). Never imports streamlit.
 
 It runs transformers' own OpenAI-compatible server (``transformers serve``: /v1/chat/completions streaming and
 not, /v1/completions, /v1/responses, /v1/models, /health; continuous batching on request) with two changes. The
@@ -7,29 +8,20 @@ model manager loads the studio's systems by key (core.ship.systems): transformer
 through transformers' PEFT integration (core.ship.loading), which is also how a user loads it. And every request
 passes the guard (core.ship.guard): what one request may ask of the model, and how many are taken at a time.
 
-Once it listens it writes ``endpoint.json`` (url, model) into its run folder. It heartbeats like every job and
-ends by itself after ``idle_timeout_s`` without requests, or at SIGTERM (cancel), freeing its device slot.
 """
 from __future__ import annotations
 
-import json
 import socket
-import sys
 import threading
 import time
-import traceback
-from pathlib import Path
 
 from core.errors import StudioError
-from core.jobs.worker import KeepAlive, StopFlag, worker_finish, worker_main, worker_start
 from core.ship.guard import Guard, Refused, guarded_state, refusal_body
 from core.ship.loading import model_of, pick_device, tokenizer_of
-from core.ship.serving import ENDPOINT_FILE, ServeConfig
+from core.ship.serving import ServeConfig
 from core.ship.systems import resolve
 from storage.db import session_scope
-from storage.models import JobStatus
 
-STOP = StopFlag()
 COUNTED = ("/v1/", "/load_model")  # requests that count as use (health checks do not keep a server alive)
 
 
@@ -149,17 +141,17 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _address(host: str, port: int) -> str:
+def bind_address(host: str, port: int) -> str:
     return f"{'[' + host + ']' if ':' in host else host}:{port}"
 
 
-def _url(host: str, port: int) -> str:
+def local_url(host: str, port: int) -> str:
     """A URL this machine reaches the endpoint at (a wildcard bind is reached on loopback)."""
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    return f"http://{_address(host, port)}"
+    return f"http://{bind_address(host, port)}"
 
 
-def _uvicorn(app):
+def uvicorn_server(app):
     import uvicorn
 
     return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5))
@@ -175,84 +167,15 @@ class InProcess:
     def __enter__(self) -> str:
         cfg = ServeConfig(system=self.system.key)
         self.manager = model_manager(cfg, self.device, resolver=lambda key: self.system, dtype=self.dtype)
-        self.server = _uvicorn(build_app(self.manager, cfg, Activity()))
+        self.server = uvicorn_server(build_app(self.manager, cfg, Activity()))
         sock = listen("127.0.0.1", 0)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()
         while not self.server.started and self.thread.is_alive():
             time.sleep(0.05)
-        return _url("127.0.0.1", sock.getsockname()[1])
+        return local_url("127.0.0.1", sock.getsockname()[1])
 
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
         self.manager.shutdown()
-
-
-def serve(keep_alive: KeepAlive, run_dir: Path, cfg: ServeConfig) -> dict:
-    """Load, listen, answer until idle or stopped; returns what the job reports. The address goes to the job row
-    through ``keep_alive`` (never a direct write: a busy database must not stop a server that already listens)."""
-    device = pick_device()
-    activity = Activity()
-    manager = model_manager(cfg, device)  # a pinned server loads its model here, before it says it is ready
-    app = build_app(manager, cfg, activity)
-    sock = listen(cfg.host, cfg.port)
-    url = _url(cfg.host, sock.getsockname()[1])
-    bind = _address(cfg.host, sock.getsockname()[1])  # what it listens on, said as is (0.0.0.0: every interface)
-    server = _uvicorn(app)
-    reason = {"why": "canceled"}
-
-    def watch() -> None:
-        while not server.should_exit:
-            if STOP.is_set():
-                break
-            if activity.idle_for() > cfg.idle_timeout_s:
-                reason["why"] = "idle"
-                break
-            time.sleep(0.5)
-        server.should_exit = True
-
-    (run_dir / ENDPOINT_FILE).write_text(json.dumps({"url": url, "bind": bind, "model": cfg.system or None}),
-                                         encoding="utf-8")
-    keep_alive.beat(url=url, device=device)
-    print(f"listening on {bind}, reached here at {url} ({cfg.system or 'any system'}); "
-          f"{'API key required' if cfg.api_key_hash else 'no API key'}; stops after {cfg.idle_timeout_s:.0f} s idle",
-          flush=True)
-    activity.touch()  # idle time counts from when it listens, not from before the model loaded
-    threading.Thread(target=watch, daemon=True).start()
-    try:
-        server.run(sockets=[sock])
-    except KeyboardInterrupt:
-        STOP.set()
-    finally:
-        manager.shutdown()
-        (run_dir / ENDPOINT_FILE).unlink(missing_ok=True)
-    return {"url": url, "device": device, "requests": activity.requests,
-            "stopped": "canceled" if STOP.is_set() else reason["why"]}
-
-
-def run_job(job_id: int) -> dict:
-    job = worker_start(job_id)
-    run_dir = Path(job.run_dir)
-    with KeepAlive(job_id) as keep_alive:
-        try:
-            result = serve(keep_alive, run_dir, ServeConfig.from_dict(job.config))
-        except BaseException as err:  # noqa: BLE001 - every failure must end as a truthful status
-            traceback.print_exc()
-            message = str(err) if isinstance(err, StudioError) else f"{type(err).__name__}: {err}"
-            worker_finish(job_id, JobStatus.failed.value, error=message)
-            return {}
-    if result["stopped"] == "canceled":
-        worker_finish(job_id, JobStatus.canceled.value, error="Stopped.", result=result)
-    else:
-        worker_finish(job_id, JobStatus.succeeded.value, result=result)
-    return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    return worker_main("python -m core.ship.server", "Serve systems on an OpenAI-compatible endpoint.", STOP,
-                       run_job, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,5 @@
 """Serving processes, launcher side (pages and the CLI; cheap imports only): start, find, reach and stop the
-local OpenAI-compatible endpoint that core.ship.server runs.
+local OpenAI-compatible endpoint that core.ship.serve_job runs.
 
 A serving process is a job like a training run (kind ``serve``): it waits for a device slot in the same queue,
 holds it while it runs, so the queue does not start a training run beside it where there is no room, and ends
@@ -28,7 +28,7 @@ from core.workspace import runs_dir
 from storage.models import Job, JobStatus, User
 
 KIND = "serve"
-WORKER = "core.ship.server"  # python -m core.ship.server --run-dir DIR
+WORKER = "core.ship.serve_job"  # python -m core.ship.serve_job --run-dir DIR
 ENDPOINT_FILE = "endpoint.json"  # written by the server once it listens: {"url", "bind", "model"}
 DEFAULT_IDLE_S = 600
 DEFAULT_MAX_REQUESTS = 4

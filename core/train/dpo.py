@@ -1,7 +1,7 @@
 """Preference training (method "dpo"): launch checks (cheap imports) and the pieces the training worker assembles
 for TRL's DPOTrainer (torch, transformers, TRL and PEFT are imported inside the functions that need them).
 
-A DPO run is a LoRA run like any other: the same job machinery (core.train.worker: metrics.jsonl, heartbeats,
+A DPO run is a LoRA run like any other: the same job machinery (core.train.train_job: metrics.jsonl, heartbeats,
 cancel, checkpoints and resume, result.json) and the same run folder, holding one complete adapter on the base
 model, so generation, the Playground and merge/export load it exactly like an SFT run's adapter.
 
@@ -24,7 +24,8 @@ from pathlib import Path
 from core.errors import InvalidInput, NotFound
 from core.jobs import rundir
 from core.train.config import TrainConfig
-from core.train.sft import log, lora_config, prepare_device, progress_callback, trainer_args
+from core.train.sft import (Method, log, lora_config, n_tokens, prepare_device, progress_callback, sample,
+                            trainer_args)
 from storage.models import Job, JobStatus
 
 ADAPTER_METHODS = ("lora", "qlora", "dpo")  # runs whose folder holds a LoRA adapter DPO can continue
@@ -81,7 +82,7 @@ def memory_method(cfg: TrainConfig, init_method: str = "lora") -> tuple[str, int
 
 
 def setup(ctx, records: list[dict], project_max_length: int, load_base, model=None, tokenizer=None) -> None:
-    """Fill ``ctx`` (core.train.worker.Context) for a DPO run: hardware and precision as SFT chooses them, the
+    """Fill ``ctx`` (core.train.train_job.Context) for a DPO run: hardware and precision as SFT chooses them, the
     pairs as a dataset, max length, model (new LoRA, or the continued run's adapter as trainable) and DPOConfig.
     ``load_base(cfg, precision, device)`` is the worker's base loader; ``model``/``tokenizer`` replace loading
     (the throughput bench passes them)."""
@@ -97,9 +98,9 @@ def setup(ctx, records: list[dict], project_max_length: int, load_base, model=No
     if not records:
         raise InvalidInput("The preference version has no pairs.")
     ctx.dataset.update({"preference_version_id": cfg.preference_version_id, "n_pairs_available": len(records)})
-    records = _sample(records, cfg.max_train_examples, cfg.seed)
-    lengths = [max(_n_tokens(ctx.tokenizer, r["prompt"] + r["chosen"]),
-                   _n_tokens(ctx.tokenizer, r["prompt"] + r["rejected"])) for r in records]
+    records = sample(records, cfg.max_train_examples, cfg.seed)
+    lengths = [max(n_tokens(ctx.tokenizer, r["prompt"] + r["chosen"]),
+                   n_tokens(ctx.tokenizer, r["prompt"] + r["rejected"])) for r in records]
     ctx.max_length = cfg.max_length or auto_max_length(lengths, project_max_length)
     n_truncated = sum(n > ctx.max_length for n in lengths)
     ctx.dataset.update({"n_train": len(records), "n_validation": 0, "max_length": ctx.max_length,
@@ -142,22 +143,6 @@ def _init_dir(cfg: TrainConfig) -> str:
         if job is None or not job.run_dir or not (Path(job.run_dir) / rundir.ADAPTER_FILES[0]).exists():
             raise InvalidInput(f"Run {cfg.init_from_run}'s adapter is gone, so there is nothing to continue.")
         return job.run_dir
-
-
-def _sample(records: list[dict], n: int, seed: int) -> list[dict]:
-    import random
-
-    if not 0 < n < len(records):
-        return records
-    keep = sorted(random.Random(seed).sample(range(len(records)), n))
-    return [records[i] for i in keep]
-
-
-def _n_tokens(tokenizer, messages: list[dict]) -> int:
-    ids = tokenizer.apply_chat_template(messages, tokenize=True)
-    if isinstance(ids, dict) or hasattr(ids, "keys"):
-        ids = ids["input_ids"]
-    return len(ids)
 
 
 def dpo_config(ctx):
@@ -205,3 +190,27 @@ def reward_summary(history: list[dict]) -> dict:
     return {"reward_margin_first": margins[0] if margins else None,
             "reward_margin_last": margins[-1] if margins else None,
             "reward_accuracy_last": accuracies[-1] if accuracies else None}
+
+
+def preference_data(cfg: TrainConfig) -> list[dict]:
+    """The preference version's pairs less ``cfg.exclude_pair_ids``, refused when none is left."""
+    from core.curate.preference_versions import preference_records
+    from storage.db import session_scope
+
+    with session_scope() as session:
+        records = preference_records(session, cfg.preference_version_id, cfg.exclude_pair_ids)
+    if cfg.exclude_pair_ids:
+        log(f"data: {len(cfg.exclude_pair_ids)} preference pair(s) excluded by the run's settings (exclude_pair_ids)")
+    if not records:
+        raise InvalidInput("Every pair of the preference version is excluded (exclude_pair_ids); nothing is left "
+                           "to train on.")
+    return records
+
+
+def prepare(ctx, project_max_length: int, load_base) -> None:
+    """The DPO method's data and setup (core.train.sft.Method.prepare)."""
+    setup(ctx, preference_data(ctx.cfg), project_max_length, load_base)
+
+
+METHOD = Method(prepare=prepare, build_trainer=build_trainer, save=save_adapter, summary=reward_summary)
+

@@ -1,5 +1,5 @@
 """Training runs, launcher side (pages and the CLI; cheap imports only): estimate, launch, resume, history and
-comparison. The training process itself is core.train.worker; the adapter and merged folders are written by
+comparison. The training process itself is core.train.train_job; the adapter and merged folders are written by
 core.train.export, inside the export job of core.ship.deploy."""
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from core.train.hardware import detect, estimate_peak_memory, estimate_sum_text,
 from storage.models import DatasetVersion, Job
 
 KIND = "train"
-WORKER = "core.train.worker"  # python -m core.train.worker --run-dir DIR
+WORKER = "core.train.train_job"  # python -m core.train.train_job --run-dir DIR
 
 
 def estimate(cfg: TrainConfig, hw=None, max_length: int | None = None) -> dict:

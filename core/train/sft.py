@@ -1,12 +1,16 @@
-"""The SFT pieces the training worker assembles: TRL's SFTConfig and PEFT's LoraConfig from a TrainConfig,
-the progress callback (metrics.jsonl, heartbeats, stop on SIGTERM, complete-checkpoint markers) and the
-SFTTrainer subclass with a lean loss on devices without Triton. ``ctx`` is core.train.worker.Context."""
+"""The SFT pieces the training job assembles: TRL's SFTConfig and PEFT's LoraConfig from a TrainConfig,
+the progress callback (metrics.jsonl, heartbeats, stop on SIGTERM, complete-checkpoint markers), the
+SFTTrainer subclass with a lean loss on devices without Triton, and ``Method``: the few hooks by which the
+training job runs SFT and DPO alike. ``ctx`` is core.train.train_job.Context."""
 from __future__ import annotations
 
 import json
 import os
+import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 from core.errors import InvalidInput
 from core.jobs import rundir
@@ -16,6 +20,37 @@ from core.train.hardware import measured_peak_mb
 
 DPO_LOGS = (("reward_margin", "rewards/margins"), ("reward_accuracy", "rewards/accuracies"),
             ("reward_chosen", "rewards/chosen"), ("reward_rejected", "rewards/rejected"))
+
+
+@dataclass(frozen=True)
+class Method:
+    """What one training method brings to the training job (core.train.train_job), which calls only these."""
+
+    prepare: Callable[..., None]
+    """``prepare(ctx, project_max_length, load_base)``: read the method's data from the database and fill ``ctx``
+    (hardware, precision, tokenizer, datasets, max length, model, trainer arguments)."""
+    build_trainer: Callable[[Any], Any]
+    """``build_trainer(ctx)``: the TRL trainer, with the studio's progress callback."""
+    save: Callable[[Any, Any], None]
+    """``save(ctx, trainer)``: the adapter (or full model) with the tokenizer into the run folder."""
+    summary: Callable[[list[dict]], dict]
+    """``summary(log_history)``: the method's own final metrics for result.json (beside the losses)."""
+
+
+def sample(records: list[dict], n: int, seed: int) -> list[dict]:
+    """A seeded random sample of ``n`` records in their original order (all of them when n is 0 or too big)."""
+    if not 0 < n < len(records):
+        return records
+    keep = sorted(random.Random(seed).sample(range(len(records)), n))
+    return [records[i] for i in keep]
+
+
+def n_tokens(tokenizer, messages: list[dict]) -> int:
+    """The length in tokens of a conversation through the model's chat template."""
+    ids = tokenizer.apply_chat_template(messages, tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return len(ids)
 
 
 def log(msg: str) -> None:

@@ -1,9 +1,11 @@
-"""The training process: ``python -m core.train.worker --run-dir DIR``. Never imports streamlit.
+"""The training job: ``python -m core.train.train_job --run-dir DIR``. Never imports streamlit.
 
-The worker reads only ``DIR/config.json`` (a TrainConfig) and the database (the dataset version's records),
-and runs a pipeline of small steps: setup -> fit -> save -> cleanup. Training is TRL's SFTTrainer with a
-PEFT LoraConfig (LoRA / QLoRA) or all weights (full); prompt/completion records make TRL compute the loss on
-the assistant's answer only.
+The job reads only ``DIR/config.json`` (a TrainConfig) and the database (the dataset or preference version's
+records), and runs a pipeline of small steps: prepare -> fit -> save -> cleanup, through the hooks of its
+method (core.train.sft.Method: SFT here, DPO in core.train.dpo). SFT is TRL's SFTTrainer with a PEFT
+LoraConfig (LoRA / QLoRA) or all weights (full); prompt/completion records make TRL compute the loss on the
+assistant's answer only. Start, heartbeats, cancel and the recorded end are the job lifecycle's
+(core.jobs.worker.run_worker); cleanup writes result.json however the run ended.
 
 The run folder ends up holding exactly: config.json, result.json, train.log, metrics.jsonl, tb/ (TensorBoard
 events), checkpoints/ (the last two complete ones, for resume), and the adapter (adapter_config.json,
@@ -11,16 +13,13 @@ adapter_model.safetensors) with the tokenizer files and chat template -- or mode
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
-import random
 import shutil
 import subprocess
 import sys
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,18 +27,16 @@ from typing import Any
 from core.basemodel import load_model, load_tokenizer
 from core.curate.datasets import version_records
 from core.curate.leakage import eval_derived_excluded
-from core.curate.preference_versions import preference_records
-from core.errors import InvalidInput, NotFound, StudioError
+from core.errors import InvalidInput
 from core.train.hardware import estimate_peak_memory, measured_peak_mb
 from core.jobs import rundir
-from core.jobs.worker import KeepAlive, StopFlag, job_for_run_dir, worker_finish, worker_start
+from core.jobs.worker import JobContext, KeepAlive, StopFlag, out_of_memory, worker_main
 from core.train import dpo
 from core.train.config import TrainConfig, auto_max_length
-from core.train.sft import (answer_cut_away, log, lora_config, prepare_device, progress_callback, sft_config,
-                            studio_trainer_class, use_padding_free)
-from core.workspace import offline_env
+from core.train.sft import (Method, answer_cut_away, log, lora_config, n_tokens, prepare_device, progress_callback,
+                            sample, sft_config, studio_trainer_class, use_padding_free)
 from storage.db import session_scope
-from storage.models import DatasetVersion, JobStatus, Project
+from storage.models import DatasetVersion, Job, Project
 
 STOP = StopFlag()  # set by SIGTERM: stop at the next step, save, mark canceled
 
@@ -102,10 +99,17 @@ def setup(run_dir: Path, cfg: TrainConfig, records: dict[str, list[dict]], proje
     """Hardware, precision, tokenizer, datasets, max length, model and the SFT/PEFT configs.
 
     ``model`` / ``tokenizer`` replace loading ``cfg.base_model`` (the throughput bench passes a random model)."""
+    ctx = Context(run_dir=run_dir, cfg=cfg, job_id=job_id, stop=stop if stop is not None else StopFlag())
+    setup_sft(ctx, records, project_max_length, _load_base, model, tokenizer)
+    return ctx
+
+
+def setup_sft(ctx: Context, records: dict[str, list[dict]], project_max_length: int, load_base, model=None,
+              tokenizer=None) -> None:
+    """Fill ``ctx`` for an SFT run (``setup``'s work, in the shape of core.train.dpo.setup)."""
     from datasets import Dataset
 
-
-    ctx = Context(run_dir=run_dir, cfg=cfg, job_id=job_id, stop=stop if stop is not None else StopFlag())
+    cfg = ctx.cfg
     prepare_device(ctx)
 
     ctx.tokenizer = tokenizer or load_tokenizer(cfg.base_model)
@@ -113,9 +117,9 @@ def setup(run_dir: Path, cfg: TrainConfig, records: dict[str, list[dict]], proje
     if not train:
         raise InvalidInput("The dataset version has no training examples.")
     ctx.dataset.update({"n_train_available": len(train), "n_validation_available": len(val)})
-    train = _sample(train, cfg.max_train_examples, cfg.seed)
-    val = _sample(val, cfg.max_validation_examples, cfg.seed)
-    lengths = [_n_tokens(ctx.tokenizer, r) for r in train]
+    train = sample(train, cfg.max_train_examples, cfg.seed)
+    val = sample(val, cfg.max_validation_examples, cfg.seed)
+    lengths = [n_tokens(ctx.tokenizer, r["prompt"] + r["completion"]) for r in train]
     ctx.max_length = cfg.max_length or auto_max_length(lengths, project_max_length)
     n_truncated = sum(n > ctx.max_length for n in lengths)
     ctx.dataset.update({"n_train": len(train), "n_validation": len(val), "max_length": ctx.max_length,
@@ -130,13 +134,12 @@ def setup(run_dir: Path, cfg: TrainConfig, records: dict[str, list[dict]], proje
                                         cfg.per_device_batch_size, ctx.max_length, cfg.gradient_checkpointing,
                                         ctx.precision, lora_r=cfg.lora_r, device=ctx.hw.kind,
                                         target_modules=cfg.target_modules_value())
-    ctx.model = model if model is not None else _load_base(cfg, ctx.precision, ctx.hw.kind)
+    ctx.model = model if model is not None else load_base(cfg, ctx.precision, ctx.hw.kind)
     ctx.padding_free = use_padding_free(cfg, ctx.model)
     if not ctx.padding_free:
         _note_answerless(ctx, train, val)
     ctx.peft_config = lora_config(cfg) if cfg.method in ("lora", "qlora") else None
     ctx.sft_args = sft_config(ctx)
-    return ctx
 
 
 def _note_answerless(ctx: Context, train: list[dict], val: list[dict]) -> None:
@@ -161,21 +164,6 @@ def _note_answerless(ctx: Context, train: list[dict], val: list[dict]) -> None:
     elif cut_val:
         log(f"data: {cut_val} of {len(val)} validation examples have a prompt of {n} tokens or more; the "
             "validation loss leaves them out")
-
-
-def _sample(records: list[dict], n: int, seed: int) -> list[dict]:
-    """A seeded random sample of ``n`` records in their original order (all of them when n is 0 or too big)."""
-    if not 0 < n < len(records):
-        return records
-    keep = sorted(random.Random(seed).sample(range(len(records)), n))
-    return [records[i] for i in keep]
-
-
-def _n_tokens(tokenizer, record: dict) -> int:
-    ids = tokenizer.apply_chat_template(record["prompt"] + record["completion"], tokenize=True)
-    if isinstance(ids, dict) or hasattr(ids, "keys"):
-        ids = ids["input_ids"]
-    return len(ids)
 
 
 def _load_base(cfg: TrainConfig, precision: str, device: str = "cuda"):
@@ -214,7 +202,7 @@ def build_trainer(ctx: Context):
 
 def fit(ctx: Context):
     """Train (continuing from cfg.resume_from when set); returns the trainer."""
-    trainer = (dpo.build_trainer if ctx.cfg.method == "dpo" else build_trainer)(ctx)
+    trainer = method_of(ctx.cfg).build_trainer(ctx)
     ctx.model = trainer.model
     resume = ctx.cfg.resume_from or None
     if resume and not (Path(resume) / rundir.COMPLETE_MARKER).exists():
@@ -247,9 +235,11 @@ def _line_step(line: str) -> int:
 
 def save(ctx: Context, trainer) -> None:
     """Adapter (or full model) with tokenizer and chat template into the run folder."""
-    if ctx.cfg.method == "dpo":
-        dpo.save_adapter(ctx, trainer)
-        return
+    method_of(ctx.cfg).save(ctx, trainer)
+
+
+def save_sft(ctx: Context, trainer) -> None:
+    """The SFT run's adapter (or full model) with tokenizer and chat template into the run folder."""
     if ctx.cfg.method == "full":
         out = ctx.run_dir / rundir.FULL_MODEL_DIR
         trainer.model.save_pretrained(out, safe_serialization=True)
@@ -276,28 +266,18 @@ def summarize(ctx: Context, trainer) -> dict:
             "start_step": ctx.start_step,
             "epoch": trainer.state.epoch if trainer is not None else 0,
             "train_runtime_s": final.get("train_runtime"),
-            **(dpo.reward_summary(history) if ctx.cfg.method == "dpo" else {})}
+            **method_of(ctx.cfg).summary(history)}
 
 
 def oom_advice(cfg: TrainConfig, max_length: int) -> str:
+    """The training run's out-of-memory message: what to change in its own settings."""
     tips = [f"a smaller per_device_batch_size (now {cfg.per_device_batch_size}) with a larger grad_accum",
             f"a shorter max_length (now {max_length})"]
     if not cfg.gradient_checkpointing:
         tips.append("gradient_checkpointing on")
     if cfg.method != "qlora":
         tips.append("QLoRA (4-bit base weights)")
-    return "Out of memory: the run needed more memory than the device has. Try " + ", ".join(tips) + "."
-
-
-def is_oom(err: BaseException) -> bool:
-    try:
-        import torch
-
-        if isinstance(err, torch.OutOfMemoryError):
-            return True
-    except (ImportError, AttributeError):
-        pass
-    return isinstance(err, MemoryError) or "out of memory" in str(err).lower()
+    return out_of_memory(tips, what="run")
 
 
 def _package_versions() -> dict:
@@ -321,83 +301,63 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def run(run_dir: str | Path) -> dict:
-    """The worker: setup -> fit -> save -> cleanup, always ending with result.json and the job's final status."""
-    offline_env()
-    run_dir = Path(run_dir).resolve()
-    cfg_text = (run_dir / rundir.CONFIG).read_text(encoding="utf-8")
-    STOP.install()
+def train(job: JobContext) -> dict:
+    """The training job's body: prepare -> fit -> save; cleanup (result.json) runs however it ends."""
     t0 = time.time()
-    job_id, version, project_max = _job_and_data_info(run_dir)
-    if job_id:
-        worker_start(job_id)
-    ctx = None
-    trainer = None
-    status, error = JobStatus.failed.value, ""
-    with KeepAlive(job_id) as alive:
-        try:
-            cfg = TrainConfig.from_json(cfg_text)
-            if cfg.method == "dpo":
-                ctx = Context(run_dir=run_dir, cfg=cfg, job_id=job_id, stop=STOP)
-                dpo.setup(ctx, _preference_records(cfg), project_max, _load_base)
-            else:
-                records, excluded = _records(cfg)
-                ctx = setup(run_dir, cfg, records, project_max, job_id, stop=STOP)
-                ctx.dataset.update(excluded)
-            ctx.keep_alive = alive if job_id else None
-            trainer = fit(ctx)
-            save(ctx, trainer)
-            status = JobStatus.canceled.value if STOP.is_set() else JobStatus.succeeded.value
-            if STOP.is_set():
-                error = "Canceled; the adapter and a checkpoint were saved at step " \
-                        f"{trainer.state.global_step}, and Resume continues from there."
-        except BaseException as err:  # noqa: BLE001 - every failure must end as a truthful status
-            traceback.print_exc()
-            if isinstance(err, KeyboardInterrupt) or STOP.is_set() and not is_oom(err):
-                status, error = JobStatus.canceled.value, "Canceled before training finished."
-            elif is_oom(err):
-                error = oom_advice(ctx.cfg if ctx else TrainConfig(), ctx.max_length if ctx else 0)
-            elif isinstance(err, StudioError):
-                error = str(err)
-            else:
-                error = f"{type(err).__name__}: {err}".strip()[:2000]
-        finally:
-            result = cleanup(run_dir, ctx, trainer, status, error, version, t0)
-            if job_id:
-                worker_finish(job_id, status, error, result=result,
-                              measured_peak_mb=result["memory"]["measured_peak_mb"],
-                              estimated_peak_mb=result["memory"]["estimated_peak_mb"])
-    return result
+    version, project_max = _data_info(job.job_id)
+    state: dict = {"ctx": None, "trainer": None}
+    job.canceled_message = "Canceled before training finished."
+    job.oom_advice = lambda: oom_advice(state["ctx"].cfg if state["ctx"] else TrainConfig(),
+                                        state["ctx"].max_length if state["ctx"] else 0)
+
+    def end(status: str, error: str, _result: dict | None) -> dict:
+        result = cleanup(job.run_dir, state["ctx"], state["trainer"], status, error, version, t0)
+        job.memory.update(measured_peak_mb=result["memory"]["measured_peak_mb"],
+                          estimated_peak_mb=result["memory"]["estimated_peak_mb"])
+        return result
+
+    job.on_end = end
+    cfg = TrainConfig.from_dict(job.config)
+    ctx = state["ctx"] = Context(run_dir=job.run_dir, cfg=cfg, job_id=job.job_id, stop=job.stop,
+                                 keep_alive=job.keep_alive if job.job_id else None)
+    method = method_of(cfg)
+    method.prepare(ctx, project_max, _load_base)
+    trainer = state["trainer"] = fit(ctx)
+    method.save(ctx, trainer)
+    if job.stop.is_set():
+        job.canceled_message = ("Canceled; the adapter and a checkpoint were saved at step "
+                                f"{trainer.state.global_step}, and Resume continues from there.")
+    return {}
 
 
-def _job_and_data_info(run_dir: Path) -> tuple[int | None, dict, int]:
-    """Job id, dataset version facts and the project's max length from the database."""
-    try:
-        with session_scope() as session:
-            job = job_for_run_dir(session, run_dir)
-            version = session.get(DatasetVersion, job.dataset_version_id) if job.dataset_version_id else None
-            project = session.get(Project, job.project_id)
-            info = {"version_id": version.id, "name": version.name, "content_hash": version.content_hash} \
-                if version else {}
-            return job.id, info, (project.max_length if project else 2048)
-    except NotFound:
-        return None, {}, 2048
-
-
-def _records(cfg: TrainConfig) -> tuple[dict[str, list[dict]], dict]:
+def prepare_sft(ctx: Context, project_max_length: int, load_base) -> None:
+    """The SFT method's data (the dataset version less what the run leaves out) and setup."""
     with session_scope() as session:
-        return training_records(session, cfg)
+        records, excluded = training_records(session, ctx.cfg)
+    setup_sft(ctx, records, project_max_length, load_base)
+    ctx.dataset.update(excluded)
 
 
-def _preference_records(cfg: TrainConfig) -> list[dict]:
+SFT = Method(prepare=prepare_sft, build_trainer=build_trainer, save=save_sft, summary=lambda history: {})
+
+
+def method_of(cfg: TrainConfig) -> Method:
+    """The hooks of the run's method: DPO's for "dpo", SFT's for lora, qlora and full."""
+    return {"dpo": dpo.METHOD}.get(cfg.method, SFT)
+
+
+def _data_info(job_id: int | None) -> tuple[dict, int]:
+    """The dataset version's facts and the project's max length, from the job row (none for a folder no job
+    owns)."""
+    if not job_id:
+        return {}, 2048
     with session_scope() as session:
-        records = preference_records(session, cfg.preference_version_id, cfg.exclude_pair_ids)
-    if cfg.exclude_pair_ids:
-        log(f"data: {len(cfg.exclude_pair_ids)} preference pair(s) excluded by the run's settings (exclude_pair_ids)")
-    if not records:
-        raise InvalidInput("Every pair of the preference version is excluded (exclude_pair_ids); nothing is left "
-                           "to train on.")
-    return records
+        job = session.get(Job, job_id)
+        version = session.get(DatasetVersion, job.dataset_version_id) if job.dataset_version_id else None
+        project = session.get(Project, job.project_id)
+        info = {"version_id": version.id, "name": version.name, "content_hash": version.content_hash} \
+            if version else {}
+        return info, (project.max_length if project else 2048)
 
 
 def cleanup(run_dir: Path, ctx: Context | None, trainer, status: str, error: str, version: dict,
@@ -433,11 +393,8 @@ def cleanup(run_dir: Path, ctx: Context | None, trainer, status: str, error: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.train.worker", description="Run one fine-tuning job.")
-    parser.add_argument("--run-dir", required=True, help="run folder holding config.json")
-    args = parser.parse_args(argv)
-    result = run(args.run_dir)
-    return 0 if result["status"] in (JobStatus.succeeded.value, JobStatus.canceled.value) else 1
+    return worker_main("python -m core.train.train_job", "Run one fine-tuning job.", train, argv, stop=STOP,
+                       needs_job=False)
 
 
 if __name__ == "__main__":

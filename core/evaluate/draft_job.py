@@ -1,17 +1,17 @@
-"""The draft-answers job: ``python -m core.evaluate.draftjob --run-dir DIR``. Never imports streamlit.
+"""The draft-answers job: ``python -m core.evaluate.draft_job --run-dir DIR``. Never imports streamlit.
 
 setup -> load the model once (the base, a run's adapter on its base, or a full fine-tune's own model) -> batched
 generation with the evaluation's machinery (core.evaluate.generate.generate_outputs: left-padded,
 length-sorted batches) -> each batch's answers written into their examples -> finish. An example is written
 only if it still needs an answer and nobody saved it since the job read it (the same version check as every
 save), so an annotator who answered it meanwhile keeps their answer. A canceled or crashed job resumed later
-drafts only what is still empty.
+drafts only what is still empty. Start, heartbeats, cancel and the recorded end are the job lifecycle's
+(core.jobs.worker.run_worker).
 """
 from __future__ import annotations
 
 import sys
 import time
-import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,14 +22,13 @@ from core.curate.dedup import record_hash, record_text, search_text
 from core.curate.formats import chat_messages, make_record
 from core.curate.hints import estimate_tokens
 from core.curate.history import add_revision
-from core.errors import InvalidInput
 from core.evaluate.drafting import DraftConfig, needs_answer
 from core.evaluate.generate import generate_outputs
 from core.evaluate.systems import BASE, parse_system, system_labels
 from core.jobs import rundir
-from core.jobs.worker import KeepAlive, StopFlag, worker_finish, worker_main, worker_start
+from core.jobs.worker import JobContext, StopFlag, out_of_memory, run_worker, worker_main
 from storage.db import retry_busy, session_scope
-from storage.models import Example, Job, JobStatus, User, utcnow
+from storage.models import Example, Job, User, utcnow
 
 STOP = StopFlag()  # set by SIGTERM (core.jobs.queue.cancel): stop after the current batch, keep what was written
 
@@ -100,50 +99,47 @@ def _write(job: Job, label: str, items: list[tuple[int, int, list]], answers: li
             counts["drafted"] += 1
 
 
-def run_job(job_id: int) -> dict:
+def run_job(job_id: int) -> dict | None:
+    """Run draft-answers job ``job_id`` through the job lifecycle; returns the result it recorded."""
+    return run_worker(job_id, draft, stop=STOP)[1]
+
+
+def draft(ctx: JobContext) -> dict:
     """Draft an answer into every configured example that still needs one; returns the job's result."""
-    job = worker_start(job_id)
     t_start = time.perf_counter()
     counts = {"drafted": 0, "empty": 0, "skipped": 0}
-    result: dict = {}
-    keep_alive = KeepAlive(job_id).start()
-    try:
-        cfg = DraftConfig.from_dict(job.config)
-        with session_scope() as s:
-            label = system_labels(s, [cfg.system])[cfg.system]
-        todo = _todo(cfg)
-        result = {"system": cfg.system, "total": len(todo), "already_answered": len(cfg.example_ids) - len(todo),
-                  "decoding": cfg.decoding.stored()}
-        keep_alive.beat(done=0, total=len(todo))
-        if todo:
-            print(f"loading {cfg.base_model or EMBEDDED} to draft {len(todo)} answers with {cfg.system}", flush=True)
-            model, tokenizer = _model(cfg)
+    result = ctx.result  # what a failure keeps as the job's result, with the counts so far
+    result.update(counts)
+    cfg = DraftConfig.from_dict(ctx.config)
+    ctx.canceled_message = "Canceled; answers drafted so far are kept."
+    ctx.oom_advice = lambda: out_of_memory([f"a smaller batch size (now {cfg.batch_size})",
+                                            "a shorter max_new_tokens"])
+    with session_scope() as s:
+        label = system_labels(s, [cfg.system])[cfg.system]
+        job = s.get(Job, ctx.job_id)
+    todo = _todo(cfg)
+    result.update({"system": cfg.system, "total": len(todo), "already_answered": len(cfg.example_ids) - len(todo),
+                   "decoding": cfg.decoding.stored()})
+    ctx.beat(done=0, total=len(todo))
+    if todo:
+        print(f"loading {cfg.base_model or EMBEDDED} to draft {len(todo)} answers with {cfg.system}", flush=True)
+        model, tokenizer = _model(cfg)
 
-            def on_batch(indices: list[int], batch: list[dict]) -> None:
-                retry_busy(lambda: _write(job, label, [todo[i] for i in indices], batch, counts))
-                done = counts["drafted"] + counts["empty"] + counts["skipped"]
-                keep_alive.beat(done=done, total=len(todo))
-                print(f"{done}/{len(todo)} answers drafted", flush=True)
+        def on_batch(indices: list[int], batch: list[dict]) -> None:
+            retry_busy(lambda: _write(job, label, [todo[i] for i in indices], batch, counts))
+            result.update(counts)
+            done = counts["drafted"] + counts["empty"] + counts["skipped"]
+            ctx.beat(done=done, total=len(todo))
+            print(f"{done}/{len(todo)} answers drafted", flush=True)
 
-            generate_outputs(model, tokenizer, [conv for _, _, conv in todo], cfg.decoding,
-                             batch_size=cfg.batch_size, on_batch=on_batch, should_stop=STOP.is_set)
-        result.update(counts, seconds=round(time.perf_counter() - t_start, 2))
-        status = JobStatus.canceled.value if STOP.is_set() else JobStatus.succeeded.value
-        worker_finish(job_id, status, error="Canceled; answers drafted so far are kept." if STOP.is_set() else "",
-                      result=result)
-        return result
-    except Exception as err:  # the job's truth goes to the database, the traceback to the log
-        traceback.print_exc()
-        message = str(err) if isinstance(err, InvalidInput) else f"{type(err).__name__}: {err}"
-        worker_finish(job_id, JobStatus.failed.value, error=message, result={**result, **counts} or None)
-        raise
-    finally:
-        keep_alive.stop()
+        generate_outputs(model, tokenizer, [conv for _, _, conv in todo], cfg.decoding,
+                         batch_size=cfg.batch_size, on_batch=on_batch, should_stop=ctx.stop.is_set)
+    result.update(counts, seconds=round(time.perf_counter() - t_start, 2))
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    return worker_main("python -m core.evaluate.draftjob", __doc__.splitlines()[0], STOP,
-                       lambda job_id: run_job(job_id) is not None, argv)
+    return worker_main("python -m core.evaluate.draft_job", __doc__.splitlines()[0], draft, argv, stop=STOP)
 
 
 if __name__ == "__main__":
