@@ -11,10 +11,11 @@
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 
@@ -132,11 +133,21 @@ def bradley_terry(votes: Sequence[Vote], *, scale: float = SCALE, base: float = 
 def bradley_terry_bootstrap(votes: Sequence[Vote], *, rounds: int = 200, seed: int = 0,
                             confidence: float = 0.95) -> list[dict]:
     """Leaderboard rows ``{system, rating, lo, hi, n_votes}``: the fit on all votes plus percentile intervals
-    from ``rounds`` fits on votes resampled with replacement (Chatbot Arena's ``get_bootstrap_result``)."""
-    votes = list(votes)
+    from ``rounds`` fits on votes resampled with replacement (Chatbot Arena's ``get_bootstrap_result``).
+
+    The result is a pure function of its arguments and is memoised on them: the Results page reruns on every
+    click with the same votes, and the hundreds of refits cost seconds each time; a new vote is a new key.
+    Callers get fresh dicts, so labelling the rows never alters the memo."""
+    key = tuple((s1, s2, outcome) for s1, s2, outcome in votes)
+    return [dict(row) for row in _bradley_terry_bootstrap(key, rounds, seed, confidence)]
+
+
+@functools.lru_cache(maxsize=64)
+def _bradley_terry_bootstrap(votes: tuple[Vote, ...], rounds: int, seed: int,
+                             confidence: float) -> tuple[dict, ...]:
     point = bradley_terry(votes)
     if not point:
-        return []
+        return ()
     rng = np.random.default_rng(seed)
     samples: dict[str, list[float]] = {s: [] for s in point}
     if len(votes) > 1:
@@ -157,13 +168,13 @@ def bradley_terry_bootstrap(votes: Sequence[Vote], *, rounds: int = 200, seed: i
         got = samples[s]
         lo, hi = (float(np.percentile(got, tail)), float(np.percentile(got, 100 - tail))) if got else (r, r)
         rows.append({"system": s, "rating": r, "lo": lo, "hi": hi, "n_votes": counts[s]})
-    return sorted(rows, key=lambda row: -row["rating"])
+    return tuple(sorted(rows, key=lambda row: -row["rating"]))
 
 
 # ---------------------------------------------------------------- agreement
 
 
-def krippendorff_alpha(ratings: dict[str, dict[object, object]], *, level: str = "ordinal",
+def krippendorff_alpha(ratings: dict[Any, dict[Any, Any]], *, level: Literal["nominal", "ordinal"] = "ordinal",
                        value_domain: Sequence | None = None) -> float | None:
     """Krippendorff's alpha over ``ratings[rater][unit] = value``; None when no unit has two ratings.
 
@@ -198,7 +209,7 @@ def krippendorff_alpha(ratings: dict[str, dict[object, object]], *, level: str =
     return float(krippendorff.alpha(reliability_data=matrix, level_of_measurement=level, value_domain=domain))
 
 
-def percent_agreement(ratings: dict[str, dict[object, object]]) -> float | None:
+def percent_agreement(ratings: dict[Any, dict[Any, Any]]) -> float | None:
     """Share of rater pairs on the same unit who gave the same value; None without any such pair."""
     by_unit: dict[object, list] = {}
     for r in ratings.values():
