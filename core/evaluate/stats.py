@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Iterable, Literal, Sequence
 
@@ -130,6 +131,16 @@ def bradley_terry(votes: Sequence[Vote], *, scale: float = SCALE, base: float = 
     return {s: float(ratings[index[s]]) for s in systems}
 
 
+def _win_effect(vote: Vote) -> tuple[str, str, str]:
+    """What one vote adds to bradley_terry's wins matrix: a win of the first system named over the second, or a
+    tie between the two in name order (a tie and "both bad" count alike)."""
+    s1, s2, outcome = vote
+    if outcome in ("tie", "both_bad"):
+        first, second = sorted((s1, s2))
+        return ("tie", first, second)
+    return ("win", s1, s2) if outcome == "1" else ("win", s2, s1)
+
+
 def bradley_terry_bootstrap(votes: Sequence[Vote], *, rounds: int = 200, seed: int = 0,
                             confidence: float = 0.95) -> list[dict]:
     """Leaderboard rows ``{system, rating, lo, hi, n_votes}``: the fit on all votes plus percentile intervals
@@ -151,14 +162,17 @@ def _bradley_terry_bootstrap(votes: tuple[Vote, ...], rounds: int, seed: int,
     rng = np.random.default_rng(seed)
     samples: dict[str, list[float]] = {s: [] for s in point}
     if len(votes) > 1:
-        # A resample is a multiset of votes and the fit depends on nothing else, so each distinct one is fitted
-        # once: with the few votes of a review just begun most resamples repeat, and a fit on one-sided votes
-        # (no finite optimum) runs the solver to its limit, which made the Results page take many seconds.
-        fits: dict[tuple[int, ...], dict[str, float]] = {}
+        # The fit depends only on how many times each pair of systems won each way or tied (bradley_terry's wins
+        # matrix), so resamples with the same counts are fitted once: with the few votes of a review just begun
+        # most resamples repeat, and a fit on one-sided votes (no finite optimum) runs the solver to its limit,
+        # which made the Results page take many seconds.
+        effect = [_win_effect(vote) for vote in votes]
+        fits: dict[tuple, dict[str, float]] = {}
         for _ in range(rounds):
-            key = tuple(sorted(int(k) for k in rng.integers(0, len(votes), len(votes))))
+            drawn = sorted(int(k) for k in rng.integers(0, len(votes), len(votes)))
+            key = tuple(sorted(Counter(effect[k] for k in drawn).items()))
             if key not in fits:
-                fits[key] = bradley_terry([votes[k] for k in key])
+                fits[key] = bradley_terry([votes[k] for k in drawn])
             for s, r in fits[key].items():
                 samples[s].append(r)
     tail = (1 - confidence) / 2 * 100
