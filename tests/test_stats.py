@@ -140,3 +140,17 @@ def test_automatic_metrics_offline():
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     assert m["rouge_l"] == pytest.approx(np.mean([scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(preds, refs)]))
     assert stats.perplexity(2 * math.log(4), 2) == pytest.approx(4)
+
+
+def test_bootstrap_rounds_setting_keeps_the_product_default_and_refuses_nonsense(monkeypatch):
+    from core.errors import InvalidInput
+    from core.evaluate.results import bootstrap_rounds_setting
+
+    monkeypatch.delenv("FINETUNE_STUDIO_BOOTSTRAP_ROUNDS", raising=False)
+    assert bootstrap_rounds_setting() == 200
+    monkeypatch.setenv("FINETUNE_STUDIO_BOOTSTRAP_ROUNDS", "80")
+    assert bootstrap_rounds_setting() == 80
+    for bad in ("5", "many", "-100"):
+        monkeypatch.setenv("FINETUNE_STUDIO_BOOTSTRAP_ROUNDS", bad)
+        with pytest.raises(InvalidInput, match="at least 10"):
+            bootstrap_rounds_setting()
