@@ -1,7 +1,8 @@
 """DPO throughput: the project's DPO job path (core.train.dpo inside the worker's Context, with its progress
 callback writing metrics.jsonl) vs a plain TRL DPOTrainer on the same model, pairs and settings.
 
-Both run in this one process, alternating (and which runs first alternates too), on the same model weights, the same new LoRA adapter config, the same
+Both run in this one process, alternating (and which runs first alternates too), on the same model weights, the
+same new LoRA adapter config, the same
 preference pairs in the same batch size and max length, beta, loss type, optimizer and precision. Throughput is
 real (non-padding) tokens per second over the timed steps (the first step is a warm-up), counted by the Trainer's
 ``num_input_tokens_seen`` (chosen and rejected sequences of each pair), and pairs per second. Prints both, and the

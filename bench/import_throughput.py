@@ -62,7 +62,8 @@ def run_baseline(path: Path, tmp: Path) -> dict:
     conn.commit()
     conn.close()
     seconds = time.perf_counter() - t0
-    return {"records": n, "seconds": seconds, "cpu_s": time.process_time() - c0, "records_per_s": n / seconds, "peak_rss_mb": peak_mb()}
+    return {"records": n, "seconds": seconds, "cpu_s": time.process_time() - c0, "records_per_s": n / seconds,
+            "peak_rss_mb": peak_mb()}
 
 
 def run_project(path: Path, tmp: Path) -> dict:

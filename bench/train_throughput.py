@@ -31,8 +31,8 @@ PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, 
 
 
 def demo_records(n: int) -> list[dict]:
-    lines = [json.loads(ln) for ln in (ROOT / "core" / "curate" / "data" / "demo_utility.jsonl").read_text().splitlines()
-             if ln.strip()]
+    text = (ROOT / "core" / "curate" / "data" / "demo_utility.jsonl").read_text()
+    lines = [json.loads(ln) for ln in text.splitlines() if ln.strip()]
     out = []
     for i in range(n):
         msgs = lines[i % len(lines)]["messages"]

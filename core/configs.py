@@ -3,11 +3,14 @@ may not carry a key the dataclass does not declare, so a typo never silently bec
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.errors import InvalidInput
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def strict_from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:

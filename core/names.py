@@ -35,8 +35,8 @@ def check_name(name: str | None, what: str) -> str:
         raise InvalidInput(f"{article} {what} needs a name.")
     bad = sorted({repr(ch)[1:-1] for ch in name if _is_control(ch)})
     if bad:
-        raise InvalidInput(f"{article} {what} name cannot hold control characters (line breaks, tabs, NUL...); this one "
-                           f"holds {', '.join(bad)}.")
+        raise InvalidInput(f"{article} {what} name cannot hold control characters (line breaks, tabs, NUL...); "
+                           f"this one holds {', '.join(bad)}.")
     if len(name) > MAX_NAME_CHARS:
         raise InvalidInput(f"{article} {what} name has at most {MAX_NAME_CHARS} characters; this one has {len(name)}.")
     return name

@@ -1,4 +1,5 @@
-"""Projects: one per fine-tuning effort, each with its own examples, guidelines, rubric, versions, runs and evaluations."""
+"""Projects: one per fine-tuning effort, each with its own examples, guidelines, rubric, versions, runs and
+evaluations."""
 from __future__ import annotations
 
 import re
@@ -11,7 +12,8 @@ from core.names import check_name
 from storage.models import Project, User
 
 DEFAULT_RUBRIC = [
-    {"name": "accuracy", "description": "Facts, numbers and procedures are correct; nothing invented.", "min": 1, "max": 5},
+    {"name": "accuracy", "description": "Facts, numbers and procedures are correct; nothing invented.",
+     "min": 1, "max": 5},
     {"name": "tone", "description": "Warm, professional and fitting for the customer's situation.", "min": 1, "max": 5},
     {"name": "helpfulness", "description": "Solves the problem with concrete next steps.", "min": 1, "max": 5},
 ]

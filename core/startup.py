@@ -39,7 +39,8 @@ def init_workspace(with_demo: bool = True) -> InitResult:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except PermissionError:
-            raise WorkspaceError(f"The workspace {ws} is read-only; choose a writable folder with --workspace.") from None
+            raise WorkspaceError(f"The workspace {ws} is read-only; choose a writable folder with "
+                                 "--workspace.") from None
         except OSError as err:
             raise WorkspaceError(f"Cannot create {folder}: {err.strerror}.") from None
     init_db()

@@ -61,7 +61,12 @@ class SystemKey:
     @property
     def job_id(self) -> int | None:
         """The run's or export's job id; None for a base model."""
-        return self.ref if self.kind in JOB_KINDS else None
+        return self.ref if self.kind in JOB_KINDS and isinstance(self.ref, int) else None
+
+    @property
+    def base_model(self) -> str | None:
+        """The model a ``base:<model>`` key names; None for plain ``base`` and for runs and exports."""
+        return self.ref if self.kind == BASE and isinstance(self.ref, str) else None
 
     @classmethod
     def parse(cls, text: str | int, kinds: Iterable[str] = KINDS, *, base_models: bool = True) -> "SystemKey":

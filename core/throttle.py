@@ -103,8 +103,9 @@ def failed(session: Session, keys: list[str], now: datetime | None = None) -> No
     """Count one failed attempt against each key and set its wait."""
     now = now or utcnow()
     # Forgotten counters go, so guessing many names cannot grow the table without bound.
-    session.exec(delete(LoginThrottle).where(LoginThrottle.last_failure_at < now - FORGET_AFTER,
-                                             or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < now)))
+    session.exec(delete(LoginThrottle).where(
+        LoginThrottle.last_failure_at < now - FORGET_AFTER,
+        or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < now)))
     for key in keys:
         failures = _bump(session, key, now)
         wait = wait_after(key.split(":", 1)[0], failures)

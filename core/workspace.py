@@ -64,7 +64,7 @@ def imports_dir() -> Path:
 
 def _roots(env: str, default: Path) -> list[Path]:
     raw = os.environ.get(env, "")
-    folders = [p for p in raw.split(os.pathsep) if p.strip()] or [default]
+    folders = [p for p in raw.split(os.pathsep) if p.strip()] or [str(default)]
     return [Path(p).expanduser().resolve() for p in folders]
 
 

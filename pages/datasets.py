@@ -64,7 +64,8 @@ if can(user, "freeze"):
                                     fractions={"train": train, "validation": validation, "test": test}, seed=int(seed))
             if report is not None:
                 v = report["version"]
-                st.success(f"Froze {md_literal(v.name)}: {v.n_train} train, {v.n_validation} validation, {v.n_test} test.")
+                st.success(f"Froze {md_literal(v.name)}: {v.n_train} train, {v.n_validation} validation, "
+                           f"{v.n_test} test.")
                 versions = [v] + versions
                 st.session_state["freeze_report"] = {"project": project.id, "name": v.name,
                                                      "eval_leaks": report["eval_leaks"],

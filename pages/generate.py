@@ -35,7 +35,8 @@ with db() as s:
 st.subheader("Eval sets")
 if sets:
     st.dataframe(pd.DataFrame([{"id": r["id"], "name": r["name"], "source": r["source"], "prompts": r["prompts"],
-                                "with reference": r["references"], "systems with outputs": ", ".join(names_of[k] for k in r["systems"]),
+                                "with reference": r["references"],
+                                "systems with outputs": ", ".join(names_of[k] for k in r["systems"]),
                                 "scores": r["scores"], "reviewers per item": r["reviewers_per_item"]}
                                for r in sets]), hide_index=True, width="stretch")
 else:

@@ -14,9 +14,9 @@ from ui.frame import db, md_literal, require_page, require_project, run_action
 user = require_page("curate")
 project = require_project()
 st.title("Import")
-st.caption(f"Into project **{md_literal(project.name)}**. Alpaca, ShareGPT, chat JSONL, TRL prompt/completion (JSON Lines or "
-           "JSON arrays), CSV, Parquet, a folder saved with datasets' save_to_disk, or an unzipped export folder "
-           "of this app (its split files import as one dataset).")
+st.caption(f"Into project **{md_literal(project.name)}**. Alpaca, ShareGPT, chat JSONL, TRL prompt/completion "
+           "(JSON Lines or JSON arrays), CSV, Parquet, a folder saved with datasets' save_to_disk, or an unzipped "
+           "export folder of this app (its split files import as one dataset).")
 
 # Reading files on the server by path is for engineers, inside the folders an admin chose (core decides).
 sources = ["Upload a file"] + (["A path on the server (big files, dataset folders)"]

@@ -20,6 +20,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # AppTest runs app.py inside this process: its upkeep timer would reconcile whichever test's workspace is current.
 # Servers the tests start (`finetune-studio serve`) run their own upkeep thread regardless.
 os.environ.setdefault("FINETUNE_STUDIO_UPKEEP_BY_SERVE", "1")
+# The Results page's leaderboard intervals from 50 bootstrap refits instead of the product's 200: pages are tested
+# for what they show, not for the intervals' precision (tests of the statistics pass their own rounds).
+os.environ.setdefault("FINETUNE_STUDIO_BOOTSTRAP_ROUNDS", "50")
 
 # tiny_model: a small random Llama with the embedded tokenizer; serve: serve-model on a model folder
 pytest_plugins = ["tests.fixtures_models", "tests.fixtures_serve"]

@@ -42,7 +42,7 @@ def _finished_run(session, project, user, base_path: str, folder: Path, seed: in
     return job
 
 
-def _eval_set(session, project, user, n=len(PROMPTS)):
+def _eval_set(session, project, user, n=len(PROMPTS)):  # noqa: B008 - an int, computed once
     from core.evaluate.evalsets import create_eval_set_from_file
 
     lines = "\n".join(json.dumps({"prompt": p, "reference": "Please call us on 0800 000."}) for p in PROMPTS[:n])
@@ -58,7 +58,8 @@ def _gen_job(session, project, user, eval_set, systems, base_path, run_bases, re
 
     cfg = GenerateConfig(eval_set_id=eval_set.id, systems=systems, run_bases=run_bases, base_model=base_path,
                          decoding=Decoding(max_new_tokens=max_new), batch_size=4)
-    job = Job(project_id=project.id, kind="generate", action="evaluate", name="gen", module="core.evaluate.generate_job", config=asdict(cfg),
+    job = Job(project_id=project.id, kind="generate", action="evaluate", name="gen",
+              module="core.evaluate.generate_job", config=asdict(cfg),
               created_by=user.id, eval_set_id=eval_set.id, resumed_from=resumed_from)
     session.add(job)
     session.commit()
@@ -81,7 +82,7 @@ def test_batched_greedy_equals_one_at_a_time(tiny_model):
     convs = [[{"role": "user", "content": p}] for p in PROMPTS]
     batched = generate_outputs(model, tokenizer, convs, Decoding(max_new_tokens=10), batch_size=4)
     eos = tokenizer.eos_token_id
-    for conv, got, text in zip(convs, batched, prompt_texts(tokenizer, convs)):
+    for _conv, got, text in zip(convs, batched, prompt_texts(tokenizer, convs)):
         ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
         with torch.inference_mode():
             out = model.generate(**ids, max_new_tokens=10, do_sample=False, pad_token_id=eos, eos_token_id=eos)

@@ -118,7 +118,8 @@ def test_a_15_mb_element_in_a_json_array_costs_a_few_times_its_size(mode, times,
                     encoding="utf-8")
     proc = subprocess.run([sys.executable, "-c", _MEASURE.format(root=str(ROOT)), mode, str(path)],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                          env={"FINETUNE_STUDIO_HOME": str(tmp_path / "ws"), "FINETUNE_STUDIO_IMPORT_ROOTS": str(tmp_path),
+                          env={"FINETUNE_STUDIO_HOME": str(tmp_path / "ws"),
+                               "FINETUNE_STUDIO_IMPORT_ROOTS": str(tmp_path),
                                "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -114,8 +114,9 @@ def test_hints_go_to_the_live_editor_with_the_same_wording(session, users, proje
 
 def submitted(session, users, project, n=3, tags=("billing",)):
     ann = users["annotator"]
-    return [cur.create_example(session, ann, project, turns=[{"role": "user", "content": f"Question {i} on bills?"},
-                                                           {"role": "assistant", "content": f"Answer number {i} here."}],
+    return [cur.create_example(session, ann, project,
+                               turns=[{"role": "user", "content": f"Question {i} on bills?"},
+                                      {"role": "assistant", "content": f"Answer number {i} here."}],
                                tags=list(tags) if i < n - 1 else ["outage"], submit=True) for i in range(n)]
 
 

@@ -96,7 +96,7 @@ def test_train_form_refuses_dpo_pairs_that_repeat_another_eval_set_until_exclude
     from tests.fixtures_jobs import add_job, live_process
 
     eng = users["engineer"]
-    prefs = import_preference_file(session, eng, project.id, "file prefs", PAIRS, "p.jsonl")
+    import_preference_file(session, eng, project.id, "file prefs", PAIRS, "p.jsonl")
     create_eval_set_from_file(session, eng, project.id, "held out", json.dumps({"prompt": "meter 2?"}) + "\n",
                               "held.jsonl")
     with live_process() as proc:  # holds the one slot: the launched run waits in the queue instead of training

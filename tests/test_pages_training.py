@@ -87,7 +87,8 @@ def test_runs_page_compares_two_runs(session, users, project, workspace):
         (run_dir / "metrics.jsonl").write_text("".join(
             json.dumps({"step": s, "loss": 2.0 - 0.1 * s * i, "eval_loss": None}) + "\n" for s in range(1, 4)))
         (run_dir / "train.log").write_text(f"run {i} log line\n")
-        session.add(Job(project_id=project.id, kind="train", module="core.train.train_job", name=f"run{i}", status="succeeded",
+        session.add(Job(project_id=project.id, kind="train", module="core.train.train_job", name=f"run{i}",
+                        status="succeeded",
                         run_dir=str(run_dir), dataset_version_id=version.id,
                         config={"method": "lora", "learning_rate": lr},
                         result={"metrics": {"train_loss": 1.5, "eval_loss_first": 2.5,
@@ -118,7 +119,8 @@ def test_runs_page_exports_a_merged_model_as_a_background_job(session, users, pr
     run_dir.mkdir(parents=True)
     torch.manual_seed(0)
     peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
-                                LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+                                LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                           init_lora_weights=False))
     peft_model.save_pretrained(run_dir)
     AutoTokenizer.from_pretrained(tiny_model).save_pretrained(run_dir)
     (run_dir / "config.json").write_text(TrainConfig(base_model=str(tiny_model), dataset_version_id=1).to_json())

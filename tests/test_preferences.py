@@ -124,7 +124,8 @@ def test_bad_rows_can_be_skipped_and_are_counted(session, project, users):
     version = import_preference_file(session, users["engineer"], project.id, "skip", data.encode(), "p.jsonl",
                                      skip_bad=True)
     assert version.n_pairs == 2
-    assert version.sources[0]["rejected_rows"] == 2 and version.sources[0]["errors"][0].startswith("line 3: malformed JSON")
+    assert version.sources[0]["rejected_rows"] == 2
+    assert version.sources[0]["errors"][0].startswith("line 3: malformed JSON")
     with pytest.raises(InvalidInput, match="no usable preference pair"):
         read_preference_file(b'{"prompt": "x"}\n', "p.jsonl", skip_bad=True)
     with pytest.raises(InvalidInput, match="must be .jsonl or .parquet"):

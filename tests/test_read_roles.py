@@ -46,7 +46,7 @@ def test_every_read_of_evaluation_data_checks_the_role(session, users, project):
                         preference="A")
     run_id = int(systems[1].split(":")[1])
     order = ["annotator", "reviewer", "engineer", "admin"]
-    for name, (least, read) in _reads(session, es, run_id, project).items():
+    for _name, (least, read) in _reads(session, es, run_id, project).items():
         for role in order:
             if order.index(role) < order.index(least):
                 with pytest.raises(PermissionDenied):

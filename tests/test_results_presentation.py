@@ -42,7 +42,7 @@ def test_prompts_are_numbered_from_one(session, project, users, reviewers):
 
 
 def test_results_tables_and_charts_read_as_a_person_expects(session, project, users, reviewers):
-    es = _failing_setup(session, project, users, reviewers)
+    _failing_setup(session, project, users, reviewers)
     at = page("results.py", users["engineer"]).run()
     assert not at.exception, [e.value for e in at.exception]
     frames = [(d.value, d.proto) for d in at.dataframe]

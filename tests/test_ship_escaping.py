@@ -87,7 +87,8 @@ def _info(hostile: str) -> dict:
                                      '"""\n```\n<b onmouseover=alert(1)>b</b>', "[link](javascript:alert(1))"])
 def test_a_model_card_shows_hostile_names_as_text_never_as_html(hostile):
     text = card_text(_info(hostile), library_name="peft", what="A LoRA adapter",
-                     parity={"checks": {"merged": {"error": f"failed {hostile}"}}, "prompts_from": f"eval set {hostile}",
+                     parity={"checks": {"merged": {"error": f"failed {hostile}"}},
+                             "prompts_from": f"eval set {hostile}",
                              "prompts_available": 2, "prompts": [[{"role": "user", "content": "Hi"}]]})
     card = ModelCard(text)
     assert card.data.datasets == [f"data {hostile}"]  # the YAML front matter keeps the name as it is

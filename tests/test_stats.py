@@ -57,11 +57,31 @@ def test_bradley_terry_matches_an_independent_mle_fit():
 def test_bradley_terry_bootstrap_interval_contains_the_fit_and_is_stable():
     votes = _votes()
     rows = stats.bradley_terry_bootstrap(votes, rounds=100, seed=3)
-    assert [r["system"] for r in rows] == sorted(stats.bradley_terry(votes), key=lambda s: -stats.bradley_terry(votes)[s])
+    fit = stats.bradley_terry(votes)
+    assert [r["system"] for r in rows] == sorted(fit, key=lambda s: -fit[s])
     for r in rows:
         assert r["lo"] <= r["rating"] <= r["hi"]
         assert r["hi"] - r["lo"] > 1
     assert rows == stats.bradley_terry_bootstrap(votes, rounds=100, seed=3)
+
+
+def test_bootstrap_is_fitted_once_per_set_of_votes(monkeypatch):
+    """The Results page reruns on every click: the same votes again cost no fit, the rows handed out can be
+    labelled without changing the next answer, and one new vote is fitted afresh."""
+    votes = _votes()
+    stats._bradley_terry_bootstrap.cache_clear()
+    real, calls = stats.bradley_terry, []
+    monkeypatch.setattr(stats, "bradley_terry", lambda v, **kw: calls.append(len(v)) or real(v, **kw))
+    first = stats.bradley_terry_bootstrap(votes, rounds=30, seed=2)
+    fitted = len(calls)
+    assert fitted > 1
+    first[0]["label"] = "renamed by a caller"
+    again = stats.bradley_terry_bootstrap(list(votes), rounds=30, seed=2)
+    assert len(calls) == fitted
+    assert "label" not in again[0] and [r["rating"] for r in again] == [r["rating"] for r in first]
+    more = stats.bradley_terry_bootstrap(votes + [("base", "run:1", "1")], rounds=30, seed=2)
+    assert len(calls) > fitted
+    assert more != again
 
 
 def test_bootstrap_fits_each_distinct_resample_once(monkeypatch):
@@ -120,3 +140,17 @@ def test_automatic_metrics_offline():
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     assert m["rouge_l"] == pytest.approx(np.mean([scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(preds, refs)]))
     assert stats.perplexity(2 * math.log(4), 2) == pytest.approx(4)
+
+
+def test_bootstrap_rounds_setting_keeps_the_product_default_and_refuses_nonsense(monkeypatch):
+    from core.errors import InvalidInput
+    from core.evaluate.results import bootstrap_rounds_setting
+
+    monkeypatch.delenv("FINETUNE_STUDIO_BOOTSTRAP_ROUNDS", raising=False)
+    assert bootstrap_rounds_setting() == 200
+    monkeypatch.setenv("FINETUNE_STUDIO_BOOTSTRAP_ROUNDS", "80")
+    assert bootstrap_rounds_setting() == 80
+    for bad in ("5", "many", "-100"):
+        monkeypatch.setenv("FINETUNE_STUDIO_BOOTSTRAP_ROUNDS", bad)
+        with pytest.raises(InvalidInput, match="at least 10"):
+            bootstrap_rounds_setting()

@@ -81,7 +81,8 @@ function liveView(d, scope) {
   if (tokens > d.max_length) hints.push({ level: "error", text: fill(d.texts.too_long, v) });
   else if (tokens > 0.9 * d.max_length) hints.push({ level: "warning", text: fill(d.texts.near_max, v) });
   if (!answers.length || answers.some((a) => !a.trim())) hints.push({ level: "error", text: d.texts.empty });
-  else if (answers.some((a) => words(a) < d.short_words)) hints.push({ level: "warning", text: fill(d.texts.short, v) });
+  else if (answers.some((a) => words(a) < d.short_words))
+    hints.push({ level: "warning", text: fill(d.texts.short, v) });
   for (const h of d.hints) if (h.kind === "duplicate") hints.push(h);
   return { line: fill(d.texts.live_line, v), hints: hints };
 }

@@ -14,7 +14,7 @@ row 100,000 as at row 1.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from sqlalchemy import String, cast, func, or_, update
 from sqlmodel import Session, select
@@ -431,7 +431,8 @@ def agreement(session: Session, project: Project) -> dict:
         per_item[ex_id] = per_item.get(ex_id, 0) + 1
     items = sorted(i for i, n in per_item.items() if n >= 2)
     annotators = sorted({u for u, ex_id, _ in rows if ex_id in set(items)})
-    out = {"alpha": None, "n_items": len(items), "n_annotators": len(annotators), "n_ratings": len(rows)}
+    out: dict[str, Any] = {"alpha": None, "n_items": len(items), "n_annotators": len(annotators),
+                           "n_ratings": len(rows)}
     if not items or len(annotators) < 2:
         return out
     col = {ex: j for j, ex in enumerate(items)}

@@ -57,7 +57,8 @@ def _prompt_groups(session: Session, project_id: int) -> dict[int, int]:
     """Approved example id -> its prompt group (core.curate.overlap.prompt_groups): a version splits by group, so
     an example and another whose prompt repeats it (exactly or nearly) land in the same split and a test prompt
     is never one the model was trained on. An example without such copies keeps the split of its own id."""
-    prompts, last = [], 0
+    prompts: list[tuple[int, list[dict]]] = []
+    last = 0
     while True:
         rows = session.exec(select(Example).where(
             Example.project_id == project_id, Example.status == ExampleStatus.approved.value, Example.id > last,
@@ -87,7 +88,7 @@ def freeze_version(session: Session, user: User, project: Project, name: str, *,
         session.add(version)
         session.flush()
         group = _prompt_groups(session, project.id)
-        counts = Counter()
+        counts: Counter[str] = Counter()
         h = hashlib.sha256()
         last = 0
         while True:
@@ -103,7 +104,7 @@ def freeze_version(session: Session, user: User, project: Project, name: str, *,
                 h.update(f"{ex.id}:{split}:{record_hash(_record(ex))}\n".encode())
                 items.append({"version_id": version.id, "example_id": ex.id, "split": split, "system": ex.system,
                               "turns": ex.turns, "input": ex.input, "tags": ex.tags})
-            session.execute(insert(DatasetVersionItem.__table__), items)
+            session.execute(insert(DatasetVersionItem.__table__), items)  # type: ignore[attr-defined]
             last = rows[-1].id
         version.content_hash = h.hexdigest()
         version.n_train, version.n_validation, version.n_test = (counts[s] for s in SPLITS)
@@ -134,12 +135,12 @@ def get_version(session: Session, version: int | str, project: Project | None = 
     query = select(DatasetVersion).where(DatasetVersion.name == str(version))
     if project is not None:
         query = query.where(DatasetVersion.project_id == project.id)
-    found = session.exec(query.limit(2)).all()
-    if len(found) > 1:
+    named = session.exec(query.limit(2)).all()
+    if len(named) > 1:
         raise InvalidInput(f"Several projects have a dataset version named {str(version)!r}; name the project "
                            "(--project) or give the version's id.")
-    if found:
-        return found[0]
+    if named:
+        return named[0]
     raise NotFound(f"No dataset version {version!r}.")
 
 
@@ -198,7 +199,7 @@ def stats(session: Session, project: Project, version_id: int | None = None) -> 
         in_version = select(DatasetVersionItem.example_id).where(DatasetVersionItem.version_id == version_id)
     scope = [*visible] + ([Example.id.in_(in_version)] if in_version is not None else [])
     by_status = dict(session.exec(select(Example.status, func.count()).where(*scope).group_by(Example.status)).all())
-    by_annotator = Counter()
+    by_annotator: Counter[int] = Counter()
     for uid, n in session.exec(select(Example.updated_by, func.count()).where(*scope)
                                .group_by(Example.updated_by)).all():
         by_annotator[names.get(uid, "unknown")] += n

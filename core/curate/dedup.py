@@ -133,9 +133,9 @@ def _base_powers(n: int) -> tuple[np.ndarray, np.ndarray]:
     if size < n:
         size = max(n, 2 * size, 1 << 16)
         _powers.clear()
-        _powers[size] = tuple(np.concatenate((np.ones(1, dtype=np.uint64),
-                                              np.cumprod(np.full(size - 1, b, dtype=np.uint64))))
-                              for b in (_BASE, _BASE_INV))
+        up, down = (np.concatenate((np.ones(1, dtype=np.uint64), np.cumprod(np.full(size - 1, b, dtype=np.uint64))))
+                    for b in (_BASE, _BASE_INV))
+        _powers[size] = (up, down)
     return _powers[max(_powers)]
 
 
@@ -148,7 +148,10 @@ def _shingle_hashes(texts: list[str], normalised: bool = False) -> tuple[np.ndar
     """
     if not normalised:
         texts = [normalise_text(t) for t in texts]
-    hashes, counts, chunk, size = [], [], [], 0
+    hashes: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    chunk: list[str] = []
+    size = 0
     for text in texts:
         text = text[:PREFIX_CHARS]
         chunk.append(text)

@@ -199,7 +199,7 @@ def _owner() -> dict:
 
 def _delete_rows(session: Session, import_id: int) -> None:
     """Delete an import's rows in short transactions (ids read first, outside the write lock)."""
-    table = Example.__table__
+    table = Example.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table classes
     last = 0
     while True:
         ids = list(session.execute(select(Example.id).where(Example.import_id == import_id, Example.id > last)
@@ -218,8 +218,8 @@ def discard_import(session: Session, import_id: int) -> None:
     if rec is None or rec.status != ImportStatus.pending.value:
         return
     _delete_rows(session, import_id)
-    session.execute(delete(ImportRecord.__table__).where(ImportRecord.__table__.c.id == import_id,
-                                                         ImportRecord.__table__.c.status == ImportStatus.pending.value))
+    table = ImportRecord.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table classes
+    session.execute(delete(table).where(table.c.id == import_id, table.c.status == ImportStatus.pending.value))
     session.commit()
 
 
@@ -336,7 +336,7 @@ def _flush(session: Session, batch: list[dict], near: list[str], index: NearDupl
 def _write(session: Session, batch: list[dict], bands: list, index: NearDuplicateIndex | None,
            report: ImportReport) -> None:
     """One write transaction: insert the rows, flag their near duplicates, commit."""
-    table = Example.__table__
+    table = Example.__table__  # type: ignore[attr-defined]  # SQLModel sets it on table classes
     # RETURNING (id, content_hash) without sort_by_parameter_order: SQLAlchemy sends the batch as a few
     # multi-row INSERTs instead of falling back to one statement per row, and the content hash (unique
     # within an import, duplicates were skipped) says which id each row got, whatever order they come in.

@@ -121,21 +121,21 @@ def parse_prompt_file(data: bytes | str, filename: str) -> list[dict]:
         else:
             rows.append((f"line {row.line}", row.value))
     prompts = []
-    for where, row in rows:
-        if "prompt" not in row:
+    for where, fields in rows:
+        if "prompt" not in fields:
             raise InvalidInput(f"{where}: no 'prompt' field.")
-        reference = next((row[k] for k in ("reference", "response", "answer", "completion") if row.get(k)), "")
+        reference = next((fields[k] for k in ("reference", "response", "answer", "completion") if fields.get(k)), "")
         if isinstance(reference, list):  # TRL conversational completion
             reference = reference[-1].get("content", "") if reference and isinstance(reference[-1], dict) else ""
-        raw = row["prompt"]
+        raw = fields["prompt"]
         if isinstance(raw, str) and raw.lstrip().startswith("[{"):  # chat messages as JSON text (a CSV cell)
             try:
                 raw = json_value(raw, "prompt")
             except BadRecord as err:  # a prompt that merely starts like JSON stays text; one too deep is refused
                 if TOO_DEEP in str(err):
                     raise InvalidInput(f"{where}: {err}.") from None
-        prompts.append({"messages": _prompt_messages(raw, str(row.get("system") or ""), where),
-                        "reference": str(reference or ""), "checks": checks_from_row(row, where)})
+        prompts.append({"messages": _prompt_messages(raw, str(fields.get("system") or ""), where),
+                        "reference": str(reference or ""), "checks": checks_from_row(fields, where)})
     if not prompts:
         raise InvalidInput("The file has no prompts.")
     return prompts
@@ -192,7 +192,8 @@ def list_eval_sets(session: Session, user: User, project_id: int) -> list[dict]:
                               .where(EvalPrompt.eval_set_id == es.id, EvalPrompt.reference != "")).one()
         systems = session.exec(select(Output.system).join(EvalPrompt, Output.prompt_id == EvalPrompt.id)
                                .where(EvalPrompt.eval_set_id == es.id).distinct()).all()
-        n_scores = session.exec(select(func.count()).select_from(Score).join(EvalPrompt, Score.prompt_id == EvalPrompt.id)
+        n_scores = session.exec(select(func.count()).select_from(Score)
+                                .join(EvalPrompt, Score.prompt_id == EvalPrompt.id)
                                 .where(EvalPrompt.eval_set_id == es.id)).one()
         rows.append({"id": es.id, "name": es.name, "source": es.source, "dataset_version_id": es.dataset_version_id,
                      "prompts": n_prompts, "references": n_refs, "n_systems": len(systems),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from statistics import mean
+from typing import Any
 
 from sqlmodel import Session, select
 
@@ -154,8 +155,8 @@ def send_failures(session: Session, user: User, eval_set_id: int, run: str, *, r
     failures = find_failures(session, user, es.id, run, rule=rule, criterion=criterion, threshold=threshold)
     label = system_labels(session, [run])[run]
     done = _already_sent(session, project.id, es.id, run)
-    report = {"caught": len(failures), "sent": 0, "already_sent": 0, "duplicate_text": 0, "example_ids": [],
-              "leaks": [], "assignee": person.username if person else None}
+    report: dict[str, Any] = {"caught": len(failures), "sent": 0, "already_sent": 0, "duplicate_text": 0,
+                              "example_ids": [], "leaks": [], "assignee": person.username if person else None}
     for item in failures:
         prompt = item["prompt"]
         if prompt.id in done:

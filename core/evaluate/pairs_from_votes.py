@@ -7,6 +7,8 @@ evenly gives no pair. What was left out is counted, so the page can say how many
 many were dropped for an even split."""
 from __future__ import annotations
 
+from typing import Any
+
 from sqlmodel import Session, select
 
 from core.accounts import require
@@ -56,8 +58,8 @@ def vote_pairs(session: Session, user: User, eval_set_id: int) -> dict:
     items: dict[tuple[int, str], list[str]] = {}
     for s in scores_of(session, es.id):
         items.setdefault((s.prompt_id, s.pair), []).append(winner(s.preference, s.system_a, s.system_b))
-    summary = {"eval_set_id": es.id, "eval_set": es.name, "items_voted": len(items), "pairs": 0,
-               "disagreements": 0, "even_split": 0, "ties_or_both_bad": 0, "missing_answers": 0}
+    summary: dict[str, Any] = {"eval_set_id": es.id, "eval_set": es.name, "items_voted": len(items), "pairs": 0,
+                               "disagreements": 0, "even_split": 0, "ties_or_both_bad": 0, "missing_answers": 0}
     pairs = []
     for (pid, pair), votes in sorted(items.items()):
         m = majority(votes)
@@ -135,4 +137,5 @@ def runs_trained_on_votes(session: Session, eval_set_id: int) -> list[int]:
     es = get_eval_set(session, eval_set_id)
     versions = set(session.exec(select(PreferencePair.version_id).where(PreferencePair.eval_set_id == es.id)))
     return [job.id for job in finished_runs(session, es.project_id)
-            if (job.config or {}).get("method") == "dpo" and (job.config or {}).get("preference_version_id") in versions]
+            if (job.config or {}).get("method") == "dpo"
+            and (job.config or {}).get("preference_version_id") in versions]

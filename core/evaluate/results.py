@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
 from sqlmodel import Session, select
@@ -61,8 +62,24 @@ def _votes(scores: list[Score]) -> list[stats.Vote]:
     return out
 
 
-def results(session: Session, user: User, eval_set_id: int, *, bootstrap_rounds: int = 200, seed: int = 0) -> dict:
-    """Everything the results page and ``cli results`` show, with identities revealed."""
+BOOTSTRAP_ROUNDS = 200  # refits behind the leaderboard's intervals, unless FINETUNE_STUDIO_BOOTSTRAP_ROUNDS says
+
+
+def bootstrap_rounds_setting() -> int:
+    """The leaderboard's bootstrap refits: FINETUNE_STUDIO_BOOTSTRAP_ROUNDS, else 200. The test suite sets fewer
+    (the tables and charts are under test there, not the intervals' precision)."""
+    raw = os.environ.get("FINETUNE_STUDIO_BOOTSTRAP_ROUNDS", "").strip()
+    if not raw:
+        return BOOTSTRAP_ROUNDS
+    if not raw.isdigit() or int(raw) < 10:
+        raise InvalidInput(f"FINETUNE_STUDIO_BOOTSTRAP_ROUNDS must be a whole number of at least 10, not {raw!r}.")
+    return int(raw)
+
+
+def results(session: Session, user: User, eval_set_id: int, *, bootstrap_rounds: int | None = None,
+            seed: int = 0) -> dict:
+    """Everything the results page and ``cli results`` show, with identities revealed (``bootstrap_rounds``:
+    by default the setting above)."""
     require(user, "evaluate")
     es = get_eval_set(session, eval_set_id)
     project = session.get(Project, es.project_id)
@@ -95,7 +112,8 @@ def results(session: Session, user: User, eval_set_id: int, *, bootstrap_rounds:
     wtl = stats.win_tie_loss(votes)
     for row in wtl:
         row["label_a"], row["label_b"] = labels.get(row["system_a"]), labels.get(row["system_b"])
-    board = stats.bradley_terry_bootstrap(votes, rounds=bootstrap_rounds, seed=seed) if votes else []
+    rounds = bootstrap_rounds or bootstrap_rounds_setting()
+    board = stats.bradley_terry_bootstrap(votes, rounds=rounds, seed=seed) if votes else []
     for row in board:
         row["label"] = labels.get(row["system"])
 

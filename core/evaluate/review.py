@@ -186,7 +186,7 @@ def review_progress(session: Session, user: User, eval_set_id: int) -> dict:
 
 
 def _validate_scores(rubric: list[dict], scores: dict) -> dict:
-    clean = {}
+    clean: dict = {}
     for crit in rubric:
         name = crit["name"]
         given = (scores or {}).get(name) or {}
@@ -221,7 +221,7 @@ def submit_score(session: Session, user: User, eval_set_id: int, prompt_id: int,
     if preference not in PREFERENCES:
         raise InvalidInput("Choose an overall preference: A, B, tie or both bad.")
     a, b = orientation(es.seed, prompt_id, pair, user.id)
-    values = dict(scores=clean, preference=preference, comment=(comment or "").strip(), system_a=a, system_b=b)
+    values: dict = dict(scores=clean, preference=preference, comment=(comment or "").strip(), system_a=a, system_b=b)
     row = _own_score(session, prompt_id, pair, user.id)
     if row is None:
         row = Score(prompt_id=prompt_id, pair=pair, reviewer_id=user.id, **values)

@@ -11,10 +11,12 @@
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 
@@ -129,25 +131,48 @@ def bradley_terry(votes: Sequence[Vote], *, scale: float = SCALE, base: float = 
     return {s: float(ratings[index[s]]) for s in systems}
 
 
+def _win_effect(vote: Vote) -> tuple[str, str, str]:
+    """What one vote adds to bradley_terry's wins matrix: a win of the first system named over the second, or a
+    tie between the two in name order (a tie and "both bad" count alike)."""
+    s1, s2, outcome = vote
+    if outcome in ("tie", "both_bad"):
+        first, second = sorted((s1, s2))
+        return ("tie", first, second)
+    return ("win", s1, s2) if outcome == "1" else ("win", s2, s1)
+
+
 def bradley_terry_bootstrap(votes: Sequence[Vote], *, rounds: int = 200, seed: int = 0,
                             confidence: float = 0.95) -> list[dict]:
     """Leaderboard rows ``{system, rating, lo, hi, n_votes}``: the fit on all votes plus percentile intervals
-    from ``rounds`` fits on votes resampled with replacement (Chatbot Arena's ``get_bootstrap_result``)."""
-    votes = list(votes)
+    from ``rounds`` fits on votes resampled with replacement (Chatbot Arena's ``get_bootstrap_result``).
+
+    The result is a pure function of its arguments and is memoised on them: the Results page reruns on every
+    click with the same votes, and the hundreds of refits cost seconds each time; a new vote is a new key.
+    Callers get fresh dicts, so labelling the rows never alters the memo."""
+    key = tuple((s1, s2, outcome) for s1, s2, outcome in votes)
+    return [dict(row) for row in _bradley_terry_bootstrap(key, rounds, seed, confidence)]
+
+
+@functools.lru_cache(maxsize=64)
+def _bradley_terry_bootstrap(votes: tuple[Vote, ...], rounds: int, seed: int,
+                             confidence: float) -> tuple[dict, ...]:
     point = bradley_terry(votes)
     if not point:
-        return []
+        return ()
     rng = np.random.default_rng(seed)
     samples: dict[str, list[float]] = {s: [] for s in point}
     if len(votes) > 1:
-        # A resample is a multiset of votes and the fit depends on nothing else, so each distinct one is fitted
-        # once: with the few votes of a review just begun most resamples repeat, and a fit on one-sided votes
-        # (no finite optimum) runs the solver to its limit, which made the Results page take many seconds.
-        fits: dict[tuple[int, ...], dict[str, float]] = {}
+        # The fit depends only on how many times each pair of systems won each way or tied (bradley_terry's wins
+        # matrix), so resamples with the same counts are fitted once: with the few votes of a review just begun
+        # most resamples repeat, and a fit on one-sided votes (no finite optimum) runs the solver to its limit,
+        # which made the Results page take many seconds.
+        effect = [_win_effect(vote) for vote in votes]
+        fits: dict[tuple, dict[str, float]] = {}
         for _ in range(rounds):
-            key = tuple(sorted(int(k) for k in rng.integers(0, len(votes), len(votes))))
+            drawn = sorted(int(k) for k in rng.integers(0, len(votes), len(votes)))
+            key = tuple(sorted(Counter(effect[k] for k in drawn).items()))
             if key not in fits:
-                fits[key] = bradley_terry([votes[k] for k in key])
+                fits[key] = bradley_terry([votes[k] for k in drawn])
             for s, r in fits[key].items():
                 samples[s].append(r)
     tail = (1 - confidence) / 2 * 100
@@ -157,13 +182,13 @@ def bradley_terry_bootstrap(votes: Sequence[Vote], *, rounds: int = 200, seed: i
         got = samples[s]
         lo, hi = (float(np.percentile(got, tail)), float(np.percentile(got, 100 - tail))) if got else (r, r)
         rows.append({"system": s, "rating": r, "lo": lo, "hi": hi, "n_votes": counts[s]})
-    return sorted(rows, key=lambda row: -row["rating"])
+    return tuple(sorted(rows, key=lambda row: -row["rating"]))
 
 
 # ---------------------------------------------------------------- agreement
 
 
-def krippendorff_alpha(ratings: dict[str, dict[object, object]], *, level: str = "ordinal",
+def krippendorff_alpha(ratings: dict[Any, dict[Any, Any]], *, level: Literal["nominal", "ordinal"] = "ordinal",
                        value_domain: Sequence | None = None) -> float | None:
     """Krippendorff's alpha over ``ratings[rater][unit] = value``; None when no unit has two ratings.
 
@@ -198,7 +223,7 @@ def krippendorff_alpha(ratings: dict[str, dict[object, object]], *, level: str =
     return float(krippendorff.alpha(reliability_data=matrix, level_of_measurement=level, value_domain=domain))
 
 
-def percent_agreement(ratings: dict[str, dict[object, object]]) -> float | None:
+def percent_agreement(ratings: dict[Any, dict[Any, Any]]) -> float | None:
     """Share of rater pairs on the same unit who gave the same value; None without any such pair."""
     by_unit: dict[object, list] = {}
     for r in ratings.values():

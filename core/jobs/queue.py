@@ -286,7 +286,7 @@ def _kill_after_grace(job_id: int, pid: int, create_time: float | None, grace: f
     (conditionally: a status the worker wrote meanwhile stands)."""
     from storage.db import session_scope
 
-    probe = Job(pid=pid, pid_create_time=create_time)
+    probe = Job(pid=pid, pid_create_time=create_time)  # type: ignore[call-arg]  # a probe, never saved
     deadline = time.monotonic() + grace
     while alive(probe):
         if time.monotonic() >= deadline:

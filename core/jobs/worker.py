@@ -24,7 +24,7 @@ import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from sqlalchemy import update
 from sqlmodel import select
@@ -100,7 +100,7 @@ class KeepAlive:
             with self._lock:
                 extra, self._pending = self._pending, {}
             try:
-                retry_busy(lambda: heartbeat(self.job_id, **extra), give_up_after_s=3 * self.every_s)
+                retry_busy(lambda: heartbeat(self.job_id, **extra), give_up_after_s=3 * self.every_s)  # noqa: B023 - called at once
             except Exception as err:  # noqa: BLE001 - a missed heartbeat is retried on the next round
                 with self._lock:
                     self._pending = {**extra, **self._pending}
@@ -296,7 +296,7 @@ def worker_finish(job_id: int, status: str, error: str = "", result: dict | None
     """Record the worker's final status and result, then let the next queued job start."""
     if status not in TERMINAL:
         raise InvalidInput(f"A finished job is succeeded, failed or canceled, not {status!r}.")
-    values = {"status": status, "error": error or ""}
+    values: dict[str, Any] = {"status": status, "error": error or ""}
     if result is not None:
         values["result"] = result
     if measured_peak_mb is not None:

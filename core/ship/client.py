@@ -155,7 +155,7 @@ def load(url: str, model: str) -> None:
             raise EndpointError(f"The model endpoint cannot load {model} ({response.status_code}): "
                                 f"{response.text[:300]}")
         for line in response.iter_lines(decode_unicode=True):
-            if line and line.startswith("data:"):
+            if line and line.startswith("data:"):  # type: ignore[arg-type]  # decode_unicode: str lines
                 event = json.loads(line[5:])
                 if event.get("status") == "error":
                     raise EndpointError(f"The model endpoint cannot load {model}: {event.get('message')}")

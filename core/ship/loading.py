@@ -46,7 +46,7 @@ def model_of(system: Servable, *, device: str | None = None, dtype=None):
         model = load_model(system.base_model, dtype=dtype)
         if system.adapter_dir:
             model.load_adapter(system.adapter_dir)
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]  # transformers types .to() for its own modules only
     model.eval()
     return model
 

@@ -64,7 +64,8 @@ def trained_system_prompt(session: Session, run: Job) -> str:
 
 def _people(session: Session, version_id: int) -> dict:
     ids = list(session.exec(select(DatasetVersionItem.example_id).where(DatasetVersionItem.version_id == version_id)))
-    annotators, reviewers = set(), set()
+    annotators: set[int] = set()
+    reviewers: set[int] = set()
     for start in range(0, len(ids), 900):  # SQLite's bound-parameter limit
         chunk = ids[start:start + 900]
         for created, updated, reviewed in session.exec(
@@ -193,7 +194,8 @@ def card_text(info: dict, *, library_name: str, what: str, parity: dict | None =
                          tags=["finetune-studio", "trl", "dpo" if cfg.get("method") == "dpo" else "sft",
                                cfg.get("method") or "lora"])
     if base["hub_id"]:
-        data.base_model_relation = "adapter" if adapter else "merge" if cfg.get("method") != "full" else "finetune"
+        relation = "adapter" if adapter else "merge" if cfg.get("method") != "full" else "finetune"
+        data.base_model_relation = relation  # type: ignore[attr-defined]  # a card field huggingface_hub passes on
     shown = {**cfg, "base_model": base["label"]} if "base_model" in cfg else cfg  # a name, not this machine's path
     intended = "\n".join(md(line) for line in (info["intended_use"] or "").splitlines())
     lines = [f"# {md(info['project'])}: run {info['run']['id']} ({md(info['run']['name'])})", "",

@@ -97,7 +97,7 @@ def artifact_answers(kind: str, folder: str | Path, conversations, decoding: Dec
         from peft import PeftModel
 
         base = AutoModelForCausalLM.from_pretrained(resolve_model_path(base_model), dtype=torch.float32)
-        model = PeftModel.from_pretrained(base, folder)
+        model = PeftModel.from_pretrained(base, folder)  # type: ignore[assignment]  # generates like the base
     else:
         raise InvalidInput(f"Unknown artifact {kind!r}; one of {', '.join(KINDS)}.")
     answers = _answers(model, tokenizer, conversations, decoding, device)

@@ -70,7 +70,7 @@ def model_manager(cfg: ServeConfig, device: str, resolver=_from_database, dtype=
             self.systems: dict = {}
             super().__init__(**kwargs)
 
-        def process_model_name(self, model_id: str) -> str:  # keys carry no hub revision
+        def process_model_name(self, model_id: str) -> str:  # type: ignore[override]  # keys carry no revision
             try:
                 system = resolver(model_id)
             except StudioError as err:

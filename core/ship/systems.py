@@ -94,7 +94,7 @@ def resolve(session: Session, key: str) -> Servable:
     ``export:<id>``."""
     found = SystemKey.parse(key)
     if found.kind == BASE:
-        model = found.ref or EMBEDDED
+        model = found.base_model or EMBEDDED
         return Servable(base_key(model), _base_label(model), base_model=EMBEDDED if is_embedded(model) else model)
     job = session.get(Job, found.job_id)
     if job is None:

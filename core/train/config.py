@@ -265,10 +265,13 @@ def field_docs() -> dict[str, str]:
     import inspect
 
     tree = ast.parse(inspect.getsource(TrainConfig))
-    body = tree.body[0].body
+    cls = tree.body[0]
+    assert isinstance(cls, ast.ClassDef)
+    body = cls.body
     docs: dict[str, str] = {}
     for node, nxt in zip(body, body[1:]):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)):
             docs[node.target.id] = " ".join(str(nxt.value.value).split())
     return docs
 
@@ -374,7 +377,8 @@ def typed_settings(values: dict[str, str], source: str) -> dict[str, Any]:
     """``values`` (strings, as --set gives them) checked and converted by TrainConfig's HfArgumentParser;
     ``source`` ("--set" or a file) starts each refusal."""
     known = _checked_keys(values, source)
-    argv, out = [], {}
+    argv: list[str] = []
+    out: dict[str, Any] = {}
     for key, text in values.items():
         kind = known[key]
         optional = type(None) in typing.get_args(kind)
@@ -428,7 +432,7 @@ def _settings_parser(source: str):
             message = re.sub(r"argument --(\w+)(/--[\w-]+)?", r"\1", message).rstrip(".")
             raise InvalidInput(f"{source}: {message}.")
 
-    return Parser(TrainConfig)
+    return Parser(TrainConfig)  # type: ignore[arg-type]  # a dataclass; transformers' protocol misses it
 
 
 def auto_max_length(token_lengths: list[int], cap: int) -> int:

@@ -84,7 +84,8 @@ def run_config(run_dir: str | Path) -> TrainConfig:
     except ValueError as err:
         where = f" at line {err.lineno}, column {err.colno}" if isinstance(err, json.JSONDecodeError) else ""
         raise InvalidInput(f"{path} is not valid JSON ({getattr(err, 'msg', err)}{where}): the run folder is "
-                           "damaged. Restore the file; `finetune-studio runs show` prints the run's settings.") from None
+                           "damaged. Restore the file; `finetune-studio runs show` prints the run's "
+                           "settings.") from None
     if not isinstance(data, dict):
         raise InvalidInput(f"{path} does not hold a run's settings (a JSON object).")
     return TrainConfig.from_dict(data)

@@ -263,7 +263,8 @@ def studio_trainer_class():
             return (device is not None and not (device.type in ("cuda", "xpu") and is_triton_available())
                     and not return_outputs and inputs.get("labels") is not None
                     and self.compute_loss_func is None and self.label_smoother is None
-                    and self.args.loss_type == "nll" and not self.aux_loss_enabled
+                    and self.args.loss_type == "nll"  # type: ignore[attr-defined]  # SFTConfig's
+                    and not self.aux_loss_enabled
                     # models whose forward slices hidden states with transformers' slice_logits_to_keep
                     # accept the boolean (batch, length) mask used below
                     and "slice_logits_to_keep" in vars(_sys.modules.get(type(base).__module__, object)))

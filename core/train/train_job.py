@@ -150,7 +150,8 @@ def _note_answerless(ctx: Context, train: list[dict], val: list[dict]) -> None:
     cut_train = answer_cut_away(ctx.tokenizer, train, n)
     if cut_train == len(train):
         raise InvalidInput(f"Every training example's prompt is {n} tokens or longer, so nothing of any answer is "
-                           f"left to learn: raise max_length (the longest example has {ctx.dataset['longest']} tokens).")
+                           "left to learn: raise max_length (the longest example has "
+                           f"{ctx.dataset['longest']} tokens).")
     cut_val = answer_cut_away(ctx.tokenizer, val, n) if val else 0
     ctx.dataset.update({"n_train_answer_cut": cut_train, "n_validation_answer_cut": cut_val})
     if cut_train:
@@ -257,7 +258,7 @@ def summarize(ctx: Context, trainer) -> dict:
     history = trainer.state.log_history if trainer is not None else []
     train_losses = [h["loss"] for h in history if "loss" in h]
     eval_losses = [h["eval_loss"] for h in history if "eval_loss" in h]
-    final = next((h for h in reversed(history) if "train_loss" in h), {})
+    final: dict = next((h for h in reversed(history) if "train_loss" in h), {})
     return {"train_loss": final.get("train_loss", train_losses[-1] if train_losses else None),
             "train_loss_last": train_losses[-1] if train_losses else None,
             "eval_loss_first": eval_losses[0] if eval_losses else None,

@@ -335,7 +335,8 @@ def journey(server, people, tiny_model, tmp_path):
     wait_text(eve, "Status: succeeded", LONG)
     wait_text(eve, "step 3 / 3")
     eve.wait_for_function("""t => [...document.querySelectorAll('[data-testid="stSelectbox"] input')]
-        .some(i => i.getAttribute('aria-label') === 'Run' && i.value === t)""", arg=f"#{run_id} journey-run (succeeded)")
+        .some(i => i.getAttribute('aria-label') === 'Run' && i.value === t)""",
+        arg=f"#{run_id} journey-run (succeeded)")
     idle(eve)
     people.shot(eve, "06-trained")
 
@@ -421,7 +422,8 @@ def journey(server, people, tiny_model, tmp_path):
     idle(eve)
     assert "Prompts\n\n" + str(n_test) in body(eve) and "Scores\n\n3" in body(eve), body(eve)
     eve.wait_for_function("""run => [...document.querySelectorAll('[data-testid="stDataFrame"]')]
-        .some(d => d.textContent.includes('base model') && d.textContent.includes(run))""", arg=f"run {run_id}: journey-run")
+        .some(d => d.textContent.includes('base model') && d.textContent.includes(run))""",
+        arg=f"run {run_id}: journey-run")
     eve.wait_for_function("""() => document.querySelectorAll('[data-testid="stVegaLiteChart"] canvas,'
         + ' [data-testid="stVegaLiteChart"] svg').length >= 2""")
     people.shot(eve, "09a-results")

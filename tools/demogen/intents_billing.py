@@ -24,8 +24,10 @@ INTENTS = [
                "winter usage.", "Usually it's an estimated reading or a catch-up after a run of estimates; colder "
                "weather can add to it.", "A jump like this normally means the bill used an estimate, or caught up "
                "on earlier estimates."],
-        steps=[["Send us an actual meter reading today at {readings_page}; an \"E\" next to the reading on your bill means it was estimated.",
-                "Submit a fresh reading at {readings_page}: an \"E\" beside the reading on your bill means it was an estimate.",
+        steps=[["Send us an actual meter reading today at {readings_page}; an \"E\" next to the reading on your bill "
+                "means it was estimated.",
+                "Submit a fresh reading at {readings_page}: an \"E\" beside the reading on your bill means it was an "
+                "estimate.",
                 "Take a reading today and send it at {readings_page} (an \"E\" on the bill means we estimated it)."],
                ["We'll reissue the bill using your real reading, usually {reissue_time}.",
                 "?If the estimate was too high, the corrected bill comes {reissue_time}."],
@@ -78,7 +80,8 @@ INTENTS = [
         steps=[["Change it in the app under Payments > Direct Debit > Change payment date, or call {customer_line}.",
                 "Open Payments > Direct Debit in the app (or log in at {site}) and choose Change payment date; you can "
                 "also call {customer_line}."],
-               ["Pick the new date and confirm.", "?Pick the {payday} and confirm; you'll get an email to say it's done."]],
+               ["Pick the new date and confirm.",
+                "?Pick the {payday} and confirm; you'll get an email to say it's done."]],
         closes=["If your next payment is due within {dd_notice}, it may come out on the old date one last time.",
                 "The new date applies from the next payment that is more than {dd_notice} away."],
     ),
@@ -94,9 +97,11 @@ INTENTS = [
         opens=["I'm sorry this came as a surprise; an increase like that deserves a clear explanation.",
                "I understand, a jump to £{dd_new} is a lot to absorb.", "Thanks for asking; here's how it works."],
         leads=["We review direct debits {dd_review} based on your recent usage, current prices and your balance.",
-               "Direct debits are reviewed {dd_review}, using your usage, prices and whether you're in debit or credit."],
-        steps=[["Check the review letter or email for the calculation, and call {customer_line} to ask for a review if it "
-                "still seems too high.", "If it seems too high, ask for a review on {customer_line}; the review letter "
+               "Direct debits are reviewed {dd_review}, using your usage, prices and whether you're in debit or "
+               "credit."],
+        steps=[["Check the review letter or email for the calculation, and call {customer_line} to ask for a review "
+                "if it still seems too high.",
+                "If it seems too high, ask for a review on {customer_line}; the review letter "
                 "shows how we worked it out."],
                ["If we used estimated readings, submit actual readings, which often lowers the amount.",
                 "Send us up-to-date readings; estimates can push the amount up."]],
@@ -126,7 +131,8 @@ INTENTS = [
     Intent(
         key="standing_charge", tags=["billing", "tariffs"], facts=["tariffs_page"], kind="howto",
         asks=["what's the standing charge on my bill", "Why do I pay a standing charge when I've used nothing?",
-              "What is a standing charge and why is it on my bill every day?", "is the standing charge the same for gas and electric",
+              "What is a standing charge and why is it on my bill every day?",
+              "is the standing charge the same for gas and electric",
               "How much is my standing charge?", "Can I get a tariff without a standing charge?",
               "I was away all month and still got charged. What's the standing charge for?"],
         opens=["Good question, it's one of the less obvious lines on a bill.", "Happy to explain that line.",
@@ -137,7 +143,8 @@ INTENTS = [
                "even when you use nothing."],
         steps=[["Compare standing charges across our tariffs at {tariffs_page}.",
                 "See every tariff's standing charge at {tariffs_page}."],
-               ["Your own rate is on your bill under 'Your tariff'.", "Find your exact rate under 'Your tariff' on the bill."],
+               ["Your own rate is on your bill under 'Your tariff'.",
+                "Find your exact rate under 'Your tariff' on the bill."],
                ["?Gas and electricity each have their own standing charge."]],
         closes=["", "All our tariffs include one, as with every supplier."],
     ),
@@ -168,7 +175,8 @@ INTENTS = [
         opens=["I'm sorry, seeing a double payment is alarming, so let's get it sorted.",
                "Sorry about that; let's check what happened.", "I understand, nobody wants to pay twice."],
         leads=["I can't see your account from here, so please:", ""],
-        steps=[["Call {customer_line} and we'll check both payments; one taken in error is refunded {duplicate_refund_time}.",
+        steps=[["Call {customer_line} and we'll check both payments; one taken in error is refunded "
+                "{duplicate_refund_time}.",
                 "Ring {customer_line}: a payment taken twice in error comes back {duplicate_refund_time}."],
                ["Check whether one payment is a one-off card payment and the other your direct debit.",
                 "?See if one was a manual card payment rather than the direct debit."],

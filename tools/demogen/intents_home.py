@@ -43,7 +43,8 @@ INTENTS = [
         key="previous_tenant", tags=["moving_home", "billing"], facts=["moving_in_page"], kind="upset",
         asks=["The previous tenant left a huge debt and you're sending letters to my flat. I'm not paying that.",
               "I keep getting debt letters for the person who lived here before.",
-              "letters addressed to the occupier about a debt that isn't mine", "You're chasing me for someone else's bill.",
+              "letters addressed to the occupier about a debt that isn't mine",
+              "You're chasing me for someone else's bill.",
               "Why am I getting bills for the old owner?"],
         opens=["I'm sorry, that's stressful, and you won't be asked to pay for energy someone else used.",
                "Please don't worry: a previous occupier's debt is never yours."],
@@ -57,7 +58,8 @@ INTENTS = [
     ),
     Intent(
         key="move_keep_tariff", tags=["moving_home", "tariffs"], facts=["moving_page"], kind="good_news",
-        asks=["I'm moving but keeping Brightwater. Can I take my tariff with me?", "can i keep my fixed deal when i move",
+        asks=["I'm moving but keeping Brightwater. Can I take my tariff with me?",
+              "can i keep my fixed deal when i move",
               "Do I have to pay an exit fee if I move house?", "Moving house, want to stay with you. How?",
               "Will my tariff move with me to my new place?"],
         opens=["Great to hear you're staying with us!", "Yes, in most cases you can take your tariff with you."],
@@ -92,7 +94,8 @@ INTENTS = [
         leads=["Compare both for your address at {tariffs_page}; in short:",
                "Today's fixed and variable prices for your address are at {tariffs_page}. The difference:"],
         steps=[["Fixed: your unit rates and standing charges stay the same for the term, usually {fixed_terms}, "
-                "but there may be exit fees.", "Fixed: prices stay put for {fixed_terms}; leaving early can cost an exit fee."],
+                "but there may be exit fees.",
+                "Fixed: prices stay put for {fixed_terms}; leaving early can cost an exit fee."],
                ["Variable: prices move with the market, and you can leave at any time without a fee.",
                 "Variable: prices go up or down, and there's no fee to leave."]],
         closes=["A fixed price doesn't fix your bill: you still pay for what you use.", ""],
@@ -108,7 +111,8 @@ INTENTS = [
                 "?It needs a smart meter, fitted free if you don't have one."],
                ["Set your charger to charge during the off-peak window in your tariff details.",
                 "Schedule charging in the off-peak window."]],
-        closes=["Daytime electricity costs more on this tariff, so it suits homes that can move heavy use to night.", ""],
+        closes=["Daytime electricity costs more on this tariff, so it suits homes that can move heavy use to night.",
+                ""],
     ),
     Intent(
         key="exit_fee", tags=["tariffs"], facts=["customer_line"], kind="howto",
@@ -125,7 +129,8 @@ INTENTS = [
     ),
     Intent(
         key="time_of_use", tags=["tariffs"], facts=["tariffs_page"], kind="howto",
-        asks=["what is time of use tariff", "How does a time of use tariff work?", "Would a time-of-use tariff save me money?",
+        asks=["what is time of use tariff", "How does a time of use tariff work?",
+              "Would a time-of-use tariff save me money?",
               "Explain peak and off-peak pricing please", "Is your time of use tariff good for someone home all day?"],
         opens=["Good question!", "Happy to explain."],
         leads=["A time-of-use tariff charges different prices at different times: cheaper when demand is low, dearer "
@@ -139,7 +144,8 @@ INTENTS = [
     ),
     Intent(
         key="tariff_ending", tags=["tariffs"], facts=["tariffs_page"], kind="howto",
-        asks=["My tariff is ending and I got an email. What happens if I do nothing?", "fixed deal ends next month, what now",
+        asks=["My tariff is ending and I got an email. What happens if I do nothing?",
+              "fixed deal ends next month, what now",
               "What happens when my fixed tariff ends?", "Do I have to do anything when my deal runs out?"],
         opens=["Thanks for checking; it's good to act before your deal ends."],
         leads=["If you do nothing, you'll move to our standard variable tariff and your supply won't be interrupted.",

@@ -16,8 +16,9 @@ INTENTS = [
               "power cut!! whole village is dark", "Is there a known outage near me? Everything's off."],
         opens=["Sorry you're without power, let's get it reported.", "I'm sorry; let's find out what's happening.",
                "Sorry about the power cut, here's what to do."],
-        steps=[["Check our live map at {powercut_page}; if it's not listed, call our power cut line on {power_cut_line} "
-                "(free, 24/7) or dial 105.", "See {powercut_page} for the live map, or ring {power_cut_line}, free "
+        steps=[["Check our live map at {powercut_page}; if it's not listed, call our power cut line on "
+                "{power_cut_line} (free, 24/7) or dial 105.",
+                "See {powercut_page} for the live map, or ring {power_cut_line}, free "
                 "and 24/7."],
                ["Switch off appliances like ovens and heaters, but leave one light on so you know when power returns.",
                 "Turn off heaters and the oven; leave one lamp on."],
@@ -49,7 +50,8 @@ INTENTS = [
         key="priority_register", tags=["outage", "account"], facts=["priority_page"], kind="howto",
         asks=["{who} uses an oxygen concentrator at home. Is there a way to get warned about power cuts?",
               "What is the Priority Services Register?", "How do I add {who} to your priority list?",
-              "I'm disabled. Can I get extra help from you?", "{who} is on dialysis at home. Can you warn us of power cuts?",
+              "I'm disabled. Can I get extra help from you?",
+              "{who} is on dialysis at home. Can you warn us of power cuts?",
               "Is there support for older customers? {who} is 87.", "how do i sign up for priority services",
               "We've just had a baby. Is there a register for extra support?"],
         opens=["Thank you for looking out for them.", "Yes: our free Priority Services Register is for exactly this.",

@@ -226,7 +226,8 @@ def _read_json_array(path: Path | bytes, convert: Callable, info: ReadInfo) -> I
             if eof:
                 if index == 0:
                     info.empty = True
-                info.ended_early = f"file ended early at line {line + buf.count(chr(10), pos)} (the array is not closed)"
+                info.ended_early = (f"file ended early at line {line + buf.count(chr(10), pos)} "
+                                    "(the array is not closed)")
                 if index:
                     yield Rejected(f"record cut off: {info.ended_early}", line + buf.count("\n", pos))
                 return

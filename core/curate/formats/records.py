@@ -195,7 +195,8 @@ def _message_turns(messages: Any, field_name: str, role_key: str, content_key: s
         raise BadRecord(f"field '{field_name}' must be a list of messages")
     if not messages:
         raise BadRecord(f"empty field '{field_name}'")
-    system_parts, turns = [], []
+    system_parts: list[str] = []
+    turns: list[dict] = []
     for i, msg in enumerate(messages, 1):
         if not isinstance(msg, dict):
             raise BadRecord(f"message {i} is not an object")
