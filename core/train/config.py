@@ -22,7 +22,8 @@ from core.errors import InvalidInput
 METHODS = ("lora", "qlora", "full", "dpo")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
-LAUNCHERS = ("auto", "python", "accelerate")
+TARGETS = ("local",)  # where a run's processes run: "local" is this machine (core.jobs.queue)
+DERIVED = ("world_size", "effective_batch_size")  # figures config.json shows beside the settings, never read back
 DEFAULT_LR = {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5, "dpo": 5e-5}
 # TRL DPOTrainer loss types the studio offers: each needs no setting beyond beta (see dpo_loss_type).
 DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge", "apo_zero", "apo_down")
@@ -114,10 +115,15 @@ class TrainConfig:
     length. "on" also works with SDPA/eager (exact, but slower on a CPU)."""
     precision: str = "auto"
     """"auto" (bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU), "fp32", "bf16" or "fp16"."""
-    num_gpus: int = 0
-    """GPUs to use; 0 means all visible GPUs (none on a CPU machine)."""
-    launcher: str = "auto"
-    """"auto" uses `accelerate launch` when more than one GPU is used, plain python otherwise."""
+
+    # -- where and on how many processes (data parallel: each process trains on its share of every batch)
+    target: str = "local"
+    """Where the run's processes run: "local" is this machine (the job queue of the server)."""
+    nodes: int = 1
+    """Machines the run spans; more than 1 only on a cluster target (this machine is one node)."""
+    procs_per_node: int = 1
+    """Processes per machine, started by torchrun and trained as one with DDP: one per GPU on a GPU machine (its
+    GPUs are taken from the free ones), CPU processes on a machine without GPUs. 1 runs a single process."""
 
     # -- leakage (core.curate.leakage)
     exclude_example_ids: list[int] = field(default_factory=list)
@@ -195,10 +201,14 @@ class TrainConfig:
             yield "packing must be auto, on or off"
         if self.precision not in PRECISIONS:
             yield f"precision must be one of {', '.join(PRECISIONS)}"
-        if self.num_gpus < 0:
-            yield "num_gpus cannot be negative"
-        if self.launcher not in LAUNCHERS:
-            yield f"launcher must be one of {', '.join(LAUNCHERS)}"
+        if self.target not in TARGETS:
+            yield f"target must be one of {', '.join(TARGETS)} (got {self.target!r})"
+        if type(self.nodes) is not int or not 1 <= self.nodes <= 4096:
+            yield f"nodes must be a whole number from 1 to 4096 (got {self.nodes!r})"
+        elif self.nodes > 1 and self.target == "local":
+            yield f"nodes={self.nodes} needs a cluster target: this machine (target local) is one node"
+        if type(self.procs_per_node) is not int or not 1 <= self.procs_per_node <= 1024:
+            yield f"procs_per_node must be a whole number from 1 to 1024 (got {self.procs_per_node!r})"
         ids = self.exclude_example_ids
         if not isinstance(ids, list) or any(type(i) is not int or i < 1 for i in ids):
             yield "exclude_example_ids must be a list of example ids (positive whole numbers)"
@@ -229,6 +239,16 @@ class TrainConfig:
         return self.learning_rate if self.learning_rate is not None else DEFAULT_LR[self.method]
 
     @property
+    def world_size(self) -> int:
+        """How many processes train together: nodes x procs_per_node."""
+        return self.nodes * self.procs_per_node
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Examples per optimizer step, every process counted: batch x grad_accum x world_size."""
+        return self.per_device_batch_size * self.grad_accum * self.world_size
+
+    @property
     def effective_alpha(self) -> int:
         return self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_r
 
@@ -241,14 +261,15 @@ class TrainConfig:
 
     # -- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings, with the DERIVED figures (world_size, effective_batch_size) beside them."""
+        return {**asdict(self), "world_size": self.world_size, "effective_batch_size": self.effective_batch_size}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        return strict_from_dict(cls, data, "training")
+        return strict_from_dict(cls, legacy_settings(data), "training")
 
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":
@@ -257,6 +278,16 @@ class TrainConfig:
     def with_overrides(self, **changes) -> "TrainConfig":
         """A copy with ``changes`` applied (validated again)."""
         return replace(self, **changes)
+
+
+def legacy_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` less the DERIVED figures; an older config.json's ``num_gpus`` and ``launcher`` ("auto"/"accelerate":
+    one process per GPU, a path that never ran) read as procs_per_node = num_gpus > 1 unless launcher "python"."""
+    out = {k: v for k, v in data.items() if k not in (*DERIVED, "num_gpus", "launcher")}
+    gpus = data.get("num_gpus")
+    if "procs_per_node" not in out and type(gpus) is int and gpus > 1 and data.get("launcher") != "python":
+        out["procs_per_node"] = gpus
+    return out
 
 
 def field_docs() -> dict[str, str]:
@@ -339,7 +370,7 @@ def config_file_settings(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidInput(f"{path} must hold a JSON object of training settings (a run's config.json).")
     data.pop("resume_from", None)
-    return typed_settings(data, str(path))
+    return typed_settings(legacy_settings(data), str(path))
 
 
 def typed_settings(values: dict[str, Any], source: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from core.errors import InvalidInput, NotFound
 from core.jobs import rundir
+from core.train import distributed
 from core.train.config import TrainConfig
 from core.train.sft import log, lora_config, prepare_device, progress_callback, trainer_args
 from storage.models import Job, JobStatus
@@ -135,12 +136,16 @@ def _init_dir(cfg: TrainConfig) -> str:
     """The continued run's folder (from the database), or "" for a new adapter."""
     if not cfg.init_from_run:
         return ""
+    return distributed.from_main(lambda: _run_folder(cfg.init_from_run))  # only rank 0 reads the database
+
+
+def _run_folder(job_id: int) -> str:
     from storage.db import session_scope
 
     with session_scope() as session:
-        job = session.get(Job, cfg.init_from_run)
+        job = session.get(Job, job_id)
         if job is None or not job.run_dir or not (Path(job.run_dir) / rundir.ADAPTER_FILES[0]).exists():
-            raise InvalidInput(f"Run {cfg.init_from_run}'s adapter is gone, so there is nothing to continue.")
+            raise InvalidInput(f"Run {job_id}'s adapter is gone, so there is nothing to continue.")
         return job.run_dir
 
 

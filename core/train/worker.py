@@ -33,7 +33,7 @@ from core.errors import InvalidInput, NotFound, StudioError
 from core.hardware import estimate_peak_memory, measured_peak_mb
 from core.jobs import rundir
 from core.jobs.worker import KeepAlive, StopFlag, job_for_run_dir, worker_finish, worker_start
-from core.train import dpo
+from core.train import distributed, dpo
 from core.train.config import TrainConfig, auto_max_length
 from core.train.sft import (answer_cut_away, log, lora_config, prepare_device, progress_callback, sft_config,
                             studio_trainer_class, use_padding_free)
@@ -219,7 +219,7 @@ def fit(ctx: Context):
     resume = ctx.cfg.resume_from or None
     if resume and not (Path(resume) / rundir.COMPLETE_MARKER).exists():
         raise InvalidInput(f"The checkpoint {resume} is incomplete; resume from an earlier one.")
-    if resume:
+    if resume and distributed.is_main():
         _carry_metrics(ctx.run_dir, resume)
     trainer.train(resume_from_checkpoint=resume)
     return trainer
@@ -246,7 +246,9 @@ def _line_step(line: str) -> int:
 
 
 def save(ctx: Context, trainer) -> None:
-    """Adapter (or full model) with tokenizer and chat template into the run folder."""
+    """Adapter (or full model) with tokenizer and chat template into the run folder (by the main process)."""
+    if not distributed.is_main():
+        return
     if ctx.cfg.method == "dpo":
         dpo.save_adapter(ctx, trainer)
         return
@@ -328,23 +330,24 @@ def run(run_dir: str | Path) -> dict:
     cfg_text = (run_dir / rundir.CONFIG).read_text(encoding="utf-8")
     STOP.install()
     t0 = time.time()
-    job_id, version, project_max = _job_and_data_info(run_dir)
-    if job_id:
+    main = distributed.init()  # many processes (torchrun): only rank 0 touches the database and the run folder
+    job_id, version, project_max = distributed.from_main(lambda: _job_and_data_info(run_dir))
+    if job_id and main:
         worker_start(job_id)
     ctx = None
     trainer = None
     status, error = JobStatus.failed.value, ""
-    with KeepAlive(job_id) as alive:
+    with KeepAlive(job_id if main else None) as alive:
         try:
             cfg = TrainConfig.from_json(cfg_text)
             if cfg.method == "dpo":
                 ctx = Context(run_dir=run_dir, cfg=cfg, job_id=job_id, stop=STOP)
-                dpo.setup(ctx, _preference_records(cfg), project_max, _load_base)
+                dpo.setup(ctx, distributed.from_main(lambda: _preference_records(cfg)), project_max, _load_base)
             else:
-                records, excluded = _records(cfg)
+                records, excluded = distributed.from_main(lambda: _records(cfg))
                 ctx = setup(run_dir, cfg, records, project_max, job_id, stop=STOP)
                 ctx.dataset.update(excluded)
-            ctx.keep_alive = alive if job_id else None
+            ctx.keep_alive = alive if job_id and main else None
             trainer = fit(ctx)
             save(ctx, trainer)
             status = JobStatus.canceled.value if STOP.is_set() else JobStatus.succeeded.value
@@ -361,7 +364,10 @@ def run(run_dir: str | Path) -> dict:
                 error = str(err)
             else:
                 error = f"{type(err).__name__}: {err}".strip()[:2000]
+            status, error = distributed.peer_failure(job_id, run_dir, status, error) if main else (status, error)
         finally:
+            if not main:  # the main process writes the result; this rank's outcome goes to the shared log
+                return distributed.rank_result(status, error)
             result = cleanup(run_dir, ctx, trainer, status, error, version, t0)
             if job_id:
                 worker_finish(job_id, status, error, result=result,
