@@ -2,6 +2,7 @@
 GPUs) beside the 1-process run on the same data, and the time from launch to the first step of each.
 
     .venv/bin/python bench/ddp.py [--procs 2] [--steps 12] [--batch 4] [--model embedded:SmolLM2-135M-Instruct]
+    .venv/bin/python bench/ddp.py --tiny      # a small random Llama (2 layers, hidden 64): the path, not the model
 
 One fresh workspace (a temporary folder) with the demo project; both runs go through the real queue
 (core.train.runs.launch, as the Train page's button), the 1-process run first. They share the global batch:
@@ -55,12 +56,32 @@ def run_once(user_id: int, project_id: int, version_id: int, args, procs: int) -
             "loss_last": rows[-1]["loss"], "duration_s": round(time.time() - t0, 1)}
 
 
+def tiny_model(out: Path) -> str:
+    """A randomly initialised 2-layer Llama (hidden 64) with the embedded tokenizer and chat template."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from core.basemodel import load_tokenizer
+
+    tokenizer = load_tokenizer()
+    config = LlamaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         intermediate_size=128, vocab_size=len(tokenizer), max_position_embeddings=1024,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--procs", type=int, default=2, help="processes of the DDP run (default 2)")
     parser.add_argument("--steps", type=int, default=12, help="optimizer steps of each run")
     parser.add_argument("--batch", type=int, default=4, help="global batch (examples per step), split over --procs")
     parser.add_argument("--model", default="embedded:SmolLM2-135M-Instruct", help="base model of both runs")
+    parser.add_argument("--tiny", action="store_true", help="a small random Llama with the embedded tokenizer "
+                        "instead of --model (on a busy CPU: measures the launch path and DDP's overhead)")
     args = parser.parse_args()
     if args.batch % args.procs:
         raise SystemExit("--batch must be a multiple of --procs (the same global batch for both runs).")
@@ -77,6 +98,8 @@ def main() -> None:
         from storage.models import User
 
         init = init_workspace(with_demo=True)
+        if args.tiny:
+            args.model = tiny_model(Path(home) / "models" / "tiny-llama")
         with Session(get_engine(), expire_on_commit=False) as session:
             user = session.exec(select(User).where(User.username == init.admin_username)).one()
             project = get_project(session, init.demo_project_id)

@@ -387,10 +387,10 @@ else:
         leak_panel(cfg)
 
     with right:
-        st.subheader("Memory estimate")
+        st.subheader("Memory estimate per device")
         est, reason = _estimate(cfg.to_json()) if cfg is not None else (None, None)
         if est:
-            st.metric("Estimated peak per device", f"{est['peak_mb'] / 1024:.2f} GiB",
+            st.metric("Estimated peak", f"{est['peak_mb'] / 1024:.2f} GiB",
                       help="The sum of the parts below, for one process (each GPU holds one; CPU processes share "
                            "the machine's memory); checked against the free memory before the run starts.")
             shared = f" x {cfg.procs_per_node} processes" if cfg.procs_per_node > 1 and hw.kind != "cuda" else ""

@@ -176,3 +176,43 @@ def test_old_configs_and_the_launch_command():
     assert argv[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     assert argv[6:] == ["-m", "core.train.worker", "--run-dir", "/r"]
     assert _argv(job, 1)[1:] == ["-m", "core.train.worker", "--run-dir", "/r"]
+
+
+def test_command_line_processes_per_node(tmp_path):
+    from core.cli.main import build_parser
+    from core.cli.train import _settings
+    from core.errors import StudioError
+
+    def settings(*argv):
+        return _settings(build_parser().parse_args(["train", "--version", "v1", *argv]))[0]
+
+    assert settings("--procs-per-node", "2", "--nodes", "1") == {"procs_per_node": 2, "nodes": 1}
+    assert settings("--set", "procs_per_node=3") == {"procs_per_node": 3}
+    with pytest.raises(StudioError, match="--procs-per-node 2 and --set procs_per_node=3 disagree"):
+        settings("--procs-per-node", "2", "--set", "procs_per_node=3")
+    old = tmp_path / "config.json"  # an older run's config.json re-run with --config
+    old.write_text(json.dumps({"num_gpus": 2, "launcher": "auto", "lora_r": 8}))
+    assert settings("--config", str(old)) == {"lora_r": 8, "procs_per_node": 2}
+
+
+def test_train_form_counts_every_process_in_the_effective_batch(session, users, project, tiny_model):
+    from streamlit.testing.v1 import AppTest
+
+    from core.hardware import detect
+
+    if detect().cpu_cores < 2:
+        pytest.skip("two processes need two CPU cores")
+    make_dataset_version(session, project, users["engineer"], n_train=6, n_validation=2)
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / "train.py"), default_timeout=60)
+    at.session_state["user_id"] = users["engineer"].id
+    at.run()
+    at.radio(key="source").set_value("Local model folder").run()
+    at.text_input(key="model_path").input(str(tiny_model)).run()
+    at.number_input(key="quick-accum").set_value(3).run()
+    metric = next(m for m in at.metric if m.label == "Effective batch")
+    assert metric.value == "6"  # batch 2 x accumulation 3 x 1 process
+    at.number_input(key="quick-procs").set_value(2).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert next(m for m in at.metric if m.label == "Effective batch").value == "12"
+    assert "Memory estimate per device" in [s.value for s in at.subheader]
+    assert any("x 2 processes" in c.value for c in at.caption)  # CPU processes share the machine's memory
