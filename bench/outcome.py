@@ -78,7 +78,8 @@ def main() -> int:
     from core.evaluate.results import results
     from core.projects import list_projects
     from core.startup import init_workspace
-    from core.train.config import parse_set, preset_config
+    from core.train.config import preset_config
+    from core.train.settings import parse_set
     from core.train.runs import launch
     from storage.db import get_engine
 

@@ -319,6 +319,17 @@ else:
                                  disabled=method == "full" or init_run is not None)
         grad_accum = c3.number_input("Gradient accumulation", 1, 1024, base.grad_accum, key=k + "accum",
                                      help=DOCS["grad_accum"])
+        # Where and on how many processes. This machine is one node (target "local"); a cluster target adds its
+        # target choice and a nodes field beside "Processes per node".
+        c1, c2, c3 = st.columns(3)
+        max_procs = hw.gpu_count if hw.kind == "cuda" else max(1, hw.cpu_cores)
+        procs = c1.number_input("Processes per node", 1, max_procs, min(base.procs_per_node, max_procs),
+                                key=k + "procs", help=DOCS["procs_per_node"])
+        target, nodes = "local", 1
+        world = int(procs) * nodes
+        c2.metric("Effective batch", int(batch) * int(grad_accum) * world,
+                  help=f"Examples per optimizer step: batch {int(batch)} x accumulation {int(grad_accum)} x "
+                       f"{world} process(es). {DOCS['grad_accum']}")
         with st.expander("More settings"):
             c1, c2, c3 = st.columns(3)
             lora_alpha = c1.number_input("LoRA alpha (0 = 2r)", 0, 4096, base.lora_alpha or 0, key=k + "alpha",
@@ -356,10 +367,6 @@ else:
                                     help=DOCS["gradient_checkpointing"])
             include_derived = st.checkbox("Include examples that came from eval items", False, key="include_derived",
                                           help=DOCS["include_eval_derived"])
-            num_gpus = 0
-            if hw.gpu_count > 1:
-                num_gpus = st.number_input("GPUs (0 = all, via accelerate launch)", 0, hw.gpu_count, 0,
-                                           key=k + "gpus", help=DOCS["num_gpus"])
         name = st.text_input("Run name (optional)", key="run_name")
 
         values = dict(dataset_version_id=version.id if version else 0, **dpo_values,
@@ -370,7 +377,8 @@ else:
                       max_length=max_length, warmup_ratio=float(warmup), weight_decay=float(weight_decay),
                       lr_scheduler=scheduler, eval_steps=int(eval_steps), save_steps=int(save_steps),
                       gradient_checkpointing=bool(grad_ckpt), packing=packing, precision=precision,
-                      seed=int(seed), num_gpus=int(num_gpus), preset=preset, max_train_examples=int(max_train),
+                      seed=int(seed), target=target, nodes=nodes, procs_per_node=int(procs), preset=preset,
+                      max_train_examples=int(max_train),
                       max_validation_examples=int(max_val), include_eval_derived=bool(include_derived),
                       exclude_example_ids=st.session_state.get(f"exclude-{version.id}", []) if version else [],
                       exclude_pair_ids=st.session_state.get(f"exclude-pairs-{dpo_values.get('preference_version_id')}",
@@ -379,12 +387,14 @@ else:
         leak_panel(cfg)
 
     with right:
-        st.subheader("Memory estimate")
+        st.subheader("Memory estimate per device")
         est, reason = _estimate(cfg.to_json()) if cfg is not None else (None, None)
         if est:
             st.metric("Estimated peak", f"{est['peak_mb'] / 1024:.2f} GiB",
-                      help="The sum of the parts below; checked against the free memory before the run starts.")
-            st.caption(f"{estimate_sum_text(est)} at length {est['max_length']}; "
+                      help="The sum of the parts below, for one process (each GPU holds one; CPU processes share "
+                           "the machine's memory); checked against the free memory before the run starts.")
+            shared = f" x {cfg.procs_per_node} processes" if cfg.procs_per_node > 1 and hw.kind != "cuda" else ""
+            st.caption(f"{estimate_sum_text(est)}{shared} at length {est['max_length']}; "
                        f"{est['available_mb'] / 1024:.1f} GiB free")
         elif reason:
             st.warning(reason)

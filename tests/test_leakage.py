@@ -13,7 +13,8 @@ from core.curate.datasets import split_of
 from core.errors import InvalidInput
 from core.evaluate.evalsets import eval_prompts
 from core.jobs.queue import list_jobs
-from core.train.config import TrainConfig, parse_set
+from core.train.config import TrainConfig
+from core.train.settings import parse_set
 from core.train.runs import launch
 from core.train.train_job import training_records
 from storage.models import Example

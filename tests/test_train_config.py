@@ -7,7 +7,8 @@ from dataclasses import fields
 import pytest
 
 from core.errors import InvalidInput
-from core.train.config import PRESETS, TrainConfig, auto_max_length, field_docs, parse_set, preset_config
+from core.train.config import PRESETS, TrainConfig, auto_max_length, field_docs, preset_config
+from core.train.settings import parse_set
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -102,7 +103,7 @@ def test_memory_estimate_orders_methods_and_counts_parameters_from_the_config():
 
 
 def test_a_config_file_takes_a_json_list_for_a_comma_list_field_and_refuses_other_wrong_types(tmp_path):
-    from core.train.config import config_file_settings
+    from core.train.settings import config_file_settings
 
     def settings(**values):
         path = tmp_path / "config.json"

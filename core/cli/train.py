@@ -11,7 +11,8 @@ from core.evaluate.evalsets import get_eval_set
 from core.jobs.queue import TERMINAL, cancel, get_job, job_snapshot, reconcile
 from core.projects import get_project
 from core.curate.preference_versions import get_preference_version
-from core.train.config import PRESETS, TrainConfig, config_file_settings, parse_set, preset_config
+from core.train.config import PRESETS, TrainConfig, preset_config
+from core.train.settings import config_file_settings, parse_set
 from core.ship.deploy import FORMATS, launch_export
 from core.curate.leakage import leak_ids
 from core.train.runs import get_run, launch, resume_note, resume_run, run_summary, runs_table, training_leaks
@@ -63,6 +64,8 @@ def _settings(args) -> tuple[dict, set]:
     values.update(overrides)
     _agree(values, set(overrides), "method", args.method, f"--method {args.method}")
     _agree(values, set(overrides), "base_model", args.base_model, f"--base-model {args.base_model}")
+    _agree(values, set(overrides), "nodes", args.nodes, f"--nodes {args.nodes}")
+    _agree(values, set(overrides), "procs_per_node", args.procs_per_node, f"--procs-per-node {args.procs_per_node}")
     return values, set(overrides)
 
 
@@ -236,6 +239,9 @@ def register(sub, common) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="any TrainConfig field, e.g. --set lora_r=8 --set num_epochs=2 (lists comma-separated, "
                         "none/auto clears an optional number, on/off for true/false)")
+    p.add_argument("--procs-per-node", type=int, metavar="N",
+                   help="processes trained together with DDP (torchrun): one per GPU, or CPU processes (default 1)")
+    p.add_argument("--nodes", type=int, metavar="N", help="machines the run spans (1 on this machine, the default)")
     p.add_argument("--name", help="run name")
     p.add_argument("--exclude-leaked", action="store_true",
                    help="leave out the training examples (DPO: preference pairs) that repeat an eval prompt (else the "

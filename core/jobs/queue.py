@@ -38,7 +38,9 @@ from storage.models import DatasetVersion, Job, JobStatus, Project, User, utcnow
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 TERMINAL = (JobStatus.succeeded.value, JobStatus.failed.value, JobStatus.canceled.value)
 LIVE = (JobStatus.queued.value, JobStatus.running.value)
-LAUNCHERS = ("python", "auto", "accelerate")
+# "torchrun" starts ``slots`` processes of the module (data parallel); "auto"/"accelerate" are older rows' names for
+# it (their accelerate path never ran: `accelerate launch --cpu` starts one process here), launched the same way.
+LAUNCHERS = ("python", "torchrun", "auto", "accelerate")
 # A worker heartbeats every step and from a background thread every 30 s; five silent minutes means hung.
 HEARTBEAT_STALE_S = float(os.environ.get("FINETUNE_STUDIO_HEARTBEAT_TIMEOUT", "300"))
 # A canceled job has this long to stop after SIGTERM (finish its step, save, mark itself canceled: a training step
@@ -70,8 +72,8 @@ def submit(session: Session, user: User, *, project_id: int, kind: str, action: 
     """Queue a job: create its run folder with config.json, insert the row, then start it if a slot is free.
 
     ``action`` is what a user needs (core.accounts.ACTIONS) to submit, cancel or resume it; ``slots`` how many
-    GPUs it takes where there are GPUs (0: all visible ones); ``launcher`` "python" runs the module as is,
-    "auto"/"accelerate" start one process per GPU through accelerate when it has more than one."""
+    GPUs it takes where there are GPUs (0: all visible ones); ``launcher`` "python" runs the module as one process,
+    "torchrun" as one process per slot (per GPU, or ``slots`` CPU processes on a machine without GPUs)."""
     if action not in ACTIONS:
         raise InvalidInput(f"Unknown action {action!r} for a job.")
     if launcher not in LAUNCHERS:
@@ -207,8 +209,9 @@ def _start(session: Session, job: Job, devices: list[str]) -> bool:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(devices)
     try:
         with open(log_path(job), "ab") as log:
-            proc = subprocess.Popen(_argv(job, len(devices)), cwd=str(REPO_ROOT), env=env, stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+            proc = subprocess.Popen(_argv(job, len(devices) or int(job.slots or 1)), cwd=str(REPO_ROOT), env=env,
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, close_fds=True)
     except OSError as err:
         session.exec(update(Job).where(Job.id == job.id).values(
             status=JobStatus.failed.value, finished_at=utcnow(), error=f"Could not start the worker: {err}"))
@@ -220,11 +223,29 @@ def _start(session: Session, job: Job, devices: list[str]) -> bool:
     return True
 
 
-def _argv(job: Job, n_devices: int) -> list[str]:
-    if n_devices > 1 and job.launcher in ("auto", "accelerate"):
-        return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n_devices),
-                "--num_machines", "1", "-m", job.module, "--run-dir", job.run_dir]
+def _argv(job: Job, n_procs: int) -> list[str]:
+    """The job's command: ``python -m MODULE --run-dir DIR``, or torchrun starting ``n_procs`` of it on this machine
+    (``--standalone``: its own rendezvous on a free local port, so two runs never meet)."""
+    if n_procs > 1 and job.launcher in ("torchrun", "auto", "accelerate"):
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n_procs),
+                "-m", job.module, "--run-dir", job.run_dir]
     return [sys.executable, "-m", job.module, "--run-dir", job.run_dir]
+
+
+def signal_job(pid: int, sig: int) -> None:
+    """Send ``sig`` to a job's process group and to every process below it in another group: torchrun starts each
+    rank in a session of its own, and a cancel (or the SIGKILL after it) must reach every rank, not only torchrun."""
+    import psutil
+
+    try:
+        below = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        below = []
+    for target in [pid, *(p.pid for p in below)]:
+        try:
+            os.killpg(target, sig) if target == pid else os.kill(target, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 # ---------------------------------------------------------------- control
@@ -266,10 +287,7 @@ def cancel(session: Session, user: User, job_id: int) -> Job:
         session.exec(update(Job).where(Job.id == job.id).values(cancel_requested=True))
         session.commit()
         if alive(job):
-            try:
-                os.killpg(job.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            signal_job(job.pid, signal.SIGTERM)
             # not a daemon: a CLI that cancels and exits still waits for the escalation (or the job's end)
             threading.Thread(target=_kill_after_grace, args=(job.id, job.pid, job.pid_create_time, cancel_grace_s()),
                              name=f"cancel-{job.id}").start()
@@ -294,10 +312,7 @@ def _kill_after_grace(job_id: int, pid: int, create_time: float | None, grace: f
         time.sleep(0.2)
     else:
         return
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    signal_job(pid, signal.SIGKILL)
     gone_by = time.monotonic() + 10  # the device is free once the process is gone, not when the signal is sent
     while alive(probe) and time.monotonic() < gone_by:
         time.sleep(0.1)
@@ -359,10 +374,7 @@ def reconcile(session: Session) -> list[Job]:
                 beat = beat.replace(tzinfo=timezone.utc)
             if beat is not None and now - beat > timedelta(seconds=HEARTBEAT_STALE_S):
                 reason = f"No heartbeat for {int((now - beat).total_seconds())} s; the job looked hung and was stopped"
-                try:
-                    os.killpg(job.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                signal_job(job.pid, signal.SIGKILL)
         if reason is None:
             continue
         tail = log_tail(job)

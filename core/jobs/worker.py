@@ -183,6 +183,9 @@ class JobContext:
     to record (the training job writes result.json there)."""
     memory: dict = field(default_factory=dict)
     """measured_peak_mb / estimated_peak_mb for the job row, when the body knows them."""
+    review_end: Callable[[str, str], tuple[str, str]] | None = None
+    """Called with (status, error) once the end is known; returns the (status, error) to record (a training run
+    of many processes tells a failed peer from a cancel there)."""
 
     def beat(self, **extra) -> None:
         """Progress for the job row (result["progress"]), written by the keep-alive thread; never blocks."""
@@ -237,6 +240,8 @@ def run_worker(job_id: int | None, body: "Callable[[JobContext], dict]", *, run_
             result = ctx.result or None
             status, error = end_of(err, ctx)
         finally:
+            if ctx.review_end is not None:
+                status, error = ctx.review_end(status, error)
             if ctx.on_end is not None:
                 result = ctx.on_end(status, error, result)
             if job_id:

@@ -6,13 +6,9 @@ Fields left as ``None`` / ``"auto"`` are decided from the data and the hardware 
 """
 from __future__ import annotations
 
-import difflib
 import json
 import math
-import re
-import typing
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from core.basemodel import EMBEDDED
@@ -22,7 +18,8 @@ from core.errors import InvalidInput
 METHODS = ("lora", "qlora", "full", "dpo")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
-LAUNCHERS = ("auto", "python", "accelerate")
+TARGETS = ("local",)  # where a run's processes run: "local" is this machine (core.jobs.queue)
+DERIVED = ("world_size", "effective_batch_size")  # figures config.json shows beside the settings, never read back
 DEFAULT_LR = {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5, "dpo": 5e-5}
 # TRL DPOTrainer loss types the studio offers: each needs no setting beyond beta (see dpo_loss_type).
 DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge", "apo_zero", "apo_down")
@@ -114,10 +111,15 @@ class TrainConfig:
     length. "on" also works with SDPA/eager (exact, but slower on a CPU)."""
     precision: str = "auto"
     """"auto" (bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU), "fp32", "bf16" or "fp16"."""
-    num_gpus: int = 0
-    """GPUs to use; 0 means all visible GPUs (none on a CPU machine)."""
-    launcher: str = "auto"
-    """"auto" uses `accelerate launch` when more than one GPU is used, plain python otherwise."""
+
+    # -- where and on how many processes (data parallel: each process trains on its share of every batch)
+    target: str = "local"
+    """Where the run's processes run: "local" is this machine (the job queue of the server)."""
+    nodes: int = 1
+    """Machines the run spans; more than 1 only on a cluster target (this machine is one node)."""
+    procs_per_node: int = 1
+    """Processes per machine, started by torchrun and trained as one with DDP: one per GPU on a GPU machine (its
+    GPUs are taken from the free ones), CPU processes on a machine without GPUs. 1 runs a single process."""
 
     # -- leakage (core.curate.leakage)
     exclude_example_ids: list[int] = field(default_factory=list)
@@ -195,10 +197,14 @@ class TrainConfig:
             yield "packing must be auto, on or off"
         if self.precision not in PRECISIONS:
             yield f"precision must be one of {', '.join(PRECISIONS)}"
-        if self.num_gpus < 0:
-            yield "num_gpus cannot be negative"
-        if self.launcher not in LAUNCHERS:
-            yield f"launcher must be one of {', '.join(LAUNCHERS)}"
+        if self.target not in TARGETS:
+            yield f"target must be one of {', '.join(TARGETS)} (got {self.target!r})"
+        if type(self.nodes) is not int or not 1 <= self.nodes <= 4096:
+            yield f"nodes must be a whole number from 1 to 4096 (got {self.nodes!r})"
+        elif self.nodes > 1 and self.target == "local":
+            yield f"nodes={self.nodes} needs a cluster target: this machine (target local) is one node"
+        if type(self.procs_per_node) is not int or not 1 <= self.procs_per_node <= 1024:
+            yield f"procs_per_node must be a whole number from 1 to 1024 (got {self.procs_per_node!r})"
         ids = self.exclude_example_ids
         if not isinstance(ids, list) or any(type(i) is not int or i < 1 for i in ids):
             yield "exclude_example_ids must be a list of example ids (positive whole numbers)"
@@ -229,6 +235,16 @@ class TrainConfig:
         return self.learning_rate if self.learning_rate is not None else DEFAULT_LR[self.method]
 
     @property
+    def world_size(self) -> int:
+        """How many processes train together: nodes x procs_per_node."""
+        return self.nodes * self.procs_per_node
+
+    @property
+    def effective_batch_size(self) -> int:
+        """Examples per optimizer step, every process counted: batch x grad_accum x world_size."""
+        return self.per_device_batch_size * self.grad_accum * self.world_size
+
+    @property
     def effective_alpha(self) -> int:
         return self.lora_alpha if self.lora_alpha is not None else 2 * self.lora_r
 
@@ -241,14 +257,15 @@ class TrainConfig:
 
     # -- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings, with the DERIVED figures (world_size, effective_batch_size) beside them."""
+        return {**asdict(self), "world_size": self.world_size, "effective_batch_size": self.effective_batch_size}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        return strict_from_dict(cls, data, "training")
+        return strict_from_dict(cls, legacy_settings(data), "training")
 
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":
@@ -257,6 +274,16 @@ class TrainConfig:
     def with_overrides(self, **changes) -> "TrainConfig":
         """A copy with ``changes`` applied (validated again)."""
         return replace(self, **changes)
+
+
+def legacy_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` less the DERIVED figures; an older config.json's ``num_gpus`` and ``launcher`` ("auto"/"accelerate":
+    one process per GPU, a path that never ran) read as procs_per_node = num_gpus > 1 unless launcher "python"."""
+    out = {k: v for k, v in data.items() if k not in (*DERIVED, "num_gpus", "launcher")}
+    gpus = data.get("num_gpus")
+    if "procs_per_node" not in out and type(gpus) is int and gpus > 1 and data.get("launcher") != "python":
+        out["procs_per_node"] = gpus
+    return out
 
 
 def field_docs() -> dict[str, str]:
@@ -304,135 +331,6 @@ def preset_config(name: str = "quick", **overrides) -> TrainConfig:
         raise InvalidInput(f"Unknown preset {name!r}; choose one of: {', '.join(PRESETS)}.")
     values = {**PRESETS[name], "preset": name, **overrides}
     return TrainConfig.from_dict(values)
-
-
-# str fields that hold a comma-separated list: a config file may give them as a JSON list of strings.
-COMMA_LISTS = ("target_modules",)
-# Settings the launcher fills in: a config file or --set that carried one would resume an unrelated checkpoint.
-LAUNCHER_ONLY = {"resume_from": "`finetune-studio runs resume RUN` continues a run from its checkpoint"}
-
-
-def parse_set(pairs: list[str]) -> dict[str, Any]:
-    """``["lora_r=8", "packing=off"]`` -> typed overrides (the CLI's --set), parsed by transformers'
-    HfArgumentParser built from TrainConfig's fields; refused in one line (InvalidInput) when a key is unknown or a
-    value does not fit its field's type. Lists are comma-separated; none/null/auto clears an optional number;
-    on/off is a boolean."""
-    values: dict[str, Any] = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise InvalidInput(f"--set needs key=value (got {pair!r}).")
-        key, raw = (p.strip() for p in pair.split("=", 1))
-        values[key] = raw
-    return typed_settings(values, "--set")
-
-
-def config_file_settings(path: str | Path) -> dict[str, Any]:
-    """The settings of a run's config.json (or any JSON object of TrainConfig fields), typed like --set; what
-    ``finetune-studio train --config`` re-runs (the CLI builds the run's TrainConfig from them with
-    ``TrainConfig.from_dict``, after --set). Refused in one line when the file is missing, not JSON, carries an
-    unknown key or a value of the wrong JSON type (a comma-list field, ``target_modules``, also takes a JSON list
-    of strings). JSON values are already typed and are taken as they are; only a string given for a number, flag
-    or list is read as --set reads it. A resumed run's ``resume_from`` is left out: a re-run starts at step 0
-    (`finetune-studio runs resume` continues a run)."""
-    path = Path(path).expanduser()
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise InvalidInput(f"Cannot read the config file {path}: {err.strerror or err}.") from None
-    except ValueError as err:
-        raise InvalidInput(f"{path} is not a JSON file: {err}.") from None
-    if not isinstance(data, dict):
-        raise InvalidInput(f"{path} must hold a JSON object of training settings (a run's config.json).")
-    data.pop("resume_from", None)
-    source = str(path)
-    known = _checked_keys(data, source)
-    typed, as_text = {}, {}
-    for key, value in data.items():
-        value = _json_typed(key, known[key], value, source)
-        if isinstance(value, str) and known[key] is not str:
-            as_text[key] = value
-        else:
-            typed[key] = value
-    typed.update(typed_settings(as_text, source) if as_text else {})
-    return {key: typed[key] for key in data}
-
-
-def _checked_keys(values: dict[str, Any], source: str) -> dict[str, Any]:
-    """TrainConfig's field types, once ``values`` has no unknown key and no launcher-only setting; ``source``
-    ("--set" or a file) starts each refusal."""
-    known = typing.get_type_hints(TrainConfig)  # not fields' .type: HfArgumentParser rewrites those in place
-    unknown = [key for key in values if key not in known]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], known, n=1)
-        raise InvalidInput(f"{source}: unknown training setting {unknown[0]!r}"
-                           + (f" (did you mean {close[0]!r}?)" if close else "") + "; the settings are the "
-                           "TrainConfig fields (core/train/config.py).")
-    for key, value in values.items():
-        if key in LAUNCHER_ONLY and value not in ("", None):
-            raise InvalidInput(f"{source}: {key} is set by the launcher, not by hand; {LAUNCHER_ONLY[key]}.")
-    return known
-
-
-def typed_settings(values: dict[str, str], source: str) -> dict[str, Any]:
-    """``values`` (strings, as --set gives them) checked and converted by TrainConfig's HfArgumentParser;
-    ``source`` ("--set" or a file) starts each refusal."""
-    known = _checked_keys(values, source)
-    argv: list[str] = []
-    out: dict[str, Any] = {}
-    for key, text in values.items():
-        kind = known[key]
-        optional = type(None) in typing.get_args(kind)
-        if optional and text.strip().lower() in ("none", "null", "auto"):
-            out[key] = None
-        elif typing.get_origin(kind) is list:
-            items = [v.strip() for v in text.split(",") if v.strip()]
-            if items:
-                argv += [f"--{key}", *items]
-            else:
-                out[key] = []
-        elif kind is bool:
-            argv += [f"--{key}", {"on": "true", "off": "false"}.get(text.strip().lower(), text.strip())]
-        else:
-            argv += [f"--{key}", text]
-    parsed = vars(_settings_parser(source).parse_args(argv))
-    return {key: out[key] if key in out else parsed[key] for key in values}
-
-
-def _json_kind(value) -> str:
-    if value is None or isinstance(value, bool):
-        return json.dumps(value)
-    return {str: "a string", int: "a number", float: "a number", list: "a list", dict: "an object"}[type(value)]
-
-
-def _json_typed(key: str, kind, value, source: str):
-    """A JSON value (a config file's) as its field takes it: a list of strings joined for a comma-list field, a
-    whole number as a float for a float field, a value of another JSON type refused in one line (a string is
-    left for --set's parsing)."""
-    if isinstance(value, str) or value is None and type(None) in typing.get_args(kind):
-        return value
-    if key in COMMA_LISTS and isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return ",".join(v.strip() for v in value)
-    base = list if typing.get_origin(kind) is list else next(k for k in (str, bool, int, float)
-                                                              if k is kind or k in typing.get_args(kind))
-    whole = lambda v: type(v) is int  # noqa: E731 - bool is an int to Python, not to a config file
-    if not {str: False, list: isinstance(value, list) and all(map(whole, value)), bool: isinstance(value, bool),
-            int: whole(value), float: type(value) in (int, float)}[base]:
-        want = ("a string or a list of strings" if key in COMMA_LISTS else
-                {str: "a string", bool: "true or false", int: "a whole number", float: "a number"}.get(
-                    base, "a list of whole numbers"))
-        raise InvalidInput(f"{source}: {key} must be {want}, not {_json_kind(value)}.")
-    return float(value) if base is float else value
-
-
-def _settings_parser(source: str):
-    from transformers import HfArgumentParser
-
-    class Parser(HfArgumentParser):
-        def error(self, message):  # argparse would print its usage and exit; the CLI prints one line instead
-            message = re.sub(r"argument --(\w+)(/--[\w-]+)?", r"\1", message).rstrip(".")
-            raise InvalidInput(f"{source}: {message}.")
-
-    return Parser(TrainConfig)  # type: ignore[arg-type]  # a dataclass; transformers' protocol misses it
 
 
 def auto_max_length(token_lengths: list[int], cap: int) -> int:

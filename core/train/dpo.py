@@ -23,6 +23,7 @@ from pathlib import Path
 
 from core.errors import InvalidInput, NotFound
 from core.jobs import rundir
+from core.train import distributed
 from core.train.config import TrainConfig
 from core.train.sft import (Method, log, lora_config, n_tokens, prepare_device, progress_callback, sample,
                             trainer_args)
@@ -136,12 +137,16 @@ def _init_dir(cfg: TrainConfig) -> str:
     """The continued run's folder (from the database), or "" for a new adapter."""
     if not cfg.init_from_run:
         return ""
+    return distributed.from_main(lambda: _run_folder(cfg.init_from_run))  # only rank 0 reads the database
+
+
+def _run_folder(job_id: int) -> str:
     from storage.db import session_scope
 
     with session_scope() as session:
-        job = session.get(Job, cfg.init_from_run)
+        job = session.get(Job, job_id)
         if job is None or not job.run_dir or not (Path(job.run_dir) / rundir.ADAPTER_FILES[0]).exists():
-            raise InvalidInput(f"Run {cfg.init_from_run}'s adapter is gone, so there is nothing to continue.")
+            raise InvalidInput(f"Run {job_id}'s adapter is gone, so there is nothing to continue.")
         return job.run_dir
 
 
@@ -209,7 +214,8 @@ def preference_data(cfg: TrainConfig) -> list[dict]:
 
 def prepare(ctx, project_max_length: int, load_base) -> None:
     """The DPO method's data and setup (core.train.sft.Method.prepare)."""
-    setup(ctx, preference_data(ctx.cfg), project_max_length, load_base)
+    # Only rank 0 of a many-process run reads the database; every rank gets the pairs.
+    setup(ctx, distributed.from_main(lambda: preference_data(ctx.cfg)), project_max_length, load_base)
 
 
 METHOD = Method(prepare=prepare, build_trainer=build_trainer, save=save_adapter, summary=reward_summary)

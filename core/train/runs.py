@@ -48,20 +48,36 @@ def check_launch(cfg: TrainConfig, hw=None, *, trusted_paths: bool = False) -> d
     hw = hw or detect()
     if hw.kind != "cuda" and cfg.precision in ("bf16", "fp16"):
         raise InvalidInput(f"{cfg.precision} needs a GPU; on a CPU training runs in fp32 (precision=auto).")
-    if hw.kind == "cuda" and cfg.num_gpus > hw.gpu_count:
-        raise InvalidInput(f"num_gpus={cfg.num_gpus} but only {hw.gpu_count} GPU(s) are visible.")
+    check_processes(cfg, hw)
     check_model_name(cfg.base_model)
     if not is_embedded(cfg.base_model):
         load_tokenizer(cfg.base_model)  # refuses a base without a chat template now, not in the worker 30 s later
-    est = estimate(cfg, hw)
-    if not est["fits"]:
+    est = estimate(cfg, hw)  # per device: each GPU holds one process; CPU processes share the machine's memory
+    shared = cfg.procs_per_node if hw.kind != "cuda" else 1
+    if est["peak_mb"] * shared > est["available_mb"]:
         raise InvalidInput(
-            f"This run needs about {est['peak_mb'] / 1024:.1f} GiB ({estimate_sum_text(est)}, at batch "
+            f"This run needs about {est['peak_mb'] * shared / 1024:.1f} GiB ({estimate_sum_text(est)}"
+            + (f" per process, x {shared} processes" if shared > 1 else "") + ", at batch "
             f"{cfg.per_device_batch_size} x {est['max_length']} tokens) but only {est['available_mb'] / 1024:.1f} "
             f"GiB is free ({est['device']}). Lower the batch size or max length, turn on gradient checkpointing, "
             "or use QLoRA (4-bit base weights)."
         )
     return est
+
+
+def check_processes(cfg: TrainConfig, hw) -> None:
+    """Refuse more processes per node than this machine has GPUs (on a GPU machine) or CPU cores."""
+    if hw.kind == "cuda" and cfg.procs_per_node > hw.gpu_count:
+        raise InvalidInput(f"{cfg.procs_per_node} processes per node need {cfg.procs_per_node} GPUs, one each, but "
+                           f"only {hw.gpu_count} GPU(s) are visible.")
+    if hw.kind != "cuda" and cfg.procs_per_node > max(1, hw.cpu_cores):
+        raise InvalidInput(f"{cfg.procs_per_node} processes per node need a CPU core each, but this machine has "
+                           f"{hw.cpu_cores}.")
+
+
+def queue_args(cfg: TrainConfig) -> dict:
+    """How the queue runs ``cfg``: one slot (a GPU) per process, through torchrun when there are several."""
+    return {"slots": cfg.procs_per_node, "launcher": "torchrun" if cfg.procs_per_node > 1 else "python"}
 
 
 def launch(session, user, project_id: int, cfg: TrainConfig, name: str = "", *, trusted_paths: bool = False):
@@ -82,7 +98,7 @@ def launch(session, user, project_id: int, cfg: TrainConfig, name: str = "", *, 
     est = check_launch(cfg, trusted_paths=True)
     name = name or f"{cfg.method}-{version.name}"
     return submit(session, user, project_id=project_id, kind=KIND, action="train", name=name, config=cfg.to_dict(),
-                  module=WORKER, slots=cfg.num_gpus, launcher=cfg.launcher, dataset_version_id=version.id,
+                  module=WORKER, **queue_args(cfg), dataset_version_id=version.id,
                   estimated_peak_mb=est["peak_mb"])
 
 
@@ -130,7 +146,7 @@ def launch_dpo(session, user, project_id: int, cfg: TrainConfig, name: str = "",
     est = check_launch(cfg, trusted_paths=True)
     name = name or f"dpo-{prefs.name}" + (f"-from-{cfg.init_from_run}" if cfg.init_from_run else "")
     return submit(session, user, project_id=project_id, kind=KIND, action="train", name=name, config=cfg.to_dict(),
-                  module=WORKER, slots=cfg.num_gpus, launcher=cfg.launcher, estimated_peak_mb=est["peak_mb"])
+                  module=WORKER, **queue_args(cfg), estimated_peak_mb=est["peak_mb"])
 
 
 def resume_run(session, user, job_id: int):

@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 from core.errors import InvalidInput
 from core.jobs import rundir
+from core.train import distributed
 from core.train.config import TrainConfig
 from core.train.hardware import measured_peak_mb
 
@@ -54,8 +55,8 @@ def n_tokens(tokenizer, messages: list[dict]) -> int:
 
 
 def log(msg: str) -> None:
-    """A timestamped line in the run's log."""
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    """A timestamped line in the run's log (naming the rank in a run of many processes: they share the log)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {distributed.log_prefix()}{msg}", flush=True)
 
 
 def use_padding_free(cfg: TrainConfig, model) -> bool:
@@ -123,7 +124,10 @@ def trainer_args(ctx) -> dict:
         dataloader_num_workers=0,
         dataloader_pin_memory=ctx.hw.kind == "cuda",
         include_num_input_tokens_seen="non_padding",
-        ddp_find_unused_parameters=False if cfg.num_gpus != 1 else None,
+        # Many processes (torchrun): DDP over NCCL on GPUs, gloo on a CPU, which accelerate only takes with use_cpu.
+        ddp_find_unused_parameters=False if distributed.is_distributed() else None,
+        ddp_backend=distributed.backend() if distributed.is_distributed() else None,
+        use_cpu=distributed.is_distributed() and ctx.hw.kind == "cpu",
     )
 
 
@@ -138,7 +142,9 @@ def prepare_device(ctx) -> None:
     if ctx.hw.kind != "cuda" and ctx.precision != "fp32":
         raise InvalidInput("Half precision needs an NVIDIA GPU; on this machine training runs in fp32.")
     torch.manual_seed(ctx.cfg.seed)
-    log(f"hardware: {ctx.hw.describe()}; precision {ctx.precision}")
+    log(f"hardware: {ctx.hw.describe()}; precision {ctx.precision}" + (
+        f"; one of {distributed.world_size()} processes (DDP over {distributed.backend()})"
+        if distributed.is_distributed() else ""))
 
 
 def sft_config(ctx):
@@ -191,7 +197,7 @@ def progress_callback(ctx):
             log(f"training: {state.max_steps} steps (from step {state.global_step})")
 
         def on_step_end(self, args, state, control, **kw):
-            if ctx.stop.is_set():
+            if distributed.any_rank(ctx.stop.is_set()):  # every rank stops at the same step
                 control.should_training_stop = True
                 control.should_save = True  # a checkpoint to resume from
             if ctx.keep_alive is not None and time.time() - self.last_beat > 2:
@@ -201,13 +207,13 @@ def progress_callback(ctx):
 
         def on_save(self, args, state, control, **kw):
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if (ckpt / "trainer_state.json").exists():
+            if distributed.is_main() and (ckpt / "trainer_state.json").exists():
                 (ckpt / rundir.COMPLETE_MARKER).write_text(str(state.global_step))
 
         def on_log(self, args, state, control, logs=None, **kw):
             logs = logs or {}
-            if "loss" not in logs and "eval_loss" not in logs:
-                return  # the end-of-training summary; result.json holds it
+            if not distributed.is_main() or "loss" not in logs and "eval_loss" not in logs:
+                return  # another rank's (the main one writes), or the end-of-training summary (result.json)
             now = time.time()
             done = state.global_step - (self.first_step or 0)
             eta = (now - self.t0) / done * (state.max_steps - state.global_step) if done > 0 else None

@@ -30,8 +30,8 @@ from core.curate.leakage import eval_derived_excluded
 from core.errors import InvalidInput
 from core.train.hardware import estimate_peak_memory, measured_peak_mb
 from core.jobs import rundir
-from core.jobs.worker import JobContext, KeepAlive, StopFlag, out_of_memory, worker_main
-from core.train import dpo
+from core.jobs.worker import JobContext, KeepAlive, StopFlag, out_of_memory, run_worker, worker_main
+from core.train import distributed, dpo
 from core.train.config import TrainConfig, auto_max_length
 from core.train.sft import (Method, answer_cut_away, log, lora_config, n_tokens, prepare_device, progress_callback,
                             sample, sft_config, studio_trainer_class, use_padding_free)
@@ -208,7 +208,7 @@ def fit(ctx: Context):
     resume = ctx.cfg.resume_from or None
     if resume and not (Path(resume) / rundir.COMPLETE_MARKER).exists():
         raise InvalidInput(f"The checkpoint {resume} is incomplete; resume from an earlier one.")
-    if resume:
+    if resume and distributed.is_main():
         _carry_metrics(ctx.run_dir, resume)
     trainer.train(resume_from_checkpoint=resume)
     return trainer
@@ -235,8 +235,9 @@ def _line_step(line: str) -> int:
 
 
 def save(ctx: Context, trainer) -> None:
-    """Adapter (or full model) with tokenizer and chat template into the run folder."""
-    method_of(ctx.cfg).save(ctx, trainer)
+    """Adapter (or full model) with tokenizer and chat template into the run folder (by the main process only)."""
+    if distributed.is_main():
+        method_of(ctx.cfg).save(ctx, trainer)
 
 
 def save_sft(ctx: Context, trainer) -> None:
@@ -305,19 +306,24 @@ def _git_commit() -> str | None:
 def train(job: JobContext) -> dict:
     """The training job's body: prepare -> fit -> save; cleanup (result.json) runs however it ends."""
     t0 = time.time()
-    version, project_max = _data_info(job.job_id)
+    # Many processes (torchrun): only rank 0 reads the database; the others get what it read (distributed).
+    version, project_max = distributed.from_main(lambda: _data_info(job.job_id))
     state: dict = {"ctx": None, "trainer": None}
     job.canceled_message = "Canceled before training finished."
     job.oom_advice = lambda: oom_advice(state["ctx"].cfg if state["ctx"] else TrainConfig(),
                                         state["ctx"].max_length if state["ctx"] else 0)
 
-    def end(status: str, error: str, _result: dict | None) -> dict:
+    def end(status: str, error: str, _result: dict | None) -> dict | None:
+        if not distributed.is_main():  # rank 0 writes result.json and the job row; this rank's end goes to the log
+            distributed.rank_result(status, error)
+            return None
         result = cleanup(job.run_dir, state["ctx"], state["trainer"], status, error, version, t0)
         job.memory.update(measured_peak_mb=result["memory"]["measured_peak_mb"],
                           estimated_peak_mb=result["memory"]["estimated_peak_mb"])
         return result
 
     job.on_end = end
+    job.review_end = lambda status, error: distributed.peer_failure(job.job_id, job.run_dir, status, error)
     cfg = TrainConfig.from_dict(job.config)
     ctx = state["ctx"] = Context(run_dir=job.run_dir, cfg=cfg, job_id=job.job_id, stop=job.stop,
                                  keep_alive=job.keep_alive if job.job_id else None)
@@ -333,8 +339,11 @@ def train(job: JobContext) -> dict:
 
 def prepare_sft(ctx: Context, project_max_length: int, load_base) -> None:
     """The SFT method's data (the dataset version less what the run leaves out) and setup."""
-    with session_scope() as session:
-        records, excluded = training_records(session, ctx.cfg)
+    def read() -> tuple[dict, dict]:
+        with session_scope() as session:
+            return training_records(session, ctx.cfg)
+
+    records, excluded = distributed.from_main(read)  # rank 0 reads the database, every rank gets the records
     setup_sft(ctx, records, project_max_length, load_base)
     ctx.dataset.update(excluded)
 
@@ -394,8 +403,25 @@ def cleanup(run_dir: Path, ctx: Context | None, trainer, status: str, error: str
 
 
 def main(argv: list[str] | None = None) -> int:
-    return worker_main("python -m core.train.train_job", "Run one fine-tuning job.", train, argv, stop=STOP,
-                       needs_job=False)
+    if distributed.init():  # rank 0 (or the only process): the job's lifecycle, database and run folder
+        return worker_main("python -m core.train.train_job", "Run one fine-tuning job.", train, argv, stop=STOP,
+                           needs_job=False)
+    return other_rank(argv)
+
+
+def other_rank(argv: list[str] | None) -> int:
+    """Another process of a many-process run: the same training without the database (no job row to write), its
+    outcome a line of the shared log that rank 0 quotes if it failed."""
+    import argparse
+
+    from core.workspace import offline_env
+
+    parser = argparse.ArgumentParser(prog="python -m core.train.train_job")
+    parser.add_argument("--run-dir", required=True)
+    args = parser.parse_args(argv)
+    offline_env()
+    status, _ = run_worker(None, train, run_dir=args.run_dir, stop=STOP.install())
+    return 0 if status in ("succeeded", "canceled") else 1
 
 
 if __name__ == "__main__":
