@@ -1,0 +1,100 @@
+"""The judge job: ``python -m core.evaluate.judgejob --run-dir DIR``. Never imports streamlit or torch.
+
+setup -> the tasks (core.evaluate.judging.judge_tasks: pairwise in both orders, rubric per criterion) less those
+whose verdict is already stored (so a resumed job asks nothing twice) -> one request at a time to the judge's
+endpoint, each answer parsed (NULL when unparseable) and stored at once with the raw answer -> finish. SIGTERM
+(cancel) stops after the current request and keeps every verdict stored so far.
+"""
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+
+from sqlalchemy.exc import IntegrityError
+
+from core.errors import InvalidInput
+from core.evaluate.judges import JudgeError, ask, get_judge
+from core.evaluate.judging import (JudgeConfig, judge_tasks, pairwise_messages, parse_pairwise, parse_rating,
+                                   rubric_messages, stored_keys, task_key)
+from core.jobs.worker import KeepAlive, StopFlag, worker_finish, worker_main, worker_start
+from storage.db import retry_busy, session_scope
+from storage.models import JobStatus, JudgeVerdict
+
+STOP = StopFlag()  # set by SIGTERM (core.jobs.queue.cancel): stop after the current request
+
+
+def _ask(judge, task: dict, max_tokens: int) -> tuple[str, str | None, int | None]:
+    """(raw answer, verdict, score) of one task."""
+    prompt, crit = task["prompt"], task["criterion"]
+    if task["mode"] == "pairwise":
+        raw = ask(judge, pairwise_messages(prompt, task["output_a"].text, task["output_b"].text), max_tokens=max_tokens)
+        return raw, parse_pairwise(raw), None
+    raw = ask(judge, rubric_messages(prompt, crit, task["output_a"].text), max_tokens=max_tokens)
+    return raw, None, parse_rating(raw, int(crit["min"]), int(crit["max"]))
+
+
+def _store(job_id: int, cfg: JudgeConfig, task: dict, raw: str, verdict: str | None, score: int | None) -> None:
+    row = JudgeVerdict(judge_id=cfg.judge_id, eval_set_id=cfg.eval_set_id, job_id=job_id, prompt_id=task["prompt"].id,
+                       mode=task["mode"], criterion=(task["criterion"] or {}).get("name", ""),
+                       system_a=task["system_a"], system_b=task["system_b"], output_a_id=task["output_a"].id,
+                       output_b_id=task["output_b"].id if task["output_b"] is not None else 0, raw=raw,
+                       verdict=verdict, score=score)
+    try:
+        with session_scope() as s:
+            s.add(row)
+    except IntegrityError:  # another job stored this verdict meanwhile: keep the first
+        pass
+
+
+def run_job(job_id: int) -> dict:
+    """Ask the judge every task not yet answered; returns the job's result."""
+    job = worker_start(job_id)
+    t_start = time.perf_counter()
+    counts = {"done": 0, "asked": 0, "unparseable": 0, "already_stored": 0}
+    result: dict = {}
+    keep_alive = KeepAlive(job_id).start()
+    try:
+        cfg = JudgeConfig.from_dict(job.config)
+        with session_scope() as s:
+            judge = get_judge(s, cfg.judge_id)
+            tasks = judge_tasks(s, cfg)
+            done = stored_keys(s, cfg.judge_id, cfg.eval_set_id)
+        todo = [t for t in tasks if task_key(t) not in done]
+        counts["already_stored"] = counts["done"] = len(tasks) - len(todo)
+        result = {"judge": judge.name, "total": len(tasks), "modes": cfg.modes}
+        keep_alive.beat(**counts, total=len(tasks))
+        print(f"judge {judge.name} at {judge.base_url}: {len(todo)} requests ({counts['done']} already stored)",
+              flush=True)
+        for task in todo:
+            if STOP.is_set():
+                break
+            raw, verdict, score = _ask(judge, task, cfg.max_tokens)
+            retry_busy(lambda: _store(job_id, cfg, task, raw, verdict, score))
+            counts["done"] += 1
+            counts["asked"] += 1
+            counts["unparseable"] += verdict is None and score is None
+            keep_alive.beat(**counts, total=len(tasks))
+            print(f"{counts['done']}/{len(tasks)} {task['mode']} "
+                  f"{'unparseable' if verdict is None and score is None else verdict or score}", flush=True)
+        result.update(counts, seconds=round(time.perf_counter() - t_start, 2))
+        status = JobStatus.canceled.value if STOP.is_set() else JobStatus.succeeded.value
+        worker_finish(job_id, status, error="Canceled; verdicts stored so far are kept." if STOP.is_set() else "",
+                      result=result)
+        return result
+    except Exception as err:  # the job's truth goes to the database, the traceback to the log
+        traceback.print_exc()
+        message = str(err) if isinstance(err, (InvalidInput, JudgeError)) else f"{type(err).__name__}: {err}"
+        worker_finish(job_id, JobStatus.failed.value, error=message, result={**result, **counts})
+        raise
+    finally:
+        keep_alive.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return worker_main("python -m core.evaluate.judgejob", __doc__.splitlines()[0], STOP,
+                       lambda job_id: run_job(job_id) is not None, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
