@@ -4,6 +4,7 @@ agreement with the reviewers equal to scikit-learn and scipy on the same items, 
 that takes a trusted judge and refuses an untrusted one."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -19,7 +20,7 @@ from core.evaluate.judgeresults import NOT_TRUSTED, judge_results
 from core.evaluate.judging import launch_judging
 from core.evaluate.review import scores_of
 from storage.models import Example, Judge, JudgeVerdict
-from tests.helpers import make_outputs, score_all
+from tests.helpers import cli, make_outputs, score_all
 
 
 def _judge(session, users, **kw) -> Judge:
@@ -169,3 +170,18 @@ def test_a_judge_job_needs_something_to_judge(session, users, project):
         launch_judging(session, users["engineer"], es.id, judge.id, modes=["pairwise"], systems=["base"])
     with pytest.raises(PermissionDenied):
         launch_judging(session, users["reviewer"], es.id, judge.id)
+
+
+def test_the_command_line_registers_checks_and_removes_judges(workspace, users):
+    added = cli(workspace, "judges", "add", "cli judge", "http://127.0.0.1:9/v1", "--model", "m",
+                "--api-key-env", "CLI_JUDGE_KEY", "--min-items", "10", "--json")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["api_key_env"] == "CLI_JUDGE_KEY"
+    listed = json.loads(cli(workspace, "judges", "list", "--json").stdout)
+    assert [(j["name"], j["min_items"], j["verdicts"]) for j in listed] == [("cli judge", 10, 0)]
+    checked = cli(workspace, "judges", "check", "cli judge", env={"CLI_JUDGE_KEY": "sk-x"})
+    assert checked.returncode == 1 and "did not answer" in checked.stderr
+    refused = cli(workspace, "judges", "add", "x", "http://h/v1", "--user", users["engineer"].username)
+    assert refused.returncode == 1 and "manage projects" in refused.stderr
+    assert cli(workspace, "judges", "remove", "cli judge").returncode == 0
+    assert json.loads(cli(workspace, "judges", "list", "--json").stdout) == []

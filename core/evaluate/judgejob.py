@@ -8,6 +8,7 @@ endpoint, each answer parsed (NULL when unparseable) and stored at once with the
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import traceback
 
@@ -24,13 +25,41 @@ from storage.models import JobStatus, JudgeVerdict
 STOP = StopFlag()  # set by SIGTERM (core.jobs.queue.cancel): stop after the current request
 
 
-def _ask(judge, task: dict, max_tokens: int) -> tuple[str, str | None, int | None]:
-    """(raw answer, verdict, score) of one task."""
+def _ask_or_stop(judge, messages: list[dict], max_tokens: int) -> str | None:
+    """The judge's answer, or None when a cancel (SIGTERM) arrives first: the request runs in a daemon thread,
+    so a slow endpoint never holds a cancel back (the abandoned connection closes when the process ends, and
+    serve-model stops generating on disconnect)."""
+    box: dict = {}
+
+    def call() -> None:
+        try:
+            box["answer"] = ask(judge, messages, max_tokens=max_tokens)
+        except Exception as err:  # noqa: BLE001 - raised again in the job's thread below
+            box["error"] = err
+
+    thread = threading.Thread(target=call, name="judge-request", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        if STOP.is_set():
+            return None
+        thread.join(0.2)
+    if "error" in box:
+        raise box["error"]
+    return box["answer"]
+
+
+def _ask(judge, task: dict, max_tokens: int) -> tuple[str, str | None, int | None] | None:
+    """(raw answer, verdict, score) of one task; None when canceled while waiting for the answer."""
     prompt, crit = task["prompt"], task["criterion"]
     if task["mode"] == "pairwise":
-        raw = ask(judge, pairwise_messages(prompt, task["output_a"].text, task["output_b"].text), max_tokens=max_tokens)
+        messages = pairwise_messages(prompt, task["output_a"].text, task["output_b"].text)
+    else:
+        messages = rubric_messages(prompt, crit, task["output_a"].text)
+    raw = _ask_or_stop(judge, messages, max_tokens)
+    if raw is None:
+        return None
+    if task["mode"] == "pairwise":
         return raw, parse_pairwise(raw), None
-    raw = ask(judge, rubric_messages(prompt, crit, task["output_a"].text), max_tokens=max_tokens)
     return raw, None, parse_rating(raw, int(crit["min"]), int(crit["max"]))
 
 
@@ -69,7 +98,10 @@ def run_job(job_id: int) -> dict:
         for task in todo:
             if STOP.is_set():
                 break
-            raw, verdict, score = _ask(judge, task, cfg.max_tokens)
+            answered = _ask(judge, task, cfg.max_tokens)
+            if answered is None:  # canceled mid-request: nothing stored for this task
+                break
+            raw, verdict, score = answered
             retry_busy(lambda: _store(job_id, cfg, task, raw, verdict, score))
             counts["done"] += 1
             counts["asked"] += 1
