@@ -1,14 +1,15 @@
-"""Admin: users and roles; projects, guidelines and rubric."""
+"""Admin: users and roles; projects, guidelines and rubric; LLM judges (endpoints, the key's variable, trust bar)."""
 import pandas as pd
 import streamlit as st
 
 from core.accounts import ROLE_ORDER, create_user, generate_password, list_users, reset_password, set_active, set_role
+from core.evaluate.judges import add_judge, check_judge, list_judges, remove_judge, set_trust_bar, verdict_counts
 from core.projects import create_project, update_project
-from ui.frame import current_project, db, md_literal, require_page, run_action
+from ui.frame import current_project, db, flash, md_literal, require_page, run_action
 
 user = require_page("manage_users")
 st.title("Admin")
-users_tab, project_tab, new_tab = st.tabs(["Users", "Project settings", "New project"])
+users_tab, project_tab, new_tab, judges_tab = st.tabs(["Users", "Project settings", "New project", "Judges"])
 
 with users_tab:
     with db() as s:
@@ -126,3 +127,60 @@ with new_tab:
             if created is not None:
                 st.session_state["project_id"] = created.id
                 st.success(f"Created {md_literal(created.name)}.")
+
+with judges_tab:
+    st.caption("An LLM judge is any OpenAI-compatible endpoint (this app's own `finetune-studio serve-model` prints "
+               "one). Its figures stand beside the reviewers' on Results and count as trusted only once its "
+               "agreement with them reaches the bar set here.")
+    with db() as s:
+        judges = list_judges(s, user)
+        counts = verdict_counts(s)
+    if judges:
+        st.dataframe(pd.DataFrame([{"name": j.name, "base URL": j.base_url, "model": j.model or "—",
+                                    "API key variable": j.api_key_env or "—", "trusted from kappa": j.min_kappa,
+                                    "on items": j.min_items, "verdicts": counts.get(j.id, 0)} for j in judges]),
+                     hide_index=True, width="stretch")
+    with st.form("add_judge", clear_on_submit=True):
+        st.subheader("Register a judge")
+        c1, c2 = st.columns(2)
+        judge_name = c1.text_input("Name", key="judge_name")
+        base_url = c2.text_input("Base URL", placeholder="http://127.0.0.1:8000/v1", key="judge_url")
+        c1, c2 = st.columns(2)
+        judge_model = c1.text_input("Model", key="judge_model",
+                                    help="The model name the endpoint expects (serve-model prints it).")
+        key_env = c2.text_input("API key environment variable", placeholder="JUDGE_API_KEY", key="judge_key_env",
+                                help="The NAME of the variable holding the key where the app runs; the key itself "
+                                     "is never stored. Empty: no key.")
+        c1, c2 = st.columns(2)
+        min_kappa = c1.number_input("Trusted from kappa", -1.0, 1.0, 0.6, 0.05)
+        min_items = c2.number_input("On at least (items)", 1, 100000, 30)
+        if st.form_submit_button("Register judge"):
+            with db() as s:
+                added = run_action(add_judge, s, user, judge_name, base_url, judge_model, key_env,
+                                   min_kappa=min_kappa, min_items=int(min_items),
+                                   success=f"Registered judge {md_literal(judge_name.strip())}.")
+            if added is not None:
+                st.rerun()  # the table above lists it
+    if judges:
+        st.subheader("Check, tune or remove a judge")
+        by_id = {j.id: j for j in judges}
+        pick = st.selectbox("Judge", list(by_id), format_func=lambda i: by_id[i].name, key="judge_admin_pick")
+        c1, c2, c3 = st.columns(3)
+        if c1.button("Check", help="Send one tiny request and show the answer or the error."):
+            with db() as s:
+                checked = run_action(check_judge, s, user, pick)
+            if checked is not None:
+                st.success(f"{md_literal(checked['judge'])} answered in {checked['seconds']} s:")
+                st.code(checked["answer"] or "(an empty answer)", language=None, wrap_lines=True)
+        bar_kappa = c2.number_input("Kappa", -1.0, 1.0, float(by_id[pick].min_kappa), 0.05, key="judge_bar_kappa")
+        bar_items = c2.number_input("Items", 1, 100000, int(by_id[pick].min_items), key="judge_bar_items")
+        if c2.button("Set trust bar"):
+            with db() as s:
+                run_action(set_trust_bar, s, user, pick, min_kappa=bar_kappa, min_items=int(bar_items),
+                           success="Trust bar saved.")
+        sure = c3.checkbox(f"Also delete its {counts.get(pick, 0)} verdicts", key="judge_remove_sure")
+        if c3.button("Remove judge", disabled=not sure):
+            with db() as s:
+                if run_action(remove_judge, s, user, pick) is not None:
+                    flash(f"Removed judge {md_literal(by_id[pick].name)} and its verdicts.")
+                    st.rerun()

@@ -17,7 +17,10 @@ from core.evaluate.review import rubric_of
 from core.evaluate.pairs_from_votes import (freeze_from_votes, generate_like_before, runs_to_generate,
                                       runs_trained_on_votes, vote_pairs)
 from core.evaluate.results import export_dpo, report_markdown, results, score_table, scores_csv
+from core.evaluate.judgeresults import judge_trust
+from core.evaluate.judges import list_judges
 from ui.frame import db, md_literal, require_page, require_project, run_action
+from ui.judging import judge_section
 
 OUTCOMES = ("first wins", "tie", "both bad", "second wins")
 ROW = alt.Step(34)  # the height of one labelled row in a chart with a row per system or pair
@@ -203,6 +206,9 @@ if res["metrics"]:
                "perplexity is the system's perplexity on the reference answers, and validation perplexity on the "
                "validation split of the dataset version the eval set came from (computed by the generation job).")
 
+# ---------------------------------------------------------------- the LLM judge, beside (never in) the above
+judge_section(user, project, es_id)
+
 # ---------------------------------------------------------------- preference training (DPO)
 st.subheader("Preference training (DPO)")
 with db() as s:
@@ -289,11 +295,19 @@ else:
     names = {p["id"]: p["username"] for p in people}
     assignee = c3.selectbox("Assign to", [0] + list(names), format_func=lambda i: names.get(i, "anyone (no assignee)"),
                             key="fail_assignee")
+    with db() as s:
+        raters = {0: "the reviewers' votes and scores"} | {
+            j.id: f"judge {j.name}" + ("" if judge_trust(s, j.id, es_id)["trusted"] else " (not yet trusted)")
+            for j in list_judges(s, user)}
+    by = st.selectbox("Judged by", list(raters), format_func=raters.get, key="fail_by",
+                      help="A trusted LLM judge's verdicts (both orders) and grades may stand in for the reviewers'; "
+                           "a judge not yet trusted is refused.")
     if st.button("Send failures to annotation", type="primary"):
         with db() as s:
             out = run_action(send_failures, s, user, es_id, fail_run, rule=rule,
                              criterion=None if rule == "lost_to_base" else criterion,
-                             threshold=None if rule == "lost_to_base" else threshold, assignee=assignee or None)
+                             threshold=None if rule == "lost_to_base" else threshold, assignee=assignee or None,
+                             judge_id=by or None)
             sent = sent_failures(s, user, es_id)
         if out is not None:
             st.success(f"{out['sent']} of {out['caught']} failing prompts sent to annotation as drafts; "

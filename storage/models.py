@@ -394,3 +394,48 @@ class PreferencePair(SQLModel, table=True):
     eval_prompt_id: Optional[int] = None
     source_file: str = Field(default="", max_length=300)
     source_line: Optional[int] = None
+
+
+# ---------------------------------------------------------------- LLM judges (a separate rater, never mixed in)
+
+
+class Judge(SQLModel, table=True):
+    """An OpenAI-compatible endpoint that grades outputs (core.evaluate.judges). The API key is never stored:
+    ``api_key_env`` names the environment variable the app and its jobs read it from. Its figures count as
+    trusted only when its Cohen's kappa with the reviewers reaches ``min_kappa`` on at least ``min_items``."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=100)
+    base_url: str = Field(max_length=500)
+    model: str = Field(default="", max_length=200)
+    api_key_env: str = Field(default="", max_length=100)
+    min_kappa: float = Field(default=0.6, sa_column_kwargs={"server_default": "0.6"})
+    min_items: int = Field(default=30, sa_column_kwargs={"server_default": "30"})
+    created_by: Optional[int] = Field(default=None, foreign_key="user.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class JudgeVerdict(SQLModel, table=True):
+    """One judge answer. Pairwise: ``system_a`` was shown first (as A), ``output_b_id`` the second, ``verdict``
+    "A" | "B" | "tie"; each pair is asked in both orders (two rows). Rubric: ``system_a`` is the system graded,
+    ``output_b_id`` is 0 and ``score`` the 1-5 grade on ``criterion``. ``verdict``/``score`` stay NULL when the
+    answer could not be parsed (counted, never guessed); ``raw`` is the judge's whole answer."""
+
+    __table_args__ = (UniqueConstraint("judge_id", "mode", "criterion", "output_a_id", "output_b_id"),
+                      Index("ix_judgeverdict_judge_evalset", "judge_id", "eval_set_id"))
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    judge_id: int = Field(foreign_key="judge.id")
+    eval_set_id: int = Field(foreign_key="evalset.id")
+    job_id: Optional[int] = Field(default=None, foreign_key="job.id")
+    prompt_id: int = Field(foreign_key="evalprompt.id")
+    mode: str = Field(max_length=16)  # "pairwise" | "rubric"
+    criterion: str = Field(default="", max_length=100)  # "" for pairwise
+    system_a: str = Field(max_length=64)
+    system_b: str = Field(default="", max_length=64)
+    output_a_id: int
+    output_b_id: int = 0
+    raw: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    verdict: Optional[str] = Field(default=None, max_length=8)
+    score: Optional[int] = None
+    created_at: datetime = Field(default_factory=utcnow)

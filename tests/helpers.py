@@ -54,8 +54,11 @@ def wait_for(session, job_id, statuses=("succeeded", "failed", "canceled"), time
         return job if job.status in statuses else None
 
     def still() -> str:
+        from core.jobs.queue import log_path
+
         job = get_job(session, job_id)
-        return f"job {job_id} (still {job.status}):\n" + Path(job.run_dir, "train.log").read_text()
+        log = log_path(job)  # train.log for training, job.log for the other kinds
+        return f"job {job_id} (still {job.status}):\n" + (log.read_text() if log.exists() else "(no log yet)")
 
     return wait_until(ended, timeout, still, interval=0.3)
 

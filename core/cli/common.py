@@ -13,3 +13,21 @@ def project_arg(session, args):
     if not projects:
         raise InvalidInput("No project yet: create one with `finetune-studio projects --create NAME`.")
     return projects[0]
+
+
+def wait_succeeded(session, job, what: str):
+    """Poll ``job`` until it ends (``--wait``); raise with its first error line unless it succeeded."""
+    import time
+
+    from core.errors import StudioError
+    from core.jobs.queue import LIVE, reconcile
+    from storage.models import JobStatus
+
+    while job.status in LIVE:
+        time.sleep(1.0)  # CLI polling only; the pages use st.fragment(run_every=...)
+        session.expire_all()
+        reconcile(session)
+        session.refresh(job)
+    if job.status != JobStatus.succeeded.value:
+        raise StudioError(f"{what} {job.id} {job.status}: {job.error.splitlines()[0] if job.error else ''}")
+    return job

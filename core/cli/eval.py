@@ -10,13 +10,14 @@ import time
 from pathlib import Path
 
 from core.accounts import get_user
-from core.cli.common import project_arg
+from core.cli.common import project_arg, wait_succeeded
 from core.curate.datasets import get_version
 from core.errors import InvalidInput, StudioError
 from core.evaluate.evalsets import create_eval_set_from_file, create_eval_set_from_version, get_eval_set, list_eval_sets
 from core.evaluate.generate import generation_progress, launch_generation
 from core.evaluate.drafting import draft_edit_stats, launch_drafting
 from core.evaluate.failures import RULES, send_failures, sent_failures
+from core.evaluate.judges import get_judge
 from core.evaluate.results import export_dpo, report_markdown, results, scores_csv
 from core.jobs.queue import LIVE, reconcile
 from core.systems import BASE, RUN, run_key
@@ -123,8 +124,9 @@ def cmd_send_failures(args, session, user):
     if len(run) != 1 or run[0] == BASE:
         raise InvalidInput("Give one fine-tuned run with --run (its id or name).")
     assignee = get_user(session, args.assign).id if args.assign else None
+    judge = get_judge(session, args.judge).id if args.judge else None
     out = send_failures(session, user, es.id, run[0], rule=args.rule, criterion=args.criterion,
-                        threshold=args.threshold, assignee=assignee)
+                        threshold=args.threshold, assignee=assignee, judge_id=judge)
     status = sent_failures(session, user, es.id)
     row = {k: out[k] for k in ("caught", "sent", "already_sent", "duplicate_text")}
     row["test_split_prompts"] = ",".join(f"#{leak['position'] + 1}" for leak in out["leaks"])
@@ -154,14 +156,7 @@ def cmd_draft_answers(args, session, user):
     job = launch_drafting(session, user, project.id, system, example_ids=ids, tag=args.tag, limit=args.limit,
                           base_model=args.base_model, decoding=_decoding(args), batch_size=args.batch_size)
     if args.wait:
-        while job.status in LIVE:
-            time.sleep(1.0)  # CLI polling only; the pages use st.fragment(run_every=...)
-            session.expire_all()
-            reconcile(session)
-            session.refresh(job)
-        if job.status != JobStatus.succeeded.value:
-            raise StudioError(f"Draft-answers job {job.id} {job.status}: "
-                              f"{job.error.splitlines()[0] if job.error else ''}")
+        wait_succeeded(session, job, "Draft-answers job")
     out = {"job": job.id, "status": job.status, "system": system, "examples": len(job.config["example_ids"]),
            "run_dir": job.run_dir}
     out.update({k: job.result.get(k) for k in ("drafted", "empty", "skipped") if k in (job.result or {})})
@@ -228,6 +223,7 @@ def register(sub, common) -> None:
     p.add_argument("--criterion", help="rubric criterion for the score rule (e.g. accuracy)")
     p.add_argument("--threshold", type=float, help="catch mean scores at or below this")
     p.add_argument("--assign", metavar="USERNAME", help="the annotator whose queue the drafts go to")
+    p.add_argument("--judge", metavar="JUDGE", help="use this trusted judge's verdicts instead of the reviewers'")
     p.set_defaults(fn=cmd_send_failures)
 
     p = sub.add_parser("draft-answers", parents=[common],

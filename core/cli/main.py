@@ -5,8 +5,8 @@ core functions and role checks as the pages. Plain text for people, ``--json`` f
 success; non-zero with a one-line reason on failure.
 
 This module holds the workspace, user and project commands; each stage's subcommands live in their own module
-(core/cli/data.py, train.py, eval.py, prefs.py, ship.py; core/cli/common.py holds what they share). Each exposes
-``register(subparsers, common)`` and handlers ``fn(args, session, user) -> object``.
+(core/cli/data.py, train.py, eval.py, judges.py, prefs.py, ship.py; core/cli/common.py holds what they share).
+Each exposes ``register(subparsers, common)`` and handlers ``fn(args, session, user) -> object``.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from core.accounts import (create_user, first_admin, generate_password, get_user
                            set_role)
 from core.cli import data as cli_data
 from core.cli import eval as cli_eval
+from core.cli import judges as cli_judges
 from core.cli import prefs as cli_prefs
 from core.cli import ship as cli_ship
 from core.cli import train as cli_train
@@ -197,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--description")
     p.set_defaults(fn=cmd_projects)
 
-    for stage in (cli_data, cli_prefs, cli_train, cli_eval, cli_ship):
+    for stage in (cli_data, cli_prefs, cli_train, cli_eval, cli_judges, cli_ship):
         stage.register(sub, common)
     return parser
 

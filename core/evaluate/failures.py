@@ -11,6 +11,10 @@ set, prompt id and position, the run, the rule that caught it, the votes and mea
 and the test-split example the prompt repeats (review.split_leak_warning), if any. Below engineer, the draft's note and
 its provenance (core.curate.origins.describe) name no run, no score and no rule.
 
+With ``judge_id`` the same rules read a trusted LLM judge's verdicts instead of the reviewers' (its both-orders
+verdict against the base; its grade on the criterion): a judge not yet trusted on this eval set
+(core.evaluate.judgeresults.judge_trust) is refused with the reason, and the draft's origin names the judge.
+
 Sending is idempotent: a prompt already sent for the same run and eval set is skipped and counted, so a second
 click after more reviews only adds the new failures. ``sent_failures`` says where the sent drafts are now.
 """
@@ -28,6 +32,8 @@ from core.curate.dedup import content_hash
 from core.curate.origins import RULE_WORDS  # noqa: F401 - RULE_WORDS: for the pages
 from core.errors import InvalidInput, NotFound
 from core.evaluate.evalsets import eval_prompts, get_eval_set, latest_outputs
+from core.evaluate.judges import get_judge
+from core.evaluate.judgeresults import judge_outcomes, judge_trust
 from core.evaluate.review import pair_key, prompt_record, rubric_of, scores_of, split_leak_warning
 from core.evaluate.systems import BASE, parse_system, system_labels
 from storage.models import Example, ExampleStatus, Project, Score, User
@@ -79,8 +85,46 @@ def _judgement(scores: list[Score], run: str, rubric: list[dict]) -> dict:
                       "both_bad": votes["both_bad"], "reviewers": len(head_to_head)}, "means": means}
 
 
+def _reviewer_failures(scores: list[Score], run: str, rubric: list[dict], rule: str, criterion: str | None,
+                       threshold: float | None) -> tuple[dict, list[str]]:
+    """(judgement, what caught it) of one prompt by the reviewers' votes and scores."""
+    judged = _judgement(scores, run, rubric)
+    votes = judged["votes"]
+    caught = []
+    if rule in ("lost_to_base", "either") and votes["reviewers"] and votes["base"] * 2 > votes["reviewers"]:
+        caught.append("lost_to_base")
+    if rule in ("low_score", "either") and criterion:
+        run_mean = judged["means"][criterion]["run"]
+        if run_mean is not None and run_mean <= threshold:
+            caught.append(f"low_score: {criterion} {run_mean:g} <= {threshold:g}")
+    return judged, caught
+
+
+def _judge_failures(session: Session, es, run: str, judge_id: int, rule: str, criterion: str | None,
+                    threshold: float | None) -> dict[int, dict]:
+    """Prompt id -> (``caught``, ``judgement``) by a trusted judge's verdicts on ``run``."""
+    judge = get_judge(session, judge_id)
+    verdict = judge_trust(session, judge.id, es.id)
+    if not verdict["trusted"]:
+        raise InvalidInput(f"Judge {judge.name} is not yet trusted on this eval set: {verdict['reason']} Send "
+                           "failures by the reviewers' votes instead.")
+    caught = {}
+    for prompt_id, said in judge_outcomes(session, judge.id, es.id, run, BASE).items():
+        why = []
+        if rule in ("lost_to_base", "either") and said["winner"] == BASE:
+            why.append(f"lost to the base model (judge {judge.name}'s verdict in both orders)")
+        grade = said["scores"].get(criterion) if criterion else None
+        if rule in ("low_score", "either") and grade is not None and grade <= threshold:
+            why.append(f"judge {judge.name} graded {criterion} {grade}, at or below {threshold:g}")
+        if why:
+            caught[prompt_id] = {"caught": why, "judgement": {"judge": judge.name, "winner": said["winner"],
+                                                              "scores": said["scores"]}}
+    return caught
+
+
 def find_failures(session: Session, user: User, eval_set_id: int, run: str, *, rule: str = "lost_to_base",
-                  criterion: str | None = None, threshold: float | None = None) -> list[dict]:
+                  criterion: str | None = None, threshold: float | None = None,
+                  judge_id: int | None = None) -> list[dict]:
     """The prompts of an eval set where ``run`` failed by ``rule``, in prompt order, each with what caught it
     (``caught``), the votes and mean scores (``judgement``), the reviewers' comments and the answer the draft
     would start from (``start``: "reference" or "empty", and ``answer``)."""
@@ -95,27 +139,26 @@ def find_failures(session: Session, user: User, eval_set_id: int, run: str, *, r
     if not any(system == run for _, system in outputs):
         raise NotFound(f"{run} has no outputs in this eval set; generate them on the Generate page first.")
     names = {u.id: u.username for u in session.exec(select(User))}
+    by_judge = _judge_failures(session, es, run, judge_id, rule, criterion, threshold) if judge_id else None
     by_prompt: dict[int, list[Score]] = {}
     for s in scores_of(session, es.id):
         if run in (s.system_a, s.system_b):
             by_prompt.setdefault(s.prompt_id, []).append(s)
-    if rule == "lost_to_base" and not any(s.pair == pair_key(run, BASE) for rows in by_prompt.values() for s in rows):
+    if by_judge is None and rule == "lost_to_base" and not any(s.pair == pair_key(run, BASE)
+                                                               for rows in by_prompt.values() for s in rows):
         raise InvalidInput("No reviewer has compared this run with the base model yet: generate the base model's "
                            "outputs too and score them on Compare, or use the score rule.")
     out = []
     for prompt in eval_prompts(session, es.id):
         scores = by_prompt.get(prompt.id, [])
-        if not scores or (prompt.id, run) not in outputs:
+        if (by_judge is None and not scores) or (prompt.id, run) not in outputs:
             continue
-        judged = _judgement(scores, run, rubric)
-        votes = judged["votes"]
-        caught = []
-        if rule in ("lost_to_base", "either") and votes["reviewers"] and votes["base"] * 2 > votes["reviewers"]:
-            caught.append("lost_to_base")
-        if rule in ("low_score", "either") and criterion:
-            run_mean = judged["means"][criterion]["run"]
-            if run_mean is not None and run_mean <= threshold:
-                caught.append(f"low_score: {criterion} {run_mean:g} <= {threshold:g}")
+        if by_judge is not None:
+            if prompt.id not in by_judge:
+                continue
+            judged, caught = by_judge[prompt.id]["judgement"], by_judge[prompt.id]["caught"]
+        else:
+            judged, caught = _reviewer_failures(scores, run, rubric, rule, criterion, threshold)
         if not caught:
             continue
         start, answer = ("reference", prompt.reference) if prompt.reference.strip() else ("empty", "")
@@ -142,7 +185,7 @@ def _check_assignee(session: Session, assignee: int | None) -> User | None:
 
 def send_failures(session: Session, user: User, eval_set_id: int, run: str, *, rule: str = "lost_to_base",
                   criterion: str | None = None, threshold: float | None = None,
-                  assignee: int | None = None) -> dict:
+                  assignee: int | None = None, judge_id: int | None = None) -> dict:
     """Turn every failure of ``run`` (``find_failures``) into a draft example, assigned to ``assignee`` (a user
     id; None leaves it to any annotator). Returns the counts: ``caught``, ``sent`` (new drafts, ids in
     ``example_ids``), ``already_sent`` (sent before for this run and eval set: skipped), ``duplicate_text``
@@ -152,7 +195,8 @@ def send_failures(session: Session, user: User, eval_set_id: int, run: str, *, r
     es = get_eval_set(session, eval_set_id)
     project = session.get(Project, es.project_id)
     person = _check_assignee(session, assignee)
-    failures = find_failures(session, user, es.id, run, rule=rule, criterion=criterion, threshold=threshold)
+    failures = find_failures(session, user, es.id, run, rule=rule, criterion=criterion, threshold=threshold,
+                             judge_id=judge_id)
     label = system_labels(session, [run])[run]
     done = _already_sent(session, project.id, es.id, run)
     report: dict[str, Any] = {"caught": len(failures), "sent": 0, "already_sent": 0, "duplicate_text": 0,
@@ -171,6 +215,7 @@ def send_failures(session: Session, user: User, eval_set_id: int, run: str, *, r
         origin = {"kind": SOURCE, "eval_set_id": es.id, "eval_set": es.name, "prompt_id": prompt.id,
                   "position": prompt.position, "run": run, "run_label": label, "rule": rule,
                   "caught": item["caught"], "criterion": criterion, "threshold": threshold,
+                  "judge": item["judgement"].get("judge"),
                   "scores": item["judgement"], "comments": item["comments"], "start": item["start"],
                   "test_split_example_id": prompt.example_id if leak else None}
         ex = create_example(session, user, project, system=system, turns=turns,

@@ -41,6 +41,8 @@ LIVE = (JobStatus.queued.value, JobStatus.running.value)
 # "torchrun" starts ``slots`` processes of the module (data parallel); "auto"/"accelerate" are older rows' names for
 # it (their accelerate path never ran: `accelerate launch --cpu` starts one process here), launched the same way.
 LAUNCHERS = ("python", "torchrun", "auto", "accelerate")
+# ``slots`` of a job that runs on no device (a judge calling an endpoint): it starts at once, beside any job.
+NO_DEVICE = -1
 # A worker heartbeats every step and from a background thread every 30 s; five silent minutes means hung.
 HEARTBEAT_STALE_S = float(os.environ.get("FINETUNE_STUDIO_HEARTBEAT_TIMEOUT", "300"))
 # A canceled job has this long to stop after SIGTERM (finish its step, save, mark itself canceled: a training step
@@ -72,8 +74,9 @@ def submit(session: Session, user: User, *, project_id: int, kind: str, action: 
     """Queue a job: create its run folder with config.json, insert the row, then start it if a slot is free.
 
     ``action`` is what a user needs (core.accounts.ACTIONS) to submit, cancel or resume it; ``slots`` how many
-    GPUs it takes where there are GPUs (0: all visible ones); ``launcher`` "python" runs the module as one process,
-    "torchrun" as one process per slot (per GPU, or ``slots`` CPU processes on a machine without GPUs)."""
+    GPUs it takes where there are GPUs (0: all visible ones; NO_DEVICE: none, it never waits); ``launcher``
+    "python" runs the module as one process, "torchrun" as one process per slot (per GPU, or ``slots`` CPU
+    processes on a machine without GPUs)."""
     if action not in ACTIONS:
         raise InvalidInput(f"Unknown action {action!r} for a job.")
     if launcher not in LAUNCHERS:
@@ -88,7 +91,7 @@ def submit(session: Session, user: User, *, project_id: int, kind: str, action: 
                            "freeze one on the Datasets page first.")
     if not re.fullmatch(r"[A-Za-z_][\w.]*", module or ""):
         raise InvalidInput(f"Not a Python module name: {module!r}.")
-    job = Job(project_id=project_id, kind=kind, action=action, slots=max(0, int(slots)), launcher=launcher,
+    job = Job(project_id=project_id, kind=kind, action=action, slots=max(NO_DEVICE, int(slots)), launcher=launcher,
               name=(name or kind)[:200], module=module, config=config, created_by=user.id,
               dataset_version_id=dataset_version_id, eval_set_id=eval_set_id, resumed_from=resumed_from,
               estimated_peak_mb=estimated_peak_mb, status=JobStatus.queued.value)
@@ -160,6 +163,8 @@ def device_slots() -> int:
 
 
 def _slots_needed(job: Job, capacity: int) -> int:
+    if job.slots is not None and job.slots < 0:  # NO_DEVICE: waits for no slot and holds none
+        return 0
     if not gpu_ids():
         return 1
     wanted = int(job.slots if job.slots is not None else 1)
@@ -179,6 +184,10 @@ def schedule(session: Session) -> list[Job]:
         queued = session.exec(select(Job).where(Job.status == JobStatus.queued.value).order_by(Job.id)).all()
         for job in queued:
             need = _slots_needed(job, capacity)
+            if need == 0:  # a job without a device (e.g. a judge calling an endpoint) never waits for one
+                if _start(session, job, []):
+                    started.append(job)
+                continue
             if used + need > capacity:
                 break  # strict order: a big job at the head is not overtaken
             free = [i for i in gpu_ids() if i not in busy][:need]

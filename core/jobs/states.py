@@ -5,7 +5,7 @@ from __future__ import annotations
 from storage.models import Job, JobStatus
 
 KIND_WORDS = {"train": "run", "generate": "generation job", "export": "export job", "serve": "serving job",
-              "draft": "draft-answers job"}
+              "draft": "draft-answers job", "judge": "judge job"}
 KIND_TASKS = {"train": "training"}
 
 
