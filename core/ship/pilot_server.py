@@ -15,6 +15,7 @@ import asyncio
 import hashlib
 import json
 
+from fastapi import Request
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.errors import InvalidInput, NotFound, StudioError
@@ -113,8 +114,6 @@ class PilotRecorder:
 
 def add_feedback_route(app, pilot_id: int) -> None:
     """``POST /v1/feedback``: 200 with the exchange's id, 400 for a bad value, 404 for an unknown completion id."""
-    from fastapi import Request
-
     def attach(body) -> dict:
         with session_scope() as s:
             row = served_feedback(s, pilot_id, body)
