@@ -9,8 +9,8 @@ user = require_page(None)
 st.title("finetune-studio")
 st.caption(f"Welcome, {md_literal(user.username)}.")
 if not can(user, "curate"):  # an agent: the Pilot page is all they use
-    st.info("You take part in pilots: ask the model customers' questions and rate its answers.")
-    st.page_link("pages/pilot.py", label="Open the Pilot page", icon=":material/support_agent:")
+    st.info("You take part in pilots: open the Pilot page in the sidebar, ask the model customers' questions and "
+            "rate its answers.")
     st.stop()
 project = current_project()
 if project is None:

@@ -14,7 +14,7 @@ import streamlit as st
 from core.ship.pilot_results import (EXPORT_FORMATS, before_after, escalated_questions, export_exchanges,
                                      pilot_figures, send_to_annotation)
 from storage.models import Project, User
-from ui.frame import db, flash, run_action
+from ui.frame import db, run_action
 
 
 def _rate(interval) -> str:
@@ -63,8 +63,8 @@ def pilot_section(user: User, project: Project) -> None:
         _table([_row("system", w, criteria, name=f["system_label"], week=w["week"])
                 for f in figures["by_system"] for w in f["weeks"]])
         _before_after(user, figures)
+        _send_and_export(user, project)  # before the escalated questions, so their drafts show at once
         _escalated(user, project)
-        _send_and_export(user, project)
 
 
 def _before_after(user: User, figures: dict) -> None:
@@ -106,10 +106,9 @@ def _send_and_export(user: User, project: Project) -> None:
         with db() as s:
             out = run_action(send_to_annotation, s, user, project.id)
         if out is not None:
-            flash(f"{out['sent']} of {out['candidates']} escalated or corrected answers sent to annotation as "
-                  f"drafts; {out['already_sent']} already sent and {out['duplicate_text']} already in the data "
-                  f"were skipped.")
-            st.rerun()
+            st.success(f"{out['sent']} of {out['candidates']} escalated or corrected answers sent to annotation as "
+                       f"drafts; {out['already_sent']} already sent and {out['duplicate_text']} already in the data "
+                       f"were skipped.")
     fmt = c2.selectbox("Format", EXPORT_FORMATS, key="pilot_export_format", label_visibility="collapsed")
     with db() as s:
         exported = run_action(export_exchanges, s, user, project.id, fmt)
