@@ -4,8 +4,8 @@ agent's ratings to it (core.ship.server adds both when ServeConfig.pilot_id is s
 ``PilotRecorder`` is an ASGI middleware inside the guard (so it sees only requests the guard admitted, with the body
 already within the guard's limits). For ``POST /v1/chat/completions`` it keeps the request's messages and the
 answer as it goes out (one JSON body, or server-sent events), and writes the exchange, under the completion id the
-client received, before the answer's last byte is sent: a client that sends feedback right after the answer finds
-it. A client's own X-Request-Id is dropped there, since transformers makes it the completion id and a pilot needs
+client received, before the answer's last piece is sent (each piece is held until the next one comes): a client
+that sends feedback right after the answer finds it. A client's own X-Request-Id is dropped there, since transformers makes it the completion id and a pilot needs
 each id once. The conversation is the ``X-Conversation-Id`` header when the front end sends one, else a hash of
 the conversation's first user message and the client's ``user`` field.
 """
@@ -88,7 +88,7 @@ class PilotRecorder:
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
         scope = dict(scope, headers=[(k, v) for k, v in scope["headers"] if k.lower() != b"x-request-id"])
-        sent, answer, status = [], [], {}
+        sent, answer, status, held = [], [], {}, []
 
         async def receiving():
             message = await receive()
@@ -97,16 +97,26 @@ class PilotRecorder:
             return message
 
         async def sending(message):
+            # Each body piece goes out when the next one comes, so the last bytes a client waits for (the whole
+            # body of a plain answer, "[DONE]" of a stream) leave only after the exchange is recorded.
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
-            elif message["type"] == "http.response.body":
-                answer.append(message.get("body", b""))
-                if not message.get("more_body") and status.get("code") == 200:
-                    try:
-                        request = json.loads(b"".join(sent) or b"{}")
-                    except ValueError:
-                        request = {}
-                    await asyncio.to_thread(_record, self.pilot_id, request, headers, b"".join(answer))
+            if message["type"] != "http.response.body":
+                return await send(message)
+            answer.append(message.get("body", b""))
+            if message.get("more_body"):
+                if held:
+                    await send(held.pop())
+                held.append(message)
+                return
+            if status.get("code") == 200:
+                try:
+                    request = json.loads(b"".join(sent) or b"{}")
+                except ValueError:
+                    request = {}
+                await asyncio.to_thread(_record, self.pilot_id, request, headers, b"".join(answer))
+            if held:
+                await send(held.pop())
             await send(message)
 
         await self.app(scope, receiving, sending)
