@@ -24,6 +24,13 @@ def _rate(interval) -> str:
     return f"{interval.value:.0%} ({interval.lo:.0%}-{interval.hi:.0%})"
 
 
+def _points(interval) -> str:
+    """A difference of two rates in percentage points: "-17 points (-30 to -4)"."""
+    if not interval.n or math.isnan(interval.value):
+        return "—"
+    return f"{interval.value * 100:+.0f} points ({interval.lo * 100:+.0f} to {interval.hi * 100:+.0f})"
+
+
 def _mean(interval, signed: bool = False) -> str:
     if not interval.n or math.isnan(interval.value):
         return "—"
@@ -81,7 +88,7 @@ def _before_after(user: User, figures: dict) -> None:
     if diff is None:
         return
     rows = [{"measure": "escalation rate", "before": _rate(diff["before"]["escalation"]),
-             "after": _rate(diff["after"]["escalation"]), "difference": _mean(diff["escalation"], signed=True)}]
+             "after": _rate(diff["after"]["escalation"]), "difference": _points(diff["escalation"])}]
     rows += [{"measure": f"{c} mean", "before": _mean(diff["before"]["means"][c]),
               "after": _mean(diff["after"]["means"][c]), "difference": _mean(diff["means"][c], signed=True)}
              for c in diff["means"]]

@@ -93,7 +93,7 @@ def _front_end_feedback(server, ids: dict) -> None:
 
 def _pilot_one(page, server, user: str, pilot: str, question: str, accuracy: str, escalate: str) -> None:
     login(page, server.url, user, PASSWORD)
-    assert "You take part in pilots" in page.inner_text("body")
+    page.get_by_text("You take part in pilots").wait_for()  # an agent's Home
     page.get_by_role("link", name="Pilot", exact=True).click()
     page.wait_for_function("""() => [...document.querySelectorAll('h1')].some(h => h.innerText.trim() === 'Pilot')""")
     wait_idle(page)
