@@ -5,8 +5,8 @@ agent's ratings to it (core.ship.server adds both when ServeConfig.pilot_id is s
 already within the guard's limits). For ``POST /v1/chat/completions`` it keeps the request's messages and the
 answer as it goes out (one JSON body, or server-sent events), and writes the exchange, under the completion id the
 client received, before the answer's last piece is sent (each piece is held until the next one comes): a client
-that sends feedback right after the answer finds it. A client's own X-Request-Id is dropped there, since transformers makes it the completion id and a pilot needs
-each id once. The conversation is the ``X-Conversation-Id`` header when the front end sends one, else a hash of
+that sends feedback right after the answer finds it. A client's own X-Request-Id is dropped there, since
+transformers makes it the completion id and a pilot needs each id once. The conversation is the ``X-Conversation-Id`` header when the front end sends one, else a hash of
 the conversation's first user message and the client's ``user`` field.
 """
 from __future__ import annotations
