@@ -241,3 +241,16 @@ def test_feedback_by_completion_id(session, users, project, agents):
             served_feedback(session, pilot.id, bad)
     done = served_feedback(session, pilot.id, {"completion_id": "abc", "ratings": {"tone": 5}, "escalate": True})
     assert done.escalate is True and done.ratings == {"tone": 5}
+
+
+def test_agents_start_only_the_shared_endpoint_and_the_cli_adds_agents(session, users, project, agents, workspace):
+    from core.errors import InvalidInput, PermissionDenied
+    from core.ship.serving import ServeConfig, launch_server, playground_server
+    from tests.helpers import cli
+
+    with pytest.raises(InvalidInput):  # a pinned endpoint, or one on another interface, stays an engineer's
+        launch_server(session, agents[0], project.id, ServeConfig(system="base"), action="pilot")
+    with pytest.raises(PermissionDenied):
+        playground_server(session, agents[0], project.id)  # the Playground's own door: engineers only
+    added = cli(workspace, "users", "add", "desk", "--role", "agent", "--password", PASSWORD)
+    assert added.returncode == 0, added.stderr
