@@ -1,7 +1,9 @@
 """Users, roles and the permission check every state-changing core action goes through.
 
-Roles are workspace-wide and ordered: annotator < reviewer < engineer < admin; each includes the
-rights of the ones before it. Passwords are hashed with Argon2 (argon2-cffi), never stored in clear.
+Roles are workspace-wide and ordered: agent < annotator < reviewer < engineer < admin; each includes the
+rights of the ones before it. An agent (a support agent in a pilot) may only pilot a model and see their account;
+the order being one line, every role above may pilot too. Passwords are hashed with Argon2 (argon2-cffi), never
+stored in clear.
 
 Log-ins back off after repeated failures (core.throttle), and answer the same for an unknown name, a wrong
 password and a disabled account. Changing a password, disabling an account or lowering its role ends that
@@ -23,10 +25,11 @@ from storage.models import Role, User, utcnow
 
 _hasher = PasswordHasher()
 
-ROLE_ORDER = [Role.annotator.value, Role.reviewer.value, Role.engineer.value, Role.admin.value]
+ROLE_ORDER = [Role.agent.value, Role.annotator.value, Role.reviewer.value, Role.engineer.value, Role.admin.value]
 
 # action -> least role allowed to do it
 ACTIONS: dict[str, str] = {
+    "pilot": Role.agent.value,  # ask a pilot's system questions and rate its answers (the Pilot page)
     "curate": Role.annotator.value,  # import (uploads), edit, submit examples
     "import_server_files": Role.engineer.value,  # import a file by its path on the server (import roots only)
     "review_data": Role.reviewer.value,  # approve / reject examples
@@ -39,6 +42,7 @@ ACTIONS: dict[str, str] = {
 }
 
 ACTION_WORDS = {
+    "pilot": "pilot a model",
     "curate": "curate data",
     "import_server_files": "import files from the server",
     "review_data": "approve or reject examples",

@@ -24,7 +24,7 @@ with users_tab:
         st.subheader("Add a user")
         c1, c2 = st.columns(2)
         name = c1.text_input("Username")
-        role = c2.selectbox("Role", ROLE_ORDER)
+        role = c2.selectbox("Role", ROLE_ORDER, index=ROLE_ORDER.index("annotator"))
         if st.form_submit_button("Create user"):
             password = generate_password()
             with db() as s:

@@ -1,12 +1,17 @@
 """Home: where the current project stands and what to do next."""
 import streamlit as st
 
+from core.accounts import can
 from core.projects import inert_markdown, project_summary
 from ui.frame import current_project, db, md_literal, require_page
 
 user = require_page(None)
 st.title("finetune-studio")
 st.caption(f"Welcome, {md_literal(user.username)}.")
+if not can(user, "curate"):  # an agent: the Pilot page is all they use
+    st.info("You take part in pilots: open the Pilot page in the sidebar, ask the model customers' questions and "
+            "rate its answers.")
+    st.stop()
 project = current_project()
 if project is None:
     st.info("No project yet. An admin can create one on the Admin page.")

@@ -21,6 +21,7 @@ from core.evaluate.judgeresults import judge_trust
 from core.evaluate.judges import list_judges
 from ui.frame import db, md_literal, require_page, require_project, run_action
 from ui.judging import judge_section
+from ui.pilot_results import pilot_section
 
 OUTCOMES = ("first wins", "tie", "both bad", "second wins")
 ROW = alt.Step(34)  # the height of one labelled row in a chart with a row per system or pair
@@ -56,6 +57,7 @@ def win_tie_loss_chart(pairs: list[dict]) -> alt.Chart:
 user = require_page("evaluate")
 project = require_project()
 st.title("Results")
+pilot_section(user, project)  # agents' verdicts on piloted systems: shown even before any eval set
 
 with db() as s:
     sets = list_eval_sets(s, user, project.id)

@@ -23,6 +23,7 @@ def utcnow() -> datetime:
 class Role(str, Enum):
     """Workspace-wide roles; each includes the rights of the ones before it."""
 
+    agent = "agent"  # a support agent: pilots a model (the Pilot page) and nothing else
     annotator = "annotator"
     reviewer = "reviewer"
     engineer = "engineer"
@@ -438,4 +439,48 @@ class JudgeVerdict(SQLModel, table=True):
     raw: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
     verdict: Optional[str] = Field(default=None, max_length=8)
     score: Optional[int] = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# ---------------------------------------------------------------- pilots (agents try a system on real questions)
+
+
+class Pilot(SQLModel, table=True):
+    """A system (``base:<model>`` / ``run:<id>`` / ``export:<id>``, as the Playground names it) that agents try on
+    customers' questions between ``starts_at`` and ``ends_at``; ``blind`` hides which system it is from agents."""
+
+    __table_args__ = (UniqueConstraint("project_id", "name"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id", index=True)
+    name: str = Field(max_length=200)
+    system: str = Field(max_length=64)
+    starts_at: datetime
+    ends_at: datetime
+    blind: bool = False
+    created_by: Optional[int] = Field(default=None, foreign_key="user.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PilotExchange(SQLModel, table=True):
+    """One answer of a pilot's system and what the agent made of it. ``messages`` are what the model saw (system
+    prompt and turns up to the question); ``ratings`` maps a rubric criterion to its score. An exchange comes from
+    the Pilot page (``user_id``) or from a chat front end through serve-model --pilot (``client``)."""
+
+    __table_args__ = (Index("ix_pilotexchange_pilot_created", "pilot_id", "created_at"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    pilot_id: int = Field(foreign_key="pilot.id")
+    user_id: Optional[int] = Field(default=None, foreign_key="user.id")
+    client: str = Field(default="", max_length=200)
+    conversation_id: str = Field(default="", max_length=64)
+    turn_index: int = 0
+    messages: list = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    answer: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    completion_id: Optional[str] = Field(default=None, max_length=100, unique=True)
+    ratings: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    escalate: Optional[bool] = None  # None until the agent says
+    correction: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    rated_at: Optional[datetime] = None
+    sent_example_id: Optional[int] = Field(default=None, foreign_key="example.id")
     created_at: datetime = Field(default_factory=utcnow)

@@ -55,6 +55,7 @@ PAGES: list[PageSpec] = [
     PageSpec("pages/compare.py", "Compare", ":material/compare:", "score", "Evaluate"),
     PageSpec("pages/results.py", "Results", ":material/leaderboard:", "evaluate", "Evaluate"),
     PageSpec("pages/playground.py", "Playground", ":material/forum:", "evaluate", "Ship"),
+    PageSpec("pages/pilot.py", "Pilot", ":material/support_agent:", "pilot", "Ship"),
     PageSpec("pages/admin.py", "Admin", ":material/admin_panel_settings:", "manage_users", "Workspace"),
     PageSpec("pages/account.py", "Account", ":material/person:", None, "Workspace"),
 ]

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from core.accounts import (create_user, first_admin, generate_password, get_user, list_users, require, set_password,
-                           set_role)
+from core.accounts import (ROLE_ORDER, create_user, first_admin, generate_password, get_user, list_users, require,
+                           set_password, set_role)
 from core.cli import data as cli_data
 from core.cli import eval as cli_eval
 from core.cli import judges as cli_judges
@@ -179,14 +179,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                                                              required=True)
     p = users.add_parser("add", parents=[common], help="create a user (prints a generated password)")
     p.add_argument("username")
-    p.add_argument("--role", default="annotator", choices=["annotator", "reviewer", "engineer", "admin"])
+    p.add_argument("--role", default="annotator", choices=ROLE_ORDER)
     p.add_argument("--password", help="default: generated and printed once")
     p.set_defaults(fn=cmd_users_add)
     p = users.add_parser("list", parents=[common], help="list users")
     p.set_defaults(fn=cmd_users_list)
     p = users.add_parser("set-role", parents=[common], help="change a user's role")
     p.add_argument("username")
-    p.add_argument("role", choices=["annotator", "reviewer", "engineer", "admin"])
+    p.add_argument("role", choices=ROLE_ORDER)
     p.set_defaults(fn=cmd_users_set_role)
     p = users.add_parser("set-password", parents=[common], help="reset a user's password")
     p.add_argument("username")

@@ -12,6 +12,7 @@ from core.jobs.queue import TERMINAL, get_job
 from core.projects import list_projects
 from core.ship.serving import (API_KEY_ENV, DEFAULT_IDLE_S, DEFAULT_MAX_REQUESTS, KIND, ServeConfig, env_api_key,
                                is_loopback, key_hash, launch_server, server_status, stop_server)
+from core.ship.pilots import pilot_to_serve
 from core.ship.systems import resolve
 from core.systems import RUN, SystemKey, run_key
 from core.train.runs import get_run
@@ -113,8 +114,9 @@ def cmd_serve_model(args, session, user):
     key = (args.api_key or "").strip() or env_api_key()
     cfg = ServeConfig(system=system.key, host=args.host, port=args.port, idle_timeout_s=args.idle_timeout,
                       continuous_batching=args.continuous_batching, max_requests=args.max_requests,
-                      api_key_hash=key_hash(key) if key else "", expose=args.expose)
-    job = launch_server(session, user, _project_of(session, system.key), cfg)
+                      api_key_hash=key_hash(key) if key else "", expose=args.expose, pilot_id=args.pilot)
+    pilot = pilot_to_serve(session, user, args.pilot, system.key) if args.pilot is not None else None
+    job = launch_server(session, user, pilot.project_id if pilot else _project_of(session, system.key), cfg)
     with _ctrl_c() as pressed:
         endpoint = _wait_ready(session, job.id, pressed)
         if endpoint is not None:
@@ -122,6 +124,9 @@ def cmd_serve_model(args, session, user):
                   f"job {job.id} stops after {args.idle_timeout:.0f} s without requests" +
                   ("" if args.detach else ", or on Ctrl-C"), flush=True)
             print(_exposure(args.host, endpoint.get("bind") or endpoint["url"], bool(key)), flush=True)
+            if pilot is not None:
+                print(f"recording every answer into pilot {pilot.id} ({pilot.name}); feedback: POST "
+                      f"{endpoint['url']}/v1/feedback", flush=True)
             if args.detach:
                 print(f"stop it with: {STOP_COMMAND.format(job=job.id)}", flush=True)
                 return {"job": job.id, "url": f"{endpoint['url']}/v1", "model": system.key,
@@ -171,6 +176,9 @@ def register(sub, common) -> None:
                    help="transformers' continuous batching (many concurrent clients on a GPU; the batched requests "
                         "share the model's generation config, so temperature, top_p, seed and generation_config are "
                         "refused)")
+    p.add_argument("--pilot", type=int, metavar="ID",
+                   help="record every chat completion into this pilot (of the served system) and take agents' "
+                        "ratings on POST /v1/feedback {completion_id, ratings, escalate, correction}")
     p.add_argument("--detach", action="store_true",
                    help="return once it answers; it runs on until idle or `serve-model --stop JOB` (printed)")
     p.add_argument("--stop", type=int, metavar="JOB",

@@ -14,7 +14,8 @@ from core.accounts import can
 # What the draft's answer started from: a reviewer's choice on Compare, or the failures' pick on Results.
 START_WORDS = {"A": "answer A (as the reviewer saw it)", "B": "answer B (as the reviewer saw it)",
                "reference": "the reference answer", "empty": "an empty answer (write it)",
-               "base": "the base model's answer", "run": "the fine-tuned run's answer"}
+               "base": "the base model's answer", "run": "the fine-tuned run's answer",
+               "correction": "the agent's corrected answer"}
 # How a failure was caught (core.evaluate.failures stores these keys in ``origin["caught"]`` and ``rule``).
 RULE_WORDS = {"lost_to_base": "lost to the base model (reviewers' majority preference)",
               "low_score": "scored at or below the threshold on the criterion (mean over reviewers)",
@@ -47,8 +48,10 @@ def sees_systems(user, origin: dict) -> bool:
     open. The project has no explicit "review closed" state: Compare hands out an eval set's items for as long as
     the set exists (core.evaluate.review.next_item keeps taking scores after every item has its K reviewers), so
     the review is never closed, and systems are revealed only where the Results page reveals them: to engineers
-    and admins (the "evaluate" right). Other drafts hide nothing."""
-    return not (origin or {}).get("eval_set_id") or can(user, "evaluate")
+    and admins (the "evaluate" right). A draft from a blind pilot hides its system the same way. Other drafts
+    hide nothing."""
+    o = origin or {}
+    return not (o.get("eval_set_id") or o.get("pilot_blind")) or can(user, "evaluate")
 
 
 # What a blind reader may be told the draft started from: answers no system wrote.
@@ -65,6 +68,11 @@ def describe(source: str, origin: dict, *, blind: bool) -> str:
         start = o.get("start")
         started = f"; the draft started from {start_words(start)}" if start in BLIND_STARTS else ""
         return f"A failure found on the Results page: {where}{started}."
+    if source == "pilot":  # a pilot's question (core.ship.pilot_results): a blind pilot's system stays hidden
+        system = "" if blind or not o.get("system") else f" of {o['system']}"
+        why = "an agent would escalate it to a human" if o.get("escalated") else "an agent corrected the answer"
+        return (f"From pilot {o.get('pilot')}{system}, exchange {o.get('exchange_id')}: {why}; "
+                f"the draft started from {start_words(o.get('start'))}.")
     if source == "review_feedback":
         return (f"Sent back from a blind review on the Compare page: {where}, by reviewer {o.get('reviewer')}; "
                 f"the draft started from {start_words(o.get('start'))}.")

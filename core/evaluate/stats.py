@@ -1,6 +1,8 @@
 """Statistics for blind reviews and automatic metrics. Pure functions on plain data; no database, no model.
 
 - ``bootstrap_mean``: mean with a percentile bootstrap 95% interval (scipy.stats.bootstrap).
+- ``wilson``: a rate with its Wilson score interval; ``bootstrap_difference``: the difference of two means
+  (before/after) with a bootstrap interval.
 - ``win_tie_loss``: per pair of systems, from preference votes.
 - ``bradley_terry`` / ``bradley_terry_bootstrap``: ratings on an Elo-like scale fitted the way Chatbot Arena
   does (FastChat ``compute_mle_elo``): scikit-learn logistic regression on +/-ln(10) design rows, ties counted
@@ -56,6 +58,37 @@ def bootstrap_mean(values: Sequence[float], *, n_resamples: int = 1000, seed: in
     res = bootstrap((data,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
                     method="percentile", random_state=np.random.default_rng(seed))
     return Interval(mean, float(res.confidence_interval.low), float(res.confidence_interval.high), n)
+
+
+def wilson(successes: int, n: int, *, confidence: float = 0.95) -> Interval:
+    """A rate (``successes`` of ``n``) with its Wilson score interval (scipy.stats.binomtest(...).proportion_ci,
+    method "wilson"): unlike the normal approximation it stays inside 0-1 and holds for small ``n``."""
+    if n <= 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0)
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(successes), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return Interval(successes / n, float(ci.low), float(ci.high), n)
+
+
+def bootstrap_difference(after: Sequence[float], before: Sequence[float], *, n_resamples: int = 1000, seed: int = 0,
+                         confidence: float = 0.95) -> Interval:
+    """``mean(after) - mean(before)`` of two independent samples with a percentile bootstrap interval
+    (scipy.stats.bootstrap resampling each sample on its own); ``n`` is the smaller sample's size. Rates are
+    means of 0/1 values."""
+    a = np.asarray([v for v in after if v is not None], dtype=float)
+    b = np.asarray([v for v in before if v is not None], dtype=float)
+    if len(a) == 0 or len(b) == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0)
+    diff = float(a.mean() - b.mean())
+    n = min(len(a), len(b))
+    if n < 2 or (np.all(a == a[0]) and np.all(b == b[0])):
+        return Interval(diff, diff, diff, n)
+    from scipy.stats import bootstrap
+
+    res = bootstrap((a, b), lambda x, y, axis=-1: x.mean(axis=axis) - y.mean(axis=axis), n_resamples=n_resamples,
+                    confidence_level=confidence, method="percentile", random_state=np.random.default_rng(seed))
+    return Interval(diff, float(res.confidence_interval.low), float(res.confidence_interval.high), n)
 
 
 # ---------------------------------------------------------------- pairwise votes

@@ -39,6 +39,8 @@ class Answer:
     completion_tokens: int | None = None
     finish_reason: str | None = None
     """"stop" (the model ended its turn), "length" (max new tokens) or None (stopped by the user)."""
+    completion_id: str | None = None
+    """The endpoint's id of this chat completion (what ``POST /v1/feedback`` of a pilot names)."""
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -94,6 +96,7 @@ def complete(url: str, model: str | None, messages: list[dict], decoding: Decodi
     choice = data["choices"][0]
     answer.text = choice["message"].get("content") or ""
     answer.finish_reason = choice.get("finish_reason")
+    answer.completion_id = data.get("id")
     answer.completion_tokens = (data.get("usage") or {}).get("completion_tokens")
     answer.seconds = answer.first_token_s = time.perf_counter() - answer.started
     return answer
@@ -114,6 +117,7 @@ def stream_answer(url: str, model: str | None, messages: list[dict], decoding: D
             event = json.loads(payload)
             if "error" in event:
                 raise EndpointError(f"The model endpoint failed while answering: {event['error']}")
+            answer.completion_id = answer.completion_id or event.get("id")
             for choice in event.get("choices") or []:
                 piece = (choice.get("delta") or {}).get("content")
                 if piece:

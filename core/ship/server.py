@@ -122,6 +122,11 @@ def build_app(manager, cfg: ServeConfig, activity: Activity):
     async def http_refused(_request, err: HTTPException):  # transformers' own refusals, in OpenAI's shape too
         return await refused(_request, Refused(err.status_code, str(err.detail), getattr(err, "headers", None)))
 
+    if cfg.pilot_id is not None:  # serve-model --pilot: record each answer, take feedback (inside the guard)
+        from core.ship.pilot_server import PilotRecorder, add_feedback_route
+
+        add_feedback_route(app, cfg.pilot_id)
+        app.add_middleware(PilotRecorder, pilot_id=cfg.pilot_id)
     app.add_middleware(Guard, manager=manager, max_requests=cfg.max_requests, activity=activity, counted=COUNTED,
                        api_key_hash=cfg.api_key_hash, batching=cfg.continuous_batching)
     return app

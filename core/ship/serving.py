@@ -82,6 +82,9 @@ class ServeConfig:
     Only the hash is stored (config.json, the job row); core.ship.serving.key_hash makes it."""
     expose: bool = False
     """Listen on a host other than loopback without an API key: anyone who reaches the port may use it."""
+    pilot_id: int | None = None
+    """Record every chat completion into this pilot (core.ship.pilots; opt-in per launch) and take agents' feedback
+    on ``POST /v1/feedback``; None records nothing."""
 
     def __post_init__(self):
         try:
@@ -99,6 +102,11 @@ class ServeConfig:
             raise InvalidInput(f"Not a host address: {self.host!r}.")
         if self.api_key_hash and not re.fullmatch(r"[0-9a-f]{64}", self.api_key_hash):
             raise InvalidInput("api_key_hash must be a SHA-256 in hex (core.ship.serving.key_hash), not a key.")
+        if self.pilot_id is not None:
+            try:
+                self.pilot_id = int(self.pilot_id)
+            except (TypeError, ValueError):
+                raise InvalidInput("The pilot must be a pilot id (a number).") from None
         if not is_loopback(self.host) and not (self.api_key_hash or self.expose):
             raise InvalidInput(f"Listening on {self.host} lets any machine that reaches this one use the endpoint: "
                                f"set an API key (--api-key or {API_KEY_ENV}) or say --expose to serve it without "
@@ -109,13 +117,19 @@ class ServeConfig:
         return strict_from_dict(cls, data, "serving")
 
 
-def launch_server(session: Session, user: User, project_id: int, cfg: ServeConfig) -> Job:
-    """Queue a serving process (it starts when a device slot is free)."""
-    require(user, "evaluate")
+SERVER_ACTIONS = ("evaluate", "pilot")  # who may start an endpoint: engineers, and agents for the Pilot page
+
+
+def launch_server(session: Session, user: User, project_id: int, cfg: ServeConfig, action: str = "evaluate") -> Job:
+    """Queue a serving process (it starts when a device slot is free). ``action``: "pilot" for the Pilot page's
+    endpoint (any system, loopback only), which agents may start."""
+    if action not in SERVER_ACTIONS or (action == "pilot" and (cfg.system or not is_loopback(cfg.host))):
+        raise InvalidInput("Only the Playground's or the Pilot page's own endpoint can be started so.")
+    require(user, action)
     name = f"serve {cfg.system}" if cfg.system else "playground endpoint"
     if cfg.system:
         cfg.system = resolve(session, cfg.system).key  # refuse an unknown or unfinished system now
-    return submit(session, user, project_id=project_id, kind=KIND, action="evaluate", name=name,
+    return submit(session, user, project_id=project_id, kind=KIND, action=action, name=name,
                   config=asdict(cfg), module=WORKER, slots=1)
 
 
@@ -133,13 +147,15 @@ def find_playground_server(session: Session) -> Job | None:
     return None
 
 
-def playground_server(session: Session, user: User, project_id: int) -> Job:
-    """The Playground's endpoint: the live one, or a new one queued now (one for the whole workspace)."""
-    require(user, "evaluate")
+def playground_server(session: Session, user: User, project_id: int, action: str = "evaluate") -> Job:
+    """The Playground's endpoint: the live one, or a new one queued now (one for the whole workspace). The Pilot
+    page shares it (``action`` "pilot": agents may start it too)."""
+    require(user, action)
     with file_lock(runs_dir() / ".playground.lock"):
         key = env_api_key()
         return find_playground_server(session) or launch_server(
-            session, user, project_id, ServeConfig(playground=True, api_key_hash=key_hash(key) if key else ""))
+            session, user, project_id, ServeConfig(playground=True, api_key_hash=key_hash(key) if key else ""),
+            action=action)
 
 
 def endpoint(job: Job) -> dict | None:
