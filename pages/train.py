@@ -8,6 +8,7 @@ from core.curate.preferences import list_preference_versions
 from core.hardware import detect, estimate_sum_text
 from core.jobs.queue import LIVE, cancel, job_snapshot, list_jobs
 from core.jobs.states import describe_state
+from core.jobs.targets.registry import THIS_MACHINE, list_targets
 from core.curate.leakage import leak_ids
 from core.train.runs import (DASH, LOSS_HELP, LOSS_LABEL, check_launch, format_loss, latest_losses, launch,
                              resume_note, resume_run, training_leaks)
@@ -360,6 +361,13 @@ else:
             if hw.gpu_count > 1:
                 num_gpus = st.number_input("GPUs (0 = all, via accelerate launch)", 0, hw.gpu_count, 0,
                                            key=k + "gpus", help=DOCS["num_gpus"])
+        with db() as s:
+            targets = [t.name for t in list_targets(s)]
+        c1, c2, c3 = st.columns(3)  # where it runs: this machine, or a registered Ray/Slurm cluster
+        target = c1.selectbox("Compute target", ["", *targets], format_func=lambda t: t or THIS_MACHINE,
+                              key="target", help=DOCS["target"])
+        nodes = c2.number_input("Nodes", 1, 256, 1, key="nodes", help=DOCS["nodes"], disabled=not target)
+        procs = c3.number_input("Processes per node", 1, 64, 1, key="procs_per_node", help=DOCS["procs_per_node"])
         name = st.text_input("Run name (optional)", key="run_name")
 
         values = dict(dataset_version_id=version.id if version else 0, **dpo_values,
@@ -370,7 +378,8 @@ else:
                       max_length=max_length, warmup_ratio=float(warmup), weight_decay=float(weight_decay),
                       lr_scheduler=scheduler, eval_steps=int(eval_steps), save_steps=int(save_steps),
                       gradient_checkpointing=bool(grad_ckpt), packing=packing, precision=precision,
-                      seed=int(seed), num_gpus=int(num_gpus), preset=preset, max_train_examples=int(max_train),
+                      seed=int(seed), num_gpus=int(num_gpus), preset=preset, target=target,
+                      nodes=int(nodes) if target else 1, procs_per_node=int(procs), max_train_examples=int(max_train),
                       max_validation_examples=int(max_val), include_eval_derived=bool(include_derived),
                       exclude_example_ids=st.session_state.get(f"exclude-{version.id}", []) if version else [],
                       exclude_pair_ids=st.session_state.get(f"exclude-pairs-{dpo_values.get('preference_version_id')}",

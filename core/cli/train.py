@@ -63,6 +63,7 @@ def _settings(args) -> tuple[dict, set]:
     values.update(overrides)
     _agree(values, set(overrides), "method", args.method, f"--method {args.method}")
     _agree(values, set(overrides), "base_model", args.base_model, f"--base-model {args.base_model}")
+    _agree(values, set(overrides), "target", args.target, f"--target {args.target}")
     return values, set(overrides)
 
 
@@ -237,6 +238,8 @@ def register(sub, common) -> None:
                    help="any TrainConfig field, e.g. --set lora_r=8 --set num_epochs=2 (lists comma-separated, "
                         "none/auto clears an optional number, on/off for true/false)")
     p.add_argument("--name", help="run name")
+    p.add_argument("--target", help="compute target (see `targets list`; default this machine); its nodes and "
+                                    "processes per node: --set nodes=N --set procs_per_node=P")
     p.add_argument("--exclude-leaked", action="store_true",
                    help="leave out the training examples (DPO: preference pairs) that repeat an eval prompt (else the "
                         "run is refused)")

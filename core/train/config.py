@@ -119,6 +119,14 @@ class TrainConfig:
     launcher: str = "auto"
     """"auto" uses `accelerate launch` when more than one GPU is used, plain python otherwise."""
 
+    # -- where it runs (core.jobs.targets)
+    target: str = ""
+    """The compute target (registered on the Admin page) the run is sent to; empty: this machine's queue."""
+    nodes: int = 1
+    """Machines the run spans: more than 1 only on a cluster target (Ray, Slurm)."""
+    procs_per_node: int = 1
+    """Processes per machine: one per GPU on GPU nodes, processes on a CPU. World size = nodes x this."""
+
     # -- leakage (core.curate.leakage)
     exclude_example_ids: list[int] = field(default_factory=list)
     """Examples (by id) left out of the train and validation data, e.g. the ones that repeat an eval prompt: a
@@ -197,6 +205,9 @@ class TrainConfig:
             yield f"precision must be one of {', '.join(PRECISIONS)}"
         if self.num_gpus < 0:
             yield "num_gpus cannot be negative"
+        if type(self.nodes) is not int or type(self.procs_per_node) is not int or min(self.nodes,
+                                                                                      self.procs_per_node) < 1:
+            yield "nodes and procs_per_node must be whole numbers, at least 1"
         if self.launcher not in LAUNCHERS:
             yield f"launcher must be one of {', '.join(LAUNCHERS)}"
         ids = self.exclude_example_ids
