@@ -139,3 +139,23 @@ def test_admin_page_adds_shows_and_removes_a_target(session, users):
     session.expire_all()
     with pytest.raises(Exception, match="No compute target 'box'"):
         get_target(session, "box")
+
+
+def test_a_job_held_by_its_cluster_says_so_in_the_clusters_words():
+    from core.jobs.states import describe_state
+
+    held = Job(status=JobStatus.queued.value, target_id=1, remote_state="pending", remote_reason="Resources")
+    assert describe_state(held, queue_pos=None) == "queued on the cluster — Resources"
+    waiting = Job(status=JobStatus.running.value, target_id=1, remote_state="running",
+                  remote_reason="Waiting for 2 node(s)")
+    assert describe_state(waiting).endswith("(cluster: Waiting for 2 node(s))")
+
+
+def test_cli_train_names_a_target_that_does_not_exist(workspace, session, users, project, tiny_model):
+    from tests.fixtures_models import make_dataset_version
+
+    make_dataset_version(session, project, users["engineer"], n_train=4, n_validation=1)
+    done = cli(workspace, "train", "--version", "v1", "--base-model", str(tiny_model), "--target", "gpu-ray",
+               "--set", "nodes=2")
+    assert done.returncode == 1 and "No compute target 'gpu-ray'" in done.stderr, done.stderr
+    assert session.exec(select(Job)).all() == []
