@@ -8,7 +8,7 @@ from core.curate.preferences import list_preference_versions
 from core.hardware import detect, estimate_sum_text
 from core.jobs.queue import LIVE, cancel, job_snapshot, list_jobs
 from core.jobs.states import describe_state
-from core.jobs.targets.registry import THIS_MACHINE, list_targets
+from core.jobs.targets.registry import LOCAL, THIS_MACHINE, list_targets
 from core.curate.leakage import leak_ids
 from core.train.runs import (DASH, LOSS_HELP, LOSS_LABEL, check_launch, format_loss, latest_losses, launch,
                              resume_note, resume_run, training_leaks)
@@ -364,9 +364,9 @@ else:
         with db() as s:
             targets = [t.name for t in list_targets(s)]
         c1, c2, c3 = st.columns(3)  # where it runs: this machine, or a registered Ray/Slurm cluster
-        target = c1.selectbox("Compute target", ["", *targets], format_func=lambda t: t or THIS_MACHINE,
-                              key="target", help=DOCS["target"])
-        nodes = c2.number_input("Nodes", 1, 256, 1, key="nodes", help=DOCS["nodes"], disabled=not target)
+        target = c1.selectbox("Compute target", [LOCAL, *targets], format_func=lambda t: THIS_MACHINE if t == LOCAL
+                              else t, key="target", help=DOCS["target"])
+        nodes = c2.number_input("Nodes", 1, 256, 1, key="nodes", help=DOCS["nodes"], disabled=target == LOCAL)
         procs = c3.number_input("Processes per node", 1, 64, 1, key="procs_per_node", help=DOCS["procs_per_node"])
         name = st.text_input("Run name (optional)", key="run_name")
 
@@ -379,7 +379,8 @@ else:
                       lr_scheduler=scheduler, eval_steps=int(eval_steps), save_steps=int(save_steps),
                       gradient_checkpointing=bool(grad_ckpt), packing=packing, precision=precision,
                       seed=int(seed), num_gpus=int(num_gpus), preset=preset, target=target,
-                      nodes=int(nodes) if target else 1, procs_per_node=int(procs), max_train_examples=int(max_train),
+                      nodes=int(nodes) if target != LOCAL else 1, procs_per_node=int(procs),
+                      max_train_examples=int(max_train),
                       max_validation_examples=int(max_val), include_eval_derived=bool(include_derived),
                       exclude_example_ids=st.session_state.get(f"exclude-{version.id}", []) if version else [],
                       exclude_pair_ids=st.session_state.get(f"exclude-pairs-{dpo_values.get('preference_version_id')}",

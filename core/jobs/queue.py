@@ -111,7 +111,7 @@ def submit(session: Session, user: User, *, project_id: int, kind: str, action: 
     session.add(job)
     session.commit()
     if target_id is not None:
-        remote.submit_remote(session, job)
+        remote.submit_remote(session, job, cancel_grace_s())
         return job
     schedule(session)
     session.refresh(job)

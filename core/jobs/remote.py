@@ -17,7 +17,7 @@ from sqlmodel import Session, select
 
 from core.jobs import rundir
 from core.jobs.targets import Launch, RemoteState, Target
-from core.jobs.targets.base import LOG_ENV
+from core.jobs.targets.base import GRACE_ENV, LOG_ENV
 from core.jobs.targets.registry import build
 from core.workspace import database_url, offline_vars, workspace_dir
 from storage.models import ComputeTarget, Job, JobStatus, utcnow
@@ -32,20 +32,21 @@ def target_of(session: Session, job: Job) -> Target:
     return build(session.get(ComputeTarget, job.target_id))
 
 
-def launch_of(job: Job) -> Launch:
+def launch_of(job: Job, cancel_grace_s: float) -> Launch:
     """What the target runs for ``job``: its module on ``nodes`` x ``procs_per_node`` ranks (from config.json),
     with the workspace, database and job id every rank needs."""
     config = job.config or {}
     env = {"FINETUNE_STUDIO_HOME": str(workspace_dir()), "DATABASE_URL": database_url(),
-           "FINETUNE_STUDIO_JOB_ID": str(job.id), LOG_ENV: rundir.log_name(job.kind), **offline_vars()}
+           "FINETUNE_STUDIO_JOB_ID": str(job.id), LOG_ENV: rundir.log_name(job.kind),
+           GRACE_ENV: str(int(cancel_grace_s)), **offline_vars()}
     return Launch(job_id=job.id, run_dir=job.run_dir, module=job.module, nodes=int(config.get("nodes", 1)),
                   procs_per_node=int(config.get("procs_per_node", 1)), env=env)
 
 
-def submit_remote(session: Session, job: Job) -> None:
+def submit_remote(session: Session, job: Job, cancel_grace_s: float) -> None:
     """Hand a queued job to its target; a refusal by the cluster fails the row with the cluster's words."""
     try:
-        external = target_of(session, job).submit(launch_of(job))
+        external = target_of(session, job).submit(launch_of(job, cancel_grace_s))
     except Exception as err:  # noqa: BLE001 - whatever the cluster says, the row must say it, not hang queued
         session.exec(update(Job).where(Job.id == job.id).values(
             status=JobStatus.failed.value, finished_at=utcnow(), remote_state="failed",

@@ -120,8 +120,9 @@ class TrainConfig:
     """"auto" uses `accelerate launch` when more than one GPU is used, plain python otherwise."""
 
     # -- where it runs (core.jobs.targets)
-    target: str = ""
-    """The compute target (registered on the Admin page) the run is sent to; empty: this machine's queue."""
+    target: str = "local"
+    """Where the run's processes run: "local" is this machine (the server's job queue), any other name a compute
+    target an admin registered (a Ray or Slurm cluster)."""
     nodes: int = 1
     """Machines the run spans: more than 1 only on a cluster target (Ray, Slurm)."""
     procs_per_node: int = 1

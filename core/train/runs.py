@@ -14,7 +14,7 @@ from core.hardware import detect, estimate_peak_memory, estimate_sum_text, resol
 from core.jobs import rundir
 from core.jobs.queue import get_job, list_jobs, queue_position, read_metrics, reconcile, resubmit, submit
 from core.jobs.states import job_state
-from core.jobs.targets.registry import get_target
+from core.jobs.targets.registry import LOCAL, target_id_of
 from core.names import check_name
 from core.curate.preferences import get_preference_version, preference_leaks
 from core.train import dpo
@@ -47,7 +47,7 @@ def check_launch(cfg: TrainConfig, hw=None, *, trusted_paths: bool = False) -> d
     if not trusted_paths:
         web_model_name(cfg.base_model)
     hw = hw or detect()
-    if cfg.target:  # runs on a cluster's devices: this machine's memory and GPUs do not decide
+    if cfg.target not in ("", LOCAL):  # a cluster's devices run it: this machine's memory and GPUs do not decide
         check_model_name(cfg.base_model)
         return estimate(cfg, hw)
     if cfg.nodes > 1:
@@ -89,12 +89,7 @@ def launch(session, user, project_id: int, cfg: TrainConfig, name: str = "", *, 
     name = name or f"{cfg.method}-{version.name}"
     return submit(session, user, project_id=project_id, kind=KIND, action="train", name=name, config=cfg.to_dict(),
                   module=WORKER, slots=cfg.num_gpus, launcher=cfg.launcher, dataset_version_id=version.id,
-                  estimated_peak_mb=est["peak_mb"], target_id=target_id(session, cfg))
-
-
-def target_id(session, cfg: TrainConfig) -> int | None:
-    """The ComputeTarget the run goes to (None: this machine), by the name in ``cfg.target``."""
-    return get_target(session, cfg.target).id if cfg.target else None
+                  estimated_peak_mb=est["peak_mb"], target_id=target_id_of(session, cfg.target))
 
 
 def training_leaks(session, cfg: TrainConfig) -> dict:
@@ -142,7 +137,7 @@ def launch_dpo(session, user, project_id: int, cfg: TrainConfig, name: str = "",
     name = name or f"dpo-{prefs.name}" + (f"-from-{cfg.init_from_run}" if cfg.init_from_run else "")
     return submit(session, user, project_id=project_id, kind=KIND, action="train", name=name, config=cfg.to_dict(),
                   module=WORKER, slots=cfg.num_gpus, launcher=cfg.launcher, estimated_peak_mb=est["peak_mb"],
-                  target_id=target_id(session, cfg))
+                  target_id=target_id_of(session, cfg.target))
 
 
 def resume_run(session, user, job_id: int):

@@ -103,6 +103,7 @@ class Target(ABC):
 
 
 LOG_ENV = "FINETUNE_STUDIO_JOB_LOG"  # Launch.env key: the run folder's log file every rank appends to
+GRACE_ENV = "FINETUNE_STUDIO_CANCEL_GRACE"  # Launch.env key: seconds a cancel lets the ranks finish their step
 
 
 def log_file(launch: Launch) -> Path:

@@ -14,11 +14,12 @@ import sys
 from pathlib import Path
 
 from core.errors import InvalidInput
-from core.jobs.targets.base import (LOG_ENV, Launch, Offer, RemoteState, Target, known_settings, tail_lines,
+from core.jobs.targets.base import (GRACE_ENV, LOG_ENV, Launch, Offer, RemoteState, Target, known_settings, tail_lines,
                                    whole_number)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LAUNCHER = "core.jobs.targets.ray_launch"
+WAITING = "Waiting for"  # how the driver's line starts while the placement group waits for nodes
 NATIVE = {"PENDING": "pending", "RUNNING": "running", "SUCCEEDED": "succeeded", "FAILED": "failed",
           "STOPPED": "canceled"}
 DEFAULTS = {"python": "", "pythonpath": "", "cpus_per_node": 1, "gpus_per_node": 0, "master_port": 29500,
@@ -80,7 +81,9 @@ class RayTarget(Target):
                            "--job-id", str(launch.job_id)])
 
     def submit(self, launch: Launch) -> str:
-        env = {**launch.env, "PYTHONPATH": self.settings["pythonpath"], "PYTHONUNBUFFERED": "1"}
+        env = {**launch.env, "PYTHONPATH": self.settings["pythonpath"], "PYTHONUNBUFFERED": "1",
+               # how long stop_job lets the driver (and the ranks) finish before SIGKILL: the queue's cancel grace
+               "RAY_JOB_STOP_WAIT_TIME_S": launch.env.get(GRACE_ENV, "30")}
         return self._client().submit_job(entrypoint=self.entrypoint(launch), runtime_env={"env_vars": env},
                                          metadata={"finetune_studio_job": str(launch.job_id)})
 
@@ -90,6 +93,11 @@ class RayTarget(Target):
         except Exception as err:  # noqa: BLE001 - unreachable or forgotten: the queue decides from the row
             return RemoteState("unknown", reason=f"Ray did not answer: {str(err)[:300]}", native="")
         native = getattr(info.status, "value", str(info.status))
+        if native == "RUNNING":  # Ray runs the driver at once; until the nodes are placed the job still waits
+            last = self.logs(external_id, 1).strip()
+            if last.startswith(WAITING):
+                return RemoteState("pending", reason=last, native=native)
+            return RemoteState("running", native=native)
         return RemoteState(NATIVE.get(native, "unknown"), reason=info.message or "", native=native)
 
     def logs(self, external_id: str, tail: int = 200) -> str:

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import ray
@@ -62,11 +63,11 @@ def _parse(argv: list[str] | None):
 
 def _wait_for_nodes(group, nodes: int, cpus: float, gpus: float) -> None:
     while True:
+        print(f"Waiting for {nodes} node(s) with {cpus:g} CPU(s) and {gpus:g} GPU(s) each (a Ray placement group: "
+              "it waits while the cluster has not got them free).", flush=True)
         ready, _ = ray.wait([group.ready()], timeout=WAIT_REPORT_S)
         if ready:
             return
-        print(f"Waiting for {nodes} node(s) with {cpus:g} CPU(s) and {gpus:g} GPU(s) each (Ray placement group "
-              "pending: the cluster has not got them free).", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,10 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i))).remote() for i in range(args.nodes)]
     master = ray.get(actors[0].address.remote())
 
+    stopping = threading.Event()
+
     def stop(signum, _frame) -> None:
+        # Ray waits RAY_JOB_STOP_WAIT_TIME_S (the target sets the cancel grace) before it kills this driver, and
+        # with it the actors and their ranks: until then the ranks finish their step, save and record canceled.
         print(f"Stop requested (signal {signum}): asking every node's ranks to stop after their step.", flush=True)
-        ray.wait([a.signal.remote(signal.SIGTERM) for a in actors], num_returns=len(actors), timeout=2)
-        sys.exit(128 + signum)
+        stopping.set()
+        for actor in actors:
+            actor.signal.remote(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, stop)
     log = str(Path(args.run_dir) / args.log)
@@ -102,11 +108,11 @@ def main(argv: list[str] | None = None) -> int:
                 failure = None if code == 0 else f"node {node}'s ranks exited with code {code}"
             except ray.exceptions.RayError as err:
                 failure = f"node {node} was lost ({type(err).__name__}: {str(err).splitlines()[0][:300]})"
-            if failure:
+            if failure and not stopping.is_set():
                 ray.wait([a.signal.remote(signal.SIGKILL) for a in actors], num_returns=len(actors), timeout=5)
                 print(f"The run failed: {failure}. See {log} for the ranks' own output.", flush=True)
                 return 1
-    return 0
+    return 128 + signal.SIGTERM if stopping.is_set() else 0
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from core.workspace import database_url
 from storage.models import ComputeTarget, Job, JobStatus
 
 THIS_MACHINE = "this machine"  # what pages and the CLI call "no target": the local queue
+LOCAL = "local"  # TrainConfig.target's name for this machine (and "" in older configs): never a target's name
 
 
 def build(row: ComputeTarget) -> Target:
@@ -45,7 +46,7 @@ def add_target(session: Session, user, name: str, kind: str, settings: dict | st
     """Register a target (admins); its settings are validated by its kind, its name is unique."""
     require(user, "manage_targets")
     name = check_name(name, "compute target")
-    if name.lower() == THIS_MACHINE or len(name) > 64:
+    if name.lower() in (THIS_MACHINE, LOCAL) or len(name) > 64:
         raise InvalidInput(f"A compute target cannot be named {name!r} (reserved, or over 64 characters).")
     if session.exec(select(ComputeTarget).where(ComputeTarget.name == name)).first() is not None:
         raise InvalidInput(f"A compute target named {name!r} exists already; change it or pick another name.")
@@ -87,6 +88,11 @@ def remove_target(session: Session, user, name: str) -> str:
 
 def list_targets(session: Session) -> list[ComputeTarget]:
     return list(session.exec(select(ComputeTarget).order_by(ComputeTarget.name)))
+
+
+def target_id_of(session: Session, name: str) -> int | None:
+    """The id of the target a run names (None: this machine, "local" or empty)."""
+    return None if (name or LOCAL) == LOCAL else get_target(session, name).id
 
 
 def get_target(session: Session, name_or_id: str | int) -> ComputeTarget:
