@@ -160,9 +160,9 @@ with targets_tab:
         t_name = c1.text_input("Name", key="target_name")
         t_kind = c2.selectbox("Kind", [k for k in TARGET_KINDS if k != "local"] + ["local"], key="target_kind")
         t_settings = st.text_area("Settings (JSON)", '{"address": "http://head-node:8265"}', key="target_settings",
-                                  help="Ray: address (dashboard URL), cpus_per_node, gpus_per_node, python, "
-                                       "pythonpath, master_port, same_host. Slurm: partition, nodes, "
-                                       "gpus_per_node, time_limit, account.")
+                                  help="Ray: address (dashboard URL), cpus_per_node, gpus_per_node, "
+                                       "resources_per_node, python, pythonpath, master_port, same_host. "
+                                       "Slurm: partition, nodes, gpus_per_node, time_limit, account.")
         if st.form_submit_button("Add target"):
             with db() as s:
                 if run_action(add_target, s, user, t_name, t_kind, t_settings) is not None:

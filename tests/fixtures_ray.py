@@ -3,6 +3,7 @@ its own free ports, started with `ray start` and ended by killing its own proces
 end every Ray of this host)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 import psutil
 
 RAY = str(Path(sys.executable).with_name("ray"))
+SPARE = "spare"  # a custom resource only the second node has: a target asking for it runs there
 
 
 def free_ports(n: int) -> list[int]:
@@ -35,8 +37,9 @@ def _node_ports() -> list[str]:
 
 
 class LocalRay:
-    """A Ray head and one more node on this host, each with one CPU; ``kill_worker`` ends the second node's whole
-    process tree (the node dies, with whatever ran on it), ``start_worker`` brings a node back."""
+    """A Ray head and one more node on this host, each with one CPU (the second also with one ``SPARE``);
+    ``kill_worker`` ends the second node's whole process tree (the node dies, with whatever ran on it),
+    ``start_worker`` brings a node back."""
 
     def __init__(self) -> None:
         self.temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must stay under 107
@@ -66,6 +69,7 @@ class LocalRay:
         ports = _node_ports()
         self.worker_manager_port = ports[1]
         self._ray("start", "--address", f"127.0.0.1:{self.port}", "--num-cpus", "1", "--disable-usage-stats", *ports,
+                  "--resources", json.dumps({SPARE: 1}),
                   node=[f"--node_manager_port={self.worker_manager_port}"])
 
     @property

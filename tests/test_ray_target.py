@@ -14,7 +14,7 @@ from core.jobs.queue import get_job, read_metrics, reconcile
 from core.jobs.targets.registry import add_target
 from storage.models import JobStatus
 from tests.fixtures_models import make_dataset_version
-from tests.fixtures_ray import RAY, LocalRay, free_ports
+from tests.fixtures_ray import RAY, SPARE, LocalRay, free_ports
 from tests.helpers import page, status_line, wait_for, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -44,7 +44,8 @@ def _ray_status(cluster: LocalRay, job) -> str:
     return JobSubmissionClient(cluster.address).get_job_status(job.external_id).value
 
 
-def _launch_from_page(session, users, tiny_model, nodes: int, steps: int, save_steps: int = 0):
+def _launch_from_page(session, users, tiny_model, nodes: int, steps: int, save_steps: int = 0,
+                      target: str = "ray-here"):
     """Fill the Train page (tiny model, the Ray target, ``nodes`` nodes) and press Train; returns (page, job)."""
     at = page("train.py", users["engineer"]).run()
     at.radio(key="source").set_value("Local model folder").run()
@@ -53,7 +54,7 @@ def _launch_from_page(session, users, tiny_model, nodes: int, steps: int, save_s
     at.number_input(key="quick-len").set_value(128).run()
     at.number_input(key="quick-steps").set_value(steps).run()
     at.number_input(key="quick-savesteps").set_value(save_steps).run()
-    at.selectbox(key="target").set_value("ray-here").run()
+    at.selectbox(key="target").set_value(target).run()
     at.number_input(key="nodes").set_value(nodes).run()
     next(b for b in at.button if b.label == "Train").click().run()
     assert not at.exception and not [e.value for e in at.error], [e.value for e in at.error]
@@ -121,12 +122,15 @@ def test_cancel_on_the_page_stops_the_ray_job_and_resume_continues(session, user
 def test_a_ray_node_that_dies_fails_the_run_with_a_reason_and_resume_works(session, users, project, tiny_model,
                                                                            ray_cluster, ray_target):
     make_dataset_version(session, project, users["engineer"], n_train=8, n_validation=1)
-    _, job = _launch_from_page(session, users, tiny_model, nodes=2, steps=400, save_steps=2)
+    # The run's one rank on the second node (the only one with the custom resource), the node that is killed.
+    add_target(session, users["admin"], "ray-spare", "ray", {"address": ray_cluster.address, "same_host": True,
+                                                             "resources_per_node": {SPARE: 1}})
+    _, job = _launch_from_page(session, users, tiny_model, nodes=1, steps=400, save_steps=2, target="ray-spare")
     wait_until(lambda: _checkpointed(session, job), 300, lambda: f"a checkpoint of run {job.id}")
     ray_cluster.kill_worker()
     failed = wait_for(session, job.id, timeout=180)
     assert failed.status == JobStatus.failed.value
-    assert failed.error, "a failed run says why"
+    assert "The cluster job failed (FAILED: The run failed: node 0 was lost" in failed.error, failed.error
     ray_cluster.start_worker()
     wait_until(lambda: len(ray_cluster.alive_nodes()) == 2, 120, "the second node back")
     from core.jobs.queue import cancel

@@ -166,3 +166,18 @@ def test_cli_train_names_a_target_that_does_not_exist(workspace, session, users,
                "--set", "nodes=2")
     assert done.returncode == 1 and "No compute target 'gpu-ray'" in done.stderr, done.stderr
     assert session.exec(select(Job)).all() == []
+
+
+def test_ray_settings_are_checked_and_its_failure_reason_is_the_drivers_line(session, users):
+    from core.jobs.targets.ray import _reason
+
+    with pytest.raises(InvalidInput, match="resources_per_node must map Ray resource names to positive amounts"):
+        add_target(session, users["admin"], "gpus", "ray", {"address": CLOSED, "resources_per_node": {"A100": 0}})
+    row = add_target(session, users["admin"], "gpus", "ray",
+                     {"address": "head:8265", "resources_per_node": {"A100": 1}})
+    assert row.settings["address"] == "http://head:8265" and row.settings["resources_per_node"] == {"A100": 1}
+    message = ("Job entrypoint command failed with exit code 1, last available logs (truncated to 20,000 chars):\n"
+               "Started 2 node(s) x 1 rank(s); the first node is 10.0.0.1.\n"
+               "The run failed: node 1 was lost (ActorDiedError: the node died). See /runs/1/train.log.\n")
+    assert _reason(message) == "The run failed: node 1 was lost (ActorDiedError: the node died). See /runs/1/train.log."
+    assert _reason("Job was intentionally stopped.") == "Job was intentionally stopped."

@@ -9,6 +9,7 @@ environment on every target (this machine, Ray, Slurm), so the job has one way o
 """
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -20,14 +21,30 @@ from core.jobs.targets.base import (GRACE_ENV, LOG_ENV, Launch, Offer, RemoteSta
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LAUNCHER = "core.jobs.targets.ray_launch"
 WAITING = "Waiting for"  # how the driver's line starts while the placement group waits for nodes
+FAILED = "The run failed:"  # and when a node was lost or its ranks failed
 NATIVE = {"PENDING": "pending", "RUNNING": "running", "SUCCEEDED": "succeeded", "FAILED": "failed",
           "STOPPED": "canceled"}
 DEFAULTS = {"python": "", "pythonpath": "", "cpus_per_node": 1, "gpus_per_node": 0, "master_port": 29500,
-            "same_host": False}
+            "same_host": False, "resources_per_node": {}}
 
 
 def _number(settings: dict, key: str, low: int, high: int) -> int:
     return whole_number(settings, key, DEFAULTS[key], low, high)
+
+
+def _resources(value) -> dict:
+    """Custom Ray resources every node of a run must offer (e.g. {"A100": 1}: Ray places ranks only there)."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) and k and not isinstance(v, bool)
+                                              and isinstance(v, (int, float)) and v > 0 for k, v in value.items()):
+        raise InvalidInput('resources_per_node must map Ray resource names to positive amounts, e.g. {"A100": 1}.')
+    return dict(value)
+
+
+def _reason(message: str) -> str:
+    """Ray's message in short: the driver's own "The run failed: ..." line when it has one (Ray's message on a
+    failed entrypoint also carries the last 20,000 characters of the job's log), else its first line."""
+    lines = message.strip().splitlines()
+    return next((ln for ln in reversed(lines) if ln.startswith(FAILED)), lines[0] if lines else "")
 
 
 class RayTarget(Target):
@@ -52,7 +69,8 @@ class RayTarget(Target):
                 "pythonpath": str(settings.get("pythonpath") or REPO_ROOT),
                 "cpus_per_node": _number(settings, "cpus_per_node", 0, 4096),
                 "gpus_per_node": _number(settings, "gpus_per_node", 0, 64),
-                "master_port": _number(settings, "master_port", 1024, 65535), "same_host": same_host}
+                "master_port": _number(settings, "master_port", 1024, 65535), "same_host": same_host,
+                "resources_per_node": _resources(settings.get("resources_per_node") or {})}
 
     def _client(self):
         from ray.job_submission import JobSubmissionClient
@@ -77,7 +95,8 @@ class RayTarget(Target):
         return shlex.join([s["python"], "-m", LAUNCHER, "--run-dir", str(launch.run_dir), "--module", launch.module,
                            "--nodes", str(launch.nodes), "--procs-per-node", str(launch.procs_per_node),
                            "--cpus", str(s["cpus_per_node"]), "--gpus", str(s["gpus_per_node"]),
-                           "--master-port", str(s["master_port"]), "--log", launch.env.get(LOG_ENV, "train.log"),
+                           "--master-port", str(s["master_port"]), "--resources", json.dumps(s["resources_per_node"]),
+                           "--log", launch.env.get(LOG_ENV, "train.log"),
                            "--job-id", str(launch.job_id)])
 
     def submit(self, launch: Launch) -> str:
@@ -98,7 +117,7 @@ class RayTarget(Target):
             if last.startswith(WAITING):
                 return RemoteState("pending", reason=last, native=native)
             return RemoteState("running", native=native)
-        return RemoteState(NATIVE.get(native, "unknown"), reason=info.message or "", native=native)
+        return RemoteState(NATIVE.get(native, "unknown"), reason=_reason(info.message or ""), native=native)
 
     def logs(self, external_id: str, tail: int = 200) -> str:
         try:

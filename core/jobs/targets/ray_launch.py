@@ -10,6 +10,7 @@ exits non-zero with the reason, which Ray reports as the job's message.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
+import psutil
 import ray
 from ray.util.placement_group import placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -43,10 +45,19 @@ class NodeRanks:
         return self.proc.wait()
 
     def signal(self, signum: int) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        """``signum`` to the node's torchrun and every process under it: torchrun starts its ranks in sessions of
+        their own, so a signal to its process group alone would leave them running once torchrun is killed."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            top = psutil.Process(self.proc.pid)
+            tree = [top, *top.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return
+        for proc in tree:
             try:
-                os.killpg(self.proc.pid, signum)
-            except ProcessLookupError:
+                proc.send_signal(signum)
+            except psutil.NoSuchProcess:
                 pass
 
 
@@ -58,6 +69,7 @@ def _parse(argv: list[str] | None):
         parser.add_argument(name, type=int, required=True)
     parser.add_argument("--cpus", type=float, default=1)
     parser.add_argument("--gpus", type=float, default=0)
+    parser.add_argument("--resources", type=json.loads, default={}, help="custom Ray resources each node must have")
     return parser.parse_args(argv)
 
 
@@ -76,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     launch = Launch(job_id=args.job_id, run_dir=Path(args.run_dir), module=args.module, nodes=args.nodes,
                     procs_per_node=args.procs_per_node, env={LOG_ENV: args.log})
     ray.init()
-    bundle = {"CPU": args.cpus, **({"GPU": args.gpus} if args.gpus else {})}
+    bundle = {"CPU": args.cpus, **({"GPU": args.gpus} if args.gpus else {}), **args.resources}
     group = placement_group([bundle] * args.nodes, strategy="STRICT_SPREAD" if args.nodes > 1 else "PACK")
     _wait_for_nodes(group, args.nodes, args.cpus, args.gpus)
-    actors = [NodeRanks.options(num_cpus=args.cpus, num_gpus=args.gpus, scheduling_strategy=(
-        PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i))).remote() for i in range(args.nodes)]
+    actors = [NodeRanks.options(num_cpus=args.cpus, num_gpus=args.gpus, resources=args.resources,
+                                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                                    group, placement_group_bundle_index=i)).remote() for i in range(args.nodes)]
     master = ray.get(actors[0].address.remote())
 
     stopping = threading.Event()
