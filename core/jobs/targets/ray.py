@@ -21,6 +21,7 @@ from core.jobs.targets.base import (GRACE_ENV, LOG_ENV, Launch, Offer, RemoteSta
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LAUNCHER = "core.jobs.targets.ray_launch"
 WAITING = "Waiting for"  # how the driver's line starts while the placement group waits for nodes
+STARTED = "Started "  # once every node's ranks were started
 FAILED = "The run failed:"  # and when a node was lost or its ranks failed
 NATIVE = {"PENDING": "pending", "RUNNING": "running", "SUCCEEDED": "succeeded", "FAILED": "failed",
           "STOPPED": "canceled"}
@@ -113,9 +114,10 @@ class RayTarget(Target):
             return RemoteState("unknown", reason=f"Ray did not answer: {str(err)[:300]}", native="")
         native = getattr(info.status, "value", str(info.status))
         if native == "RUNNING":  # Ray runs the driver at once; until the nodes are placed the job still waits
-            last = self.logs(external_id, 1).strip()
-            if last.startswith(WAITING):
-                return RemoteState("pending", reason=last, native=native)
+            # the driver's latest word on placement (Ray's own warnings may follow it in the log)
+            said = [ln for ln in self.logs(external_id, 50).splitlines() if ln.startswith((WAITING, STARTED))]
+            if said and said[-1].startswith(WAITING):
+                return RemoteState("pending", reason=said[-1], native=native)
             return RemoteState("running", native=native)
         return RemoteState(NATIVE.get(native, "unknown"), reason=_reason(info.message or ""), native=native)
 

@@ -24,6 +24,7 @@ from ray.util.placement_group import placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from core.jobs.targets.base import LOG_ENV, Launch, torchrun_argv
+from core.jobs.targets.ray import FAILED, STARTED, WAITING  # the lines RayTarget.state reads back
 
 WAIT_REPORT_S = 30
 
@@ -75,7 +76,7 @@ def _parse(argv: list[str] | None):
 
 def _wait_for_nodes(group, nodes: int, cpus: float, gpus: float) -> None:
     while True:
-        print(f"Waiting for {nodes} node(s) with {cpus:g} CPU(s) and {gpus:g} GPU(s) each (a Ray placement group: "
+        print(f"{WAITING} {nodes} node(s) with {cpus:g} CPU(s) and {gpus:g} GPU(s) each (a Ray placement group: "
               "it waits while the cluster has not got them free).", flush=True)
         ready, _ = ray.wait([group.ready()], timeout=WAIT_REPORT_S)
         if ready:
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     log = str(Path(args.run_dir) / args.log)
     runs = {actors[i].run.remote(torchrun_argv(python, launch, i, master, args.master_port), log, os.getcwd()): i
             for i in range(args.nodes)}
-    print(f"Started {args.nodes} node(s) x {args.procs_per_node} rank(s); the first node is {master}.", flush=True)
+    print(f"{STARTED}{args.nodes} node(s) x {args.procs_per_node} rank(s); the first node is {master}.", flush=True)
     pending = list(runs)
     while pending:
         done, pending = ray.wait(pending, num_returns=1, timeout=1)
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 failure = f"node {node} was lost ({type(err).__name__}: {str(err).splitlines()[0][:300]})"
             if failure and not stopping.is_set():
                 ray.wait([a.signal.remote(signal.SIGKILL) for a in actors], num_returns=len(actors), timeout=5)
-                print(f"The run failed: {failure}. See {log} for the ranks' own output.", flush=True)
+                print(f"{FAILED} {failure}. See {log} for the ranks' own output.", flush=True)
                 return 1
     return 128 + signal.SIGTERM if stopping.is_set() else 0
 
