@@ -116,8 +116,9 @@ class RayTarget(Target):
         if native == "RUNNING":  # Ray runs the driver at once; until the nodes are placed the job still waits
             # the driver's latest word on placement (Ray's own warnings may follow it in the log)
             said = [ln for ln in self.logs(external_id, 50).splitlines() if ln.startswith((WAITING, STARTED))]
-            if said and said[-1].startswith(WAITING):
-                return RemoteState("pending", reason=said[-1], native=native)
+            if not said or said[-1].startswith(WAITING):  # no ranks started yet
+                return RemoteState("pending", reason=said[-1] if said else "Ray is starting the job's driver",
+                                   native=native)
             return RemoteState("running", native=native)
         return RemoteState(NATIVE.get(native, "unknown"), reason=_reason(info.message or ""), native=native)
 
