@@ -39,6 +39,7 @@ ACTIONS: dict[str, str] = {
     "evaluate": Role.engineer.value,  # eval sets and generation jobs
     "manage_project": Role.admin.value,  # guidelines, rubric, create projects
     "manage_users": Role.admin.value,
+    "manage_targets": Role.admin.value,  # register compute targets (Ray, Slurm clusters)
 }
 
 ACTION_WORDS = {
@@ -52,6 +53,7 @@ ACTION_WORDS = {
     "evaluate": "run evaluations",
     "manage_project": "manage projects",
     "manage_users": "manage users",
+    "manage_targets": "manage compute targets",
 }
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{2,64}$")

@@ -1,15 +1,21 @@
-"""Admin: users and roles; projects, guidelines and rubric; LLM judges (endpoints, the key's variable, trust bar)."""
+"""Admin: users and roles; projects, guidelines and rubric; LLM judges (endpoints, the key's variable, trust bar);
+compute targets (Ray and Slurm clusters runs may go to)."""
+import json
+
 import pandas as pd
 import streamlit as st
 
 from core.accounts import ROLE_ORDER, create_user, generate_password, list_users, reset_password, set_active, set_role
 from core.evaluate.judges import add_judge, check_judge, list_judges, remove_judge, set_trust_bar, verdict_counts
+from core.jobs.targets import TARGET_KINDS
+from core.jobs.targets.registry import add_target, check_target, list_targets, remove_target, update_target
 from core.projects import create_project, update_project
 from ui.frame import current_project, db, flash, md_literal, require_page, run_action
 
 user = require_page("manage_users")
 st.title("Admin")
-users_tab, project_tab, new_tab, judges_tab = st.tabs(["Users", "Project settings", "New project", "Judges"])
+users_tab, project_tab, new_tab, judges_tab, targets_tab = st.tabs(["Users", "Project settings", "New project",
+                                                                    "Judges", "Compute targets"])
 
 with users_tab:
     with db() as s:
@@ -184,3 +190,58 @@ with judges_tab:
                 if run_action(remove_judge, s, user, pick) is not None:
                     flash(f"Removed judge {md_literal(by_id[pick].name)} and its verdicts.")
                     st.rerun()
+
+@st.cache_data(ttl=30, show_spinner="Asking each target what it offers...")
+def _offer(kind: str, name: str, settings_json: str) -> str:
+    """What a target offers now, in words (cached 30 s: an unreachable cluster may take seconds to say so)."""
+    from storage.models import ComputeTarget
+
+    return check_target(ComputeTarget(name=name, kind=kind, settings=json.loads(settings_json))).describe()
+
+
+with targets_tab:
+    st.caption("Where runs may go besides this machine: a Ray cluster (its dashboard address) or a Slurm cluster. "
+               "Cluster nodes need the workspace on a shared filesystem and a PostgreSQL database they reach "
+               "(README: Running on a cluster).")
+    with db() as s:
+        targets = list_targets(s)
+    for t in targets:
+        offer = _offer(t.kind, t.name, json.dumps(t.settings))
+        st.markdown(f"**{md_literal(t.name)}** ({t.kind}): {md_literal(offer)}")
+        st.code(json.dumps(t.settings, indent=1), language="json")
+    if targets and st.button("Check again", help="Ask every target what it offers now."):
+        _offer.clear()
+        st.rerun()
+    with st.form("add_target", clear_on_submit=False):
+        st.subheader("Add a target")
+        c1, c2 = st.columns(2)
+        t_name = c1.text_input("Name", key="target_name")
+        t_kind = c2.selectbox("Kind", [k for k in TARGET_KINDS if k != "local"] + ["local"], key="target_kind")
+        t_settings = st.text_area("Settings (JSON)", '{"address": "http://head-node:8265"}', key="target_settings",
+                                  help="Ray: address (dashboard URL), cpus_per_node, gpus_per_node, "
+                                       "resources_per_node, python, pythonpath, master_port, same_host. "
+                                       "Slurm: partition, nodes, gpus_per_node, time_limit, account.")
+        if st.form_submit_button("Add target"):
+            with db() as s:
+                if run_action(add_target, s, user, t_name, t_kind, t_settings) is not None:
+                    st.session_state["target_done"] = f"Added target {md_literal(t_name.strip())}."
+                    st.rerun()
+    if targets:
+        st.subheader("Change or remove a target")
+        picked = st.selectbox("Target", [t.name for t in targets], key="target_pick")
+        current = next(t for t in targets if t.name == picked)
+        new_settings = st.text_area("Settings (JSON)", json.dumps(current.settings, indent=1),
+                                    key=f"target_edit_{current.id}")
+        with st.container(horizontal=True, gap="small"):
+            save = st.button("Save settings", key="target_save")
+            drop = st.button(f"Remove {md_literal(picked)}", key="target_remove")
+        if save or drop:
+            with db() as s:
+                done = run_action(*((update_target, s, user, picked, new_settings) if save else
+                                    (remove_target, s, user, picked))) is not None
+            if done:
+                st.session_state["target_done"] = f"{'Saved' if save else 'Removed'} {md_literal(picked)}."
+                _offer.clear()
+                st.rerun()
+    if message := st.session_state.pop("target_done", None):
+        st.success(message)

@@ -8,6 +8,7 @@ from core.curate.preference_versions import list_preference_versions
 from core.train.hardware import detect, estimate_sum_text
 from core.jobs.queue import LIVE, cancel, job_snapshot, list_jobs
 from core.jobs.states import describe_state
+from core.jobs.targets.registry import LOCAL, THIS_MACHINE, list_targets
 from core.curate.leakage import leak_ids
 from core.train.runs import (DASH, LOSS_HELP, LOSS_LABEL, check_launch, format_loss, latest_losses, launch,
                              resume_note, resume_run, training_leaks)
@@ -319,15 +320,20 @@ else:
                                  disabled=method == "full" or init_run is not None)
         grad_accum = c3.number_input("Gradient accumulation", 1, 1024, base.grad_accum, key=k + "accum",
                                      help=DOCS["grad_accum"])
-        # Where and on how many processes. This machine is one node (target "local"); a cluster target adds its
-        # target choice and a nodes field beside "Processes per node".
-        c1, c2, c3 = st.columns(3)
-        max_procs = hw.gpu_count if hw.kind == "cuda" else max(1, hw.cpu_cores)
-        procs = c1.number_input("Processes per node", 1, max_procs, min(base.procs_per_node, max_procs),
+        # Where and on how many processes: this machine (one node, its GPUs or CPU cores), or a registered Ray or
+        # Slurm cluster (its nodes x processes per node).
+        with db() as s:
+            targets = [t.name for t in list_targets(s)]
+        c1, c2, c3, c4 = st.columns(4)
+        target = c1.selectbox("Compute target", [LOCAL, *targets], format_func=lambda t: THIS_MACHINE if t == LOCAL
+                              else t, key="target", help=DOCS["target"])
+        nodes = int(c2.number_input("Nodes", 1, 256, 1, key="nodes", help=DOCS["nodes"], disabled=target == LOCAL))
+        nodes = nodes if target != LOCAL else 1
+        max_procs = (hw.gpu_count if hw.kind == "cuda" else max(1, hw.cpu_cores)) if target == LOCAL else 64
+        procs = c3.number_input("Processes per node", 1, max_procs, min(base.procs_per_node, max_procs),
                                 key=k + "procs", help=DOCS["procs_per_node"])
-        target, nodes = "local", 1
         world = int(procs) * nodes
-        c2.metric("Effective batch", int(batch) * int(grad_accum) * world,
+        c4.metric("Effective batch", int(batch) * int(grad_accum) * world,
                   help=f"Examples per optimizer step: batch {int(batch)} x accumulation {int(grad_accum)} x "
                        f"{world} process(es). {DOCS['grad_accum']}")
         with st.expander("More settings"):

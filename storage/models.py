@@ -281,6 +281,23 @@ class Job(SQLModel, table=True):
     estimated_peak_mb: Optional[float] = None
     measured_peak_mb: Optional[float] = None
     cancel_requested: bool = False
+    # Where it runs: None is this machine (the local queue); else a ComputeTarget, whose job id is external_id
+    # and whose own view of the job (core.jobs.targets.base.RemoteState) is remote_state and remote_reason.
+    target_id: Optional[int] = Field(default=None, foreign_key="computetarget.id")
+    external_id: str = Field(default="", max_length=200, sa_column_kwargs={"server_default": ""})
+    remote_state: str = Field(default="", max_length=32, sa_column_kwargs={"server_default": ""})
+    remote_reason: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+
+
+class ComputeTarget(SQLModel, table=True):
+    """Where jobs may run besides this machine: a Ray or Slurm cluster (core.jobs.targets), registered by an admin."""
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True, max_length=64)
+    kind: str = Field(max_length=16)  # "local" | "ray" | "slurm": core.jobs.targets.TARGET_KINDS
+    settings: dict = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_by: Optional[int] = Field(default=None, foreign_key="user.id")
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 # ---------------------------------------------------------------- evaluation

@@ -27,6 +27,7 @@ from core.cli import data as cli_data
 from core.cli import eval as cli_eval
 from core.cli import judges as cli_judges
 from core.cli import prefs as cli_prefs
+from core.cli import targets as cli_targets
 from core.cli import ship as cli_ship
 from core.cli import train as cli_train
 from core.errors import StudioError
@@ -198,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--description")
     p.set_defaults(fn=cmd_projects)
 
-    for stage in (cli_data, cli_prefs, cli_train, cli_eval, cli_judges, cli_ship):
+    for stage in (cli_data, cli_prefs, cli_train, cli_eval, cli_judges, cli_ship, cli_targets):
         stage.register(sub, common)
     return parser
 
@@ -227,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = args.fn(args, None, None)
         _emit(args, result)
-        return 0
+        return getattr(args, "exit_code", 0)  # a command may report a failure it printed (targets check)
     except StudioError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERROR

@@ -66,6 +66,7 @@ def _settings(args) -> tuple[dict, set]:
     _agree(values, set(overrides), "base_model", args.base_model, f"--base-model {args.base_model}")
     _agree(values, set(overrides), "nodes", args.nodes, f"--nodes {args.nodes}")
     _agree(values, set(overrides), "procs_per_node", args.procs_per_node, f"--procs-per-node {args.procs_per_node}")
+    _agree(values, set(overrides), "target", args.target, f"--target {args.target}")
     return values, set(overrides)
 
 
@@ -243,6 +244,8 @@ def register(sub, common) -> None:
                    help="processes trained together with DDP (torchrun): one per GPU, or CPU processes (default 1)")
     p.add_argument("--nodes", type=int, metavar="N", help="machines the run spans (1 on this machine, the default)")
     p.add_argument("--name", help="run name")
+    p.add_argument("--target", help="compute target (see `targets list`; default this machine); its nodes and "
+                                    "processes per node: --set nodes=N --set procs_per_node=P")
     p.add_argument("--exclude-leaked", action="store_true",
                    help="leave out the training examples (DPO: preference pairs) that repeat an eval prompt (else the "
                         "run is refused)")

@@ -28,8 +28,9 @@ from sqlmodel import Session, select
 
 from core.accounts import ACTIONS, can, require
 from core.errors import InvalidInput, NotFound
-from core.jobs import rundir, scratch
+from core.jobs import remote, rundir, scratch
 from core.jobs.processes import alive, create_time
+from core.jobs.targets.registry import check_launchable, get_target
 from core.locks import file_lock
 from core.names import safe_file_name
 from core.workspace import database_url, offline_vars, runs_dir, workspace_dir
@@ -70,8 +71,10 @@ def log_path(job: Job) -> Path:
 def submit(session: Session, user: User, *, project_id: int, kind: str, action: str, name: str, config: dict,
            module: str, slots: int = 1, launcher: str = "python", dataset_version_id: int | None = None,
            eval_set_id: int | None = None, resumed_from: int | None = None,
-           estimated_peak_mb: float | None = None) -> Job:
-    """Queue a job: create its run folder with config.json, insert the row, then start it if a slot is free.
+           estimated_peak_mb: float | None = None, target_id: int | None = None) -> Job:
+    """Queue a job: create its run folder with config.json, insert the row, then start it if a slot is free, or
+    with ``target_id`` (a ComputeTarget) hand it to that cluster (core.jobs.remote), refused first when the
+    target cannot run it (unreachable, too few nodes, a multi-host target on SQLite).
 
     ``action`` is what a user needs (core.accounts.ACTIONS) to submit, cancel or resume it; ``slots`` how many
     GPUs it takes where there are GPUs (0: all visible ones; NO_DEVICE: none, it never waits); ``launcher``
@@ -91,8 +94,11 @@ def submit(session: Session, user: User, *, project_id: int, kind: str, action: 
                            "freeze one on the Datasets page first.")
     if not re.fullmatch(r"[A-Za-z_][\w.]*", module or ""):
         raise InvalidInput(f"Not a Python module name: {module!r}.")
+    if target_id is not None:
+        check_launchable(get_target(session, target_id), int(config.get("nodes", 1)),
+                         int(config.get("procs_per_node", 1)))
     job = Job(project_id=project_id, kind=kind, action=action, slots=max(NO_DEVICE, int(slots)), launcher=launcher,
-              name=(name or kind)[:200], module=module, config=config, created_by=user.id,
+              name=(name or kind)[:200], module=module, config=config, created_by=user.id, target_id=target_id,
               dataset_version_id=dataset_version_id, eval_set_id=eval_set_id, resumed_from=resumed_from,
               estimated_peak_mb=estimated_peak_mb, status=JobStatus.queued.value)
     session.add(job)
@@ -109,6 +115,9 @@ def submit(session: Session, user: User, *, project_id: int, kind: str, action: 
     job.run_dir = str(run_dir)
     session.add(job)
     session.commit()
+    if target_id is not None:
+        remote.submit_remote(session, job, cancel_grace_s())
+        return job
     schedule(session)
     session.refresh(job)
     return job
@@ -129,7 +138,8 @@ def resubmit(session: Session, user: User, job: Job, config: dict | None = None,
     return submit(session, user, project_id=job.project_id, kind=job.kind, action=job.action,
                   name=job.name, config=dict(job.config if config is None else config), module=job.module,
                   slots=job.slots, launcher=job.launcher or "python", dataset_version_id=job.dataset_version_id,
-                  eval_set_id=job.eval_set_id, resumed_from=job.id, estimated_peak_mb=estimated_peak_mb)
+                  eval_set_id=job.eval_set_id, resumed_from=job.id, estimated_peak_mb=estimated_peak_mb,
+                  target_id=job.target_id)
 
 
 def live_continuation(session: Session, job: Job) -> Job | None:
@@ -178,10 +188,11 @@ def schedule(session: Session) -> list[Job]:
     with file_lock(runs_dir() / ".scheduler.lock"):
         session.expire_all()
         capacity = device_slots()
-        running = list(session.exec(select(Job).where(Job.status == JobStatus.running.value)))
+        here = Job.target_id.is_(None)  # jobs on a compute target take no slot of this machine
+        running = list(session.exec(select(Job).where(Job.status == JobStatus.running.value, here)))
         used = sum(_slots_needed(j, capacity) for j in running)
         busy = {d for j in running for d in (j.result or {}).get("devices", [])}
-        queued = session.exec(select(Job).where(Job.status == JobStatus.queued.value).order_by(Job.id)).all()
+        queued = session.exec(select(Job).where(Job.status == JobStatus.queued.value, here).order_by(Job.id)).all()
         for job in queued:
             need = _slots_needed(job, capacity)
             if need == 0:  # a job without a device (e.g. a judge calling an endpoint) never waits for one
@@ -287,7 +298,9 @@ def cancel(session: Session, user: User, job_id: int) -> Job:
     job = get_job(session, job_id)
     require(user, job.action)
     session.refresh(job)
-    if job.status == JobStatus.queued.value:
+    if job.target_id is not None and job.status in LIVE:
+        remote.cancel_remote(session, job)  # stop_job / scancel; the worker or the next reconcile records the end
+    elif job.status == JobStatus.queued.value:
         session.exec(update(Job).where(Job.id == job.id, Job.status == JobStatus.queued.value).values(
             status=JobStatus.canceled.value, finished_at=utcnow(), cancel_requested=True,
             error=f"Canceled by {user.username} before it started."))
@@ -346,18 +359,20 @@ def ended_jobs(session: Session, project_id: int, since, kinds: tuple[str, ...] 
 
 def queue_position(session: Session, job: Job) -> int | None:
     """1 for the next job to start, 2 for the one after...; None when the job is not queued."""
-    if job.status != JobStatus.queued.value:
+    if job.status != JobStatus.queued.value or job.target_id is not None:  # a cluster's queue is its own
         return None
-    ahead = session.exec(select(Job.id).where(Job.status == JobStatus.queued.value, Job.id < job.id)).all()
+    ahead = session.exec(select(Job.id).where(Job.status == JobStatus.queued.value, Job.target_id.is_(None),
+                                              Job.id < job.id)).all()
     return len(ahead) + 1
 
 
 def jobs_ahead(session: Session, job: Job) -> list[Job]:
     """What a queued ``job`` waits for: the jobs holding the device now, then those queued before it."""
-    if job.status != JobStatus.queued.value:
+    if job.status != JobStatus.queued.value or job.target_id is not None:
         return []
-    running = session.exec(select(Job).where(Job.status == JobStatus.running.value).order_by(Job.id)).all()
-    queued = session.exec(select(Job).where(Job.status == JobStatus.queued.value, Job.id < job.id)
+    here = Job.target_id.is_(None)
+    running = session.exec(select(Job).where(Job.status == JobStatus.running.value, here).order_by(Job.id)).all()
+    queued = session.exec(select(Job).where(Job.status == JobStatus.queued.value, here, Job.id < job.id)
                           .order_by(Job.id)).all()
     return [*running, *queued]
 
@@ -373,7 +388,7 @@ def reconcile(session: Session) -> list[Job]:
     failed: list[Job] = []
     session.expire_all()
     now = utcnow()
-    for job in session.exec(select(Job).where(Job.status == JobStatus.running.value)).all():
+    for job in session.exec(select(Job).where(Job.status == JobStatus.running.value, Job.target_id.is_(None))).all():
         reason = None
         if not alive(job):
             reason = "The job's process ended without reporting a result"
@@ -400,6 +415,7 @@ def reconcile(session: Session) -> list[Job]:
             scratch.clean(job.run_dir)  # a dead export's hidden staging folder (hundreds of MB) goes with it
             session.refresh(job)
             failed.append(job)
+    failed += remote.reconcile_remote(session, cancel_grace_s())
     queued = session.exec(select(Job.id).where(Job.status == JobStatus.queued.value)).first()
     if failed or queued is not None:
         schedule(session)
@@ -433,5 +449,5 @@ def job_snapshot(session: Session, user: User, job_id: int) -> dict:
     job = get_job(session, job_id)
     session.refresh(job)
     return {"job": job, "queue_position": queue_position(session, job), "metrics": read_metrics(job),
-            "log_tail": log_tail(job),
+            "log_tail": remote.remote_log_tail(session, job) if job.target_id is not None else log_tail(job),
             "continued_by": live_continuation(session, job) if job.status in TERMINAL else None}

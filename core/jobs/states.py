@@ -34,6 +34,11 @@ def describe_state(job: Job, queue_pos: int | None = None, reported: bool = True
     """``job_state`` in a sentence for a live panel: "queued — position 2 in the queue", "Cancel requested —
     stopping at the next step"..."""
     state = job_state(job, reported)
+    if state == JobStatus.queued.value and job.target_id is not None:  # the cluster's own words: PENDING, Resources
+        return "queued on the cluster" + (f" — {job.remote_reason}" if job.remote_reason else "")
     if state == JobStatus.queued.value:
         return "queued" + (f" — position {queue_pos} in the queue" if queue_pos else "")
-    return STATE_TEXT.get(state, state)
+    text = STATE_TEXT.get(state, state)
+    if job.target_id is not None and job.status == JobStatus.running.value and job.remote_reason:
+        text += f" (cluster: {job.remote_reason})"
+    return text

@@ -18,7 +18,6 @@ from core.errors import InvalidInput
 METHODS = ("lora", "qlora", "full", "dpo")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup")
-TARGETS = ("local",)  # where a run's processes run: "local" is this machine (core.jobs.queue)
 DERIVED = ("world_size", "effective_batch_size")  # figures config.json shows beside the settings, never read back
 DEFAULT_LR = {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5, "dpo": 5e-5}
 # TRL DPOTrainer loss types the studio offers: each needs no setting beyond beta (see dpo_loss_type).
@@ -114,7 +113,8 @@ class TrainConfig:
 
     # -- where and on how many processes (data parallel: each process trains on its share of every batch)
     target: str = "local"
-    """Where the run's processes run: "local" is this machine (the job queue of the server)."""
+    """Where the run's processes run: "local" is this machine (the server's job queue), any other name a compute
+    target an admin registered (a Ray or Slurm cluster, core.jobs.targets)."""
     nodes: int = 1
     """Machines the run spans; more than 1 only on a cluster target (this machine is one node)."""
     procs_per_node: int = 1
@@ -197,8 +197,8 @@ class TrainConfig:
             yield "packing must be auto, on or off"
         if self.precision not in PRECISIONS:
             yield f"precision must be one of {', '.join(PRECISIONS)}"
-        if self.target not in TARGETS:
-            yield f"target must be one of {', '.join(TARGETS)} (got {self.target!r})"
+        if not isinstance(self.target, str) or not self.target.strip():
+            yield "target must name a compute target (\"local\" is this machine)"
         if type(self.nodes) is not int or not 1 <= self.nodes <= 4096:
             yield f"nodes must be a whole number from 1 to 4096 (got {self.nodes!r})"
         elif self.nodes > 1 and self.target == "local":

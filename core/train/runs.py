@@ -14,6 +14,7 @@ from core.errors import InvalidInput, NotFound
 from core.jobs import rundir
 from core.jobs.queue import get_job, list_jobs, queue_position, read_metrics, reconcile, resubmit, submit
 from core.jobs.states import job_state
+from core.jobs.targets.registry import LOCAL, target_id_of
 from core.names import check_name
 from core.train import dpo
 from core.train.config import TrainConfig
@@ -46,6 +47,11 @@ def check_launch(cfg: TrainConfig, hw=None, *, trusted_paths: bool = False) -> d
     if not trusted_paths:
         web_model_name(cfg.base_model)
     hw = hw or detect()
+    if cfg.target not in ("", LOCAL):  # a cluster's devices run it: this machine's memory and GPUs do not decide
+        check_model_name(cfg.base_model)
+        return estimate(cfg, hw)
+    if cfg.nodes > 1:
+        raise InvalidInput(f"This machine is one node; a run on {cfg.nodes} nodes needs a cluster target.")
     if hw.kind != "cuda" and cfg.precision in ("bf16", "fp16"):
         raise InvalidInput(f"{cfg.precision} needs a GPU; on a CPU training runs in fp32 (precision=auto).")
     check_processes(cfg, hw)
@@ -99,7 +105,7 @@ def launch(session, user, project_id: int, cfg: TrainConfig, name: str = "", *, 
     name = name or f"{cfg.method}-{version.name}"
     return submit(session, user, project_id=project_id, kind=KIND, action="train", name=name, config=cfg.to_dict(),
                   module=WORKER, **queue_args(cfg), dataset_version_id=version.id,
-                  estimated_peak_mb=est["peak_mb"])
+                  estimated_peak_mb=est["peak_mb"], target_id=target_id_of(session, cfg.target))
 
 
 def training_leaks(session, cfg: TrainConfig) -> dict:
@@ -146,7 +152,8 @@ def launch_dpo(session, user, project_id: int, cfg: TrainConfig, name: str = "",
     est = check_launch(cfg, trusted_paths=True)
     name = name or f"dpo-{prefs.name}" + (f"-from-{cfg.init_from_run}" if cfg.init_from_run else "")
     return submit(session, user, project_id=project_id, kind=KIND, action="train", name=name, config=cfg.to_dict(),
-                  module=WORKER, **queue_args(cfg), estimated_peak_mb=est["peak_mb"])
+                  module=WORKER, **queue_args(cfg), estimated_peak_mb=est["peak_mb"],
+                  target_id=target_id_of(session, cfg.target))
 
 
 def resume_run(session, user, job_id: int):

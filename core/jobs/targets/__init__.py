@@ -1,0 +1,10 @@
+"""Compute targets: where a job runs (core.jobs.targets.base has the interface; one module per kind)."""
+from __future__ import annotations
+
+from core.jobs.targets.base import Launch, Offer, RemoteState, Target
+from core.jobs.targets.local import LocalTarget
+from core.jobs.targets.ray import RayTarget
+
+TARGET_KINDS: dict[str, type[Target]] = {"local": LocalTarget, "ray": RayTarget}
+
+__all__ = ["TARGET_KINDS", "Launch", "Offer", "RemoteState", "Target"]
