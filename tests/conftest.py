@@ -21,8 +21,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 # Servers the tests start (`finetune-studio serve`) run their own upkeep thread regardless.
 os.environ.setdefault("FINETUNE_STUDIO_UPKEEP_BY_SERVE", "1")
 
-# tiny_model: a small random Llama with the embedded tokenizer; serve: serve-model on a model folder
-pytest_plugins = ["tests.fixtures_models", "tests.fixtures_serve"]
+# tiny_model: a small random Llama with the embedded tokenizer; serve: serve-model on a model folder;
+# slurm_cluster: a real Slurm (controller and two nodes) on localhost
+pytest_plugins = ["tests.fixtures_models", "tests.fixtures_serve", "tests.fixtures_slurm"]
 
 from tests.helpers import PASSWORD, studio_home  # noqa: E402
 ROLES = ("engineer", "reviewer", "annotator")
