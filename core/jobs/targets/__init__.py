@@ -6,4 +6,4 @@ from core.jobs.targets.slurm import SlurmTarget
 
 TARGET_KINDS: dict[str, type[Target]] = {SlurmTarget.kind: SlurmTarget}
 
-__all__ = ["Launch", "Offer", "RemoteState", "Target", "TARGET_KINDS", "SlurmTarget"]
+__all__ = ["TARGET_KINDS", "Launch", "Offer", "RemoteState", "SlurmTarget", "Target"]
