@@ -133,23 +133,31 @@ def test_two_nodes_rendezvous_through_torchrun(slurm_cluster, tmp_path):
     assert all(r["rank_sum"] == 1 for r in records)  # both joined one process group (gloo all_reduce)
 
 
-@pytest.mark.slow
-def test_a_training_run_succeeds_on_slurm(slurm_cluster, workspace, session, users, project, tiny_model):
-    from core.jobs.queue import get_job
+def training_job(session, users, project, tiny_model, **overrides):
+    """A queued training job row with its run folder (as the queue makes it) and the Launch the queue would hand
+    a target: the workspace, database and job id in the environment of every rank."""
     from core.train.config import TrainConfig
     from core.workspace import database_url, offline_vars, workspace_dir
     from tests.fixtures_jobs import add_job
     from tests.fixtures_models import make_dataset_version
 
     version = make_dataset_version(session, project, users["engineer"], n_train=4, n_validation=1)
-    cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=version.id, max_steps=2, max_length=96,
-                      per_device_batch_size=2, save_steps=2)
+    cfg = TrainConfig(base_model=str(tiny_model), dataset_version_id=version.id, max_length=96,
+                      per_device_batch_size=2, **overrides)
     job = add_job(session, project, users["engineer"], status="queued", config=cfg.to_dict(),
                   dataset_version_id=version.id)
     env = {"FINETUNE_STUDIO_HOME": str(workspace_dir()), "DATABASE_URL": database_url(),
            "FINETUNE_STUDIO_JOB_ID": str(job.id), **offline_vars()}
+    return job, Launch(job_id=job.id, run_dir=Path(job.run_dir), module="core.train.worker", env=env)
+
+
+@pytest.mark.slow
+def test_a_training_run_succeeds_on_slurm(slurm_cluster, workspace, session, users, project, tiny_model):
+    from core.jobs.queue import get_job
+
+    job, launch = training_job(session, users, project, tiny_model, max_steps=2, save_steps=2)
     t = target(slurm_cluster)
-    external = t.submit(Launch(job_id=job.id, run_dir=Path(job.run_dir), module="core.train.worker", env=env))
+    external = t.submit(launch)
     assert wait_state(t, external, ENDED, 300).state == "succeeded"
     session.expire_all()
     job = get_job(session, job.id)
@@ -158,6 +166,31 @@ def test_a_training_run_succeeds_on_slurm(slurm_cluster, workspace, session, use
     assert (run / "adapter_model.safetensors").is_file() and (run / "checkpoints" / "checkpoint-2").is_dir()
     steps = [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == 2 and "train" in t.logs(external, tail=50).lower()
+
+
+@pytest.mark.slow
+def test_scancel_reaches_the_training_worker_which_saves_and_stops(slurm_cluster, workspace, session, users,
+                                                                    project, tiny_model):
+    """Slurm's SIGTERM (scancel) reaches the worker through srun: it stops after the step, keeps its last complete
+    checkpoint and records itself canceled within KillWait, before Slurm's SIGKILL."""
+    from core.jobs.queue import get_job
+    from core.jobs.rundir import last_complete_checkpoint
+
+    job, launch = training_job(session, users, project, tiny_model, max_steps=400, save_steps=2)
+    t = target(slurm_cluster)
+    external = t.submit(launch)
+    wait_until(lambda: last_complete_checkpoint(launch.run_dir), 240,
+               lambda: f"a complete checkpoint ({t.state(external)})\n{t.logs(external)}", interval=0.5)
+    t.stop(external)
+    assert wait_state(t, external, ENDED, 60).state == "canceled"
+    def row():
+        session.expire_all()
+        current = get_job(session, job.id)
+        return current if current.status != "running" else None
+
+    job = wait_until(row, 30, "the worker's own finish row")
+    assert job.status == "canceled", (job.status, job.error, t.logs(external))
+    assert last_complete_checkpoint(launch.run_dir) is not None
 
 
 @pytest.mark.slow
