@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import InvalidInput
-from core.jobs.targets import TARGET_KINDS, Launch, SlurmTarget
+from core.jobs.targets import TARGET_KINDS, Launch, RemoteState, SlurmTarget
 from tests.fixtures_slurm import free_ports
 from tests.helpers import wait_until
 
@@ -80,6 +80,25 @@ def test_batch_script_quotes_every_value(tmp_path):
         t.batch_script(Launch(job_id=3, run_dir=tmp_path, module="m", procs_per_node=3))
     with pytest.raises(InvalidInput, match="environment variable"):
         t.batch_script(Launch(job_id=3, run_dir=tmp_path, module="m", env={"A;B": "1"}))
+
+
+def test_slurm_states_and_gpus_read_as_ours():
+    from core.jobs.targets.slurm import gpus_of, map_state
+
+    assert [gpus_of(g) for g in ("gpu:4", "gpu:a100:4(S:0-1)", "gpu:2,mps:100", "(null)", "gpu:a:2,gpu:b:1")] == \
+        [4, 4, 2, 0, 3]
+    assert map_state("PENDING", "Resources") == RemoteState("pending", "Resources", "PENDING")
+    assert map_state("RUNNING", "None") == RemoteState("running", "", "RUNNING")
+    assert map_state("COMPLETED", "None", "0:0").state == "succeeded"
+    assert map_state("CANCELLED", "None", "0:15").state == "canceled"
+    failed = {native: map_state(native, reason, code) for native, reason, code in (
+        ("NODE_FAIL", "NodeDown", "0:0"), ("TIMEOUT", "TimeLimit", "0:15"), ("OUT_OF_MEMORY", "OutOfMemory", "0:125"),
+        ("FAILED", "NonZeroExitCode", "2:0"))}
+    assert all(s.state == "failed" for s in failed.values())
+    assert "node" in failed["NODE_FAIL"].reason and "NodeDown" in failed["NODE_FAIL"].reason
+    assert "time limit" in failed["TIMEOUT"].reason and "out of memory" in failed["OUT_OF_MEMORY"].reason
+    assert failed["FAILED"].reason == "the job exited with an error (FAILED); exit code 2"
+    assert map_state("SOMETHING_NEW").state == "unknown"
 
 
 def test_an_unreachable_cluster_says_why(tmp_path):
