@@ -222,6 +222,10 @@ def test_a_pending_job_shows_the_clusters_reason_and_stops(slurm_cluster, tmp_pa
     wait_until(lambda: t.state(waiting).reason in ("Resources", "Priority"), 30,
                lambda: f"a reason from the scheduler, not {t.state(waiting)}")
     assert pending.native == "PENDING"
+    too_big = target(slurm_cluster, nodes=3).submit(job_launch(tmp_path, "too-big", nodes=3))
+    wait_until(lambda: t.state(too_big).reason == "PartitionNodeLimit", 30,
+               lambda: f"Slurm to say the partition has too few nodes, not {t.state(too_big)}")
+    t.stop(too_big)
     t.stop(waiting)
     assert wait_state(t, waiting, ENDED, 30).state == "canceled"
     t.stop(hog)
