@@ -141,8 +141,8 @@ class SlurmTarget(Target):
     kind = "slurm"
     multi_host = True
 
-    def __init__(self, settings: dict):
-        super().__init__(settings)
+    def __init__(self, settings: dict):  # independent of what the base keeps: the checked settings are ours
+        self.settings = self.check_settings(settings)
         self.opts = SlurmSettings(**self.settings)
 
     @classmethod
