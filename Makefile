@@ -32,9 +32,11 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 test-deps:
-	@# Debian's chromium for the browser tests, PostgreSQL for the DATABASE_URL test.
+	@# Debian's chromium for the browser tests, PostgreSQL for the DATABASE_URL test, Slurm and munge for the
+	@# Slurm target's tests (they start their own controller and two nodes on localhost).
 	@need=""; command -v chromium >/dev/null 2>&1 || need="$$need chromium"; \
 	  ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need="$$need postgresql"; \
+	  { [ -x /usr/sbin/slurmctld ] && [ -x /usr/sbin/munged ]; } || need="$$need slurm-wlm munge"; \
 	  if [ -n "$$need" ]; then \
 	    echo "Installing Debian packages:$$need"; \
 	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

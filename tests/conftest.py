@@ -24,8 +24,9 @@ os.environ.setdefault("FINETUNE_STUDIO_UPKEEP_BY_SERVE", "1")
 # for what they show, not for the intervals' precision (tests of the statistics pass their own rounds).
 os.environ.setdefault("FINETUNE_STUDIO_BOOTSTRAP_ROUNDS", "50")
 
-# tiny_model: a small random Llama with the embedded tokenizer; serve: serve-model on a model folder
-pytest_plugins = ["tests.fixtures_models", "tests.fixtures_serve"]
+# tiny_model: a small random Llama with the embedded tokenizer; serve: serve-model on a model folder;
+# slurm_cluster: a real Slurm (controller and two nodes) on localhost
+pytest_plugins = ["tests.fixtures_models", "tests.fixtures_serve", "tests.fixtures_slurm"]
 
 from tests.helpers import PASSWORD, studio_home  # noqa: E402
 ROLES = ("engineer", "reviewer", "annotator")
