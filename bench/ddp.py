@@ -91,9 +91,9 @@ def main() -> None:
         from sqlmodel import Session, select
 
         from core.curate.datasets import get_version
-        from core.hardware import detect
+        from core.train.hardware import detect
         from core.projects import get_project
-        from core.setup import init_workspace
+        from core.startup import init_workspace
         from storage.db import get_engine
         from storage.models import User
 

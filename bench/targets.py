@@ -55,7 +55,7 @@ def main() -> None:
     from core.accounts import first_admin
     from core.jobs.targets.registry import add_target
     from core.projects import create_project
-    from core.setup import init_workspace
+    from core.startup import init_workspace
     from core.train.config import preset_config
     from storage.db import get_engine
     from tests.fixtures_models import build_tiny_model, make_dataset_version

@@ -68,12 +68,12 @@ def test_settings_are_checked_and_normalised():
 
 def test_batch_script_quotes_every_value(tmp_path):
     t = SlurmTarget({"partition": "debug", "account": "ml", "gpus_per_node": 2, "nodes": 2})
-    launch = Launch(job_id=3, run_dir=tmp_path, module="core.train.worker", nodes=2, procs_per_node=2,
+    launch = Launch(job_id=3, run_dir=tmp_path, module="core.train.train_job", nodes=2, procs_per_node=2,
                     env={"DATABASE_URL": "postgresql://u:p'w$(x)@db/s"})
     script = t.batch_script(launch)
     assert "#SBATCH --partition=debug" in script and "#SBATCH --gpus-per-node=2" in script
     assert "export DATABASE_URL='postgresql://u:p'\"'\"'w$(x)@db/s'" in script
-    assert "--nproc_per_node 2 --rdzv_backend c10d" in script and "-m core.train.worker" in script
+    assert "--nproc_per_node 2 --rdzv_backend c10d" in script and "-m core.train.train_job" in script
     with pytest.raises(InvalidInput, match="at most 2 node"):
         t.batch_script(Launch(job_id=3, run_dir=tmp_path, module="m", nodes=3))
     with pytest.raises(InvalidInput, match="2 GPU"):
@@ -167,7 +167,7 @@ def training_job(session, users, project, tiny_model, **overrides):
                   dataset_version_id=version.id)
     env = {"FINETUNE_STUDIO_HOME": str(workspace_dir()), "DATABASE_URL": database_url(),
            "FINETUNE_STUDIO_JOB_ID": str(job.id), **offline_vars()}
-    return job, Launch(job_id=job.id, run_dir=Path(job.run_dir), module="core.train.worker", env=env)
+    return job, Launch(job_id=job.id, run_dir=Path(job.run_dir), module="core.train.train_job", env=env)
 
 
 @pytest.mark.slow
