@@ -101,7 +101,7 @@ def _ranks(pid: int) -> dict[int, int]:
             env = child.environ()
         except psutil.Error:
             continue
-        if "RANK" in env and "core.train.worker" in " ".join(child.cmdline()):
+        if "RANK" in env and "core.train.train_job" in " ".join(child.cmdline()):
             out[int(env["RANK"])] = child.pid
     return out
 
@@ -171,11 +171,11 @@ def test_old_configs_and_the_launch_command():
     with pytest.raises(Exception, match="procs_per_node must be a whole number"):
         TrainConfig(procs_per_node=0)
 
-    job = Job(module="core.train.worker", run_dir="/r", launcher="torchrun", slots=2)
+    job = Job(module="core.train.train_job", run_dir="/r", launcher="torchrun", slots=2)
     argv = _argv(job, 2)
     assert argv[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    assert argv[6:] == ["-m", "core.train.worker", "--run-dir", "/r"]
-    assert _argv(job, 1)[1:] == ["-m", "core.train.worker", "--run-dir", "/r"]
+    assert argv[6:] == ["-m", "core.train.train_job", "--run-dir", "/r"]
+    assert _argv(job, 1)[1:] == ["-m", "core.train.train_job", "--run-dir", "/r"]
 
 
 def test_command_line_processes_per_node(tmp_path):
