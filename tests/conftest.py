@@ -22,7 +22,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("FINETUNE_STUDIO_UPKEEP_BY_SERVE", "1")
 
 # tiny_model: a small random Llama with the embedded tokenizer; serve: serve-model on a model folder
-pytest_plugins = ["tests.fixtures_models", "tests.fixtures_serve"]
+pytest_plugins = ["tests.fixtures_models", "tests.fixtures_serve", "tests.fixtures_postgres"]
 
 from tests.helpers import PASSWORD, studio_home  # noqa: E402
 ROLES = ("engineer", "reviewer", "annotator")

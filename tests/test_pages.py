@@ -46,10 +46,10 @@ def test_pages_require_a_login(demo):
 
 
 @pytest.mark.parametrize("role,expected", [
-    ("annotator", {"Home", "Import", "Annotate", "Datasets", "Account"}),
-    ("reviewer", {"Home", "Import", "Annotate", "Review data", "Datasets", "Compare", "Account"}),
-    ("engineer", {"Home", "Import", "Annotate", "Review data", "Datasets", "Train", "Runs", "Generate", "Compare",
-                  "Results", "Playground", "Account"}),
+    ("annotator", {"Home", "Import", "Annotate", "Datasets", "Documents", "Account"}),
+    ("reviewer", {"Home", "Import", "Annotate", "Review data", "Datasets", "Documents", "Compare", "Account"}),
+    ("engineer", {"Home", "Import", "Annotate", "Review data", "Datasets", "Documents", "Train", "Runs", "Generate",
+                  "Compare", "Results", "Playground", "Account"}),
     ("admin", {p.title for p in PAGES}),
 ])
 def test_navigation_lists_only_what_the_role_may_use(users, role, expected):

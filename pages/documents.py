@@ -1,0 +1,78 @@
+"""Documents: the project's knowledge (FAQ, policies, the fact sheet) as searchable chunks; upload, read, delete."""
+import pandas as pd
+import streamlit as st
+
+from core.accounts import can
+from core.curate.docparse import KIND_WORDS, KINDS
+from core.curate.documents import add_document, chunks_of, delete_document, list_documents, search, versions_of
+from core.errors import StudioError
+from ui.frame import db, flash, md_literal, require_page, require_project, run_action
+
+user = require_page("curate")
+project = require_project()
+st.title("Documents")
+st.caption("What the team already knows, kept as passages (chunks) the app can search: the source of drafts "
+           "generated from documents and of the context a +RAG system puts before each question. Uploading a name "
+           "that exists makes its next version; only the newest version is searched.")
+
+if can(user, "curate"):
+    with st.form("add_documents", clear_on_submit=True):
+        files = st.file_uploader("Documents", type=sorted({k.lstrip(".") for k in KINDS}), accept_multiple_files=True,
+                                 help="Markdown, plain text, HTML or PDF (text PDFs: a scanned PDF needs OCR first).")
+        if st.form_submit_button("Add", type="primary", icon=":material/note_add:"):
+            if not files:
+                st.error("Choose one or more files first.")
+            for upload in files or []:
+                with db() as s:
+                    try:
+                        doc = add_document(s, user, project, upload.name, upload.getvalue())
+                    except StudioError as err:
+                        st.error(f"{md_literal(upload.name)}: {err}")
+                        continue
+                flash(f"Added {doc.name} (version {doc.version}, {doc.n_chunks} chunks).")
+
+with db() as s:
+    docs = list_documents(s, project)
+
+query = st.text_input("Search the documents", placeholder="e.g. how long does a refund take?", key="documents_q")
+if query.strip():
+    with db() as s:
+        hits = search(s, project, query, k=10)
+    if hits:
+        st.dataframe(pd.DataFrame([{"passage": h.label, "section": h.heading, "score": round(h.score, 3),
+                                    "text": h.text} for h in hits]), hide_index=True, width="stretch",
+                     column_config={"text": st.column_config.TextColumn(width="large")})
+    else:
+        st.caption("No passage matches any word of the search.")
+
+if not docs:
+    st.info("No documents yet. Add the FAQ, policies or fact sheets your answers must agree with.")
+    st.stop()
+
+st.subheader(f"{len(docs)} document(s)")
+st.dataframe(pd.DataFrame([{"name": d.name, "version": d.version, "kind": KIND_WORDS[d.kind], "chunks": d.n_chunks,
+                            "size (KiB)": round(d.size_bytes / 1024, 1), "added": d.created_at} for d in docs]),
+             hide_index=True, width="stretch")
+
+names = [d.name for d in docs]
+pick = st.selectbox("Read a document", names, key="documents_pick")
+with db() as s:
+    versions = versions_of(s, project, pick)
+    shown = st.selectbox("Version", versions, format_func=lambda d: f"version {d.version} ({d.created_at:%Y-%m-%d})",
+                         key=f"documents_version_{pick}") if len(versions) > 1 else versions[0]
+    chunks = chunks_of(s, shown)
+st.caption(f"{len(chunks)} chunk(s); the passage names (§) are the ones drafts and answers cite.")
+for chunk in chunks:
+    with st.expander(f"§{chunk.ordinal} {chunk.heading}".strip()):
+        st.text(chunk.text)
+
+if can(user, "curate"):
+    with st.popover("Delete this document", icon=":material/delete:"):
+        st.write(f"Take **{md_literal(pick)}** (all {len(versions)} version(s)) out of the list and of search. "
+                 "Drafts already made from it keep their origin.")
+        if st.button("Delete", type="primary", key="documents_delete"):
+            with db() as s:
+                if run_action(delete_document, s, user, project, pick,
+                              success=f"Deleted {pick}.") is not None:
+                    st.session_state.pop("documents_pick", None)
+                    st.rerun()

@@ -1,0 +1,54 @@
+"""The Documents page: the list of current documents, search hits named by passage, chunks to read, delete."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from core.curate.documents import add_document, list_documents
+
+ROOT = Path(__file__).resolve().parents[1]
+FAQ = b"# Refunds\n\nOverpayments are refunded within 10 working days.\n\n# Outages\n\nCall 105 in a power cut.\n"
+
+
+def _page(user, project) -> AppTest:
+    at = AppTest.from_file(str(ROOT / "pages" / "documents.py"), default_timeout=60)
+    at.session_state["user_id"] = user.id
+    at.session_state["project_id"] = project.id
+    return at
+
+
+def test_documents_page_lists_searches_shows_chunks_and_deletes(session, users, project):
+    admin = users["admin"]
+    at = _page(admin, project).run()
+    assert not at.exception
+    assert any("No documents yet" in i.value for i in at.info)
+
+    add_document(session, admin, project, "faq.md", FAQ)
+    add_document(session, admin, project, "faq.md", FAQ.replace(b"10 working", b"5 working"))
+    add_document(session, admin, project, "notes.txt", b"Meter readings are due monthly.")
+    at = _page(admin, project).run()
+    table = at.dataframe[0].value
+    assert list(table["name"]) == ["faq.md", "notes.txt"] and list(table["version"]) == [2, 1]
+    assert [e.label for e in at.expander] == ["§1 Refunds", "§2 Outages"]
+    assert "5 working days" in at.expander[0].text[0].value
+
+    at.selectbox(key="documents_version_faq.md").select_index(1).run()  # the older version reads too
+    assert "10 working days" in at.expander[0].text[0].value
+
+    at.text_input(key="documents_q").input("refund").run()
+    hits = at.dataframe[0].value
+    assert list(hits["passage"]) == ["faq.md §1"] and "5 working days" in hits["text"][0]
+    at.text_input(key="documents_q").input("zebra").run()
+    assert any("No passage matches" in c.value for c in at.caption)
+
+    at.button(key="documents_delete").click().run()
+    assert not at.exception
+    session.expire_all()
+    assert [d.name for d in list_documents(session, project)] == ["notes.txt"]
+
+
+def test_a_reviewer_reads_documents_too(session, users, project):
+    add_document(session, users["admin"], project, "faq.md", FAQ)
+    at = _page(users["reviewer"], project).run()
+    assert not at.exception and [e.label for e in at.expander] == ["§1 Refunds", "§2 Outages"]
