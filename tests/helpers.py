@@ -54,8 +54,10 @@ def wait_for(session, job_id, statuses=("succeeded", "failed", "canceled"), time
         return job if job.status in statuses else None
 
     def still() -> str:
+        from core.jobs.queue import log_tail
+
         job = get_job(session, job_id)
-        return f"job {job_id} (still {job.status}):\n" + Path(job.run_dir, "train.log").read_text()
+        return f"job {job_id} (still {job.status}):\n" + log_tail(job)  # the kind's own log (train.log, job.log)
 
     return wait_until(ended, timeout, still, interval=0.3)
 

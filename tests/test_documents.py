@@ -48,7 +48,8 @@ def test_each_format_is_read_as_text_with_its_headings():
     assert kind == "html"
     assert "# Meter readings" in text and "## Smart meters" in text and "automatically" in text
     assert "secret" not in text and "color:red" not in text and "Contact" not in text
-    kind, text = read_document("policy.pdf", make_pdf(["Tariffs change on 1 April.", "Complaints go to the ombudsman."]))
+    pdf = make_pdf(["Tariffs change on 1 April.", "Complaints go to the ombudsman."])
+    kind, text = read_document("policy.pdf", pdf)
     assert kind == "pdf"
     assert "# Page 1" in text and "Tariffs change on 1 April." in text and "ombudsman" in text
 

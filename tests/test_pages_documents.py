@@ -52,3 +52,36 @@ def test_a_reviewer_reads_documents_too(session, users, project):
     add_document(session, users["admin"], project, "faq.md", FAQ)
     at = _page(users["reviewer"], project).run()
     assert not at.exception and [e.label for e in at.expander] == ["§1 Refunds", "§2 Outages"]
+
+
+def test_generation_section_refuses_nothing_chosen_and_shows_what_a_job_made_and_withheld(session, users, project):
+    from storage.models import Job
+
+    eng = users["engineer"]
+    add_document(session, users["admin"], project, "faq.md", FAQ)
+    done = Job(project_id=project.id, kind="generate_drafts", action="evaluate", name="questions from documents",
+               status="succeeded", run_dir="/nonexistent", module="core.evaluate.docdraft_job", created_by=eng.id,
+               config={}, result={"drafts": 3, "sources": 2, "unparseable": 1,
+                                  "withheld": {"eval_leak": 1, "split_leak": 0, "duplicate": 2, "repeated": 0}})
+    stopped = Job(project_id=project.id, kind="generate_drafts", action="evaluate", name="questions again",
+                  status="canceled", run_dir="/nonexistent2", module="core.evaluate.docdraft_job", created_by=eng.id,
+                  config={}, error="Canceled; the drafts made so far are kept.")
+    session.add_all([done, stopped])
+    session.commit()
+    at = _page(eng, project).run()
+    assert not at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert ("3 draft(s) made from 2 chunk(s); 1 model answer(s) held no question; withheld: 1 repeats an eval "
+            "prompt, 2 an example already has the same text.") in captions
+    assert [b.label for b in at.button if b.label.startswith("Resume")] == ["Resume"]
+
+    at.multiselect[0].set_value([])  # a form's values go in with its submit button's click
+    form_button = next(b for b in at.button if b.label == "Generate drafts")
+    form_button.click().run()
+    assert any("Nothing to generate" in e.value for e in at.error)
+
+
+def test_annotators_do_not_see_the_generation_section(session, users, project):
+    add_document(session, users["admin"], project, "faq.md", FAQ)
+    at = _page(users["annotator"], project).run()
+    assert not at.exception and "Generate drafts from documents" not in [h.value for h in at.subheader]
