@@ -147,3 +147,27 @@ def test_search_on_postgresql(postgres_url, tmp_path, monkeypatch):
             assert search(s, project, "the and of") == []  # stop words only: nothing, and no error
     finally:
         reset_engines()
+
+
+def test_the_command_line_adds_lists_searches_and_deletes_documents(tmp_path):
+    import json
+
+    from tests.helpers import cli
+
+    ws = tmp_path / "ws"
+    assert cli(ws, "init", "--no-demo").returncode == 0
+    assert cli(ws, "projects", "--create", "docs").returncode == 0
+    (tmp_path / "handbook.md").write_text(HANDBOOK)
+    (tmp_path / "slides.pptx").write_bytes(b"x")
+    added = cli(ws, "docs", "add", str(tmp_path / "handbook.md"), "--json")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout) == [{"id": 1, "name": "handbook.md", "version": 1, "chunks": 3}]
+    refused = cli(ws, "docs", "add", str(tmp_path / "slides.pptx"))
+    assert refused.returncode == 1 and "is not a kind of document the studio reads" in refused.stderr
+    hits = json.loads(cli(ws, "docs", "search", "refund", "--json").stdout)
+    assert [h["passage"] for h in hits] == ["handbook.md §2"]
+    assert "handbook.md" in cli(ws, "docs", "list").stdout
+    assert cli(ws, "docs", "delete", "handbook.md").returncode == 0
+    assert json.loads(cli(ws, "docs", "list", "--json").stdout) == []
+    unknown = cli(ws, "docs", "generate", "nope.md")
+    assert unknown.returncode == 1 and "No document called nope.md" in unknown.stderr
