@@ -35,8 +35,8 @@ def kind_of(file_name: str) -> str:
     """The document kind of ``file_name`` from its extension, or InvalidInput naming the kinds accepted."""
     kind = KINDS.get(PurePath(file_name).suffix.lower())
     if kind is None:
-        raise InvalidInput(f"{file_name!r} is not a kind of document the studio reads: use Markdown (.md), plain text "
-                           "(.txt), HTML (.html) or PDF (.pdf).")
+        raise InvalidInput(f"{file_name!r} is not a kind of document the studio reads: use Markdown (.md), "
+                           "plain text (.txt), HTML (.html) or PDF (.pdf).")
     return kind
 
 
