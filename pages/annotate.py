@@ -136,6 +136,7 @@ with queue_tab:
         # Radio options are rendered as Markdown: the excerpt is user text, so it is escaped to show as typed.
         labels = {e.id: f"#{e.id} · {e.status}{' · sent back' if e.source == 'review_feedback' else ''}"
                         f"{' · failure' if e.source == 'eval_failure' else ''}"
+                        f"{' · generated' if e.source in ('document', 'paraphrase') else ''}"
                         f"{' · model draft' if (e.origin or {}).get('drafted') else ''}"
                         f"{' · unsaved changes' if e.id in unsaved else ''} · "
                         f"{md_literal(cur.excerpt(e, 48))}" for e in page}

@@ -6,6 +6,7 @@ session-scoped fixture ``tiny_model`` (path of the model folder), or call ``tiny
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -89,3 +90,15 @@ def random_adapter(base_path: str, folder: Path, seed: int) -> Path:
     peft.save_pretrained(folder)
     (folder / "config.json").write_text(json.dumps({"base_model": base_path}))
     return folder
+
+
+EMBEDDED_CACHE = Path(os.environ.get("FINETUNE_STUDIO_TEST_CACHE", Path.home() / ".cache" / "finetune-studio-tests"))
+
+
+@pytest.fixture(scope="session")
+def embedded_model() -> Path:
+    """The real embedded model (SmolLM2-135M-Instruct) as a folder, converted from its GGUF once per machine into
+    the tests' cache (the same folder test_basemodel checks)."""
+    from core.basemodel import ensure_embedded
+
+    return ensure_embedded(EMBEDDED_CACHE)

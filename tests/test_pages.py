@@ -46,10 +46,11 @@ def test_pages_require_a_login(demo):
 
 
 @pytest.mark.parametrize("role,expected", [
-    ("annotator", {"Home", "Import", "Annotate", "Datasets", "Pilot", "Account"}),
-    ("reviewer", {"Home", "Import", "Annotate", "Review data", "Datasets", "Compare", "Pilot", "Account"}),
-    ("engineer", {"Home", "Import", "Annotate", "Review data", "Datasets", "Train", "Runs", "Generate", "Compare",
-                  "Results", "Playground", "Pilot", "Account"}),
+    ("annotator", {"Home", "Import", "Annotate", "Datasets", "Documents", "Pilot", "Account"}),
+    ("reviewer", {"Home", "Import", "Annotate", "Review data", "Datasets", "Documents", "Compare", "Pilot",
+                  "Account"}),
+    ("engineer", {"Home", "Import", "Annotate", "Review data", "Datasets", "Documents", "Train", "Runs", "Generate",
+                  "Compare", "Results", "Playground", "Pilot", "Account"}),
     ("admin", {p.title for p in PAGES}),
 ])
 def test_navigation_lists_only_what_the_role_may_use(users, role, expected):

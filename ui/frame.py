@@ -49,6 +49,7 @@ PAGES: list[PageSpec] = [
     PageSpec("pages/annotate.py", "Annotate", ":material/edit_note:", "curate", "Curate"),
     PageSpec("pages/review_data.py", "Review data", ":material/fact_check:", "review_data", "Curate"),
     PageSpec("pages/datasets.py", "Datasets", ":material/dataset:", "curate", "Curate"),
+    PageSpec("pages/documents.py", "Documents", ":material/description:", "curate", "Curate"),
     PageSpec("pages/train.py", "Train", ":material/model_training:", "train", "Train"),
     PageSpec("pages/runs.py", "Runs", ":material/monitoring:", "train", "Train"),
     PageSpec("pages/generate.py", "Generate", ":material/auto_awesome:", "evaluate", "Evaluate"),

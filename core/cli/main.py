@@ -5,8 +5,8 @@ core functions and role checks as the pages. Plain text for people, ``--json`` f
 success; non-zero with a one-line reason on failure.
 
 This module holds the workspace, user and project commands; each stage's subcommands live in their own module
-(core/cli/data.py, train.py, eval.py, judges.py, prefs.py, ship.py; core/cli/common.py holds what they share).
-Each exposes ``register(subparsers, common)`` and handlers ``fn(args, session, user) -> object``.
+(core/cli/data.py, docs.py, train.py, eval.py, judges.py, prefs.py, ship.py, targets.py; core/cli/common.py holds
+what they share). Each exposes ``register(subparsers, common)`` and handlers ``fn(args, session, user) -> object``.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from sqlmodel import Session
 from core.accounts import (ROLE_ORDER, create_user, first_admin, generate_password, get_user, list_users, require,
                            set_password, set_role)
 from core.cli import data as cli_data
+from core.cli import docs as cli_docs
 from core.cli import eval as cli_eval
 from core.cli import judges as cli_judges
 from core.cli import prefs as cli_prefs
@@ -199,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--description")
     p.set_defaults(fn=cmd_projects)
 
-    for stage in (cli_data, cli_prefs, cli_train, cli_eval, cli_judges, cli_ship, cli_targets):
+    for stage in (cli_data, cli_docs, cli_prefs, cli_train, cli_eval, cli_judges, cli_ship, cli_targets):
         stage.register(sub, common)
     return parser
 

@@ -17,6 +17,7 @@ from sqlmodel import Session
 
 from core.accounts import require
 from core.curate.datasets import freeze_version
+from core.curate.documents import add_document
 from core.curate.factsheet import facts_to_check, load_fact_sheet
 from core.curate.importing import import_file, save_upload
 from core.projects import create_project
@@ -57,7 +58,8 @@ def approve_all_drafts(session: Session, reviewer: User, project: Project) -> in
 
 
 def seed_demo(session: Session, admin: User) -> Project:
-    """Create the demo project with its approved examples, facts to check and the frozen version ``demo-v1``;
+    """Create the demo project with its approved examples, facts to check, the fact sheet as its first document
+    and the frozen version ``demo-v1``;
     returns the project in ``session``."""
     with single_transaction() as tx:
         project = create_project(tx, admin, DEMO_NAME, "Demo: a support assistant for Brightwater Gas & Electric.",
@@ -65,6 +67,7 @@ def seed_demo(session: Session, admin: User) -> Project:
         project.facts = facts_to_check(load_fact_sheet(FACT_SHEET))
         tx.add(project)
         tx.commit()
+        add_document(tx, admin, project, FACT_SHEET.name, FACT_SHEET.read_bytes())  # the first knowledge document
         upload = save_upload(DEMO_FILE.name, DEMO_FILE.read_bytes())  # as a user would upload it
         import_file(tx, admin, project, upload, "chat", strict=True, near_duplicates=False)
         approve_all_drafts(tx, admin, project)

@@ -76,6 +76,16 @@ def describe(source: str, origin: dict, *, blind: bool) -> str:
     if source == "review_feedback":
         return (f"Sent back from a blind review on the Compare page: {where}, by reviewer {o.get('reviewer')}; "
                 f"the draft started from {start_words(o.get('start'))}.")
+    if source == "document":
+        section = f" ({o.get('heading')})" if o.get("heading") else ""
+        return (f"Generated from {o.get('document')} §{o.get('ordinal')}{section} by a model; "
+                "check it against the passage.")
+    if source == "paraphrase":
+        if blind:
+            return f"A paraphrase, written by a model, of a prompt that failed: {where}; write its answer."
+        why = "; ".join(caught_words(c) for c in o.get("caught") or []) or "failed"
+        return (f"A paraphrase, written by a model, of a prompt {o.get('run')} failed on the Results page: "
+                f"{where}: {why}; write its answer.")
     if source == "eval_failure":
         why = "; ".join(caught_words(c) for c in o.get("caught") or []) or "failed"
         # run_label is the run's display name ("run 2: name"), so it is not prefixed with "run" again.

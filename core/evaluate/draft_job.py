@@ -33,17 +33,18 @@ from storage.models import Example, Job, User, utcnow
 STOP = StopFlag()  # set by SIGTERM (core.jobs.queue.cancel): stop after the current batch, keep what was written
 
 
-def _model(cfg: DraftConfig):
-    """The drafting model and tokenizer: the base, with the run's adapter attached when the run has one."""
+def drafting_model(system: str, base_model: str | None):
+    """The model and tokenizer of ``system`` ("base" or "run:N") on ``base_model``: the base, with the run's
+    adapter attached when the run has one (draft answers, generated drafts)."""
     import torch
 
-    base = cfg.base_model or EMBEDDED
+    base = base_model or EMBEDDED
     use_cuda = torch.cuda.is_available()
     tokenizer = load_tokenizer(base)
     model = load_model(base, dtype=torch.bfloat16 if use_cuda else torch.float32)
     if use_cuda:
         model = model.to("cuda")
-    kind, run_id = parse_system(cfg.system)
+    kind, run_id = parse_system(system)
     if kind != BASE:
         with session_scope() as s:
             run_dir = s.get(Job, run_id).run_dir
@@ -51,7 +52,7 @@ def _model(cfg: DraftConfig):
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, run_dir)
-            print(f"attached adapter of {cfg.system} from {run_dir}", flush=True)
+            print(f"attached adapter of {system} from {run_dir}", flush=True)
     model.eval()
     return model, tokenizer
 
@@ -123,7 +124,7 @@ def draft(ctx: JobContext) -> dict:
     ctx.beat(done=0, total=len(todo))
     if todo:
         print(f"loading {cfg.base_model or EMBEDDED} to draft {len(todo)} answers with {cfg.system}", flush=True)
-        model, tokenizer = _model(cfg)
+        model, tokenizer = drafting_model(cfg.system, cfg.base_model)
 
         def on_batch(indices: list[int], batch: list[dict]) -> None:
             retry_busy(lambda: _write(job, label, [todo[i] for i in indices], batch, counts))
