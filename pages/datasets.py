@@ -13,9 +13,9 @@ from core.curate.formats import EXPORT_FORMATS, FORMAT_LABELS
 from core.evaluate.drafting import (draft_edit_stats, drafting_jobs, launch_drafting, needs_answer_ids,
                                     resume_drafting)
 from core.evaluate.systems import available_systems
-from core.jobs.queue import LIVE, cancel
-from storage.models import JobStatus
+from core.jobs.queue import get_job
 from core.curate.preference_versions import import_preference_file, list_preference_versions, source_text
+from ui.jobcontrols import job_controls
 from ui.frame import db, flash, md_literal, require_page, require_project, run_action
 
 user = require_page("curate")
@@ -181,17 +181,10 @@ if can(user, "evaluate"):
             st.success(f"Draft-answers job {job.id} {job.status} for {len(job.config['example_ids'])} examples.")
     if jobs:
         st.dataframe(pd.DataFrame(jobs), hide_index=True, width="stretch")
-        newest = jobs[0]
-        if newest["status"] in LIVE and st.button(f"Cancel draft-answers job {newest['job']}",
-                                                  help="Answers drafted so far are kept."):
-            with db() as s:
-                if run_action(cancel, s, user, newest["job"]) is not None:
-                    st.rerun()
-        if newest["status"] in (JobStatus.failed.value, JobStatus.canceled.value) and st.button(
-                f"Resume draft-answers job {newest['job']}", help="Drafts only what is still empty."):
-            with db() as s:
-                if run_action(resume_drafting, s, user, newest["job"]) is not None:
-                    st.rerun()
+        with db() as s:
+            newest = get_job(s, jobs[0]["job"])
+        job_controls(user, newest, resume_drafting, key="_draft_job", noun=f"draft-answers job {newest.id}",
+                     cancel_help="Answers drafted so far are kept.", resume_help="Drafts only what is still empty.")
 
 # ---------------------------------------------------------------- preference versions (DPO)
 if can(user, "train"):

@@ -16,9 +16,10 @@ from core.evaluate.evalsets import (comparison_decoding, create_eval_set_from_fi
 from core.evaluate.generate import generation_progress, launch_generation, resume_generation
 from core.evaluate.generate_config import Decoding, decoding_differences, describe_decoding, describe_differences
 from core.evaluate.systems import available_systems, default_systems, system_labels
-from core.jobs.queue import LIVE, cancel, list_jobs, reconcile
+from core.jobs.queue import LIVE, list_jobs, reconcile
 from storage.models import JobStatus
 from ui.notices import show_job_notices
+from ui.jobcontrols import job_controls
 from ui.frame import db, flash, live_fragment, require_page, require_project, run_action
 
 user = require_page("evaluate")
@@ -269,15 +270,8 @@ def jobs_panel() -> None:
                            f"{res.get('seconds', 0)} s · {describe_decoding(res.get('decoding', {}))}")
             elif job.error:
                 c1.text(job.error.splitlines()[0])
-            if job.status in LIVE:
-                if c2.button("Cancel", key=f"gen_cancel_{job.id}"):
-                    with db() as s:
-                        run_action(cancel, s, user, job.id, success="Cancel requested.")
-            elif job.status in (JobStatus.failed.value, JobStatus.canceled.value):
-                if c2.button("Resume", key=f"gen_resume_{job.id}",
-                             help="A new job that skips the outputs already written."):
-                    with db() as s:
-                        run_action(resume_generation, s, user, job.id, success="Resumed.")
+            job_controls(user, job, resume_generation, key=f"gen_{job.id}", container=c2,
+                         resume_help="A new job that skips the outputs already written.")
 
 
 st.subheader("Generation jobs")

@@ -6,7 +6,7 @@ from core.basemodel import EMBEDDED
 from core.curate.datasets import list_versions
 from core.curate.preference_versions import list_preference_versions
 from core.train.hardware import detect, estimate_sum_text
-from core.jobs.queue import LIVE, cancel, job_snapshot, list_jobs
+from core.jobs.queue import LIVE, job_snapshot, list_jobs
 from core.jobs.states import describe_state
 from core.jobs.targets.registry import LOCAL, THIS_MACHINE, list_targets
 from core.curate.leakage import leak_ids
@@ -15,10 +15,10 @@ from core.train.runs import (DASH, LOSS_HELP, LOSS_LABEL, check_launch, format_l
 from core.train.config import (DEFAULT_LR, DPO_LOSS_TYPES, PRESET_HELP, PRESETS, TrainConfig, field_docs,
                                preset_config)
 from core.train.dpo import continuable_runs
-from core.errors import StudioError
 from core.workspace import model_roots
 from storage.models import JobStatus
 from ui.notices import show_job_notices
+from ui.jobcontrols import job_controls
 from ui.frame import db, flash, live_fragment, require_page, require_project, run_action
 
 user = require_page("train")
@@ -104,37 +104,21 @@ def leak_panel(cfg: TrainConfig | None) -> None:
                    "their eval set is used for comparison (More settings: include examples that came from eval items).")
 
 
-def _cancel(job_id: int) -> None:
-    """Cancel's on_click: runs before the panel redraws, so the panel shows the request in the same click."""
-    try:
-        with db() as s:
-            cancel(s, user, job_id)
-    except StudioError as err:
-        st.session_state["live_error"] = str(err)
-
-
 def status_panel(snap: dict, rows: list[dict]) -> None:
     """What is happening to the watched run, from the database (describe_state), and what can be done about it:
     Cancel, or Resume when no continuation of the run is queued or running."""
     job = snap["job"]
     status, b1, b2 = st.columns([4, 1, 1], vertical_alignment="center")  # one row: compact enough for 768 px
     status.markdown(f"**Status:** {describe_state(job, snap['queue_position'], reported=bool(rows))}")
-    if error := st.session_state.pop("live_error", None):
-        st.error(error)
     with b2.popover("Log", help="The last lines of the run's log"):
         st.code(snap["log_tail"] or "(empty)", language=None)
-    if job.status in LIVE and not job.cancel_requested:
-        b1.button("Cancel", key=f"cancel{job.id}", on_click=_cancel, args=(job.id,))
-    if job.status in (JobStatus.failed.value, JobStatus.canceled.value):
-        if snap["continued_by"] is not None:
-            st.caption(f"Run {job.id} is being resumed as run {snap['continued_by'].id}.")
-        elif b1.button("Resume", key=f"resume{job.id}"):
-            with db() as s:
-                new = run_action(resume_run, s, user, job.id)
-            if new is not None:
-                flash(resume_note(new))  # from its checkpoint, or from step 0 when it saved none: say which
-                follow(new.id)
-                st.rerun(scope="app")
+    job_controls(user, job, resume_run, key=str(job.id), container=b1, unit="run", on_resumed=_resumed)
+
+
+def _resumed(new) -> None:
+    flash(resume_note(new))  # from its checkpoint, or from step 0 when it saved none: say which
+    follow(new.id)
+    st.rerun(scope="app")
 
 
 @live_fragment("2s", "train")

@@ -29,18 +29,20 @@ def _cancel(user: User, job_id: int, key: str) -> None:
         st.session_state[f"{key}_error"] = str(err)
 
 
-def job_controls(user: User, job: Job, resume: Callable, *, key: str, container=None, noun: str = "",
+def job_controls(user: User, job: Job, resume: Callable, *, key: str, container=None, noun: str = "", unit: str = "job",
                  cancel_help: str | None = None, resume_help: str | None = None,
                  on_resumed: Callable[[Job], None] | None = None) -> Job | None:
     """Draw Cancel / Resume for ``job`` in ``container`` (default: the page). ``resume(session, user, job_id)``
     makes the continuation; ``on_resumed(new_job)`` runs after it (default: a confirmation and a rerun). ``noun``
-    ("run 3", "draft-answers job 7") labels the buttons when several jobs share a page. Returns the new job."""
+    ("run 3", "draft-answers job 7") labels the buttons when several jobs share a page, ``unit`` ("job", "run")
+    names it in the line saying it is being resumed; the buttons' keys are
+    ``cancel<key>`` and ``resume<key>``. Returns the new job."""
     box = container if container is not None else st
     label = f" {noun}" if noun else ""
     if error := st.session_state.pop(f"{key}_error", None):
         st.error(error)
     if job.status in LIVE and not job.cancel_requested:
-        box.button(f"Cancel{label}", key=f"{key}_cancel", help=cancel_help, on_click=_cancel,
+        box.button(f"Cancel{label}", key=f"cancel{key}", help=cancel_help, on_click=_cancel,
                    args=(user, job.id, key))
     elif job.status in LIVE:
         box.caption("Cancel requested.")
@@ -49,9 +51,9 @@ def job_controls(user: User, job: Job, resume: Callable, *, key: str, container=
     with db() as s:
         continued = live_continuation(s, job)
     if continued is not None:
-        box.caption(f"Job {job.id} is being resumed as job {continued.id}.")
+        st.caption(f"{unit.capitalize()} {job.id} is being resumed as {unit} {continued.id}.")
         return None
-    if not box.button(f"Resume{label}", key=f"{key}_resume", help=resume_help):
+    if not box.button(f"Resume{label}", key=f"resume{key}", help=resume_help):
         return None
     with db() as s:
         new = run_action(resume, s, user, job.id)

@@ -1,5 +1,6 @@
 """Is a job's process still there: by pid and psutil's create time (a later process may reuse the pid), reaping
-a zombie child on the way. No database, no queue: what the queue and the cancel escalation ask of the OS."""
+a zombie child on the way; and signalling a job's processes, every rank of a many-process run included. No
+database, no queue: what the queue and the cancel escalation ask of the OS."""
 from __future__ import annotations
 
 import os
@@ -42,3 +43,19 @@ def reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def signal_job(pid: int, sig: int) -> None:
+    """Send ``sig`` to a job's process group and to every process below it in another group: torchrun starts each
+    rank in a session of its own, and a cancel (or the SIGKILL after it) must reach every rank, not only torchrun."""
+    import psutil
+
+    try:
+        below = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        below = []
+    for target in [pid, *(p.pid for p in below)]:
+        try:
+            os.killpg(target, sig) if target == pid else os.kill(target, sig)
+        except (ProcessLookupError, PermissionError):
+            pass

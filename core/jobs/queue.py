@@ -29,7 +29,7 @@ from sqlmodel import Session, select
 from core.accounts import ACTIONS, can, require
 from core.errors import InvalidInput, NotFound
 from core.jobs import remote, rundir, scratch
-from core.jobs.processes import alive, create_time
+from core.jobs.processes import alive, create_time, signal_job
 from core.jobs.targets.registry import check_launchable, get_target
 from core.locks import file_lock
 from core.names import safe_file_name
@@ -250,22 +250,6 @@ def _argv(job: Job, n_procs: int) -> list[str]:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n_procs),
                 "-m", job.module, "--run-dir", job.run_dir]
     return [sys.executable, "-m", job.module, "--run-dir", job.run_dir]
-
-
-def signal_job(pid: int, sig: int) -> None:
-    """Send ``sig`` to a job's process group and to every process below it in another group: torchrun starts each
-    rank in a session of its own, and a cancel (or the SIGKILL after it) must reach every rank, not only torchrun."""
-    import psutil
-
-    try:
-        below = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        below = []
-    for target in [pid, *(p.pid for p in below)]:
-        try:
-            os.killpg(target, sig) if target == pid else os.kill(target, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 # ---------------------------------------------------------------- control
