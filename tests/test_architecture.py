@@ -4,6 +4,7 @@ in ui/ and pages/), and no core file grows past one idea's size."""
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,3 +185,14 @@ def test_no_core_file_holds_more_than_one_ideas_worth_of_lines():
     long = {str(p.relative_to(ROOT)): n for src in ("core", "ui") for p in (ROOT / src).rglob("*.py")
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > limit}
     assert not long, f"split these by idea (over {limit} lines): {long}"
+
+
+def test_no_page_shadows_an_installed_module():
+    # Streamlit runs a page with its folder on sys.path: pages/datasets.py once hid Hugging Face's `datasets`
+    # (the DPO export on Results failed with "cannot import name 'Dataset' from 'datasets'").
+    from importlib.metadata import packages_distributions
+
+    installed = set(packages_distributions()) | set(sys.stdlib_module_names)
+    scripts = [p.stem for p in (ROOT / "pages").glob("*.py")] + ["app", "asgi"]
+    clashes = sorted(name for name in scripts if name in installed)
+    assert not clashes, f"rename these pages/scripts: an import of the same name would load them: {clashes}"

@@ -130,7 +130,7 @@ def test_a_locked_database_is_a_clear_message_in_core_and_on_the_page(session, u
             with pytest.raises(DatabaseBusy, match="The database is busy.*Nothing was saved"):
                 cur.save_example(s, users["annotator"], ex.id, expected_version=ex.version, system="",
                                  turns=[{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "B."}])
-        at = AppTest.from_file(str(ROOT / "pages/datasets.py"), default_timeout=60)
+        at = AppTest.from_file(str(ROOT / "pages/dataset_versions.py"), default_timeout=60)
         at.session_state["user_id"] = users["reviewer"].id
         at.session_state["project_id"] = project.id
         at.run()  # reading works while another writer holds the lock (WAL)

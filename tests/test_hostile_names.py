@@ -86,7 +86,7 @@ def test_an_uploaded_file_with_a_hostile_name_is_stored_safely(workspace):
 
 def test_datasets_page_downloads_each_format_under_its_own_name(session, users, project):
     version = make_dataset_version(session, project, users["engineer"], n_train=3, n_validation=1, name="v" * 200)
-    at = AppTest.from_file(str(ROOT / "pages/datasets.py"), default_timeout=60)
+    at = AppTest.from_file(str(ROOT / "pages/dataset_versions.py"), default_timeout=60)
     at.session_state["user_id"] = users["engineer"].id
     at.session_state["project_id"] = project.id
     at.run()

@@ -12,7 +12,7 @@ from core.curate import curation as cur
 from storage.models import Example
 
 PAGES = {"pages/import_data.py": "curate", "pages/annotate.py": "curate", "pages/review_data.py": "review_data",
-         "pages/datasets.py": "curate"}
+         "pages/dataset_versions.py": "curate"}
 ORDER = ["annotator", "reviewer", "engineer", "admin"]
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 60  # the first run may load the base model's tokenizer
@@ -109,7 +109,7 @@ def test_import_page_from_server_path(session, users, project, tmp_path):
 def test_datasets_freeze_and_export(session, users, project):
     _, b = seeded(session, users, project)
     cur.review_example(session, users["reviewer"], b.id, "approve")
-    at = app("pages/datasets.py", users["reviewer"], project)
+    at = app("pages/dataset_versions.py", users["reviewer"], project)
     at.text_input[0].set_value("first")
     next(x for x in at.button if x.label == "Freeze").click()
     at.run()

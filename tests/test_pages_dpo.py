@@ -84,7 +84,7 @@ def test_results_freezes_votes_and_shows_disagreement(session, users, project, r
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert any("Froze 4 pairs" in s.value for s in at.success)
 
-    at = _page("datasets.py", users["engineer"]).run()
+    at = _page("dataset_versions.py", users["engineer"]).run()
     table = at.dataframe[-1].value
     assert list(table["pairs"]) == [4] and "4 pairs from 4 voted items" in table["from"][0]
 

@@ -84,7 +84,7 @@ def test_annotate_marks_a_model_draft_and_the_submitted_edit_reaches_the_dataset
     assert (session.get(Example, ex.id).status, session.get(Example, ex.id).updated_by) == ("submitted",
                                                                                             users["annotator"].id)
 
-    ds = _page("datasets.py", users["annotator"])
+    ds = _page("dataset_versions.py", users["annotator"])
     ds.session_state["project_id"] = project.id
     ds.run()
     assert not ds.exception, [e.value for e in ds.exception]
@@ -106,7 +106,7 @@ def test_datasets_launches_a_draft_answers_job_for_the_examples_that_need_one(se
     session.commit()
     with live_process() as busy:  # the one device slot is taken: the new job waits in the queue, nothing loads
         add_job(session, project, eng, kind="generate", pid=busy.pid)
-        at = _page("datasets.py", eng)
+        at = _page("dataset_versions.py", eng)
         at.session_state["project_id"] = project.id
         at.run()
         assert not at.exception, [e.value for e in at.exception]

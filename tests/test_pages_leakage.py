@@ -37,7 +37,7 @@ def leaky(session, users, project):
 
 def test_datasets_page_reports_a_planted_leak_when_freezing(session, users, project, leaky):
     examples, es = leaky
-    at = _page("datasets.py", users["engineer"]).run()
+    at = _page("dataset_versions.py", users["engineer"]).run()
     at.text_input[0].input("v1").run()
     at.number_input[0].set_value(1.0).run()
     at.number_input[1].set_value(0.0).run()

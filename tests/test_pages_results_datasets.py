@@ -80,7 +80,7 @@ def test_datasets_stats_of_a_version_cover_that_version_only(session, project, u
     _examples(session, project, users["annotator"], 4, "billing")
     version = freeze_version(session, users["admin"], project, "v1")
     _examples(session, project, users["engineer"], 3, "outage", status="draft")
-    at = _page("datasets.py", users["engineer"]).run()
+    at = _page("dataset_versions.py", users["engineer"]).run()
     _select(at, "For").set_value(version.id).run()
     assert not at.exception, [e.value for e in at.exception]
     charts = [json.loads(c.proto.spec) for c in at.get("vega_lite_chart")]
@@ -92,7 +92,7 @@ def test_datasets_stats_of_a_version_cover_that_version_only(session, project, u
 
 def test_token_length_histogram_bins_are_numeric(session, project, users):
     _examples(session, project, users["annotator"], 8, "billing")
-    at = _page("datasets.py", users["engineer"]).run()
+    at = _page("dataset_versions.py", users["engineer"]).run()
     hist = [enc for c in at.get("vega_lite_chart") for enc in _encodings(json.loads(c.proto.spec))
             if enc.get("x", {}).get("title") == "tokens"]
     assert hist and hist[0]["x"]["type"] == "quantitative" and hist[0]["x"]["bin"] == "binned"  # by value, not text
@@ -106,7 +106,7 @@ def test_token_length_histogram_bins_are_numeric(session, project, users):
 
 def test_stale_export_download_disappears_when_the_format_changes(session, project, users):
     _examples(session, project, users["annotator"], 3, "billing")
-    at = _page("datasets.py", users["engineer"]).run()
+    at = _page("dataset_versions.py", users["engineer"]).run()
     _select(at, "What").set_value(("status", "approved")).run()
     next(b for b in at.button if b.label == "Prepare export").click().run()
     assert len(at.get("download_button")) == 1

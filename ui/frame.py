@@ -48,7 +48,7 @@ PAGES: list[PageSpec] = [
     PageSpec("pages/import_data.py", "Import", ":material/upload_file:", "curate", "Curate"),
     PageSpec("pages/annotate.py", "Annotate", ":material/edit_note:", "curate", "Curate"),
     PageSpec("pages/review_data.py", "Review data", ":material/fact_check:", "review_data", "Curate"),
-    PageSpec("pages/datasets.py", "Datasets", ":material/dataset:", "curate", "Curate"),
+    PageSpec("pages/dataset_versions.py", "Datasets", ":material/dataset:", "curate", "Curate"),
     PageSpec("pages/documents.py", "Documents", ":material/description:", "curate", "Curate"),
     PageSpec("pages/train.py", "Train", ":material/model_training:", "train", "Train"),
     PageSpec("pages/runs.py", "Runs", ":material/monitoring:", "train", "Train"),
