@@ -1,4 +1,4 @@
-"""Bench: the time from pressing Train to the run's first step, on this machine and on a Ray cluster.
+"""Bench: the time from pressing Train to the run's first step, on this machine, a Ray cluster and a Slurm cluster.
 
     .venv/bin/python bench/targets.py [--steps 3]
 
@@ -6,7 +6,9 @@ One fresh workspace (a temporary folder) with a tiny random Llama and a frozen 8
 run (LoRA, ``--steps`` steps, length 128) is launched through ``core.train.runs.launch``, the function the Train
 page's button calls, three times: on this machine (the local queue: one process), and on a local Ray cluster
 started here (a head and a second node, one CPU each, tests/fixtures_ray.py) with 1 node and with 2 nodes (one rank
-each). Prints, for each, the seconds from the launch call to the first line of metrics.jsonl and to succeeded.
+each), then on a local Slurm (a controller and two slurmd nodes, tests/fixtures_slurm.py; skipped when slurm-wlm is
+not installed) with 1 node and with 2 nodes. Prints, for each, the seconds from the launch call to the first line
+of metrics.jsonl and to succeeded.
 The Ray figures include what a cluster adds: the job's runtime environment, the driver, the placement group, one
 actor per node and torchrun's rendezvous; the cluster itself is started before the clock runs.
 """
@@ -60,10 +62,12 @@ def main() -> None:
     from storage.db import get_engine
     from tests.fixtures_models import build_tiny_model, make_dataset_version
     from tests.fixtures_ray import LocalRay, free_ports
+    from tests.fixtures_slurm import LocalSlurm, missing_programs
 
     init_workspace(with_demo=False)
     model = build_tiny_model(folder / "tiny")
     cluster = LocalRay().start()
+    slurm = None if missing_programs() else LocalSlurm(folder / "slurm")
     try:
         with Session(get_engine(), expire_on_commit=False) as s:
             admin = first_admin(s)
@@ -73,15 +77,27 @@ def main() -> None:
                                                     "master_port": free_ports(1)[0]})
             while len(cluster.alive_nodes()) < 2:
                 time.sleep(0.5)
+            runs = [("this machine", {}), ("Ray, 1 node", {"target": "ray-here"}),
+                    ("Ray, 2 nodes x 1 rank", {"target": "ray-here", "nodes": 2})]
+            if slurm is not None:
+                (folder / "slurm").mkdir()
+                slurm.start()
+                add_target(s, admin, "slurm-here", "slurm", {"slurm_conf": str(slurm.conf), "nodes": 2,
+                                                            "same_host": True, "time_limit": "00:10:00"})
+                runs += [("Slurm, 1 node", {"target": "slurm-here"}),
+                         ("Slurm, 2 nodes x 1 rank", {"target": "slurm-here", "nodes": 2})]
+            else:
+                print("Slurm is not installed (apt-get install -y slurm-wlm munge): its rows are left out", flush=True)
             base = dict(base_model=str(model), dataset_version_id=version.id, max_length=128, max_steps=args.steps)
             rows = []
-            for label, extra in (("this machine", {}), ("Ray, 1 node", {"target": "ray-here"}),
-                                 ("Ray, 2 nodes x 1 rank", {"target": "ray-here", "nodes": 2})):
+            for label, extra in runs:
                 first, total, status = timed_run(s, admin, project, preset_config("quick", **base, **extra), label)
                 rows.append((label, first, total, status))
                 print(f"{label:24s} first step after {first:6.1f} s, {status} after {total:6.1f} s", flush=True)
     finally:
         cluster.stop()
+        if slurm is not None:
+            slurm.stop()
     local = rows[0][1]
     print("\ntime from Train to the first step (same tiny run, same machine, 2 CPU cores):")
     for label, first, _, status in rows:

@@ -192,3 +192,27 @@ def test_cli_trains_waits_lists_and_merges(session, users, project, tiny_model, 
         torch.testing.assert_close(standalone(**ids).logits, adapted.eval()(**ids).logits, atol=1e-4, rtol=1e-4)
     assert (out / "merged" / "chat_template.jinja").exists()
     assert f"exported_to: {out / 'merged'}" in merged.stdout
+
+
+def test_a_job_without_a_device_starts_even_behind_a_job_waiting_for_one(session, users, project):
+    """A judge (slots=NO_DEVICE) calls an endpoint another job serves: it must not wait behind a queued job that
+    waits for the device that endpoint holds (the queue once stopped at the first job that could not start)."""
+    from core.jobs.queue import NO_DEVICE, cancel, get_job, submit
+
+    eng = users["engineer"]
+
+    def queue(name: str, **kw):
+        return submit(session, eng, project_id=project.id, kind="generate", action="evaluate", name=name, config={},
+                      module="tests.sleeping_worker", **kw)
+
+    busy, waiting, judge = queue("serving"), queue("waiting"), queue("judge", slots=NO_DEVICE)
+    try:
+        def states():
+            session.expire_all()
+            return [get_job(session, j.id).status for j in (busy, waiting, judge)]
+        wait_until(lambda: states() == ["running", "queued", "running"], 60, lambda: f"states {states()}")
+    finally:
+        for job in (judge, waiting, busy):
+            cancel(session, eng, job.id)
+        for job in (judge, waiting, busy):
+            assert wait_for(session, job.id, timeout=120).status == "canceled"

@@ -193,14 +193,16 @@ def schedule(session: Session) -> list[Job]:
         used = sum(_slots_needed(j, capacity) for j in running)
         busy = {d for j in running for d in (j.result or {}).get("devices", [])}
         queued = session.exec(select(Job).where(Job.status == JobStatus.queued.value, here).order_by(Job.id)).all()
+        blocked = False
         for job in queued:
             need = _slots_needed(job, capacity)
             if need == 0:  # a job without a device (e.g. a judge calling an endpoint) never waits for one
                 if _start(session, job, []):
                     started.append(job)
                 continue
-            if used + need > capacity:
-                break  # strict order: a big job at the head is not overtaken
+            if blocked or used + need > capacity:
+                blocked = True  # strict order: a big job at the head is not overtaken (only device-free jobs pass)
+                continue
             free = [i for i in gpu_ids() if i not in busy][:need]
             if _start(session, job, free):
                 started.append(job)
