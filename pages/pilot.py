@@ -90,8 +90,8 @@ def rating_form(i: int, msg: dict) -> None:
         ratings = {}
         for col, crit in zip(cols, rubric):
             low, high = int(crit.get("min", 1)), int(crit.get("max", 5))
-            ratings[crit["name"]] = col.radio(crit["name"].capitalize(), list(range(low, high + 1)), index=None,
-                                              horizontal=True, help=crit.get("description"))
+            ratings[crit["name"]] = col.radio(md_literal(crit["name"].capitalize()), list(range(low, high + 1)),
+                                              index=None, horizontal=True, help=crit.get("description"))
         escalate = st.radio("Would you escalate this to a human?", ["No", "Yes"], index=None, horizontal=True)
         correction = st.text_area("Corrected answer (optional)", help="The answer the customer should have got.")
         if st.form_submit_button("Save rating"):
