@@ -28,7 +28,7 @@ from core.evaluate.drafting import _system_base
 from core.evaluate.failures import find_failures
 from core.evaluate.generate_config import Decoding
 from core.evaluate.systems import BASE, finished_runs, parse_system, run_base_model, system_labels
-from core.jobs.queue import get_job, resubmit, submit
+from core.jobs.queue import resume_kind, submit
 from storage.models import Job, Project, User
 
 KIND = "generate_drafts"
@@ -153,11 +153,7 @@ def launch_generated_drafts(session: Session, user: User, project_id: int, syste
 
 def resume_generated_drafts(session: Session, user: User, job_id: int) -> Job:
     """Continue a failed or canceled generated-drafts job: sources that already gave drafts are skipped."""
-    require(user, "evaluate")
-    job = get_job(session, job_id)
-    if job.kind != KIND:
-        raise InvalidInput(f"Job {job_id} is not a generated-drafts job.")
-    return resubmit(session, user, job)
+    return resume_kind(session, user, job_id, KIND, "a generated-drafts job")
 
 
 def generated_drafts_jobs(session: Session, project_id: int, limit: int = 20) -> list[Job]:

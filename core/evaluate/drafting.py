@@ -27,7 +27,7 @@ from core.evaluate.generate_config import Decoding
 from core.evaluate.systems import (BASE, evaluated_system, finished_runs, parse_system, run_base_model,
                                    system_labels)
 from core.jobs import rundir
-from core.jobs.queue import get_job, resubmit, submit
+from core.jobs.queue import resume_kind, submit
 from core.train.runs import KIND as TRAIN_KIND
 from storage.models import Example, ExampleStatus, Job, JobStatus, Project, User, visible_examples
 
@@ -137,11 +137,7 @@ def launch_drafting(session: Session, user: User, project_id: int, system: str, 
 
 def resume_drafting(session: Session, user: User, job_id: int) -> Job:
     """Continue a failed or canceled draft-answers job: examples it already answered no longer need one."""
-    require(user, "evaluate")
-    job = get_job(session, job_id)
-    if job.kind != KIND:
-        raise InvalidInput(f"Job {job_id} is not a draft-answers job.")
-    return resubmit(session, user, job)
+    return resume_kind(session, user, job_id, KIND, "a draft-answers job")
 
 
 def drafting_jobs(session: Session, user: User, project_id: int, limit: int = 20) -> list[dict]:

@@ -20,7 +20,7 @@ from core.evaluate.evalsets import comparison_decoding, get_eval_set
 from core.evaluate.generate_config import Decoding, GenerateConfig
 from core.evaluate.systems import BASE, parse_system, parse_systems, run_base_model
 from core.jobs import rundir
-from core.jobs.queue import get_job, resubmit, submit
+from core.jobs.queue import resume_kind, submit
 from core.jobs.rundir import PROGRESS, read_jsonl
 from core.train.runs import KIND as TRAIN_KIND
 from storage.models import EvalPrompt, Job, JobStatus, Output, User
@@ -74,11 +74,7 @@ def launch_generation(session: Session, user: User, eval_set_id: int, systems: I
 
 def resume_generation(session: Session, user: User, job_id: int) -> Job:
     """Continue a failed or canceled generation job: outputs it already wrote are kept and skipped."""
-    require(user, "evaluate")
-    job = get_job(session, job_id)
-    if job.kind != KIND:
-        raise InvalidInput(f"Job {job_id} is not a generation job.")
-    return resubmit(session, user, job)
+    return resume_kind(session, user, job_id, KIND, "a generation job")
 
 
 def generation_jobs(session: Session, eval_set_id: int) -> list[Job]:

@@ -26,7 +26,7 @@ from core.evaluate.evalsets import eval_prompts, get_eval_set, latest_outputs
 from core.evaluate.judges import get_judge
 from core.evaluate.review import rubric_of
 from core.evaluate.systems import BASE, parse_system, system_labels
-from core.jobs.queue import NO_DEVICE, get_job, resubmit, submit
+from core.jobs.queue import NO_DEVICE, resume_kind, submit
 from storage.models import EvalPrompt, Job, JudgeVerdict, Project, User
 
 KIND = "judge"
@@ -202,11 +202,7 @@ def launch_judging(session: Session, user: User, eval_set_id: int, judge_id: int
 
 def resume_judging(session: Session, user: User, job_id: int) -> Job:
     """Continue a failed or canceled judge job: verdicts already stored are not asked again."""
-    require(user, "evaluate")
-    job = get_job(session, job_id)
-    if job.kind != KIND:
-        raise InvalidInput(f"Job {job_id} is not a judge job.")
-    return resubmit(session, user, job)
+    return resume_kind(session, user, job_id, KIND, "a judge job")
 
 
 def judging_jobs(session: Session, user: User, eval_set_id: int, limit: int = 20) -> list[Job]:

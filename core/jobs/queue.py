@@ -142,6 +142,15 @@ def resubmit(session: Session, user: User, job: Job, config: dict | None = None,
                   target_id=job.target_id)
 
 
+def resume_kind(session: Session, user: User, job_id: int, kind: str, what: str) -> Job:
+    """Continue a failed or canceled job of ``kind`` (``what`` names it in the refusal: "a generation job")."""
+    require(user, "evaluate")
+    job = get_job(session, job_id)
+    if job.kind != kind:
+        raise InvalidInput(f"Job {job_id} is not {what}.")
+    return resubmit(session, user, job)
+
+
 def live_continuation(session: Session, job: Job) -> Job | None:
     """The queued or running job that continues ``job``, directly or through a chain of resumes (run 1 resumed
     as run 2, which failed and was resumed as run 3), or None: while there is one, ``job`` is not resumed again."""
