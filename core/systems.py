@@ -31,8 +31,10 @@ JOB_KINDS = (RUN, EXPORT)
 EXAMPLES = {BASE: "base", RUN: "run:<run id>", EXPORT: "export:<export id>"}
 """How the error message spells each kind for a person."""
 BASE_MODEL_EXAMPLE = "base:<model>"
-VARIANTS: dict[str, str] = {}
-"""Variant name -> what its label adds (``run:3+<variant>``); none yet."""
+PROMPT, RAG = "prompt", "rag"
+VARIANTS: dict[str, str] = {PROMPT: "with the team's prompt", RAG: "with retrieved documents"}
+"""Variant name -> what its label adds: ``run:3+prompt`` answers with the project's team prompt as its system
+prompt, ``base+rag`` with the document chunks retrieved for each question (Project.team_prompt, rag_top_k)."""
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Developer tool: regenerate a migration from storage/models.py.
+"""Developer tool: regenerate a migration from the tables in storage/models/.
 
     python -m storage.autogen 0002_curation_training_evaluation "curation, training and evaluation tables"
 

@@ -7,7 +7,6 @@ model from a local folder, a few steps) and generates answers of the base model 
 test split; two reviewers score blind (no system is named on the page), one sends an item back and the
 annotator finds it in the queue with its origin; the engineer reads the leaderboard and downloads DPO pairs.
 Every step asserts what the page shows and leaves a screenshot artifacts/screenshots/journey-WxH-NN-*.png.
-
 It runs in a 1400x1000 and a 1024x768 window (a fresh server each): at both sizes the annotator's editor, the
 engineer's live panel and the reviewer's score controls are in the window without scrolling, and a screenshot of
 the window alone (journey-WxH-NN-*-window.png) shows each.
