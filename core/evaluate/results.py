@@ -1,6 +1,7 @@
 """Results, identities revealed: means with bootstrap intervals, win/tie/loss, the Bradley-Terry leaderboard,
-Krippendorff's alpha, automatic checks (pass rates with intervals, failing answers) and automatic metrics;
-exports of DPO pairs, scores CSV and a Markdown report."""
+Krippendorff's alpha, automatic checks (pass rates with intervals, failing answers), automatic metrics and the
+systems side by side with what each answer cost (core.evaluate.systemtable); the passages each +RAG answer was
+given; exports of DPO pairs, scores CSV, systems CSV and a Markdown report."""
 from __future__ import annotations
 
 import csv
@@ -22,6 +23,8 @@ from core.evaluate.generate_config import decoding_differences, describe_differe
 from core.evaluate.pairs_from_votes import vote_pairs
 from core.evaluate.review import review_progress, rubric_of, scores_of
 from core.evaluate.systems import system_labels
+from core.evaluate.systemtable import (cost_by_system, display_rows, markdown_table, side_by_side,
+                                        systems_csv, win_rates)
 from core.workspace import exports_dir
 from storage.models import Project, Score, User
 
@@ -150,13 +153,35 @@ def results(session: Session, user: User, eval_set_id: int, *, bootstrap_rounds:
         metrics.append(row)
 
     differences = decoding_differences(output_decodings(session, es.id))
+    checks = _numbered(check_results(session, es.id, seed=seed))
+    listed = [{"system": s, "label": labels[s]} for s in systems]
+    summary = side_by_side(listed, [c["name"] for c in rubric], checks=checks["by_system"], metrics=metrics,
+                           means=means, wins=win_rates(votes), cost=cost_by_system(outputs.values()))
     return _no_nan({"eval_set": {"id": es.id, "name": es.name, "prompts": len(prompts),
                          "reviewers_per_item": es.reviewers_per_item},
-            "systems": [{"system": s, "label": labels[s]} for s in systems],
+            "systems": listed, "criteria": [c["name"] for c in rubric], "side_by_side": summary,
             "progress": review_progress(session, user, es.id), "means": means, "win_tie_loss": wtl,
             "leaderboard": board, "agreement": agreement, "metrics": metrics, "n_scores": len(scores),
-            "checks": _numbered(check_results(session, es.id, seed=seed)),
+            "checks": checks,
             "decoding": {"differences": differences, "text": describe_differences(differences, labels)}})
+
+
+def retrieved_passages(session: Session, user: User, eval_set_id: int) -> list[dict]:
+    """Per prompt (in order) and +RAG system, the answer and the passages it was given (Output.context): for
+    engineers on Results, never for blind reviewers. Empty when no answer was given passages."""
+    require(user, "evaluate")
+    es = get_eval_set(session, eval_set_id)
+    outputs = latest_outputs(session, es.id)
+    labels = system_labels(session, sorted({system for (_, system), o in outputs.items() if o.context}))
+    rows = []
+    for prompt in eval_prompts(session, es.id):
+        question = next((m["content"] for m in reversed(prompt.messages) if m.get("role") == "user"), "")
+        for system in sorted(labels):
+            output = outputs.get((prompt.id, system))
+            if output is not None and output.context:
+                rows.append({"prompt_number": prompt.position + 1, "prompt": question, "system": system,
+                             "label": labels[system], "answer": output.text, "passages": list(output.context)})
+    return rows
 
 
 def _numbered(checks: dict) -> dict:
@@ -225,6 +250,12 @@ def scores_csv(session: Session, user: User, eval_set_id: int) -> str:
     return buf.getvalue()
 
 
+def side_by_side_csv(res: dict) -> str:
+    """The systems side by side of a ``results()`` dict as CSV: pass rate, ROUGE-L, rubric means and win rate with
+    their intervals, and the cost per answer (prompt tokens, seconds, new tokens)."""
+    return systems_csv(res["side_by_side"])
+
+
 def _fmt(value, digits: int = 2) -> str:
     if value is None or value != value:  # None or NaN
         return "n/a"
@@ -245,6 +276,11 @@ def report_markdown(res: dict) -> str:
     if (res.get("decoding") or {}).get("text"):
         lines += [f"Not like with like: the systems' answers were generated with different decoding settings "
                   f"({res['decoding']['text']}).", ""]
+    if res.get("side_by_side"):
+        lines += ["## Systems side by side, with the cost of an answer", ""]
+        lines += markdown_table(display_rows(res["side_by_side"], res["criteria"]))
+        lines += ["", "Win rate: the share of a system's blind comparisons it won. Costs are means per answer; "
+                  "\"—\": not recorded (answers generated before prompt tokens were counted).", ""]
     if res["leaderboard"]:
         lines += ["## Leaderboard (Bradley-Terry, Elo scale, 95% bootstrap interval)", "",
                   "| system | rating | 95% interval | votes |", "|---|---:|---|---:|"]

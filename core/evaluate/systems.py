@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 from core.accounts import require
 from core.errors import InvalidInput
 from core.jobs import rundir
-from core.systems import BASE, RUN, SystemKey, run_key
+from core.systems import BASE, RUN, VARIANTS, SystemKey, run_key
 from core.train.runs import KIND as TRAIN_KIND
 from storage.models import Job, JobStatus, User
 
@@ -93,10 +93,11 @@ def system_labels(session: Session, systems: Iterable[str]) -> dict[str, str]:
     """Human names for systems (results page only; never on the blind review page)."""
     out = {}
     for key in systems:
-        kind, job_id = parse_system(key)
-        if kind == BASE:
-            out[key] = "base model"
+        found = evaluated_system(key)
+        if found.kind == BASE:
+            text = "base model"
         else:
-            job = session.get(Job, job_id)
-            out[key] = f"run {job_id}: {job.name}" if job else f"run {job_id}"
+            job = session.get(Job, found.job_id)
+            text = f"run {found.job_id}: {job.name}" if job else f"run {found.job_id}"
+        out[key] = f"{text}, {VARIANTS[found.variant]}" if found.variant else text  # as SystemKey.label adds it
     return out
