@@ -5,14 +5,11 @@ import streamlit as st
 from core.accounts import can
 from core.curate.docparse import KIND_WORDS, KINDS
 from core.curate.documents import add_document, chunks_of, delete_document, list_documents, search, versions_of
-from core.curate.screening import REASONS
 from core.errors import StudioError
-from core.evaluate.docdrafts import chunk_sources, generated_drafts_jobs, launch_generated_drafts, \
-    resume_generated_drafts
+from core.evaluate.docdrafts import chunk_sources, generated_drafts_jobs, launch_generated_drafts
 from core.evaluate.systems import available_systems
-from core.jobs.queue import LIVE
 from ui.frame import db, flash, md_literal, require_page, require_project, run_action
-from ui.jobcontrols import job_controls
+from ui.draftjobs import draft_job_card
 
 user = require_page("curate")
 project = require_project()
@@ -111,19 +108,5 @@ if can(user, "evaluate"):
                         flash(f"Job {job.id} {job.status}: questions from {len(sources)} chunk(s).")
                         st.rerun()
     for job in jobs[:5]:
-        res = job.result or {}
-        progress = res.get("progress") or {}
-        withheld = res.get("withheld") or {}
-        with st.container(border=True):
-            st.markdown(f"**Job {job.id}** · {md_literal(job.name)} · {job.status}")
-            if job.status in LIVE:
-                done, total = progress.get("done", 0), progress.get("total", 0)
-                st.progress(min(1.0, done / total) if total else 0.0, text=f"{done}/{total} chunks")
-            elif "drafts" in res:
-                held = ", ".join(f"{n} {REASONS[k]}" for k, n in withheld.items() if n) or "none"
-                st.caption(f"{res['drafts']} draft(s) made from {res.get('sources', 0)} chunk(s); "
-                           f"{res.get('unparseable', 0)} model answer(s) held no question; withheld: {held}.")
-            if job.error:
-                st.caption(job.error.splitlines()[0])
-            job_controls(user, job, resume_generated_drafts, key=f"gendrafts_{job.id}",
-                         resume_help="A new job that skips the chunks that already gave drafts.")
+        draft_job_card(user, job, unit="chunk", asked="question",
+                       resume_help="A new job that skips the chunks that already gave drafts.")

@@ -1,8 +1,10 @@
 """Results: what the blind reviews say (engineers and up). The only page where systems are named.
 
-Automatic checks (pass rate per system and per check with bootstrap intervals, the failing answers), the
+The systems side by side with the cost of an answer (prompt tokens, seconds), automatic checks (pass rate per
+system and per check with bootstrap intervals, the failing answers), the passages each +RAG answer was given, the
 leaderboard (Bradley-Terry on an Elo scale with bootstrap intervals), mean scores per criterion with bootstrap
-95% intervals, win/tie/loss per pair, agreement between reviewers, automatic metrics, and exports.
+95% intervals, win/tie/loss per pair, agreement between reviewers, automatic metrics, exports, failures sent to
+annotation and paraphrased into new drafts.
 """
 from pathlib import Path
 
@@ -16,10 +18,13 @@ from core.evaluate.failures import RULE_WORDS, RULES, assignees, run_choices, se
 from core.evaluate.review import rubric_of
 from core.evaluate.pairs_from_votes import (freeze_from_votes, generate_like_before, runs_to_generate,
                                       runs_trained_on_votes, vote_pairs)
-from core.evaluate.results import export_dpo, report_markdown, results, score_table, scores_csv
+from core.evaluate.results import (export_dpo, report_markdown, results, retrieved_passages, score_table, scores_csv,
+                                    side_by_side_csv)
+from core.evaluate.systemtable import display_rows
 from core.evaluate.judgeresults import judge_trust
 from core.evaluate.judges import list_judges
 from ui.frame import db, md_literal, require_page, require_project, run_action
+from ui.draftjobs import paraphrase_section
 from ui.judging import judge_section
 from ui.pilot_results import pilot_section
 
@@ -86,6 +91,16 @@ if res["decoding"]["differences"]:
                + md_literal(res["decoding"]["text"]) + "). Differences below may come from the settings rather than "
                "the models; generate again with the same settings to compare fairly.")
 
+# ---------------------------------------------------------------- the systems side by side, with their cost
+st.subheader("Systems side by side")
+if res["side_by_side"]:
+    st.dataframe(display_rows(res["side_by_side"], res["criteria"]), hide_index=True, width="stretch",
+                 placeholder="—")
+st.caption("Fact checks: the share of checked prompts whose answer passes every check; rubric means from the blind "
+           "reviews; win rate: the share of a system's blind comparisons it won (Wilson interval). Costs are means "
+           "per answer: the prompt's tokens as sent (a team prompt or retrieved passages make it longer), seconds "
+           "and new tokens. \"—\": no such figure yet, or a cost not recorded (answers generated before it was).")
+
 # ---------------------------------------------------------------- automatic checks
 checks = res["checks"]
 st.subheader("Automatic checks")
@@ -123,6 +138,20 @@ else:
                                                   "prompt": "prompt", "answer": "answer", "reference": "reference"},
                        widths={"label": 110, "check": 110, "prompt_number": 70, "prompt": 170, "answer": 210,
                                "reference": 170})
+
+# ---------------------------------------------------------------- what each +RAG answer was given (engineers only)
+with db() as s:
+    given = run_action(retrieved_passages, s, user, es_id) or []
+if given:
+    with st.expander(f"Passages given to the +RAG answers ({len(given)} answers)"):
+        number = st.selectbox("Prompt #", sorted({r["prompt_number"] for r in given}), key="rag_prompt")
+        for row in (r for r in given if r["prompt_number"] == number):
+            st.markdown(f"**{md_literal(row['label'])}**: {md_literal(row['prompt'])}")
+            st.text(row["answer"])
+            for passage in row["passages"]:
+                st.caption(md_literal(f"{passage.get('document', '')} §{passage.get('chunk', '')} "
+                                      f"{passage.get('heading', '')}".strip()))
+                st.text(passage.get("text", ""))
 
 # ---------------------------------------------------------------- leaderboard
 st.subheader("Leaderboard")
@@ -254,13 +283,15 @@ if fresh:
 
 # ---------------------------------------------------------------- exports
 st.subheader("Export")
-c1, c2, c3 = st.columns(3)
+c1, c2, c3, c4 = st.columns(4)
 with db() as s:
     csv_text = run_action(scores_csv, s, user, es_id) or ""
 c1.download_button("Scores (CSV)", csv_text, file_name=f"scores-evalset-{es_id}.csv", mime="text/csv")
-c2.download_button("Comparison report (Markdown)", report_markdown(res), file_name=f"report-evalset-{es_id}.md",
+c2.download_button("Systems side by side (CSV)", side_by_side_csv(res), file_name=f"systems-evalset-{es_id}.csv",
+                   mime="text/csv")
+c3.download_button("Comparison report (Markdown)", report_markdown(res), file_name=f"report-evalset-{es_id}.md",
                    mime="text/markdown")
-if c3.button("Export DPO pairs", help="Preference pairs (prompt, chosen, rejected) in TRL format, as JSONL and a "
+if c4.button("Export DPO pairs", help="Preference pairs (prompt, chosen, rejected) in TRL format, as JSONL and a "
                                       "datasets folder in the workspace's exports."):
     with db() as s:
         out = run_action(export_dpo, s, user, es_id)
@@ -324,3 +355,6 @@ if sent["total"]:
     cols[0].metric("Sent to annotation", sent["total"])
     for col, status in zip(cols[1:], ("draft", "submitted", "approved", "rejected")):
         col.metric(status.capitalize(), sent["by_status"].get(status, 0))
+
+# ---------------------------------------------------------------- failures reworded into new drafts
+paraphrase_section(user, project, es_id, labels)

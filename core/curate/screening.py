@@ -21,6 +21,8 @@ from storage.models import DatasetVersion
 HELD_OUT_SPLITS = ("validation", "test")
 REASONS = {"eval_leak": "repeats an eval prompt", "split_leak": "repeats a validation/test item",
            "duplicate": "an example already has the same text", "repeated": "generated twice"}
+LEAK_REASONS = ("eval_leak", "split_leak")
+"""The reasons that are the leakage check's: a prompt that would put an eval or held-out item into training."""
 
 
 @dataclass

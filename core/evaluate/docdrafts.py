@@ -159,3 +159,17 @@ def resume_generated_drafts(session: Session, user: User, job_id: int) -> Job:
 def generated_drafts_jobs(session: Session, project_id: int, limit: int = 20) -> list[Job]:
     return list(session.exec(select(Job).where(Job.project_id == project_id, Job.kind == KIND)
                              .order_by(Job.id.desc()).limit(limit)))
+
+
+def paraphrase_jobs(session: Session, project_id: int, eval_set_id: int, limit: int = 5) -> list[Job]:
+    """The newest paraphrase jobs of an eval set's failures (the Results page follows them), newest first."""
+    jobs = session.exec(select(Job).where(Job.project_id == project_id, Job.kind == KIND).order_by(Job.id.desc()))
+    out = []
+    for job in jobs:
+        cfg = job.config or {}
+        if cfg.get("mode") == "paraphrases" and any(src.get("eval_set_id") == eval_set_id
+                                                    for src in cfg.get("sources") or []):
+            out.append(job)
+        if len(out) >= limit:
+            break
+    return out
