@@ -6,8 +6,14 @@ button does (a background job), freeze the test split as an eval set (its prompt
 facts to check), generate base + run answers (one background job, greedy), then read Results: the fact-check pass
 rate with its bootstrap interval and ROUGE-L. Prints both systems side by side and the time each step took.
 
+With ``--five-systems`` it answers "fine-tune or RAG?" (issue 24): it generates for base, base+prompt (the project's
+team prompt, the fact sheet unless one is set), base+rag (the fact sheet's chunks retrieved per question), the run
+and run+rag, and prints the five side by side: fact-check pass rate with its interval, ROUGE-L, prompt tokens and
+seconds per answer (core.evaluate.systemtable, as Results shows them).
+
     .venv/bin/python bench/outcome.py [--preset quick] [--set learning_rate=1e-3 ...] [--max-new-tokens 160]
-                                      [--workspace DIR] [--json out.json] [--no-base]
+                                      [--workspace DIR] [--json out.json] [--no-base] [--five-systems]
+                                      [--max-prompts N]
 
 Targets (issue 11): quick wall time < 600 s on 2 CPU cores; run pass rate >= 0.5 and >= base + 0.4; ROUGE-L above
 the base's.
@@ -65,7 +71,12 @@ def main() -> int:
     ap.add_argument("--no-base", action="store_true", help="generate for the run only (faster when comparing recipes)")
     ap.add_argument("--json", type=Path, help="also write the figures to this file")
     ap.add_argument("--run", type=int, help="evaluate this finished run of --workspace instead of training one")
+    ap.add_argument("--five-systems", action="store_true", help="base, base+prompt, base+rag, run and run+rag, with "
+                    "prompt tokens and seconds per answer")
+    ap.add_argument("--max-prompts", type=int, default=0, help="evaluate the first N test prompts only (a dry check)")
     args = ap.parse_args()
+    if args.five_systems and args.no_base:
+        ap.error("--five-systems compares with the base model: drop --no-base")
 
     workspace = args.workspace or Path(tempfile.mkdtemp(prefix="fs-outcome-")) / "ws"
     os.environ["FINETUNE_STUDIO_HOME"] = str(workspace)
@@ -110,10 +121,16 @@ def main() -> int:
         return 1
     metrics = (run.result or {}).get("metrics", {})
     systems = ([] if args.no_base else ["base"]) + [f"run:{run.id}"]
+    if args.five_systems:
+        systems = five_systems(run.id)
     with Session(get_engine(), expire_on_commit=False) as s:
         admin = first_admin(s)  # a fresh copy: the queue's commits expire the earlier session's rows
+        if args.five_systems:
+            print(team_prompt(s, project_id))
         t = time.time()
         es = create_eval_set_from_version(s, admin, project_id, version_id, f"held-out {time.time():.0f}")
+        if args.max_prompts:
+            keep_first(s, es.id, args.max_prompts)
         times["eval set from the test split, with fact checks"] = time.time() - t
         t = time.time()
         es_id = es.id
@@ -130,6 +147,9 @@ def main() -> int:
         res = results(s, admin, es_id)
         times["results (checks, ROUGE-L, BLEU)"] = time.time() - t
 
+    if args.five_systems:
+        return print_five(res, times, args.json, {"workspace": str(workspace), "machine": load_info(),
+                                                  "train_wall_s": round(train_s, 1), "train_metrics": metrics})
     checks = {r["system"]: r for r in res["checks"]["by_system"]}
     rouge = {r["system"]: r for r in res["metrics"]}
     print(f"\nquick steps: {metrics.get('global_step')}, train loss {metrics.get('train_loss'):.3f}, validation loss "
@@ -160,6 +180,57 @@ def main() -> int:
         print(f"ROUGE-L {rl_base:.3f} -> {rl_run:.3f}: {'above' if rl_run > rl_base else 'NOT above'} the base")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2, default=str), encoding="utf-8")
+    return 0
+
+
+def five_systems(run_id: int) -> list[str]:
+    """The five systems of issue 24, as generation names them (core.systems keys with their variants)."""
+    return ["base", "base+prompt", "base+rag", f"run:{run_id}", f"run:{run_id}+rag"]
+
+
+def team_prompt(session, project_id: int) -> str:
+    """Give the demo project a team prompt for base+prompt when it has none: its fact sheet, whole."""
+    from core.curate.demo import FACT_SHEET
+    from storage.models import Project
+
+    project = session.get(Project, project_id)
+    if (project.team_prompt or "").strip():
+        return f"team prompt: the project's own ({len(project.team_prompt)} characters)"
+    project.team_prompt = FACT_SHEET.read_text(encoding="utf-8")
+    session.add(project)
+    session.commit()
+    return f"team prompt: the fact sheet ({len(project.team_prompt)} characters)"
+
+
+def keep_first(session, eval_set_id: int, n: int) -> None:
+    """Drop every prompt of a fresh eval set (no outputs yet) after the first ``n``: a quick dry check."""
+    from core.evaluate.evalsets import eval_prompts
+
+    for prompt in eval_prompts(session, eval_set_id)[n:]:
+        session.delete(prompt)
+    session.commit()
+
+
+def print_five(res: dict, times: dict, out: Path | None, figures: dict) -> int:
+    """The five systems side by side (fact checks with their interval, ROUGE-L, prompt tokens and seconds per
+    answer), the time of each step, and the figures as JSON when asked."""
+    rows = res["side_by_side"]
+    print(f"\n{res['eval_set']['prompts']} test prompts\n")
+    print(f"{'system':<46} {'fact checks passed':>18} {'95% interval':>13} {'ROUGE-L':>8} {'prompt tok':>10} "
+          f"{'s/answer':>9}")
+    dash = "—"
+    for r in rows:
+        rate = f"{r['passed'] or 0:>3}/{r['checked_prompts'] or 0:<3} = {r['pass_rate'] or 0:.2f}"
+        interval = f"{r['pass_lo'] or 0:.2f}-{r['pass_hi'] or 0:.2f}"
+        tokens = dash if r["prompt_tokens"] is None else f"{r['prompt_tokens']:.0f}"
+        seconds = dash if r["seconds"] is None else f"{r['seconds']:.2f}"
+        print(f"{r['label'][:46]:<46} {rate:>18} {interval:>13} {r['rouge_l'] or 0:>8.3f} {tokens:>10} {seconds:>9}")
+    print("\ntime per step:")
+    for step, seconds in times.items():
+        print(f"  {seconds:8.1f} s  {step}")
+    if out:
+        figures.update(times_s={k: round(v, 1) for k, v in times.items()}, systems=rows)
+        out.write_text(json.dumps(figures, indent=2, default=str), encoding="utf-8")
     return 0
 
 
