@@ -6,7 +6,8 @@ from core.accounts import can
 from core.curate.docparse import KIND_WORDS, KINDS
 from core.curate.documents import add_document, chunks_of, delete_document, list_documents, search, versions_of
 from core.errors import StudioError
-from core.evaluate.docdrafts import chunk_sources, generated_drafts_jobs, launch_generated_drafts
+from core.evaluate.docdrafts import chunk_sources, generated_drafts_jobs, launch_generated_drafts, \
+    resume_generated_drafts
 from core.evaluate.systems import available_systems
 from ui.frame import db, flash, md_literal, require_page, require_project, run_action
 from ui.draftjobs import draft_job_card
@@ -108,5 +109,5 @@ if can(user, "evaluate"):
                         flash(f"Job {job.id} {job.status}: questions from {len(sources)} chunk(s).")
                         st.rerun()
     for job in jobs[:5]:
-        draft_job_card(user, job, unit="chunk", asked="question",
+        draft_job_card(user, job, resume_generated_drafts, unit="chunk", asked="question",
                        resume_help="A new job that skips the chunks that already gave drafts.")

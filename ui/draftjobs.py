@@ -4,6 +4,8 @@ drafts for the experts (core.evaluate.docdrafts; the CLI's ``docs paraphrase``).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import streamlit as st
 
 from core.curate.screening import LEAK_REASONS, REASONS
@@ -18,10 +20,11 @@ from ui.frame import db, flash, live_fragment, md_literal, run_action
 from ui.jobcontrols import job_controls
 
 
-def draft_job_card(user: User, job: Job, *, unit: str, asked: str, resume_help: str) -> None:
+def draft_job_card(user: User, job: Job, resume: Callable, *, unit: str, asked: str, resume_help: str) -> None:
     """A generated-drafts job: its progress over ``unit``s (chunks, failing prompts) while it runs; once it ended,
     the drafts it made, the model answers that held no ``asked`` (question, paraphrase), what the gate withheld and,
-    apart, how many the leakage check kept out of the data; then Cancel / Resume."""
+    apart, how many the leakage check kept out of the data; then Cancel / Resume (``resume``: the stage's resume
+    function, as ui.jobcontrols.job_controls takes it)."""
     res = job.result or {}
     progress = res.get("progress") or {}
     withheld = res.get("withheld") or {}
@@ -39,7 +42,7 @@ def draft_job_card(user: User, job: Job, *, unit: str, asked: str, resume_help: 
                        "item never reach the data, so never training).")
         if job.error:
             st.caption(job.error.splitlines()[0])
-        job_controls(user, job, resume_generated_drafts, key=f"gendrafts_{job.id}", resume_help=resume_help)
+        job_controls(user, job, resume, key=f"gendrafts_{job.id}", resume_help=resume_help)
 
 
 def paraphrase_section(user: User, project: Project, es_id: int, labels: dict[str, str]) -> None:
@@ -88,7 +91,7 @@ def _paraphrase_jobs(user: User, project: Project, es_id: int) -> None:
             reconcile(s)
             jobs = paraphrase_jobs(s, project.id, es_id)
         for job in jobs:
-            draft_job_card(user, job, unit="failing prompt", asked="paraphrase",
+            draft_job_card(user, job, resume_generated_drafts, unit="failing prompt", asked="paraphrase",
                            resume_help="A new job that skips the prompts that already gave drafts.")
 
     panel()
