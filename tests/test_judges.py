@@ -172,6 +172,7 @@ def test_a_judge_job_needs_something_to_judge(session, users, project):
         launch_judging(session, users["reviewer"], es.id, judge.id)
 
 
+@pytest.mark.slow
 def test_the_command_line_registers_checks_and_removes_judges(workspace, users):
     added = cli(workspace, "judges", "add", "cli judge", "http://127.0.0.1:9/v1", "--model", "m",
                 "--api-key-env", "CLI_JUDGE_KEY", "--min-items", "10", "--json")

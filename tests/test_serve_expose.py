@@ -155,6 +155,7 @@ def test_malformed_bodies_are_400s_naming_the_field(serve, tiny_model):
     assert _post(url, "/chat/completions", {"messages": HELLO, "max_tokens": 3}).status_code == 200  # still serving
 
 
+@pytest.mark.slow
 def test_cancel_kills_a_job_that_ignores_sigterm_after_the_grace_period(session, users, project, monkeypatch):
     import psutil
 
