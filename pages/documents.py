@@ -53,14 +53,18 @@ if query.strip():
         st.caption("No passage matches any word of the search.")
 
 if can(user, "evaluate"):
-    with st.expander("Prompted and +RAG systems", expanded=not project.team_prompt):
+    with st.container(border=True):  # not an expander: those are the document's passages below
+        st.markdown("**Prompted and +RAG systems**")
         st.caption("Generate and the Playground offer every system also as +prompt (the team prompt below as its "
                    "system prompt) and +rag (the passages that best match each question, from these documents). "
                    "An example's own system prompt follows either.")
         with db() as s:
             suggestion = project.team_prompt or suggested_team_prompt(s, project)
+        if not project.team_prompt:
+            st.caption("No team prompt yet, so no +prompt system can answer" + (": the text below is a suggestion "
+                       "(the fact sheet), used once saved." if suggestion else "."))
         with st.form("team_prompt"):
-            team_prompt = st.text_area("Team prompt for +prompt systems", suggestion, height=200,
+            team_prompt = st.text_area("Team prompt for +prompt systems", suggestion, height=120,
                                        help="Empty: no +prompt systems. Suggested while unset: the fact sheet's "
                                             "text.")
             top_k = st.number_input("Passages per question for +rag systems", 1, 20, int(project.rag_top_k or 3))

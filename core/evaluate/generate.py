@@ -163,8 +163,7 @@ def generate_outputs(model, tokenizer, conversations: Sequence[list[dict]], deco
                      batch_size: int = 8, on_batch: Callable[[list[int], list[dict]], None] | None = None,
                      should_stop: Callable[[], bool] | None = None) -> list[dict | None]:
     """Generate an answer per conversation; returns ``{"text", "n_new_tokens", "seconds", "prompt_tokens"}`` in
-    input order
-    (None for any left undone because ``should_stop`` said so).
+    input order (None for any left undone because ``should_stop`` said so).
 
     Batches hold prompts of similar length (sorted, longest first) and are padded on the left, so every
     answer starts right after its prompt. ``on_batch(indices, results)`` is called as each batch finishes.

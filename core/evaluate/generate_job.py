@@ -31,9 +31,9 @@ from core.evaluate.generate import generate_outputs, job_chain, reference_nll
 from core.evaluate.generate_config import GenerateConfig
 from core.evaluate.stats import perplexity
 from core.evaluate.systems import BASE, parse_system
-from core.systems import SystemKey
 from core.jobs import rundir
 from core.jobs.worker import JobContext, StopFlag, out_of_memory, run_worker, worker_main
+from core.systems import SystemKey
 from storage.db import retry_busy, session_scope
 from storage.models import EvalSet, Job, Output, Project, utcnow
 
