@@ -9,7 +9,8 @@ Overpayments are refunded within 10 working days to the card you used.
 Report a power cut by calling 105. Gas emergencies: 0800 111 999, day and night.
 """
 TEAM_PROMPT = "You answer for Brightwater Energy. Never guess a phone number."
-QUESTION = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How long does a refund take?"}]
+QUESTION = [{"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "How long does my refund take?"}]
 
 
 def ready(session, project, users, team_prompt: str = TEAM_PROMPT, top_k: int = 1):

@@ -29,7 +29,7 @@ def test_rag_variant_gives_the_passages_search_returns_with_their_names(session,
 
     project = ready(session, project, users, top_k=1)
     sent = augment(session, project, "base+rag", QUESTION)
-    hits = search(session, project, "How long does a refund take?", k=1)
+    hits = search(session, project, "How long does my refund take?", k=1)
     assert [(c["document"], c["chunk"], c["text"]) for c in sent.context] == \
         [(h.document, h.ordinal, h.text) for h in hits]
     assert "refunded within 10 working days" in sent.context[0]["text"]

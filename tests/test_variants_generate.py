@@ -15,7 +15,7 @@ from storage.models import Job, Output, Project
 from tests.fixtures_variants import ready
 from tests.helpers import fill_score_sheet, full_scores, page, rendered_text
 
-QUESTIONS = ["How long does a refund take?", "Who do I call about a power cut?", "Hi"]
+QUESTIONS = ["How long does my refund take?", "Who do I call about a power cut?", "Hi"]
 SECRET = "Refunds reach the card within 10 working days (internal passage 7731)."
 
 
@@ -148,7 +148,7 @@ def test_serve_model_answers_a_rag_key_with_the_passages_in_its_prompt(session, 
     from tests.fixtures_serve import SERVING_RE, post, serve_model
 
     project = ready(session, project, users)
-    question = [{"role": "user", "content": "How long does a refund take?"}]
+    question = [{"role": "user", "content": "How long does my refund take?"}]
     proc, url, lines = serve_model(workspace, f"base:{tiny_model}+rag", "--port", "0", "--idle-timeout", "600")
     try:
         served = next(m.group(2) for m in map(SERVING_RE.search, lines) if m)
@@ -174,7 +174,7 @@ def test_playground_shows_the_passages_beside_a_rag_answer(session, project, use
               "first_token_s": 0.2, "finish": "stop", "context": [chunk]}
     at = page("playground.py", users["engineer"])
     state = dict(pg_project=project.id, pg_chat_no=0, pg_outbox=None, pg_streaming=None,
-                 pg_chats={0: [{"role": "user", "content": "How long does a refund take?"}, answer], 1: []})
+                 pg_chats={0: [{"role": "user", "content": "How long does my refund take?"}, answer], 1: []})
     for key, value in state.items():
         at.session_state[key] = value
     at.run()

@@ -40,11 +40,11 @@ def check_variant(session: Session, project: Project, key: str) -> SystemKey:
     prompt, ``+rag`` without documents."""
     found = SystemKey.parse(key)
     if found.variant == PROMPT and not (project.team_prompt or "").strip():
-        raise InvalidInput(f"{key} answers with the team prompt, and this project has none yet: write it on the "
-                           "Documents page (Team prompt for +prompt systems).")
+        raise InvalidInput(f"{key} answers with the team prompt, and this project has no team prompt yet: write it "
+                           "on the Documents page (Team prompt for +prompt systems).")
     if found.variant == RAG and not list_documents(session, project):
-        raise InvalidInput(f"{key} answers with retrieved documents, and this project has none yet: upload them "
-                           "on the Documents page.")
+        raise InvalidInput(f"{key} answers with retrieved documents, and this project has no documents yet: "
+                           "upload them on the Documents page.")
     return found
 
 
