@@ -12,7 +12,7 @@ import pytest
 from sqlmodel import select
 
 from storage.models import Job, Output, Project
-from tests.fixtures_variants import ready
+from tests.fixtures_variants import TEAM_PROMPT, ready
 from tests.helpers import fill_score_sheet, full_scores, page, rendered_text
 
 QUESTIONS = ["How long does my refund take?", "Who do I call about a power cut?", "Hi"]
@@ -58,18 +58,19 @@ def test_generation_job_answers_with_variants_storing_passages_and_prompt_tokens
         question = prompt.messages[-1]["content"]
         for system in systems:
             out = outputs[(prompt.id, system)]
-            sent = augment(session, project, system, prompt.messages).messages
-            tokens = len(tokenizer(prompt_texts(tokenizer, [sent])[0], add_special_tokens=False)["input_ids"])
+            text = prompt_texts(tokenizer, [augment(session, project, system, prompt.messages).messages])[0]
+            tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
             assert out.prompt_tokens == tokens, (system, question)  # the prompt actually sent, counted
+            assert (TEAM_PROMPT in text) == (system == "base+prompt")
             assert out.seconds > 0
         hits = search(session, project, question, k=2)
         assert outputs[(prompt.id, "base+rag")].context == [
             {"document": h.document, "version": h.version, "chunk": h.ordinal, "heading": h.heading, "text": h.text}
             for h in hits]
         assert outputs[(prompt.id, "base")].context == [] and outputs[(prompt.id, "base+prompt")].context == []
-        assert outputs[(prompt.id, "base+prompt")].prompt_tokens > outputs[(prompt.id, "base")].prompt_tokens
-    refund = next(p for p in outputs.values() if p.system == "base+rag" and p.context)
-    assert any("refunded within 10 working days" in c["text"] for c in refund.context)
+        assert outputs[(prompt.id, "base+prompt")].prompt_tokens != outputs[(prompt.id, "base")].prompt_tokens
+    first = eval_prompts(session, es.id)[0]  # "How long does my refund take?"
+    assert any("refunded within 10 working days" in c["text"] for c in outputs[(first.id, "base+rag")].context)
 
 
 def _variant_outputs(session, project, users):
