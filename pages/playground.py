@@ -30,7 +30,7 @@ if st.session_state.get("pg_project") != project.id:  # a chat belongs to one pr
 chats = st.session_state["pg_chats"]
 
 with db() as s:
-    options = run_action(systems, s, user, project.id) or []
+    options = run_action(systems, s, user, project.id, variants=True) or []
 labels = {o.key: o.label for o in options}
 keys = list(labels)
 

@@ -108,10 +108,11 @@ def test_playground_offers_the_variants_and_sends_the_plain_system_the_passages(
     from core.ship.playground import chat_request, systems
 
     project = ready(session, project, users)
-    keys = [s.key for s in systems(session, users["engineer"], project.id)]
+    keys = [s.key for s in systems(session, users["engineer"], project.id, variants=True)]
     base = keys[0]
     assert keys[:3] == [base, f"{base}+prompt", f"{base}+rag"]
-    labels = {s.key: s.label for s in systems(session, users["engineer"], project.id)}
+    labels = {s.key: s.label for s in systems(session, users["engineer"], project.id, variants=True)}
+    assert [s.key for s in systems(session, users["engineer"], project.id)] == [base]  # the Pilot page's list
     assert labels[f"{base}+rag"] == labels[base] + ", with retrieved documents"
     asked, sent = chat_request(session, project, f"{base}+rag", "Be brief.", [QUESTION[1]])
     assert asked == base  # the same model, loaded once for both

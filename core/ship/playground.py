@@ -25,12 +25,14 @@ from storage.models import Example, JobStatus, Project, User
 SOURCE = "playground"
 
 
-def systems(session: Session, user: User, project_id: int) -> list[Servable]:
-    """The systems of a project the Playground offers: base models, succeeded runs, merged exports, each plain and
-    then with the team prompt (``+prompt``) and with retrieved passages (``+rag``)."""
+def systems(session: Session, user: User, project_id: int, *, variants: bool = False) -> list[Servable]:
+    """The systems of a project the Playground offers: base models, succeeded runs, merged exports; with
+    ``variants`` each also with the team prompt (``+prompt``) and with retrieved passages (``+rag``), after it (a
+    pilot serves a system itself)."""
     require(user, "evaluate")
+    extra = list(VARIANTS.items()) if variants else []
     return [replace(s, key=f"{s.key}+{variant}", label=f"{s.label}, {words}") if variant else s
-            for s in project_systems(session, project_id) for variant, words in [("", "")] + list(VARIANTS.items())]
+            for s in project_systems(session, project_id) for variant, words in [("", "")] + extra]
 
 
 def waiting_text(session: Session, job_id: int) -> str:
