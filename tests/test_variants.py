@@ -142,3 +142,21 @@ def test_serve_model_gives_each_chat_request_of_a_variant_its_messages(session, 
     assert "refunded within 10 working days" in pinned["messages"][0]["content"]
     plain = {"model": "base", "messages": [QUESTION[1]]}
     assert chat_rewriter("", project.id)(plain) is plain
+
+
+def test_the_command_line_shows_and_sets_the_team_prompt_and_top_k(tmp_path):
+    import json
+
+    from tests.helpers import cli
+
+    ws = tmp_path / "ws"
+    assert cli(ws, "init", "--no-demo").returncode == 0
+    assert cli(ws, "projects", "--create", "docs").returncode == 0
+    shown = cli(ws, "docs", "prompt", "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == {"project": "docs", "team_prompt": "", "rag_top_k": 3}
+    (tmp_path / "sheet.md").write_text("Call 105 for a power cut.\n")
+    done = json.loads(cli(ws, "docs", "prompt", "--file", str(tmp_path / "sheet.md"), "--top-k", "4", "--json").stdout)
+    assert done == {"project": "docs", "team_prompt": "Call 105 for a power cut.", "rag_top_k": 4}
+    refused = cli(ws, "docs", "prompt", "--top-k", "50")
+    assert refused.returncode == 1 and "between 1 and 20" in refused.stderr
