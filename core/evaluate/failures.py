@@ -268,4 +268,4 @@ def run_choices(session: Session, user: User, eval_set_id: int) -> list[str]:
     """The runs with outputs in this eval set (what failures can be sent for), in system order."""
     require(user, "evaluate")
     systems = {system for _, system in latest_outputs(session, eval_set_id)}
-    return sorted((s for s in systems if s != BASE), key=lambda s: parse_system(s)[1] or 0)
+    return sorted((s for s in systems if parse_system(s)[0] != BASE), key=lambda s: (parse_system(s)[1] or 0, s))
