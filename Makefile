@@ -49,7 +49,7 @@ run: install
 test: install test-deps
 	$(BIN)/python -m pytest -q
 
-# The edit loop: everything but real training/generation/export (slow) and the browser (e2e).
+# The edit loop: everything but the slow tests (a real model or job, a CLI process, a real timeout) and the browser.
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow and not e2e"
 

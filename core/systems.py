@@ -66,6 +66,11 @@ class SystemKey:
         return self.ref if self.kind in JOB_KINDS and isinstance(self.ref, int) else None
 
     @property
+    def plain(self) -> "SystemKey":
+        """The system itself without its variant: ``run:3+rag`` -> ``run:3`` (the model a variant loads)."""
+        return SystemKey(self.kind, self.ref) if self.variant else self
+
+    @property
     def base_model(self) -> str | None:
         """The model a ``base:<model>`` key names; None for plain ``base`` and for runs and exports."""
         return self.ref if self.kind == BASE and isinstance(self.ref, str) else None

@@ -6,6 +6,7 @@ from core.accounts import can
 from core.curate.docparse import KIND_WORDS, KINDS
 from core.curate.documents import add_document, chunks_of, delete_document, list_documents, search, versions_of
 from core.errors import StudioError
+from core.evaluate.augment import set_team_prompt, suggested_team_prompt
 from core.evaluate.docdrafts import chunk_sources, generated_drafts_jobs, launch_generated_drafts, \
     resume_generated_drafts
 from core.evaluate.systems import available_systems
@@ -48,6 +49,28 @@ if query.strip():
                      column_config={"text": st.column_config.TextColumn(width="large")})
     else:
         st.caption("No passage matches any word of the search.")
+
+if can(user, "evaluate"):
+    with st.container(border=True):  # not an expander: those are the document's passages below
+        st.markdown("**Prompted and +RAG systems**")
+        st.caption("Generate and the Playground offer every system also as +prompt (the team prompt below as its "
+                   "system prompt) and +rag (the passages that best match each question, from these documents). "
+                   "An example's own system prompt follows either.")
+        with db() as s:
+            suggestion = project.team_prompt or suggested_team_prompt(s, project)
+        if not project.team_prompt:
+            st.caption("No team prompt yet, so no +prompt system can answer" + (": the text below is a suggestion "
+                       "(the fact sheet), used once saved." if suggestion else "."))
+        with st.form("team_prompt"):
+            team_prompt = st.text_area("Team prompt for +prompt systems", suggestion, height=120,
+                                       help="Empty: no +prompt systems. Suggested while unset: the fact sheet's "
+                                            "text.")
+            top_k = st.number_input("Passages per question for +rag systems", 1, 20, int(project.rag_top_k or 3))
+            if st.form_submit_button("Save"):
+                with db() as s:
+                    if run_action(set_team_prompt, s, user, project, team_prompt=team_prompt, rag_top_k=int(top_k),
+                                  success="Saved the team prompt and passages per question.") is not None:
+                        st.rerun()
 
 if not docs:
     st.info("No documents yet. Add the FAQ, policies or fact sheets your answers must agree with.")

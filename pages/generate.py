@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core.curate.datasets import list_versions
+from core.evaluate.augment import retrieved_answers
 from core.evaluate.checks import LIST_SEPARATOR, Check, split_terms
 from core.evaluate.checkstore import (apply_fact_checks, export_prompts, prompts_with_checks, set_project_facts,
                                       set_prompt_checks)
@@ -28,7 +29,7 @@ st.title("Generate")
 
 with db() as s:
     sets = list_eval_sets(s, user, project.id)
-    systems = available_systems(s, user, project.id)
+    systems = available_systems(s, user, project.id, variants=True)
     versions = list_versions(s, project)
     names_of = system_labels(s, {k for r in sets for k in r["systems"]})
 
@@ -182,8 +183,10 @@ else:
               for row in systems}
     chosen = st.multiselect("Systems", list(labels), default=default_systems(systems), format_func=labels.get,
                             key="gen_systems",
-                            help="The base model and finished training runs; each run's adapter is switched on one "
-                                 "loaded copy of its base model. Preselected: the base model and the newest run.")
+                            help="The base model and finished training runs, each also with the team prompt "
+                                 "(+prompt) or with passages retrieved from the documents (+rag; both set on the "
+                                 "Documents page); each run's adapter is switched on one loaded copy of its base "
+                                 "model. Preselected: the base model and the newest run.")
     # The decoding starts as that of the answers already in the eval set, which the new ones are compared with.
     with db() as s:
         like = comparison_decoding(s, es_id)
@@ -226,6 +229,28 @@ else:
             # A toast, not a box: "running" is true for a moment only; the live list below carries on.
             flash(f"Generation job {job.id} {'started' if job.status == JobStatus.running.value else 'queued'}.")
             st.rerun()
+
+
+# ---------------------------------------------------------------- +rag answers and their passages (never on Compare)
+if sets:
+    with db() as s:
+        retrieved = run_action(retrieved_answers, s, user, es_id) or []
+        rag_names = system_labels(s, {r["system"] for r in retrieved})
+    if retrieved:
+        with st.expander(f"Passages given to +rag systems ({len(retrieved)} answers in this eval set)"):
+            st.caption("What each +rag answer was given, retrieved from the documents for its question. Blind "
+                       "reviewers never see these on the Compare page.")
+            pick = st.selectbox("Answer", range(len(retrieved)), key="gen_rag_answer",
+                                format_func=lambda i: f"#{retrieved[i]['position'] + 1} · "
+                                                      f"{rag_names[retrieved[i]['system']]}")
+            row = retrieved[pick]
+            st.text(f"Question: {row['question']}")
+            st.text(f"Answer ({row['prompt_tokens']} prompt tokens): {row['answer']}")
+            for i, chunk in enumerate(row["context"], 1):
+                st.text(f"[{i}] {chunk['document']} (version {chunk['version']}) §{chunk['chunk']}"
+                        + (f" — {chunk['heading']}" if chunk.get("heading") else "") + f"\n{chunk['text']}")
+            if not row["context"]:
+                st.caption("No passage matched this question: the answer was asked without context.")
 
 
 # ---------------------------------------------------------------- jobs, live

@@ -1,4 +1,5 @@
-"""Playground: talk to a base model, a finished run or a merged export, or to two side by side (engineers and up).
+"""Playground: talk to a base model, a finished run or a merged export, plain or with the team prompt (+prompt) or
+retrieved passages (+rag), or to two side by side (engineers and up).
 
 The page loads no model: it talks to the workspace's local OpenAI-compatible endpoint (a serving job, started with
 the first message and ended by itself when idle) and streams each answer in as it is generated. Answers are shown
@@ -13,8 +14,9 @@ import streamlit as st
 from core.errors import StudioError
 from core.evaluate.generate_config import Decoding
 from core.ship import client
-from core.ship.playground import chat_messages, save_exchange, systems, waiting_text
+from core.ship.playground import chat_request, save_exchange, systems, waiting_text
 from core.ship.serving import DEFAULT_IDLE_S, find_playground_server, playground_server, server_status, stop_server
+from core.systems import SystemKey
 from storage.models import JobStatus
 from ui.frame import db, flash, live_fragment, md_literal, require_page, require_project, run_action
 
@@ -28,7 +30,7 @@ if st.session_state.get("pg_project") != project.id:  # a chat belongs to one pr
 chats = st.session_state["pg_chats"]
 
 with db() as s:
-    options = run_action(systems, s, user, project.id) or []
+    options = run_action(systems, s, user, project.id, variants=True) or []
 labels = {o.key: o.label for o in options}
 keys = list(labels)
 
@@ -36,7 +38,8 @@ c1, c2, c3 = st.columns([1, 2, 2])
 side_by_side = c1.radio("Systems", ["One", "Side by side"], key="pg_mode") == "Side by side"
 panes = [c2.selectbox("System", keys, format_func=labels.get, key="pg_sys_0")]
 if side_by_side:
-    panes.append(c3.selectbox("Second system", keys, index=min(1, len(keys) - 1), format_func=labels.get,
+    plain = [i for i, k in enumerate(keys) if not SystemKey.parse(k).variant]  # the second plain system, if any
+    panes.append(c3.selectbox("Second system", keys, index=plain[1] if len(plain) > 1 else 0, format_func=labels.get,
                               key="pg_sys_1"))
 
 with st.expander("System prompt and decoding"):
@@ -71,7 +74,8 @@ def finished(state: dict) -> dict:
     return {"role": "assistant", "content": answer.text, "system": state["system"], "label": state["label"],
             "system_prompt": state["system_prompt"], "decoding": state["decoding"],
             "tokens": answer.completion_tokens, "tokens_per_s": answer.tokens_per_s,
-            "first_token_s": answer.first_token_s, "finish": answer.finish_reason, "error": state.get("error")}
+            "first_token_s": answer.first_token_s, "finish": answer.finish_reason, "error": state.get("error"),
+            "context": state.get("context") or []}
 
 
 # A Stop (or any click) during streaming ends that run: keep what had arrived, marked as stopped.
@@ -130,6 +134,11 @@ for pane, key in enumerate(panes):
                     if msg.get("error"):
                         st.error(md_literal(msg["error"]))
                     st.caption(stats_line(msg))
+                    if msg.get("context"):
+                        with st.expander(f"Passages given ({len(msg['context'])})"):
+                            for n, chunk in enumerate(msg["context"], 1):
+                                st.text(f"[{n}] {chunk['document']} §{chunk['chunk']} {chunk['heading']}\n"
+                                        f"{chunk['text']}")
                     if msg["content"].strip():
                         save_box(pane, i, msg)
 
@@ -157,23 +166,25 @@ def wait_for_endpoint(job_id: int) -> None:
         st.error("The model endpoint stopped: " + md_literal(((job.error or job.status).splitlines() or [""])[0]))
 
 
-def stream(url: str, targets: list[str]) -> None:
-    """Send the chat to each pane's system at once and stream the answers in; a rerun (Stop) ends it."""
+def stream(url: str, targets: list[str], requests: dict) -> None:
+    """Send the chat to each pane's system at once and stream the answers in; a rerun (Stop) ends it.
+    ``requests``: pane -> (the plain system asked, core.evaluate.augment.Augmented: messages and passages)."""
     pieces: queue.Queue = queue.Queue()
     cancel = threading.Event()
     states = {}
     holders = {}
     for pane, key in enumerate(targets):
         states[pane] = {"answer": client.Answer(), "system": key, "label": labels.get(key, key),
-                        "system_prompt": system_prompt, "decoding": asdict(decoding)}
+                        "system_prompt": system_prompt, "decoding": asdict(decoding),
+                        "context": requests[pane][1].context}
         with columns[pane], st.chat_message("assistant"):
             holders[pane] = st.empty()
     st.session_state["pg_streaming"] = states
 
     def read(pane: int) -> None:
         state = states[pane]
-        gen = client.stream_answer(url, state["system"], chat_messages(system_prompt, chats[pane]), decoding,
-                                   state["answer"])
+        asked, sent = requests[pane]
+        gen = client.stream_answer(url, asked, sent.messages, decoding, state["answer"])
         try:
             for _ in gen:
                 pieces.put(pane)
@@ -218,14 +229,17 @@ if targets:
     if endpoint and client.health(endpoint["url"]):
         st.button("Stop", icon=":material/stop_circle:", key="pg_stop", help="Stop the answers; keep what arrived.")
         try:
+            with db() as s:  # +prompt / +rag: the plain system, sent the team prompt or the retrieved passages
+                requests = {pane: chat_request(s, project, key, system_prompt, chats[pane])
+                            for pane, key in enumerate(targets)}
             with st.spinner("Loading the model..."):
-                for key in dict.fromkeys(targets):
+                for key in dict.fromkeys(asked for asked, _ in requests.values()):
                     client.load(endpoint["url"], key)
         except StudioError as err:
             st.session_state["pg_outbox"] = None
             st.error(md_literal(str(err)))
             st.stop()
-        stream(endpoint["url"], targets)
+        stream(endpoint["url"], targets, requests)
     elif job is not None and job.status in (JobStatus.queued.value, JobStatus.running.value):
         wait_for_endpoint(job.id)
     elif job is not None:

@@ -296,7 +296,7 @@ else:
         batch = c3.number_input("Batch size", 1, 512, base.per_device_batch_size, key=k + "batch",
                                 help=DOCS["per_device_batch_size"])
         c1, c2, c3 = st.columns(3)
-        auto_len = c1.checkbox("Max length from the data", base.max_length is None, key=k + "autolen",
+        auto_len = c1.checkbox("Length from data", base.max_length is None, key=k + "autolen",
                                help=DOCS["max_length"])
         max_length = None if auto_len else int(c1.number_input("Max length (tokens)", 16, 131072,
                                                                base.max_length or 512, step=64, key=k + "len"))

@@ -26,7 +26,8 @@ os.environ.setdefault("FINETUNE_STUDIO_BOOTSTRAP_ROUNDS", "50")
 
 # tiny_model: a small random Llama with the embedded tokenizer; serve: serve-model on a model folder;
 # slurm_cluster: a real Slurm (controller and two nodes) on localhost; postgres_url: a throwaway PostgreSQL
-pytest_plugins = ["tests.fixtures_models", "tests.fixtures_serve", "tests.fixtures_slurm", "tests.fixtures_postgres"]
+pytest_plugins = ["tests.fixtures_models", "tests.fixtures_serve", "tests.fixtures_slurm", "tests.fixtures_postgres",
+                  "tests.fixtures_judges"]
 
 from tests.helpers import PASSWORD, studio_home  # noqa: E402
 ROLES = ("engineer", "reviewer", "annotator")

@@ -1,5 +1,6 @@
 """A real Slurm cluster on localhost for the Slurm target's tests: munge with its own key and socket, slurmctld and
-two slurmd nodes (n1, n2) on 127.0.0.1 with distinct ports, every state file in a temporary folder.
+two slurmd nodes (n1, n2) on 127.0.0.1 with distinct ports, every state file in a temporary folder. The nodes are
+in partition ``debug`` (the default) and in ``closed``, which is down: a job sent there waits (PartitionDown).
 
 Debian's slurm-wlm (22.05) and munge provide the daemons (`make test` installs them, as root). The cluster uses
 proctrack/linuxproc and no cgroups, so it runs inside a container; SLURM_CONF points the client commands at it.
@@ -21,6 +22,7 @@ from tests.helpers import wait_until
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel", "sinfo")
 NODES = ("n1", "n2")
 CPUS_PER_NODE = 2
+CLOSED = "closed"  # the partition that is down
 
 
 def free_ports(n: int) -> list[int]:
@@ -61,6 +63,8 @@ def slurm_conf(folder: Path, ports: list[int]) -> str:
         lines.append(f"NodeName={name} NodeAddr=127.0.0.1 NodeHostname=localhost Port={port} "
                      f"CPUs={CPUS_PER_NODE} State=UNKNOWN")
     lines.append(f"PartitionName=debug Nodes={','.join(NODES)} Default=YES MaxTime=INFINITE State=UP")
+    # A partition that takes jobs but never starts them (State=DOWN): a run there waits with Slurm's PartitionDown.
+    lines.append(f"PartitionName={CLOSED} Nodes={','.join(NODES)} Default=NO MaxTime=INFINITE State=DOWN")
     return "\n".join(lines) + "\n"
 
 

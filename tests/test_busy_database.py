@@ -158,6 +158,7 @@ def test_a_full_disk_is_a_clear_message(session, users, project, workspace):
                 {"role": "user", "content": "Big?"}, {"role": "assistant", "content": "x " * 400_000}])
 
 
+@pytest.mark.slow
 def test_the_cli_says_the_database_is_busy_in_one_line(users, project, workspace):
     from tests.helpers import cli
 

@@ -258,6 +258,7 @@ def test_results_show_pass_rates_and_the_failing_answers(session, project, users
     assert "Automatic checks" in report_markdown(res) and "3/4 = 0.75" in report_markdown(res)
 
 
+@pytest.mark.slow
 def test_cli_results_json_includes_the_checks(workspace, session, project, users):
     from tests.helpers import cli
 

@@ -1,9 +1,12 @@
 """The command line: same core actions and role checks as the pages, text or --json, honest exit codes."""
 import json
 
+import pytest
+
 from tests.helpers import cli
 
 
+@pytest.mark.slow
 def test_init_prints_the_admin_password_once_then_users(tmp_path):
     ws = tmp_path / "ws"
     first = cli(ws, "init", "--no-demo")
@@ -24,6 +27,7 @@ def test_init_prints_the_admin_password_once_then_users(tmp_path):
     assert promoted.returncode == 0 and "role: engineer" in promoted.stdout
 
 
+@pytest.mark.slow
 def test_refusals_are_one_line_and_non_zero(tmp_path):
     ws = tmp_path / "ws"
     assert cli(ws, "init", "--no-demo").returncode == 0

@@ -27,6 +27,7 @@ def _runs(ws) -> list:
     return json.loads(cli(ws, "runs", "--json").stdout)
 
 
+@pytest.mark.slow
 def test_set_refuses_what_it_cannot_take_in_one_line(session, users, project, workspace):
     version = make_dataset_version(session, project, users["engineer"], n_train=2, n_validation=1, name="v1")
     # A run's own key that --version also gives: before, a TypeError traceback ("multiple values").
@@ -46,6 +47,7 @@ def test_set_refuses_what_it_cannot_take_in_one_line(session, users, project, wo
     assert _runs(workspace) == []  # nothing was queued
 
 
+@pytest.mark.slow
 def test_a_base_model_without_chat_template_is_refused_at_launch(session, users, project, workspace, tiny_model,
                                                                 tmp_path):
     import shutil

@@ -96,6 +96,7 @@ def test_created_example_flags_near_duplicate(session, project, users):
     assert any("Near duplicate of example #%d" % first.id in h.text for h in hints)
 
 
+@pytest.mark.slow
 def test_queue_keyset_pagination_at_100k(session, project, users):
     rows = [{"project_id": project.id, "system": "", "turns": PAIR, "input": "", "tags": ["t%d" % (i % 7)],
              "note": "", "status": ("draft", "submitted", "approved")[i % 3], "reject_reason": "",

@@ -149,6 +149,7 @@ def test_search_on_postgresql(postgres_url, tmp_path, monkeypatch):
         reset_engines()
 
 
+@pytest.mark.slow
 def test_the_command_line_adds_lists_searches_and_deletes_documents(tmp_path):
     import json
 

@@ -244,6 +244,7 @@ def test_exports_dpo_csv_and_report(session, project, users, reviewers, tmp_path
     assert "Leaderboard" in report and "secret-lora-0" in report and "Krippendorff" in report
 
 
+@pytest.mark.slow
 def test_cli_evalsets_results_and_export(workspace, session, project, users, reviewers, tmp_path):
     from tests.helpers import cli
 

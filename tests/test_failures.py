@@ -153,6 +153,7 @@ def test_bad_assignee_is_refused_and_nothing_is_sent(session, users, failing):
     assert sent_failures(session, users["engineer"], es.id)["total"] == 0
 
 
+@pytest.mark.slow
 def test_cli_send_failures(workspace, session, users, failing):
     from tests.helpers import cli
 

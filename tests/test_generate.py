@@ -13,6 +13,7 @@ from sqlmodel import select
 from core.errors import InvalidInput, PermissionDenied
 from storage.models import Job, JobStatus, Output
 from tests.fixtures_models import random_adapter as _adapter
+from tests.helpers import wait_for
 
 PROMPTS = [
     "My bill doubled this month, why?",
@@ -177,7 +178,6 @@ def test_launch_generation_checks_roles_and_runs(session, project, users, tiny_m
 @pytest.mark.slow
 def test_generation_job_runs_as_a_background_process(session, project, users, tiny_model, tmp_path):
     """End to end through the job queue: launch, the worker process generates, the row says succeeded."""
-    import time
 
     from core.evaluate.evalsets import latest_outputs
     from core.evaluate.generate import launch_generation
@@ -188,13 +188,7 @@ def test_generation_job_runs_as_a_background_process(session, project, users, ti
     job = launch_generation(session, eng, es.id, f"base,run:{run.id}", base_model=tiny_model,
                             decoding={"do_sample": True, "temperature": 0.8, "top_p": 0.9, "max_new_tokens": 8,
                                       "seed": 7})
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        session.expire_all()
-        job = session.get(Job, job.id)
-        if job.status not in ("queued", "running"):
-            break
-        time.sleep(0.5)
+    job = wait_for(session, job.id, timeout=240)
     log = (Path(job.run_dir) / "job.log").read_text() if job.run_dir else ""
     assert job.status == JobStatus.succeeded.value, job.error + log
     outs = latest_outputs(session, es.id)

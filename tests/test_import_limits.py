@@ -107,6 +107,7 @@ print(json.dumps({{"kept": kept, "growth": peak - before}}))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode,times", [("read", 4), ("import", 16)])
 def test_a_15_mb_element_in_a_json_array_costs_a_few_times_its_size(mode, times, tmp_path):
     """The element used to cost 1.9 GB (a backtracking regex stepping over it). Reading holds it about twice;

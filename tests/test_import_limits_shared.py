@@ -85,6 +85,7 @@ def test_read_rows_gives_raw_rows_with_lines_for_every_container(tmp_path):
     assert isinstance(next(iter(read_rows(b"{oops\n", "x.jsonl"))), Rejected)
 
 
+@pytest.mark.slow
 def test_cli_refuses_deep_files_in_one_line_and_keeps_what_was_saved(workspace, session, project, users, tmp_path):
     eng = users["engineer"]
     kept = create_eval_set_from_file(session, eng, project.id, "kept", PROMPT.encode(), "p.jsonl")

@@ -102,6 +102,7 @@ def test_import_page_refuses_server_files_outside_the_roots(session, users, proj
     assert _examples(session, project) == 1
 
 
+@pytest.mark.slow
 def test_cli_import_is_not_bound_by_the_web_rule(users, project, default_roots, workspace, tmp_path):
     """The CLI's user is the OS user: it reads what the OS lets it read (tests/test_path_rules.py has the rest)."""
     from tests.helpers import cli

@@ -51,6 +51,7 @@ def test_a_body_that_returns_succeeds_with_its_result(session, project, users):
     assert row.pid == os.getpid() and row.finished_at is not None
 
 
+@pytest.mark.slow
 def test_a_body_that_raises_fails_with_the_error_and_the_traceback_in_the_log(session, project, users):
     job = _job(session, project, users, "raise")
     proc = _process(job)

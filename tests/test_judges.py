@@ -13,19 +13,14 @@ from sklearn.metrics import cohen_kappa_score
 from sqlmodel import select
 
 from core.errors import Conflict, InvalidInput, PermissionDenied
-from core.evaluate.evalsets import latest_outputs
 from core.evaluate.failures import send_failures
 from core.evaluate.judges import JudgeError, add_judge, check_judge, list_judges, remove_judge, set_trust_bar
 from core.evaluate.judgeresults import NOT_TRUSTED, judge_results
 from core.evaluate.judging import launch_judging
 from core.evaluate.review import scores_of
-from storage.models import Example, Judge, JudgeVerdict
-from tests.helpers import cli, make_outputs, score_all
-
-
-def _judge(session, users, **kw) -> Judge:
-    return add_judge(session, users["admin"], "local judge", "http://127.0.0.1:9/v1", "judge-model", "JUDGE_KEY_T",
-                     **kw)
+from storage.models import Example
+from tests.fixtures_judges import add_test_judge as _judge
+from tests.helpers import cli, make_outputs
 
 
 def test_only_admins_register_judges_and_the_key_is_never_stored(session, users, monkeypatch):
@@ -50,41 +45,6 @@ def test_only_admins_register_judges_and_the_key_is_never_stored(session, users,
     with pytest.raises(InvalidInput, match="between -1 and 1"):
         set_trust_bar(session, users["admin"], judge.id, min_kappa=2, min_items=5)
     assert remove_judge(session, users["admin"], "local judge") == {"removed": "local judge", "verdicts_removed": 0}
-
-
-def _verdict(session, judge, es, outputs, prompt_id, a, b="", *, verdict=None, score=None, criterion=""):
-    session.add(JudgeVerdict(judge_id=judge.id, eval_set_id=es.id, prompt_id=prompt_id,
-                             mode="rubric" if not b else "pairwise", criterion=criterion, system_a=a, system_b=b,
-                             output_a_id=outputs[(prompt_id, a)].id, output_b_id=outputs[(prompt_id, b)].id if b else 0,
-                             raw=f"answer {verdict or score}", verdict=verdict, score=score))
-
-
-@pytest.fixture
-def judged(session, project, users, reviewers):
-    """Six prompts, base against a run, scored by three reviewers, and a judge's verdicts on them: run wins on
-    prompts 0-3 in both orders, a flip on prompt 4 (A both times), an unparseable answer on prompt 5; accuracy
-    grades on every answer, one unparseable."""
-    es, systems = make_outputs(session, project, users["engineer"], n_prompts=6, runs=1, k=3)
-    base, run = systems
-    score_all(session, es, reviewers, prefer_run=False, vary=lambda r, p: (p + r) % 3 - 1)
-    judge = _judge(session, users, min_items=4)
-    outputs = latest_outputs(session, es.id)
-    prompt_ids = sorted({p for p, _ in outputs})
-    for i, pid in enumerate(prompt_ids):
-        if i < 4:
-            _verdict(session, judge, es, outputs, pid, base, run, verdict="B")
-            _verdict(session, judge, es, outputs, pid, run, base, verdict="A")
-        elif i == 4:
-            _verdict(session, judge, es, outputs, pid, base, run, verdict="A")
-            _verdict(session, judge, es, outputs, pid, run, base, verdict="A")
-        else:
-            _verdict(session, judge, es, outputs, pid, base, run, verdict=None)
-            _verdict(session, judge, es, outputs, pid, run, base, verdict="A")
-        for system, grade in ((base, 1 + i % 3), (run, 5 - i % 2)):
-            _verdict(session, judge, es, outputs, pid, system, criterion="accuracy",
-                     score=None if (i, system) == (5, base) else grade)
-    session.commit()
-    return es, judge, base, run, prompt_ids
 
 
 def test_the_judges_figures_follow_the_both_orders_rule(session, users, judged):
@@ -172,6 +132,7 @@ def test_a_judge_job_needs_something_to_judge(session, users, project):
         launch_judging(session, users["reviewer"], es.id, judge.id)
 
 
+@pytest.mark.slow
 def test_the_command_line_registers_checks_and_removes_judges(workspace, users):
     added = cli(workspace, "judges", "add", "cli judge", "http://127.0.0.1:9/v1", "--model", "m",
                 "--api-key-env", "CLI_JUDGE_KEY", "--min-items", "10", "--json")

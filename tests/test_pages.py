@@ -37,6 +37,7 @@ def test_page_renders_for_each_role(demo, users, role, spec):
         assert not at.button and not at.text_input and not at.text_area
 
 
+@pytest.mark.slow
 def test_pages_require_a_login(demo):
     for spec in PAGES:
         at = AppTest.from_file(str(ROOT / spec.path), default_timeout=60)

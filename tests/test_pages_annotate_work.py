@@ -58,6 +58,7 @@ def fresh_counter(monkeypatch):
     release.set()
 
 
+@pytest.mark.slow
 def test_the_editor_is_there_while_the_tokenizer_loads_then_the_count_is_exact(session, users, project,
                                                                                fresh_counter):
     a, _, _ = drafts(session, users, project)

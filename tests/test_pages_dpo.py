@@ -89,6 +89,7 @@ def test_results_freezes_votes_and_shows_disagreement(session, users, project, r
     assert list(table["pairs"]) == [4] and "4 pairs from 4 voted items" in table["from"][0]
 
 
+@pytest.mark.slow
 def test_train_form_refuses_dpo_pairs_that_repeat_another_eval_set_until_excluded(session, users, project, tiny_model,
                                                                                   tmp_path):
     from core.evaluate.evalsets import create_eval_set_from_file

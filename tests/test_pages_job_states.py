@@ -48,6 +48,7 @@ def busy(session, project, users):
                       metrics=[{"step": 1, "total_steps": 9, "loss": 2.0}])
 
 
+@pytest.mark.slow
 def test_resume_is_not_offered_while_the_run_is_being_resumed_even_through_a_chain(session, users, project, busy):
     from core.train.runs import resume_run
 

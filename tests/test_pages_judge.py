@@ -6,8 +6,8 @@ from __future__ import annotations
 from sqlmodel import select
 
 from storage.models import Judge
+from tests.fixtures_jobs import add_job, live_process
 from tests.helpers import page, rendered_text
-from tests.test_judges import judged  # noqa: F401 - the fixture: an eval set scored by reviewers and a judge
 
 
 KEYS = {"Name": "judge_name", "Base URL": "judge_url", "Model": "judge_model",
@@ -44,7 +44,7 @@ def test_an_admin_registers_and_checks_a_judge(session, users, project):
     assert any("did not answer" in e.value for e in at.error)
 
 
-def test_results_show_the_judge_apart_and_not_yet_trusted(session, users, judged):  # noqa: F811
+def test_results_show_the_judge_apart_and_not_yet_trusted(session, users, judged):
     at = page("results.py", users["engineer"])
     at.run(timeout=120)
     assert not at.exception
@@ -57,3 +57,24 @@ def test_results_show_the_judge_apart_and_not_yet_trusted(session, users, judged
     by = next(s for s in at.selectbox if s.label == "Judged by")
     assert "judge local judge (not yet trusted)" in [by.format_func(o) for o in by.options] or \
         "judge local judge (not yet trusted)" in by.options
+
+
+def test_judge_jobs_use_the_one_cancel_resume_widget(session, users, project, judged):
+    # The judge section once drew its own buttons: Cancel stayed after a cancel was asked, and Resume was offered
+    # again for a judge job that a live job already continues (a second click made a second continuation).
+    from core.evaluate.judging import KIND, WORKER
+
+    es = judged[0]
+    with live_process() as proc:
+        failed = add_job(session, project, users["engineer"], kind=KIND, status="failed", error="Endpoint down.",
+                         eval_set_id=es.id, module=WORKER)
+        going = add_job(session, project, users["engineer"], kind=KIND, pid=proc.pid, resumed_from=failed.id,
+                        cancel_requested=True, eval_set_id=es.id, module=WORKER)
+        at = page("results.py", users["engineer"])
+        at.run(timeout=120)
+        assert not at.exception, [e.value for e in at.exception]
+        keys = [b.key for b in at.button]
+        assert f"resume_judge{failed.id}" not in keys and f"cancel_judge{going.id}" not in keys, keys
+        captions = [c.value for c in at.caption]
+        assert any(f"Job {failed.id} is being resumed as job {going.id}." in c for c in captions), captions
+        assert "Cancel requested." in captions

@@ -53,6 +53,7 @@ def test_datasets_page_reports_a_planted_leak_when_freezing(session, users, proj
     assert any("1 train/validation example(s) repeat an eval prompt" in w.value for w in at.warning)
 
 
+@pytest.mark.slow
 def test_train_page_shows_leaks_and_one_button_excludes_them(session, users, project, leaky, tiny_model):
     examples, es = leaky
     eng = users["engineer"]
@@ -83,6 +84,7 @@ def test_train_page_shows_leaks_and_one_button_excludes_them(session, users, pro
     assert launched.dataset_version_id == version.id and launched.config["exclude_example_ids"] == [examples[2].id]
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_leaky_run_and_exclude_leaked_launches_it(session, users, project, leaky, workspace):
     examples, _ = leaky
     eng = users["engineer"]

@@ -54,6 +54,7 @@ def test_panel_follows_the_run_just_started(session, users, project, tiny_model,
     assert "queued" in status_line(at)
 
 
+@pytest.mark.slow
 def test_resume_follows_the_new_run_and_a_second_click_is_refused(session, users, project, tiny_model, busy):
     version = make_dataset_version(session, project, users["engineer"], n_train=4, n_validation=1)
     old = add_job(session, project, users["engineer"], name="stopped", status="canceled",

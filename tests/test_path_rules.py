@@ -26,6 +26,7 @@ def roots(workspace, monkeypatch):
     return workspace / "imports"
 
 
+@pytest.mark.slow
 def test_every_cli_file_argument_reads_any_file_the_os_user_can_read(workspace, users, project, roots, tmp_path):
     home = tmp_path / "my data"  # outside every import folder, as a user's own files are
     home.mkdir()

@@ -162,6 +162,7 @@ def test_dpo_launch_checks(session, project, users, tmp_path):
         launch(session, eng, project.id, TrainConfig(**cfg, init_from_run=12345))
 
 
+@pytest.mark.slow
 def test_cli_prefs_import_list_freeze_and_dpo_launch_errors(workspace, session, project, users, reviewers,
                                                             tmp_path):
     from tests.helpers import cli

@@ -37,6 +37,7 @@ def test_two_qlora_steps_on_the_cpu_through_the_worker(session, users, project, 
     assert job.result["metrics"]["global_step"] == 2 and job.result["metrics"]["train_loss"] > 0
 
 
+@pytest.mark.slow
 def test_the_train_page_offers_qlora_on_a_cpu_with_a_speed_note(session, users, project):
     from core.train.hardware import detect
 

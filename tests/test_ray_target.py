@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 
 from core.jobs import rundir
-from core.jobs.queue import get_job, read_metrics, reconcile
+from core.jobs.queue import read_metrics, reconcile
 from core.jobs.targets.registry import add_target
 from storage.models import JobStatus
 from tests.fixtures_models import make_dataset_version
 from tests.fixtures_ray import RAY, SPARE, LocalRay, free_ports
-from tests.helpers import page, status_line, wait_for, wait_until
+from tests.fixtures_targets import (assert_continues, cancel_and_wait, cancel_on_page, checkpointed,
+                                    launch_from_page, resume_on_page)
+from tests.helpers import status_line, wait_for, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -44,44 +46,10 @@ def _ray_status(cluster: LocalRay, job) -> str:
     return JobSubmissionClient(cluster.address).get_job_status(job.external_id).value
 
 
-def _launch_from_page(session, users, tiny_model, nodes: int, steps: int, save_steps: int = 0,
-                      target: str = "ray-here"):
-    """Fill the Train page (tiny model, the Ray target, ``nodes`` nodes) and press Train; returns (page, job)."""
-    at = page("train.py", users["engineer"]).run()
-    at.radio(key="source").set_value("Local model folder").run()
-    at.text_input(key="model_path").input(str(tiny_model)).run()
-    at.checkbox(key="quick-autolen").uncheck().run()
-    at.number_input(key="quick-len").set_value(128).run()
-    at.number_input(key="quick-steps").set_value(steps).run()
-    at.number_input(key="quick-savesteps").set_value(save_steps).run()
-    at.selectbox(key="target").set_value(target).run()
-    at.number_input(key="nodes").set_value(nodes).run()
-    next(b for b in at.button if b.label == "Train").click().run()
-    assert not at.exception and not [e.value for e in at.error], [e.value for e in at.error]
-    job_id = at.selectbox(key="watch_select").value
-    return at, get_job(session, job_id)
-
-
-def _checkpointed(session, job):
-    reconcile(session)
-    session.refresh(job)
-    return job.status == JobStatus.running.value and rundir.last_complete_checkpoint(job.run_dir) is not None
-
-
-def _assert_continues(resumed, kept: int) -> None:
-    """The resumed run trains past step ``kept`` without starting over (its metrics carry the first run's steps up
-    to the checkpoint, then go on)."""
-    def trained() -> list[int]:
-        return [r["step"] for r in read_metrics(resumed) if r.get("loss") is not None]
-    wait_until(lambda: any(step > kept for step in trained()), 300, f"run {resumed.id} to pass step {kept}")
-    steps = trained()
-    assert steps == sorted(set(steps)), steps  # no second step 1: it continued
-
-
 def test_a_run_from_the_train_page_runs_on_two_ray_nodes_and_succeeds(session, users, project, tiny_model,
                                                                          ray_cluster, ray_target):
     make_dataset_version(session, project, users["engineer"], n_train=8, n_validation=1)
-    at, job = _launch_from_page(session, users, tiny_model, nodes=2, steps=3)
+    at, job = launch_from_page(session, users, tiny_model, "ray-here", nodes=2, steps=3)
     assert job.target_id == ray_target.id and job.external_id.startswith("raysubmit")
     assert (job.config["target"], job.config["nodes"], job.config["procs_per_node"]) == ("ray-here", 2, 1)
     assert "queued on the cluster" in status_line(at) or "running" in status_line(at)
@@ -99,24 +67,16 @@ def test_a_run_from_the_train_page_runs_on_two_ray_nodes_and_succeeds(session, u
 def test_cancel_on_the_page_stops_the_ray_job_and_resume_continues(session, users, project, tiny_model, ray_cluster,
                                                                    ray_target):
     make_dataset_version(session, project, users["engineer"], n_train=8, n_validation=1)
-    at, job = _launch_from_page(session, users, tiny_model, nodes=1, steps=400, save_steps=2)
-    wait_until(lambda: _checkpointed(session, job), 300, lambda: f"a checkpoint of run {job.id}")
-    at.run()
-    next(b for b in at.button if b.label == "Cancel").click().run()
-    canceled = wait_for(session, job.id, timeout=120)
+    at, job = launch_from_page(session, users, tiny_model, "ray-here", nodes=1, steps=400, save_steps=2)
+    wait_until(lambda: checkpointed(session, job), 300, lambda: f"a checkpoint of run {job.id}")
+    canceled = cancel_on_page(at, session, job)
     assert canceled.status == JobStatus.canceled.value, canceled.error
     wait_until(lambda: _ray_status(ray_cluster, job) in ("STOPPED", "SUCCEEDED", "FAILED"), 60, "the Ray job's end")
     assert _ray_status(ray_cluster, job) == "STOPPED"
-    kept = rundir.checkpoint_step(rundir.last_complete_checkpoint(job.run_dir))
-    at.run()
-    next(b for b in at.button if b.label == "Resume").click().run()
-    resumed = get_job(session, at.selectbox(key="watch_select").value)
-    assert resumed.resumed_from == job.id and resumed.target_id == ray_target.id and resumed.external_id
-    assert resumed.config["resume_from"].endswith(f"checkpoint-{kept}")
-    _assert_continues(resumed, kept)
-    from core.jobs.queue import cancel
-    cancel(session, users["engineer"], resumed.id)  # 400 steps are not the point: it continued
-    assert wait_for(session, resumed.id, timeout=120).status == JobStatus.canceled.value
+    resumed, kept = resume_on_page(at, session, canceled)
+    assert resumed.target_id == ray_target.id
+    assert_continues(resumed, kept)
+    cancel_and_wait(session, users["engineer"], resumed)  # 400 steps are not the point: it continued
 
 
 def test_a_ray_node_that_dies_fails_the_run_with_a_reason_and_resume_works(session, users, project, tiny_model,
@@ -125,20 +85,18 @@ def test_a_ray_node_that_dies_fails_the_run_with_a_reason_and_resume_works(sessi
     # The run's one rank on the second node (the only one with the custom resource), the node that is killed.
     add_target(session, users["admin"], "ray-spare", "ray", {"address": ray_cluster.address, "same_host": True,
                                                              "resources_per_node": {SPARE: 1}})
-    _, job = _launch_from_page(session, users, tiny_model, nodes=1, steps=400, save_steps=2, target="ray-spare")
-    wait_until(lambda: _checkpointed(session, job), 300, lambda: f"a checkpoint of run {job.id}")
+    _, job = launch_from_page(session, users, tiny_model, "ray-spare", nodes=1, steps=400, save_steps=2)
+    wait_until(lambda: checkpointed(session, job), 300, lambda: f"a checkpoint of run {job.id}")
     ray_cluster.kill_worker()
     failed = wait_for(session, job.id, timeout=180)
     assert failed.status == JobStatus.failed.value
     assert "The cluster job failed (FAILED: The run failed: node 0 was lost" in failed.error, failed.error
     ray_cluster.start_worker()
     wait_until(lambda: len(ray_cluster.alive_nodes()) == 2, 120, "the second node back")
-    from core.jobs.queue import cancel
     from core.train.runs import resume_run
     resumed = resume_run(session, users["engineer"], job.id)
-    _assert_continues(resumed, rundir.checkpoint_step(rundir.last_complete_checkpoint(job.run_dir)))
-    cancel(session, users["engineer"], resumed.id)
-    assert wait_for(session, resumed.id, timeout=120).status == JobStatus.canceled.value
+    assert_continues(resumed, rundir.checkpoint_step(rundir.last_complete_checkpoint(job.run_dir)))
+    cancel_and_wait(session, users["engineer"], resumed)
 
 
 def test_a_run_the_cluster_cannot_place_waits_with_its_reason_and_cancels(session, users, project, ray_cluster):

@@ -74,6 +74,7 @@ def test_job_lists_on_pages_hold_only_jobs_the_role_controls(session, users, pro
     assert len(list_jobs(session, project.id, user=users["engineer"])) == 3
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_an_annotator_the_eval_sets(session, users, project, workspace):
     from tests.helpers import cli
 

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ import requests
 from sqlmodel import Session, select
 
 from storage.models import Job
-from tests.helpers import ROOT
+from tests.helpers import ROOT, wait_until
 from tests.fixtures_serve import HELLO, WAIT_S, post as _post, serve_model as _serve_model
 
 KEY = "sk-test-7f3a9c1e5b2d4f60"
@@ -53,11 +52,9 @@ def _cli(workspace: Path, *args: str, timeout: float = 120) -> subprocess.Comple
 
 
 def _listening(lines: list[str]) -> str:
-    deadline = time.monotonic() + 30  # printed right after the serving line
-    while not any(line.startswith("listening on") for line in lines):
-        assert time.monotonic() < deadline, "".join(lines)
-        time.sleep(0.1)
-    return next(line for line in lines if line.startswith("listening on"))
+    # printed right after the serving line
+    return wait_until(lambda: next((line for line in lines if line.startswith("listening on")), None), 30,
+                      lambda: "the 'listening on' line:\n" + "".join(lines), interval=0.1)
 
 
 def _status(job_id: int) -> Job:
@@ -155,6 +152,7 @@ def test_malformed_bodies_are_400s_naming_the_field(serve, tiny_model):
     assert _post(url, "/chat/completions", {"messages": HELLO, "max_tokens": 3}).status_code == 200  # still serving
 
 
+@pytest.mark.slow
 def test_cancel_kills_a_job_that_ignores_sigterm_after_the_grace_period(session, users, project, monkeypatch):
     import psutil
 
@@ -164,16 +162,11 @@ def test_cancel_kills_a_job_that_ignores_sigterm_after_the_grace_period(session,
     job = submit(session, users["engineer"], project_id=project.id, kind="sleep", action="train", name="stubborn",
                  config={}, module="tests.stubborn_worker")
     log = log_path(job)
-    deadline = time.monotonic() + WAIT_S
-    while "ignoring SIGTERM" not in (log.read_text() if log.exists() else ""):
-        assert time.monotonic() < deadline, "the worker never started"
-        time.sleep(0.2)
+    wait_until(lambda: log.exists() and "ignoring SIGTERM" in log.read_text(), WAIT_S, "the worker to start")
     pid = _status(job.id).pid
     cancel(session, users["engineer"], job.id)
-    deadline = time.monotonic() + 3 + 30  # the grace period plus a margin for a loaded machine
-    while _status(job.id).status == "running":
-        assert time.monotonic() < deadline, "still running long after the grace period"
-        time.sleep(0.2)
+    # the grace period plus a margin for a loaded machine
+    wait_until(lambda: _status(job.id).status != "running", 3 + 30, "the job to end after the grace period")
     ended = _status(job.id)
     assert ended.status == "canceled" and "SIGKILL" in ended.error, ended.error
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -190,10 +183,12 @@ def test_the_playground_endpoint_takes_the_same_key_and_its_client_sends_it(sess
     monkeypatch.setenv("FINETUNE_STUDIO_API_KEY", KEY)
     job = playground_server(session, users["engineer"], project.id)
     assert KEY not in json.dumps(job.config)
-    deadline = time.monotonic() + WAIT_S * 2
-    while not (status := server_status(session, job.id))["endpoint"]:
-        assert status["job"].status in ("queued", "running") and time.monotonic() < deadline, status["job"].error
-        time.sleep(0.3)
+    def up():
+        status = server_status(session, job.id)
+        assert status["job"].status in ("queued", "running") or status["endpoint"], status["job"].error
+        return status if status["endpoint"] else None
+
+    status = wait_until(up, WAIT_S * 2, "the Playground's endpoint", interval=0.3)
     url, system = status["endpoint"]["url"], f"base:{tiny_model}"
     try:
         assert requests.post(f"{url}/load_model", json={"model": system}, timeout=WAIT_S).status_code == 401

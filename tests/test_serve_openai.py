@@ -13,12 +13,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from sqlmodel import Session
 
-from tests.helpers import ROOT, studio_home
+from tests.helpers import ROOT, studio_home, wait_until
 from tests.fixtures_serve import serve_model as _serve_model, with_context as _with_context
 
 HELLO = [{"role": "user", "content": "Tell me about my bill."}]
@@ -204,14 +203,14 @@ def test_a_detached_server_has_a_stop_command_that_stops_it(session, users, work
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         session.expire_all()
         assert get_job(session, job_id).status == "canceled"
-        deadline = time.monotonic() + WAIT_S
-        while True:  # the process is gone: nothing listens there any more
+        def gone() -> bool:  # the process is gone: nothing listens there any more
             try:
                 requests.get(f"{url}/health", timeout=5)
             except requests.ConnectionError:
-                break
-            assert time.monotonic() < deadline, "still answering after its stop"
-            time.sleep(0.3)
+                return True
+            return False
+
+        wait_until(gone, WAIT_S, "the endpoint to stop answering after its stop", interval=0.3)
         again = _cli(workspace, "serve-model", "--stop", str(job_id))
         assert again.returncode != 0 and f"{job_id} already ended" in again.stderr, again.stderr
     finally:  # a failed check leaves no server behind

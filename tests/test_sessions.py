@@ -131,6 +131,7 @@ def test_unknown_names_back_off_like_real_ones(session, users):
     assert len(messages) == 1
 
 
+@pytest.mark.slow
 def test_a_client_spraying_many_names_is_slowed_down(session, users):
     for i in range(throttle.FREE_FAILURES["client"]):
         with pytest.raises(AuthError):

@@ -271,6 +271,7 @@ def test_systems_by_key_base_runs_and_merged_exports(session, users, project, tm
         resolve(session, "gpt-4")
 
 
+@pytest.mark.slow
 def test_serve_model_names_a_run_by_name_or_id_like_every_command(session, users, project, workspace):
     from tests.helpers import cli
 

@@ -101,6 +101,7 @@ def test_slurm_states_and_gpus_read_as_ours():
     assert map_state("SOMETHING_NEW").state == "unknown"
 
 
+@pytest.mark.slow
 def test_an_unreachable_cluster_says_why(tmp_path):
     conf = tmp_path / "slurm.conf"
     conf.write_text(f"ClusterName=gone\nSlurmctldHost=localhost(127.0.0.1)\nSlurmctldPort={free_ports(1)[0]}\n"

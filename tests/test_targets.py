@@ -28,6 +28,7 @@ def _submit(session, user, project, target_id=None, name="job", config=None):
                         config=config or {}, module=SLEEPER, target_id=target_id)
 
 
+@pytest.mark.slow
 def test_cli_registers_checks_and_removes_targets(workspace):
     bad = cli(workspace, "targets", "add", "gpu-ray", "--kind", "ray", "--settings", '{"adress": "x"}')
     assert bad.returncode == 1 and "Unknown setting(s) for a Ray target: adress" in bad.stderr
@@ -72,6 +73,7 @@ def test_a_multi_host_target_on_sqlite_is_refused_with_the_reason(session, users
         _submit(session, users["engineer"], project, same_host.id)  # past the database check: the cluster is down
 
 
+@pytest.mark.slow
 def test_a_job_on_a_target_takes_no_slot_runs_and_cancels_through_the_target(session, users, project):
     here = add_target(session, users["admin"], "this-box", "local", {})
     assert check_target(here).reachable and check_target(here).nodes == 1
@@ -158,6 +160,7 @@ def test_a_job_held_by_its_cluster_says_so_in_the_clusters_words():
     assert describe_state(waiting).endswith("(cluster: Waiting for 2 node(s))")
 
 
+@pytest.mark.slow
 def test_cli_train_names_a_target_that_does_not_exist(workspace, session, users, project, tiny_model):
     from tests.fixtures_models import make_dataset_version
 

@@ -105,6 +105,7 @@ def test_examples_whose_prompt_fills_max_length_are_named_and_never_crash_the_ru
         setup(tmp_path, cfg, {"train": [long_prompt], "validation": []})
 
 
+@pytest.mark.slow
 def test_a_quick_run_trains_on_a_seeded_sample_of_the_splits(tiny_model, tmp_path):
     from core.train.train_job import setup
 

@@ -36,6 +36,7 @@ def _heartbeat(job_id: int):
         return s.get(Job, job_id).heartbeat_at
 
 
+@pytest.mark.slow
 def test_a_killed_job_fails_and_the_next_starts_with_no_page_open(session, users, project, workspace, monkeypatch):
     from core.jobs.queue import cancel
     from tests.e2e.conftest import Server

@@ -1,5 +1,5 @@
 """The Cancel and Resume buttons of a background job, one widget for every page that runs jobs (Train, Generate,
-Datasets, Documents).
+Datasets, Documents, the judge on Results).
 
 Cancel shows while the job is queued or running and no cancel was asked yet; it runs in the button's on_click, so
 the page that redraws after the click already shows the request. Resume shows once the job failed or was canceled,

@@ -14,9 +14,10 @@ from core.evaluate.judges import list_judges
 from core.evaluate.judging import (MODES, judging_jobs, judging_progress, launch_judging, prompt_template,
                                    resume_judging)
 from core.evaluate.review import rubric_of
-from core.jobs.queue import LIVE, cancel, reconcile
-from storage.models import JobStatus, User
+from core.jobs.queue import LIVE, reconcile
+from storage.models import User
 from ui.frame import db, live_fragment, md_literal, run_action
+from ui.jobcontrols import job_controls
 
 
 def _table(rows: list[dict], columns: dict[str, str], digits: int = 2) -> None:
@@ -50,17 +51,11 @@ def _jobs(user: User, es_id: int) -> None:
                 if job.status in LIVE:
                     c1.progress(min(1.0, p["done"] / p["total"]) if p["total"] else 0.0,
                                 text=f"{p['done']}/{p['total']} answers · {p['unparseable']} unparseable")
-                    if c2.button("Cancel", key=f"judge_cancel_{job.id}"):
-                        with db() as s:
-                            run_action(cancel, s, user, job.id, success="Cancel requested.")
                 else:
                     c1.caption(f"{p['done']}/{p['total']} answers · {p['unparseable']} unparseable"
                                + (f" · {job.error.splitlines()[0]}" if job.error else ""))
-                if job.status in (JobStatus.failed.value, JobStatus.canceled.value):
-                    if c2.button("Resume", key=f"judge_resume_{job.id}",
-                                 help="A new job that skips the verdicts already stored."):
-                        with db() as s:
-                            run_action(resume_judging, s, user, job.id, success="Resumed.")
+                job_controls(user, job, resume_judging, key=f"_judge{job.id}", container=c2,
+                             resume_help="A new job that skips the verdicts already stored.")
     panel()
 
 

@@ -1,6 +1,6 @@
-"""``finetune-studio docs add | list | search | delete | generate | paraphrase``: a project's knowledge documents
-and the drafts generated from them (or from a run's failures), through the same core functions as the Documents
-page."""
+"""``finetune-studio docs add | list | search | delete | prompt | generate | paraphrase``: a project's knowledge
+documents, the team prompt of +prompt systems, and the drafts generated from them (or from a run's failures),
+through the same core functions as the Documents page."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +8,7 @@ from pathlib import Path
 from core.cli.common import project_arg, wait_succeeded
 from core.curate.documents import add_document, delete_document, list_documents, search
 from core.errors import InvalidInput
+from core.evaluate.augment import set_team_prompt
 from core.evaluate.docdrafts import chunk_sources, failure_sources, launch_generated_drafts
 from core.evaluate.evalsets import get_eval_set
 from core.workspace import local_path
@@ -38,6 +39,15 @@ def cmd_docs_search(args, session, user):
 def cmd_docs_delete(args, session, user):
     project = project_arg(session, args)
     return {"deleted": args.name, "versions": delete_document(session, user, project, args.name)}
+
+
+def cmd_docs_prompt(args, session, user):
+    """`docs prompt`: show, or set, the team prompt of +prompt systems and the passages per question of +rag ones."""
+    project = project_arg(session, args)
+    text = local_path(args.file).read_text(encoding="utf-8") if args.file else args.set
+    if text is not None or args.top_k is not None:
+        project = set_team_prompt(session, user, project, team_prompt=text, rag_top_k=args.top_k)
+    return {"project": project.name, "team_prompt": project.team_prompt, "rag_top_k": project.rag_top_k}
 
 
 def _finish(args, session, job) -> dict:
@@ -85,7 +95,8 @@ def _job_args(p) -> None:
 
 def register(sub, common) -> None:
     """Add `docs` to the finetune-studio command line."""
-    docs = sub.add_parser("docs", parents=[common], help="knowledge documents: add, list, search, delete, generate")
+    docs = sub.add_parser("docs", parents=[common], help="knowledge documents: add, list, search, delete, "
+                                                     "prompt, generate")
     dsub = docs.add_subparsers(dest="docs_cmd", required=True)
     p = dsub.add_parser("add", parents=[common], help="add documents (Markdown, text, HTML, PDF); a known name "
                                                       "becomes its next version")
@@ -104,6 +115,14 @@ def register(sub, common) -> None:
     p.add_argument("name")
     p.add_argument("--project", help="project name or id (default: the first)")
     p.set_defaults(fn=cmd_docs_delete)
+    p = dsub.add_parser("prompt", parents=[common], help="the team prompt of +prompt systems and the passages per "
+                                                         "question of +rag systems: show, or set")
+    text = p.add_mutually_exclusive_group()
+    text.add_argument("--set", metavar="TEXT", help="the team prompt (\"\" for none)")
+    text.add_argument("--file", help="read the team prompt from this file (e.g. the fact sheet)")
+    p.add_argument("--top-k", type=int, help="passages a +rag system gets per question (1 to 20)")
+    p.add_argument("--project", help="project name or id (default: the first)")
+    p.set_defaults(fn=cmd_docs_prompt)
     p = dsub.add_parser("generate", parents=[common], help="drafts from documents: questions per chunk, answered "
                                                            "from the chunk")
     p.add_argument("documents", nargs="*", help="document names (default: all current documents)")

@@ -14,7 +14,7 @@ from core.ship.serving import (API_KEY_ENV, DEFAULT_IDLE_S, DEFAULT_MAX_REQUESTS
                                is_loopback, key_hash, launch_server, server_status, stop_server)
 from core.ship.pilots import pilot_to_serve
 from core.ship.systems import resolve
-from core.systems import RUN, SystemKey, run_key
+from core.systems import RUN, VARIANTS, SystemKey, run_key
 from core.train.runs import get_run
 from storage.models import Job, JobStatus
 
@@ -71,6 +71,9 @@ def _wait_ready(session, job_id: int, pressed: threading.Event) -> dict | None:
 
 def _system_key(session, key: str) -> str:
     """``run:NAME`` -> ``run:<id>``: the CLI names runs by name or id everywhere (as `generate --systems` does)."""
+    head, plus, variant = key.strip().rpartition("+")
+    if plus and variant in VARIANTS:  # run:NAME+rag
+        return f"{_system_key(session, head)}+{variant}"
     kind, sep, raw = key.strip().partition(":")
     if sep and kind == RUN and raw and not raw.isdigit():
         return run_key(get_run(session, raw).id)
@@ -110,9 +113,13 @@ def cmd_serve_model(args, session, user):
         return cmd_stop_server(args, session, user)
     if not args.system:
         raise StudioError("Name the system to serve (base, run:<id or name>, export:<id>), or --stop JOB.")
-    system = resolve(session, _system_key(session, args.system))
+    asked = _system_key(session, args.system)
+    system = resolve(session, asked)
+    variant = SystemKey.parse(asked).variant  # +prompt / +rag: the same model, the messages core.ship.variants builds
+    served = system.key + (f"+{variant}" if variant else "")
+    label = system.label + (f", {VARIANTS[variant]}" if variant else "")
     key = (args.api_key or "").strip() or env_api_key()
-    cfg = ServeConfig(system=system.key, host=args.host, port=args.port, idle_timeout_s=args.idle_timeout,
+    cfg = ServeConfig(system=served, host=args.host, port=args.port, idle_timeout_s=args.idle_timeout,
                       continuous_batching=args.continuous_batching, max_requests=args.max_requests,
                       api_key_hash=key_hash(key) if key else "", expose=args.expose, pilot_id=args.pilot)
     pilot = pilot_to_serve(session, user, args.pilot, system.key) if args.pilot is not None else None
@@ -120,7 +127,7 @@ def cmd_serve_model(args, session, user):
     with _ctrl_c() as pressed:
         endpoint = _wait_ready(session, job.id, pressed)
         if endpoint is not None:
-            print(f"serving {system.label} on {endpoint['url']}/v1 (OpenAI-compatible; model \"{system.key}\"); "
+            print(f"serving {label} on {endpoint['url']}/v1 (OpenAI-compatible; model \"{served}\"); "
                   f"job {job.id} stops after {args.idle_timeout:.0f} s without requests" +
                   ("" if args.detach else ", or on Ctrl-C"), flush=True)
             print(_exposure(args.host, endpoint.get("bind") or endpoint["url"], bool(key)), flush=True)
@@ -129,7 +136,7 @@ def cmd_serve_model(args, session, user):
                       f"{endpoint['url']}/v1/feedback", flush=True)
             if args.detach:
                 print(f"stop it with: {STOP_COMMAND.format(job=job.id)}", flush=True)
-                return {"job": job.id, "url": f"{endpoint['url']}/v1", "model": system.key,
+                return {"job": job.id, "url": f"{endpoint['url']}/v1", "model": served,
                         "stop": STOP_COMMAND.format(job=job.id)}
             while not pressed.wait(1):
                 session.expire_all()
@@ -156,7 +163,8 @@ def register(sub, common) -> None:
     p = sub.add_parser("serve-model", parents=[common],
                        help="serve a system on a local OpenAI-compatible endpoint (/v1/chat/completions)")
     p.add_argument("system", nargs="?", default="",
-                   help="base, base:<model>, run:<run id or name> (or just the id) or export:<export id>")
+                   help="base, base:<model>, run:<run id or name> (or just the id) or export:<export id>; "
+                        "add +prompt (the team prompt) or +rag (retrieved passages) to serve it so")
     p.add_argument("--port", type=int, default=8000, help="0 takes a free port (default 8000)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only); any other needs --api-key "

@@ -27,7 +27,8 @@ from core.errors import InvalidInput, NotFound
 from core.evaluate.drafting import _system_base
 from core.evaluate.failures import find_failures
 from core.evaluate.generate_config import Decoding
-from core.evaluate.systems import BASE, finished_runs, parse_system, run_base_model, system_labels
+from core.evaluate.systems import (BASE, finished_runs, parse_system, plain_system, run_base_model,
+                                   system_labels)
 from core.jobs.queue import resume_kind, submit
 from storage.models import Job, Project, User
 
@@ -67,7 +68,7 @@ class GenerateDraftsConfig:
     def __post_init__(self):
         if isinstance(self.decoding, dict):
             self.decoding = Decoding(**self.decoding)
-        parse_system(self.system)
+        plain_system(self.system)
         if self.mode not in MODES:
             raise InvalidInput(f"Mode must be one of: {', '.join(MODES)}.")
         if not 1 <= int(self.per_source) <= 10:

@@ -24,8 +24,8 @@ from core.accounts import require
 from core.configs import strict_from_dict
 from core.errors import InvalidInput, NotFound
 from core.evaluate.generate_config import Decoding
-from core.evaluate.systems import (BASE, evaluated_system, finished_runs, parse_system, run_base_model,
-                                   system_labels)
+from core.evaluate.systems import (BASE, evaluated_system, finished_runs, parse_system, plain_system,
+                                   run_base_model, system_labels)
 from core.jobs import rundir
 from core.jobs.queue import resume_kind, submit
 from core.train.runs import KIND as TRAIN_KIND
@@ -54,7 +54,7 @@ class DraftConfig:
     def __post_init__(self):
         if isinstance(self.decoding, dict):
             self.decoding = Decoding(**self.decoding)
-        parse_system(self.system)
+        plain_system(self.system)
         if not 1 <= int(self.batch_size) <= 256:
             raise InvalidInput("Batch size must be between 1 and 256.")
         self.batch_size = int(self.batch_size)

@@ -16,6 +16,7 @@ from sqlmodel import Session, select
 from core.accounts import require
 from core.basemodel import web_model_name
 from core.errors import InvalidInput, NotFound
+from core.evaluate.augment import check_variant
 from core.evaluate.evalsets import comparison_decoding, get_eval_set
 from core.evaluate.generate_config import Decoding, GenerateConfig
 from core.evaluate.systems import BASE, parse_system, parse_systems, run_base_model
@@ -23,7 +24,7 @@ from core.jobs import rundir
 from core.jobs.queue import resume_kind, submit
 from core.jobs.rundir import PROGRESS, read_jsonl
 from core.train.runs import KIND as TRAIN_KIND
-from storage.models import EvalPrompt, Job, JobStatus, Output, User
+from storage.models import EvalPrompt, Job, JobStatus, Output, Project, User
 
 KIND = "generate"
 WORKER = "core.evaluate.generate_job"  # python -m core.evaluate.generate_job --run-dir DIR
@@ -45,8 +46,10 @@ def launch_generation(session: Session, user: User, eval_set_id: int, systems: I
         base_model = web_model_name(base_model)
     es = get_eval_set(session, eval_set_id)
     keys = parse_systems(systems)
+    project = session.get(Project, es.project_id)
     bases: dict[str, str | None] = {}
     for key in keys:
+        check_variant(session, project, key)  # +prompt needs a team prompt, +rag documents
         kind, job_id = parse_system(key)
         if kind == BASE:
             continue
@@ -159,12 +162,13 @@ def _generation_kwargs(model, tokenizer, decoding: Decoding) -> dict:
 def generate_outputs(model, tokenizer, conversations: Sequence[list[dict]], decoding: Decoding, *,
                      batch_size: int = 8, on_batch: Callable[[list[int], list[dict]], None] | None = None,
                      should_stop: Callable[[], bool] | None = None) -> list[dict | None]:
-    """Generate an answer per conversation; returns ``{"text", "n_new_tokens", "seconds"}`` in input order
-    (None for any left undone because ``should_stop`` said so).
+    """Generate an answer per conversation; returns ``{"text", "n_new_tokens", "seconds", "prompt_tokens"}`` in
+    input order (None for any left undone because ``should_stop`` said so).
 
     Batches hold prompts of similar length (sorted, longest first) and are padded on the left, so every
     answer starts right after its prompt. ``on_batch(indices, results)`` is called as each batch finishes.
-    ``seconds`` is the batch's wall time shared equally by its prompts.
+    ``seconds`` is the batch's wall time shared equally by its prompts; ``prompt_tokens`` the tokens of the prompt
+    as sent (chat template applied, after truncation).
     """
     import torch
 
@@ -193,10 +197,10 @@ def generate_outputs(model, tokenizer, conversations: Sequence[list[dict]], deco
         seconds = time.perf_counter() - t0
         new = out[:, enc["input_ids"].shape[1]:].cpu()
         batch = []
-        for row in new:
+        for i, row in zip(idx, new):
             n = count_new_tokens(row, stops)
             batch.append({"text": tokenizer.decode(row[:n], skip_special_tokens=True).strip(), "n_new_tokens": n,
-                          "seconds": seconds / len(idx)})
+                          "seconds": seconds / len(idx), "prompt_tokens": min(lengths[i], MAX_PROMPT_TOKENS)})
         for i, r in zip(idx, batch):
             results[i] = r
         if on_batch:

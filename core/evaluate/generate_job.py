@@ -3,7 +3,9 @@
 setup -> for each base model: load it once -> attach every run's adapter (PEFT multi-adapter) -> for each
 system: batched generation (core.evaluate.generate.generate_outputs), outputs written to the database batch by
 batch -> perplexity on references -> the result. A system is ``"base"`` (adapters disabled) or ``"run:<job id>"``
-(that run's adapter switched on). Start, heartbeats, cancel and the recorded end are the job lifecycle's
+(that run's adapter switched on), either one plain or as a ``+prompt`` / ``+rag`` variant (the same model and
+adapter, sent the messages core.evaluate.augment builds; each output keeps its prompt tokens and, for +rag, the
+passages it was given). Start, heartbeats, cancel and the recorded end are the job lifecycle's
 (core.jobs.worker.run_worker).
 
 Fast by design: one model load per base model rather than per run; left-padded, length-sorted batches;
@@ -23,6 +25,7 @@ from sqlmodel import select
 from core.basemodel import EMBEDDED, load_model, load_tokenizer
 from core.curate.datasets import version_records
 from core.errors import InvalidInput
+from core.evaluate.augment import Augmented, augment
 from core.evaluate.evalsets import eval_prompts
 from core.evaluate.generate import generate_outputs, job_chain, reference_nll
 from core.evaluate.generate_config import GenerateConfig
@@ -30,8 +33,9 @@ from core.evaluate.stats import perplexity
 from core.evaluate.systems import BASE, parse_system
 from core.jobs import rundir
 from core.jobs.worker import JobContext, StopFlag, out_of_memory, run_worker, worker_main
+from core.systems import SystemKey
 from storage.db import retry_busy, session_scope
-from storage.models import EvalSet, Job, Output, utcnow
+from storage.models import EvalSet, Job, Output, Project, utcnow
 
 STOP = StopFlag()  # set by SIGTERM (core.jobs.queue.cancel): stop after the current batch, keep what was written
 
@@ -86,12 +90,15 @@ def generate(ctx: JobContext) -> dict:
         validation = _validation_records(s, cfg.eval_set_id) if cfg.perplexity else []
         chain = job_chain(s, s.get(Job, ctx.job_id))
         done = set(s.exec(select(Output.prompt_id, Output.system).where(Output.job_id.in_(chain))).all())
+        prepared = _prepare(s, cfg, prompts)
     if not prompts:
         raise InvalidInput(f"Eval set {cfg.eval_set_id} has no prompts.")
     default_base = cfg.base_model or next((b for b in cfg.run_bases.values() if b), None) or EMBEDDED
     groups: dict[str, list[str]] = {}
     for system in cfg.systems:
-        base = default_base if system == BASE else (cfg.run_bases.get(system) or default_base)
+        plain = str(SystemKey.parse(system).plain)
+        base = default_base if plain == BASE else (cfg.run_bases.get(system) or cfg.run_bases.get(plain)
+                                                   or default_base)
         groups.setdefault(base, []).append(system)
     total = len(prompts) * len(cfg.systems)
     counters = {"done": sum(1 for p in prompts for sys_ in cfg.systems if (p.id, sys_) in done),
@@ -106,15 +113,26 @@ def generate(ctx: JobContext) -> dict:
     for base, systems in groups.items():
         if ctx.stop.is_set():
             break
-        _run_group(ctx, cfg, base, systems, prompts, done, counters, total, validation)
+        _run_group(ctx, cfg, base, systems, prompts, prepared, done, counters, total, validation)
     result.update(done=counters["done"], new_tokens=counters["new_tokens"],
                   seconds=round(time.perf_counter() - t_start, 2))
     return result
 
 
-def _run_group(ctx: JobContext, cfg: GenerateConfig, base: str, systems: list[str], prompts: list, done: set,
-               counters: dict, total: int, validation: list[dict]) -> None:
-    """All systems on one base model: load it once, attach each run's adapter, switch between them. Outputs are
+def _prepare(session, cfg: GenerateConfig, prompts: list) -> dict[str, dict[int, Augmented]]:
+    """system -> prompt id -> the messages it sends and the passages it was given (core.evaluate.augment): the
+    prompt's own messages for a plain system, the team prompt or the retrieved chunks for a +prompt or +rag one.
+    Built once, before any model loads, so a variant that cannot answer fails the job at once."""
+    project = session.get(Project, session.get(EvalSet, cfg.eval_set_id).project_id)
+    return {system: {p.id: augment(session, project, system, p.messages) for p in prompts}
+            for system in cfg.systems}
+
+
+def _run_group(ctx: JobContext, cfg: GenerateConfig, base: str, systems: list[str], prompts: list,
+               prepared: dict[str, dict[int, Augmented]], done: set, counters: dict, total: int,
+               validation: list[dict]) -> None:
+    """All systems on one base model: load it once, attach each run's adapter, switch between them (a +prompt or
+    +rag variant uses its plain system's model and adapter, with its own messages). Outputs are
     written batch by batch (retried while another writer holds the database); heartbeats go through
     ``ctx.beat`` so generation never waits on them."""
     job_id, run_dir, result = ctx.job_id, ctx.run_dir, ctx.result
@@ -123,15 +141,15 @@ def _run_group(ctx: JobContext, cfg: GenerateConfig, base: str, systems: list[st
                                "time": time.time()})
     model, tokenizer = _load(base)
     peft_model = None
-    plain = {BASE}  # systems that are the loaded model itself: the base, or a full fine-tuned run's own model
-    for system in systems:
+    plain_of = {system: str(SystemKey.parse(system).plain) for system in systems}
+    attached: set[str] = set()  # runs with an adapter; the others are the loaded model itself (base, full runs)
+    for system in dict.fromkeys(plain_of.values()):
         if system == BASE:
             continue
         _, run_id = parse_system(system)
         with session_scope() as s:
             adapter_dir = s.get(Job, run_id).run_dir
         if not (Path(adapter_dir) / rundir.ADAPTER_FILES[0]).exists():
-            plain.add(system)
             continue
         if peft_model is None:
             from peft import PeftModel
@@ -139,6 +157,7 @@ def _run_group(ctx: JobContext, cfg: GenerateConfig, base: str, systems: list[st
             peft_model = PeftModel.from_pretrained(model, adapter_dir, adapter_name=_adapter_name(system))
         else:
             peft_model.load_adapter(adapter_dir, adapter_name=_adapter_name(system))
+        attached.add(system)
         print(f"attached adapter of {system} from {adapter_dir}", flush=True)
     if peft_model is not None:
         peft_model.eval()
@@ -148,15 +167,16 @@ def _run_group(ctx: JobContext, cfg: GenerateConfig, base: str, systems: list[st
         if ctx.stop.is_set():
             return
         todo = [p for p in prompts if (p.id, system) not in done]
-        if system in plain:
+        sends = prepared[system]
+        if plain_of[system] not in attached:
             active = peft_model or model
             context = peft_model.disable_adapter() if peft_model is not None else nullcontext()
         else:
-            peft_model.set_adapter(_adapter_name(system))
+            peft_model.set_adapter(_adapter_name(plain_of[system]))
             active, context = peft_model, nullcontext()
         sys_tokens, sys_seconds = 0, 0.0
 
-        def write(indices: list[int], batch: list[dict], system=system, todo=todo) -> None:
+        def write(indices: list[int], batch: list[dict], system=system, todo=todo, sends=sends) -> None:
             nonlocal sys_tokens, sys_seconds
 
             def save() -> None:
@@ -164,6 +184,7 @@ def _run_group(ctx: JobContext, cfg: GenerateConfig, base: str, systems: list[st
                     for i, r in zip(indices, batch):
                         s.add(Output(prompt_id=todo[i].id, system=system, job_id=job_id, text=r["text"],
                                      decoding=stored, n_new_tokens=r["n_new_tokens"], seconds=r["seconds"],
+                                     prompt_tokens=r["prompt_tokens"], context=sends[todo[i].id].context,
                                      created_at=utcnow()))
 
             retry_busy(save)
@@ -183,7 +204,7 @@ def _run_group(ctx: JobContext, cfg: GenerateConfig, base: str, systems: list[st
         with context:
             if todo:
                 print(f"{system}: generating {len(todo)} outputs", flush=True)
-                generate_outputs(active, tokenizer, [p.messages for p in todo], decoding,
+                generate_outputs(active, tokenizer, [sends[p.id].messages for p in todo], decoding,
                                  batch_size=cfg.batch_size, on_batch=write, should_stop=ctx.stop.is_set)
             if sys_seconds:
                 result["tokens_per_s"][system] = round(sys_tokens / sys_seconds, 1)
@@ -191,7 +212,7 @@ def _run_group(ctx: JobContext, cfg: GenerateConfig, base: str, systems: list[st
             if cfg.perplexity and with_refs and not ctx.stop.is_set():
                 _append_progress(run_dir, {"stage": "perplexity on the references", "system": system,
                                            "done": counters["done"], "total": total, "time": time.time()})
-                nll, n = reference_nll(active, tokenizer, [p.messages for p in with_refs],
+                nll, n = reference_nll(active, tokenizer, [sends[p.id].messages for p in with_refs],
                                        [p.reference for p in with_refs], batch_size=cfg.batch_size)
                 result["perplexity"][system] = perplexity(nll, n)
                 ctx.beat(done=counters["done"], total=total, system=system)

@@ -1,6 +1,6 @@
 """What a judge is asked and how its answers are read: the prompts (files in core/evaluate/judge_prompts, shown on
 the Results page), the parsing of verdicts and grades, the both-orders rule, and the judge job's config, launch
-and resume (the process itself: core.evaluate.judgejob).
+and resume (the process itself: core.evaluate.judge_job).
 
 - **pairwise**: two systems' answers to one prompt, asked twice, each system once as A (MT-Bench's remedy for
   position bias). ``combine_orders``: a verdict counts only when both orders name the same winner (or both say
@@ -30,7 +30,7 @@ from core.jobs.queue import NO_DEVICE, resume_kind, submit
 from storage.models import EvalPrompt, Job, JudgeVerdict, Project, User
 
 KIND = "judge"
-WORKER = "core.evaluate.judgejob"
+WORKER = "core.evaluate.judge_job"
 MODES = ("pairwise", "rubric")
 PROMPTS_DIR = Path(__file__).resolve().parent / "judge_prompts"
 PAIRWISE_RE = re.compile(r"\[\[\s*(A|B|C|tie)\s*\]\]", re.IGNORECASE)

@@ -1,6 +1,6 @@
 """Systems under evaluation: ``"base"`` (the base model) or ``"run:<job id>"`` (a finished training run: its
-adapter on the base it was trained from, or a full fine-tuned run's own model), keys of the grammar in
-core.systems that shipping shares."""
+adapter on the base it was trained from, or a full fine-tuned run's own model), each plain or as a ``+prompt`` /
+``+rag`` variant (core.evaluate.augment), keys of the grammar in core.systems that shipping shares."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 from core.accounts import require
 from core.errors import InvalidInput
 from core.jobs import rundir
-from core.systems import BASE, RUN, VARIANTS, SystemKey, run_key
+from core.systems import BASE, RUN, VARIANTS, SystemKey
 from core.train.runs import KIND as TRAIN_KIND
 from storage.models import Job, JobStatus, User
 
@@ -23,6 +23,15 @@ EVALUATED = (BASE, RUN)
 def evaluated_system(key: str) -> SystemKey:
     """The system ``key`` names, refused unless evaluation can generate with it (``base`` or a run)."""
     return SystemKey.parse(key, EVALUATED, base_models=False)
+
+
+def plain_system(key: str) -> SystemKey:
+    """The system ``key`` names, as ``evaluated_system``, refused when it is a ``+prompt`` / ``+rag`` variant: drafts
+    are written by a model alone (the variants' messages are built for eval sets, the Playground and endpoints)."""
+    found = evaluated_system(key)
+    if found.variant:
+        raise InvalidInput(f"Drafts are written by a system itself, not {key}: choose {found.plain}.")
+    return found
 
 
 def parse_system(key: str) -> tuple[str, int | None]:
@@ -71,20 +80,24 @@ def finished_runs(session: Session, project_id: int) -> list[Job]:
                           Job.status == JobStatus.succeeded.value).order_by(Job.id)))
 
 
-def available_systems(session: Session, user: User, project_id: int) -> list[dict]:
-    """Systems an engineer can generate with: the base model and each finished run, with labels."""
+def available_systems(session: Session, user: User, project_id: int, *, variants: bool = False) -> list[dict]:
+    """Systems an engineer can generate with: the base model and each finished run, with labels; with
+    ``variants`` (an eval set's generation), each also as every variant (``+prompt``, ``+rag``) after it."""
     require(user, "evaluate")
-    out = [{"system": BASE, "label": SystemKey(BASE).label("no adapter"), "base_model": None}]
-    for job in finished_runs(session, project_id):
-        out.append({"system": run_key(job.id), "label": SystemKey(RUN, job.id).label(job.name),
-                    "base_model": run_base_model(job)})
+    plain: list[tuple[SystemKey, str, str | None]] = [(SystemKey(BASE), "no adapter", None)]
+    plain += [(SystemKey(RUN, job.id), job.name, run_base_model(job)) for job in finished_runs(session, project_id)]
+    out = []
+    for key, name, base in plain:
+        for variant in ("",) + (tuple(VARIANTS) if variants else ()):
+            found = SystemKey(key.kind, key.ref, variant)
+            out.append({"system": str(found), "label": found.label(name), "base_model": base})
     return out
 
 
 def default_systems(systems: list[dict]) -> list[str]:
     """What the Generate form preselects: the base model and the newest finished run (a fair first comparison;
     older runs are one click away)."""
-    keys = [row["system"] for row in systems]
+    keys = [row["system"] for row in systems if not SystemKey.parse(row["system"]).variant]
     runs = [k for k in keys if k != BASE]
     return ([BASE] if BASE in keys else []) + runs[-1:]
 
@@ -95,9 +108,10 @@ def system_labels(session: Session, systems: Iterable[str]) -> dict[str, str]:
     for key in systems:
         found = evaluated_system(key)
         if found.kind == BASE:
-            text = "base model"
+            out[key] = "base model"
         else:
             job = session.get(Job, found.job_id)
-            text = f"run {found.job_id}: {job.name}" if job else f"run {found.job_id}"
-        out[key] = f"{text}, {VARIANTS[found.variant]}" if found.variant else text  # as SystemKey.label adds it
+            out[key] = f"run {found.job_id}: {job.name}" if job else f"run {found.job_id}"
+        if found.variant:
+            out[key] += f", {VARIANTS[found.variant]}"
     return out

@@ -95,6 +95,8 @@ def _end(session: Session, job: Job, remote: RemoteState, cancel_grace_s: float,
             beat = job.heartbeat_at.replace(tzinfo=timezone.utc) if job.heartbeat_at else None
             if beat is not None and now - beat < timedelta(seconds=cancel_grace_s):
                 return None  # the ranks are saving and will record canceled themselves
+            if job.status == JobStatus.queued.value:  # the cluster never started it: nothing ran, nothing is lost
+                return JobStatus.canceled.value, "Canceled while it waited on the cluster; it had not started."
             return JobStatus.canceled.value, "Canceled; the cluster job stopped before the worker could record it."
         return JobStatus.failed.value, (f"The cluster job was stopped outside finetune-studio "
                                         f"({remote.native or 'stopped'}: {remote.reason or 'no reason given'}).")

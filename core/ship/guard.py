@@ -312,8 +312,9 @@ class Guard:
     """ASGI middleware: admission, body size, body checks, disconnects, and the idle clock (``activity``)."""
 
     def __init__(self, app, manager, max_requests: int, activity, counted: tuple[str, ...],
-                 api_key_hash: str = "", batching: bool = False) -> None:
+                 api_key_hash: str = "", batching: bool = False, rewrite=None) -> None:
         self.app, self.manager, self.max_requests, self.batching = app, manager, max_requests, batching
+        self.rewrite = rewrite  # body -> body for chat completions: +prompt / +rag messages (core.ship.variants)
         self.activity, self.counted, self.api_key_hash = activity, counted, api_key_hash
         self.admitted = 0
 
@@ -367,7 +368,10 @@ class Guard:
             if body is None:
                 return  # the client left before sending its body
             path = scope["path"]
-            state = check_body(_parse(body), path, self.batching) if path in GENERATING else RequestState()
+            parsed = _parse(body) if path in GENERATING else None
+            state = check_body(parsed, path, self.batching) if path in GENERATING else RequestState()
+            if self.rewrite is not None and path == GENERATING[0]:  # a chat completion (database work: a thread)
+                body = json.dumps(await asyncio.to_thread(self.rewrite, parsed)).encode()
         except Refused as err:
             return await _send_refusal(send, err)
         token = _STATE.set(state)

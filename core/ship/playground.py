@@ -6,6 +6,7 @@ source is ``playground`` and whose note records where it came from (system, deco
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 
 from sqlmodel import Session
@@ -13,19 +14,25 @@ from sqlmodel import Session
 from core.accounts import require
 from core.curate.curation import create_example
 from core.errors import InvalidInput
+from core.evaluate.augment import Augmented, augment
 from core.evaluate.generate_config import Decoding
 from core.jobs.queue import get_job, jobs_ahead, reconcile
 from core.jobs.states import job_label
 from core.ship.systems import Servable, project_systems
+from core.systems import VARIANTS, SystemKey
 from storage.models import Example, JobStatus, Project, User
 
 SOURCE = "playground"
 
 
-def systems(session: Session, user: User, project_id: int) -> list[Servable]:
-    """The systems of a project the Playground offers: base models, succeeded runs, merged exports."""
+def systems(session: Session, user: User, project_id: int, *, variants: bool = False) -> list[Servable]:
+    """The systems of a project the Playground offers: base models, succeeded runs, merged exports; with
+    ``variants`` each also with the team prompt (``+prompt``) and with retrieved passages (``+rag``), after it (a
+    pilot serves a system itself)."""
     require(user, "evaluate")
-    return project_systems(session, project_id)
+    extra = list(VARIANTS.items()) if variants else []
+    return [replace(s, key=f"{s.key}+{variant}", label=f"{s.label}, {words}") if variant else s
+            for s in project_systems(session, project_id) for variant, words in [("", "")] + extra]
 
 
 def waiting_text(session: Session, job_id: int) -> str:
@@ -50,6 +57,13 @@ def chat_messages(system_prompt: str, turns: list[dict]) -> list[dict]:
     """What a chat sends: the system prompt (when there is one), then the turns so far."""
     head = [{"role": "system", "content": system_prompt.strip()}] if (system_prompt or "").strip() else []
     return head + [{"role": t["role"], "content": t["content"]} for t in turns]
+
+
+def chat_request(session: Session, project: Project, key: str, system_prompt: str,
+                 turns: list[dict]) -> tuple[str, Augmented]:
+    """The system the endpoint is asked for and what it is sent: a ``+prompt`` / ``+rag`` key asks its plain system
+    (the same model) with the messages core.evaluate.augment builds, the passages it retrieved kept to show."""
+    return str(SystemKey.parse(key).plain), augment(session, project, key, chat_messages(system_prompt, turns))
 
 
 def describe(decoding: Decoding) -> str:

@@ -16,8 +16,20 @@ from core.jobs.worker import JobContext, StopFlag, worker_main
 from core.ship.loading import pick_device
 from core.ship.server import Activity, bind_address, build_app, listen, local_url, model_manager, uvicorn_server
 from core.ship.serving import ENDPOINT_FILE, ServeConfig
+from core.ship.variants import chat_rewriter
+from storage.db import session_scope
+from storage.models import Job
 
 STOP = StopFlag()  # set by SIGTERM (core.jobs.queue.cancel): stop listening, free the device
+
+
+def _project_id(job_id: int | None) -> int | None:
+    """The serving job's project: a +prompt / +rag base model answers with its team prompt and documents."""
+    if job_id is None:
+        return None
+    with session_scope() as s:
+        job = s.get(Job, job_id)
+        return job.project_id if job is not None else None
 
 
 def serve(ctx: JobContext) -> dict:
@@ -28,7 +40,7 @@ def serve(ctx: JobContext) -> dict:
     device = pick_device()
     activity = Activity()
     manager = model_manager(cfg, device)  # a pinned server loads its model here, before it says it is ready
-    app = build_app(manager, cfg, activity)
+    app = build_app(manager, cfg, activity, rewrite=chat_rewriter(cfg.system, _project_id(ctx.job_id)))
     sock = listen(cfg.host, cfg.port)
     url = local_url(cfg.host, sock.getsockname()[1])
     bind = bind_address(cfg.host, sock.getsockname()[1])  # what it listens on, said as is (0.0.0.0: every interface)

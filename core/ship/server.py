@@ -68,6 +68,7 @@ def model_manager(cfg: ServeConfig, device: str, resolver=_from_database, dtype=
 
         def __init__(self, **kwargs) -> None:
             self.systems: dict = {}
+            self.keys: dict[str, str] = {}  # a name asked for -> its system's key ("run:3+rag" -> "run:3")
             super().__init__(**kwargs)
 
         def process_model_name(self, model_id: str) -> str:  # type: ignore[override]  # keys carry no revision
@@ -76,6 +77,7 @@ def model_manager(cfg: ServeConfig, device: str, resolver=_from_database, dtype=
             except StudioError as err:
                 raise HTTPException(status_code=404, detail=str(err)) from None
             self.systems[system.key] = system
+            self.keys[model_id] = system.key
             return system.key
 
         def _load_processor(self, model_id_and_revision: str, gguf_file=None):
@@ -88,15 +90,17 @@ def model_manager(cfg: ServeConfig, device: str, resolver=_from_database, dtype=
         def list_models(self, cache_dir=None) -> list[dict]:
             names = [self.force_model] if self.force_model else sorted(self.loaded_models)
             return [{"id": n, "object": "model", "created": 0, "owned_by": "finetune-studio",
-                     "status": {"value": "loaded" if n in self.loaded_models else "unloaded"}} for n in names]
+                     "status": {"value": "loaded" if self.keys.get(n, n) in self.loaded_models else "unloaded"}}
+                    for n in names]
 
     return StudioModelManager(device=device, dtype="auto", continuous_batching=cfg.continuous_batching,
                               model_timeout=int(cfg.idle_timeout_s), force_model=cfg.system or None)
 
 
-def build_app(manager, cfg: ServeConfig, activity: Activity):
+def build_app(manager, cfg: ServeConfig, activity: Activity, rewrite=None):
     """transformers' serving app over ``manager`` behind the guard (core.ship.guard): what it refuses, how many
-    requests it serves at once, generation that stops when the client goes, requests counted for the idle timeout."""
+    requests it serves at once, generation that stops when the client goes, requests counted for the idle timeout;
+    ``rewrite`` (core.ship.variants.chat_rewriter) gives chat requests of +prompt / +rag systems their messages."""
     from fastapi.responses import Response
     from starlette.exceptions import HTTPException
     from transformers.cli.serving.chat_completion import ChatCompletionHandler
@@ -128,7 +132,7 @@ def build_app(manager, cfg: ServeConfig, activity: Activity):
         add_feedback_route(app, cfg.pilot_id)
         app.add_middleware(PilotRecorder, pilot_id=cfg.pilot_id)
     app.add_middleware(Guard, manager=manager, max_requests=cfg.max_requests, activity=activity, counted=COUNTED,
-                       api_key_hash=cfg.api_key_hash, batching=cfg.continuous_batching)
+                       api_key_hash=cfg.api_key_hash, batching=cfg.continuous_batching, rewrite=rewrite)
     return app
 
 

@@ -23,7 +23,9 @@ from core.configs import strict_from_dict
 from core.errors import InvalidInput
 from core.jobs.queue import LIVE, cancel, get_job, queue_position, reconcile, submit
 from core.locks import file_lock
+from core.evaluate.augment import check_variant, variant_project
 from core.ship.systems import resolve
+from core.systems import SystemKey
 from core.workspace import runs_dir
 from storage.models import Job, JobStatus, User
 
@@ -61,7 +63,8 @@ class ServeConfig:
     """One serving process's config.json."""
 
     system: str = ""
-    """The one system this endpoint answers for (core.ship.systems key); "" serves any system of the workspace,
+    """The one system this endpoint answers for (core.ship.systems key, ``+prompt`` / ``+rag`` variants too:
+    core.ship.variants); "" serves any system of the workspace,
     each loaded on its first request (the Playground's endpoint)."""
     host: str = "127.0.0.1"
     """Address to listen on; 127.0.0.1 keeps the endpoint on this machine."""
@@ -127,8 +130,11 @@ def launch_server(session: Session, user: User, project_id: int, cfg: ServeConfi
         raise InvalidInput("Only the Playground's or the Pilot page's own endpoint can be started so.")
     require(user, action)
     name = f"serve {cfg.system}" if cfg.system else "playground endpoint"
-    if cfg.system:
-        cfg.system = resolve(session, cfg.system).key  # refuse an unknown or unfinished system now
+    if cfg.system:  # refuse an unknown or unfinished system now, and a variant that cannot answer (core.ship.variants)
+        variant = SystemKey.parse(cfg.system).variant
+        cfg.system = resolve(session, cfg.system).key + (f"+{variant}" if variant else "")
+        if variant:
+            check_variant(session, variant_project(session, cfg.system, project_id), cfg.system)
     return submit(session, user, project_id=project_id, kind=KIND, action=action, name=name,
                   config=asdict(cfg), module=WORKER, slots=1)
 

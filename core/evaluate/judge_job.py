@@ -1,4 +1,4 @@
-"""The judge job: ``python -m core.evaluate.judgejob --run-dir DIR``. Never imports streamlit or torch.
+"""The judge job: ``python -m core.evaluate.judge_job --run-dir DIR``. Never imports streamlit or torch.
 
 setup -> the tasks (core.evaluate.judging.judge_tasks: pairwise in both orders, rubric per criterion) less those
 whose verdict is already stored (so a resumed job asks nothing twice) -> one request at a time to the judge's
@@ -117,7 +117,7 @@ def judge_all(ctx: JobContext) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return worker_main("python -m core.evaluate.judgejob", __doc__.splitlines()[0], judge_all, argv, stop=STOP)
+    return worker_main("python -m core.evaluate.judge_job", __doc__.splitlines()[0], judge_all, argv, stop=STOP)
 
 
 if __name__ == "__main__":
