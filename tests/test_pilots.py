@@ -113,6 +113,8 @@ def test_pilot_creation_refuses_bad_input(session, users, project):
             _pilot(session, eng, project, **kwargs)
     with pytest.raises(NotFound):
         _pilot(session, eng, project, name="z", system="run:999")
+    with pytest.raises(InvalidInput, match="pilot its plain system"):  # was created, serving plain base
+        _pilot(session, eng, project, name="v", system="base+rag")
 
 
 def test_ratings_are_checked_and_only_the_asker_rates(session, users, project, agents):

@@ -142,6 +142,13 @@ def test_serve_model_gives_each_chat_request_of_a_variant_its_messages(session, 
     assert "refunded within 10 working days" in pinned["messages"][0]["content"]
     plain = {"model": "base", "messages": [QUESTION[1]]}
     assert chat_rewriter("", project.id)(plain) is plain
+    # A variant on a route without messages to build is refused, not answered by the plain system.
+    for path in ("/v1/completions", "/v1/responses"):
+        with pytest.raises(Refused, match="answers chat completions only") as refused:
+            chat_rewriter("", project.id)({"model": "base+rag", "prompt": "Hi"}, path)
+        assert refused.value.status == 400
+    assert chat_rewriter("", project.id)({"model": "base", "prompt": "Hi"}, "/v1/completions") == \
+        {"model": "base", "prompt": "Hi"}
 
 
 def test_the_command_line_shows_and_sets_the_team_prompt_and_top_k(tmp_path):

@@ -314,7 +314,7 @@ class Guard:
     def __init__(self, app, manager, max_requests: int, activity, counted: tuple[str, ...],
                  api_key_hash: str = "", batching: bool = False, rewrite=None) -> None:
         self.app, self.manager, self.max_requests, self.batching = app, manager, max_requests, batching
-        self.rewrite = rewrite  # body -> body for chat completions: +prompt / +rag messages (core.ship.variants)
+        self.rewrite = rewrite  # (body, path) -> body: +prompt / +rag messages (core.ship.variants)
         self.activity, self.counted, self.api_key_hash = activity, counted, api_key_hash
         self.admitted = 0
 
@@ -370,8 +370,8 @@ class Guard:
             path = scope["path"]
             parsed = _parse(body) if path in GENERATING else None
             state = check_body(parsed, path, self.batching) if path in GENERATING else RequestState()
-            if self.rewrite is not None and path == GENERATING[0]:  # a chat completion (database work: a thread)
-                body = json.dumps(await asyncio.to_thread(self.rewrite, parsed)).encode()
+            if self.rewrite is not None and path in GENERATING:  # +prompt/+rag messages (database work: a thread)
+                body = json.dumps(await asyncio.to_thread(self.rewrite, parsed, path)).encode()
         except Refused as err:
             return await _send_refusal(send, err)
         token = _STATE.set(state)

@@ -19,6 +19,7 @@ from core.errors import InvalidInput, NotFound, PermissionDenied
 from core.evaluate.review import rubric_of
 from core.names import check_name
 from core.ship.systems import project_systems, resolve
+from core.systems import SystemKey
 from storage.models import Pilot, PilotExchange, Project, User, utcnow
 
 HIDDEN = "a hidden system (blind pilot)"
@@ -53,6 +54,9 @@ def create_pilot(session: Session, user: User, project_id: int, *, name: str, sy
     if session.get(Project, project_id) is None:
         raise NotFound(f"Project {project_id} does not exist.")
     keys = {s.key for s in project_systems(session, project_id)}
+    if SystemKey.parse(system).variant:  # resolve() would serve the plain system and drop the variant unsaid
+        raise InvalidInput(f"A pilot serves a system as it is: {system} is a +prompt/+rag variant; pilot its plain "
+                           "system, or put the team prompt in the project's default system prompt.")
     key = resolve(session, system).key
     if key not in keys:
         raise InvalidInput(f"{system} is not a system of this project: choose a base model, a finished run or a "
