@@ -40,10 +40,11 @@ def add_job(session, project, user, *, kind: str = "train", status: str = JobSta
             progress: list[dict] | None = None, **fields) -> Job:
     """Insert a job row with a run folder (config.json, optional metrics.jsonl / progress.jsonl)."""
     fields.setdefault("module", "core.train.train_job" if kind == "train" else "core.evaluate.generate_job")
+    fields.setdefault("started_at", utcnow() if status != JobStatus.queued.value else None)
     job = Job(project_id=project.id, kind=kind, action="train" if kind == "train" else "evaluate", name=name,
               status=status,
               config=config or {}, created_by=user.id, pid=pid, pid_create_time=create_time(pid) if pid else None,
-              started_at=utcnow() if status != JobStatus.queued.value else None, heartbeat_at=utcnow(),
+              heartbeat_at=utcnow(),
               finished_at=utcnow() if status not in (JobStatus.running.value, JobStatus.queued.value) else None,
               **fields)
     session.add(job)

@@ -216,3 +216,22 @@ def test_a_job_without_a_device_starts_even_behind_a_job_waiting_for_one(session
             cancel(session, eng, job.id)
         for job in (judge, waiting, busy):
             assert wait_for(session, job.id, timeout=120).status == "canceled"
+
+
+def test_a_job_being_launched_by_another_process_is_not_called_dead(session, users, project):
+    # The queue claims a job (running, no pid yet), starts its process, then writes the pid. The server's upkeep
+    # reconciling in between failed the job 3 ms after its start ("ended without reporting a result") while its
+    # process ran on: seen once in the full suite (tests/test_upkeep.py).
+    from datetime import timedelta
+
+    from core.jobs.queue import reconcile
+    from storage.models import Job, utcnow
+    from tests.fixtures_jobs import add_job
+
+    launching = add_job(session, project, users["engineer"], name="launching")
+    stuck = add_job(session, project, users["engineer"], name="stuck", started_at=utcnow() - timedelta(minutes=2))
+    reconcile(session)
+    session.expire_all()
+    assert session.get(Job, launching.id).status == "running"
+    gone = session.get(Job, stuck.id)  # a launcher that died before recording the pid: failed after a minute
+    assert gone.status == "failed" and "ended without reporting a result" in gone.error

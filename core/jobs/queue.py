@@ -23,7 +23,7 @@ import time
 from datetime import timedelta, timezone
 from pathlib import Path
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlmodel import Session, select
 
 from core.accounts import ACTIONS, can, require
@@ -383,7 +383,9 @@ def reconcile(session: Session) -> list[Job]:
     failed: list[Job] = []
     session.expire_all()
     now = utcnow()
-    for job in session.exec(select(Job).where(Job.status == JobStatus.running.value, Job.target_id.is_(None))).all():
+    # A running job without its pid is being launched by another process (_start): not dead within a minute.
+    for job in session.exec(select(Job).where(Job.status == JobStatus.running.value, Job.target_id.is_(None), or_(
+            Job.pid.is_not(None), Job.started_at < now - timedelta(seconds=60)))).all():
         reason = None
         if not alive(job):
             reason = "The job's process ended without reporting a result"
