@@ -7,11 +7,10 @@ from core.curate.docparse import KIND_WORDS, KINDS
 from core.curate.documents import add_document, chunks_of, delete_document, list_documents, search, versions_of
 from core.errors import StudioError
 from core.evaluate.augment import set_team_prompt, suggested_team_prompt
-from core.evaluate.docdrafts import chunk_sources, generated_drafts_jobs, launch_generated_drafts, \
-    resume_generated_drafts
+from core.evaluate.docdrafts import chunk_sources, generated_drafts_jobs, launch_generated_drafts
 from core.evaluate.systems import available_systems
 from ui.frame import db, flash, md_literal, require_page, require_project, run_action
-from ui.draftjobs import draft_job_card
+from ui.draftjobs import draft_jobs_panel
 
 user = require_page("curate")
 project = require_project()
@@ -112,7 +111,6 @@ if can(user, "evaluate"):
                "Annotate as drafts marked \"Generated from <document> §<chunk>\", for the experts to fix or approve.")
     with db() as s:
         systems = available_systems(s, user, project.id)
-        jobs = generated_drafts_jobs(s, project.id)
     labels = {r["system"]: r["label"] for r in systems}
     by_id = {d.id: d for d in docs}
     with st.form("generate_drafts"):
@@ -131,6 +129,5 @@ if can(user, "evaluate"):
                     if job is not None:
                         flash(f"Job {job.id} {job.status}: questions from {len(sources)} chunk(s).")
                         st.rerun()
-    for job in jobs[:5]:
-        draft_job_card(user, job, resume_generated_drafts, unit="chunk", asked="question",
-                       resume_help="A new job that skips the chunks that already gave drafts.")
+    draft_jobs_panel(user, lambda s: generated_drafts_jobs(s, project.id)[:5], unit="chunk", asked="question",
+                     resume_help="A new job that skips the chunks that already gave drafts.")

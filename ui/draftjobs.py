@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Callable
 
 import streamlit as st
+from sqlmodel import Session
 
 from core.curate.screening import LEAK_REASONS, REASONS
 from core.evaluate.docdrafts import (failure_sources, launch_generated_drafts, paraphrase_jobs,
@@ -84,14 +85,22 @@ def paraphrase_section(user: User, project: Project, es_id: int, labels: dict[st
     _paraphrase_jobs(user, project, es_id)
 
 
-def _paraphrase_jobs(user: User, project: Project, es_id: int) -> None:
+def draft_jobs_panel(user: User, jobs_of: Callable[[Session], list[Job]], *, unit: str, asked: str,
+                     resume_help: str) -> None:
+    """The cards of the jobs ``jobs_of(session)`` lists, redrawn every 2 s while the page is open (a job's progress,
+    then what it made, without a click), as the other pages follow their jobs."""
+
     @live_fragment("2s", "evaluate")
     def panel() -> None:
         with db() as s:
             reconcile(s)
-            jobs = paraphrase_jobs(s, project.id, es_id)
+            jobs = jobs_of(s)
         for job in jobs:
-            draft_job_card(user, job, resume_generated_drafts, unit="failing prompt", asked="paraphrase",
-                           resume_help="A new job that skips the prompts that already gave drafts.")
+            draft_job_card(user, job, resume_generated_drafts, unit=unit, asked=asked, resume_help=resume_help)
 
     panel()
+
+
+def _paraphrase_jobs(user: User, project: Project, es_id: int) -> None:
+    draft_jobs_panel(user, lambda s: paraphrase_jobs(s, project.id, es_id), unit="failing prompt",
+                     asked="paraphrase", resume_help="A new job that skips the prompts that already gave drafts.")
