@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from core.jobs import rundir
-from core.jobs.processes import create_time
+from core.jobs.processes import stamps
 from core.workspace import runs_dir
 from storage.models import Job, JobStatus, utcnow
 
@@ -41,9 +41,11 @@ def add_job(session, project, user, *, kind: str = "train", status: str = JobSta
     """Insert a job row with a run folder (config.json, optional metrics.jsonl / progress.jsonl)."""
     fields.setdefault("module", "core.train.train_job" if kind == "train" else "core.evaluate.generate_job")
     fields.setdefault("started_at", utcnow() if status != JobStatus.queued.value else None)
+    for key, value in (stamps(pid) if pid else {}).items():  # which process the pid is (a test may say otherwise)
+        fields.setdefault(key, value)
     job = Job(project_id=project.id, kind=kind, action="train" if kind == "train" else "evaluate", name=name,
               status=status,
-              config=config or {}, created_by=user.id, pid=pid, pid_create_time=create_time(pid) if pid else None,
+              config=config or {}, created_by=user.id, pid=pid,
               heartbeat_at=utcnow(),
               finished_at=utcnow() if status not in (JobStatus.running.value, JobStatus.queued.value) else None,
               **fields)

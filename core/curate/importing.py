@@ -192,9 +192,9 @@ DELETE_BATCH = 5000
 
 def _owner() -> dict:
     """Who writes a pending import: its process (pid and start time, so a reused pid is told apart)."""
-    from core.jobs.queue import create_time
+    from core.jobs.processes import stamps
 
-    return {"pid": os.getpid(), "pid_create_time": create_time(os.getpid())}
+    return {"pid": os.getpid(), **stamps(os.getpid())}
 
 
 def _delete_rows(session: Session, import_id: int) -> None:
@@ -228,7 +228,7 @@ def discard_abandoned_imports(session: Session) -> list[int]:
     process and the import ended in an error it could not clean up. Run at start and by the server's timer."""
     import psutil
 
-    from core.jobs.queue import create_time
+    from core.jobs.processes import same_start
 
     gone = []
     for rec in session.execute(select(ImportRecord).where(ImportRecord.status == ImportStatus.pending.value)
@@ -237,9 +237,9 @@ def discard_abandoned_imports(session: Session) -> list[int]:
         if pid == os.getpid():
             alive = rec.id in _RUNNING
         else:
-            started = (rec.report or {}).get("pid_create_time")
-            alive = bool(pid) and psutil.pid_exists(pid) and (
-                started is None or abs((create_time(pid) or 0) - started) <= 1.0)
+            report = rec.report or {}
+            alive = bool(pid) and psutil.pid_exists(pid) and same_start(pid, report.get("pid_ident"),
+                                                                        report.get("pid_create_time"))
         if not alive:
             gone.append(rec.id)
     session.commit()

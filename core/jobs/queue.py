@@ -29,7 +29,7 @@ from sqlmodel import Session, select
 from core.accounts import ACTIONS, can, require
 from core.errors import InvalidInput, NotFound
 from core.jobs import remote, rundir, scratch
-from core.jobs.processes import alive, create_time, signal_job
+from core.jobs.processes import alive, process_of, signal_job, stamps
 from core.jobs.targets.registry import check_launchable, get_target
 from core.locks import file_lock
 from core.names import safe_file_name
@@ -248,7 +248,7 @@ def _start(session: Session, job: Job, devices: list[str]) -> bool:
             status=JobStatus.failed.value, finished_at=utcnow(), error=f"Could not start the worker: {err}"))
         session.commit()
         return False
-    session.exec(update(Job).where(Job.id == job.id).values(pid=proc.pid, pid_create_time=create_time(proc.pid)))
+    session.exec(update(Job).where(Job.id == job.id).values(pid=proc.pid, **stamps(proc.pid)))
     session.commit()
     session.refresh(job)
     return True
@@ -306,7 +306,7 @@ def cancel(session: Session, user: User, job_id: int) -> Job:
         if alive(job):
             signal_job(job.pid, signal.SIGTERM)
             # not a daemon: a CLI that cancels and exits still waits for the escalation (or the job's end)
-            threading.Thread(target=_kill_after_grace, args=(job.id, job.pid, job.pid_create_time, cancel_grace_s()),
+            threading.Thread(target=_kill_after_grace, args=(job.id, process_of(job), cancel_grace_s()),
                              name=f"cancel-{job.id}").start()
         else:
             reconcile(session)
@@ -316,12 +316,11 @@ def cancel(session: Session, user: User, job_id: int) -> Job:
     return job
 
 
-def _kill_after_grace(job_id: int, pid: int, create_time: float | None, grace: float) -> None:
+def _kill_after_grace(job_id: int, probe: Job, grace: float) -> None:
     """SIGKILL the canceled job's process group if its process outlives ``grace`` seconds, then mark it canceled
     (conditionally: a status the worker wrote meanwhile stands)."""
     from storage.db import session_scope
 
-    probe = Job(pid=pid, pid_create_time=create_time)  # type: ignore[call-arg]  # a probe, never saved
     deadline = time.monotonic() + grace
     while alive(probe):
         if time.monotonic() >= deadline:
@@ -329,7 +328,7 @@ def _kill_after_grace(job_id: int, pid: int, create_time: float | None, grace: f
         time.sleep(0.2)
     else:
         return
-    signal_job(pid, signal.SIGKILL)
+    signal_job(probe.pid, signal.SIGKILL)
     gone_by = time.monotonic() + 10  # the device is free once the process is gone, not when the signal is sent
     while alive(probe) and time.monotonic() < gone_by:
         time.sleep(0.1)

@@ -31,7 +31,8 @@ from sqlmodel import select
 
 from core.errors import InvalidInput, NotFound, StudioError
 from core.jobs import rundir
-from core.jobs.queue import TERMINAL, create_time, schedule
+from core.jobs.processes import stamps
+from core.jobs.queue import TERMINAL, schedule
 from storage.db import retry_busy, session_scope
 from storage.models import Job, JobStatus, utcnow
 
@@ -272,7 +273,7 @@ def _worker_start(job_id: int) -> Job:
             raise NotFound(f"Job {job_id} does not exist.")
         if job.pid is None:
             job.pid = os.getpid()
-            job.pid_create_time = create_time(os.getpid())
+            job.pid_create_time, job.pid_ident = stamps(os.getpid()).values()
         if job.status == JobStatus.queued.value:  # started by hand (python -m ...) rather than by schedule()
             job.status = JobStatus.running.value
             job.started_at = utcnow()

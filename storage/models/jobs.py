@@ -42,6 +42,8 @@ class Job(SQLModel, table=True):
     pid: Optional[int] = None
     # psutil create_time of the process: tells our process apart from a later one that reused the pid.
     pid_create_time: Optional[float] = None
+    # core.jobs.processes.identity: boot id and start ticks, unmoved by a clock step (the create time is not).
+    pid_ident: Optional[str] = Field(default=None, max_length=80)
     heartbeat_at: Optional[datetime] = None
     created_by: Optional[int] = Field(default=None, foreign_key="user.id")
     created_at: datetime = Field(default_factory=utcnow)

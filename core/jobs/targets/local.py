@@ -2,8 +2,9 @@
 
 The queue's own default (a job with no target) is the same machine with device slots; a registered local target
 is for running beside that queue without taking a slot (e.g. a CPU job on a GPU box), and lets the remote path of
-the queue be exercised without a cluster. Its job id is ``<pid>:<create time>``, so a reused pid is not mistaken
-for the job.
+the queue be exercised without a cluster. Its job id is ``<pid>:<identity>`` (core.jobs.processes.identity: boot and
+start ticks; the create time where the system has none), so a reused pid is not mistaken for the job, and a step
+of the wall clock does not lose it.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import psutil
 
 from core.errors import InvalidInput
+from core.jobs.processes import identity, same_start
 from core.jobs.targets.base import (Launch, Offer, RemoteState, Target, known_settings, log_file, torchrun_argv,
                                    whole_number)
 
@@ -46,13 +48,14 @@ class LocalTarget(Target):
         with open(log_file(launch), "ab") as log:
             proc = subprocess.Popen(argv, cwd=str(REPO_ROOT), env=env, stdin=subprocess.DEVNULL, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
-        return f"{proc.pid}:{psutil.Process(proc.pid).create_time()}"
+        return f"{proc.pid}:{identity(proc.pid) or psutil.Process(proc.pid).create_time()}"
 
     def _process(self, external_id: str) -> psutil.Process | None:
         try:
             pid, created = external_id.split(":", 1)
             proc = psutil.Process(int(pid))
-            if abs(proc.create_time() - float(created)) > 0.01 or proc.status() == psutil.STATUS_ZOMBIE:
+            ident, wall = (None, float(created)) if created.replace(".", "", 1).isdigit() else (created, None)
+            if not same_start(proc.pid, ident, wall) or proc.status() == psutil.STATUS_ZOMBIE:
                 return None
             return proc
         except (ValueError, psutil.Error):
