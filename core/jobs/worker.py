@@ -273,7 +273,8 @@ def _worker_start(job_id: int) -> Job:
             raise NotFound(f"Job {job_id} does not exist.")
         if job.pid is None:
             job.pid = os.getpid()
-            job.pid_create_time, job.pid_ident = stamps(os.getpid()).values()
+            stamp = stamps(os.getpid())
+            job.pid_create_time, job.pid_ident = stamp["pid_create_time"], stamp["pid_ident"]
         if job.status == JobStatus.queued.value:  # started by hand (python -m ...) rather than by schedule()
             job.status = JobStatus.running.value
             job.started_at = utcnow()
